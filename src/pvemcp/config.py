@@ -1,0 +1,328 @@
+"""Configuration models: the single source of truth for every setting.
+
+Env variables (prefix ``PVEMCP_``) describe one cluster, the simple case; a TOML file
+(``PVEMCP_CONFIG`` or ``--config``) describes several named clusters. The models here also
+generate ``docs/configuration.md``, so a setting that is not declared here does not exist.
+
+Every default is the safe one: TLS verification on, the audit log on, no cluster means the
+embedded simulator (never a guess at a real host).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+TOKEN_ID_RE = re.compile(r"^[^\s@!]+@[A-Za-z][A-Za-z0-9.\-_]*![A-Za-z][A-Za-z0-9.\-_]+$")
+FINGERPRINT_RE = re.compile(r"^([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}$|^[0-9A-Fa-f]{64}$")
+CLUSTER_NAME_RE = r"^[a-z][a-z0-9_-]{0,31}$"
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message names the setting and the fix."""
+
+
+class TlsMode(StrEnum):
+    """How the Proxmox API certificate is checked."""
+
+    SYSTEM = "system"
+    CA_FILE = "ca-file"
+    FINGERPRINT = "fingerprint"
+    INSECURE = "insecure"
+
+
+class ClusterConfig(BaseModel):
+    """One Proxmox VE cluster the gateway may talk to."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    api_url: Annotated[
+        str,
+        Field(
+            description="Base URL of any node's API, e.g. `https://pve1.example.com:8006`. "
+            "The `/api2/json` suffix is added by the client.",
+        ),
+    ]
+    token_id: Annotated[
+        str | None,
+        Field(description="API token id, `user@realm!tokenid`."),
+    ] = None
+    token_secret: Annotated[
+        SecretStr | None,
+        Field(description="API token secret (a UUID). Never printed or logged."),
+    ] = None
+    tls: Annotated[
+        TlsMode,
+        Field(
+            description="Certificate check: `system` (OS trust store), `ca-file` (a PEM "
+            "bundle in `ca_file`), `fingerprint` (pin the SHA-256 of the leaf certificate in "
+            "`fingerprint`) or `insecure` (no check; logs a warning at every start).",
+        ),
+    ] = TlsMode.SYSTEM
+    ca_file: Annotated[
+        Path | None, Field(description="PEM CA bundle, required when `tls = \"ca-file\"`.")
+    ] = None
+    fingerprint: Annotated[
+        str | None,
+        Field(
+            description="SHA-256 fingerprint of the API certificate (`AA:BB:...` or 64 hex "
+            "digits), required when `tls = \"fingerprint\"`.",
+        ),
+    ] = None
+    default_node: Annotated[
+        str | None, Field(description="Node used when a tool needs one and none is given.")
+    ] = None
+    default_storage: Annotated[
+        str | None, Field(description="Storage used when a tool needs one and none is given.")
+    ] = None
+    default_bridge: Annotated[
+        str | None, Field(description="Bridge used for new network devices by default.")
+    ] = None
+    connect_timeout: Annotated[
+        float, Field(gt=0, le=120, description="Seconds to establish a connection.")
+    ] = 5.0
+    read_timeout: Annotated[
+        float, Field(gt=0, le=600, description="Seconds to wait for one API response.")
+    ] = 30.0
+    task_timeout: Annotated[
+        float,
+        Field(gt=0, le=86_400, description="Default seconds a tool waits for a Proxmox task."),
+    ] = 600.0
+    retries: Annotated[
+        int,
+        Field(
+            ge=0,
+            le=10,
+            description="Retries for idempotent GETs on connection errors (with backoff).",
+        ),
+    ] = 2
+
+    @field_validator("api_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        value = value.rstrip("/")
+        if value.endswith("/api2/json"):
+            value = value[: -len("/api2/json")]
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must start with https:// (for example https://pve1:8006)")
+        return value
+
+    @field_validator("token_id")
+    @classmethod
+    def _check_token_id(cls, value: str | None) -> str | None:
+        if value is not None and not TOKEN_ID_RE.match(value):
+            raise ValueError("must look like user@realm!tokenid (for example pvemcp@pve!gateway)")
+        return value
+
+    @field_validator("fingerprint")
+    @classmethod
+    def _check_fingerprint(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not FINGERPRINT_RE.match(value):
+            raise ValueError("must be a SHA-256 fingerprint: 32 hex bytes, colons optional")
+        return value.replace(":", "").lower()
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> Self:
+        if self.tls is TlsMode.CA_FILE and self.ca_file is None:
+            raise ValueError("tls = 'ca-file' needs ca_file")
+        if self.tls is TlsMode.FINGERPRINT and self.fingerprint is None:
+            raise ValueError("tls = 'fingerprint' needs fingerprint")
+        if (self.token_id is None) != (self.token_secret is None):
+            raise ValueError("token_id and token_secret go together: set both or neither")
+        return self
+
+
+class SimulatorConfig(BaseModel):
+    """The embedded simulator, used when no cluster is configured (and by `pvemcp demo`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    time_scale: Annotated[
+        float,
+        Field(
+            ge=0,
+            le=100,
+            description="Multiplier on realistic task durations: 1 = real time (a VM start "
+            "takes a few seconds), 0 = tasks finish at once.",
+        ),
+    ] = 0.2
+    seed: Annotated[int, Field(description="Seed for the demo cluster's generated data.")] = 1
+
+
+class AuditConfig(BaseModel):
+    """Where the audit log goes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: Annotated[
+        Path,
+        Field(description="JSON-lines audit log; its directory is created with mode 0700."),
+    ] = Path("~/.local/state/pvemcp/audit.jsonl")
+    enabled: Annotated[
+        bool,
+        Field(
+            description="Write the audit log. When false, calls above the `read` tier are "
+            "refused, since they would run unrecorded.",
+        ),
+    ] = True
+
+
+def _toml_source(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist (set by PVEMCP_CONFIG or --config)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+
+
+class Settings(BaseSettings):
+    """Everything the gateway reads at start.
+
+    Env: `PVEMCP_API_URL`, `PVEMCP_TOKEN_ID`, `PVEMCP_TOKEN_SECRET`, `PVEMCP_TLS`, ... set
+    the cluster named `default`; a TOML file adds `[clusters.NAME]` tables.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="PVEMCP_", extra="forbid", env_nested_delimiter="__", frozen=True
+    )
+
+    config: Annotated[
+        Path | None,
+        Field(description="TOML file with `[clusters.NAME]` tables and the other sections."),
+    ] = None
+    api_url: Annotated[
+        str | None, Field(description="One-cluster shortcut: the `default` cluster's API URL.")
+    ] = None
+    token_id: Annotated[str | None, Field(description="One-cluster shortcut: token id.")] = None
+    token_secret: Annotated[
+        SecretStr | None, Field(description="One-cluster shortcut: token secret.")
+    ] = None
+    tls: Annotated[TlsMode, Field(description="One-cluster shortcut: TLS mode.")] = TlsMode.SYSTEM
+    ca_file: Annotated[Path | None, Field(description="One-cluster shortcut: CA bundle.")] = None
+    fingerprint: Annotated[
+        str | None, Field(description="One-cluster shortcut: certificate fingerprint.")
+    ] = None
+    default_node: Annotated[
+        str | None, Field(description="One-cluster shortcut: default node.")
+    ] = None
+    default_storage: Annotated[
+        str | None, Field(description="One-cluster shortcut: default storage.")
+    ] = None
+    default_bridge: Annotated[
+        str | None, Field(description="One-cluster shortcut: default bridge.")
+    ] = None
+
+    clusters: Annotated[
+        dict[Annotated[str, Field(pattern=CLUSTER_NAME_RE)], ClusterConfig],
+        Field(description="Named clusters (TOML `[clusters.NAME]`)."),
+    ] = {}
+    default_cluster: Annotated[
+        str | None,
+        Field(description="Cluster used when a tool call names none; defaults to the only one."),
+    ] = None
+    simulator: SimulatorConfig = SimulatorConfig()
+    audit: AuditConfig = AuditConfig()
+    log_level: Annotated[
+        str, Field(pattern="^(DEBUG|INFO|WARNING|ERROR)$", description="Log level on stderr.")
+    ] = "INFO"
+
+    @model_validator(mode="after")
+    def _check_default(self) -> Self:
+        if self.default_cluster is not None and self.default_cluster not in self.all_clusters():
+            raise ValueError(
+                f"default_cluster {self.default_cluster!r} is not one of the configured clusters"
+            )
+        return self
+
+    def env_cluster(self) -> ClusterConfig | None:
+        """The cluster described by the one-cluster env shortcuts, if any."""
+        if self.api_url is None:
+            return None
+        return ClusterConfig(
+            api_url=self.api_url,
+            token_id=self.token_id,
+            token_secret=self.token_secret,
+            tls=self.tls,
+            ca_file=self.ca_file,
+            fingerprint=self.fingerprint,
+            default_node=self.default_node,
+            default_storage=self.default_storage,
+            default_bridge=self.default_bridge,
+        )
+
+    def all_clusters(self) -> dict[str, ClusterConfig]:
+        """Named clusters from the file plus `default` from env (env wins for `default`)."""
+        merged = dict(self.clusters)
+        env = self.env_cluster()
+        if env is not None:
+            merged["default"] = env
+        return merged
+
+    def uses_simulator(self) -> bool:
+        """True when nothing real is configured: the embedded simulator is the cluster."""
+        return not self.all_clusters()
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Read env and (optionally) a TOML file into validated settings.
+
+    A TOML file's values are the base; env variables override scalar settings. Errors are
+    raised as `ConfigError` naming every bad setting, never with a secret value in them.
+    """
+    base: dict[str, Any] = {}
+    path = config_file
+    if path is None:
+        env_only = _env_settings_or_raise()
+        path = env_only.config
+    if path is not None:
+        base = _toml_source(path.expanduser())
+        base["config"] = path
+    base.update(overrides)
+    try:
+        return _SettingsFromFile(**base)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source=str(path) if path else "env")) from None
+
+
+class _SettingsFromFile(Settings):
+    """Settings where init values come from the TOML file and env variables override them."""
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):  # type: ignore[no-untyped-def,override]
+        return (env_settings, init_settings)
+
+
+def _env_settings_or_raise() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source="env")) from None
+
+
+def format_validation_error(exc: ValidationError, *, source: str) -> str:
+    """One line per bad setting, with the setting's path; input values are never echoed."""
+    lines = [f"invalid configuration ({source}):"]
+    for err in exc.errors(include_input=False, include_url=False):
+        where = ".".join(str(part) for part in err["loc"]) or "(root)"
+        lines.append(f"  {where}: {err['msg']}")
+    return "\n".join(lines)

@@ -1,0 +1,5 @@
+"""A stateful Proxmox VE API simulator.
+
+A separate program that happens to ship in the package: it imports nothing else of
+`pvemcp`, so it can never share a bug with the client it is used to test.
+"""
