@@ -1,0 +1,398 @@
+"""The REST backend: PVE's HTTPS API with an API token, one pooled client per cluster.
+
+Every failure leaves here as a `ProxmoxError` subclass that names the method and path, so
+tools can give the model a precise hint. The token secret lives only in its `SecretStr`
+and in the header of requests in flight; messages built from third-party exception text
+are scrubbed of it as a last line of defence.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import re
+import ssl
+from collections.abc import Generator
+from typing import Any
+
+import anyio
+import httpx2
+from pydantic import SecretStr
+
+from pvemcp import __version__
+from pvemcp.config import ClusterConfig
+from pvemcp.proxmox.backend import ApiResult, Method, Params
+from pvemcp.proxmox.encoding import PathError, encode_form, encode_path
+from pvemcp.proxmox.errors import (
+    AuthenticationError,
+    NotFound,
+    NotImplementedOnServer,
+    ParameterError,
+    PermissionDenied,
+    ProxmoxError,
+    ProxmoxTimeout,
+    ProxmoxUnreachable,
+    ServerError,
+    TlsVerificationError,
+)
+from pvemcp.proxmox.tls import CertificatePinError, build_transport
+
+logger = logging.getLogger(__name__)
+
+# PVE answers 500 for most missing objects ("Configuration file ... does not exist").
+_NOT_FOUND_RE = re.compile(r"\bdoes not exist\b|\bno such\b", re.IGNORECASE)
+# Visible ASCII only: anything else in a header would be rejected by h11 with an error
+# that quotes the header value, i.e. the secret.
+_HEADER_VALUE_RE = re.compile(r"[\x21-\x7e]+")
+_METHODS = frozenset({"GET", "POST", "PUT", "DELETE"})
+
+_BACKOFF_BASE = 0.2
+_BACKOFF_CAP = 3.0
+# pveproxy drops a connection after 5 s without traffic; expiring idle connections
+# earlier avoids sending a request into one the server is closing.
+_LIMITS = httpx2.Limits(max_connections=8, max_keepalive_connections=4, keepalive_expiry=4.0)
+
+
+class _TokenAuth(httpx2.Auth):
+    """Adds `Authorization: PVEAPIToken=...` at send time, so the secret stays in its
+    `SecretStr` and never sits in the client's default headers."""
+
+    def __init__(self, token_id: str, secret: SecretStr) -> None:
+        self._token_id = token_id
+        self._secret = secret
+
+    def auth_flow(
+        self, request: httpx2.Request
+    ) -> Generator[httpx2.Request, httpx2.Response, None]:
+        request.headers["Authorization"] = (
+            f"PVEAPIToken={self._token_id}={self._secret.get_secret_value()}"
+        )
+        yield request
+
+
+def _tls_failure(exc: BaseException) -> ssl.SSLError | None:
+    """The TLS error behind a connect error, if that is what it was.
+
+    An EOF during the handshake is a dropped connection, not a certificate problem.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return current
+        if isinstance(current, ssl.SSLError) and not isinstance(
+            current, ssl.SSLEOFError | ssl.SSLZeroReturnError | ssl.SSLSyscallError
+        ):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _reason(exc: BaseException) -> str:
+    """The most specific cause: the OS error (`Connection refused`) rather than a
+    wrapper's summary (`All connection attempts failed`)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno is not None:
+            # asyncio's strerror is "Connect call failed (...)"; the errno says why.
+            # DNS errors (socket.gaierror) have negative codes and a useful strerror.
+            return os.strerror(current.errno) if current.errno > 0 else str(current.strerror)
+        current = current.__cause__ or current.__context__
+    return str(exc) or type(exc).__name__
+
+
+def _total(body: dict[str, Any]) -> int | None:
+    total = body.get("total")
+    if isinstance(total, bool):
+        return None
+    if isinstance(total, int):
+        return total
+    if isinstance(total, str) and total.isdigit():
+        return int(total)
+    return None
+
+
+class RestBackend:
+    """`ProxmoxBackend` over PVE's HTTPS API (`{api_url}/api2/json`).
+
+    Path refusals (`..`, `%2e%2e`, `//`, `?`, controls) raise `ParameterError` with
+    `errors["path"]`, before any request; a value PVE cannot receive (NUL, NaN) raises
+    `ParameterError` too. Only GETs are retried, and only when no connection could be made.
+    `transport` replaces the TLS-configured one (tests); the constructor raises
+    `ConfigError` for an unusable `ca_file` or a pin on a plain-http URL. A cluster without
+    a token fails at the first call, with `AuthenticationError`, before anything is sent.
+    """
+
+    name = "rest"
+
+    def __init__(
+        self, cluster: ClusterConfig, *, transport: httpx2.AsyncBaseTransport | None = None
+    ) -> None:
+        self._cluster = cluster
+        url = httpx2.URL(cluster.api_url)
+        self._address = f"{url.host}:{url.port or (443 if url.scheme == 'https' else 80)}"
+        self._secret = cluster.token_secret
+        auth = (
+            _TokenAuth(cluster.token_id, cluster.token_secret)
+            if cluster.token_id is not None and cluster.token_secret is not None
+            else None
+        )
+        if transport is None:
+            transport = build_transport(cluster, limits=_LIMITS)
+        self._client = httpx2.AsyncClient(
+            base_url=f"{cluster.api_url}/api2/json",
+            auth=auth,
+            transport=transport,
+            timeout=httpx2.Timeout(
+                connect=cluster.connect_timeout,
+                read=cluster.read_timeout,
+                write=cluster.read_timeout,
+                pool=cluster.read_timeout,
+            ),
+            headers={"Accept": "application/json", "User-Agent": f"pvemcp/{__version__}"},
+            follow_redirects=False,
+            # No proxies or .netrc from the environment: requests go where api_url says.
+            trust_env=False,
+        )
+
+    def __repr__(self) -> str:
+        return f"RestBackend(api_url={self._cluster.api_url!r}, tls={self._cluster.tls.value!r})"
+
+    async def __aenter__(self) -> RestBackend:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close pooled connections."""
+        await self._client.aclose()
+
+    async def call(self, method: Method, path: str, params: Params | None = None) -> ApiResult:
+        """One API call; see `ProxmoxBackend.call`. Raises a `ProxmoxError` subclass."""
+        if method not in _METHODS:
+            raise ParameterError(
+                f"method {method!r} is not one of GET, POST, PUT, DELETE",
+                errors={"method": "must be GET, POST, PUT or DELETE"},
+                method=method,
+                path=path,
+            )
+        self._check_token(method, path)
+        try:
+            url = encode_path(path)
+            form = encode_form(params)
+        except PathError as exc:
+            raise self._error(
+                ParameterError, str(exc), method, path, errors={"path": str(exc)}
+            ) from None
+        except ValueError as exc:
+            raise self._error(
+                ParameterError, str(exc), method, path, errors={"params": str(exc)}
+            ) from None
+        if method in {"GET", "DELETE"}:
+            request = self._client.build_request(method, f"{url}?{form}" if form else url)
+        else:
+            request = self._client.build_request(
+                method,
+                url,
+                content=form.encode("ascii"),
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+        response = await self._send(request, method, path)
+        return self._result(response, method, path)
+
+    def _check_token(self, method: str, path: str) -> None:
+        token_id, secret = self._cluster.token_id, self._cluster.token_secret
+        if token_id is None or secret is None:
+            raise AuthenticationError(
+                f"no API token is configured for {self._cluster.api_url}: set token_id and "
+                "token_secret for this cluster",
+                method=method,
+                path=path,
+            )
+        if not _HEADER_VALUE_RE.fullmatch(secret.get_secret_value()):
+            raise AuthenticationError(
+                f"the token secret of {token_id} contains whitespace, control or non-ASCII "
+                "characters, so it cannot be sent; check token_secret",
+                method=method,
+                path=path,
+            )
+
+    async def _send(self, request: httpx2.Request, method: str, path: str) -> httpx2.Response:
+        """Send with retries for GETs that could not connect; map transport failures."""
+        attempts = 1 + (self._cluster.retries if method == "GET" else 0)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self._client.send(request)
+            except CertificatePinError as exc:
+                raise self._error(TlsVerificationError, str(exc), method, path) from None
+            except (httpx2.ConnectError, httpx2.ConnectTimeout) as exc:
+                tls_error = _tls_failure(exc)
+                if tls_error is not None:
+                    raise self._tls_error(tls_error, method, path) from exc
+                if attempt == attempts:
+                    raise self._connect_error(exc, method, path, attempts) from exc
+                delay = min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** (attempt - 1))
+                delay *= random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not cryptography
+                logger.info(
+                    "%s %s: cannot connect to %s (%s); retry %d/%d in %.2f s",
+                    method,
+                    path,
+                    self._address,
+                    type(exc).__name__,
+                    attempt,
+                    attempts - 1,
+                    delay,
+                )
+                await anyio.sleep(delay)
+            except httpx2.TimeoutException as exc:
+                raise self._timeout_error(exc, method, path) from exc
+            except httpx2.TransportError as exc:
+                effect = "" if method == "GET" else "; the call may or may not have taken effect"
+                raise self._error(
+                    ProxmoxUnreachable,
+                    f"the connection to {self._address} broke during {method} {path} "
+                    f"({_reason(exc)}){effect}",
+                    method,
+                    path,
+                ) from exc
+            except httpx2.HTTPError as exc:
+                raise self._error(
+                    ServerError, f"unusable answer from {self._address}: {exc}", method, path
+                ) from exc
+
+    def _error(
+        self,
+        cls: type[ProxmoxError],
+        message: str,
+        method: str,
+        path: str,
+        *,
+        status: int | None = None,
+        errors: dict[str, str] | None = None,
+    ) -> ProxmoxError:
+        """Build an error whose texts cannot carry the token secret."""
+        return cls(
+            self._scrub(message),
+            status=status,
+            errors={key: self._scrub(value) for key, value in (errors or {}).items()},
+            method=method,
+            path=path,
+        )
+
+    def _scrub(self, text: str) -> str:
+        if self._secret is not None:
+            secret = self._secret.get_secret_value()
+            if secret:
+                text = text.replace(secret, "**********")
+        return text
+
+    def _tls_error(self, exc: ssl.SSLError, method: str, path: str) -> ProxmoxError:
+        reason = getattr(exc, "verify_message", None) or exc.reason or str(exc)
+        return self._error(
+            TlsVerificationError,
+            f"TLS verification of {self._address} failed ({reason}) with tls = "
+            f"'{self._cluster.tls.value}'; nothing was sent. For PVE's self-signed "
+            "certificate use tls = 'ca-file' with /etc/pve/pve-root-ca.pem or pin the "
+            "certificate with tls = 'fingerprint'",
+            method,
+            path,
+        )
+
+    def _connect_error(
+        self, exc: httpx2.TransportError, method: str, path: str, attempts: int
+    ) -> ProxmoxError:
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        if isinstance(exc, httpx2.ConnectTimeout):
+            return self._error(
+                ProxmoxTimeout,
+                f"connecting to {self._address} timed out "
+                f"({self._cluster.connect_timeout:g} s){tries}",
+                method,
+                path,
+            )
+        return self._error(
+            ProxmoxUnreachable,
+            f"cannot connect to {self._address}{tries}: {_reason(exc)}",
+            method,
+            path,
+        )
+
+    def _timeout_error(self, exc: httpx2.TimeoutException, method: str, path: str) -> ProxmoxError:
+        if isinstance(exc, httpx2.PoolTimeout):
+            what = "no free connection in the pool"
+        elif isinstance(exc, httpx2.WriteTimeout):
+            what = "sending the request timed out"
+        else:
+            what = f"no answer within read_timeout ({self._cluster.read_timeout:g} s)"
+        effect = "" if method == "GET" else "; the call may still take effect on the node"
+        return self._error(
+            ProxmoxTimeout, f"{method} {path} to {self._address}: {what}{effect}", method, path
+        )
+
+    def _result(self, response: httpx2.Response, method: str, path: str) -> ApiResult:
+        body = self._json_object(response)
+        if response.is_success:
+            if body is None:
+                raise self._error(
+                    ServerError,
+                    f"Proxmox answered HTTP {response.status_code} with a body that is not a "
+                    f"JSON object ({response.headers.get('content-type', 'no content type')}, "
+                    f"{len(response.content)} bytes)",
+                    method,
+                    path,
+                    status=response.status_code,
+                )
+            return ApiResult(data=body.get("data"), total=_total(body))
+        raise self._status_error(response, body, method, path)
+
+    @staticmethod
+    def _json_object(response: httpx2.Response) -> dict[str, Any] | None:
+        try:
+            body = json.loads(response.content)
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError
+            return None
+        return body if isinstance(body, dict) else None
+
+    def _status_error(
+        self, response: httpx2.Response, body: dict[str, Any] | None, method: str, path: str
+    ) -> ProxmoxError:
+        status = response.status_code
+        message = body.get("message") if body else None
+        if not isinstance(message, str) or not message.strip():
+            # PVE before 8.4 sends no `message`; the reason phrase is its first line.
+            message = response.reason_phrase or f"HTTP {status}"
+        message = message.strip()
+        raw_errors = body.get("errors") if body else None
+        errors = (
+            {str(key): str(value).strip() for key, value in raw_errors.items()}
+            if isinstance(raw_errors, dict)
+            else {}
+        )
+        cls: type[ProxmoxError]
+        if status == 401:
+            cls = AuthenticationError
+            message = (
+                f"Proxmox rejected the API token {self._cluster.token_id} ({message}); "
+                "check token_id and token_secret and that the token is not expired"
+            )
+        elif status == 403:
+            cls = PermissionDenied
+        elif status == 501:
+            cls = NotImplementedOnServer
+        elif status == 400 and errors:
+            cls = ParameterError
+        elif status == 404 or _NOT_FOUND_RE.search(message):
+            cls = NotFound
+        elif status == 400:
+            cls = ParameterError
+        else:
+            cls = ServerError
+        return self._error(cls, message, method, path, status=status, errors=errors)

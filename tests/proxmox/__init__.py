@@ -1,0 +1,1 @@
+"""Tests of the Proxmox backend layer: UPIDs, encoding, TLS, REST and tasks."""
