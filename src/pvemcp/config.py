@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+import urllib.parse
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Self
@@ -25,7 +26,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 TOKEN_ID_RE = re.compile(r"^[^\s@!]+@[A-Za-z][A-Za-z0-9.\-_]*![A-Za-z][A-Za-z0-9.\-_]+$")
 FINGERPRINT_RE = re.compile(r"^([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}$|^[0-9A-Fa-f]{64}$")
@@ -74,13 +75,13 @@ class ClusterConfig(BaseModel):
         ),
     ] = TlsMode.SYSTEM
     ca_file: Annotated[
-        Path | None, Field(description="PEM CA bundle, required when `tls = \"ca-file\"`.")
+        Path | None, Field(description='PEM CA bundle, required when `tls = "ca-file"`.')
     ] = None
     fingerprint: Annotated[
         str | None,
         Field(
             description="SHA-256 fingerprint of the API certificate (`AA:BB:...` or 64 hex "
-            "digits), required when `tls = \"fingerprint\"`.",
+            'digits), required when `tls = "fingerprint"`.',
         ),
     ] = None
     default_node: Annotated[
@@ -119,6 +120,13 @@ class ClusterConfig(BaseModel):
             value = value[: -len("/api2/json")]
         if not value.startswith(("https://", "http://")):
             raise ValueError("must start with https:// (for example https://pve1:8006)")
+        if value.startswith("http://"):
+            host = urllib.parse.urlsplit(value).hostname or ""
+            if host not in ("127.0.0.1", "::1", "localhost"):
+                raise ValueError(
+                    "plain http:// would send the API token in cleartext; use https:// "
+                    "(http:// is accepted only for 127.0.0.1, ::1 and localhost)"
+                )
         return value
 
     @field_validator("token_id")
@@ -188,7 +196,9 @@ def _toml_source(path: Path) -> dict[str, Any]:
         with path.open("rb") as handle:
             return tomllib.load(handle)
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist (set by PVEMCP_CONFIG or --config)") from None
+        raise ConfigError(
+            f"config file {path} does not exist (set by PVEMCP_CONFIG or --config)"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     except OSError as exc:
@@ -301,14 +311,23 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     try:
         return _SettingsFromFile(**base)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source=str(path) if path else "env")) from None
+        raise ConfigError(
+            format_validation_error(exc, source=str(path) if path else "env")
+        ) from None
 
 
 class _SettingsFromFile(Settings):
     """Settings where init values come from the TOML file and env variables override them."""
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):  # type: ignore[no-untyped-def,override]
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (env_settings, init_settings)
 
 

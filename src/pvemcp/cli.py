@@ -1,0 +1,171 @@
+"""The `pvemcp` command: serve, demo, simulate, tools, config."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from pvemcp import __version__
+from pvemcp.config import ConfigError, Settings, load_settings
+from pvemcp.secrets.redaction import MASK, Redactor
+
+DOCS_PATH = Path("docs/configuration.md")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pvemcp",
+        description="An audited MCP gateway for Proxmox VE. Logs go to stderr as JSON.",
+    )
+    parser.add_argument("--version", action="version", version=f"pvemcp {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve MCP over stdio (the embedded simulator when no cluster is configured)",
+    )
+    serve.add_argument("--config", type=Path, help="TOML config file (else PVEMCP_CONFIG)")
+    serve.add_argument("--mode", choices=["stdio"], default="stdio", help="transport")
+
+    demo = commands.add_parser(
+        "demo", help="serve MCP over stdio against the embedded simulator; no config needed"
+    )
+    demo.add_argument(
+        "--time-scale", type=float, help="task duration multiplier (0 = instant, 1 = real time)"
+    )
+
+    commands.add_parser(
+        "simulate", help="run the PVE API simulator alone over HTTPS", add_help=False
+    )
+
+    tools = commands.add_parser("tools", help="list the tools with their risk tier")
+    tools.add_argument("--json", action="store_true", help="print the MCP tool definitions")
+
+    config = commands.add_parser("config", help="show the effective config or write its docs")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    show = config_commands.add_parser("show", help="print the effective config, secrets redacted")
+    show.add_argument("--config", type=Path)
+    docs = config_commands.add_parser("docs", help="write docs/configuration.md")
+    docs.add_argument("--output", type=Path, default=DOCS_PATH)
+    docs.add_argument("--check", action="store_true", help="exit 1 if the file is stale")
+    return parser
+
+
+def _settings(config: Path | None, **overrides: Any) -> Settings:
+    return load_settings(config, **overrides)
+
+
+def _serve(settings: Settings, *, simulate: bool) -> int:
+    from pvemcp.logsetup import configure_logging
+    from pvemcp.runtime import open_gateway
+    from pvemcp.transports.stdio import serve_stdio
+
+    redactor = Redactor()
+    configure_logging(settings.log_level, redactor)
+    if sys.stdin.isatty():
+        print(
+            "pvemcp is serving MCP on stdin/stdout and waits for an MCP client.\n"
+            "Configure your client to start this command (see README.md), or try:\n"
+            "  npx @modelcontextprotocol/inspector --cli pvemcp demo --method tools/list\n"
+            "Press Ctrl-D to stop.",
+            file=sys.stderr,
+        )
+
+    async def run() -> None:
+        async with open_gateway(settings, redactor, simulate=simulate) as gateway:
+            await serve_stdio(gateway)
+
+    anyio.run(run)
+    return 0
+
+
+def _tools(as_json: bool) -> int:
+    from pvemcp.gateway.schema import compact_schema
+    from pvemcp.tools import all_tools
+
+    specs = all_tools()
+    if as_json:
+        out = [
+            {
+                "name": s.name,
+                "tier": str(s.tier),
+                "description": s.description,
+                "inputSchema": compact_schema(s.input_model),
+            }
+            for s in specs
+        ]
+        print(json.dumps(out, indent=2))
+        return 0
+    width = max(len(s.name) for s in specs)
+    for spec in specs:
+        print(f"{spec.name:<{width}}  {spec.tier:<11}  {spec.title}")
+    return 0
+
+
+def _config_show(settings: Settings) -> int:
+    data = settings.model_dump(mode="json")
+    clusters: dict[str, Any] = {
+        name: cluster.model_dump(mode="json") for name, cluster in settings.all_clusters().items()
+    }
+    for cluster in clusters.values():
+        if cluster.get("token_secret"):
+            cluster["token_secret"] = MASK
+    effective: dict[str, Any] = {
+        "clusters": clusters or {"demo": "embedded simulator (no cluster configured)"},
+        "default_cluster": settings.default_cluster,
+        "simulator": data["simulator"],
+        "audit": data["audit"],
+        "log_level": settings.log_level,
+    }
+    print(json.dumps(effective, indent=2))
+    return 0
+
+
+def _config_docs(output: Path, check: bool) -> int:
+    from pvemcp.configdoc import render
+
+    text = render()
+    if check:
+        current = output.read_text() if output.exists() else ""
+        if current != text:
+            print(f"{output} is stale: run `pvemcp config docs`", file=sys.stderr)
+            return 1
+        return 0
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text)
+    print(f"wrote {output}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args_list = sys.argv[1:] if argv is None else argv
+    if args_list[:1] == ["simulate"]:
+        from pvemcp.simulator.server import main as simulate_main
+
+        return simulate_main(args_list[1:])
+    args = _parser().parse_args(args_list)
+    try:
+        if args.command == "serve":
+            return _serve(_settings(args.config), simulate=False)
+        if args.command == "demo":
+            overrides: dict[str, Any] = {}
+            if args.time_scale is not None:
+                overrides["simulator"] = {"time_scale": args.time_scale}
+            return _serve(_settings(None, **overrides), simulate=True)
+        if args.command == "tools":
+            return _tools(args.json)
+        if args.command == "config" and args.config_command == "show":
+            return _config_show(_settings(args.config))
+        if args.command == "config" and args.config_command == "docs":
+            return _config_docs(args.output, args.check)
+    except ConfigError as exc:
+        print(f"pvemcp: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 2

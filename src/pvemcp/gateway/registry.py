@@ -1,0 +1,97 @@
+"""What a tool is: a typed input model, a declared risk tier, and a handler.
+
+Tools never talk to a backend, check a permission or write audit themselves: they get a
+`ToolContext` from the gateway, which does all of that around them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pvemcp.policy.tiers import Tier
+
+if TYPE_CHECKING:
+    from pvemcp.gateway.context import ToolContext
+
+CLUSTER_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
+
+
+class ToolInput(BaseModel):
+    """Base of every tool's arguments: strict types, unknown fields rejected."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    cluster: Annotated[
+        str | None,
+        Field(
+            pattern=CLUSTER_PATTERN, description="Configured cluster name; omit for the default."
+        ),
+    ] = None
+
+
+class ToolOutput(BaseModel):
+    """Base of every tool's result model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+InputT = TypeVar("InputT", bound=ToolInput)
+Handler = Callable[["ToolContext", InputT], Awaitable[ToolOutput]]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec(Generic[InputT]):
+    """A registered tool. `tier` is declared here and nowhere else."""
+
+    name: str
+    title: str
+    description: str
+    tier: Tier
+    input_model: type[InputT]
+    output_model: type[ToolOutput]
+    handler: Handler[InputT]
+    idempotent: bool = False
+
+    @property
+    def read_only(self) -> bool:
+        return self.tier is Tier.READ
+
+    @property
+    def destructive(self) -> bool:
+        return self.tier in (Tier.DESTRUCTIVE, Tier.ESCAPE)
+
+
+def tool(
+    name: str,
+    *,
+    title: str,
+    tier: Tier,
+    input: type[InputT],
+    output: type[ToolOutput],
+    idempotent: bool = False,
+) -> Callable[[Handler[InputT]], ToolSpec[InputT]]:
+    """Declare a tool; the handler's docstring becomes the description the model reads."""
+
+    def wrap(handler: Handler[InputT]) -> ToolSpec[InputT]:
+        description = " ".join((handler.__doc__ or "").split())
+        if not description:
+            raise ValueError(f"tool {name} needs a docstring: it is the model's description")
+        return ToolSpec(
+            name=name,
+            title=title,
+            description=description,
+            tier=tier,
+            input_model=input,
+            output_model=output,
+            handler=handler,
+            idempotent=idempotent,
+        )
+
+    return wrap
+
+
+AnySpec = ToolSpec[Any]

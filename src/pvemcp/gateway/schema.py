@@ -1,0 +1,75 @@
+"""JSON schemas as the model reads them: compact, plain objects at the root.
+
+pydantic adds a `title` to every property and wraps optional fields in `anyOf` with null;
+both cost bytes in every conversation and tell the model nothing (see the tool-design
+notes). Optional fields are simply not required.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+_DROP = frozenset({"title"})
+
+
+def _strip(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_strip(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    any_of = node.get("anyOf")
+    if isinstance(any_of, list):
+        non_null = [branch for branch in any_of if branch != {"type": "null"}]
+        if len(non_null) == 1 and len(non_null) < len(any_of):
+            merged = {k: v for k, v in node.items() if k != "anyOf"}
+            merged.update(non_null[0])
+            node = merged
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _DROP and not isinstance(value, dict):
+            continue
+        if key == "default" and value is None:
+            continue
+        out[key] = (
+            _strip(value)
+            if key not in ("properties", "$defs")
+            else {name: _strip(sub) for name, sub in value.items()}
+        )
+    return out
+
+
+def compact_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema without titles, null branches or null defaults."""
+    schema = _strip(model.model_json_schema())
+    schema.setdefault("type", "object")
+    return schema  # type: ignore[no-any-return]
+
+
+def field_hint(schema: dict[str, Any], field: str) -> str | None:
+    """A one-line description of what `field` accepts, from its compact schema."""
+    prop = schema.get("properties", {}).get(field)
+    if not isinstance(prop, dict):
+        return None
+    if "enum" in prop:
+        return f"{field} must be one of: " + ", ".join(map(str, prop["enum"]))
+    kind = prop.get("type", "value")
+    if kind == "array":
+        items = prop.get("items", {})
+        if isinstance(items, dict) and "enum" in items:
+            return f"{field} is a list of: " + ", ".join(map(str, items["enum"]))
+        return f"{field} is a list"
+    parts = [f"{field} is a{'n' if str(kind)[0] in 'aeiou' else ''} {kind}"]
+    low, high = prop.get("minimum"), prop.get("maximum")
+    if low is not None and high is not None:
+        parts.append(f"from {low} to {high}")
+    elif low is not None:
+        parts.append(f">= {low}")
+    elif high is not None:
+        parts.append(f"<= {high}")
+    if "pattern" in prop:
+        parts.append(f"matching {prop['pattern']}")
+    if "maxLength" in prop:
+        parts.append(f"of at most {prop['maxLength']} characters")
+    return " ".join(parts)

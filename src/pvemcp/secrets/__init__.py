@@ -1,0 +1,1 @@
+"""Credentials for the clusters, and the redaction set every loaded secret joins."""

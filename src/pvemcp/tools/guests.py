@@ -1,0 +1,357 @@
+"""Guest tools: VMs and containers together, found by vmid or name, and their power state."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Self
+
+import anyio
+from pydantic import Field, model_validator
+
+from pvemcp.gateway.context import ToolContext
+from pvemcp.gateway.errors import ToolFailure
+from pvemcp.gateway.registry import ToolInput, ToolOutput, tool
+from pvemcp.policy.tiers import Tier
+from pvemcp.tools.cluster import gib, mib, pct
+from pvemcp.tools.common import GuestName, GuestType, NodeName, Timeout, Vmid, as_int, tag_list
+
+ExtraField = Literal[
+    "cpu", "mem", "disk", "uptime", "pool", "template", "hastate", "lock", "net", "diskio"
+]
+
+
+class GuestRow(ToolOutput):
+    """One guest as listed; extra fields appear only when asked for with `fields`."""
+
+    vmid: int
+    name: str | None = None
+    type: str
+    node: str
+    status: str
+    tags: list[str] | None = None
+    cpu_pct: float | None = None
+    cpus: int | None = None
+    mem_mib: int | None = None
+    maxmem_mib: int | None = None
+    disk_gib: float | None = None
+    maxdisk_gib: float | None = None
+    uptime_s: int | None = None
+    pool: str | None = None
+    template: bool | None = None
+    hastate: str | None = None
+    lock: str | None = None
+    netin: int | None = None
+    netout: int | None = None
+    diskread: int | None = None
+    diskwrite: int | None = None
+
+
+def _row(resource: dict[str, Any], fields: frozenset[str]) -> GuestRow:
+    row = GuestRow(
+        vmid=int(resource["vmid"]),
+        name=resource.get("name"),
+        type=str(resource.get("type")),
+        node=str(resource.get("node")),
+        status=str(resource.get("status", "unknown")),
+        tags=tag_list(resource.get("tags")),
+    )
+    if "cpu" in fields:
+        row.cpu_pct = pct(resource.get("cpu"))
+        row.cpus = as_int(resource.get("maxcpu"))
+    if "mem" in fields:
+        row.mem_mib = mib(resource.get("mem"))
+        row.maxmem_mib = mib(resource.get("maxmem"))
+    if "disk" in fields:
+        row.disk_gib = gib(resource.get("disk"))
+        row.maxdisk_gib = gib(resource.get("maxdisk"))
+    if "uptime" in fields:
+        row.uptime_s = as_int(resource.get("uptime"))
+    if "pool" in fields:
+        row.pool = resource.get("pool")
+    if "template" in fields:
+        row.template = bool(resource.get("template"))
+    if "hastate" in fields:
+        row.hastate = resource.get("hastate")
+    if "lock" in fields:
+        row.lock = resource.get("lock")
+    if "net" in fields:
+        row.netin = as_int(resource.get("netin"))
+        row.netout = as_int(resource.get("netout"))
+    if "diskio" in fields:
+        row.diskread = as_int(resource.get("diskread"))
+        row.diskwrite = as_int(resource.get("diskwrite"))
+    return row
+
+
+async def _guest_resources(ctx: ToolContext) -> list[dict[str, Any]]:
+    rows = await ctx.get("/cluster/resources", {"type": "vm"})
+    return sorted(
+        (r for r in rows if r.get("type") in ("qemu", "lxc") and r.get("vmid") is not None),
+        key=lambda r: int(r["vmid"]),
+    )
+
+
+class GuestListArgs(ToolInput):
+    node: NodeName | None = None
+    status: Literal["running", "stopped", "paused"] | None = None
+    type: GuestType | None = None
+    name: Annotated[
+        str | None, Field(max_length=128, description="Case-insensitive substring of the name.")
+    ] = None
+    tag: Annotated[str | None, Field(max_length=64, pattern=r"^[\w.+-]+$")] = None
+    fields: Annotated[
+        list[ExtraField] | None, Field(max_length=10, description="Extra columns to include.")
+    ] = None
+    offset: Annotated[int, Field(ge=0)] = 0
+    limit: Annotated[int, Field(ge=1, le=500)] = 50
+
+
+class GuestList(ToolOutput):
+    guests: list[GuestRow]
+    total: int
+    next_offset: int | None = None
+
+
+@tool(
+    "proxmox_guest_list",
+    title="List guests",
+    tier=Tier.READ,
+    input=GuestListArgs,
+    output=GuestList,
+    idempotent=True,
+)
+async def guest_list(ctx: ToolContext, args: GuestListArgs) -> GuestList:
+    """List VMs and containers across the cluster, filtered by node, status, type, name or
+    tag, sorted by vmid and paged (`total`, `next_offset`). Use proxmox_guest_get for one
+    guest's configuration."""
+    wanted = frozenset(args.fields or ())
+    needle = args.name.lower() if args.name else None
+    matches = [
+        r
+        for r in await _guest_resources(ctx)
+        if (args.node is None or r.get("node") == args.node)
+        and (args.status is None or r.get("status") == args.status)
+        and (args.type is None or r.get("type") == args.type)
+        and (needle is None or needle in str(r.get("name", "")).lower())
+        and (args.tag is None or args.tag in (tag_list(r.get("tags")) or ()))
+    ]
+    page = matches[args.offset : args.offset + args.limit]
+    end = args.offset + len(page)
+    return GuestList(
+        guests=[_row(r, wanted) for r in page],
+        total=len(matches),
+        next_offset=end if end < len(matches) else None,
+    )
+
+
+class GuestRef(ToolInput):
+    """A guest named by vmid or by name (exactly one)."""
+
+    vmid: Vmid | None = None
+    name: GuestName | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Self:
+        if (self.vmid is None) == (self.name is None):
+            raise ValueError("give exactly one of vmid or name")
+        return self
+
+
+async def resolve_guest(ctx: ToolContext, ref: GuestRef) -> dict[str, Any]:
+    """Find the guest's resource row (node and type); errors list what exists instead."""
+    rows = await _guest_resources(ctx)
+    if ref.vmid is not None:
+        for row in rows:
+            if int(row["vmid"]) == ref.vmid:
+                return row
+        raise ToolFailure(
+            "not_found",
+            f"no guest with vmid {ref.vmid} in cluster {ctx.cluster_name}",
+            field="vmid",
+            hint="List guests with proxmox_guest_list.",
+        )
+    exact = [r for r in rows if r.get("name") == ref.name]
+    found = exact or [r for r in rows if str(r.get("name", "")).lower() == str(ref.name).lower()]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise ToolFailure(
+            "not_found",
+            f"no guest named {ref.name!r} in cluster {ctx.cluster_name}",
+            field="name",
+            hint="List guests with proxmox_guest_list (its name filter matches substrings).",
+        )
+    candidates = [
+        {
+            "vmid": int(r["vmid"]),
+            "type": r.get("type"),
+            "node": r.get("node"),
+            "status": r.get("status"),
+        }
+        for r in found
+    ]
+    raise ToolFailure(
+        "ambiguous_name",
+        f"{len(found)} guests are named {ref.name!r}",
+        field="name",
+        hint="Call again with vmid: " + ", ".join(str(c["vmid"]) for c in candidates),
+        details={"candidates": candidates},
+    )
+
+
+class GuestGetArgs(GuestRef):
+    include_config: Annotated[
+        bool, Field(description="Include the guest's configuration (disks, NICs, options).")
+    ] = True
+
+
+class GuestDetails(ToolOutput):
+    vmid: int
+    name: str | None = None
+    type: str
+    node: str
+    status: str
+    qmpstatus: str | None = None
+    uptime_s: int | None = None
+    cpus: float | None = None
+    cpu_pct: float | None = None
+    mem_mib: int | None = None
+    maxmem_mib: int | None = None
+    maxdisk_gib: float | None = None
+    tags: list[str] | None = None
+    lock: str | None = None
+    ha: str | None = None
+    template: bool | None = None
+    config: dict[str, Any] | None = None
+
+
+@tool(
+    "proxmox_guest_get",
+    title="Get a guest",
+    tier=Tier.READ,
+    input=GuestGetArgs,
+    output=GuestDetails,
+    idempotent=True,
+)
+async def guest_get(ctx: ToolContext, args: GuestGetArgs) -> GuestDetails:
+    """One VM or container by vmid or exact name: current status and, by default, its
+    configuration. A name that several guests share is an error listing their vmids."""
+    row = await resolve_guest(ctx, args)
+    base = f"/nodes/{row['node']}/{row['type']}/{row['vmid']}"
+    status: dict[str, Any] = {}
+    config: dict[str, Any] = {}
+
+    async def fetch_status() -> None:
+        status.update(await ctx.get(f"{base}/status/current"))
+
+    async def fetch_config() -> None:
+        config.update(await ctx.get(f"{base}/config"))
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(fetch_status)
+        if args.include_config:
+            group.start_soon(fetch_config)
+    config.pop("digest", None)
+    ha = status.get("ha")
+    return GuestDetails(
+        vmid=int(row["vmid"]),
+        name=status.get("name") or row.get("name"),
+        type=str(row["type"]),
+        node=str(row["node"]),
+        status=str(status.get("status", row.get("status", "unknown"))),
+        qmpstatus=status.get("qmpstatus"),
+        uptime_s=as_int(status.get("uptime")),
+        cpus=status.get("cpus"),
+        cpu_pct=pct(status.get("cpu")),
+        mem_mib=mib(status.get("mem")),
+        maxmem_mib=mib(status.get("maxmem")),
+        maxdisk_gib=gib(status.get("maxdisk")),
+        tags=tag_list(status.get("tags") or row.get("tags")),
+        lock=status.get("lock"),
+        ha=ha.get("state") if isinstance(ha, dict) and ha.get("managed") else None,
+        template=bool(status.get("template")) or None,
+        config=config or None,
+    )
+
+
+class PowerResult(ToolOutput):
+    vmid: int
+    node: str
+    type: str
+    action: str
+    upid: str
+    status: Literal["running", "stopped"]
+    exitstatus: str | None = None
+    seconds: float | None = None
+
+
+class PowerArgs(GuestRef):
+    action: Literal["start", "shutdown", "reboot", "suspend", "resume"]
+    wait: Annotated[bool, Field(description="Wait for the task to finish, reporting progress.")] = (
+        True
+    )
+    timeout: Timeout | None = None
+
+
+class StopArgs(GuestRef):
+    wait: Annotated[bool, Field(description="Wait for the task to finish.")] = True
+    timeout: Timeout | None = None
+
+
+async def _power(
+    ctx: ToolContext, ref: GuestRef, action: str, wait: bool, timeout: float | None
+) -> PowerResult:
+    row = await resolve_guest(ctx, ref)
+    if action in ("suspend", "resume") and row["type"] == "lxc":
+        raise ToolFailure(
+            "unsupported",
+            f"containers cannot {action} here; {row['vmid']} is an LXC container",
+            field="action",
+            hint="Use shutdown and start for containers.",
+        )
+    started = anyio.current_time()
+    upid = str(await ctx.post(f"/nodes/{row['node']}/{row['type']}/{row['vmid']}/status/{action}"))
+    result = PowerResult(
+        vmid=int(row["vmid"]),
+        node=str(row["node"]),
+        type=str(row["type"]),
+        action=action,
+        upid=upid,
+        status="running",
+    )
+    if wait:
+        task = await ctx.wait_task(upid, timeout)
+        result.status = "stopped"
+        result.exitstatus = task.exitstatus
+        result.seconds = round(anyio.current_time() - started, 2)
+    return result
+
+
+@tool(
+    "proxmox_guest_power",
+    title="Start, shut down, reboot, suspend or resume a guest",
+    tier=Tier.WRITE,
+    input=PowerArgs,
+    output=PowerResult,
+)
+async def guest_power(ctx: ToolContext, args: PowerArgs) -> PowerResult:
+    """Start, cleanly shut down, reboot, suspend or resume a VM or container (by vmid or
+    name). With wait (default) it returns when the Proxmox task ends, reporting progress; a
+    failed task is an error carrying its upid. For a hard power-off use proxmox_guest_stop."""
+    return await _power(ctx, args, args.action, args.wait, args.timeout)
+
+
+@tool(
+    "proxmox_guest_stop",
+    title="Hard-stop a guest",
+    tier=Tier.DESTRUCTIVE,
+    input=StopArgs,
+    output=PowerResult,
+)
+async def guest_stop(ctx: ToolContext, args: StopArgs) -> PowerResult:
+    """Power a VM or container off immediately, like pulling the plug: unsaved data in the
+    guest is lost. Prefer proxmox_guest_power with action shutdown; use this only when the
+    guest does not respond to a shutdown."""
+    return await _power(ctx, args, "stop", args.wait, args.timeout)
+
+
+TOOLS = (guest_list, guest_get, guest_power, guest_stop)

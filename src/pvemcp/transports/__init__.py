@@ -1,0 +1,1 @@
+"""How callers reach the gateway: stdio now, HTTP later; all into the same `invoke`."""

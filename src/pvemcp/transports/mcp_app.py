@@ -1,0 +1,125 @@
+"""The MCP face of the gateway: an SDK `MCPServer` whose every tool is a door into `invoke`.
+
+The SDK's own tool machinery would validate arguments against a lax signature model and
+format errors its way; `GatewayTool.run` instead hands the raw arguments straight to the
+gateway, which validates strictly, decides, audits and shapes. The SDK still does the
+protocol: sessions, progress notifications, eras, transports.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.tools.base import Tool
+from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import ConfigDict, Field
+
+from pvemcp import __version__
+from pvemcp.gateway.invoke import Gateway
+from pvemcp.gateway.registry import AnySpec
+from pvemcp.policy.principal import Principal
+
+PrincipalResolver = Callable[[ServerRequestContext[Any, Any] | None], Principal]
+
+INSTRUCTIONS = (
+    "pvemcp operates Proxmox VE clusters. Every call is checked by the gateway's policy and "
+    "recorded in its audit log. Look before acting: proxmox_cluster_status, "
+    "proxmox_guest_list. Power actions return a task upid; proxmox_task_log shows why a task "
+    "failed. Errors carry a code, a message and a hint on what to do next."
+)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def annotations_for(spec: AnySpec) -> ToolAnnotations:
+    """Client hints derived from the declared tier, so they can never disagree with it."""
+    return ToolAnnotations(
+        title=spec.title,
+        read_only_hint=spec.read_only,
+        destructive_hint=spec.destructive,
+        idempotent_hint=spec.idempotent,
+        open_world_hint=False,
+    )
+
+
+class GatewayTool(Tool):
+    """An SDK tool that runs nothing itself: it forwards to `Gateway.invoke`."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    gateway: Gateway = Field(exclude=True)
+    principal_of: PrincipalResolver = Field(exclude=True)
+
+    @classmethod
+    def for_spec(
+        cls, spec: AnySpec, gateway: Gateway, principal_of: PrincipalResolver
+    ) -> GatewayTool:
+        async def unused() -> None:  # the SDK wants a callable; run() never calls it
+            raise NotImplementedError
+
+        return cls(
+            fn=unused,
+            name=spec.name,
+            title=spec.title,
+            description=spec.description,
+            parameters=gateway.input_schema(spec.name),
+            fn_metadata=FuncMetadata(
+                arg_model=ArgModelBase, output_schema=gateway.output_schema(spec.name)
+            ),
+            is_async=True,
+            annotations=annotations_for(spec),
+            gateway=gateway,
+            principal_of=principal_of,
+        )
+
+    async def run(
+        self,
+        arguments: dict[str, Any],
+        context: Context[Any, Any],
+        convert_result: bool = False,
+    ) -> CallToolResult:
+        principal = self.principal_of(context.request_context)
+
+        async def progress(done: float, total: float | None, message: str | None) -> None:
+            await context.report_progress(done, total, message)
+
+        result = await self.gateway.invoke(principal, self.name, arguments, progress=progress)
+        if result.ok:
+            return CallToolResult(
+                content=[TextContent(type="text", text=_dumps(result.data))],
+                structured_content=result.data,
+            )
+        return CallToolResult(
+            content=[TextContent(type="text", text=_dumps({"error": result.error}))],
+            is_error=True,
+        )
+
+
+def build_mcp_server(gateway: Gateway, principal_of: PrincipalResolver) -> MCPServer[Any]:
+    """One MCP server over one gateway; transports (stdio, HTTP, in-memory) share it."""
+    tools = [GatewayTool.for_spec(spec, gateway, principal_of) for spec in gateway.specs()]
+
+    async def filter_tools(
+        ctx: ServerRequestContext[Any, Any], call_next: CallNext
+    ) -> HandlerResult:
+        """tools/list shows a caller only the tools policy could allow it."""
+        out = await call_next(ctx)
+        if ctx.method == "tools/list" and isinstance(out, dict):
+            visible = {spec.name for spec in gateway.visible_specs(principal_of(ctx))}
+            out = {**out, "tools": [t for t in out.get("tools", []) if t.get("name") in visible]}
+        return out
+
+    return MCPServer(
+        "pvemcp",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        tools=list(tools),
+        middleware=[filter_tools],
+    )
