@@ -33,7 +33,9 @@ class SelfSigned:
         return ":".join(upper[i : i + 2] for i in range(0, len(upper), 2))
 
 
-def make_self_signed(hosts: tuple[str, ...] = ("127.0.0.1", "localhost"), days: int = 30) -> SelfSigned:
+def make_self_signed(
+    hosts: tuple[str, ...] = ("127.0.0.1", "localhost"), days: int = 30
+) -> SelfSigned:
     """Make an EC P-256 self-signed certificate valid for `hosts` (names or IP literals)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pvemcp simulator")])

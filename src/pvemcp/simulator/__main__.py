@@ -1,0 +1,5 @@
+"""`python -m pvemcp.simulator`: the same as `pvemcp simulate`."""
+
+from .server import main
+
+raise SystemExit(main())

@@ -1,0 +1,149 @@
+"""The simulator's HTTP face: `/api2/json/...` the way pveproxy answers it.
+
+The order of checks follows pve-http-server: the HTTP method, a body where none belongs,
+the API token, then the handler lookup (501), parameter verification (400) and the
+handler (200, or its error). Errors carry PVE's message in the JSON body and its first
+line as the reason phrase; the 401 and the transport-level 501s have an empty body.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Mapping
+from urllib.parse import parse_qsl, unquote
+
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route as StarletteRoute
+
+from .endpoints import Context, find_route
+from .errors import ApiError, not_implemented, param_error
+from .http11 import REASON_HEADER, reason_header_value
+from .params import refuse_root_only, validate
+from .state import ClusterState
+
+API_PREFIX = "/api2/json"
+AUTH_SCHEME = "PVEAPIToken="
+NO_TICKET = "No ticket"
+AUTH_FAILURE = "authentication failure"
+DUPLICATE = "duplicate parameter (already defined in URI) with conflicting values!"
+_METHODS = ("GET", "POST", "PUT", "DELETE")
+_HEADERS = {"server": "pve-api-daemon/3.0", "cache-control": "max-age=0"}
+
+
+def _bare(status: int, reason: str) -> Response:
+    """An answer with an empty body, as pve-http-server sends for 401 and 501."""
+    return Response(b"", status, headers={**_HEADERS, REASON_HEADER: reason_header_value(reason)})
+
+
+def _json(status: int, body: Mapping[str, object], reason: str | None = None) -> Response:
+    headers = dict(_HEADERS)
+    if reason is not None:
+        headers[REASON_HEADER] = reason_header_value(reason)
+    return Response(
+        json.dumps(body, separators=(",", ":")),
+        status,
+        headers=headers,
+        media_type="application/json;charset=UTF-8",
+    )
+
+
+def _error(err: ApiError) -> Response:
+    body: dict[str, object] = {"data": None, "message": err.message}
+    if err.errors:
+        body["errors"] = err.errors
+    return _json(err.status, body, err.reason)
+
+
+def _collect(pairs: list[tuple[str, str]]) -> dict[str, object]:
+    """Query or form pairs; a repeated key becomes a list, as in PVE."""
+    found: dict[str, object] = {}
+    for key, value in pairs:
+        if key in found:
+            previous = found[key]
+            found[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
+        else:
+            found[key] = value
+    return found
+
+
+def _body_params(request: Request, body: bytes) -> dict[str, object]:
+    if not body:
+        return {}
+    if request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            decoded = json.loads(body)
+        except ValueError as exc:
+            raise ApiError(400, f"unable to parse JSON body - {exc}") from exc
+        if not isinstance(decoded, dict):
+            raise ApiError(400, "JSON body is not an object")
+        return {str(key): value for key, value in decoded.items()}
+    return _collect(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+
+
+def _merge(
+    path_params: Mapping[str, str], body: Mapping[str, object], query: Mapping[str, object]
+) -> dict[str, object]:
+    """Body, then query on top, then the path; a conflicting duplicate of a path value is 400."""
+    merged: dict[str, object] = {**body, **query}
+    conflicts = {
+        name: DUPLICATE
+        for name, value in path_params.items()
+        if name in merged and str(merged[name]) != value
+    }
+    if conflicts:
+        raise param_error(conflicts)
+    merged.update(path_params)
+    return merged
+
+
+def create_app(
+    state: ClusterState, token_id: str, token_secret: str, auth_fail_delay: float = 0.0
+) -> Starlette:
+    """The ASGI app serving `state`, accepting only the API token `token_id`=`token_secret`."""
+    expected = f"{token_id}={token_secret}".encode()
+
+    def authenticated(header: str | None) -> bool:
+        if header is None or not header.startswith(AUTH_SCHEME):
+            return False
+        return hmac.compare_digest(header[len(AUTH_SCHEME) :].encode(), expected)
+
+    async def api(request: Request) -> Response:
+        method = request.method
+        if method not in _METHODS:
+            return _bare(501, f"method '{method}' not available")
+        body = await request.body()
+        if body and method in ("GET", "DELETE"):
+            return _bare(501, "Unexpected content")
+        header = request.headers.get("authorization")
+        if not authenticated(header):
+            if auth_fail_delay > 0:
+                await anyio.sleep(auth_fail_delay)
+            return _bare(401, NO_TICKET if header is None else AUTH_FAILURE)
+        raw_path = request.scope.get("raw_path") or request.url.path.encode()
+        relative = raw_path.decode("latin-1")[len(API_PREFIX) :]
+        segments = [unquote(part) for part in relative.split("/") if part]
+        try:
+            found = find_route(method, segments)
+            if found is None:
+                raise not_implemented(method, "/" + "/".join(segments))
+            route, path_params = found
+            query = _collect(parse_qsl(request.url.query, keep_blank_values=True))
+            raw = _merge(path_params, _body_params(request, body), query)
+            values = validate(route.params, raw)
+            refuse_root_only(route.params, values, token_id)
+            with state.lock:
+                now = state.advance()
+                result = route.handler(Context(state, token_id, now), values)
+        except ApiError as err:
+            return _error(err)
+        answer: dict[str, object] = {"data": result.data}
+        if result.total is not None:
+            answer["total"] = result.total
+        return _json(200, answer)
+
+    methods = [*_METHODS, "PATCH", "OPTIONS", "HEAD"]
+    return Starlette(routes=[StarletteRoute(API_PREFIX + "/{path:path}", api, methods=methods)])

@@ -1,0 +1,494 @@
+"""The simulated API methods: for each, its PVE path template, parameters and handler.
+
+Only methods that exist in PVE's schema appear here (the conformance test checks both the
+paths and the parameter specs against the real apidoc). Handlers run under the state's
+lock with tasks already advanced to `Context.now`, and return PVE's `data` (plus `total`
+for the paged lists) or raise `ApiError`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .errors import failure, param_error
+from .model import Guest, GuestKind
+from .params import NODE, SKIPLOCK, UPID, VMID, Param, Value
+from .power import ACTIONS, request_power_action
+from .state import ClusterState
+from .tasks import Task, is_upid, status_kind
+from .views import (
+    PVE_RELEASE,
+    PVE_REPOID,
+    PVE_VERSION,
+    cluster_status,
+    guest_config,
+    guest_list_entry,
+    guest_resource,
+    guest_status,
+    node_list_entry,
+    node_resource,
+    node_status,
+    node_storage_entry,
+    snapshot_list,
+    storage_resource,
+    task_entry,
+    task_status,
+)
+
+LOCAL_NODE = "pve1"
+"""The node the simulator pretends to be (the `local` one in /cluster/status)."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a handler needs besides its parameters."""
+
+    state: ClusterState
+    user: str
+    """The authenticated user id; for a token `user@realm!token`."""
+    now: float
+
+
+@dataclass(frozen=True)
+class Result:
+    """PVE's `data`, and `total` for paged lists."""
+
+    data: Any
+    total: int | None = None
+
+
+Params = Mapping[str, Value]
+Handler = Callable[[Context, Params], Result]
+
+
+@dataclass(frozen=True)
+class Route:
+    """One API method: `method` on the PVE path template `path` (`{x}` = one segment)."""
+
+    method: str
+    path: str
+    params: Mapping[str, Param]
+    handler: Handler
+
+    def match(self, segments: list[str]) -> dict[str, str] | None:
+        """The path parameters when `segments` fit this template, else None."""
+        template = self.path.strip("/").split("/")
+        if len(template) != len(segments):
+            return None
+        found: dict[str, str] = {}
+        for part, segment in zip(template, segments, strict=True):
+            if part.startswith("{") and part.endswith("}"):
+                found[part[1:-1]] = segment
+            elif part != segment:
+                return None
+        return found
+
+
+def _s(params: Params, name: str) -> str:
+    return str(params[name])
+
+
+def _i(params: Params, name: str) -> int:
+    value = params[name]
+    assert isinstance(value, int)
+    return value
+
+
+# --- cluster -------------------------------------------------------------------------
+
+
+def _version(ctx: Context, params: Params) -> Result:
+    return Result({"version": PVE_VERSION, "release": PVE_RELEASE, "repoid": PVE_REPOID})
+
+
+def _cluster_status(ctx: Context, params: Params) -> Result:
+    return Result(cluster_status(ctx.state, LOCAL_NODE))
+
+
+def _cluster_resources(ctx: Context, params: Params) -> Result:
+    state, now = ctx.state, ctx.now
+    wanted = params.get("type")
+    items: list[dict[str, Any]] = []
+    if wanted in (None, "node"):
+        items += [node_resource(state, node, now) for node in state.nodes.values()]
+    if wanted in (None, "storage"):
+        for storage in state.storages:
+            items += [storage_resource(storage, node) for node in storage.usage]
+    if wanted in (None, "vm"):
+        items += [guest_resource(g, now) for g in sorted(state.guests.values(), key=_vmid)]
+    if wanted in (None, "sdn"):
+        items += [_sdn_zone(node) for node in state.nodes]
+    if wanted is None:
+        items += [{"id": f"/pool/{pool}", "type": "pool", "pool": pool} for pool in state.pools]
+    return Result(items)
+
+
+def _sdn_zone(node: str) -> dict[str, Any]:
+    # Every PVE 8+ node has the built-in `localnetwork` SDN zone.
+    return {
+        "id": f"sdn/{node}/localnetwork",
+        "type": "sdn",
+        "sdn": "localnetwork",
+        "node": node,
+        "status": "ok",
+    }
+
+
+def _nextid(ctx: Context, params: Params) -> Result:
+    guests = ctx.state.guests
+    if "vmid" in params:
+        vmid = _i(params, "vmid")
+        if vmid in guests:
+            raise param_error({"vmid": f"VM {vmid} already exists"})
+        return Result(vmid)
+    vmid = 100
+    while vmid in guests:
+        vmid += 1
+    return Result(vmid)
+
+
+def _cluster_tasks(ctx: Context, params: Params) -> Result:
+    tasks = sorted(ctx.state.tasks, key=lambda task: task.starttime, reverse=True)
+    return Result([task_entry(task) for task in tasks])
+
+
+# --- nodes ---------------------------------------------------------------------------
+
+
+def _nodes(ctx: Context, params: Params) -> Result:
+    state = ctx.state
+    return Result([node_list_entry(state, node, ctx.now) for node in state.nodes.values()])
+
+
+def _node_status(ctx: Context, params: Params) -> Result:
+    return Result(node_status(ctx.state, ctx.state.node(_s(params, "node")), ctx.now))
+
+
+def _storage_list(ctx: Context, params: Params) -> Result:
+    node = ctx.state.node(_s(params, "node")).name
+    content = set(re.split(r"[;,\s]+", str(params.get("content", "")))) - {""}
+    target = params.get("target")
+    items: list[dict[str, Any]] = []
+    for storage in ctx.state.storages:
+        if node not in storage.usage:
+            continue
+        if "storage" in params and storage.name != params["storage"]:
+            continue
+        if content and not content & set(storage.content):
+            continue
+        if target is not None and target != node and not storage.shared:
+            continue
+        items.append(node_storage_entry(storage, node, bool(params.get("format"))))
+    return Result(items)
+
+
+# --- guests --------------------------------------------------------------------------
+
+
+def _vmid(guest: Guest) -> int:
+    return guest.vmid
+
+
+def _guest_list(kind: GuestKind) -> Handler:
+    def handler(ctx: Context, params: Params) -> Result:
+        node = ctx.state.node(_s(params, "node")).name
+        guests = [g for g in ctx.state.guests.values() if g.node == node and g.kind == kind]
+        full = bool(params.get("full"))
+        return Result([guest_list_entry(g, ctx.now, full) for g in sorted(guests, key=_vmid)])
+
+    return handler
+
+
+def _guest_status(kind: GuestKind) -> Handler:
+    def handler(ctx: Context, params: Params) -> Result:
+        ctx.state.node(_s(params, "node"))
+        guest = ctx.state.require_guest(_s(params, "node"), kind, _i(params, "vmid"))
+        return Result(guest_status(guest, ctx.now))
+
+    return handler
+
+
+def _guest_config(kind: GuestKind) -> Handler:
+    def handler(ctx: Context, params: Params) -> Result:
+        ctx.state.node(_s(params, "node"))
+        guest = ctx.state.require_guest(_s(params, "node"), kind, _i(params, "vmid"))
+        if "snapshot" not in params:
+            return Result(guest_config(guest))
+        name = _s(params, "snapshot")
+        snapshot = next((s for s in guest.snapshots if s.name == name), None)
+        if snapshot is None:
+            raise failure(f"snapshot '{name}' does not exist")
+        return Result(guest_config(guest, snapshot))
+
+    return handler
+
+
+def _snapshots(kind: GuestKind) -> Handler:
+    def handler(ctx: Context, params: Params) -> Result:
+        ctx.state.node(_s(params, "node"))
+        guest = ctx.state.require_guest(_s(params, "node"), kind, _i(params, "vmid"))
+        return Result(snapshot_list(guest))
+
+    return handler
+
+
+def _power(kind: GuestKind, action: str) -> Handler:
+    def handler(ctx: Context, params: Params) -> Result:
+        node, vmid = _s(params, "node"), _i(params, "vmid")
+        upid = request_power_action(
+            ctx.state, kind, node, vmid, action, params=params, user=ctx.user
+        )
+        return Result(upid)
+
+    return handler
+
+
+# --- tasks ---------------------------------------------------------------------------
+
+
+def _task(ctx: Context, params: Params) -> Task:
+    """The task named by `upid` on `node`, or PVE's 400 on `upid`."""
+    node = ctx.state.node(_s(params, "node")).name
+    upid = _s(params, "upid")
+    if not is_upid(upid):
+        raise param_error({"upid": "unable to parse worker upid"})
+    task = ctx.state.tasks.find(node, upid)
+    if task is None:
+        raise param_error({"upid": "no such task"})
+    return task
+
+
+def _task_status(ctx: Context, params: Params) -> Result:
+    return Result(task_status(_task(ctx, params)))
+
+
+def _task_log(ctx: Context, params: Params) -> Result:
+    node = ctx.state.node(_s(params, "node")).name
+    upid = _s(params, "upid")
+    if not is_upid(upid):
+        raise param_error({"upid": "unable to parse worker upid"})
+    if params.get("download"):
+        if "start" in params or "limit" in params:
+            raise failure("'download' cannot be used together with 'start' or 'limit' parameters")
+        raise failure("log download is not supported by the simulator")
+    task = ctx.state.tasks.find(node, upid)
+    if task is None:
+        # dump_logfile answers a missing file with one line, not an error.
+        return Result([{"n": 1, "t": "unable to open file - No such file or directory"}], 1)
+    lines = task.log(ctx.now)
+    if not lines:
+        # A worker that has not written yet: PVE's placeholder for ExtJS.
+        return Result([{"n": 1, "t": "no content"}], 1)
+    start = int(params.get("start", 0))
+    limit = int(params.get("limit", 50))
+    page = lines[start:] if limit == 0 else lines[start : start + limit]
+    return Result([{"n": start + i + 1, "t": text} for i, text in enumerate(page)], len(lines))
+
+
+def _task_stop(ctx: Context, params: Params) -> Result:
+    ctx.state.tasks.interrupt(_task(ctx, params), ctx.now)
+    return Result(None)
+
+
+def _node_tasks(ctx: Context, params: Params) -> Result:
+    node = ctx.state.node(_s(params, "node")).name
+    start = int(params.get("start", 0))
+    limit = int(params.get("limit", 50))
+    source = params.get("source", "archive")
+    allowed = {"ok", "warning", "error", "unknown"}
+    if params.get("errors"):
+        allowed.discard("ok")
+    elif "statusfilter" in params:
+        allowed = {s.lower() for s in re.split(r"[;,\s]+", _s(params, "statusfilter")) if s}
+    on_node = [task for task in ctx.state.tasks if task.node == node]
+    active = sorted((t for t in on_node if t.running), key=lambda t: -t.created)
+    archive = sorted((t for t in on_node if not t.running), key=lambda t: -(t.end or 0.0))
+    candidates = (active if source in ("active", "all") else []) + (
+        archive if source != "active" else []
+    )
+    total = 0
+    items: list[dict[str, Any]] = []
+    for task in candidates:
+        if not _task_matches(task, params) or status_kind(task.exitstatus) not in allowed:
+            continue
+        total += 1
+        if total <= start or len(items) >= limit:
+            continue
+        entry = task_entry(task)
+        if task.running:
+            entry["status"] = "RUNNING"
+        items.append(entry)
+    return Result(items, total)
+
+
+def _task_matches(task: Task, params: Params) -> bool:
+    userfilter = str(params.get("userfilter", "")).lower()
+    if userfilter and userfilter not in task.owner.lower():
+        return False
+    if "typefilter" in params and task.type != params["typefilter"]:
+        return False
+    if "vmid" in params and task.id != str(params["vmid"]):
+        return False
+    if "since" in params and task.starttime < _i(params, "since"):
+        return False
+    return not ("until" in params and task.starttime > _i(params, "until"))
+
+
+# --- the table -----------------------------------------------------------------------
+
+_NODE_ONLY = {"node": NODE}
+_GUEST = {"node": NODE, "vmid": VMID}
+_TASK = {"node": NODE, "upid": UPID}
+_OPT_BOOL = Param("boolean", optional=True)
+_ROOT_BOOL = Param("boolean", optional=True, root_only=True)
+_TIMEOUT = Param("integer", optional=True, minimum=0)
+_OPT_NODE = replace(NODE, optional=True)
+_ROOT_NODE = replace(NODE, optional=True, root_only=True)
+_SNAPSHOT = Param("string", optional=True, max_length=40, format="pve-configid")
+
+_POWER_PARAMS: dict[tuple[GuestKind, str], dict[str, Param]] = {
+    ("qemu", "start"): {
+        "skiplock": SKIPLOCK,
+        "stateuri": Param("string", optional=True, max_length=128, root_only=True),
+        "migratedfrom": _ROOT_NODE,
+        "migration_type": Param(
+            "string", optional=True, enum=("secure", "insecure"), root_only=True
+        ),
+        "migration_network": Param("string", optional=True, format="CIDR", root_only=True),
+        "machine": Param("string", optional=True),
+        "force-cpu": Param("string", optional=True, root_only=True),
+        "targetstorage": Param("string", optional=True, format="storage-pair-list", root_only=True),
+        "timeout": _TIMEOUT,
+        "nets-host-mtu": Param("string", optional=True, pattern=r"net\d+=\d+(,net\d+=\d+)*"),
+        "with-conntrack-state": _OPT_BOOL,
+    },
+    ("qemu", "stop"): {
+        "skiplock": SKIPLOCK,
+        "migratedfrom": _ROOT_NODE,
+        "timeout": _TIMEOUT,
+        "keepActive": _ROOT_BOOL,
+        "overrule-shutdown": _OPT_BOOL,
+    },
+    ("qemu", "shutdown"): {
+        "skiplock": SKIPLOCK,
+        "timeout": _TIMEOUT,
+        "forceStop": _OPT_BOOL,
+        "keepActive": _ROOT_BOOL,
+    },
+    ("qemu", "reboot"): {"timeout": _TIMEOUT},
+    ("qemu", "suspend"): {
+        "skiplock": SKIPLOCK,
+        "todisk": _OPT_BOOL,
+        "statestorage": Param("string", optional=True, format="pve-storage-id"),
+    },
+    ("qemu", "resume"): {"skiplock": SKIPLOCK, "nocheck": _ROOT_BOOL},
+    ("lxc", "start"): {"skiplock": SKIPLOCK, "debug": _OPT_BOOL},
+    ("lxc", "stop"): {"skiplock": SKIPLOCK, "overrule-shutdown": _OPT_BOOL},
+    ("lxc", "shutdown"): {"timeout": _TIMEOUT, "forceStop": _OPT_BOOL},
+    ("lxc", "reboot"): {"timeout": _TIMEOUT},
+    ("lxc", "suspend"): {},
+    ("lxc", "resume"): {},
+}
+
+
+def _guest_routes(kind: GuestKind) -> list[Route]:
+    base = f"/nodes/{{node}}/{kind}"
+    routes = [
+        Route(
+            "GET",
+            base,
+            {**_NODE_ONLY, "full": _OPT_BOOL} if kind == "qemu" else _NODE_ONLY,
+            _guest_list(kind),
+        ),
+        Route("GET", f"{base}/{{vmid}}/status/current", _GUEST, _guest_status(kind)),
+        Route(
+            "GET",
+            f"{base}/{{vmid}}/config",
+            {**_GUEST, "current": _OPT_BOOL, "snapshot": _SNAPSHOT},
+            _guest_config(kind),
+        ),
+        Route("GET", f"{base}/{{vmid}}/snapshot", _GUEST, _snapshots(kind)),
+    ]
+    routes += [
+        Route(
+            "POST",
+            f"{base}/{{vmid}}/status/{action}",
+            {**_GUEST, **_POWER_PARAMS[kind, action]},
+            _power(kind, action),
+        )
+        for action in ACTIONS
+    ]
+    return routes
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/version", {}, _version),
+    Route("GET", "/cluster/status", {}, _cluster_status),
+    Route(
+        "GET",
+        "/cluster/resources",
+        {"type": Param("string", optional=True, enum=("vm", "storage", "node", "sdn"))},
+        _cluster_resources,
+    ),
+    Route("GET", "/cluster/nextid", {"vmid": replace(VMID, optional=True)}, _nextid),
+    Route("GET", "/cluster/tasks", {}, _cluster_tasks),
+    Route("GET", "/nodes", {}, _nodes),
+    Route("GET", "/nodes/{node}/status", _NODE_ONLY, _node_status),
+    Route(
+        "GET",
+        "/nodes/{node}/storage",
+        {
+            **_NODE_ONLY,
+            "content": Param("string", optional=True, format="pve-storage-content-list"),
+            "enabled": _OPT_BOOL,
+            "format": _OPT_BOOL,
+            "storage": Param("string", optional=True, format="pve-storage-id"),
+            "target": _OPT_NODE,
+        },
+        _storage_list,
+    ),
+    *_guest_routes("qemu"),
+    *_guest_routes("lxc"),
+    Route(
+        "GET",
+        "/nodes/{node}/tasks",
+        {
+            **_NODE_ONLY,
+            "start": Param("integer", optional=True, minimum=0),
+            "limit": Param("integer", optional=True, minimum=0),
+            "userfilter": Param("string", optional=True),
+            "typefilter": Param("string", optional=True),
+            "vmid": replace(VMID, optional=True),
+            "errors": _OPT_BOOL,
+            "source": Param("string", optional=True, enum=("archive", "active", "all")),
+            "statusfilter": Param("string", optional=True, format="pve-task-status-type-list"),
+            "since": Param("integer", optional=True),
+            "until": Param("integer", optional=True),
+        },
+        _node_tasks,
+    ),
+    Route("GET", "/nodes/{node}/tasks/{upid}/status", _TASK, _task_status),
+    Route(
+        "GET",
+        "/nodes/{node}/tasks/{upid}/log",
+        {
+            **_TASK,
+            "start": Param("integer", optional=True, minimum=0),
+            "limit": Param("integer", optional=True, minimum=0),
+            "download": _OPT_BOOL,
+        },
+        _task_log,
+    ),
+    Route("DELETE", "/nodes/{node}/tasks/{upid}", _TASK, _task_stop),
+)
+
+
+def find_route(method: str, segments: list[str]) -> tuple[Route, dict[str, str]] | None:
+    """The route for `method` and the path segments, with its path parameters."""
+    for route in ROUTES:
+        if route.method == method and (found := route.match(segments)) is not None:
+            return route, found
+    return None

@@ -1,0 +1,140 @@
+"""The objects of the simulated cluster: nodes, guests, snapshots and storages.
+
+Plain mutable records. Static facts (sizes, names, configs) sit beside the few seeded
+per-object rates that make the live figures (CPU, memory, traffic) look like a real,
+idle-ish cluster; `views` turns them into PVE's JSON and `power` changes their run state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Literal
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+TiB = 1024 * GiB
+
+GuestKind = Literal["qemu", "lxc"]
+ConfigValue = str | int
+
+
+@dataclass
+class Node:
+    """A cluster node; always online in the demo cluster."""
+
+    name: str
+    nodeid: int
+    ip: str
+    cpu_model: str
+    sockets: int
+    cores: int
+    """Physical cores over all sockets."""
+    threads: int
+    """Logical CPUs: PVE's `maxcpu`."""
+    mem_total: int
+    swap_total: int
+    rootfs_total: int
+    rootfs_used: int
+    boot_time: float
+    host_cpu: float
+    """CPU fraction used by the host itself, before guests."""
+    host_mem: int
+    """Memory used by the host itself, before guests."""
+    next_pid: int
+    """The next worker PID; task UPIDs carry it."""
+
+
+@dataclass
+class Snapshot:
+    """A guest snapshot: its metadata and a copy of the config it saved."""
+
+    name: str
+    description: str
+    snaptime: int
+    parent: str | None
+    vmstate: bool
+    config: dict[str, ConfigValue]
+
+
+@dataclass
+class Guest:
+    """A QEMU VM or an LXC container, with its config as PVE returns it."""
+
+    vmid: int
+    kind: GuestKind
+    node: str
+    config: dict[str, ConfigValue]
+    """Keys and value types as GET .../config returns them (`memory` is a string for QEMU)."""
+    status: Literal["running", "stopped"]
+    paused: bool = False
+    """QEMU only: running but paused (`qmpstatus: paused`)."""
+    checkpointed: bool = False
+    """LXC only: suspended by `lxc-checkpoint`, so `resume` can restore it."""
+    started_at: float | None = None
+    pid: int | None = None
+    pool: str | None = None
+    snapshots: list[Snapshot] = field(default_factory=list)
+    maxdisk: int = 0
+    disk_used: int = 0
+    """Bytes used in the root volume; PVE reports it for containers only."""
+    cpu_load: float = 0.0
+    """Fraction of its CPUs a running guest uses."""
+    mem_fraction: float = 0.0
+    """Fraction of its memory a running guest uses."""
+    net_rate: int = 0
+    """Bytes per second of inbound traffic while running; outbound is a fraction of it."""
+    io_rate: int = 0
+    """Bytes per second read from disk while running; writes are a fraction of it."""
+
+    @property
+    def name(self) -> str:
+        """The VM name or the container hostname."""
+        key = "name" if self.kind == "qemu" else "hostname"
+        return str(self.config.get(key, f"{'VM' if self.kind == 'qemu' else 'CT'} {self.vmid}"))
+
+    @property
+    def cores(self) -> int:
+        """Virtual CPUs: sockets x cores for QEMU, cores for LXC."""
+        cores = int(self.config.get("cores", 1))
+        return cores * int(self.config.get("sockets", 1)) if self.kind == "qemu" else cores
+
+    @property
+    def maxmem(self) -> int:
+        """Configured memory in bytes."""
+        return int(self.config.get("memory", 512)) * MiB
+
+    @property
+    def template(self) -> bool:
+        """Whether the guest is a template (which cannot be started)."""
+        return bool(self.config.get("template", 0))
+
+    @property
+    def lock(self) -> str | None:
+        """The config lock (`suspended` after a QEMU hibernation), if any."""
+        lock = self.config.get("lock")
+        return str(lock) if lock is not None else None
+
+    @property
+    def tags(self) -> str | None:
+        """PVE's `;`-separated tag list, if the guest has tags."""
+        tags = self.config.get("tags")
+        return str(tags) if tags is not None else None
+
+    def digest(self) -> str:
+        """SHA1 over the config file text, as PVE computes its `digest`."""
+        text = "".join(f"{key}: {value}\n" for key, value in sorted(self.config.items()))
+        return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+
+
+@dataclass
+class Storage:
+    """A storage definition and its usage on each node that has it."""
+
+    name: str
+    type: str
+    content: tuple[str, ...]
+    shared: bool
+    usage: dict[str, tuple[int, int]]
+    """Node name -> (total bytes, used bytes); a shared storage shows the same on every node."""

@@ -1,0 +1,307 @@
+"""Start, stop, shutdown, reboot, suspend and resume of VMs and containers.
+
+Each action mirrors where PVE checks what: some checks run in the API handler before the
+worker is forked (a direct HTTP 500: `CT 200 already running`, `VM is paused - cannot
+shutdown`), the rest run inside the worker once it holds the guest's lock (HTTP 200 with a
+UPID, then a task that ends in `TASK ERROR: VM 100 already running`). Note the quirks kept
+from qemu-server: stopping or shutting down a stopped VM is a successful no-op task, and a
+missing VM fails inside the task; pve-container checks the run state up front instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from .errors import failure
+from .model import GiB, Guest, GuestKind
+from .params import Value
+from .state import ClusterState, lxc_config_missing, qemu_config_missing
+from .tasks import FAILURE_SECONDS, Plan, fail
+
+ACTIONS = ("start", "stop", "shutdown", "reboot", "suspend", "resume")
+SECONDS = {"start": 3.0, "stop": 1.0, "shutdown": 6.0, "reboot": 8.0, "suspend": 1.0}
+"""Realistic durations of the successful tasks, before the time scale."""
+RESUME_SECONDS = 1.0
+HIBERNATE_SECONDS = 5.0
+NOTHING_TO_DO = Plan(FAILURE_SECONDS)
+
+Job = Callable[[], Plan]
+Action = Callable[[Mapping[str, Value]], tuple[str, Job]]
+
+
+def _run(state: ClusterState, guest: Guest, at: float) -> None:
+    guest.status = "running"
+    guest.paused = False
+    guest.checkpointed = False
+    guest.started_at = at
+    guest.pid = state.new_worker_pid(state.nodes[guest.node])
+    guest.config.pop("lock", None)
+
+
+def _halt(guest: Guest) -> None:
+    guest.status = "stopped"
+    guest.paused = False
+    guest.started_at = None
+    guest.pid = None
+
+
+def _start_lines(guest: Guest) -> tuple[tuple[float, str], ...]:
+    """What a QEMU start writes to the task log: only swtpm speaks, for VMs with a TPM."""
+    if "tpmstate0" not in guest.config:
+        return ()
+    return ((0.2, "swtpm_setup: Not overwriting existing state file."),)
+
+
+def _not_found(node: str, vmid: int) -> str:
+    # qemu-server's check_running on a VM whose config is not on this node.
+    return f"unable to find configuration file for VM {vmid} on node '{node}'"
+
+
+class _Qemu:
+    """qemu-server's API handlers (PVE/API2/Qemu.pm) and what their workers do."""
+
+    def __init__(self, state: ClusterState, node: str, vmid: int) -> None:
+        self.state = state
+        self.node = node
+        self.vmid = vmid
+
+    def _guest(self) -> Guest | None:
+        return self.state.guest_on(self.node, "qemu", self.vmid)
+
+    def _require_running(self) -> None:
+        """check_running before the fork: the VM must exist here and run."""
+        guest = self._guest()
+        if guest is None:
+            raise failure(_not_found(self.node, self.vmid))
+        if guest.status != "running":
+            raise failure(f"VM {self.vmid} not running")
+
+    def _paused(self) -> bool:
+        guest = self._guest()
+        return guest is not None and guest.paused
+
+    def start(self, params: Mapping[str, Value]) -> tuple[str, Job]:
+        def job() -> Plan:
+            guest = self._guest()
+            if guest is None:
+                return fail(qemu_config_missing(self.node, self.vmid))
+            if guest.template:
+                return fail("you can't start a vm if it's a template")
+            if guest.lock not in (None, "suspended"):
+                return fail(f"VM {self.vmid} is locked ({guest.lock})")
+            if guest.status == "running":
+                return fail(f"VM {self.vmid} already running")
+            return Plan(
+                SECONDS["start"],
+                lines=_start_lines(guest),
+                apply=lambda at: _run(self.state, guest, at),
+            )
+
+        return "qmstart", job
+
+    def _stop_job(self, seconds: float) -> Job:
+        def job() -> Plan:
+            guest = self._guest()
+            if guest is None:
+                return fail(_not_found(self.node, self.vmid))
+            if guest.status != "running":
+                return NOTHING_TO_DO
+            return Plan(seconds, apply=lambda _at: _halt(guest))
+
+        return job
+
+    def stop(self, params: Mapping[str, Value]) -> tuple[str, Job]:
+        return "qmstop", self._stop_job(SECONDS["stop"])
+
+    def shutdown(self, params: Mapping[str, Value]) -> tuple[str, Job]:
+        seconds = SECONDS["shutdown"]
+        if self._paused():
+            if not params.get("forceStop"):
+                raise failure("VM is paused - cannot shutdown")
+            seconds = SECONDS["stop"]
+        return "qmshutdown", self._stop_job(seconds)
+
+    def reboot(self, params: Mapping[str, Value]) -> tuple[str, Job]:
+        if self._paused():
+            raise failure("VM is paused - cannot shutdown")
+        self._require_running()
+
+        def job() -> Plan:
+            guest = self._guest()
+            if guest is None or guest.status != "running":
+                return fail(f"VM {self.vmid} not running")
+            return Plan(
+                SECONDS["reboot"],
+                lines=_start_lines(guest),
+                apply=lambda at: _run(self.state, guest, at),
+            )
+
+        return "qmreboot", job
+
+    def suspend(self, params: Mapping[str, Value]) -> tuple[str, Job]:
+        self._require_running()
+        todisk = bool(params.get("todisk"))
+        storage = str(params.get("statestorage", "local-lvm"))
+
+        def job() -> Plan:
+            guest = self._guest()
+            if guest is None or guest.status != "running":
+                return fail(f"VM {self.vmid} not running")
+            if not todisk:
+                return Plan(SECONDS["suspend"], apply=lambda _at: setattr(guest, "paused", True))
+            saved = guest.maxmem * guest.mem_fraction / GiB
+
+            def hibernate(_at: float) -> None:
+                _halt(guest)
+                guest.config["lock"] = "suspended"
+
+            lines = (
+                (0.0, f"saving VM state and RAM using storage '{storage}'"),
+                (0.3, f"{saved * 0.3:.2f} GiB in 1s"),
+                (0.7, f"{saved * 0.8:.2f} GiB in 3s"),
+                (0.9, f"completed saving the VM state in 4s, saved {saved:.2f} GiB"),
+                (0.95, "state saved, quitting"),
+            )
+            return Plan(HIBERNATE_SECONDS, lines=lines, apply=hibernate)
+
+        return ("qmsuspend" if todisk else "qmpause"), job
+
+    def resume(self, params: Mapping[str, Value]) -> tuple[str, Job]:
+        guest = self._guest()
+        if guest is None or guest.lock != "suspended":
+            self._require_running()
+
+        def job() -> Plan:
+            guest = self._guest()
+            if guest is not None and guest.lock == "suspended":
+                return Plan(SECONDS["start"], apply=lambda at: _run(self.state, guest, at))
+            if guest is None or guest.status != "running":
+                return fail(f"VM {self.vmid} not running")
+            return Plan(RESUME_SECONDS, apply=lambda _at: setattr(guest, "paused", False))
+
+        return "qmresume", job
+
+
+class _Lxc:
+    """pve-container's API handlers (PVE/API2/LXC/Status.pm) and what their workers do."""
+
+    def __init__(self, state: ClusterState, node: str, vmid: int) -> None:
+        self.state = state
+        self.node = node
+        self.vmid = vmid
+
+    def _guest(self) -> Guest | None:
+        return self.state.guest_on(self.node, "lxc", self.vmid)
+
+    def _running(self) -> bool:
+        guest = self._guest()
+        return guest is not None and guest.status == "running"
+
+    def _require_running(self, message: str) -> None:
+        if not self._running():
+            raise failure(message)
+
+    def start(self, params: Mapping[str, Value]) -> tuple[str, Job]:
+        if self._running():
+            raise failure(f"CT {self.vmid} already running")
+
+        def job() -> Plan:
+            guest = self._guest()
+            if guest is None:
+                return fail(lxc_config_missing(self.node, self.vmid))
+            if guest.template:
+                return fail("you can't start a CT if it's a template")
+            if guest.lock is not None:
+                return fail(f"CT {self.vmid} is locked ({guest.lock})")
+            if guest.status == "running":
+                return fail(f"CT {self.vmid} already running")
+            return Plan(SECONDS["start"], apply=lambda at: _run(self.state, guest, at))
+
+        return "vzstart", job
+
+    def _stop_job(self, seconds: float) -> Job:
+        def job() -> Plan:
+            guest = self._guest()
+            if guest is None:
+                return fail(lxc_config_missing(self.node, self.vmid))
+            if guest.status != "running":
+                return NOTHING_TO_DO
+            return Plan(seconds, apply=lambda _at: _halt(guest))
+
+        return job
+
+    def stop(self, params: Mapping[str, Value]) -> tuple[str, Job]:
+        self._require_running(f"CT {self.vmid} not running")
+        return "vzstop", self._stop_job(SECONDS["stop"])
+
+    def shutdown(self, params: Mapping[str, Value]) -> tuple[str, Job]:
+        self._require_running(f"CT {self.vmid} not running")
+        return "vzshutdown", self._stop_job(SECONDS["shutdown"])
+
+    def reboot(self, params: Mapping[str, Value]) -> tuple[str, Job]:
+        # pve-container really says "VM" here.
+        self._require_running(f"VM {self.vmid} not running")
+
+        def job() -> Plan:
+            guest = self._guest()
+            if guest is None or guest.status != "running":
+                return fail(f"CT {self.vmid} not running")
+            return Plan(SECONDS["reboot"], apply=lambda at: _run(self.state, guest, at))
+
+        return "vzreboot", job
+
+    def suspend(self, params: Mapping[str, Value]) -> tuple[str, Job]:
+        self._require_running(f"CT {self.vmid} not running")
+
+        def checkpoint(guest: Guest) -> None:
+            _halt(guest)
+            guest.checkpointed = True
+
+        def job() -> Plan:
+            guest = self._guest()
+            if guest is None:
+                return fail(lxc_config_missing(self.node, self.vmid))
+            return Plan(SECONDS["suspend"], apply=lambda _at: checkpoint(guest))
+
+        return "vzsuspend", job
+
+    def resume(self, params: Mapping[str, Value]) -> tuple[str, Job]:
+        if self._running():
+            raise failure(f"CT {self.vmid} already running")
+
+        def job() -> Plan:
+            guest = self._guest()
+            if guest is None or not guest.checkpointed:
+                return fail(
+                    f"command 'lxc-checkpoint -n {self.vmid} -r --foreground -D "
+                    "/var/lib/vz/dump' failed: exit code 1"
+                )
+            return Plan(RESUME_SECONDS, apply=lambda at: _run(self.state, guest, at))
+
+        return "vzresume", job
+
+
+def request_power_action(
+    state: ClusterState,
+    kind: GuestKind,
+    node: str,
+    vmid: int,
+    action: str,
+    *,
+    params: Mapping[str, Value],
+    user: str,
+) -> str:
+    """Run the handler's own checks (raising ApiError 500) and fork the task; its UPID."""
+    with state.lock:
+        state.node(node)
+        handlers = _Qemu(state, node, vmid) if kind == "qemu" else _Lxc(state, node, vmid)
+        actions: dict[str, Action] = {
+            "start": handlers.start,
+            "stop": handlers.stop,
+            "shutdown": handlers.shutdown,
+            "reboot": handlers.reboot,
+            "suspend": handlers.suspend,
+            "resume": handlers.resume,
+        }
+        task_type, job = actions[action](params)
+        return state.start_task(node, task_type, vmid, user, job).upid

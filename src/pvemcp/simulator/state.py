@@ -1,0 +1,130 @@
+"""The simulated cluster as one thread-safe object: seeded data, tasks and the clock.
+
+The app calls `advance` at the start of every request, under `lock`, so each answer sees
+every task that has ended by then (state changes are applied lazily, at the task's end
+time on the injected clock). Tests that look at the state directly use the locking
+accessor `find_guest`, which advances too.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from .errors import ApiError, failure
+from .model import Guest, GuestKind, Node
+from .seed import CLUSTER_NAME, build_demo
+from .tasks import Plan, Task, TaskTable, encode_upid
+
+Clock = Callable[[], float]
+
+
+def qemu_config_missing(node: str, vmid: int) -> str:
+    """PVE's message when a VM's config is not on the node asked."""
+    return f"Configuration file 'nodes/{node}/qemu-server/{vmid}.conf' does not exist"
+
+
+def lxc_config_missing(node: str, vmid: int) -> str:
+    """PVE's message when a container's config is not on the node asked."""
+    return f"Configuration file 'nodes/{node}/lxc/{vmid}.conf' does not exist"
+
+
+class ClusterState:
+    """The demo cluster: nodes, guests, storages and tasks, driven by an injectable clock."""
+
+    def __init__(
+        self,
+        seed: int = 1,
+        *,
+        clock: Clock | None = None,
+        time_scale: float = 1.0,
+        ssl_fingerprint: str | None = None,
+    ) -> None:
+        if time_scale < 0:
+            raise ValueError("time_scale must be >= 0")
+        self.lock = threading.RLock()
+        """Held by the app for a whole request; re-entrant for the accessors below."""
+        self._clock: Clock = clock or time.time
+        self.name = CLUSTER_NAME
+        self.ssl_fingerprint = ssl_fingerprint
+        demo = build_demo(seed, self._clock())
+        self.nodes: dict[str, Node] = demo.nodes
+        self.guests: dict[int, Guest] = demo.guests
+        self.storages = demo.storages
+        self.pools = demo.pools
+        self.tasks = TaskTable(time_scale)
+        for task in demo.history:
+            self.tasks.add_history(task)
+
+    def advance(self) -> float:
+        """Finish every task whose end time has passed; returns the clock time used."""
+        with self.lock:
+            now = self._clock()
+            self.tasks.advance(now)
+            return now
+
+    def node(self, name: str) -> Node:
+        """The node, or PVE's 500 for a name it cannot resolve (every node route proxies)."""
+        node = self.nodes.get(name)
+        if node is None:
+            raise failure(
+                f"hostname lookup '{name}' failed - failed to get address info for: "
+                f"{name}: Name or service not known"
+            )
+        return node
+
+    def guest_on(self, node: str, kind: GuestKind, vmid: int) -> Guest | None:
+        """The guest if its config lives on `node` with that kind (PVE reads local configs)."""
+        guest = self.guests.get(vmid)
+        if guest is None or guest.node != node or guest.kind != kind:
+            return None
+        return guest
+
+    def require_guest(self, node: str, kind: GuestKind, vmid: int) -> Guest:
+        """The guest, or PVE's 500 `Configuration file ... does not exist`."""
+        guest = self.guest_on(node, kind, vmid)
+        if guest is None:
+            missing = qemu_config_missing if kind == "qemu" else lxc_config_missing
+            raise ApiError(500, missing(node, vmid))
+        return guest
+
+    def find_guest(self, vmid: int) -> Guest | None:
+        """The guest with this vmid anywhere in the cluster, with tasks advanced first."""
+        with self.lock:
+            self.advance()
+            return self.guests.get(vmid)
+
+    def new_worker_pid(self, node: Node) -> int:
+        """A fresh PID on `node`, for a worker task or a guest process."""
+        node.next_pid += 1 + node.next_pid % 5
+        return node.next_pid
+
+    def start_task(
+        self, node_name: str, type_: str, vmid: int, user: str, job: Callable[[], Plan]
+    ) -> Task:
+        """Fork a worker for `vmid`: a UPID now, the plan when it gets the guest's lock."""
+        with self.lock:
+            now = self._clock()
+            node = self.node(node_name)
+            pid = self.new_worker_pid(node)
+            pstart = int((now - node.boot_time) * 100)
+            starttime = int(now)
+            upid = encode_upid(
+                node_name, pid, pstart, starttime, type_=type_, id_=str(vmid), user=user
+            )
+            task = Task(
+                upid=upid,
+                node=node_name,
+                pid=pid,
+                pstart=pstart,
+                starttime=starttime,
+                type=type_,
+                id=str(vmid),
+                user=user,
+                created=now,
+                job=job,
+            )
+            self.tasks.add(task, vmid)
+            self.tasks.advance(now)
+            return task

@@ -1,0 +1,1 @@
+"""Tests of the Proxmox VE API simulator (`pvemcp.simulator`)."""
