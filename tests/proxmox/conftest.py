@@ -14,11 +14,6 @@ from pvemcp.simulator.certs import SelfSigned, make_self_signed
 from .fake_pve import SECRET, TOKEN_ID, FakePve, bound_socket
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(scope="session")
 def certs() -> SelfSigned:
     return make_self_signed()

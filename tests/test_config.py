@@ -1,0 +1,146 @@
+"""Settings from env and TOML, their errors, `config show`, and the generated reference."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pvemcp.cli import main
+from pvemcp.config import ConfigError, TlsMode, load_settings
+from pvemcp.configdoc import render
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRET = "5f1a8f8e-1111-2222-3333-444455556666"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("PVEMCP_"):
+            monkeypatch.delenv(key)
+
+
+def test_no_cluster_means_simulator() -> None:
+    settings = load_settings()
+    assert settings.uses_simulator()
+    assert settings.audit.enabled
+
+
+def test_env_describes_the_default_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PVEMCP_API_URL", "https://pve1.example:8006/api2/json/")
+    monkeypatch.setenv("PVEMCP_TOKEN_ID", "pvemcp@pve!gw")
+    monkeypatch.setenv("PVEMCP_TOKEN_SECRET", SECRET)
+    monkeypatch.setenv("PVEMCP_TLS", "fingerprint")
+    monkeypatch.setenv("PVEMCP_FINGERPRINT", ":".join(["AB"] * 32))
+    cluster = load_settings().all_clusters()["default"]
+    assert cluster.api_url == "https://pve1.example:8006"
+    assert cluster.tls is TlsMode.FINGERPRINT
+    assert cluster.fingerprint == "ab" * 32
+    assert cluster.token_secret is not None
+    assert cluster.token_secret.get_secret_value() == SECRET
+
+
+def test_toml_clusters_with_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "pvemcp.toml"
+    path.write_text(
+        """
+default_cluster = "lab"
+[clusters.lab]
+api_url = "https://lab:8006"
+tls = "insecure"
+[clusters.prod]
+api_url = "https://prod:8006"
+token_id = "pvemcp@pve!gw"
+token_secret = "from-file-secret"
+[audit]
+path = "/tmp/x.jsonl"
+"""
+    )
+    monkeypatch.setenv("PVEMCP_CLUSTERS__PROD__TOKEN_SECRET", SECRET)
+    monkeypatch.setenv("PVEMCP_LOG_LEVEL", "DEBUG")
+    settings = load_settings(path)
+    assert sorted(settings.all_clusters()) == ["lab", "prod"]
+    assert settings.default_cluster == "lab"
+    assert settings.log_level == "DEBUG"
+    assert settings.audit.path == Path("/tmp/x.jsonl")
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ('[clusters.a]\napi_url = "ftp://x"', "clusters.a.api_url"),
+        ('[clusters.a]\napi_url = "https://x"\ntoken_id = "bad"\ntoken_secret = "s"', "token_id"),
+        ('[clusters.a]\napi_url = "https://x"\ntls = "fingerprint"', "needs fingerprint"),
+        ('[clusters.a]\napi_url = "https://x"\ncolour = "red"', "clusters.a.colour"),
+        ('[clusters.Bad]\napi_url = "https://x"', "clusters.Bad"),
+        ('default_cluster = "zzz"\n[clusters.a]\napi_url = "https://x"', "default_cluster"),
+        ("not toml at all [", "not valid TOML"),
+    ],
+)
+def test_bad_config_names_the_setting(tmp_path: Path, toml: str, expected: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert expected in str(info.value)
+
+
+def test_errors_never_echo_secret_values(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(f'[clusters.a]\napi_url = "https://x"\ntoken_secret = "{SECRET}"')
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert "token_id and token_secret go together" in str(info.value)
+    assert SECRET not in str(info.value)
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "absent.toml")
+
+
+def test_config_show_redacts(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PVEMCP_API_URL", "https://pve1:8006")
+    monkeypatch.setenv("PVEMCP_TOKEN_ID", "pvemcp@pve!gw")
+    monkeypatch.setenv("PVEMCP_TOKEN_SECRET", SECRET)
+    assert main(["config", "show"]) == 0
+    out = capsys.readouterr().out
+    assert SECRET not in out
+    shown = json.loads(out)
+    assert shown["clusters"]["default"]["token_secret"] == "[REDACTED]"
+    assert shown["clusters"]["default"]["tls"] == "system"
+
+
+def test_bad_env_is_a_clean_exit(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PVEMCP_TLS", "sometimes")
+    assert main(["config", "show"]) == 2
+    err = capsys.readouterr().err
+    assert "tls" in err and "Traceback" not in err
+
+
+def test_configuration_reference_is_current() -> None:
+    committed = (ROOT / "docs" / "configuration.md").read_text()
+    assert committed == render(), "docs/configuration.md is stale: run `pvemcp config docs`"
+
+
+def test_example_config_in_deploy_is_valid() -> None:
+    settings = load_settings(ROOT / "deploy" / "pvemcp.example.toml")
+    assert sorted(settings.all_clusters()) == ["lab", "prod"]
+    assert settings.all_clusters()["lab"].tls is TlsMode.FINGERPRINT
+
+
+def test_plain_http_only_on_loopback(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[clusters.a]\napi_url = "http://pve1.example:8006"')
+    with pytest.raises(ConfigError, match="cleartext"):
+        load_settings(path)
+    path.write_text('[clusters.a]\napi_url = "http://127.0.0.1:8006"')
+    assert load_settings(path).all_clusters()["a"].api_url == "http://127.0.0.1:8006"
