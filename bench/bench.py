@@ -27,6 +27,7 @@ from pydantic import SecretStr
 from pvemcp.config import ClusterConfig, TlsMode
 from pvemcp.gateway.clusters import ClusterPool
 from pvemcp.gateway.invoke import Gateway
+from pvemcp.logsetup import configure_logging
 from pvemcp.policy.audit import AuditLog
 from pvemcp.policy.engine import BaselinePolicy
 from pvemcp.secrets.redaction import Redactor
@@ -89,6 +90,7 @@ def ms(value: float) -> str:
 
 
 async def main(quick: bool) -> None:
+    configure_logging("WARNING", Redactor())
     runs, iterations = (3, 100) if quick else (5, 500)
     with (
         tempfile.TemporaryDirectory() as tmp,

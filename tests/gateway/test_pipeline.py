@@ -79,6 +79,19 @@ async def test_unknown_tool_and_cluster(gateway: Gateway) -> None:
     assert "demo" in error["hint"]
 
 
+async def test_bad_cluster_name_is_rejected_before_lookup(gateway: Gateway) -> None:
+    error = await error_of(gateway, "proxmox_node_list", {"cluster": "Prod!"})
+    assert error["code"] == "invalid_argument"
+    assert error["field"] == "cluster"
+    assert "not a cluster name" in error["message"]
+
+
+async def test_control_characters_in_a_name_are_rejected(gateway: Gateway) -> None:
+    error = await error_of(gateway, "proxmox_guest_get", {"name": "web\x00"})
+    assert error["field"] == "name"
+    assert "control characters" in error["message"]
+
+
 async def test_unknown_vmid_is_not_found(gateway: Gateway) -> None:
     error = await error_of(gateway, "proxmox_guest_get", {"vmid": 99999})
     assert error["code"] == "not_found"

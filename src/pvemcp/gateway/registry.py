@@ -6,18 +6,27 @@ Tools never talk to a backend, check a permission or write audit themselves: the
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from pvemcp.policy.tiers import Tier
 
 if TYPE_CHECKING:
     from pvemcp.gateway.context import ToolContext
 
-CLUSTER_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
+CLUSTER_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+def _cluster_name(value: str | None) -> str | None:
+    # Checked here rather than as a schema pattern: every tool has this field, and the
+    # pattern would cost bytes in every tools/list for a rule the error message states.
+    if value is not None and not CLUSTER_PATTERN.match(value):
+        raise ValueError("is not a cluster name (lower-case letters, digits, - and _)")
+    return value
 
 
 class ToolInput(BaseModel):
@@ -27,9 +36,8 @@ class ToolInput(BaseModel):
 
     cluster: Annotated[
         str | None,
-        Field(
-            pattern=CLUSTER_PATTERN, description="Configured cluster name; omit for the default."
-        ),
+        AfterValidator(_cluster_name),
+        Field(description="Cluster name; omit for the default."),
     ] = None
 
 

@@ -1,8 +1,9 @@
 """JSON schemas as the model reads them: compact, plain objects at the root.
 
-pydantic adds a `title` to every property and wraps optional fields in `anyOf` with null;
-both cost bytes in every conversation and tell the model nothing (see the tool-design
-notes). Optional fields are simply not required.
+pydantic adds a `title` to every property, wraps optional fields in `anyOf` with null and
+marks models `additionalProperties: false`; all of it costs bytes in every conversation and
+tells the model nothing it needs (see the tool-design notes). Optional fields are simply
+not required; unknown fields are still rejected by validation.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ def _strip(node: Any) -> Any:
             continue
         if key == "default" and value is None:
             continue
+        if key == "additionalProperties" and value is False:
+            continue  # strictness is enforced server-side; saying so costs bytes per tool
         out[key] = (
             _strip(value)
             if key not in ("properties", "$defs")

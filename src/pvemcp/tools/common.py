@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from pvemcp.gateway.context import ToolContext
 from pvemcp.gateway.errors import ToolFailure
@@ -17,9 +17,18 @@ NodeName = Annotated[
         description="Node name.",
     ),
 ]
+
+
+def _printable(value: str) -> str:
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
 GuestName = Annotated[
     str,
-    Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f]+$", description="Guest name."),
+    AfterValidator(_printable),
+    Field(min_length=1, max_length=128, description="Exact guest name."),
 ]
 GuestType = Literal["qemu", "lxc"]
 Upid = Annotated[

@@ -40,8 +40,8 @@ def _dumps(value: Any) -> str:
 
 def annotations_for(spec: AnySpec) -> ToolAnnotations:
     """Client hints derived from the declared tier, so they can never disagree with it."""
+    # The title travels once, as the tool's own `title` (clients prefer it to the hint's).
     return ToolAnnotations(
-        title=spec.title,
         read_only_hint=spec.read_only,
         destructive_hint=spec.destructive,
         idempotent_hint=spec.idempotent,
