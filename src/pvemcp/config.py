@@ -15,7 +15,7 @@ import tomllib
 import urllib.parse
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -174,7 +174,7 @@ class SimulatorConfig(BaseModel):
 
 
 class AuditConfig(BaseModel):
-    """Where the audit log goes."""
+    """Where the audit log goes, and how it is protected."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -189,6 +189,62 @@ class AuditConfig(BaseModel):
             "refused, since they would run unrecorded.",
         ),
     ] = True
+    rotate_bytes: Annotated[
+        int,
+        Field(
+            ge=0,
+            description="Rotate the log when it reaches this size (0 = never); the hash chain "
+            "continues into the next file.",
+        ),
+    ] = 64 * 1024 * 1024
+    checkpoint_every: Annotated[
+        int,
+        Field(ge=0, description="Write a checkpoint record every N records (0 = never)."),
+    ] = 1000
+    hmac_key: Annotated[
+        SecretStr | None,
+        Field(
+            description="Key for `args_hmac`, an HMAC-SHA256 of each call's raw arguments, so "
+            "a known value can be tested later without storing it. Unset = no HMAC.",
+        ),
+    ] = None
+    syslog: Annotated[
+        str | None,
+        Field(
+            description="Also send each record to syslog: `unix:/dev/log`, `udp:HOST:PORT` or "
+            "`tcp:HOST:PORT`. Unset = file only.",
+        ),
+    ] = None
+
+
+class PolicyConfig(BaseModel):
+    """Who may call what. See docs/policy.md."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    profile: Annotated[
+        Literal["read-only", "operator", "admin"],
+        Field(
+            description="Built-in profile granted to `profile_subjects`: `read-only`, "
+            "`operator` (power actions; destructive calls need confirmation) or `admin` (all "
+            "but escape). None of them grants `escape`.",
+        ),
+    ] = "operator"
+    profile_subjects: Annotated[
+        list[str],
+        Field(
+            description="Subjects the profile applies to; `local` is the stdio operator. Other "
+            "callers get reads only, unless the policy file says more.",
+        ),
+    ] = ["local"]
+    file: Annotated[
+        Path | None,
+        Field(description="Policy file (TOML) with rules; see docs/policy.md."),
+    ] = None
+    confirm_ttl: Annotated[
+        int,
+        Field(ge=30, le=3600, description="Seconds a confirmation token stays valid."),
+    ] = 300
 
 
 def _toml_source(path: Path) -> dict[str, Any]:
@@ -252,6 +308,7 @@ class Settings(BaseSettings):
     ] = None
     simulator: SimulatorConfig = SimulatorConfig()
     audit: AuditConfig = AuditConfig()
+    policy: PolicyConfig = PolicyConfig()
     log_level: Annotated[
         str, Field(pattern="^(DEBUG|INFO|WARNING|ERROR)$", description="Log level on stderr.")
     ] = "INFO"

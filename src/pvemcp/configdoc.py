@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from pvemcp.config import AuditConfig, ClusterConfig, Settings, SimulatorConfig
+from pvemcp.config import AuditConfig, ClusterConfig, PolicyConfig, Settings, SimulatorConfig
 
 HEADER = """# Configuration reference
 
@@ -78,7 +78,7 @@ def _table(model: type[BaseModel], env_prefix: str | None, skip: set[str]) -> li
 def render() -> str:
     """The whole reference page."""
     parts = [HEADER, "## Top level\n"]
-    parts += _table(Settings, "PVEMCP_", {"clusters", "simulator", "audit"})
+    parts += _table(Settings, "PVEMCP_", {"clusters", "simulator", "audit", "policy"})
     parts += [
         "",
         "## `[clusters.NAME]`\n",
@@ -89,4 +89,6 @@ def render() -> str:
     parts += _table(SimulatorConfig, "PVEMCP_SIMULATOR__", set())
     parts += ["", "## `[audit]`\n"]
     parts += _table(AuditConfig, "PVEMCP_AUDIT__", set())
+    parts += ["", "## `[policy]`\n"]
+    parts += _table(PolicyConfig, "PVEMCP_POLICY__", set())
     return "\n".join(parts) + "\n"
