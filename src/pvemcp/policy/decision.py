@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -14,11 +14,19 @@ class Effect(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """A policy decision; `rule_ids` name the rules that decided it, for audit and explain."""
+    """A policy decision; `rule_ids` name the rules that decided it, for audit and explain.
+
+    `unresolved` names the request attributes (`node`, `vmid`, `pool`, `tags`, `argv`, ...)
+    that some rule constrains but the request did not carry, where knowing them could change
+    the effect. A rule never matches on an unknown attribute, so such a decision is final
+    only if the caller cannot learn more; a gateway that can resolve the target should do
+    so and decide again.
+    """
 
     effect: Effect
     rule_ids: tuple[str, ...]
     reason: str
+    unresolved: frozenset[str] = field(default_factory=frozenset)
 
     @property
     def allowed(self) -> bool:

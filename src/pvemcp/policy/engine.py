@@ -1,65 +1,184 @@
-"""Policy decisions for tool calls.
+"""Policy decisions for tool calls: the rules of a profile and a policy file, applied.
 
-This is the built-in baseline, the floor every later policy file builds on: reads are open to
-any authenticated caller, `write`/`destructive` calls only to the local operator, and
-`escape` to nobody. It runs for every call through the gateway's single pipeline.
+Deny overrides confirm, confirm overrides allow, and what no rule allows is denied. On top
+of the rules the engine enforces three things no file can turn off: `escape` needs a rule
+that names the caller and the tool (or tier) explicitly, every allowed destructive call
+needs the human's confirmation, and paths and hosts must arrive canonical. See
+docs/policy.md for the full semantics.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from pvemcp.policy.decision import Decision, Effect
 from pvemcp.policy.principal import Principal
+from pvemcp.policy.profiles import BUILTIN_RULES
+from pvemcp.policy.rules import Rule, canonical_host, split_path
 from pvemcp.policy.tiers import Tier
+
+BUNDLE_FORMAT = "pvemcp.policy/1"
 
 
 @dataclass(frozen=True, slots=True)
 class PolicyRequest:
-    """What is being asked: the tool, its tier, and where it lands."""
+    """What is being asked: the tool, its tier, and where it lands.
+
+    Target attributes left at `None` (or empty, for `paths` and `hosts`) are *unknown*, and
+    a rule constraining an unknown attribute does not match. `tags` is `None` when unknown
+    and an empty set for a guest known to have no tags. `paths` must be canonical absolute
+    paths (the tool resolves them), `hosts` DNS names.
+    """
 
     tool: str
     tier: Tier
-    cluster: str
+    cluster: str | None
     arguments: Mapping[str, Any] = field(default_factory=dict)
+    node: str | None = None
+    vmid: int | None = None
+    pool: str | None = None
+    tags: frozenset[str] | None = None
+    argv: tuple[str, ...] | None = None
+    paths: tuple[str, ...] = ()
+    hosts: tuple[str, ...] = ()
 
 
-class PolicyEngine(Protocol):
-    """Anything that can decide a call."""
+class PolicyEngine:
+    """Decides calls against the built-in rules followed by `rules`, in that order."""
 
-    def decide(self, principal: Principal, request: PolicyRequest) -> Decision: ...
-
-    def could_allow(self, principal: Principal, tool: str, tier: Tier) -> bool:
-        """Whether some call of `tool` could be allowed for `principal` (for tools/list)."""
-        ...
-
-
-class BaselinePolicy:
-    """The built-in rules: read for all, write/destructive for the local operator, no escape."""
+    def __init__(self, rules: Iterable[Rule] = ()) -> None:
+        self.rules: tuple[Rule, ...] = (*BUILTIN_RULES, *rules)
+        seen: set[str] = set()
+        for rule in self.rules:
+            if rule.id in seen:
+                raise ValueError(f"two policy rules have the id {rule.id!r}")
+            seen.add(rule.id)
+        canonical = {"format": BUNDLE_FORMAT, "rules": [rule.canonical() for rule in self.rules]}
+        text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        self.bundle_hash: str = hashlib.sha256(text.encode()).hexdigest()
+        """SHA-256 of the canonical rule set, built-ins included, for audit records."""
 
     def decide(self, principal: Principal, request: PolicyRequest) -> Decision:
-        tier = request.tier
-        if tier is Tier.ESCAPE:
-            return Decision(
-                Effect.DENY,
-                ("builtin.no-escape",),
-                "escape-tier tools run only when a policy rule names the caller",
-            )
-        if tier is Tier.READ:
-            return Decision(Effect.ALLOW, ("builtin.read",), "reads are open to every caller")
-        if principal.is_local:
-            return Decision(
-                Effect.ALLOW,
-                ("builtin.local-operator",),
-                f"the local operator may make {tier} calls",
-            )
-        return Decision(
-            Effect.DENY,
-            ("builtin.default-deny",),
-            f"no rule allows {tier} calls for subject {principal.subject!r}",
+        """The effect for this call, the rules that decided it, and why."""
+        refusal = _noncanonical(request)
+        if refusal is not None:
+            return Decision(Effect.DENY, ("builtin.canonical-input",), refusal)
+        escape = request.tier is Tier.ESCAPE
+        hits: dict[Effect, list[Rule]] = {effect: [] for effect in Effect}
+        pending: dict[Effect, set[str]] = {effect: set() for effect in Effect}
+        not_by_name: list[Rule] = []
+        for rule in self.rules:
+            found = rule.match(principal, request)
+            if found is None:
+                continue
+            if (
+                escape
+                and rule.effect is Effect.ALLOW
+                and not rule.grants_escape(request.tool, found)
+            ):
+                not_by_name.append(rule)
+            elif found.missing:
+                pending[rule.effect] |= found.missing
+            else:
+                hits[rule.effect].append(rule)
+        if hits[Effect.DENY]:
+            denies = hits[Effect.DENY]
+            return Decision(Effect.DENY, _ids(denies), f"denied by {_named(denies)}")
+        if not hits[Effect.ALLOW]:
+            return _unallowed(principal, request, not_by_name, pending[Effect.ALLOW])
+        effect = Effect.ALLOW
+        ids = list(_ids(hits[Effect.ALLOW]))
+        reasons = [f"allowed by {_named(hits[Effect.ALLOW])}"]
+        if hits[Effect.CONFIRM]:
+            effect = Effect.CONFIRM
+            ids += _ids(hits[Effect.CONFIRM])
+            reasons.append(f"confirmation required by {_named(hits[Effect.CONFIRM])}")
+        if request.tier is Tier.DESTRUCTIVE:
+            effect = Effect.CONFIRM
+            ids.append("builtin.confirm-destructive")
+            reasons.append("destructive calls always need the human's confirmation")
+        unresolved = pending[Effect.DENY] | (
+            pending[Effect.CONFIRM] if effect is Effect.ALLOW else set()
         )
+        if unresolved:
+            reasons.append(
+                f"provisional: deny or confirm rules depend on {_listed(unresolved)}, "
+                "which the request did not carry"
+            )
+        return Decision(effect, tuple(ids), "; ".join(reasons), frozenset(unresolved))
 
     def could_allow(self, principal: Principal, tool: str, tier: Tier) -> bool:
-        return self.decide(principal, PolicyRequest(tool=tool, tier=tier, cluster="*")).allowed
+        """Whether some call of `tool` could be allowed or confirmed for `principal`.
+
+        Target and argument constraints are assumed satisfiable, so a tool shows in the
+        caller's tools/list if any allow rule could grant it and no deny rule refuses every
+        call of it.
+        """
+        allowed = False
+        for rule in self.rules:
+            found = rule.applies(principal, tool, tier)
+            if found is None:
+                continue
+            if rule.effect is Effect.DENY and not rule.conditional:
+                return False
+            if rule.effect is Effect.ALLOW and (
+                tier is not Tier.ESCAPE or rule.grants_escape(tool, found)
+            ):
+                allowed = True
+        return allowed
+
+
+def _unallowed(
+    principal: Principal, request: PolicyRequest, not_by_name: list[Rule], pending: set[str]
+) -> Decision:
+    """The default deny, saying what was missing; for escape, why matching rules did not count."""
+    who = _caller(principal)
+    if request.tier is Tier.ESCAPE:
+        rule_id = "builtin.no-escape"
+        reason = (
+            f"{request.tool} is an escape-tier tool: only an allow rule that names {who} "
+            "(sub:, client:, group: or local, never * or a scope) and names the tool or the "
+            "escape tier can allow it"
+        )
+        if not_by_name:
+            reason += f"; {_named(not_by_name)} matched but cannot grant escape"
+    else:
+        rule_id = "builtin.default-deny"
+        reason = f"no rule allows {request.tool} ({request.tier}) for {who}"
+    if pending:
+        reason += f"; rules depending on {_listed(pending)} (not carried) might allow it"
+    return Decision(Effect.DENY, (rule_id,), reason, frozenset(pending))
+
+
+def _noncanonical(request: PolicyRequest) -> str | None:
+    for path in request.paths:
+        if split_path(path) is None:
+            return (
+                f"path {path!r} is not canonical (absolute, no '.', '..', '//' or trailing /); "
+                "the tool must resolve it before policy can judge it"
+            )
+    for host in request.hosts:
+        if canonical_host(host) is None:
+            return f"host {host!r} is not a DNS name"
+    return None
+
+
+def _ids(rules: list[Rule]) -> tuple[str, ...]:
+    return tuple(rule.id for rule in rules)
+
+
+def _named(rules: list[Rule]) -> str:
+    quoted = ", ".join(f"'{rule.id}'" for rule in rules)
+    return f"rule {quoted}" if len(rules) == 1 else f"rules {quoted}"
+
+
+def _listed(names: Iterable[str]) -> str:
+    return ", ".join(sorted(names))
+
+
+def _caller(principal: Principal) -> str:
+    return "the local operator" if principal.is_local else f"subject {principal.subject!r}"
