@@ -1,0 +1,159 @@
+"""`pvemcp audit verify|show|checkpoint`: plain functions the CLI calls with parsed values.
+
+Each prints to the given streams and returns the process exit code: 0 when all is well,
+1 when verification found a problem, 2 for a usage problem (no files, an unreadable
+checkpoint, a time that does not parse).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TextIO
+
+from pvemcp.policy.audit import AuditLog, AuditSettings, AuditUnavailable
+from pvemcp.policy.audit_chain import canonical, log_files
+from pvemcp.policy.audit_verify import format_line, show, verify_files
+
+EXIT_OK = 0
+EXIT_PROBLEM = 1
+EXIT_USAGE = 2
+
+_RELATIVE = re.compile(r"(\d+)([smhd])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def _files(files: Sequence[Path], default_log: Path | None, err: TextIO) -> list[Path] | None:
+    """The files given, or else the configured log and its rotated siblings."""
+    if files:
+        return list(files)
+    found = log_files(default_log.expanduser()) if default_log is not None else []
+    if not found:
+        print(f"no audit log files found at {default_log}", file=err)
+        return None
+    return found
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """The checkpoint in `path`: one JSON object, or JSON lines (as appended by a shipping
+    job), of which the last one, the newest, counts. Raises ValueError."""
+    text = path.read_text()
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise ValueError(f"{path} holds no checkpoint")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        try:
+            value = json.loads(lines[-1])
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: neither JSON nor JSON lines ({exc})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: a checkpoint is a JSON object")
+    return value
+
+
+def verify_command(
+    files: Sequence[Path],
+    *,
+    default_log: Path | None,
+    checkpoint_file: Path | None = None,
+    partial: bool = False,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+) -> int:
+    """`pvemcp audit verify [FILES] [--checkpoint FILE] [--partial]`: 0 only if the chain
+    is intact (`--partial`: the oldest files were pruned, check from the first given)."""
+    paths = _files(files, default_log, err)
+    if paths is None:
+        return EXIT_USAGE
+    checkpoint = None
+    if checkpoint_file is not None:
+        try:
+            checkpoint = load_checkpoint(checkpoint_file)
+        except (OSError, ValueError) as exc:
+            print(f"cannot read the checkpoint: {exc}", file=err)
+            return EXIT_USAGE
+    report = verify_files(paths, checkpoint=checkpoint, partial=partial)
+    for line in report.summary():
+        print(line, file=out if report.ok else err)
+    return EXIT_OK if report.ok else EXIT_PROBLEM
+
+
+def parse_when(text: str, now: datetime | None = None) -> datetime:
+    """An ISO 8601 time (UTC if it names no zone) or an age like `30m`, `2h`, `7d`.
+    Raises ValueError."""
+    match = _RELATIVE.fullmatch(text.strip())
+    if match:
+        delta = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+        return (now or datetime.now(UTC)) - delta
+    when = datetime.fromisoformat(text.strip())
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def show_command(
+    files: Sequence[Path],
+    *,
+    default_log: Path | None,
+    since: str | None = None,
+    until: str | None = None,
+    subject: str | None = None,
+    tool: str | None = None,
+    tier: str | None = None,
+    status: str | None = None,
+    phase: str | None = None,
+    limit: int | None = None,
+    as_json: bool = False,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+) -> int:
+    """`pvemcp audit show [FILES] --since --until --subject --tool --tier --status --phase
+    --limit --json`: matching records, one per line (compact text, or the JSON lines)."""
+    paths = _files(files, default_log, err)
+    if paths is None:
+        return EXIT_USAGE
+    try:
+        start = parse_when(since) if since else None
+        end = parse_when(until) if until else None
+    except ValueError as exc:
+        print(f"bad time: {exc} (use ISO 8601 or an age like 30m, 2h, 7d)", file=err)
+        return EXIT_USAGE
+    records = show(
+        paths,
+        since=start,
+        until=end,
+        subject=subject,
+        tool=tool,
+        tier=tier,
+        status=status,
+        phase=phase,
+        limit=limit,
+    )
+    for record in records:
+        print(_as_json(record) if as_json else format_line(record), file=out)
+    return EXIT_OK
+
+
+def _as_json(record: Mapping[str, Any]) -> str:
+    return canonical(record).decode()
+
+
+def checkpoint_command(
+    config: AuditSettings, *, out: TextIO = sys.stdout, err: TextIO = sys.stderr
+) -> int:
+    """`pvemcp audit checkpoint`: append a checkpoint to the configured log (safe while the
+    gateway runs) and print it as one JSON line, for a cron job to store off-host."""
+    audit = AuditLog.from_config(config)
+    try:
+        record = audit.checkpoint()
+    except AuditUnavailable as exc:
+        print(str(exc), file=err)
+        return EXIT_PROBLEM
+    finally:
+        audit.close()
+    print(_as_json(record), file=out)
+    return EXIT_OK
