@@ -1,4 +1,9 @@
-"""Configured clusters and their backends, created lazily and reused for every call."""
+"""Configured clusters and their backends, created lazily and reused for every call.
+
+With a `SecretsManager`, each REST backend reads its token from the manager at every call
+(so rotations apply to new calls at once) and asks it to re-read the source after a 401.
+A cluster whose credentials are not loaded answers `CredentialsUnavailable`.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,9 @@ import structlog
 from pvemcp.config import ClusterConfig, TlsMode
 from pvemcp.gateway.errors import ToolFailure
 from pvemcp.proxmox.backend import ProxmoxBackend
-from pvemcp.proxmox.rest import RestBackend
+from pvemcp.proxmox.errors import CredentialsUnavailable
+from pvemcp.proxmox.rest import ApiCredential, RestBackend
+from pvemcp.secrets.manager import SecretsManager
 
 log = structlog.get_logger(__name__)
 
@@ -17,19 +24,26 @@ BackendFactory = Callable[[ClusterConfig], ProxmoxBackend]
 
 
 class ClusterPool:
-    """Maps cluster names to configs and one long-lived backend each (connection reuse)."""
+    """Maps cluster names to configs and one long-lived backend each (connection reuse).
+
+    `secrets` supplies the credentials of the clusters it manages (the default REST
+    backends only; a custom `backend_factory` gets just the config).
+    """
 
     def __init__(
         self,
         clusters: Mapping[str, ClusterConfig],
         default: str | None = None,
-        backend_factory: BackendFactory = RestBackend,
+        backend_factory: BackendFactory | None = None,
+        *,
+        secrets: SecretsManager | None = None,
     ) -> None:
         if not clusters:
             raise ValueError("at least one cluster is needed")
         self._clusters = dict(clusters)
         self._default = default or (next(iter(clusters)) if len(clusters) == 1 else None)
         self._factory = backend_factory
+        self.secrets = secrets
         self._backends: dict[str, ProxmoxBackend] = {}
         for name, cluster in self._clusters.items():
             if cluster.tls is TlsMode.INSECURE:
@@ -67,9 +81,36 @@ class ClusterPool:
     def backend(self, name: str) -> ProxmoxBackend:
         backend = self._backends.get(name)
         if backend is None:
-            backend = self._factory(self._clusters[name])
+            backend = self._build(name)
             self._backends[name] = backend
         return backend
+
+    def ready(self, name: str | None = None) -> bool:
+        """Whether `name` (or every cluster) has credentials; always true without a manager."""
+        return self.secrets is None or self.secrets.ready(name)
+
+    def _build(self, name: str) -> ProxmoxBackend:
+        cluster = self._clusters[name]
+        if self._factory is not None:
+            return self._factory(cluster)
+        secrets = self.secrets
+        if secrets is None or not secrets.manages(name):
+            return RestBackend(cluster)
+
+        def credentials() -> ApiCredential:
+            token = secrets.token(name)
+            if token is None:
+                problem = secrets.problem(name) or "they have not been loaded yet"
+                raise CredentialsUnavailable(
+                    f"credentials for cluster {name} are unavailable ({problem}); nothing was "
+                    "sent to Proxmox"
+                )
+            return token
+
+        async def on_unauthorized(rejected: ApiCredential) -> bool:
+            return await secrets.after_unauthorized(name, rejected)
+
+        return RestBackend(cluster, credentials=credentials, on_unauthorized=on_unauthorized)
 
     async def aclose(self) -> None:
         for backend in self._backends.values():

@@ -54,6 +54,17 @@ class AuthenticationError(ProxmoxError):
     )
 
 
+class CredentialsUnavailable(ProxmoxError):
+    """The cluster's credentials could not be loaded from its secret source (yet)."""
+
+    code = "credentials_unavailable"
+    hint = (
+        "The gateway cannot load this cluster's credentials from its secret source (Vault "
+        "sealed or unreachable, a missing file or variable). It keeps retrying by itself: "
+        "try again in a minute, or ask an operator to run `pvemcp secrets check`."
+    )
+
+
 class PermissionDenied(ProxmoxError):
     """403: the token lacks a privilege on the object."""
 

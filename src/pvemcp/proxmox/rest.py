@@ -4,6 +4,11 @@ Every failure leaves here as a `ProxmoxError` subclass that names the method and
 tools can give the model a precise hint. The token secret lives only in its `SecretStr`
 and in the header of requests in flight; messages built from third-party exception text
 are scrubbed of it as a last line of defence.
+
+Credentials come from a provider (the secrets manager) read once per call, so a rotation
+never changes the token of a call in flight. When PVE answers 401, the backend asks the
+provider's owner to re-read its source once (`on_unauthorized`) and, if that produced a
+different token, sends the request once more with it: never more than one retry.
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ import os
 import random
 import re
 import ssl
-from collections.abc import Generator
-from typing import Any
+from collections.abc import Awaitable, Callable, Generator
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import anyio
 import httpx2
@@ -53,6 +59,33 @@ _BACKOFF_CAP = 3.0
 # pveproxy drops a connection after 5 s without traffic; expiring idle connections
 # earlier avoids sending a request into one the server is closing.
 _LIMITS = httpx2.Limits(max_connections=8, max_keepalive_connections=4, keepalive_expiry=4.0)
+
+
+class ApiCredential(Protocol):
+    """An API token as the backend needs it (`pvemcp.secrets.types.ApiToken` is one)."""
+
+    @property
+    def token_id(self) -> str: ...
+
+    @property
+    def secret(self) -> SecretStr: ...
+
+
+CredentialProvider = Callable[[], ApiCredential | None]
+"""Returns the token to use now; None when there is none; may raise a `ProxmoxError`
+(`CredentialsUnavailable`) to say why there is none."""
+UnauthorizedHook = Callable[[ApiCredential], Awaitable[bool]]
+"""Called with the token PVE rejected; re-reads the credential source (at most once)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _StaticToken:
+    token_id: str
+    secret: SecretStr
+
+
+def _same(a: ApiCredential, b: ApiCredential) -> bool:
+    return a.token_id == b.token_id and a.secret.get_secret_value() == b.secret.get_secret_value()
 
 
 class _TokenAuth(httpx2.Auth):
@@ -126,27 +159,40 @@ class RestBackend:
     `transport` replaces the TLS-configured one (tests); the constructor raises
     `ConfigError` for an unusable `ca_file` or a pin on a plain-http URL. A cluster without
     a token fails at the first call, with `AuthenticationError`, before anything is sent.
+
+    Without `credentials` the backend uses the cluster's inline `token_id`/`token_secret`
+    (the simulator, tests). With it, the provider is asked once per call; `on_unauthorized`
+    enables one re-read-and-retry after a 401.
     """
 
     name = "rest"
 
     def __init__(
-        self, cluster: ClusterConfig, *, transport: httpx2.AsyncBaseTransport | None = None
+        self,
+        cluster: ClusterConfig,
+        *,
+        transport: httpx2.AsyncBaseTransport | None = None,
+        credentials: CredentialProvider | None = None,
+        on_unauthorized: UnauthorizedHook | None = None,
     ) -> None:
         self._cluster = cluster
         url = httpx2.URL(cluster.api_url)
         self._address = f"{url.host}:{url.port or (443 if url.scheme == 'https' else 80)}"
-        self._secret = cluster.token_secret
-        auth = (
-            _TokenAuth(cluster.token_id, cluster.token_secret)
-            if cluster.token_id is not None and cluster.token_secret is not None
-            else None
-        )
+        if credentials is None:
+            static = (
+                _StaticToken(cluster.token_id, cluster.token_secret)
+                if cluster.token_id is not None and cluster.token_secret is not None
+                else None
+            )
+            credentials = lambda: static  # noqa: E731 - a one-line provider
+        self._credentials = credentials
+        self._on_unauthorized = on_unauthorized
+        # Every secret this backend has sent, to scrub from error texts (newest first).
+        self._secrets: list[SecretStr] = []
         if transport is None:
             transport = build_transport(cluster, limits=_LIMITS)
         self._client = httpx2.AsyncClient(
             base_url=f"{cluster.api_url}/api2/json",
-            auth=auth,
             transport=transport,
             timeout=httpx2.Timeout(
                 connect=cluster.connect_timeout,
@@ -182,7 +228,7 @@ class RestBackend:
                 method=method,
                 path=path,
             )
-        self._check_token(method, path)
+        credential = self._credential(method, path)
         try:
             url = encode_path(path)
             form = encode_form(params)
@@ -203,34 +249,78 @@ class RestBackend:
                 content=form.encode("ascii"),
                 headers={"Content-Type": "application/x-www-form-urlencoded"},
             )
-        response = await self._send(request, method, path)
-        return self._result(response, method, path)
+        response = await self._send(request, method, path, credential)
+        reread = False
+        if response.status_code == 401 and self._on_unauthorized is not None:
+            reread = True
+            fresh = await self._fresh_credential(credential, method, path)
+            if fresh is not None:
+                # PVE checks the token before doing anything, so resending is safe for
+                # every method. Once: a second 401 is reported as it is.
+                logger.info(
+                    "%s %s: Proxmox rejected the API token %s; the credential source gave "
+                    "another token, retrying once with it",
+                    method,
+                    path,
+                    credential.token_id,
+                )
+                credential = fresh
+                response = await self._send(request, method, path, credential)
+        return self._result(response, method, path, credential, reread=reread)
 
-    def _check_token(self, method: str, path: str) -> None:
-        token_id, secret = self._cluster.token_id, self._cluster.token_secret
-        if token_id is None or secret is None:
+    def _credential(self, method: str, path: str) -> ApiCredential:
+        """The token for this call, checked before anything is sent."""
+        try:
+            credential = self._credentials()
+        except ProxmoxError as exc:
+            exc.method = exc.method or method
+            exc.path = exc.path or path
+            raise
+        if credential is None:
             raise AuthenticationError(
                 f"no API token is configured for {self._cluster.api_url}: set token_id and "
                 "token_secret for this cluster",
                 method=method,
                 path=path,
             )
-        if not _HEADER_VALUE_RE.fullmatch(secret.get_secret_value()):
+        if not any(known is credential.secret for known in self._secrets):
+            self._secrets.insert(0, credential.secret)
+            del self._secrets[16:]
+        if not _HEADER_VALUE_RE.fullmatch(credential.secret.get_secret_value()):
             raise AuthenticationError(
-                f"the token secret of {token_id} contains whitespace, control or non-ASCII "
-                "characters, so it cannot be sent; check token_secret",
+                f"the token secret of {credential.token_id} contains whitespace, control or "
+                "non-ASCII characters, so it cannot be sent; check token_secret",
                 method=method,
                 path=path,
             )
+        return credential
 
-    async def _send(self, request: httpx2.Request, method: str, path: str) -> httpx2.Response:
+    async def _fresh_credential(
+        self, rejected: ApiCredential, method: str, path: str
+    ) -> ApiCredential | None:
+        """After a 401: re-read the source once; a different token, or None."""
+        assert self._on_unauthorized is not None
+        try:
+            await self._on_unauthorized(rejected)
+            fresh = self._credential(method, path)
+        except ProxmoxError:
+            return None
+        except Exception:
+            logger.exception("%s %s: re-reading the credentials failed", method, path)
+            return None
+        return None if _same(fresh, rejected) else fresh
+
+    async def _send(
+        self, request: httpx2.Request, method: str, path: str, credential: ApiCredential
+    ) -> httpx2.Response:
         """Send with retries for GETs that could not connect; map transport failures."""
         attempts = 1 + (self._cluster.retries if method == "GET" else 0)
         attempt = 0
+        auth = _TokenAuth(credential.token_id, credential.secret)
         while True:
             attempt += 1
             try:
-                return await self._client.send(request)
+                return await self._client.send(request, auth=auth)
             except CertificatePinError as exc:
                 raise self._error(TlsVerificationError, str(exc), method, path) from None
             except (httpx2.ConnectError, httpx2.ConnectTimeout) as exc:
@@ -288,8 +378,8 @@ class RestBackend:
         )
 
     def _scrub(self, text: str) -> str:
-        if self._secret is not None:
-            secret = self._secret.get_secret_value()
+        for known in self._secrets:
+            secret = known.get_secret_value()
             if secret:
                 text = text.replace(secret, "**********")
         return text
@@ -337,7 +427,15 @@ class RestBackend:
             ProxmoxTimeout, f"{method} {path} to {self._address}: {what}{effect}", method, path
         )
 
-    def _result(self, response: httpx2.Response, method: str, path: str) -> ApiResult:
+    def _result(
+        self,
+        response: httpx2.Response,
+        method: str,
+        path: str,
+        credential: ApiCredential,
+        *,
+        reread: bool = False,
+    ) -> ApiResult:
         body = self._json_object(response)
         if response.is_success:
             if body is None:
@@ -351,7 +449,7 @@ class RestBackend:
                     status=response.status_code,
                 )
             return ApiResult(data=body.get("data"), total=_total(body))
-        raise self._status_error(response, body, method, path)
+        raise self._status_error(response, body, method, path, credential, reread=reread)
 
     @staticmethod
     def _json_object(response: httpx2.Response) -> dict[str, Any] | None:
@@ -362,7 +460,14 @@ class RestBackend:
         return body if isinstance(body, dict) else None
 
     def _status_error(
-        self, response: httpx2.Response, body: dict[str, Any] | None, method: str, path: str
+        self,
+        response: httpx2.Response,
+        body: dict[str, Any] | None,
+        method: str,
+        path: str,
+        credential: ApiCredential,
+        *,
+        reread: bool = False,
     ) -> ProxmoxError:
         status = response.status_code
         message = body.get("message") if body else None
@@ -380,9 +485,11 @@ class RestBackend:
         if status == 401:
             cls = AuthenticationError
             message = (
-                f"Proxmox rejected the API token {self._cluster.token_id} ({message}); "
+                f"Proxmox rejected the API token {credential.token_id} ({message}); "
                 "check token_id and token_secret and that the token is not expired"
             )
+            if reread:
+                message += " (the credential source was re-read and gave no other token)"
         elif status == 403:
             cls = PermissionDenied
         elif status == 501:

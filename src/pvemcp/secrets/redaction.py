@@ -29,6 +29,9 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"PVE:[^\s:]+@[^\s:]+:[0-9A-Fa-f]{8}::[A-Za-z0-9+/=]+"), MASK),
     (re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), MASK),
     (re.compile(r"\b(hvs|hvb|hvr)\.[A-Za-z0-9_-]{20,}"), MASK),
+    # Legacy Vault and OpenBao tokens: service (s.), batch (b.), recovery (r.), 24 chars.
+    (re.compile(r"(?<![\w.])[sbr]\.[A-Za-z0-9]{24}(?![\w.])"), MASK),
+    (re.compile(r"(?i)(x-vault-token\s*[:=]\s*)[^\s,;\"']+"), rf"\1{MASK}"),
     (
         re.compile(
             r"-----BEGIN ([A-Z ]+ )?PRIVATE KEY-----.*?-----END ([A-Z ]+ )?PRIVATE KEY-----",
