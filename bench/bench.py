@@ -24,12 +24,12 @@ import anyio
 from mcp import Client, StdioServerParameters
 from pydantic import SecretStr
 
-from pvemcp.config import ClusterConfig, TlsMode
+from pvemcp.config import ClusterConfig, Settings, TlsMode
 from pvemcp.gateway.clusters import ClusterPool
 from pvemcp.gateway.invoke import Gateway
 from pvemcp.logsetup import configure_logging
 from pvemcp.policy.audit import AuditLog
-from pvemcp.policy.engine import BaselinePolicy
+from pvemcp.runtime import build_policy
 from pvemcp.secrets.redaction import Redactor
 from pvemcp.simulator.server import SimulatorOptions, simulator_in_thread
 from pvemcp.tools import all_tools
@@ -106,7 +106,7 @@ async def main(quick: bool) -> None:
         gateway = Gateway(
             tools=all_tools(),
             clusters=ClusterPool({"bench": cluster}),
-            policy=BaselinePolicy(),
+            policy=build_policy(Settings()),
             audit=AuditLog(Path(tmp) / "audit.jsonl"),
             redactor=Redactor([sim.token_secret]),
         )

@@ -14,10 +14,11 @@ from pvemcp.config import ClusterConfig, TlsMode
 from pvemcp.gateway.clusters import ClusterPool
 from pvemcp.gateway.invoke import Gateway
 from pvemcp.policy.audit import AuditLog
-from pvemcp.policy.engine import BaselinePolicy
+from pvemcp.policy.engine import PolicyEngine
+from pvemcp.policy.loader import load_policy
 from pvemcp.secrets.redaction import Redactor
 from pvemcp.simulator.server import SimulatorHandle, SimulatorOptions, simulator_in_thread
-from pvemcp.tools import all_tools
+from pvemcp.tools import all_tools, tier_map
 
 # Tasks take realistic durations x this: a VM start lasts ~0.4 s, long enough for several
 # progress notifications, short enough for a quick suite.
@@ -57,13 +58,20 @@ def read_audit(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def operator_policy() -> PolicyEngine:
+    """The default policy: the local operator may power guests, destructive calls confirmed."""
+    return load_policy(
+        profile="operator", profile_subjects=["local"], file=None, known_tools=tier_map()
+    )
+
+
 def make_gateway(
     clusters: dict[str, ClusterConfig], audit_path: Path | None, secrets: tuple[str, ...] = ()
 ) -> Gateway:
     return Gateway(
         tools=all_tools(),
         clusters=ClusterPool(clusters, next(iter(clusters)) if len(clusters) == 1 else None),
-        policy=BaselinePolicy(),
+        policy=operator_policy(),
         audit=AuditLog(audit_path),
         redactor=Redactor(secrets),
     )

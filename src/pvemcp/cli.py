@@ -15,6 +15,7 @@ from pvemcp.config import ConfigError, Settings, load_settings
 from pvemcp.secrets.redaction import MASK, Redactor
 
 DOCS_PATH = Path("docs/configuration.md")
+POLICY_SCHEMA_PATH = Path("docs/policy.schema.json")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,6 +47,15 @@ def _parser() -> argparse.ArgumentParser:
     tools = commands.add_parser("tools", help="list the tools with their risk tier")
     tools.add_argument("--json", action="store_true", help="print the MCP tool definitions")
 
+    _policy_parser(commands)
+    _audit_parser(commands)
+    secrets = commands.add_parser("secrets", help="check where each credential comes from")
+    secrets_commands = secrets.add_subparsers(dest="secrets_command", required=True)
+    secrets_check = secrets_commands.add_parser(
+        "check", help="for each cluster, whether each credential loads (never its value)"
+    )
+    secrets_check.add_argument("--config", type=Path)
+
     config = commands.add_parser("config", help="show the effective config or write its docs")
     config_commands = config.add_subparsers(dest="config_command", required=True)
     show = config_commands.add_parser("show", help="print the effective config, secrets redacted")
@@ -54,6 +64,96 @@ def _parser() -> argparse.ArgumentParser:
     docs.add_argument("--output", type=Path, default=DOCS_PATH)
     docs.add_argument("--check", action="store_true", help="exit 1 if the file is stale")
     return parser
+
+
+def _policy_parser(commands: Any) -> None:
+    policy = commands.add_parser("policy", help="validate a policy file or explain a decision")
+    sub = policy.add_subparsers(dest="policy_command", required=True)
+    check = sub.add_parser("check", help="validate a policy file (line-precise errors)")
+    check.add_argument("file", type=Path)
+    explain = sub.add_parser("explain", help="decide an imagined call and say why")
+    explain.add_argument("--config", type=Path, help="config whose [policy] section to use")
+    explain.add_argument("--subject", default="local", help="`local` or an OIDC sub")
+    explain.add_argument("--group", action="append", default=[], help="a group (repeatable)")
+    explain.add_argument("--scope", action="append", default=[], help="a scope (repeatable)")
+    explain.add_argument("--client-id")
+    explain.add_argument("--tool", required=True)
+    explain.add_argument("--args", default="{}", help="the call's arguments as JSON")
+    explain.add_argument("--json", action="store_true")
+    schema = sub.add_parser("schema", help="write the policy file's JSON schema")
+    schema.add_argument("--output", type=Path, default=POLICY_SCHEMA_PATH)
+    schema.add_argument("--check", action="store_true", help="exit 1 if the file is stale")
+
+
+def _audit_parser(commands: Any) -> None:
+    audit = commands.add_parser("audit", help="verify or search the audit log")
+    sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = sub.add_parser("verify", help="check the hash chain; non-zero on any tampering")
+    verify.add_argument("files", nargs="*", type=Path, help="default: the configured log")
+    verify.add_argument("--checkpoint", type=Path, help="a checkpoint kept off-host")
+    verify.add_argument("--partial", action="store_true", help="older files were pruned")
+    verify.add_argument("--config", type=Path)
+    show = sub.add_parser("show", help="print matching records")
+    show.add_argument("files", nargs="*", type=Path, help="default: the configured log")
+    for name in ("since", "until", "subject", "tool", "tier", "status", "phase"):
+        show.add_argument(f"--{name}")
+    show.add_argument("--limit", type=int)
+    show.add_argument("--json", action="store_true")
+    show.add_argument("--config", type=Path)
+    checkpoint = sub.add_parser("checkpoint", help="append a checkpoint and print it")
+    checkpoint.add_argument("--config", type=Path)
+
+
+def _policy(args: argparse.Namespace) -> int:
+    from pvemcp.policy import commands
+    from pvemcp.tools import tier_map
+
+    if args.policy_command == "check":
+        return commands.check(args.file, tier_map())
+    if args.policy_command == "schema":
+        return commands.schema(args.output, check_only=args.check)
+    policy = _settings(args.config).policy
+    return commands.explain(
+        tool=args.tool,
+        known_tools=tier_map(),
+        subject=args.subject,
+        groups=args.group,
+        scopes=args.scope,
+        client_id=args.client_id,
+        args_json=args.args,
+        profile=policy.profile,
+        profile_subjects=policy.profile_subjects,
+        file=policy.file,
+        as_json=args.json,
+    )
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from pvemcp.policy import audit_commands
+
+    audit = _settings(args.config).audit
+    if args.audit_command == "verify":
+        return audit_commands.verify_command(
+            args.files,
+            default_log=audit.path.expanduser(),
+            checkpoint_file=args.checkpoint,
+            partial=args.partial,
+        )
+    if args.audit_command == "show":
+        return audit_commands.show_command(
+            args.files,
+            default_log=audit.path.expanduser(),
+            since=args.since,
+            until=args.until,
+            subject=args.subject,
+            tool=args.tool,
+            tier=args.tier,
+            status=args.status,
+            phase=args.phase,
+            limit=args.limit,
+            as_json=args.json,
+        )
+    return audit_commands.checkpoint_command(audit)
 
 
 def _settings(config: Path | None, **overrides: Any) -> Settings:
@@ -159,6 +259,14 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(_settings(None, **overrides), simulate=True)
         if args.command == "tools":
             return _tools(args.json)
+        if args.command == "policy":
+            return _policy(args)
+        if args.command == "audit":
+            return _audit(args)
+        if args.command == "secrets":
+            from pvemcp.secrets import commands as secrets_commands
+
+            return secrets_commands.check(_settings(args.config))
         if args.command == "config" and args.config_command == "show":
             return _config_show(_settings(args.config))
         if args.command == "config" and args.config_command == "docs":

@@ -28,6 +28,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from pvemcp.secrets.models import CredentialsConfig, InlineCredentials
+
 TOKEN_ID_RE = re.compile(r"^[^\s@!]+@[A-Za-z][A-Za-z0-9.\-_]*![A-Za-z][A-Za-z0-9.\-_]+$")
 FINGERPRINT_RE = re.compile(r"^([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}$|^[0-9A-Fa-f]{64}$")
 CLUSTER_NAME_RE = r"^[a-z][a-z0-9_-]{0,31}$"
@@ -111,6 +113,14 @@ class ClusterConfig(BaseModel):
             description="Retries for idempotent GETs on connection errors (with backoff).",
         ),
     ] = 2
+    credentials: Annotated[
+        CredentialsConfig,
+        Field(
+            description="Where the API token (and SSH credentials) come from: a table with "
+            "`source` = `inline` (token_id / token_secret above), `env`, `file` or `vault`. "
+            "See docs/secrets.md.",
+        ),
+    ] = InlineCredentials()
 
     @field_validator("api_url")
     @classmethod
@@ -151,8 +161,15 @@ class ClusterConfig(BaseModel):
             raise ValueError("tls = 'ca-file' needs ca_file")
         if self.tls is TlsMode.FINGERPRINT and self.fingerprint is None:
             raise ValueError("tls = 'fingerprint' needs fingerprint")
-        if (self.token_id is None) != (self.token_secret is None):
-            raise ValueError("token_id and token_secret go together: set both or neither")
+        if self.credentials.source == "inline":
+            if (self.token_id is None) != (self.token_secret is None):
+                raise ValueError("token_id and token_secret go together: set both or neither")
+        elif self.token_secret is not None:
+            raise ValueError(
+                f"token_secret is set here but credentials.source is "
+                f"'{self.credentials.source}': keep the secret in one place (remove "
+                "token_secret; token_id may stay as the default token id)"
+            )
         return self
 
 
@@ -297,6 +314,14 @@ class Settings(BaseSettings):
     default_bridge: Annotated[
         str | None, Field(description="One-cluster shortcut: default bridge.")
     ] = None
+    credentials: Annotated[
+        CredentialsConfig | None,
+        Field(
+            description="One-cluster shortcut: where the `default` cluster's credentials "
+            "come from (`PVEMCP_CREDENTIALS__SOURCE=vault`, ...; see docs/secrets.md). "
+            "Unset = `PVEMCP_TOKEN_ID` / `PVEMCP_TOKEN_SECRET`.",
+        ),
+    ] = None
 
     clusters: Annotated[
         dict[Annotated[str, Field(pattern=CLUSTER_NAME_RE)], ClusterConfig],
@@ -315,6 +340,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_default(self) -> Self:
+        if self.credentials is not None and self.api_url is None:
+            raise ValueError(
+                "credentials is a one-cluster shortcut and needs api_url (PVEMCP_API_URL); "
+                "for named clusters put it under [clusters.NAME.credentials]"
+            )
         if self.default_cluster is not None and self.default_cluster not in self.all_clusters():
             raise ValueError(
                 f"default_cluster {self.default_cluster!r} is not one of the configured clusters"
@@ -325,10 +355,14 @@ class Settings(BaseSettings):
         """The cluster described by the one-cluster env shortcuts, if any."""
         if self.api_url is None:
             return None
+        credentials = self.credentials or InlineCredentials()
         return ClusterConfig(
             api_url=self.api_url,
             token_id=self.token_id,
-            token_secret=self.token_secret,
+            # With another source, PVEMCP_TOKEN_SECRET is that source's business (the env
+            # source re-reads it); token_id stays as the default token id.
+            token_secret=self.token_secret if credentials.source == "inline" else None,
+            credentials=credentials,
             tls=self.tls,
             ca_file=self.ca_file,
             fingerprint=self.fingerprint,

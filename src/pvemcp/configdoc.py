@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from enum import Enum
 from typing import Any
 
@@ -45,6 +46,7 @@ def _type_name(info: FieldInfo) -> str:
     annotation = info.annotation
     text = getattr(annotation, "__name__", None) or str(annotation)
     text = text.replace("typing.", "").replace("pathlib.", "").replace("pydantic.types.", "")
+    text = re.sub(r"\bpvemcp(\.\w+)+\.(\w+)", r"\2", text)
     if isinstance(annotation, type) and issubclass(annotation, Enum):
         return " \\| ".join(f"`{member.value}`" for member in annotation)
     return text.replace("|", "\\|")

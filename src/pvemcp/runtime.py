@@ -9,63 +9,95 @@ from contextlib import ExitStack, asynccontextmanager
 import structlog
 from pydantic import SecretStr
 
-from pvemcp.config import ClusterConfig, Settings, TlsMode
+from pvemcp.config import ClusterConfig, ConfigError, Settings, TlsMode
 from pvemcp.gateway.clusters import ClusterPool
 from pvemcp.gateway.invoke import Gateway
 from pvemcp.policy.audit import AuditLog
-from pvemcp.policy.engine import BaselinePolicy
+from pvemcp.policy.engine import PolicyEngine
+from pvemcp.policy.loader import PolicyError, load_policy
+from pvemcp.secrets.manager import SecretsManager, install_sighup
 from pvemcp.secrets.redaction import Redactor
 from pvemcp.simulator.server import SimulatorOptions, simulator_in_thread
-from pvemcp.tools import all_tools
+from pvemcp.tools import all_tools, tier_map
 
 log = structlog.get_logger(__name__)
 
 SIMULATED_CLUSTER = "demo"
 
 
+def build_policy(settings: Settings) -> PolicyEngine:
+    """The policy engine the settings describe; a bad policy file stops the start."""
+    try:
+        return load_policy(
+            profile=settings.policy.profile,
+            profile_subjects=settings.policy.profile_subjects,
+            file=settings.policy.file,
+            known_tools=tier_map(),
+        )
+    except PolicyError as exc:
+        raise ConfigError(f"the policy cannot be loaded:\n{exc}") from None
+
+
+def _simulated_cluster(stack: ExitStack, settings: Settings) -> dict[str, ClusterConfig]:
+    sim = stack.enter_context(
+        simulator_in_thread(
+            SimulatorOptions(time_scale=settings.simulator.time_scale, seed=settings.simulator.seed)
+        )
+    )
+    log.warning(
+        "embedded_simulator",
+        url=sim.url,
+        why="no Proxmox cluster is configured; every call goes to a simulated cluster",
+    )
+    return {
+        SIMULATED_CLUSTER: ClusterConfig(
+            api_url=sim.url,
+            token_id=sim.token_id,
+            token_secret=SecretStr(sim.token_secret),
+            tls=TlsMode.FINGERPRINT,
+            fingerprint=sim.fingerprint,
+            default_node="pve1",
+        )
+    }
+
+
 @asynccontextmanager
 async def open_gateway(
     settings: Settings, redactor: Redactor, *, simulate: bool = False
 ) -> AsyncIterator[Gateway]:
-    """Build the gateway; start the embedded simulator when asked or when nothing is configured."""
+    """Build the gateway; start the embedded simulator when asked or when nothing is configured.
+
+    Credentials load through the secrets manager (which adds every value to the redaction
+    set); a source that is down leaves its cluster answering "credentials unavailable" until
+    the manager's retries recover it, instead of stopping the start.
+    """
+    policy = build_policy(settings)
+    audit = AuditLog.from_config(settings.audit)
     with ExitStack() as stack:
         clusters = settings.all_clusters()
         default = settings.default_cluster
         if simulate or not clusters:
-            sim = stack.enter_context(
-                simulator_in_thread(
-                    SimulatorOptions(
-                        time_scale=settings.simulator.time_scale, seed=settings.simulator.seed
-                    )
-                )
+            clusters, default = _simulated_cluster(stack, settings), SIMULATED_CLUSTER
+
+        def rotated(cluster: str, secret: str, source: str) -> None:
+            current = manager.current(cluster)
+            audit.secret_rotated(
+                f"cluster:{cluster}/{secret}",
+                source=source,
+                version=current.version if current is not None else None,
             )
-            clusters = {
-                SIMULATED_CLUSTER: ClusterConfig(
-                    api_url=sim.url,
-                    token_id=sim.token_id,
-                    token_secret=SecretStr(sim.token_secret),
-                    tls=TlsMode.FINGERPRINT,
-                    fingerprint=sim.fingerprint,
-                    default_node="pve1",
-                )
-            }
-            default = SIMULATED_CLUSTER
-            log.warning(
-                "embedded_simulator",
-                url=sim.url,
-                why="no Proxmox cluster is configured; every call goes to a simulated cluster",
+
+        async with SecretsManager(clusters, redactor, on_rotation=rotated) as manager:
+            await install_sighup(manager)
+            gateway = Gateway(
+                tools=all_tools(),
+                clusters=ClusterPool(clusters, default, secrets=manager),
+                policy=policy,
+                audit=audit,
+                redactor=redactor,
+                confirm_ttl=settings.policy.confirm_ttl,
             )
-        for cluster in clusters.values():
-            if cluster.token_secret is not None:
-                redactor.add(cluster.token_secret.get_secret_value())
-        gateway = Gateway(
-            tools=all_tools(),
-            clusters=ClusterPool(clusters, default),
-            policy=BaselinePolicy(),
-            audit=AuditLog(settings.audit.path if settings.audit.enabled else None),
-            redactor=redactor,
-        )
-        try:
-            yield gateway
-        finally:
-            await gateway.aclose()
+            try:
+                yield gateway
+            finally:
+                await gateway.aclose()

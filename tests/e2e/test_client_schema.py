@@ -14,14 +14,13 @@ from pvemcp.config import ClusterConfig
 from pvemcp.gateway.clusters import ClusterPool
 from pvemcp.gateway.invoke import Gateway
 from pvemcp.policy.audit import AuditLog
-from pvemcp.policy.engine import BaselinePolicy
 from pvemcp.policy.principal import Principal
 from pvemcp.proxmox.backend import ApiResult, Method, Params
 from pvemcp.proxmox.rest import RestBackend
 from pvemcp.secrets.redaction import Redactor
 from pvemcp.simulator.server import SimulatorHandle
 from pvemcp.tools import all_tools
-from tests.conftest import cluster_for
+from tests.conftest import cluster_for, operator_policy
 from tests.pveschema import check_request, check_response, require_schema
 
 pytestmark = pytest.mark.anyio
@@ -57,7 +56,7 @@ async def test_every_tool_request_and_answer_fits_the_schema(
     gateway = Gateway(
         tools=all_tools(),
         clusters=ClusterPool({"demo": cluster_for(sim)}, backend_factory=factory),
-        policy=BaselinePolicy(),
+        policy=operator_policy(),
         audit=AuditLog(tmp_path / "audit.jsonl"),
         redactor=Redactor(),
     )
@@ -77,6 +76,9 @@ async def test_every_tool_request_and_answer_fits_the_schema(
         upid = None
         for tool, args in calls:
             result = await gateway.invoke(local, tool, args)
+            if result.error and result.error["code"] == "confirmation_required":
+                token = result.error["details"]["confirm_token"]
+                result = await gateway.invoke(local, tool, {**args, "confirm_token": token})
             assert result.ok, (tool, result.error)
             if result.data and "upid" in result.data:
                 upid = result.data["upid"]

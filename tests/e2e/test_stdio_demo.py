@@ -69,4 +69,6 @@ async def test_demo_over_stdio(tmp_path: Path, mode: str) -> None:
     assert any(
         r["phase"] == "intent" and r["what"]["tool"] == "proxmox_guest_power" for r in records
     )
-    assert all(r["who"] == {"sub": "local", "transport": "stdio"} for r in records)
+    calls = [r for r in records if r["phase"] != "checkpoint"]
+    assert all(r["who"] == {"sub": "local", "transport": "stdio"} for r in calls)
+    assert records[-1]["phase"] == "checkpoint", "a clean stop closes the log with a checkpoint"

@@ -174,7 +174,13 @@ async def test_start_with_wait_reports_progress_and_log(client: Client) -> None:
         await client.call_tool("proxmox_task_log", {"upid": again["details"]["upid"]})
     )
     assert failed_log["lines"][-1].startswith("TASK ERROR")
-    stop = data(await client.call_tool("proxmox_guest_stop", {"vmid": vmid}))
+    # A hard stop is destructive: the first call only returns the plan and a token.
+    ask = error(await client.call_tool("proxmox_guest_stop", {"vmid": vmid}))
+    assert ask["code"] == "confirmation_required"
+    token = ask["details"]["confirm_token"]
+    stop = data(
+        await client.call_tool("proxmox_guest_stop", {"vmid": vmid, "confirm_token": token})
+    )
     assert stop["exitstatus"] == "OK"
 
 

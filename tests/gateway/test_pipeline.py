@@ -14,13 +14,12 @@ from pvemcp.gateway.context import ToolContext
 from pvemcp.gateway.invoke import Gateway
 from pvemcp.gateway.registry import ToolInput, ToolOutput, tool
 from pvemcp.policy.audit import AuditLog
-from pvemcp.policy.engine import BaselinePolicy
 from pvemcp.policy.principal import Principal
 from pvemcp.policy.tiers import Tier
 from pvemcp.secrets.redaction import Redactor
 from pvemcp.simulator.server import SimulatorHandle
 from pvemcp.tools import all_tools
-from tests.conftest import cluster_for, make_gateway, read_audit
+from tests.conftest import cluster_for, make_gateway, operator_policy, read_audit
 
 pytestmark = pytest.mark.anyio
 
@@ -127,7 +126,7 @@ async def test_reads_leave_one_record_writes_an_intent_and_outcome(
     ]
     intent, outcome = records[2], records[3]
     assert intent["event_id"] == outcome["event_id"]
-    assert intent["decision"]["rules"] == ["builtin.local-operator"]
+    assert intent["decision"]["rules"] == ["builtin.operator.write"]
     assert intent["what"]["arguments"]["vmid"] == vmid
     assert outcome["outcome"]["status"] == "ok"
     assert outcome["outcome"]["upids"] == [result.data["upid"]]  # type: ignore[index]
@@ -243,7 +242,7 @@ async def test_a_crashing_tool_is_an_internal_error_without_details(
     gw = Gateway(
         tools=[*all_tools(), _crash],
         clusters=ClusterPool({"demo": cluster_for(sim)}),
-        policy=BaselinePolicy(),
+        policy=operator_policy(),
         audit=AuditLog(audit_path),
         redactor=Redactor(),
     )

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pvemcp.config import ClusterConfig
+from pvemcp.gateway.plan import Plan
 from pvemcp.policy.principal import Principal
 from pvemcp.proxmox.backend import ApiResult, Method, Params, ProxmoxBackend
 from pvemcp.proxmox.tasks import TaskStatus, get_task_log, get_task_status, wait_for_task
@@ -36,6 +37,8 @@ class ToolContext:
         self._backend = backend
         self._progress = progress
         self.upids: list[str] = []
+        self.plan: Plan | None = None
+        """The plan the gateway confirmed for this call (risky tools only)."""
 
     @property
     def backend_name(self) -> str:

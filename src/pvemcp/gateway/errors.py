@@ -21,6 +21,7 @@ class ToolFailure(Exception):
         hint: str | None = None,
         field: str | None = None,
         details: Mapping[str, Any] | None = None,
+        issued: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -28,6 +29,9 @@ class ToolFailure(Exception):
         self.hint = hint
         self.field = field
         self.details: dict[str, Any] = dict(details or {})
+        self.issued: dict[str, str] = dict(issued or {})
+        """Values the gateway itself issues to the caller (a confirmation token): added to
+        `details` after redaction, which would otherwise mask them by their key name."""
 
     def payload(self) -> dict[str, Any]:
         body: dict[str, Any] = {"code": self.code, "message": self.message}

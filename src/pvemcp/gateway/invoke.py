@@ -1,8 +1,9 @@
 """The one `invoke` pipeline every tool call goes through, whatever the transport.
 
-validate → resolve cluster → policy decision → audit intent → handler (backend) → redact →
-shape → audit outcome. A refusal at any step is audited too, and every failure becomes a
-structured `ToolFailure` payload: no traceback or secret ever reaches the caller.
+validate → resolve cluster → (risky calls: plan → policy on the resolved target → dry run
+or confirmation → audit intent) → handler (backend) → redact → shape → audit outcome.
+A refusal at any step is audited too, and every failure becomes a structured `ToolFailure`
+payload: no traceback or secret ever reaches the caller.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,18 +20,32 @@ import structlog
 from pydantic import ValidationError
 
 from pvemcp.gateway.clusters import ClusterPool
+from pvemcp.gateway.confirm import ConfirmationTokens, binding
 from pvemcp.gateway.context import ProgressFn, ToolContext
 from pvemcp.gateway.errors import ToolFailure
-from pvemcp.gateway.registry import AnySpec, ToolInput
+from pvemcp.gateway.plan import Plan
+from pvemcp.gateway.registry import AnySpec, ToolInput, WriteInput
 from pvemcp.gateway.schema import compact_schema, field_hint
 from pvemcp.policy.audit import AuditLog, AuditUnavailable, new_event_id
-from pvemcp.policy.decision import Decision
+from pvemcp.policy.decision import Decision, Effect
 from pvemcp.policy.engine import PolicyEngine, PolicyRequest
 from pvemcp.policy.principal import Principal
+from pvemcp.policy.tiers import Tier
 from pvemcp.proxmox.errors import ProxmoxError, TaskFailed, TaskTimeout
 from pvemcp.secrets.redaction import Redactor
 
 log = structlog.get_logger(__name__)
+
+Confirmer = Callable[[str, Plan], Awaitable[bool | None]]
+"""Asks the human about a plan: True approves, False declines, None means it cannot ask."""
+
+# Audit status of each refusal, by failure code; anything else is "rejected".
+_REFUSAL_STATUS = {
+    "denied": "denied",
+    "confirmation_required": "confirmation_required",
+    "confirmation_declined": "confirmation_declined",
+    "confirmation_invalid": "confirmation_failed",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +72,10 @@ class _Call:
     started: float = field(default_factory=time.perf_counter)
     cluster: str | None = None
     arguments: dict[str, Any] | None = None
+    raw_arguments: dict[str, Any] | None = None
+    """Unredacted, for the audit HMAC only: never written or returned."""
     decision: Decision | None = None
+    target: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +96,8 @@ def _failure_from_proxmox(exc: ProxmoxError) -> ToolFailure:
         details["upid"] = exc.upid
     if isinstance(exc, TaskFailed):
         details["exitstatus"] = exc.exitstatus
-    field = next(iter(exc.errors), None)
-    return ToolFailure(exc.code, exc.message, hint=exc.hint, field=field, details=details)
+    field_name = next(iter(exc.errors), None)
+    return ToolFailure(exc.code, exc.message, hint=exc.hint, field=field_name, details=details)
 
 
 def _known_failure(exc: BaseException) -> ToolFailure | None:
@@ -97,6 +115,20 @@ def _known_failure(exc: BaseException) -> ToolFailure | None:
     return None
 
 
+def _risky_output_schema(base: dict[str, Any]) -> dict[str, Any]:
+    """A write tool answers either its result or, for `dry_run`, just the plan: both fit."""
+    plan = compact_schema(Plan)
+    schema = {k: v for k, v in base.items() if k != "required"}
+    defs = {**schema.get("$defs", {}), **plan.pop("$defs", {}), "Plan": plan}
+    schema["$defs"] = defs
+    schema["properties"] = {
+        **schema.get("properties", {}),
+        "dry_run": {"type": "boolean"},
+        "plan": {"$ref": "#/$defs/Plan"},
+    }
+    return schema
+
+
 class Gateway:
     """Holds the tool registry and runs calls through policy, audit and redaction."""
 
@@ -108,24 +140,27 @@ class Gateway:
         policy: PolicyEngine,
         audit: AuditLog,
         redactor: Redactor,
+        confirm_ttl: float = 300,
     ) -> None:
         self._tools: dict[str, _Prepared] = {}
         for spec in tools:
             if spec.name in self._tools:
                 raise ValueError(f"tool {spec.name} is registered twice")
             schema = compact_schema(spec.input_model)
+            output = compact_schema(spec.output_model)
+            if spec.tier is not Tier.READ:
+                output = _risky_output_schema(output)
             json_fields = frozenset(
                 name
                 for name, prop in schema.get("properties", {}).items()
                 if isinstance(prop, dict) and prop.get("type") in ("array", "object")
             )
-            self._tools[spec.name] = _Prepared(
-                spec, schema, compact_schema(spec.output_model), json_fields
-            )
+            self._tools[spec.name] = _Prepared(spec, schema, output, json_fields)
         self.clusters = clusters
         self.policy = policy
         self.audit = audit
         self.redactor = redactor
+        self.tokens = ConfirmationTokens(confirm_ttl)
 
     def specs(self) -> list[AnySpec]:
         return [prepared.spec for prepared in self._tools.values()]
@@ -168,8 +203,8 @@ class Gateway:
                 message = "unknown argument"
             problems.append({"field": where, "message": message})
         first = problems[0]
-        field = first["field"]
-        top = field.split(".", 1)[0]
+        where = first["field"]
+        top = where.split(".", 1)[0]
         accepted = sorted(prepared.input_schema.get("properties", {}))
         if top in accepted:
             hint = field_hint(prepared.input_schema, top)
@@ -177,8 +212,8 @@ class Gateway:
             hint = "Accepted arguments: " + ", ".join(accepted)
         return ToolFailure(
             "invalid_argument",
-            f"{field}: {first['message']}",
-            field=field,
+            f"{where}: {first['message']}",
+            field=where,
             hint=hint,
             details={"problems": problems} if len(problems) > 1 else None,
         )
@@ -190,6 +225,7 @@ class Gateway:
         arguments: Mapping[str, Any] | None,
         *,
         progress: ProgressFn | None = None,
+        confirmer: Confirmer | None = None,
     ) -> ToolResult:
         """Run one tool call end to end and return its (redacted) result or error."""
         prepared = self._tools.get(name)
@@ -209,59 +245,173 @@ class Gateway:
             call.cluster, cluster = self.clusters.resolve(args.cluster)
         except ToolFailure as failure:
             return self._refused(call, failure)
+        call.raw_arguments = args.model_dump(mode="json", exclude_none=True)
+        call.arguments = self.redactor.value(call.raw_arguments)
+        ctx = ToolContext(
+            principal=principal,
+            cluster_name=call.cluster,
+            cluster=cluster,
+            backend=self.clusters.backend(call.cluster),
+            progress=progress,
+        )
+        request = PolicyRequest(
+            tool=name, tier=spec.tier, cluster=call.cluster, arguments=args.model_dump()
+        )
+        if spec.planner is None or not isinstance(args, WriteInput):
+            call.decision = self.policy.decide(principal, request)
+            if call.decision.effect is not Effect.ALLOW:
+                return self._refused(call, self._denial(call.decision))
+            return await self._run(call, spec, ctx, args)
+        return await self._run_risky(call, spec, ctx, args, request, confirmer=confirmer)
 
-        call.arguments = self.redactor.value(args.model_dump(mode="json", exclude_none=True))
+    async def _run_risky(
+        self,
+        call: _Call,
+        spec: AnySpec,
+        ctx: ToolContext,
+        args: WriteInput,
+        request: PolicyRequest,
+        *,
+        confirmer: Confirmer | None,
+    ) -> ToolResult:
+        """Plan, decide on the resolved target, then dry-run, confirm or run."""
+        if not self.policy.could_allow(call.principal, call.tool, spec.tier):
+            call.decision = self.policy.decide(call.principal, request)
+            return self._refused(call, self._denial(call.decision))
+        assert spec.planner is not None
+        try:
+            plan: Plan = await spec.planner(ctx, args)
+        except Exception as exc:
+            known = _known_failure(exc)
+            if known is None:
+                log.exception("planner_crashed", tool=call.tool, event_id=call.event_id)
+                known = ToolFailure(
+                    "internal_error",
+                    f"{call.tool} failed unexpectedly while planning (audit event {call.event_id})",
+                    hint="This is a gateway bug; the operator's log has the details.",
+                )
+            return self._refused(call, known)
+        target = plan.target
+        call.target = {"node": target.node, "vmid": target.vmid}
         call.decision = decision = self.policy.decide(
-            principal,
+            call.principal,
             PolicyRequest(
-                tool=name, tier=spec.tier, cluster=call.cluster, arguments=args.model_dump()
+                tool=request.tool,
+                tier=request.tier,
+                cluster=request.cluster,
+                arguments=request.arguments,
+                node=target.node,
+                vmid=target.vmid,
+                pool=target.pool,
+                tags=frozenset(target.tags),
             ),
         )
-        if not decision.allowed:
-            return self._refused(
-                call,
-                ToolFailure(
-                    "denied",
-                    f"policy denies {name} for {principal.subject}: {decision.reason}",
-                    hint="Ask an operator to allow it in the gateway policy, or use a read tool.",
-                    details={"rules": list(decision.rule_ids)},
-                ),
-            )
+        if decision.effect is Effect.DENY:
+            return self._refused(call, self._denial(decision))
+        shown_plan = self.redactor.value(plan.model_dump(mode="json", exclude_none=True))
+        if args.dry_run:
+            self._record(call, "dry_run", None)
+            return ToolResult(call.event_id, data={"dry_run": True, "plan": shown_plan})
+        if decision.effect is Effect.CONFIRM:
+            refusal = await self._confirm(call, args, plan, shown_plan, confirmer)
+            if refusal is not None:
+                return self._refused(call, refusal)
+        ctx.plan = plan
+        return await self._run(call, spec, ctx, args)
 
-        backend = self.clusters.backend(call.cluster)
+    async def _confirm(
+        self,
+        call: _Call,
+        args: WriteInput,
+        plan: Plan,
+        shown_plan: dict[str, Any],
+        confirmer: Confirmer | None,
+    ) -> ToolFailure | None:
+        """None when the human approved this exact call; else the refusal to return."""
+        assert call.cluster is not None
+        bound = binding(
+            tool=call.tool,
+            arguments=args.model_dump(mode="json"),
+            cluster=call.cluster,
+            target=plan.target.model_dump(mode="json"),
+            caller={
+                "sub": call.principal.subject,
+                "iss": call.principal.issuer,
+                "client_id": call.principal.client_id,
+            },
+        )
+        if args.confirm_token is not None:
+            try:
+                self.tokens.redeem(args.confirm_token, bound)
+            except ToolFailure as failure:
+                return failure
+            return None
+        answer = await confirmer(call.tool, plan) if confirmer is not None else None
+        if answer is True:
+            return None
+        if answer is False:
+            return ToolFailure(
+                "confirmation_declined",
+                "the user declined the confirmation; nothing was changed",
+                hint="Do not retry unless the user asks for it.",
+            )
+        reason = call.decision.reason if call.decision is not None else "policy"
+        return ToolFailure(
+            "confirmation_required",
+            f"{call.tool} needs the user's confirmation ({reason}); nothing was changed yet",
+            field="confirm_token",
+            hint="Show the plan to the user. If they approve, call again with the same "
+            f"arguments plus confirm_token within {int(self.tokens.ttl)} s.",
+            details={"plan": shown_plan, "expires_in": int(self.tokens.ttl)},
+            issued={"confirm_token": self.tokens.issue(bound)},
+        )
+
+    @staticmethod
+    def _denial(decision: Decision) -> ToolFailure:
+        return ToolFailure(
+            "denied",
+            f"policy denies this call: {decision.reason}",
+            hint="Ask an operator to allow it in the gateway policy, or use a read tool.",
+            details={"rules": list(decision.rule_ids)},
+        )
+
+    async def _run(
+        self, call: _Call, spec: AnySpec, ctx: ToolContext, args: ToolInput
+    ) -> ToolResult:
+        """Audit the intent of a risky call, run the handler, shape and record the outcome."""
+        assert call.cluster is not None
+        assert call.decision is not None
         if spec.tier.records_intent:
             try:
                 await self.audit.intent(
                     call.event_id,
-                    principal,
-                    tool=name,
+                    call.principal,
+                    tool=call.tool,
                     tier=spec.tier,
                     cluster=call.cluster,
-                    arguments=call.arguments,
-                    decision=decision,
-                    backend=backend.name,
+                    arguments=call.arguments or {},
+                    decision=call.decision,
+                    backend=ctx.backend_name,
+                    raw_arguments=call.raw_arguments or {},
+                    policy_hash=self.policy.bundle_hash,
+                    **call.target,
                 )
             except AuditUnavailable as exc:
-                log.error("audit_intent_failed", tool=name, event_id=call.event_id, error=str(exc))
+                log.error(
+                    "audit_intent_failed", tool=call.tool, event_id=call.event_id, error=str(exc)
+                )
                 refusal = ToolFailure(
                     "audit_unavailable",
                     f"the call was refused because its audit record cannot be written: {exc}",
                     hint="An operator must fix the audit log (disk, permissions); reads work.",
                 )
                 return ToolResult(call.event_id, error=self.redactor.value(refusal.payload()))
-
-        ctx = ToolContext(
-            principal=principal,
-            cluster_name=call.cluster,
-            cluster=cluster,
-            backend=backend,
-            progress=progress,
-        )
-        status, error_code = "error", None
+        status, error_code, exitstatus = "error", None, None
         try:
             output = await spec.handler(ctx, args)
             data = self.redactor.value(output.model_dump(mode="json", exclude_none=True))
             status = "ok"
+            exitstatus = data.get("exitstatus") if isinstance(data.get("exitstatus"), str) else None
             return ToolResult(call.event_id, data=data)
         except anyio.get_cancelled_exc_class():
             status = "cancelled"
@@ -269,18 +419,27 @@ class Gateway:
         except Exception as exc:
             known = _known_failure(exc)
             if known is None:
-                log.exception("tool_crashed", tool=name, event_id=call.event_id)
+                log.exception("tool_crashed", tool=call.tool, event_id=call.event_id)
                 known = ToolFailure(
                     "internal_error",
-                    f"{name} failed unexpectedly (audit event {call.event_id})",
+                    f"{call.tool} failed unexpectedly (audit event {call.event_id})",
                     hint="This is a gateway bug; the operator's log has the details.",
                 )
             error_code = known.code
+            exitstatus = known.details.get("exitstatus")
             return ToolResult(call.event_id, error=self.redactor.value(known.payload()))
         finally:
-            self._finish(call, status, error_code, ctx.upids)
+            self._finish(call, status, error_code, ctx, exitstatus)
 
-    def _finish(self, call: _Call, status: str, error_code: str | None, upids: list[str]) -> None:
+    def _finish(
+        self,
+        call: _Call,
+        status: str,
+        error_code: str | None,
+        ctx: ToolContext,
+        exitstatus: str | None,
+    ) -> None:
+        upids, backend = ctx.upids, ctx.backend_name
         duration_ms = (time.perf_counter() - call.started) * 1000
         risky = call.tier != "read"
         try:
@@ -298,6 +457,10 @@ class Gateway:
                 error_code=error_code,
                 upids=upids,
                 phase="outcome" if risky else "record",
+                backend=backend,
+                exitstatus=exitstatus,
+                raw_arguments=call.raw_arguments or {},
+                **call.target,
             )
         except AuditUnavailable as exc:
             log.error(
@@ -313,8 +476,8 @@ class Gateway:
             event_id=call.event_id,
         )
 
-    def _refused(self, call: _Call, failure: ToolFailure) -> ToolResult:
-        """Record a call that never reached a backend, and return its error."""
+    def _record(self, call: _Call, status: str, error_code: str | None) -> None:
+        """The single record of a call that never reached a backend's write path."""
         try:
             self.audit.outcome(
                 call.event_id,
@@ -324,15 +487,31 @@ class Gateway:
                 cluster=call.cluster,
                 arguments=call.arguments,
                 decision=call.decision,
-                status="denied" if failure.code == "denied" else "rejected",
+                status=status,
                 duration_ms=(time.perf_counter() - call.started) * 1000,
-                error_code=failure.code,
+                error_code=error_code,
                 phase="record",
+                raw_arguments=call.raw_arguments or {},
+                policy_hash=self.policy.bundle_hash,
+                **call.target,
             )
         except AuditUnavailable as exc:
             log.error("audit_record_failed", tool=call.tool, event_id=call.event_id, error=str(exc))
-        log.info("tool_refused", tool=call.tool, error=failure.code, subject=call.principal.subject)
-        return ToolResult(call.event_id, error=self.redactor.value(failure.payload()))
+        log.info(
+            "tool_refused" if error_code else "tool_call",
+            tool=call.tool,
+            status=status,
+            error=error_code,
+            subject=call.principal.subject,
+        )
+
+    def _refused(self, call: _Call, failure: ToolFailure) -> ToolResult:
+        """Record a call that stopped before running, and return its error."""
+        self._record(call, _REFUSAL_STATUS.get(failure.code, "rejected"), failure.code)
+        error = self.redactor.value(failure.payload())
+        if failure.issued:
+            error.setdefault("details", {}).update(failure.issued)
+        return ToolResult(call.event_id, error=error)
 
     async def aclose(self) -> None:
         await self.clusters.aclose()

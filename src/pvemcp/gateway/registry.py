@@ -17,6 +17,7 @@ from pvemcp.policy.tiers import Tier
 
 if TYPE_CHECKING:
     from pvemcp.gateway.context import ToolContext
+    from pvemcp.gateway.plan import Plan
 
 CLUSTER_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
@@ -41,6 +42,21 @@ class ToolInput(BaseModel):
     ] = None
 
 
+class WriteInput(ToolInput):
+    """Base of every tool that changes something: a dry run, and the two-step confirmation."""
+
+    dry_run: Annotated[
+        bool, Field(description="Return the plan of what would change; change nothing.")
+    ] = False
+    confirm_token: Annotated[
+        str | None,
+        Field(
+            max_length=512,
+            description="Token from a confirmation_required answer, after the user approved.",
+        ),
+    ] = None
+
+
 class ToolOutput(BaseModel):
     """Base of every tool's result model."""
 
@@ -49,6 +65,7 @@ class ToolOutput(BaseModel):
 
 InputT = TypeVar("InputT", bound=ToolInput)
 Handler = Callable[["ToolContext", InputT], Awaitable[ToolOutput]]
+Planner = Callable[["ToolContext", InputT], Awaitable["Plan"]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +80,8 @@ class ToolSpec(Generic[InputT]):
     output_model: type[ToolOutput]
     handler: Handler[InputT]
     idempotent: bool = False
+    planner: Planner[InputT] | None = None
+    """Works out the plan (and the target) of a risky call; required above `read`."""
 
     @property
     def read_only(self) -> bool:
@@ -81,6 +100,7 @@ def tool(
     input: type[InputT],
     output: type[ToolOutput],
     idempotent: bool = False,
+    planner: Planner[InputT] | None = None,
 ) -> Callable[[Handler[InputT]], ToolSpec[InputT]]:
     """Declare a tool; the handler's docstring becomes the description the model reads."""
 
@@ -88,6 +108,8 @@ def tool(
         description = " ".join((handler.__doc__ or "").split())
         if not description:
             raise ValueError(f"tool {name} needs a docstring: it is the model's description")
+        if tier is not Tier.READ and (planner is None or not issubclass(input, WriteInput)):
+            raise ValueError(f"tool {name} changes things: it needs a planner and WriteInput")
         return ToolSpec(
             name=name,
             title=title,
@@ -97,6 +119,7 @@ def tool(
             output_model=output,
             handler=handler,
             idempotent=idempotent,
+            planner=planner,
         )
 
     return wrap

@@ -9,3 +9,8 @@ from pvemcp.tools import cluster, guests, tasks
 def all_tools() -> list[AnySpec]:
     """Every tool, in the order tools/list shows them."""
     return [*cluster.TOOLS, *guests.TOOLS, *tasks.TOOLS]
+
+
+def tier_map() -> dict[str, str]:
+    """Each tool's declared tier by name: what the policy loader checks rules against."""
+    return {spec.name: str(spec.tier) for spec in all_tools()}

@@ -9,7 +9,8 @@ from pydantic import Field, model_validator
 
 from pvemcp.gateway.context import ToolContext
 from pvemcp.gateway.errors import ToolFailure
-from pvemcp.gateway.registry import ToolInput, ToolOutput, tool
+from pvemcp.gateway.plan import Change, Plan, Target
+from pvemcp.gateway.registry import ToolInput, ToolOutput, WriteInput, tool
 from pvemcp.policy.tiers import Tier
 from pvemcp.tools.cluster import gib, mib, pct
 from pvemcp.tools.common import GuestName, GuestType, NodeName, Timeout, Vmid, as_int, tag_list
@@ -284,7 +285,7 @@ class PowerResult(ToolOutput):
     seconds: float | None = None
 
 
-class PowerArgs(GuestRef):
+class PowerArgs(GuestRef, WriteInput):
     action: Literal["start", "shutdown", "reboot", "suspend", "resume"]
     wait: Annotated[bool, Field(description="Wait for the task to finish, reporting progress.")] = (
         True
@@ -292,14 +293,23 @@ class PowerArgs(GuestRef):
     timeout: Timeout | None = None
 
 
-class StopArgs(GuestRef):
+class StopArgs(GuestRef, WriteInput):
     wait: Annotated[bool, Field(description="Wait for the task to finish.")] = True
     timeout: Timeout | None = None
 
 
-async def _power(
-    ctx: ToolContext, ref: GuestRef, action: str, wait: bool, timeout: float | None
-) -> PowerResult:
+# What each action expects to find and leaves behind, for plans and warnings.
+_TRANSITIONS: dict[str, tuple[str, str]] = {
+    "start": ("stopped", "running"),
+    "shutdown": ("running", "stopped"),
+    "reboot": ("running", "running"),
+    "suspend": ("running", "paused"),
+    "resume": ("paused", "running"),
+    "stop": ("running", "stopped"),
+}
+
+
+async def _power_plan(ctx: ToolContext, ref: GuestRef, action: str) -> Plan:
     row = await resolve_guest(ctx, ref)
     if action in ("suspend", "resume") and row["type"] == "lxc":
         raise ToolFailure(
@@ -308,12 +318,38 @@ async def _power(
             field="action",
             hint="Use shutdown and start for containers.",
         )
+    expected, after = _TRANSITIONS[action]
+    status = str(row.get("status", "unknown"))
+    label = f"{row['type']} {row['vmid']} ({row.get('name', '?')}) on {row['node']}"
+    warnings = []
+    if status != expected:
+        warnings.append(f"the guest is {status}, not {expected}: the task may fail or do nothing")
+    if action == "stop":
+        warnings.append("a hard stop loses unsaved data in the guest, like pulling the plug")
+    return Plan(
+        summary=f"{action} {label}",
+        changes=[Change(field="status", before=status, after=after)],
+        target=Target(
+            node=str(row["node"]),
+            vmid=int(row["vmid"]),
+            type=str(row["type"]),
+            name=row.get("name"),
+            pool=row.get("pool"),
+            tags=tag_list(row.get("tags")) or [],
+        ),
+        warnings=warnings,
+    )
+
+
+async def _power(ctx: ToolContext, action: str, wait: bool, timeout: float | None) -> PowerResult:
+    assert ctx.plan is not None, "the gateway plans every power action before running it"
+    target = ctx.plan.target
     started = anyio.current_time()
-    upid = str(await ctx.post(f"/nodes/{row['node']}/{row['type']}/{row['vmid']}/status/{action}"))
+    upid = str(await ctx.post(f"/nodes/{target.node}/{target.type}/{target.vmid}/status/{action}"))
     result = PowerResult(
-        vmid=int(row["vmid"]),
-        node=str(row["node"]),
-        type=str(row["type"]),
+        vmid=int(target.vmid or 0),
+        node=str(target.node),
+        type=str(target.type),
         action=action,
         upid=upid,
         status="running",
@@ -326,18 +362,27 @@ async def _power(
     return result
 
 
+async def _plan_power(ctx: ToolContext, args: PowerArgs) -> Plan:
+    return await _power_plan(ctx, args, args.action)
+
+
+async def _plan_stop(ctx: ToolContext, args: StopArgs) -> Plan:
+    return await _power_plan(ctx, args, "stop")
+
+
 @tool(
     "proxmox_guest_power",
     title="Start, shut down, reboot, suspend or resume a guest",
     tier=Tier.WRITE,
     input=PowerArgs,
     output=PowerResult,
+    planner=_plan_power,
 )
 async def guest_power(ctx: ToolContext, args: PowerArgs) -> PowerResult:
     """Start, cleanly shut down, reboot, suspend or resume a VM or container (by vmid or
     name). With wait (default) it returns when the Proxmox task ends, reporting progress; a
     failed task is an error carrying its upid. For a hard power-off use proxmox_guest_stop."""
-    return await _power(ctx, args, args.action, args.wait, args.timeout)
+    return await _power(ctx, args.action, args.wait, args.timeout)
 
 
 @tool(
@@ -346,12 +391,13 @@ async def guest_power(ctx: ToolContext, args: PowerArgs) -> PowerResult:
     tier=Tier.DESTRUCTIVE,
     input=StopArgs,
     output=PowerResult,
+    planner=_plan_stop,
 )
 async def guest_stop(ctx: ToolContext, args: StopArgs) -> PowerResult:
     """Power a VM or container off immediately, like pulling the plug: unsaved data in the
     guest is lost. Prefer proxmox_guest_power with action shutdown; use this only when the
     guest does not respond to a shutdown."""
-    return await _power(ctx, args, "stop", args.wait, args.timeout)
+    return await _power(ctx, "stop", args.wait, args.timeout)
 
 
 TOOLS = (guest_list, guest_get, guest_power, guest_stop)

@@ -13,14 +13,17 @@ from collections.abc import Callable
 from typing import Any
 
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.elicitation import AcceptedElicitation
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.tools.base import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
+from mcp.shared.exceptions import NoBackChannelError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from pvemcp import __version__
 from pvemcp.gateway.invoke import Gateway
+from pvemcp.gateway.plan import Plan
 from pvemcp.gateway.registry import AnySpec
 from pvemcp.policy.principal import Principal
 
@@ -47,6 +50,28 @@ def annotations_for(spec: AnySpec) -> ToolAnnotations:
         idempotent_hint=spec.idempotent,
         open_world_hint=False,
     )
+
+
+class Approval(BaseModel):
+    """What the user answers when a risky call needs confirmation."""
+
+    approve: bool = Field(description="Run it?")
+
+
+async def ask_user(context: Context[Any, Any], tool: str, plan: Plan) -> bool | None:
+    """Ask the human through MCP elicitation; None when this client cannot be asked, so the
+    gateway falls back to the two-step token. Only an explicit accept with approve=true runs
+    the call."""
+    capabilities = context.client_capabilities
+    if capabilities is None or capabilities.elicitation is None:
+        return None
+    try:
+        answer = await context.elicit(f"pvemcp asks to run {tool}:\n{plan.describe()}", Approval)
+    except NoBackChannelError:
+        return None
+    if isinstance(answer, AcceptedElicitation):
+        return answer.data.approve
+    return False
 
 
 class GatewayTool(Tool):
@@ -90,7 +115,13 @@ class GatewayTool(Tool):
         async def progress(done: float, total: float | None, message: str | None) -> None:
             await context.report_progress(done, total, message)
 
-        result = await self.gateway.invoke(principal, self.name, arguments, progress=progress)
+        result = await self.gateway.invoke(
+            principal,
+            self.name,
+            arguments,
+            progress=progress,
+            confirmer=lambda tool, plan: ask_user(context, tool, plan),
+        )
         if result.ok:
             return CallToolResult(
                 content=[TextContent(type="text", text=_dumps(result.data))],
