@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from pvemcp.cli import main
+from pvemcp.policy.audit import AuditLog, new_event_id
+from pvemcp.policy.decision import Decision, Effect
+from pvemcp.policy.principal import Principal
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_tools_lists_every_tool_with_its_tier(capsys: pytest.CaptureFixture[str]) -> None:
@@ -42,3 +49,87 @@ def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
         main(["frobnicate"])
     assert info.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_policy_check_reports_the_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text(
+        '[[rules]]\nid = "ops"\neffect = "allow"\nsubjects = ["group:ops"]\n'
+        'tools = ["proxmox_guest_power"]\n'
+    )
+    assert main(["policy", "check", str(good)]) == 0
+    assert "ok: 1 rules" in capsys.readouterr().out
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        '[[rules]]\nid = "ops"\neffect = "allow"\nsubjects = ["*"]\n\n'
+        '[[rules]]\nid = "typo"\neffect = "allow"\nsubjects = ["*"]\n'
+        'tools = ["proxmox_gust_list"]\n'
+    )
+    assert main(["policy", "check", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}:10" in err
+    assert "proxmox_gust_list" in err
+
+
+def test_policy_explain_exit_codes(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for key in [k for k in os.environ if k.startswith("PVEMCP_")]:
+        monkeypatch.delenv(key)
+    assert main(["policy", "explain", "--tool", "proxmox_guest_list"]) == 0
+    assert main(["policy", "explain", "--tool", "proxmox_guest_stop"]) == 3
+    assert main(["policy", "explain", "--subject", "alice", "--tool", "proxmox_guest_power"]) == 1
+    out = capsys.readouterr().out
+    assert "builtin.confirm-destructive" in out
+    assert "builtin.default-deny" in out
+
+
+def test_policy_schema_is_current() -> None:
+    assert (
+        main(["policy", "schema", "--check", "--output", str(ROOT / "docs/policy.schema.json")])
+        == 0
+    )
+
+
+def test_audit_verify_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = tmp_path / "audit.jsonl"
+    audit = AuditLog(log, checkpoint_every=2)
+    decision = Decision(Effect.ALLOW, ("builtin.read",), "reads are allowed")
+    for tool in ("proxmox_node_list", "proxmox_guest_list", "proxmox_task_log"):
+        audit.outcome(
+            new_event_id(),
+            Principal.local(),
+            tool=tool,
+            tier="read",
+            cluster="demo",
+            arguments={},
+            decision=decision,
+            status="ok",
+            duration_ms=1.0,
+            phase="record",
+        )
+    audit.close()
+    assert main(["audit", "verify", str(log)]) == 0
+    assert main(["audit", "show", str(log), "--tool", "proxmox_guest_*", "--json"]) == 0
+    shown = [
+        json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")
+    ]
+    assert [r["what"]["tool"] for r in shown] == ["proxmox_guest_list"]
+    lines = log.read_text().splitlines()
+    lines[1] = lines[1].replace("proxmox_guest_list", "proxmox_guest_lisT")
+    log.write_text("\n".join(lines) + "\n")
+    assert main(["audit", "verify", str(log)]) == 1
+    assert f"{log}:2" in capsys.readouterr().err
+
+
+def test_secrets_check_never_prints_the_secret(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
+    monkeypatch.setenv("PVEMCP_API_URL", "https://pve1:8006")
+    monkeypatch.setenv("PVEMCP_TOKEN_ID", "pvemcp@pve!gw")
+    monkeypatch.setenv("PVEMCP_TOKEN_SECRET", secret)
+    assert main(["secrets", "check"]) == 0
+    out = capsys.readouterr().out
+    assert "pvemcp@pve!gw" in out
+    assert secret not in out

@@ -16,6 +16,8 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.types import CallToolResult
 
+from pvemcp.policy.audit_verify import verify_files
+
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
@@ -72,3 +74,6 @@ async def test_demo_over_stdio(tmp_path: Path, mode: str) -> None:
     calls = [r for r in records if r["phase"] != "checkpoint"]
     assert all(r["who"] == {"sub": "local", "transport": "stdio"} for r in calls)
     assert records[-1]["phase"] == "checkpoint", "a clean stop closes the log with a checkpoint"
+    report = verify_files([audit])
+    assert report.ok, report.summary()
+    assert report.unpaired_intents == [], "every intent has its outcome"

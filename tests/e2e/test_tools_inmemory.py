@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,8 +12,10 @@ from mcp import Client
 from mcp.types import CallToolResult
 
 from pvemcp.gateway.invoke import Gateway
+from pvemcp.policy.principal import Principal
 from pvemcp.transports.mcp_app import build_mcp_server
 from pvemcp.transports.stdio import local_principal
+from tests.conftest import read_audit
 
 pytestmark = pytest.mark.anyio
 
@@ -202,3 +205,21 @@ async def test_no_wait_then_task_wait(client: Client) -> None:
 async def test_bad_upid_is_rejected(client: Client) -> None:
     err = error(await client.call_tool("proxmox_task_status", {"upid": "UPID:nope"}))
     assert err["code"] == "invalid_argument" and err["field"] == "upid"
+
+
+async def test_remote_caller_sees_and_runs_only_what_policy_allows(
+    gateway: Gateway, audit_path: Path
+) -> None:
+    alice = Principal(subject="alice", transport="http", client_id="agent")
+    server = build_mcp_server(gateway, lambda _ctx: alice)
+    async with Client(server, mode="legacy") as client:
+        names = {t.name for t in (await client.list_tools()).tools}
+        assert "proxmox_guest_list" in names
+        assert not names & {"proxmox_guest_power", "proxmox_guest_stop"}
+        hidden = error(
+            await client.call_tool("proxmox_guest_power", {"vmid": 101, "action": "start"})
+        )
+        assert hidden["code"] == "denied"
+    (record,) = [r for r in read_audit(audit_path) if r["what"]["tool"] == "proxmox_guest_power"]
+    assert record["outcome"]["status"] == "denied"
+    assert record["who"]["sub"] == "alice"

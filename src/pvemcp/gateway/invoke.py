@@ -116,15 +116,14 @@ def _known_failure(exc: BaseException) -> ToolFailure | None:
 
 
 def _risky_output_schema(base: dict[str, Any]) -> dict[str, Any]:
-    """A write tool answers either its result or, for `dry_run`, just the plan: both fit."""
-    plan = compact_schema(Plan)
+    """A write tool answers either its result or, for `dry_run`, just the plan: both fit.
+    The plan is described in one line rather than a full schema: it reads for itself, and
+    its schema would cost hundreds of bytes per write tool in every tools/list."""
     schema = {k: v for k, v in base.items() if k != "required"}
-    defs = {**schema.get("$defs", {}), **plan.pop("$defs", {}), "Plan": plan}
-    schema["$defs"] = defs
     schema["properties"] = {
         **schema.get("properties", {}),
         "dry_run": {"type": "boolean"},
-        "plan": {"$ref": "#/$defs/Plan"},
+        "plan": {"type": "object", "description": "dry_run: summary, changes, target, warnings"},
     }
     return schema
 

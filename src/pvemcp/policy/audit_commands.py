@@ -63,11 +63,12 @@ def verify_command(
     default_log: Path | None,
     checkpoint_file: Path | None = None,
     partial: bool = False,
-    out: TextIO = sys.stdout,
-    err: TextIO = sys.stderr,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
 ) -> int:
     """`pvemcp audit verify [FILES] [--checkpoint FILE] [--partial]`: 0 only if the chain
     is intact (`--partial`: the oldest files were pruned, check from the first given)."""
+    out, err = out or sys.stdout, err or sys.stderr
     paths = _files(files, default_log, err)
     if paths is None:
         return EXIT_USAGE
@@ -108,11 +109,12 @@ def show_command(
     phase: str | None = None,
     limit: int | None = None,
     as_json: bool = False,
-    out: TextIO = sys.stdout,
-    err: TextIO = sys.stderr,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
 ) -> int:
     """`pvemcp audit show [FILES] --since --until --subject --tool --tier --status --phase
     --limit --json`: matching records, one per line (compact text, or the JSON lines)."""
+    out, err = out or sys.stdout, err or sys.stderr
     paths = _files(files, default_log, err)
     if paths is None:
         return EXIT_USAGE
@@ -143,10 +145,11 @@ def _as_json(record: Mapping[str, Any]) -> str:
 
 
 def checkpoint_command(
-    config: AuditSettings, *, out: TextIO = sys.stdout, err: TextIO = sys.stderr
+    config: AuditSettings, *, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
     """`pvemcp audit checkpoint`: append a checkpoint to the configured log (safe while the
     gateway runs) and print it as one JSON line, for a cron job to store off-host."""
+    out, err = out or sys.stdout, err or sys.stderr
     audit = AuditLog.from_config(config)
     try:
         record = audit.checkpoint()
