@@ -115,6 +115,17 @@ def _known_failure(exc: BaseException) -> ToolFailure | None:
     return None
 
 
+def _crash(call: _Call, stage: str) -> ToolFailure:
+    """Log the traceback of an unexpected exception (called inside `except`) and return the
+    failure the caller sees: no exception text, just where to look."""
+    log.exception("tool_crashed", tool=call.tool, stage=stage, event_id=call.event_id)
+    return ToolFailure(
+        "internal_error",
+        f"{call.tool} failed unexpectedly while {stage} (audit event {call.event_id})",
+        hint="This is a gateway bug; the operator's log has the details.",
+    )
+
+
 def _risky_output_schema(base: dict[str, Any]) -> dict[str, Any]:
     """A write tool answers either its result or, for `dry_run`, just the plan: both fit.
     The plan is described in one line rather than a full schema: it reads for itself, and
@@ -283,12 +294,7 @@ class Gateway:
         except Exception as exc:
             known = _known_failure(exc)
             if known is None:
-                log.exception("planner_crashed", tool=call.tool, event_id=call.event_id)
-                known = ToolFailure(
-                    "internal_error",
-                    f"{call.tool} failed unexpectedly while planning (audit event {call.event_id})",
-                    hint="This is a gateway bug; the operator's log has the details.",
-                )
+                known = _crash(call, "planning")
             return self._refused(call, known)
         target = plan.target
         call.target = {"node": target.node, "vmid": target.vmid}
@@ -418,12 +424,7 @@ class Gateway:
         except Exception as exc:
             known = _known_failure(exc)
             if known is None:
-                log.exception("tool_crashed", tool=call.tool, event_id=call.event_id)
-                known = ToolFailure(
-                    "internal_error",
-                    f"{call.tool} failed unexpectedly (audit event {call.event_id})",
-                    hint="This is a gateway bug; the operator's log has the details.",
-                )
+                known = _crash(call, "running")
             error_code = known.code
             exitstatus = known.details.get("exitstatus")
             return ToolResult(call.event_id, error=self.redactor.value(known.payload()))

@@ -15,13 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import structlog
 
 from pvemcp.secrets.models import FileCredentials
 from pvemcp.secrets.source import SecretSource
-from pvemcp.secrets.types import ClusterCredentials, SecretSourceError, credentials_from_mapping
-
-log = structlog.get_logger(__name__)
+from pvemcp.secrets.types import (
+    ClusterCredentials,
+    SecretSourceError,
+    credentials_from_mapping,
+    warn_unknown_keys,
+)
 
 MAX_BYTES = 1024 * 1024
 
@@ -124,14 +126,7 @@ class FileSource(SecretSource):
             origin=self.describe(),
             unknown=unknown,
         )
-        if unknown:
-            log.warning(
-                "credentials_unknown_keys",
-                cluster=self._name,
-                source=self.describe(),
-                keys=unknown,
-                why="ignored; check for typos (see docs/secrets.md)",
-            )
+        warn_unknown_keys(self._name, self.describe(), unknown)
         return credentials
 
     async def load(self) -> ClusterCredentials:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import structlog
 from pydantic import SecretStr
 
 TOKEN_ID_RE = re.compile(r"^[^\s@!]+@[A-Za-z][A-Za-z0-9.\-_]*![A-Za-z][A-Za-z0-9.\-_]+$")
@@ -237,3 +238,15 @@ def _ssh(flat: Mapping[str, Any], where: str) -> SshCredentials | None:
         passphrase=SecretStr(passphrase) if passphrase is not None else None,
         host_keys=host_keys,
     )
+
+
+def warn_unknown_keys(cluster: str, source: str, unknown: list[str]) -> None:
+    """Log the names (never values) of payload keys a source ignored: often a typo."""
+    if unknown:
+        structlog.get_logger(__name__).warning(
+            "credentials_unknown_keys",
+            cluster=cluster,
+            source=source,
+            keys=unknown,
+            why="ignored; check for typos (see docs/secrets.md)",
+        )

@@ -42,7 +42,12 @@ from pvemcp.secrets.models import (
     VaultTokenAuth,
 )
 from pvemcp.secrets.source import SecretSink, SecretSource
-from pvemcp.secrets.types import ClusterCredentials, SecretSourceError, credentials_from_mapping
+from pvemcp.secrets.types import (
+    ClusterCredentials,
+    SecretSourceError,
+    credentials_from_mapping,
+    warn_unknown_keys,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -385,14 +390,7 @@ class VaultSource(SecretSource):
             version=version,
             unknown=unknown,
         )
-        if unknown:
-            log.warning(
-                "credentials_unknown_keys",
-                cluster=self._name,
-                source=self.describe(),
-                keys=unknown,
-                why="ignored; check for typos (see docs/secrets.md)",
-            )
+        warn_unknown_keys(self._name, self.describe(), unknown)
         return credentials
 
     async def _run(self, func: Callable[[], T]) -> T:
