@@ -48,6 +48,65 @@ class TlsMode(StrEnum):
     INSECURE = "insecure"
 
 
+class SshConfig(BaseModel):
+    """How the gateway reaches a cluster's nodes over SSH (pvesh, CLI, shell, file tools).
+
+    Credentials (user, key, expected host keys) come from the cluster's `credentials`;
+    this section says where the nodes are and how much a command may do.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    nodes: Annotated[
+        dict[str, str],
+        Field(
+            description="Node name -> SSH address (`host` or `host:port`). A node not listed "
+            "is reached at its own name on port 22.",
+        ),
+    ] = {}
+    port: Annotated[int, Field(ge=1, le=65535, description="Default SSH port.")] = 22
+    known_hosts: Annotated[
+        Path | None,
+        Field(
+            description="known_hosts file with the nodes' pinned host keys, in addition to "
+            "the expected keys from the credentials. Unknown or changed keys are refused.",
+        ),
+    ] = None
+    connect_timeout: Annotated[float, Field(gt=0, le=120)] = 10.0
+    login_timeout: Annotated[float, Field(gt=0, le=120)] = 15.0
+    command_timeout: Annotated[
+        float,
+        Field(gt=0, le=86_400, description="Default seconds a remote command may run."),
+    ] = 60.0
+    keepalive_interval: Annotated[float, Field(ge=0, le=600)] = 15.0
+    max_channels: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=64,
+            description="Concurrent channels per node connection; keep below sshd MaxSessions "
+            "(default 10).",
+        ),
+    ] = 8
+    output_cap: Annotated[
+        int,
+        Field(
+            ge=1024,
+            description="Bytes of stdout/stderr returned inline; the rest is kept as an "
+            "artifact resource.",
+        ),
+    ] = 64 * 1024
+    artifact_max_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
+    artifact_ttl: Annotated[float, Field(gt=0, description="Seconds an artifact is kept.")] = 900
+    backend: Annotated[
+        Literal["rest", "pvesh"],
+        Field(
+            description="Route typed API calls through REST (default) or `pvesh` over SSH "
+            "(for sites that expose SSH but not port 8006).",
+        ),
+    ] = "rest"
+
+
 class ClusterConfig(BaseModel):
     """One Proxmox VE cluster the gateway may talk to."""
 
@@ -113,6 +172,10 @@ class ClusterConfig(BaseModel):
             description="Retries for idempotent GETs on connection errors (with backoff).",
         ),
     ] = 2
+    ssh: Annotated[
+        SshConfig | None,
+        Field(description="SSH access to the nodes; unset = no SSH tools for this cluster."),
+    ] = None
     credentials: Annotated[
         CredentialsConfig,
         Field(
@@ -278,6 +341,114 @@ def _toml_source(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
 
 
+class OidcConfig(BaseModel):
+    """The OpenID provider whose access tokens HTTP callers present (see docs/remote.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    issuer: Annotated[
+        str | None,
+        Field(description="Issuer URL, compared exactly with each token's `iss`."),
+    ] = None
+    jwks_url: Annotated[
+        str | None,
+        Field(description="JWKS URL; default: discovered from the issuer's metadata."),
+    ] = None
+    audience: Annotated[
+        str | None,
+        Field(
+            description="Audience a token's `aud` must contain; default: this server's "
+            "resource URL (`http.public_url`).",
+        ),
+    ] = None
+    accepted_typ: Annotated[
+        list[str],
+        Field(description="Accepted JWT `typ` headers (RFC 9068 access tokens by default)."),
+    ] = ["at+jwt", "application/at+jwt"]
+    algorithms: Annotated[
+        list[Literal["RS256", "PS256", "ES256", "EdDSA"]],
+        Field(description="Signature algorithms accepted (asymmetric only)."),
+    ] = ["RS256", "PS256", "ES256", "EdDSA"]
+    leeway: Annotated[
+        int, Field(ge=0, le=60, description="Clock skew allowed on exp/nbf/iat, seconds.")
+    ] = 30
+    required_scopes: Annotated[
+        list[str],
+        Field(description="Scopes every token must carry (403 insufficient_scope otherwise)."),
+    ] = []
+    groups_claim: Annotated[
+        str, Field(description="Claim holding the caller's groups, for policy `group:` rules.")
+    ] = "groups"
+    ca_file: Annotated[
+        Path | None, Field(description="CA bundle for the issuer and JWKS URLs.")
+    ] = None
+    jwks_ttl: Annotated[
+        int, Field(ge=10, le=86_400, description="Seconds JWKS keys are cached (max).")
+    ] = 600
+    jwks_refresh_cooldown: Annotated[
+        int,
+        Field(ge=1, le=3600, description="Minimum seconds between refetches for unknown kids."),
+    ] = 30
+
+
+class HttpConfig(BaseModel):
+    """The streamable HTTP transport (`pvemcp serve --mode http|both`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: Annotated[str, Field(description="Bind address; loopback by default.")] = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    path: Annotated[str, Field(pattern=r"^/[A-Za-z0-9/_-]*$", description="MCP endpoint.")] = "/mcp"
+    public_url: Annotated[
+        str | None,
+        Field(
+            description="The URL clients use for the MCP endpoint (the OAuth resource URI); "
+            "default `http://HOST:PORT/PATH`.",
+        ),
+    ] = None
+    auth: Annotated[
+        Literal["oidc", "static", "none"],
+        Field(
+            description="`oidc` (required off loopback), `static` bearer keys (loopback, "
+            "development) or `none` (loopback only, with allow_unauthenticated).",
+        ),
+    ] = "oidc"
+    static_keys: Annotated[
+        list[SecretStr],
+        Field(description='Bearer keys for `auth = "static"`; compared in constant time.'),
+    ] = []
+    allow_unauthenticated: Annotated[
+        bool, Field(description='Permit `auth = "none"` (only on a loopback bind).')
+    ] = False
+    oidc: OidcConfig = OidcConfig()
+    stateless: Annotated[
+        bool,
+        Field(description="Stateless streamable HTTP, for several replicas behind a balancer."),
+    ] = False
+    allowed_hosts: Annotated[
+        list[str],
+        Field(description="Accepted Host headers (DNS-rebinding guard); default: the bind."),
+    ] = []
+    allowed_origins: Annotated[
+        list[str], Field(description="Accepted Origin headers; requests without one pass.")
+    ] = []
+    max_body_bytes: Annotated[int, Field(ge=1024, le=4 * 1024 * 1024)] = 1024 * 1024
+    request_timeout: Annotated[float, Field(gt=0, le=3600)] = 120.0
+    rate_limit_per_minute: Annotated[
+        int, Field(ge=0, description="Requests per subject per minute (0 = unlimited).")
+    ] = 600
+    rate_limit_burst: Annotated[int, Field(ge=1)] = 60
+    tls_cert_file: Annotated[Path | None, Field(description="Serve HTTPS with this cert.")] = None
+    tls_key_file: Annotated[Path | None, Field(description="Private key for tls_cert_file.")] = None
+    trusted_proxies: Annotated[
+        list[str],
+        Field(
+            description="Addresses/CIDRs whose X-Forwarded-For/-Proto are believed; others' "
+            "forwarded headers are ignored.",
+        ),
+    ] = []
+
+
 class Settings(BaseSettings):
     """Everything the gateway reads at start.
 
@@ -334,6 +505,7 @@ class Settings(BaseSettings):
     simulator: SimulatorConfig = SimulatorConfig()
     audit: AuditConfig = AuditConfig()
     policy: PolicyConfig = PolicyConfig()
+    http: HttpConfig = HttpConfig()
     log_level: Annotated[
         str, Field(pattern="^(DEBUG|INFO|WARNING|ERROR)$", description="Log level on stderr.")
     ] = "INFO"

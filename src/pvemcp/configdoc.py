@@ -11,7 +11,16 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from pvemcp.config import AuditConfig, ClusterConfig, PolicyConfig, Settings, SimulatorConfig
+from pvemcp.config import (
+    AuditConfig,
+    ClusterConfig,
+    HttpConfig,
+    OidcConfig,
+    PolicyConfig,
+    Settings,
+    SimulatorConfig,
+    SshConfig,
+)
 
 HEADER = """# Configuration reference
 
@@ -80,17 +89,23 @@ def _table(model: type[BaseModel], env_prefix: str | None, skip: set[str]) -> li
 def render() -> str:
     """The whole reference page."""
     parts = [HEADER, "## Top level\n"]
-    parts += _table(Settings, "PVEMCP_", {"clusters", "simulator", "audit", "policy"})
+    parts += _table(Settings, "PVEMCP_", {"clusters", "simulator", "audit", "policy", "http"})
     parts += [
         "",
         "## `[clusters.NAME]`\n",
         "Cluster names match `^[a-z][a-z0-9_-]{0,31}$`. Env: `PVEMCP_CLUSTERS__NAME__SETTING`.\n",
     ]
-    parts += _table(ClusterConfig, None, set())
+    parts += _table(ClusterConfig, None, {"ssh"})
+    parts += ["", "## `[clusters.NAME.ssh]`\n"]
+    parts += _table(SshConfig, None, set())
     parts += ["", "## `[simulator]`\n"]
     parts += _table(SimulatorConfig, "PVEMCP_SIMULATOR__", set())
     parts += ["", "## `[audit]`\n"]
     parts += _table(AuditConfig, "PVEMCP_AUDIT__", set())
     parts += ["", "## `[policy]`\n"]
     parts += _table(PolicyConfig, "PVEMCP_POLICY__", set())
+    parts += ["", "## `[http]`\n"]
+    parts += _table(HttpConfig, "PVEMCP_HTTP__", {"oidc"})
+    parts += ["", "## `[http.oidc]`\n"]
+    parts += _table(OidcConfig, "PVEMCP_HTTP__OIDC__", set())
     return "\n".join(parts) + "\n"
