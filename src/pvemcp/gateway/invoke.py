@@ -9,6 +9,7 @@ payload: no traceback or secret ever reaches the caller.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -300,11 +301,8 @@ class Gateway:
         call.target = {"node": target.node, "vmid": target.vmid}
         call.decision = decision = self.policy.decide(
             call.principal,
-            PolicyRequest(
-                tool=request.tool,
-                tier=request.tier,
-                cluster=request.cluster,
-                arguments=request.arguments,
+            dataclasses.replace(
+                request,
                 node=target.node,
                 vmid=target.vmid,
                 pool=target.pool,
