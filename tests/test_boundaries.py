@@ -17,7 +17,7 @@ ALLOWED: dict[str, set[str]] = {
     "proxmox": {"config"},
     "gateway": {"policy", "proxmox", "secrets", "config"},
     "tools": {"gateway", "proxmox", "policy"},
-    "transports": {"gateway", "policy"},
+    "transports": {"gateway", "policy", "config"},
 }
 
 

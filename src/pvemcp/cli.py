@@ -28,17 +28,19 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser(
         "serve",
-        help="serve MCP over stdio (the embedded simulator when no cluster is configured)",
+        help="serve MCP over stdio, HTTP or both (the embedded simulator when no cluster is "
+        "configured)",
     )
     serve.add_argument("--config", type=Path, help="TOML config file (else PVEMCP_CONFIG)")
-    serve.add_argument("--mode", choices=["stdio"], default="stdio", help="transport")
+    _transport_arguments(serve)
 
     demo = commands.add_parser(
-        "demo", help="serve MCP over stdio against the embedded simulator; no config needed"
+        "demo", help="serve MCP against the embedded simulator; no config needed"
     )
     demo.add_argument(
         "--time-scale", type=float, help="task duration multiplier (0 = instant, 1 = real time)"
     )
+    _transport_arguments(demo)
 
     commands.add_parser(
         "simulate", help="run the PVE API simulator alone over HTTPS", add_help=False
@@ -64,6 +66,24 @@ def _parser() -> argparse.ArgumentParser:
     docs.add_argument("--output", type=Path, default=DOCS_PATH)
     docs.add_argument("--check", action="store_true", help="exit 1 if the file is stale")
     return parser
+
+
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError("must be 0-65535")
+    return port
+
+
+def _transport_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--mode",
+        choices=["stdio", "http", "both"],
+        default="stdio",
+        help="stdio (default), streamable HTTP, or both in one process (stdin EOF stops both)",
+    )
+    parser.add_argument("--host", help="HTTP bind address (overrides http.host)")
+    parser.add_argument("--port", type=_port, help="HTTP port (overrides http.port)")
 
 
 def _policy_parser(commands: Any) -> None:
@@ -160,14 +180,18 @@ def _settings(config: Path | None, **overrides: Any) -> Settings:
     return load_settings(config, **overrides)
 
 
-def _serve(settings: Settings, *, simulate: bool) -> int:
+def _serve(settings: Settings, args: argparse.Namespace, *, simulate: bool) -> int:
     from pvemcp.logsetup import configure_logging
     from pvemcp.runtime import open_gateway
-    from pvemcp.transports.stdio import serve_stdio
+    from pvemcp.transports.serve import listen, serve
 
-    redactor = Redactor()
+    overrides = {"host": args.host, "port": args.port}
+    http = settings.http.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    # Bind first: a refused configuration or a busy port fails before anything starts.
+    listener, http = listen(http) if args.mode != "stdio" else (None, http)
+    redactor = Redactor(key.get_secret_value() for key in settings.http.static_keys)
     configure_logging(settings.log_level, redactor)
-    if sys.stdin.isatty():
+    if args.mode != "http" and sys.stdin.isatty():
         print(
             "pvemcp is serving MCP on stdin/stdout and waits for an MCP client.\n"
             "Configure your client to start this command (see README.md), or try:\n"
@@ -178,7 +202,7 @@ def _serve(settings: Settings, *, simulate: bool) -> int:
 
     async def run() -> None:
         async with open_gateway(settings, redactor, simulate=simulate) as gateway:
-            await serve_stdio(gateway)
+            await serve(gateway, args.mode, http, listener)
 
     anyio.run(run)
     return 0
@@ -251,12 +275,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(args_list)
     try:
         if args.command == "serve":
-            return _serve(_settings(args.config), simulate=False)
+            return _serve(_settings(args.config), args, simulate=False)
         if args.command == "demo":
             overrides: dict[str, Any] = {}
             if args.time_scale is not None:
                 overrides["simulator"] = {"time_scale": args.time_scale}
-            return _serve(_settings(None, **overrides), simulate=True)
+            return _serve(_settings(None, **overrides), args, simulate=True)
         if args.command == "tools":
             return _tools(args.json)
         if args.command == "policy":

@@ -3,6 +3,10 @@
 With a `SecretsManager`, each REST backend reads its token from the manager at every call
 (so rotations apply to new calls at once) and asks it to re-read the source after a 401.
 A cluster whose credentials are not loaded answers `CredentialsUnavailable`.
+
+A cluster with an `[ssh]` section gets one `SshPool` (one connection per node), shared by
+its pvesh backend (`ssh.backend = "pvesh"`) and the SSH tools; SSH credentials come from
+the same manager, read at every connect.
 """
 
 from __future__ import annotations
@@ -15,8 +19,11 @@ from pvemcp.config import ClusterConfig, TlsMode
 from pvemcp.gateway.errors import ToolFailure
 from pvemcp.proxmox.backend import ProxmoxBackend
 from pvemcp.proxmox.errors import CredentialsUnavailable
+from pvemcp.proxmox.pvesh import PveshBackend
 from pvemcp.proxmox.rest import ApiCredential, RestBackend
+from pvemcp.proxmox.ssh import CredentialSource, SshPool
 from pvemcp.secrets.manager import SecretsManager
+from pvemcp.secrets.types import SshCredentials
 
 log = structlog.get_logger(__name__)
 
@@ -45,6 +52,7 @@ class ClusterPool:
         self._factory = backend_factory
         self.secrets = secrets
         self._backends: dict[str, ProxmoxBackend] = {}
+        self._ssh_pools: dict[str, SshPool] = {}
         for name, cluster in self._clusters.items():
             if cluster.tls is TlsMode.INSECURE:
                 log.warning(
@@ -85,6 +93,23 @@ class ClusterPool:
             self._backends[name] = backend
         return backend
 
+    def ssh_pool(self, name: str) -> SshPool:
+        """The cluster's SSH connections (made on first use); a cluster without an `[ssh]`
+        section is a tool failure."""
+        pool = self._ssh_pools.get(name)
+        if pool is None:
+            cluster = self._clusters[name]
+            if cluster.ssh is None:
+                raise ToolFailure(
+                    "ssh_not_configured",
+                    f"cluster {name} has no SSH access configured",
+                    hint="An operator must add an [clusters.NAME.ssh] section and SSH "
+                    "credentials (ssh_user, ssh_private_key, ssh_host_keys); see docs/ssh.md.",
+                )
+            pool = SshPool(name, cluster.ssh, self._ssh_credentials(name))
+            self._ssh_pools[name] = pool
+        return pool
+
     def ready(self, name: str | None = None) -> bool:
         """Whether `name` (or every cluster) has credentials; always true without a manager."""
         return self.secrets is None or self.secrets.ready(name)
@@ -93,6 +118,8 @@ class ClusterPool:
         cluster = self._clusters[name]
         if self._factory is not None:
             return self._factory(cluster)
+        if cluster.ssh is not None and cluster.ssh.backend == "pvesh":
+            return PveshBackend(cluster, self.ssh_pool(name))
         secrets = self.secrets
         if secrets is None or not secrets.manages(name):
             return RestBackend(cluster)
@@ -112,7 +139,29 @@ class ClusterPool:
 
         return RestBackend(cluster, credentials=credentials, on_unauthorized=on_unauthorized)
 
+    def _ssh_credentials(self, name: str) -> CredentialSource:
+        """SSH credentials from the manager at each connect; None without a manager (inline
+        settings carry no SSH key)."""
+        secrets = self.secrets
+
+        def credentials() -> SshCredentials | None:
+            if secrets is None or not secrets.manages(name):
+                return None
+            current = secrets.current(name)
+            if current is None:
+                problem = secrets.problem(name) or "they have not been loaded yet"
+                raise CredentialsUnavailable(
+                    f"credentials for cluster {name} are unavailable ({problem}); nothing was "
+                    "sent to the nodes"
+                )
+            return current.ssh
+
+        return credentials
+
     async def aclose(self) -> None:
         for backend in self._backends.values():
             await backend.aclose()
         self._backends.clear()
+        for pool in self._ssh_pools.values():
+            await pool.aclose()
+        self._ssh_pools.clear()

@@ -8,6 +8,10 @@ redaction by the gateway).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pvemcp.proxmox.ssh.result import CommandResult
 
 
 class ProxmoxError(Exception):
@@ -144,3 +148,85 @@ class TaskTimeout(ProxmoxError):
     def __init__(self, message: str, *, upid: str) -> None:
         super().__init__(message)
         self.upid = upid
+
+
+class SshError(ProxmoxError):
+    """An SSH call to a node failed; the subclasses name the cause.
+
+    `node` is the node the gateway tried to reach.
+    """
+
+    code = "ssh_error"
+    hint = "The SSH call to the node failed; read the message, then retry or check the node."
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        node: str | None = None,
+        method: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        super().__init__(message, method=method, path=path)
+        self.node = node
+
+
+class SshHostKeyError(SshError):
+    """The node's host key is not pinned, or differs from the pin: nothing was sent.
+
+    `fingerprint` is the SHA256 fingerprint the node presented (None when unknown) and
+    `pin_line` the known_hosts line that would pin it, for an operator who has verified it.
+    """
+
+    code = "ssh_host_key_rejected"
+    hint = (
+        "The node's SSH host key is unknown or changed. An operator must verify the "
+        "fingerprint on the node (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) and pin "
+        "it in the cluster's ssh_host_keys or known_hosts; a changed key can mean an attack."
+    )
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        node: str | None = None,
+        fingerprint: str | None = None,
+        pin_line: str | None = None,
+    ) -> None:
+        super().__init__(message, node=node)
+        self.fingerprint = fingerprint
+        self.pin_line = pin_line
+
+
+class SshAuthError(SshError):
+    """The node refused the login, or the client key cannot be used (wrong passphrase)."""
+
+    code = "ssh_auth_failed"
+    hint = (
+        "The gateway's SSH login was refused or its key could not be loaded. An operator must "
+        "check ssh_user, the private key and passphrase, and the node's authorized_keys; "
+        "retrying will not help."
+    )
+
+
+class SshUnreachable(SshError):
+    """No SSH connection could be made (refused, DNS, network, handshake timeout)."""
+
+    code = "ssh_unreachable"
+    hint = "The node's SSH port cannot be reached. Check the address in ssh.nodes and sshd."
+
+
+class SshTimeout(SshError):
+    """A remote command ran past its timeout and was killed on the node.
+
+    `result` holds what was captured until then (partial output, duration) for the audit.
+    """
+
+    code = "ssh_command_timeout"
+    hint = "The command ran too long and was killed on the node; retry with a longer timeout."
+
+    def __init__(
+        self, message: str, *, node: str | None = None, result: CommandResult | None = None
+    ) -> None:
+        super().__init__(message, node=node)
+        self.result = result

@@ -9,9 +9,12 @@ protocol: sessions, progress notifications, eras, transports.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
+from mcp.server.auth.provider import TokenVerifier
+from mcp.server.auth.settings import AuthSettings
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.elicitation import AcceptedElicitation
 from mcp.server.mcpserver import Context, MCPServer
@@ -22,12 +25,14 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from pvemcp import __version__
-from pvemcp.gateway.invoke import Gateway
+from pvemcp.gateway.invoke import Gateway, ToolResult
 from pvemcp.gateway.plan import Plan
 from pvemcp.gateway.registry import AnySpec
 from pvemcp.policy.principal import Principal
 
 PrincipalResolver = Callable[[ServerRequestContext[Any, Any] | None], Principal]
+CallObserver = Callable[[str, ToolResult, float], None]
+"""Told of every finished tool call (tool, result, seconds): the hook `/metrics` counts with."""
 
 INSTRUCTIONS = (
     "pvemcp operates Proxmox VE clusters. Every call is checked by the gateway's policy and "
@@ -81,10 +86,15 @@ class GatewayTool(Tool):
 
     gateway: Gateway = Field(exclude=True)
     principal_of: PrincipalResolver = Field(exclude=True)
+    observer: CallObserver | None = Field(default=None, exclude=True)
 
     @classmethod
     def for_spec(
-        cls, spec: AnySpec, gateway: Gateway, principal_of: PrincipalResolver
+        cls,
+        spec: AnySpec,
+        gateway: Gateway,
+        principal_of: PrincipalResolver,
+        observer: CallObserver | None = None,
     ) -> GatewayTool:
         async def unused() -> None:  # the SDK wants a callable; run() never calls it
             raise NotImplementedError
@@ -102,6 +112,7 @@ class GatewayTool(Tool):
             annotations=annotations_for(spec),
             gateway=gateway,
             principal_of=principal_of,
+            observer=observer,
         )
 
     async def run(
@@ -110,6 +121,7 @@ class GatewayTool(Tool):
         context: Context[Any, Any],
         convert_result: bool = False,
     ) -> CallToolResult:
+        started = time.perf_counter()
         principal = self.principal_of(context.request_context)
 
         async def progress(done: float, total: float | None, message: str | None) -> None:
@@ -122,6 +134,8 @@ class GatewayTool(Tool):
             progress=progress,
             confirmer=lambda tool, plan: ask_user(context, tool, plan),
         )
+        if self.observer is not None:
+            self.observer(self.name, result, time.perf_counter() - started)
         if result.ok:
             return CallToolResult(
                 content=[TextContent(type="text", text=_dumps(result.data))],
@@ -133,9 +147,22 @@ class GatewayTool(Tool):
         )
 
 
-def build_mcp_server(gateway: Gateway, principal_of: PrincipalResolver) -> MCPServer[Any]:
-    """One MCP server over one gateway; transports (stdio, HTTP, in-memory) share it."""
-    tools = [GatewayTool.for_spec(spec, gateway, principal_of) for spec in gateway.specs()]
+def build_mcp_server(
+    gateway: Gateway,
+    principal_of: PrincipalResolver,
+    *,
+    observer: CallObserver | None = None,
+    token_verifier: TokenVerifier | None = None,
+    auth: AuthSettings | None = None,
+) -> MCPServer[Any]:
+    """One MCP server over one gateway; transports (stdio, HTTP, in-memory) share it.
+
+    `token_verifier` and `auth` (together) make its streamable-HTTP app a bearer-token
+    resource server; stdio ignores them.
+    """
+    tools = [
+        GatewayTool.for_spec(spec, gateway, principal_of, observer) for spec in gateway.specs()
+    ]
 
     async def filter_tools(
         ctx: ServerRequestContext[Any, Any], call_next: CallNext
@@ -153,4 +180,6 @@ def build_mcp_server(gateway: Gateway, principal_of: PrincipalResolver) -> MCPSe
         instructions=INSTRUCTIONS,
         tools=list(tools),
         middleware=[filter_tools],
+        token_verifier=token_verifier,
+        auth=auth,
     )

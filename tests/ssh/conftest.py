@@ -1,0 +1,79 @@
+"""A real OpenSSH server on 127.0.0.1 for the SSH tests, with the `pvesh` stand-in.
+
+The server is started once per session (about 50 ms) by `tests.support.sshd`; tests that
+need root or Debian's sshd skip with the reason when either is missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from pvemcp.config import SshConfig
+from pvemcp.proxmox.ssh import SshPool
+from pvemcp.secrets.types import SshCredentials
+from pvemcp.simulator.server import SimulatorHandle, SimulatorOptions, simulator_in_thread
+from tests.conftest import TIME_SCALE
+from tests.support.sshd import Sshd, running_sshd, unavailable_reason
+
+NODES = ("pve1", "pve2", "pve3")
+
+
+@pytest.fixture(scope="session")
+def ssh_sim() -> Iterator[SimulatorHandle]:
+    """A simulator of its own: these tests start guests, which others may expect stopped."""
+    with simulator_in_thread(SimulatorOptions(time_scale=TIME_SCALE)) as handle:
+        yield handle
+
+
+@pytest.fixture(scope="session")
+def sshd(ssh_sim: SimulatorHandle) -> Iterator[Sshd]:
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    with running_sshd(simulator=ssh_sim) as server:
+        yield server
+
+
+def ssh_config(server: Sshd, **changes: Any) -> SshConfig:
+    """Every simulated node is this one sshd; short timeouts for tests."""
+    values: dict[str, Any] = {
+        "nodes": {node: f"127.0.0.1:{server.port}" for node in NODES},
+        "connect_timeout": 5.0,
+        "login_timeout": 5.0,
+        "command_timeout": 15.0,
+        "keepalive_interval": 5.0,
+    }
+    values.update(changes)
+    return SshConfig(**values)
+
+
+def credentials(
+    server: Sshd,
+    *,
+    key_path: Path | None = None,
+    passphrase: str | None = None,
+    pins: tuple[str, ...] | None = None,
+) -> SshCredentials:
+    """Login as the test user with the plain key and the server's key pinned for every node."""
+    lines = (server.host_key_line,) if pins is None else pins
+    return SshCredentials(
+        user=server.user,
+        key_path=key_path or server.keys.plain,
+        passphrase=SecretStr(passphrase) if passphrase is not None else None,
+        host_keys={node: lines for node in NODES},
+    )
+
+
+@pytest.fixture
+async def pool(sshd: Sshd) -> AsyncIterator[SshPool]:
+    login = credentials(sshd)
+    ssh = SshPool("lab", ssh_config(sshd), lambda: login)
+    try:
+        yield ssh
+    finally:
+        await ssh.aclose()

@@ -1,0 +1,1 @@
+"""Helpers the test suite shares across packages: real and fake external services."""

@@ -1,0 +1,247 @@
+"""Bad input over real HTTP: each gets its status and message, and the server keeps serving.
+
+DNS rebinding (Host, Origin), content types, malformed JSON-RPC, oversized bodies, unknown
+and foreign sessions, rate limits, the response-start timeout, and the bind rules.
+"""
+
+from __future__ import annotations
+
+import math
+import ssl
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+from starlette.types import Receive, Scope, Send
+
+from pvemcp.config import ConfigError, HttpConfig
+from pvemcp.gateway.invoke import Gateway
+from pvemcp.simulator.certs import make_self_signed
+from pvemcp.transports.hardening import RateLimit, ResponseStartTimeout
+from pvemcp.transports.http import check_http_config, transport_security
+from tests.conftest import read_audit
+from tests.transports.test_http_app import KEYS, Served, bearer, served
+
+pytestmark = pytest.mark.anyio
+
+LEGACY = "2025-11-25"
+JSON_AND_SSE = {"Accept": "application/json, text/event-stream"}
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": LEGACY,
+        "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "1"},
+    },
+}
+
+
+async def open_session(http: httpx2.AsyncClient, app: Served, key: str) -> str:
+    """A legacy session opened with `key`; returns its id."""
+    response = await http.post(app.url, json=INITIALIZE, headers={**bearer(key), **JSON_AND_SSE})
+    assert response.status_code == 200, response.text
+    session: str = response.headers["mcp-session-id"]
+    initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    headers = {
+        **bearer(key),
+        **JSON_AND_SSE,
+        "mcp-session-id": session,
+        "mcp-protocol-version": LEGACY,
+    }
+    assert (await http.post(app.url, json=initialized, headers=headers)).status_code == 202
+    return session
+
+
+async def ping(http: httpx2.AsyncClient, app: Served, key: str, session: str) -> httpx2.Response:
+    headers = {
+        **bearer(key),
+        **JSON_AND_SSE,
+        "mcp-session-id": session,
+        "mcp-protocol-version": LEGACY,
+    }
+    return await http.post(
+        app.url, json={"jsonrpc": "2.0", "id": 7, "method": "ping"}, headers=headers
+    )
+
+
+async def test_bad_requests_get_their_status_and_the_server_keeps_serving(
+    gateway: Gateway,
+) -> None:
+    async with served(gateway, max_body_bytes=4096) as app, httpx2.AsyncClient() as http:
+        session = await open_session(http, app, KEYS[0])
+        auth = {**bearer(KEYS[0]), **JSON_AND_SSE}
+
+        rebinding = await http.post(
+            app.url, json=INITIALIZE, headers={**auth, "Host": "attacker.example"}
+        )
+        assert rebinding.status_code == 421
+        no_token_rebinding = await http.post(
+            app.url, json=INITIALIZE, headers={**JSON_AND_SSE, "Host": "attacker.example"}
+        )
+        assert no_token_rebinding.status_code == 421, "checked before auth"
+        probe = await http.get(f"{app.base}/healthz", headers={"Host": "10.1.2.3:8080"})
+        assert probe.status_code == 200, "probes are called by address"
+        foreign = await http.post(
+            app.url, json=INITIALIZE, headers={**auth, "Origin": "http://evil.example"}
+        )
+        assert foreign.status_code == 403
+        own_origin = await http.post(app.url, json=INITIALIZE, headers={**auth, "Origin": app.base})
+        assert own_origin.status_code == 200
+
+        wrong_type = await http.post(
+            app.url,
+            content=b'{"jsonrpc": "2.0", "id": 1, "method": "ping"}',
+            headers={**auth, "Content-Type": "text/plain", "mcp-session-id": session},
+        )
+        assert wrong_type.status_code == 400
+        malformed = await http.post(
+            app.url,
+            content=b"{not json",
+            headers={**auth, "Content-Type": "application/json", "mcp-session-id": session},
+        )
+        assert malformed.status_code == 400
+        assert malformed.json()["error"]["code"] == -32700
+        not_jsonrpc = await http.post(
+            app.url, json={"hello": "world"}, headers={**auth, "mcp-session-id": session}
+        )
+        assert not_jsonrpc.status_code == 400
+        oversized = await http.post(
+            app.url,
+            json={**INITIALIZE, "padding": "x" * 5000},
+            headers={**auth, "mcp-session-id": session},
+        )
+        assert oversized.status_code == 413
+
+        unknown = await ping(http, app, KEYS[0], "0" * 32)
+        assert unknown.status_code == 404
+        stolen = await ping(http, app, KEYS[1], session)
+        assert stolen.status_code == 404, "a session belongs to the subject that opened it"
+
+        assert (await ping(http, app, KEYS[0], session)).status_code == 200
+        other = await open_session(http, app, KEYS[1])
+        assert (await ping(http, app, KEYS[1], other)).status_code == 200
+
+
+async def test_rate_limit_answers_429_with_retry_after(gateway: Gateway) -> None:
+    async with (
+        served(gateway, rate_limit_per_minute=6, rate_limit_burst=3) as app,
+        httpx2.AsyncClient() as http,
+    ):
+        session = await open_session(http, app, KEYS[0])  # two requests of the burst
+        assert (await ping(http, app, KEYS[0], session)).status_code == 200
+        limited = await ping(http, app, KEYS[0], session)
+        assert limited.status_code == 429
+        assert limited.headers["retry-after"] == "10"
+        assert "rate limit" in limited.json()["error"]["message"]
+        # Another caller has its own bucket; probes and metrics are never limited.
+        other = await open_session(http, app, KEYS[1])
+        assert (await ping(http, app, KEYS[1], other)).status_code == 200
+        assert (await http.get(f"{app.base}/healthz")).status_code == 200
+        metrics = (await http.get(f"{app.base}/metrics")).text
+        assert "pvemcp_rate_limited_total 1.0" in metrics
+
+
+def test_token_bucket_refills_at_the_configured_rate() -> None:
+    now = [0.0]
+    limiter = RateLimit(
+        _never_called,
+        per_minute=60,
+        burst=2,
+        exempt=(),
+        on_limited=lambda: None,
+        clock=lambda: now[0],
+    )
+    assert limiter.take("a") == 0 and limiter.take("a") == 0
+    assert math.isclose(limiter.take("a"), 1.0)
+    assert limiter.take("b") == 0, "buckets are per caller"
+    now[0] = 1.0
+    assert limiter.take("a") == 0
+    assert limiter.take("a") > 0
+
+
+async def _never_called(scope: Scope, receive: Receive, send: Send) -> None:
+    raise AssertionError("not reached")
+
+
+async def test_timeout_bounds_the_wait_for_a_response_not_a_stream() -> None:
+    async def slow(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == "/stream":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await anyio.sleep(0.3)
+            await send({"type": "http.response.body", "body": b"done"})
+            return
+        await anyio.sleep(5)
+
+    app = ResponseStartTimeout(slow, 0.1)
+    transport = httpx2.ASGITransport(app=app)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://test") as http:
+        stuck = await http.get("/stuck")
+        assert stuck.status_code == 504
+        assert stuck.json()["error"]["message"] == "no response within 0.1 s"
+        streamed = await http.get("/stream")
+        assert streamed.status_code == 200 and streamed.text == "done"
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"host": "0.0.0.0", "auth": "static", "static_keys": ["k"]}, 'must be "oidc"'),
+        ({"host": "192.0.2.7", "auth": "none", "allow_unauthenticated": True}, 'must be "oidc"'),
+        ({"auth": "none"}, "allow_unauthenticated"),
+        ({"auth": "static", "tls_cert_file": "/x.pem"}, "go together"),
+        ({"host": "::", "oidc": {"issuer": "https://idp.example"}}, "public_url"),
+    ],
+)
+def test_exposing_configurations_are_refused(settings: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        check_http_config(HttpConfig(**settings))
+
+
+def test_default_host_and_origin_allowlists() -> None:
+    config = HttpConfig(port=8080)
+    security = transport_security(config, "http://127.0.0.1:8080/mcp")
+    assert set(security.allowed_hosts) == {
+        "127.0.0.1",
+        "127.0.0.1:8080",
+        "localhost",
+        "localhost:8080",
+        "[::1]",
+        "[::1]:8080",
+    }
+    assert "http://localhost:8080" in security.allowed_origins
+    remote = HttpConfig(host="10.0.0.5", port=443, public_url="https://gw.example/mcp")
+    security = transport_security(remote, "https://gw.example/mcp")
+    assert set(security.allowed_hosts) == {"10.0.0.5", "10.0.0.5:443", "gw.example"}
+    assert "https://gw.example" in security.allowed_origins
+    assert not any("localhost" in origin for origin in security.allowed_origins)
+
+
+async def test_tls_from_cert_and_key_files(gateway: Gateway, tmp_path: Path) -> None:
+    material = make_self_signed()
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_bytes(material.cert_pem)
+    key.write_bytes(material.key_pem)
+    trust = ssl.create_default_context(cadata=material.cert_pem.decode())
+    async with (
+        served(gateway, tls_cert_file=cert, tls_key_file=key) as app,
+        httpx2.AsyncClient(verify=trust) as http,
+    ):
+        assert app.url.startswith("https://127.0.0.1:")
+        assert (await http.get(f"{app.base}/healthz")).status_code == 200
+        document = (await http.get(f"{app.base}/.well-known/oauth-protected-resource")).json()
+        assert document["resource"] == app.url
+
+
+@pytest.mark.parametrize(("trusted", "seen"), [([], "127.0.0.1"), (["127.0.0.1"], "203.0.113.9")])
+async def test_forwarded_headers_only_from_trusted_proxies(
+    gateway: Gateway, audit_path: Path, trusted: list[str], seen: str
+) -> None:
+    async with served(gateway, trusted_proxies=trusted) as app, httpx2.AsyncClient() as http:
+        response = await http.post(app.url, json={}, headers={"X-Forwarded-For": "203.0.113.9"})
+        assert response.status_code == 401
+    failure = next(r for r in read_audit(audit_path) if r["phase"] == "auth_failure")
+    assert failure["who"]["source_ip"] == seen
