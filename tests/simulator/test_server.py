@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import IO
 
 import httpx2
@@ -50,9 +51,10 @@ def _banner(lines: queue.Queue[str], deadline: float) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_simulate_command_prints_how_to_connect() -> None:
+def test_simulate_command_prints_how_to_connect(tmp_path: Path) -> None:
+    cert_out = tmp_path / "simulator.pem"
     command = [sys.executable, "-m", "pvemcp.simulator", "--port", "0", "--time-scale", "0",
-               "--token-secret", "s3cr3t"]  # fmt: skip
+               "--token-secret", "s3cr3t", "--cert-out", str(cert_out)]  # fmt: skip
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
         try:
             assert process.stdout is not None
@@ -67,7 +69,8 @@ def test_simulate_command_prints_how_to_connect() -> None:
             digest = hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest().upper()
             assert banner["Fingerprint"].replace(":", "") == digest
             assert banner["PVEMCP_FINGERPRINT"] == banner["Fingerprint"]
-            context = ssl.create_default_context(cadata=pem)
+            # --cert-out wrote the served certificate: it is a working CA file for clients.
+            context = ssl.create_default_context(cafile=str(cert_out))
             headers = {"Authorization": "PVEAPIToken=root@pam!pvemcp=s3cr3t"}
             response = httpx2.get(f"{url}/api2/json/version", verify=context, headers=headers)
             assert response.status_code == 200

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
 import uvicorn
 from starlette.applications import Starlette
 
@@ -263,13 +264,17 @@ def describe(simulator: SimulatorHandle) -> str:
     return "\n".join(lines)
 
 
-async def _foreground(options: SimulatorOptions) -> None:
+async def _foreground(options: SimulatorOptions, cert_out: Path | None) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, stop.set)
     async with serve_simulator(options) as simulator:
+        if cert_out is not None:
+            # Public material only: lets another process trust this run's certificate
+            # (tls = "ca-file") instead of turning verification off.
+            await anyio.Path(cert_out).write_bytes(simulator.cert_pem)
         print(describe(simulator), flush=True)
         await stop.wait()
 
@@ -288,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1, help="seed of the demo cluster's data")
     parser.add_argument("--token-secret", help="the API token secret (default: a random UUID)")
     parser.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host")
+    parser.add_argument(
+        "--cert-out", type=Path, help="write the certificate (PEM, public) to this file"
+    )
     args = parser.parse_args(argv)
     if args.time_scale < 0:
         parser.error("--time-scale must be >= 0")
@@ -307,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         token_secret=args.token_secret,
     )
     try:
-        asyncio.run(_foreground(options))
+        asyncio.run(_foreground(options, args.cert_out))
     except OSError as exc:
         print(f"cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
