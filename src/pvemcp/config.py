@@ -105,6 +105,31 @@ class SshConfig(BaseModel):
             "(for sites that expose SSH but not port 8006).",
         ),
     ] = "rest"
+    pvesh_command: Annotated[
+        list[str],
+        Field(
+            min_length=1,
+            description="argv that starts pvesh on a node: `[\"pvesh\"]` for a root login, "
+            '`["sudo", "-n", "/usr/bin/pvesh"]` for a dedicated user (see docs/ssh.md).',
+        ),
+    ] = ["pvesh"]
+    cli_prefix: Annotated[
+        list[str],
+        Field(
+            description="argv prefix for the Proxmox commands the escape tools run "
+            '(proxmox_cli_run, proxmox_ct_exec): `["sudo", "-n"]` for a dedicated user. '
+            "Policy `argv` rules see the command without it.",
+        ),
+    ] = []
+    file_max_bytes: Annotated[
+        int,
+        Field(
+            ge=1024,
+            le=64 * 1024 * 1024,
+            description="Largest file proxmox_file_read reads or proxmox_file_write writes "
+            "(or replaces); bigger ones are refused.",
+        ),
+    ] = 1024 * 1024
 
 
 class ClusterConfig(BaseModel):

@@ -119,7 +119,7 @@ class ClusterPool:
         if self._factory is not None:
             return self._factory(cluster)
         if cluster.ssh is not None and cluster.ssh.backend == "pvesh":
-            return PveshBackend(cluster, self.ssh_pool(name))
+            return PveshBackend(cluster, self.ssh_pool(name), pvesh=cluster.ssh.pvesh_command)
         secrets = self.secrets
         if secrets is None or not secrets.manages(name):
             return RestBackend(cluster)

@@ -8,6 +8,7 @@ shutdown, which would kill the process before the gateway closes its audit log.
 
 from __future__ import annotations
 
+import importlib.util
 import signal
 import socket
 import ssl
@@ -71,6 +72,8 @@ def http_server(app: ASGIApp, config: HttpConfig) -> _Uvicorn:
         app,
         host=config.host,
         port=config.port,
+        # httptools parses HTTP/1.1 in C where it is installed; h11 otherwise.
+        http="httptools" if importlib.util.find_spec("httptools") else "h11",
         log_config=None,  # our structlog set-up already owns the handlers
         access_log=False,
         server_header=False,

@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import anyio
 import asyncssh
@@ -44,6 +46,18 @@ node normally reports the timeout itself (exit 124) before the channel is droppe
 _READ_CHUNK = 64 * 1024
 _NODE_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _connection_ids = itertools.count(1)
+_ChannelT = TypeVar("_ChannelT")
+
+
+@dataclass(frozen=True, slots=True)
+class SftpSession:
+    """An open SFTP channel and who it runs as, for the audit record."""
+
+    client: asyncssh.SFTPClient
+    node: str
+    user: str
+    host_key_fingerprint: str
+    connection_id: int
 
 
 def node_address(config: SshConfig, node: str) -> tuple[str, int]:
@@ -173,6 +187,32 @@ class SshPool:
             )
         return result
 
+    @asynccontextmanager
+    async def sftp(self, node: str) -> AsyncIterator[SftpSession]:
+        """An SFTP session on `node`'s pooled connection, holding one of its channels for
+        as long as the block runs. File rules (canonical paths, the deny list, atomic
+        writes) are `pvemcp.proxmox.ssh.sftp`'s; this only provides the channel."""
+        target = self._node(node)
+        credentials = self._current_credentials(node)
+        async with target.channels:
+
+            async def start(conn: asyncssh.SSHClientConnection) -> asyncssh.SFTPClient:
+                client: asyncssh.SFTPClient = await conn.start_sftp_client()
+                return client
+
+            live, client = await self._open_channel(target, credentials, start, "starting SFTP")
+            try:
+                yield SftpSession(
+                    client=client,
+                    node=node,
+                    user=credentials.user,
+                    host_key_fingerprint=live.fingerprint,
+                    connection_id=live.id,
+                )
+            finally:
+                client.exit()
+                self._release(target, live)
+
     async def aclose(self) -> None:
         """Close every connection (commands still running are cut off)."""
         connections = [n.live for n in self._nodes.values() if n.live is not None]
@@ -286,16 +326,31 @@ class SshPool:
     async def _start(
         self, node: _Node, credentials: SshCredentials, command: str
     ) -> tuple[_Connection, asyncssh.SSHClientProcess[bytes]]:
-        """Open a session running `command`, on a fresh connection if the pooled one
-        turns out to be dead. Only a channel that never opened is retried: then the
-        command cannot have started."""
+        """Open a session running `command` (see `_open_channel`)."""
+
+        async def start(conn: asyncssh.SSHClientConnection) -> asyncssh.SSHClientProcess[bytes]:
+            process: asyncssh.SSHClientProcess[bytes] = await conn.create_process(
+                command, encoding=None, request_pty=False
+            )
+            return process
+
+        return await self._open_channel(node, credentials, start, "starting the command")
+
+    async def _open_channel(
+        self,
+        node: _Node,
+        credentials: SshCredentials,
+        opener: Callable[[asyncssh.SSHClientConnection], Awaitable[_ChannelT]],
+        doing: str,
+    ) -> tuple[_Connection, _ChannelT]:
+        """Open a channel with `opener`, on a fresh connection if the pooled one turns out
+        to be dead. Only a channel that never opened is retried: then nothing can have
+        started. The connection stays in use (`_release` it) when this returns."""
         reason = ""
         for _ in range(2):
             live = await self._acquire(node, credentials)
             try:
-                process: asyncssh.SSHClientProcess[bytes] = await live.conn.create_process(
-                    command, encoding=None, request_pty=False
-                )
+                channel = await opener(live.conn)
             except asyncssh.ChannelOpenError as exc:
                 self._release(node, live, broken=True)
                 reason = exc.reason
@@ -307,17 +362,25 @@ class SshPool:
                     why=reason,
                 )
                 continue
+            except asyncssh.SFTPError as exc:
+                # The session opened and sshd refused the subsystem: the connection is fine.
+                self._release(node, live)
+                raise SshError(
+                    f"node {node.name}: SFTP is not available ({exc.reason}); the node's sshd "
+                    "needs a `Subsystem sftp` line",
+                    node=node.name,
+                ) from None
             except (asyncssh.Error, OSError) as exc:
                 self._release(node, live, broken=True)
                 raise SshError(
-                    f"node {node.name}: the SSH connection broke while starting the command "
-                    f"({exc}); it did not run, or ended at once",
+                    f"node {node.name}: the SSH connection broke while {doing} ({exc}); it "
+                    "did not run, or ended at once",
                     node=node.name,
                 ) from None
             except BaseException:
                 self._release(node, live)
                 raise
-            return live, process
+            return live, channel
         raise SshError(
             f"node {node.name}: no SSH channel could be opened ({reason})", node=node.name
         )
