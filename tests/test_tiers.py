@@ -23,6 +23,12 @@ EXPECTED = {
     "proxmox_task_status": Tier.READ,
     "proxmox_task_log": Tier.READ,
     "proxmox_task_wait": Tier.READ,
+    "proxmox_cli_run": Tier.ESCAPE,
+    "proxmox_shell_run": Tier.ESCAPE,
+    "proxmox_file_read": Tier.ESCAPE,
+    "proxmox_file_write": Tier.ESCAPE,
+    "proxmox_ct_exec": Tier.ESCAPE,
+    "proxmox_vm_exec": Tier.ESCAPE,
 }
 
 

@@ -109,7 +109,7 @@ class SshConfig(BaseModel):
         list[str],
         Field(
             min_length=1,
-            description="argv that starts pvesh on a node: `[\"pvesh\"]` for a root login, "
+            description='argv that starts pvesh on a node: `["pvesh"]` for a root login, '
             '`["sudo", "-n", "/usr/bin/pvesh"]` for a dedicated user (see docs/ssh.md).',
         ),
     ] = ["pvesh"]

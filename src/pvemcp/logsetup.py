@@ -51,6 +51,7 @@ def configure_logging(level: str, redactor: Redactor) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # The SDK logs every request at INFO; keep its chatter at WARNING unless debugging.
-    for noisy in ("mcp", "httpx2", "httpcore2", "uvicorn.access"):
+    # The SDK logs every request at INFO, asyncssh every channel open and close; keep
+    # their chatter at WARNING unless debugging (pvemcp logs its own SSH events).
+    for noisy in ("mcp", "httpx2", "httpcore2", "uvicorn.access", "asyncssh"):
         logging.getLogger(noisy).setLevel(level if level == "DEBUG" else "WARNING")

@@ -64,6 +64,11 @@ GET_CASES: list[tuple[str, dict[str, str]]] = [
 
 CHANGE_CASES: list[tuple[str, str, dict[str, Any]]] = [
     # In this order on a fresh simulator, every call passes PVE's pre-fork checks.
+    # "{pid}" is the pid the agent answered last, "{upid}" the first task's UPID.
+    ("POST", "/nodes/pve1/qemu/100/agent/exec", {"command": ["echo", "-n", "hi"]}),
+    ("GET", "/nodes/pve1/qemu/100/agent/exec-status", {"pid": "{pid}"}),
+    ("POST", "/nodes/pve1/qemu/100/agent/exec", {"command": "cat", "input-data": "x"}),
+    ("GET", "/nodes/pve1/qemu/100/agent/exec-status", {"pid": "{pid}"}),
     ("POST", "/nodes/pve1/qemu/101/status/start", {"timeout": "30"}),
     ("POST", "/nodes/pve1/qemu/101/status/stop", {"overrule-shutdown": "1", "timeout": "5"}),
     ("POST", "/nodes/pve1/qemu/100/status/shutdown", {"forceStop": "1", "timeout": "60"}),
@@ -161,15 +166,22 @@ async def test_get_conforms(
 
 @pytest.mark.anyio
 async def test_changes_conform(schema: ApiSchema, fresh_client: httpx2.AsyncClient) -> None:
-    first_upid = ""
-    for method, template, params in CHANGE_CASES:
+    first_upid, pid = "", ""
+    for method, template, template_params in CHANGE_CASES:
         path = template.replace("{upid}", first_upid)
+        params = {k: pid if v == "{pid}" else v for k, v in template_params.items()}
         assert schema.check_request(method, path, params) == [], path
-        response = await fresh_client.request(method, path, data=params or None)
+        if method == "GET":
+            response = await fresh_client.get(path, params=params)
+        else:
+            response = await fresh_client.request(method, path, data=params or None)
         assert response.status_code == 200, f"{method} {path}: {response.text}"
         data = response.json()["data"]
         assert schema.check_response(method, path, data) == [], path
-        first_upid = first_upid or data
+        if isinstance(data, dict) and "pid" in data:
+            pid = str(data["pid"])
+        elif isinstance(data, str):
+            first_upid = first_upid or data
 
 
 def test_the_checker_finds_problems(schema: ApiSchema) -> None:

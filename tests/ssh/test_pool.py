@@ -244,8 +244,17 @@ async def test_sshd_restart_mid_session_recovers(pool: SshPool, sshd: Sshd) -> N
 
 
 async def test_sshd_dying_mid_command_is_an_error_then_recovers(pool: SshPool, sshd: Sshd) -> None:
+    await pool.run("pve1", ["true"])  # the connection exists before the race starts
+
     async def restart_soon() -> None:
-        await anyio.sleep(0.3)
+        # Restart only once the remote command runs (sshd is on this machine, so its
+        # processes are visible here); a fixed delay raced the connection set-up under load.
+        with anyio.fail_after(10):
+            for _ in range(200):
+                found = await anyio.run_process(["pgrep", "-f", "sleep 5"], check=False)
+                if found.returncode == 0:
+                    break
+                await anyio.sleep(0.05)
         await anyio.to_thread.run_sync(sshd.restart)
 
     async with anyio.create_task_group() as tg:

@@ -1,22 +1,120 @@
-"""What a tool handler gets: the target cluster's API, task waiting, and progress.
+"""What a tool handler gets: the target cluster's API, its nodes over SSH, task waiting,
+artifacts and progress.
 
 Every backend call a tool makes goes through here, so the gateway sees the task UPIDs a
-call started (for audit) and the tool never holds a credential or a connection.
+call started and the command it ran on a node (for audit), and the tool never holds a
+credential or a connection.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import hashlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
-from pvemcp.config import ClusterConfig
+import anyio
+
+from pvemcp.config import ClusterConfig, SshConfig
+from pvemcp.gateway.artifacts import ArtifactStore
+from pvemcp.gateway.errors import ToolFailure
 from pvemcp.gateway.plan import Plan
 from pvemcp.policy.principal import Principal
 from pvemcp.proxmox.backend import ApiResult, Method, Params, ProxmoxBackend
+from pvemcp.proxmox.errors import SshTimeout
+from pvemcp.proxmox.ssh import CommandResult, SshPool, printable, wire_command
+from pvemcp.proxmox.ssh.pool import SftpSession
+from pvemcp.proxmox.ssh.sftp import ResolvedPath, Written, read_file, resolve_path, write_file
 from pvemcp.proxmox.tasks import TaskStatus, get_task_log, get_task_status, wait_for_task
 from pvemcp.proxmox.upid import is_upid
+from pvemcp.secrets.redaction import Redactor
 
 ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
+Authorizer = Callable[[str | None, tuple[str, ...]], None]
+"""Policy on (node, canonical paths) before a planner touches a file's content; raises
+the `denied` ToolFailure."""
+
+
+@dataclass
+class CommandRecord:
+    """What a command (or file operation) a call ran on a node or guest did, for the
+    audit outcome: status, sizes and hashes, never the output itself."""
+
+    node: str | None = None
+    ssh_user: str | None = None
+    host_key: str | None = None
+    argv: tuple[str, ...] | None = None
+    command: str | None = None
+    exit_code: int | None = None
+    signal: str | None = None
+    timed_out: bool | None = None
+    out: bytes | None = field(default=None, repr=False)
+    err: bytes | None = field(default=None, repr=False)
+    truncated: bool | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+    """Other facts for the record's `where.target`: path, artifact ids, durations."""
+
+    @classmethod
+    def from_result(cls, result: CommandResult) -> CommandRecord:
+        return cls(
+            node=result.node,
+            ssh_user=result.user,
+            host_key=result.host_key_fingerprint,
+            argv=result.argv,
+            command=result.command,
+            exit_code=result.exit_code,
+            signal=result.signal,
+            timed_out=result.timed_out,
+            out=result.stdout,
+            err=result.stderr,
+            truncated=result.truncated,
+            facts={"ssh_duration_ms": round(result.duration * 1000, 3)},
+        )
+
+    @classmethod
+    def from_session(cls, session: SftpSession, **facts: Any) -> CommandRecord:
+        return cls(
+            node=session.node,
+            ssh_user=session.user,
+            host_key=session.host_key_fingerprint,
+            facts=dict(facts),
+        )
+
+    def audit_fields(self) -> dict[str, Any]:
+        """Keyword arguments for `AuditLog.outcome` (None values are left out)."""
+        fields: dict[str, Any] = {
+            "node": self.node,
+            "ssh_user": self.ssh_user,
+            "host_key": self.host_key,
+            "argv": list(self.argv) if self.argv is not None else None,
+            "command": self.command,
+            "exit_code": self.exit_code,
+            "signal": self.signal,
+            "timed_out": self.timed_out,
+            "truncated": self.truncated,
+            "target": self.facts or None,
+        }
+        for name, data in (("out", self.out), ("err", self.err)):
+            if data is not None:
+                fields[f"{name}_bytes"] = len(data)
+                fields[f"{name}_sha256"] = hashlib.sha256(data).hexdigest()
+        return {key: value for key, value in fields.items() if value is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class ShapedOutput:
+    """Command output fit for a model: at most `output_cap` bytes per stream as clean
+    text, the whole capture of a longer stream as an artifact, and stdout parsed when it
+    is complete JSON (an object or array, as `--output-format json` prints)."""
+
+    stdout: str
+    stderr: str
+    truncated: bool
+    stdout_artifact: str | None = None
+    stderr_artifact: str | None = None
+    parsed: Any = None
 
 
 class ToolContext:
@@ -30,6 +128,10 @@ class ToolContext:
         cluster: ClusterConfig,
         backend: ProxmoxBackend,
         progress: ProgressFn | None,
+        ssh: Callable[[], SshPool],
+        artifacts: ArtifactStore,
+        redactor: Redactor,
+        authorize: Authorizer,
     ) -> None:
         self.principal = principal
         self.cluster_name = cluster_name
@@ -39,6 +141,13 @@ class ToolContext:
         self.upids: list[str] = []
         self.plan: Plan | None = None
         """The plan the gateway confirmed for this call (risky tools only)."""
+        self._ssh = ssh
+        """The cluster's SSH pool, made on first use (a tool failure without `[ssh]`)."""
+        self._artifacts = artifacts
+        self._redactor = redactor
+        self._authorize = authorize
+        self.command: CommandRecord | None = None
+        """The command this call ran on a node or guest, for the audit outcome."""
 
     @property
     def backend_name(self) -> str:
@@ -79,3 +188,162 @@ class ToolContext:
     ) -> tuple[list[tuple[int, str]], int]:
         """A page of a task's log as `(n, text)` lines, and the log's total line count."""
         return await get_task_log(self._backend, upid, start=start, limit=limit)
+
+    # -- nodes over SSH --------------------------------------------------------------------
+
+    @property
+    def ssh_config(self) -> SshConfig:
+        """The cluster's `[ssh]` settings; a cluster without them is a tool failure."""
+        return self._ssh().config
+
+    @property
+    def output_limits(self) -> SshConfig:
+        """Output caps and artifact TTL for command output (the SSH settings' defaults
+        when the cluster has none, as for guest-agent exec over REST)."""
+        return self.cluster.ssh or SshConfig()
+
+    def wire_command(self, argv: Sequence[str], timeout: float | None = None) -> str:
+        """The exact string `ssh_run(node, argv, timeout=timeout)` will send, for the plan."""
+        config = self.ssh_config
+        return wire_command(argv, config.command_timeout if timeout is None else timeout)
+
+    async def ssh_run(
+        self,
+        node: str,
+        argv: Sequence[str],
+        *,
+        timeout: float | None = None,
+        stdin: bytes | None = None,
+    ) -> CommandResult:
+        """Run `argv` on `node` (see `SshPool.run`) and record it for the audit outcome,
+        a command killed for its timeout included."""
+        try:
+            result = await self._ssh().run(node, argv, timeout=timeout, stdin=stdin)
+        except SshTimeout as exc:
+            if exc.result is not None:
+                self.command = CommandRecord.from_result(exc.result)
+            raise
+        self.command = CommandRecord.from_result(result)
+        return result
+
+    def keep_artifact(self, data: bytes) -> str | None:
+        """Keep `data` (redacted) for this caller only; its `pvemcp://artifacts/...` URI,
+        or None when the store cannot take it. The id goes into the audit outcome."""
+        # surrogateescape keeps non-UTF-8 bytes as they were while the text is redacted.
+        text = data.decode("utf-8", errors="surrogateescape")
+        data = self._redactor.text(text).encode("utf-8", errors="surrogateescape")
+        artifact = self._artifacts.put(self.principal, data, ttl=self.output_limits.artifact_ttl)
+        if artifact is None:
+            return None
+        if self.command is None:
+            self.command = CommandRecord()
+        self.command.facts.setdefault("artifacts", []).append(artifact.id)
+        return artifact.uri
+
+    def shape_output(self, out: bytes, err: bytes, *, cut_at_source: bool = False) -> ShapedOutput:
+        """`out` and `err` as a model should see them (see `ShapedOutput`); `cut_at_source`
+        says the producer already dropped bytes beyond what was captured."""
+        cap = self.output_limits.output_cap
+        uris = [self.keep_artifact(data) if len(data) > cap else None for data in (out, err)]
+        parsed: Any = None
+        if len(out) <= cap and not cut_at_source and out.lstrip()[:1] in (b"{", b"["):
+            try:
+                parsed = json.loads(out)
+            except ValueError:
+                parsed = None
+        return ShapedOutput(
+            stdout=printable(out[:cap]),
+            stderr=printable(err[:cap]),
+            truncated=cut_at_source or len(out) > cap or len(err) > cap,
+            stdout_artifact=uris[0],
+            stderr_artifact=uris[1],
+            parsed=parsed,
+        )
+
+    def authorize(self, node: str | None, paths: Sequence[str]) -> None:
+        """Ask policy now whether this call may touch `paths` (canonical) on `node`, for a
+        planner that would otherwise read a file before the gateway decides."""
+        self._authorize(node, tuple(paths))
+
+    @asynccontextmanager
+    async def _sftp(self, node: str) -> AsyncIterator[SftpSession]:
+        """An SFTP session whose work must finish within the command timeout."""
+        pool = self._ssh()
+        seconds = pool.config.command_timeout
+        try:
+            with anyio.fail_after(seconds):
+                async with pool.sftp(node) as session:
+                    yield session
+        except TimeoutError:
+            raise SshTimeout(
+                f"node {node}: the file operation did not finish within {seconds:g} s",
+                node=node,
+            ) from None
+
+    async def resolve_path(self, node: str, path: str) -> ResolvedPath:
+        """`path` canonicalised on the node (see `pvemcp.proxmox.ssh.sftp.resolve_path`)."""
+        async with self._sftp(node) as session:
+            return await resolve_path(session, path)
+
+    async def read_file(self, node: str, path: str, *, canonical: str) -> bytes:
+        """The content of `path`, which must still resolve to `canonical` (what policy
+        allowed); recorded for the audit outcome by size and hash."""
+        async with self._sftp(node) as session:
+            resolved = await self._still(session, path, canonical)
+            self.command = CommandRecord.from_session(session, path=canonical, operation="read")
+            data = await read_file(session, resolved, self.ssh_config.file_max_bytes)
+            self.command.out = data
+            return data
+
+    async def read_current(self, node: str, resolved: ResolvedPath) -> bytes | None:
+        """The content a write to `resolved` would replace, or None when there is no
+        regular file there yet (for a plan's diff)."""
+        if resolved.kind != "file":
+            return None
+        async with self._sftp(node) as session:
+            return await read_file(session, resolved, self.ssh_config.file_max_bytes)
+
+    async def write_file(
+        self,
+        node: str,
+        path: str,
+        data: bytes,
+        *,
+        canonical: str,
+        mode: int | None,
+        expected_sha256: str | None,
+    ) -> Written:
+        """Atomically replace `path`, which must still resolve to `canonical` (see
+        `pvemcp.proxmox.ssh.sftp.write_file`); recorded for the audit outcome."""
+        async with self._sftp(node) as session:
+            resolved = await self._still(session, path, canonical)
+            self.command = CommandRecord.from_session(session, path=canonical, operation="write")
+            written = await write_file(
+                session,
+                resolved,
+                data,
+                mode=mode,
+                expected_sha256=expected_sha256,
+                max_bytes=self.ssh_config.file_max_bytes,
+            )
+            self.command.facts.update(
+                bytes=written.size,
+                sha256=written.sha256,
+                before_sha256=written.before_sha256,
+                mode=f"{written.mode:04o}",
+                created=written.created,
+            )
+            return written
+
+    @staticmethod
+    async def _still(session: SftpSession, path: str, canonical: str) -> ResolvedPath:
+        resolved = await resolve_path(session, path)
+        if resolved.canonical != canonical:
+            raise ToolFailure(
+                "path_changed",
+                f"{path} now leads to {resolved.canonical}, not {canonical} as when it was "
+                "planned; nothing was done",
+                field="path",
+                hint="Call again to plan (and be allowed) on the current path.",
+            )
+        return resolved

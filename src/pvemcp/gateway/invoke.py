@@ -20,6 +20,7 @@ import anyio
 import structlog
 from pydantic import ValidationError
 
+from pvemcp.gateway.artifacts import ArtifactStore
 from pvemcp.gateway.clusters import ClusterPool
 from pvemcp.gateway.confirm import ConfirmationTokens, binding
 from pvemcp.gateway.context import ProgressFn, ToolContext
@@ -32,7 +33,7 @@ from pvemcp.policy.decision import Decision, Effect
 from pvemcp.policy.engine import PolicyEngine, PolicyRequest
 from pvemcp.policy.principal import Principal
 from pvemcp.policy.tiers import Tier
-from pvemcp.proxmox.errors import ProxmoxError, TaskFailed, TaskTimeout
+from pvemcp.proxmox.errors import ProxmoxError, SshError, SshHostKeyError, TaskFailed, TaskTimeout
 from pvemcp.secrets.redaction import Redactor
 
 log = structlog.get_logger(__name__)
@@ -77,6 +78,9 @@ class _Call:
     """Unredacted, for the audit HMAC only: never written or returned."""
     decision: Decision | None = None
     target: dict[str, Any] = field(default_factory=dict)
+    planned: dict[str, Any] = field(default_factory=dict)
+    """What the plan says will run or be touched (argv, wire command, paths), for the
+    intent record and any refusal."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +101,13 @@ def _failure_from_proxmox(exc: ProxmoxError) -> ToolFailure:
         details["upid"] = exc.upid
     if isinstance(exc, TaskFailed):
         details["exitstatus"] = exc.exitstatus
+    if isinstance(exc, SshError) and exc.node is not None:
+        details["node"] = exc.node
+    if isinstance(exc, SshHostKeyError):
+        # What an operator needs to verify and pin the key: not secret, and not guessable.
+        details.update(
+            {k: v for k, v in (("fingerprint", exc.fingerprint), ("pin_line", exc.pin_line)) if v}
+        )
     field_name = next(iter(exc.errors), None)
     return ToolFailure(exc.code, exc.message, hint=exc.hint, field=field_name, details=details)
 
@@ -140,6 +151,18 @@ def _risky_output_schema(base: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+def _planned(plan: Plan) -> dict[str, Any]:
+    """The audit's view of what a plan will run or touch."""
+    planned: dict[str, Any] = {}
+    if plan.argv is not None:
+        planned["argv"] = plan.argv
+    if plan.command is not None:
+        planned["command"] = plan.command
+    if plan.paths or plan.hosts:
+        planned["target"] = {k: v for k, v in (("paths", plan.paths), ("hosts", plan.hosts)) if v}
+    return planned
+
+
 class Gateway:
     """Holds the tool registry and runs calls through policy, audit and redaction."""
 
@@ -152,6 +175,7 @@ class Gateway:
         audit: AuditLog,
         redactor: Redactor,
         confirm_ttl: float = 300,
+        artifacts: ArtifactStore | None = None,
     ) -> None:
         self._tools: dict[str, _Prepared] = {}
         for spec in tools:
@@ -172,6 +196,7 @@ class Gateway:
         self.audit = audit
         self.redactor = redactor
         self.tokens = ConfirmationTokens(confirm_ttl)
+        self.artifacts = artifacts or ArtifactStore()
 
     def specs(self) -> list[AnySpec]:
         return [prepared.spec for prepared in self._tools.values()]
@@ -258,15 +283,29 @@ class Gateway:
             return self._refused(call, failure)
         call.raw_arguments = args.model_dump(mode="json", exclude_none=True)
         call.arguments = self.redactor.value(call.raw_arguments)
-        ctx = ToolContext(
-            principal=principal,
-            cluster_name=call.cluster,
-            cluster=cluster,
-            backend=self.clusters.backend(call.cluster),
-            progress=progress,
-        )
         request = PolicyRequest(
             tool=name, tier=spec.tier, cluster=call.cluster, arguments=args.model_dump()
+        )
+        cluster_name = call.cluster
+
+        def authorize(node: str | None, paths: tuple[str, ...]) -> None:
+            decision = self.policy.decide(
+                principal, dataclasses.replace(request, node=node, paths=paths)
+            )
+            if decision.effect is Effect.DENY:
+                call.decision = decision
+                raise self._denial(decision)
+
+        ctx = ToolContext(
+            principal=principal,
+            cluster_name=cluster_name,
+            cluster=cluster,
+            backend=self.clusters.backend(cluster_name),
+            progress=progress,
+            ssh=lambda: self.clusters.ssh_pool(cluster_name),
+            artifacts=self.artifacts,
+            redactor=self.redactor,
+            authorize=authorize,
         )
         if spec.planner is None or not isinstance(args, WriteInput):
             call.decision = self.policy.decide(principal, request)
@@ -299,6 +338,7 @@ class Gateway:
             return self._refused(call, known)
         target = plan.target
         call.target = {"node": target.node, "vmid": target.vmid}
+        call.planned = _planned(plan)
         call.decision = decision = self.policy.decide(
             call.principal,
             dataclasses.replace(
@@ -307,6 +347,9 @@ class Gateway:
                 vmid=target.vmid,
                 pool=target.pool,
                 tags=frozenset(target.tags),
+                argv=tuple(plan.argv) if plan.argv is not None else None,
+                paths=tuple(plan.paths),
+                hosts=tuple(plan.hosts),
             ),
         )
         if decision.effect is Effect.DENY:
@@ -336,7 +379,7 @@ class Gateway:
             tool=call.tool,
             arguments=args.model_dump(mode="json"),
             cluster=call.cluster,
-            target=plan.target.model_dump(mode="json"),
+            target=plan.bound_facts(),
             caller={
                 "sub": call.principal.subject,
                 "iss": call.principal.issuer,
@@ -349,7 +392,9 @@ class Gateway:
             except ToolFailure as failure:
                 return failure
             return None
-        answer = await confirmer(call.tool, plan) if confirmer is not None else None
+        # The human sees the redacted plan: a diff or a command line can hold secrets.
+        shown = Plan.model_validate(shown_plan)
+        answer = await confirmer(call.tool, shown) if confirmer is not None else None
         if answer is True:
             return None
         if answer is False:
@@ -398,6 +443,7 @@ class Gateway:
                     raw_arguments=call.raw_arguments or {},
                     policy_hash=self.policy.bundle_hash,
                     **call.target,
+                    **call.planned,
                 )
             except AuditUnavailable as exc:
                 log.error(
@@ -440,6 +486,7 @@ class Gateway:
         upids, backend = ctx.upids, ctx.backend_name
         duration_ms = (time.perf_counter() - call.started) * 1000
         risky = call.tier != "read"
+        command = ctx.command.audit_fields() if ctx.command is not None else {}
         try:
             self.audit.outcome(
                 call.event_id,
@@ -458,7 +505,7 @@ class Gateway:
                 backend=backend,
                 exitstatus=exitstatus,
                 raw_arguments=call.raw_arguments or {},
-                **call.target,
+                **(call.target | command),
             )
         except AuditUnavailable as exc:
             log.error(
@@ -492,6 +539,7 @@ class Gateway:
                 raw_arguments=call.raw_arguments or {},
                 policy_hash=self.policy.bundle_hash,
                 **call.target,
+                **call.planned,
             )
         except AuditUnavailable as exc:
             log.error("audit_record_failed", tool=call.tool, event_id=call.event_id, error=str(exc))

@@ -36,7 +36,13 @@ class Change(BaseModel):
 
 
 class Plan(BaseModel):
-    """A human-readable summary, the changes, and the target."""
+    """A human-readable summary, the changes, the target, and for commands and files
+    exactly what will run or be touched.
+
+    `argv`, `paths` and `hosts` are what policy's `argv`, `paths` and `hosts` rules are
+    checked against (paths canonical, resolved on the node); `command` is the exact string
+    that will be sent over SSH, recorded in the audit intent before it runs.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -44,10 +50,31 @@ class Plan(BaseModel):
     changes: list[Change] = []
     target: Target = Target()
     warnings: list[str] = []
+    argv: list[str] | None = None
+    command: str | None = None
+    paths: list[str] = []
+    hosts: list[str] = []
+    diff: str | None = None
+    """For file writes: the start of a unified diff of the content (text files)."""
 
     def describe(self) -> str:
         """The plan as a few lines of text for a confirmation prompt."""
         lines = [self.summary]
+        if self.command is not None:
+            lines.append(f"$ {self.command}")
         lines += [f"- {c.field}: {c.before!r} -> {c.after!r}" for c in self.changes]
         lines += [f"! {w}" for w in self.warnings]
+        if self.diff:
+            lines.append(self.diff)
         return "\n".join(lines)
+
+    def bound_facts(self) -> dict[str, Any]:
+        """What a confirmation binds besides the arguments: the target and what would run
+        or be touched, so an approval cannot be redeemed for another command or path. For
+        files the changes too (the hashes of the content replaced): the approved diff is
+        the one applied. Other tools' changes are not bound, so a replayed token is
+        refused as used rather than as a different call."""
+        facts = {"target", "argv", "command", "paths", "hosts"}
+        if self.paths:
+            facts.add("changes")
+        return self.model_dump(mode="json", include=facts)

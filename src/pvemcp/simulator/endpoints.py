@@ -246,6 +246,21 @@ def _power(kind: GuestKind, action: str) -> Handler:
     return handler
 
 
+def _agent_exec(ctx: Context, params: Params) -> Result:
+    ctx.state.node(_s(params, "node"))
+    guest = ctx.state.require_guest(_s(params, "node"), "qemu", _i(params, "vmid"))
+    command = params["command"]
+    assert isinstance(command, list)
+    stdin = str(params.get("input-data", ""))
+    return Result({"pid": ctx.state.agents.start(guest, command, stdin, ctx.now)})
+
+
+def _agent_exec_status(ctx: Context, params: Params) -> Result:
+    ctx.state.node(_s(params, "node"))
+    guest = ctx.state.require_guest(_s(params, "node"), "qemu", _i(params, "vmid"))
+    return Result(ctx.state.agents.status(guest, _i(params, "pid"), ctx.now))
+
+
 # --- tasks ---------------------------------------------------------------------------
 
 
@@ -282,8 +297,8 @@ def _task_log(ctx: Context, params: Params) -> Result:
     if not lines:
         # A worker that has not written yet: PVE's placeholder for ExtJS.
         return Result([{"n": 1, "t": "no content"}], 1)
-    start = int(params.get("start", 0))
-    limit = int(params.get("limit", 50))
+    start = _i(params, "start") if "start" in params else 0
+    limit = _i(params, "limit") if "limit" in params else 50
     page = lines[start:] if limit == 0 else lines[start : start + limit]
     return Result([{"n": start + i + 1, "t": text} for i, text in enumerate(page)], len(lines))
 
@@ -295,8 +310,8 @@ def _task_stop(ctx: Context, params: Params) -> Result:
 
 def _node_tasks(ctx: Context, params: Params) -> Result:
     node = ctx.state.node(_s(params, "node")).name
-    start = int(params.get("start", 0))
-    limit = int(params.get("limit", 50))
+    start = _i(params, "start") if "start" in params else 0
+    limit = _i(params, "limit") if "limit" in params else 50
     source = params.get("source", "archive")
     allowed = {"ok", "warning", "error", "unknown"}
     if params.get("errors"):
@@ -452,6 +467,22 @@ ROUTES: tuple[Route, ...] = (
     ),
     *_guest_routes("qemu"),
     *_guest_routes("lxc"),
+    Route(
+        "POST",
+        "/nodes/{node}/qemu/{vmid}/agent/exec",
+        {
+            **_GUEST,
+            "command": Param("array"),
+            "input-data": Param("string", optional=True, max_length=65536),
+        },
+        _agent_exec,
+    ),
+    Route(
+        "GET",
+        "/nodes/{node}/qemu/{vmid}/agent/exec-status",
+        {**_GUEST, "pid": Param("integer")},
+        _agent_exec_status,
+    ),
     Route(
         "GET",
         "/nodes/{node}/tasks",

@@ -16,8 +16,8 @@ from typing import Literal
 
 from .errors import param_error
 
-ParamType = Literal["string", "integer", "number", "boolean"]
-Value = str | int | float | bool
+ParamType = Literal["string", "integer", "number", "boolean", "array"]
+Value = str | int | float | bool | list[str]
 
 _INTEGER_RE = re.compile(r"[+-]?\d+")
 _NUMBER_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
@@ -144,11 +144,22 @@ def _convert(spec: Param, raw: object) -> Value | None:
     return None
 
 
+def _string_array(raw: object) -> list[str] | None:
+    """Only string arrays are simulated (agent exec's `command`); a single form value is
+    an array of one."""
+    items = raw if isinstance(raw, list) else [raw]
+    if all(isinstance(item, str) for item in items):
+        return [str(item) for item in items]
+    return None
+
+
 def _check_value(spec: Param, raw: object) -> tuple[Value | None, str | None]:
     """The converted value and the first problem, checked in PVE's order."""
-    value = _convert(spec, raw)
+    value = _string_array(raw) if spec.type == "array" else _convert(spec, raw)
     if value is None:
         return None, f"type check ('{spec.type}') failed - got '{_shown(raw)}'"
+    if isinstance(value, list):
+        return value, None
     if isinstance(value, str) and spec.max_length is not None and len(value) > spec.max_length:
         return None, f"value may only be {spec.max_length} characters long"
     if isinstance(value, int | float) and not isinstance(value, bool):
@@ -177,7 +188,7 @@ def validate(specs: Mapping[str, Param], raw: Mapping[str, object]) -> dict[str,
     values: dict[str, Value] = {}
     for name, spec in specs.items():
         item = raw.get(name)
-        if isinstance(item, list):
+        if isinstance(item, list) and spec.type != "array":
             if len(item) != 1:
                 errors[name] = f"type check ('{spec.type}') failed - got an array"
                 continue

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from .agent import GuestAgents
 from .errors import ApiError, failure
 from .model import Guest, GuestKind, Node
 from .seed import CLUSTER_NAME, build_demo
@@ -54,6 +55,7 @@ class ClusterState:
         self.storages = demo.storages
         self.pools = demo.pools
         self.tasks = TaskTable(time_scale)
+        self.agents = GuestAgents()
         for task in demo.history:
             self.tasks.add_history(task)
 

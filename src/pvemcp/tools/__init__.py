@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 from pvemcp.gateway.registry import AnySpec
-from pvemcp.tools import cluster, guests, tasks
+from pvemcp.tools import cluster, files, guest_exec, guests, node_cli, tasks
 
 
 def all_tools() -> list[AnySpec]:
     """Every tool, in the order tools/list shows them."""
-    return [*cluster.TOOLS, *guests.TOOLS, *tasks.TOOLS]
+    return [
+        *cluster.TOOLS,
+        *guests.TOOLS,
+        *tasks.TOOLS,
+        *node_cli.TOOLS,
+        *files.TOOLS,
+        *guest_exec.TOOLS,
+    ]
 
 
 def tier_map() -> dict[str, str]:

@@ -18,6 +18,7 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.elicitation import AcceptedElicitation
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 from mcp.server.mcpserver.tools.base import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
 from mcp.shared.exceptions import NoBackChannelError
@@ -25,6 +26,7 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from pvemcp import __version__
+from pvemcp.gateway.artifacts import URI_PREFIX
 from pvemcp.gateway.invoke import Gateway, ToolResult
 from pvemcp.gateway.plan import Plan
 from pvemcp.gateway.registry import AnySpec
@@ -174,7 +176,7 @@ def build_mcp_server(
             out = {**out, "tools": [t for t in out.get("tools", []) if t.get("name") in visible]}
         return out
 
-    return MCPServer(
+    server: MCPServer[Any] = MCPServer(
         "pvemcp",
         version=__version__,
         instructions=INSTRUCTIONS,
@@ -183,3 +185,20 @@ def build_mcp_server(
         token_verifier=token_verifier,
         auth=auth,
     )
+
+    @server.resource(
+        URI_PREFIX + "{artifact_id}",
+        name="artifact",
+        title="Command output kept beyond the inline cap",
+        mime_type="application/octet-stream",
+        description="The whole output of a command or file an escape tool cut at its "
+        "inline cap; readable only by the caller that ran it, until it expires.",
+    )
+    async def artifact(artifact_id: str, ctx: Context[Any, Any]) -> bytes:
+        found = gateway.artifacts.get(principal_of(ctx.request_context), artifact_id)
+        if found is None:
+            # The same answer for another caller's artifact as for none: ids cannot be probed.
+            raise ResourceNotFoundError(f"no artifact {artifact_id!r} (unknown or expired)")
+        return found.data
+
+    return server

@@ -36,6 +36,11 @@ PVE_ERROR_CODES = frozenset(
         "ssh_auth_failed",
         "ssh_unreachable",
         "ssh_command_timeout",
+        # Files on a node (pvemcp.proxmox.ssh.sftp): what the node's file system answered.
+        "file_error",
+        "path_refused",
+        "file_too_large",
+        "precondition_failed",
     }
 )
 

@@ -19,6 +19,7 @@ SFTP (v3) has no `O_NOFOLLOW`, so the rules are built from what it has:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import posixpath
 import re
@@ -91,21 +92,21 @@ class FileChanged(RemoteFileError):
     hint = "Read the file again, apply the change to its current content, then retry."
 
 
-def check_path(path: str) -> str:
-    """Return `path` if it is absolute and already lexically canonical; raise ValueError.
+def _path_problem(path: str) -> str | None:
+    """Why `path` is not absolute and lexically canonical, or None when it is.
 
     `.`/`..`/empty components are refused rather than normalised: a caller asking for
     `/srv/../etc/shadow` gets an error, not `/etc/shadow`.
     """
     if not path.startswith("/"):
-        raise ValueError("must be an absolute path")
+        return "must be an absolute path"
     if len(path) > MAX_PATH:
-        raise ValueError(f"is longer than {MAX_PATH} characters")
+        return f"is longer than {MAX_PATH} characters"
     if _CONTROL_RE.search(path):
-        raise ValueError("contains a control character or NUL")
+        return "contains a control character or NUL"
     if path != "/" and any(part in ("", ".", "..") for part in path[1:].split("/")):
-        raise ValueError("must not contain '.', '..', '//' or a trailing '/'")
-    return path
+        return "must not contain '.', '..', '//' or a trailing '/'"
+    return None
 
 
 def denied(path: str) -> str | None:
@@ -211,10 +212,9 @@ async def resolve_path(session: SftpSession, path: str) -> ResolvedPath:
     malformed path or one on the deny list (requested or canonical).
     """
     node = session.node
-    try:
-        check_path(path)
-    except ValueError as exc:
-        raise PathRefused(f"node {node}: path {path[:200]!r} {exc}", node=node) from None
+    problem = _path_problem(path)
+    if problem is not None:
+        raise PathRefused(f"node {node}: path {path[:200]!r} {problem}", node=node)
     _refuse_denied(node, path)
     parts = [part for part in path.split("/") if part]
     canonical: str | None = None
@@ -223,7 +223,7 @@ async def resolve_path(session: SftpSession, path: str) -> ResolvedPath:
         if real is not None:
             canonical = posixpath.join(real, *parts[cut:])
             break
-    if canonical is None or canonical != "/" and check_path_or_none(canonical) is None:
+    if canonical is None or _path_problem(canonical) is not None:
         raise PathRefused(f"node {node}: {path} cannot be resolved on the node", node=node)
     _refuse_denied(node, canonical)
     attrs = await _lstat(session, path)
@@ -238,14 +238,6 @@ async def resolve_path(session: SftpSession, path: str) -> ResolvedPath:
         uid=attrs.uid,
         gid=attrs.gid,
     )
-
-
-def check_path_or_none(path: str) -> str | None:
-    """`path` if it is canonical (see `check_path`), else None."""
-    try:
-        return check_path(path)
-    except ValueError:
-        return None
 
 
 async def read_file(session: SftpSession, resolved: ResolvedPath, max_bytes: int) -> bytes:
@@ -295,15 +287,16 @@ async def write_file(
 
     `mode` None keeps an existing file's mode (new files get 0644); an existing file keeps
     its owner and group. `expected_sha256` (hex) refuses the write with `FileChanged`
-    unless the current content has that hash (`"absent"`-style checks: pass the empty
-    file's hash to require an empty file). Nothing is left behind on failure.
+    unless the current content has that hash (a missing file never matches). Nothing is
+    left behind on failure: the temporary file is removed, the target is untouched.
     """
     node, path = session.node, resolved.canonical
     _check_size(node, path, len(data), max_bytes)
     directory, name = posixpath.split(path)
     before = await _current(session, resolved, max_bytes)
     _check_expected(node, path, before, expected_sha256)
-    final_mode = mode if mode is not None else resolved.mode if resolved.exists else 0o644
+    if mode is None:
+        mode = resolved.mode if resolved.mode is not None else 0o644
     temp = posixpath.join(directory, f".{name}.pvemcp-{secrets.token_hex(6)}.tmp")
     client = session.client
     try:
@@ -314,23 +307,19 @@ async def write_file(
         async with handle:
             await handle.write(data)
             await _fsync(handle)
-        await _set_attributes(session, temp, final_mode, resolved)
+            await _set_attributes(session, handle, mode, resolved)
         # What was checked at the start must still hold just before the switch.
-        if await _realpath(session, directory) != directory:
-            raise RemoteFileError(
-                f"node {node}: the directory {directory} changed during the write", node=node
-            )
-        current = await _current(session, await resolve_path(session, resolved.requested), max_bytes)
-        _check_expected(node, path, current, expected_sha256)
-        if current != before:
+        again = await resolve_path(session, resolved.requested)
+        if again.canonical != path or await _current(session, again, max_bytes) != before:
             raise FileChanged(f"node {node}: {path} changed during the write", node=node)
         await client.posix_rename(temp, path)
     except BaseException as exc:
-        with anyio.CancelScope(shield=True), anyio.move_on_after(_CLEANUP_SECONDS):
-            try:
-                await client.remove(temp)
-            except asyncssh.SFTPError:
-                pass
+        with (
+            anyio.CancelScope(shield=True),
+            anyio.move_on_after(_CLEANUP_SECONDS),
+            contextlib.suppress(asyncssh.SFTPError),
+        ):
+            await client.remove(temp)
         if isinstance(exc, asyncssh.SFTPError):
             raise _failure(exc, node, path, "writing") from None
         raise
@@ -338,7 +327,7 @@ async def write_file(
         path=path,
         size=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
-        mode=final_mode,
+        mode=mode,
         created=before is None,
         before_sha256=hashlib.sha256(before).hexdigest() if before is not None else None,
     )
@@ -377,27 +366,26 @@ def _check_expected(node: str, path: str, current: bytes | None, expected: str |
 
 async def _fsync(handle: asyncssh.SFTPClientFile) -> None:
     """Flush to disk before the rename (OpenSSH's fsync@openssh.com), where offered."""
-    try:
+    with contextlib.suppress(asyncssh.SFTPOpUnsupported):
         await handle.fsync()
-    except asyncssh.SFTPOpUnsupported:
-        pass
 
 
 async def _set_attributes(
-    session: SftpSession, temp: str, mode: int, resolved: ResolvedPath
+    session: SftpSession, handle: asyncssh.SFTPClientFile, mode: int, resolved: ResolvedPath
 ) -> None:
-    """Give the temporary file the final mode and the replaced file's owner and group."""
-    attrs = await session.client.lstat(temp)
+    """Give the open temporary file the final mode and the replaced file's owner and group
+    (through its handle, so nothing can swap the path in between)."""
+    attrs = await handle.stat()
     if stat.S_IMODE(attrs.permissions or 0) != mode:
-        await session.client.chmod(temp, mode)
-    owner = (resolved.uid, resolved.gid)
-    if resolved.exists and owner != (attrs.uid, attrs.gid):
+        await handle.chmod(mode)
+    uid, gid = resolved.uid, resolved.gid
+    if uid is not None and gid is not None and (uid, gid) != (attrs.uid, attrs.gid):
         try:
-            await session.client.chown(temp, resolved.uid, resolved.gid)
+            await handle.chown(uid, gid)
         except asyncssh.SFTPPermissionDenied:
             raise RemoteFileError(
-                f"node {session.node}: {resolved.canonical} belongs to uid {resolved.uid} gid "
-                f"{resolved.gid}, which the SSH user cannot give the new content; nothing was "
+                f"node {session.node}: {resolved.canonical} belongs to uid {uid} gid {gid}, "
+                "which the SSH user cannot give the new content; nothing was "
                 "written",
                 node=session.node,
             ) from None

@@ -1,0 +1,293 @@
+"""proxmox_file_read / proxmox_file_write over SFTP on the real sshd: policy on canonical
+paths, traversal and symlink escapes, the built-in deny list, caps, atomic writes."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import pwd
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pvemcp.gateway.invoke import Gateway, ToolResult
+from pvemcp.policy.principal import Principal
+from pvemcp.simulator.server import SimulatorHandle
+from tests.conftest import read_audit
+from tests.support.sshd import Sshd
+
+from .conftest import escape_gateway
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+LOCAL = Principal.local("memory")
+POLICY = """
+version = 1
+
+[[rules]]
+id = "files"
+effect = "allow"
+subjects = ["local"]
+tools = ["proxmox_file_read", "proxmox_file_write"]
+paths = ["{base}/allowed/**"]
+
+[[rules]]
+id = "etc-read"
+effect = "allow"
+subjects = ["local"]
+tools = ["proxmox_file_read"]
+paths = ["/etc/**"]
+
+[[rules]]
+id = "confirm-conf"
+effect = "confirm"
+subjects = ["local"]
+tools = ["proxmox_file_write"]
+paths = ["{base}/allowed/conf/**"]
+"""
+
+
+@pytest.fixture
+def base(sshd: Sshd) -> Iterator[Path]:
+    """A tree the test user owns, outside pytest's private tmp (which it cannot enter)."""
+    root = Path(tempfile.mkdtemp(prefix="pvemcp-files-")).resolve()
+    root.chmod(0o755)
+    user = pwd.getpwnam(sshd.user)
+
+    def own(path: Path) -> None:
+        os.chown(path, user.pw_uid, user.pw_gid, follow_symlinks=False)
+
+    for name in ("allowed", "allowed/conf", "allowed-evil", "outside"):
+        (root / name).mkdir()
+        own(root / name)
+    for relative, content in (
+        ("allowed/notes.txt", b"one\ntwo\n"),
+        ("allowed/blob.bin", b"\x00\x01\xffdata"),
+        ("allowed/conf/app.conf", b"old = 1\nkeep = yes\n"),
+        ("allowed-evil/x.txt", b"evil"),
+        ("outside/secret.txt", b"secret"),
+    ):
+        (root / relative).write_bytes(content)
+        own(root / relative)
+    links = {
+        "allowed/to-outside": "../outside/secret.txt",
+        "allowed/outdir": "../outside",
+        "allowed/to-shadow": "/etc/shadow",
+        "allowed/link.txt": "notes.txt",
+    }
+    for relative, target in links.items():
+        (root / relative).symlink_to(target)
+        own(root / relative)
+    yield root
+    shutil.rmtree(root)
+
+
+@pytest.fixture
+async def gw(
+    ssh_sim: SimulatorHandle, sshd: Sshd, base: Path, tmp_path: Path, audit_path: Path
+) -> AsyncIterator[Gateway]:
+    async with escape_gateway(
+        ssh_sim,
+        sshd,
+        audit=audit_path,
+        policy=POLICY.replace("{base}", str(base)),
+        secrets_dir=tmp_path,
+        output_cap=1024,
+        file_max_bytes=2048,
+    ) as gateway:
+        yield gateway
+
+
+def ok(result: ToolResult) -> dict[str, Any]:
+    assert result.data is not None, result.error
+    return result.data
+
+
+def failed(result: ToolResult) -> dict[str, Any]:
+    assert result.error is not None, result.data
+    return result.error
+
+
+async def read(gw: Gateway, path: str | Path) -> ToolResult:
+    return await gw.invoke(LOCAL, "proxmox_file_read", {"node": "pve1", "path": str(path)})
+
+
+async def write(gw: Gateway, path: str | Path, **args: Any) -> ToolResult:
+    return await gw.invoke(LOCAL, "proxmox_file_write", {"node": "pve1", "path": str(path), **args})
+
+
+def leftovers(directory: Path) -> list[str]:
+    return [p.name for p in directory.iterdir() if ".pvemcp-" in p.name]
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+async def test_read_text_is_audited_by_canonical_path(
+    gw: Gateway, base: Path, audit_path: Path
+) -> None:
+    data = ok(await read(gw, base / "allowed" / "link.txt"))
+    path = str(base / "allowed" / "notes.txt")
+    assert data["path"] == path and data["encoding"] == "utf-8"
+    assert data["content"] == "one\ntwo\n" and data["sha256"] == sha(b"one\ntwo\n")
+    intent, outcome = [
+        r for r in read_audit(audit_path) if r["what"]["tool"] == "proxmox_file_read"
+    ]
+    assert intent["where"]["target"] == {"paths": [path]}
+    assert outcome["where"]["target"] == {"path": path, "operation": "read"}
+    assert outcome["where"]["ssh_user"] and outcome["where"]["host_key"].startswith("SHA256:")
+    assert outcome["outcome"]["out_bytes"] == 8
+    assert outcome["outcome"]["out_sha256"] == sha(b"one\ntwo\n")
+
+
+async def test_read_binary_is_base64_and_flagged(gw: Gateway, base: Path) -> None:
+    data = ok(await read(gw, base / "allowed" / "blob.bin"))
+    assert data["encoding"] == "base64"
+    assert base64.b64decode(data["content"]) == b"\x00\x01\xffdata"
+
+
+async def test_read_caps_inline_and_refuses_too_large(gw: Gateway, base: Path) -> None:
+    big = base / "allowed" / "big.txt"
+    big.write_text("x" * 1500)
+    data = ok(await read(gw, big))
+    assert data["truncated"] is True and len(data["content"]) == 1024
+    assert data["artifact"].startswith("pvemcp://artifacts/")
+    found = gw.artifacts.get(LOCAL, data["artifact"].rsplit("/", 1)[1])
+    assert found is not None and found.data == b"x" * 1500
+    big.write_text("x" * 3000)
+    error = failed(await read(gw, big))
+    assert error["code"] == "file_too_large"
+
+
+async def test_etc_is_readable_by_rule(gw: Gateway) -> None:
+    assert ok(await read(gw, "/etc/hostname"))["content"]
+
+
+@pytest.mark.parametrize(
+    ("path", "code"),
+    [
+        ("{base}/allowed/../outside/secret.txt", "invalid_argument"),
+        ("allowed/notes.txt", "invalid_argument"),
+        ("{base}/allowed//notes.txt", "invalid_argument"),
+        ("{base}/allowed/./notes.txt", "invalid_argument"),
+        ("{base}/allowed/notes.txt/", "invalid_argument"),
+        ("{base}/allowed/\x00", "invalid_argument"),
+        ("{base}/allowed/to-outside", "denied"),
+        ("{base}/allowed/outdir/secret.txt", "denied"),
+        ("{base}/allowed-evil/x.txt", "denied"),
+        ("{base}/outside/secret.txt", "denied"),
+        ("{base}/allowed/to-shadow", "path_refused"),
+        ("/etc/shadow", "path_refused"),
+        ("/etc/gshadow", "path_refused"),
+        ("/root/.ssh/authorized_keys", "path_refused"),
+        ("/etc/pve/priv/authkey.key", "path_refused"),
+    ],
+)
+async def test_escapes_are_refused(gw: Gateway, base: Path, path: str, code: str) -> None:
+    target = path.replace("{base}", str(base))
+    assert failed(await read(gw, target))["code"] == code
+    assert failed(await write(gw, target, content="pwned"))["code"] in (code, "path_refused")
+    assert (base / "outside" / "secret.txt").read_bytes() == b"secret"
+    assert (base / "allowed-evil" / "x.txt").read_bytes() == b"evil"
+
+
+async def test_write_creates_atomically(gw: Gateway, base: Path, audit_path: Path) -> None:
+    target = base / "allowed" / "new.txt"
+    data = ok(await write(gw, target, content="hello\n"))
+    assert data == {
+        "node": "pve1",
+        "path": str(target),
+        "size": 6,
+        "sha256": sha(b"hello\n"),
+        "mode": "0644",
+        "created": True,
+    }
+    assert target.read_bytes() == b"hello\n"
+    assert (target.stat().st_mode & 0o777, target.owner()) == (0o644, "pvemcptest")
+    assert leftovers(target.parent) == []
+    outcome = [r for r in read_audit(audit_path) if r["what"]["tool"] == "proxmox_file_write"][-1]
+    assert outcome["where"]["target"]["sha256"] == sha(b"hello\n")
+    assert outcome["where"]["target"]["created"] is True
+
+
+async def test_write_replaces_keeping_mode_with_expected_hash(gw: Gateway, base: Path) -> None:
+    target = base / "allowed" / "notes.txt"
+    target.chmod(0o640)
+    binary = b"\x00new\xff"
+    data = ok(
+        await write(
+            gw,
+            target,
+            content_base64=base64.b64encode(binary).decode(),
+            expected_sha256=sha(b"one\ntwo\n"),
+        )
+    )
+    assert data["created"] is False and data["mode"] == "0640"
+    assert data["before_sha256"] == sha(b"one\ntwo\n")
+    assert target.read_bytes() == binary and target.stat().st_mode & 0o777 == 0o640
+    ok(await write(gw, target, content="x", mode="0600"))
+    assert target.stat().st_mode & 0o777 == 0o600
+
+
+async def test_refused_writes_leave_nothing_behind(gw: Gateway, base: Path) -> None:
+    allowed = base / "allowed"
+    notes = allowed / "notes.txt"
+    mismatch = failed(await write(gw, notes, content="x", expected_sha256="0" * 64))
+    assert mismatch["code"] == "precondition_failed"
+    too_large = failed(await write(gw, notes, content="x" * 3000))
+    assert too_large["code"] == "file_too_large"
+    through_link = failed(await write(gw, allowed / "link.txt", content="x"))
+    assert through_link["code"] == "path_refused" and "symlink" in through_link["message"]
+    no_dir = failed(await write(gw, allowed / "nope" / "x.txt", content="x"))
+    assert no_dir["code"] == "not_found"
+    # A failure after the temporary file exists: the SSH user cannot give the new content
+    # root's ownership, so the write stops and removes its temporary file.
+    rooted = allowed / "rooted.txt"
+    rooted.write_text("root's\n")
+    owner = failed(await write(gw, rooted, content="x"))
+    assert owner["code"] == "file_error" and "uid 0" in owner["message"]
+    assert rooted.read_text() == "root's\n"
+    assert notes.read_bytes() == b"one\ntwo\n"
+    assert not (allowed / "nope").exists()
+    assert leftovers(allowed) == []
+    assert (allowed / "link.txt").is_symlink()
+
+
+async def test_write_plan_shows_a_diff_and_confirmation_binds_it(gw: Gateway, base: Path) -> None:
+    target = base / "allowed" / "conf" / "app.conf"
+    args = {"content": "new = 2\nkeep = yes\n"}
+    dry = ok(await write(gw, target, dry_run=True, **args))
+    plan = dry["plan"]
+    assert plan["paths"] == [str(target)]
+    assert "-old = 1" in plan["diff"] and "+new = 2" in plan["diff"]
+    assert {"field": "size", "before": 19, "after": 19} in plan["changes"]
+    assert target.read_text() == "old = 1\nkeep = yes\n"
+
+    first = failed(await write(gw, target, **args))
+    assert first["code"] == "confirmation_required"
+    token = first["details"]["confirm_token"]
+    # The file changes after the user approved the diff: the approval no longer applies.
+    target.write_text("old = 3\nkeep = yes\n")
+    stale = failed(await write(gw, target, confirm_token=token, **args))
+    assert stale["code"] == "confirmation_invalid"
+    assert target.read_text() == "old = 3\nkeep = yes\n"
+
+    again = failed(await write(gw, target, **args))
+    ok(await write(gw, target, confirm_token=again["details"]["confirm_token"], **args))
+    assert target.read_text() == "new = 2\nkeep = yes\n"
+
+
+async def test_content_arguments_are_checked(gw: Gateway, base: Path) -> None:
+    target = base / "allowed" / "y.txt"
+    both = failed(await write(gw, target, content="a", content_base64="YQ=="))
+    assert both["code"] == "invalid_argument"
+    bad = failed(await write(gw, target, content_base64="not base64!"))
+    assert "not valid base64" in bad["message"]
+    setuid = failed(await write(gw, target, content="a", mode="4755"))
+    assert setuid["field"] == "mode"
