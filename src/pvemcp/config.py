@@ -10,6 +10,7 @@ embedded simulator (never a guess at a real host).
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 import urllib.parse
@@ -33,6 +34,19 @@ from pvemcp.secrets.models import CredentialsConfig, InlineCredentials
 TOKEN_ID_RE = re.compile(r"^[^\s@!]+@[A-Za-z][A-Za-z0-9.\-_]*![A-Za-z][A-Za-z0-9.\-_]+$")
 FINGERPRINT_RE = re.compile(r"^([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}$|^[0-9A-Fa-f]{64}$")
 CLUSTER_NAME_RE = r"^[a-z][a-z0-9_-]{0,31}$"
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """Whether `host` is this machine: an IP loopback literal or `localhost`. Only these may
+    be reached by plain http or served without OIDC; any other name could resolve anywhere."""
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class ConfigError(Exception):
@@ -220,7 +234,7 @@ class ClusterConfig(BaseModel):
             raise ValueError("must start with https:// (for example https://pve1:8006)")
         if value.startswith("http://"):
             host = urllib.parse.urlsplit(value).hostname or ""
-            if host not in ("127.0.0.1", "::1", "localhost"):
+            if not is_loopback_host(host):
                 raise ValueError(
                     "plain http:// would send the API token in cleartext; use https:// "
                     "(http:// is accepted only for 127.0.0.1, ::1 and localhost)"

@@ -9,7 +9,6 @@ auth code. The app is built around one `MCPServer`, which `both` mode also serve
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import time
 import urllib.parse
@@ -33,7 +32,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp
 
-from pvemcp.config import ConfigError, HttpConfig
+from pvemcp.config import ConfigError, HttpConfig, is_loopback_host
 from pvemcp.gateway.invoke import Gateway
 from pvemcp.policy.audit import AuditUnavailable
 from pvemcp.transports.auth import OidcVerifier, build_verifier, token_sha256
@@ -58,17 +57,6 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 METADATA_PATH = "/.well-known/oauth-protected-resource"
 
 
-def is_loopback(host: str) -> bool:
-    """Only these binds may serve static keys or no auth; a name other than localhost
-    could resolve anywhere, so it counts as remote."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _bracketed(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
@@ -89,7 +77,7 @@ def metadata_url(resource: str) -> str:
 
 def check_http_config(config: HttpConfig) -> None:
     """Refuse the set-ups that would expose the gateway: raises `ConfigError` with the fix."""
-    loopback = is_loopback(config.host)
+    loopback = is_loopback_host(config.host)
     if not loopback and config.auth != "oidc":
         raise ConfigError(
             f"http.host {config.host!r} is not a loopback address, so http.auth must be "
@@ -119,7 +107,7 @@ def transport_security(config: HttpConfig, resource: str) -> TransportSecuritySe
     """
     public = urllib.parse.urlsplit(resource)
     names = {_bracketed(config.host)}
-    if is_loopback(config.host):
+    if is_loopback_host(config.host):
         names |= {"localhost", "127.0.0.1", "[::1]"}
     hosts = list(config.allowed_hosts)
     if not hosts:

@@ -11,7 +11,6 @@ callers share one fetch.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 import ssl
@@ -28,7 +27,7 @@ import structlog
 from joserfc.errors import SecurityWarning
 from joserfc.jwk import ECKey, JWKRegistry, Key, OKPKey, RSAKey
 
-from pvemcp.config import ConfigError, OidcConfig
+from pvemcp.config import ConfigError, OidcConfig, is_loopback_host
 
 log = structlog.get_logger(__name__)
 
@@ -61,18 +60,6 @@ class JwksStatus:
     last_error: str | None
 
 
-def _is_loopback_host(host: str | None) -> bool:
-    """Plain `http://` is tolerated only for these (tests, a provider on the same host)."""
-    if host is None:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _check_url(url: str, what: str) -> str:
     """`url` if it is https (or http on loopback) without userinfo; else `ValueError`."""
     parts = urllib.parse.urlsplit(url)
@@ -80,7 +67,7 @@ def _check_url(url: str, what: str) -> str:
         raise ValueError(f"{what} {url!r} must not carry credentials")
     if parts.scheme == "https" and parts.hostname:
         return url
-    if parts.scheme == "http" and _is_loopback_host(parts.hostname):
+    if parts.scheme == "http" and is_loopback_host(parts.hostname):
         return url
     raise ValueError(f"{what} {url!r} must be an https URL (plain http only on loopback)")
 
