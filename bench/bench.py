@@ -24,11 +24,12 @@ import anyio
 from mcp import Client, StdioServerParameters
 from pydantic import SecretStr
 
-from pvemcp.config import ClusterConfig, Settings, TlsMode
+from pvemcp.config import ClusterConfig, PolicyConfig, Settings, TlsMode
 from pvemcp.gateway.clusters import ClusterPool
 from pvemcp.gateway.invoke import Gateway
 from pvemcp.logsetup import configure_logging
 from pvemcp.policy.audit import AuditLog
+from pvemcp.policy.tiers import Tier
 from pvemcp.runtime import build_policy
 from pvemcp.secrets.redaction import Redactor
 from pvemcp.simulator.server import SimulatorOptions, simulator_in_thread
@@ -103,28 +104,45 @@ async def main(quick: bool) -> None:
             tls=TlsMode.FINGERPRINT,
             fingerprint=sim.fingerprint,
         )
-        gateway = Gateway(
-            tools=all_tools(),
-            clusters=ClusterPool({"bench": cluster}),
-            policy=build_policy(Settings()),
-            audit=AuditLog(Path(tmp) / "audit.jsonl"),
-            redactor=Redactor([sim.token_secret]),
+        # A second policy also names the local operator for every escape tool, so that
+        # tools/list shows the whole catalogue (the default shows what the operator may run).
+        everything = Path(tmp) / "everything.toml"
+        escape = [spec.name for spec in all_tools() if spec.tier is Tier.ESCAPE]
+        everything.write_text(
+            f'[[rules]]\nid = "all"\neffect = "allow"\nsubjects = ["local"]\n'
+            f"tools = {json.dumps(escape)}\n"
         )
+        gateways = [
+            Gateway(
+                tools=all_tools(),
+                clusters=ClusterPool({"bench": cluster}),
+                policy=build_policy(Settings(policy=PolicyConfig(file=policy))),
+                audit=AuditLog(Path(tmp) / "audit.jsonl"),
+                redactor=Redactor([sim.token_secret]),
+            )
+            for policy in (None, everything)
+        ]
         try:
             starts = await cold_start(runs, Path(tmp))
-            size, count = await tools_list_bytes(gateway)
-            samples = await overhead(gateway, iterations)
+            size, count = await tools_list_bytes(gateways[0])
+            all_size, all_count = await tools_list_bytes(gateways[1])
+            samples = await overhead(gateways[0], iterations)
         finally:
-            await gateway.aclose()
+            for gateway in gateways:
+                await gateway.aclose()
 
     print(
         f"(a) cold start, spawn -> tools/list over stdio: median {ms(statistics.median(starts))}"
         f" of {runs} (min {ms(min(starts))}, max {ms(max(starts))})"
     )
-    print(
-        f"(b) tools/list: {size} bytes for {count} tools ({size // count} bytes/tool,"
-        f" ~{size // 4} tokens)"
-    )
+    for label, (nbytes, ntools) in (
+        ("default operator", (size, count)),
+        ("whole catalogue", (all_size, all_count)),
+    ):
+        print(
+            f"(b) tools/list, {label}: {nbytes} bytes for {ntools} tools"
+            f" ({nbytes // ntools} bytes/tool, ~{nbytes // 4} tokens)"
+        )
     direct, gw = samples["direct"], samples["gateway"]
     for pct in (50, 99):
         d, g = percentile(direct, pct), percentile(gw, pct)
