@@ -251,7 +251,7 @@ async def test_sshd_dying_mid_command_is_an_error_then_recovers(pool: SshPool, s
         # processes are visible here); a fixed delay raced the connection set-up under load.
         with anyio.fail_after(10):
             for _ in range(200):
-                found = await anyio.run_process(["pgrep", "-f", "sleep 5"], check=False)
+                found = await anyio.run_process(["pgrep", "-f", "sleep 4.321"], check=False)
                 if found.returncode == 0:
                     break
                 await anyio.sleep(0.05)
@@ -260,7 +260,7 @@ async def test_sshd_dying_mid_command_is_an_error_then_recovers(pool: SshPool, s
     async with anyio.create_task_group() as tg:
         tg.start_soon(restart_soon)
         with pytest.raises(SshError, match="may or may not have completed"):
-            await pool.run("pve1", ["sleep", "5"])
+            await pool.run("pve1", ["sleep", "4.321"])
     assert (await pool.run("pve1", ["true"])).exit_code == 0
 
 

@@ -175,7 +175,10 @@ class Sshd:
         children = _descendants(process.pid)
         with contextlib.suppress(ProcessLookupError):
             process.kill()
-        for pid in reversed(children):
+        # Parents first: the session's sshd must die before the command it runs, or it may
+        # still report the command's (killed) exit status and the client sees a clean end
+        # instead of a lost connection.
+        for pid in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         process.wait(5)
