@@ -288,11 +288,20 @@ CASES = [
         ("builtin.default-deny",),
     ),
     Case(
-        "unknown tags are no match for a deny either",
+        "a deny on tags applies when the tags are unknown (fail closed)",
         rule("a", "allow", '["*"]', tiers='["write"]')
         + rule("d", "deny", '["*"]', tags='["prod"]'),
         BOB,
         request("proxmox_guest_power"),
+        DENY,
+        ("d",),
+    ),
+    Case(
+        "a deny on tags does not apply to other known tags",
+        rule("a", "allow", '["*"]', tiers='["write"]')
+        + rule("d", "deny", '["*"]', tags='["prod"]'),
+        BOB,
+        request("proxmox_guest_power", tags=frozenset({"lab"})),
         ALLOW,
         ("a",),
     ),
@@ -504,20 +513,34 @@ def test_file_rules_add_to_the_profile() -> None:
     assert policy.decide(BOB, request("proxmox_guest_power")).effect is DENY
 
 
-def test_unknown_target_leaves_the_decision_unresolved() -> None:
+def test_unknown_targets_fail_closed_until_resolved() -> None:
     policy = engine(
         rule("a", "allow", '["*"]', tiers='["write"]', tags='["lab"]')
         + rule("prod", "deny", '["*"]', pools='["prod"]')
     )
     before = policy.decide(BOB, request("proxmox_guest_power"))
     assert before.effect is DENY
-    assert before.unresolved == {"tags"}
-    resolved = policy.decide(BOB, request("proxmox_guest_power", tags=frozenset({"lab"})))
-    assert resolved.effect is ALLOW
-    assert resolved.unresolved == {"pool"}
-    assert "provisional" in resolved.reason
+    assert before.rule_ids == ("prod",)
+    assert "unknown targets fail closed" in before.reason
+    # Tags known, pool still unknown: the pool deny still applies.
+    unsure = policy.decide(BOB, request("proxmox_guest_power", tags=frozenset({"lab"})))
+    assert (unsure.effect, unsure.unresolved) == (DENY, frozenset({"pool"}))
     final = policy.decide(BOB, request("proxmox_guest_power", tags=frozenset({"lab"}), pool="dev"))
     assert (final.effect, final.unresolved) == (ALLOW, frozenset())
+    assert (
+        policy.decide(
+            BOB, request("proxmox_guest_power", tags=frozenset({"lab"}), pool="prod")
+        ).effect
+        is DENY
+    )
+
+
+def test_argument_constraints_do_not_apply_to_calls_without_them() -> None:
+    policy = engine(
+        rule("a", "allow", '["*"]', tiers='["write"]')
+        + rule("no-rm", "deny", '["*"]', argv='[["rm", "**"]]')
+    )
+    assert policy.decide(BOB, request("proxmox_guest_power")).effect is ALLOW
 
 
 def test_could_allow_filters_tools_list() -> None:

@@ -47,6 +47,12 @@ class PolicyRequest:
     hosts: tuple[str, ...] = ()
 
 
+TARGET_ATTRIBUTES = frozenset({"cluster", "node", "vmid", "pool", "tags"})
+"""What a call acts on, which a request may not know yet (a read names no guest; a write
+knows it after planning). A deny or confirm rule constrained on one of them applies when it
+is unknown: unknown targets fail closed."""
+
+
 class PolicyEngine:
     """Decides calls against the built-in rules followed by `rules`, in that order."""
 
@@ -70,6 +76,7 @@ class PolicyEngine:
         escape = request.tier is Tier.ESCAPE
         hits: dict[Effect, list[Rule]] = {effect: [] for effect in Effect}
         pending: dict[Effect, set[str]] = {effect: set() for effect in Effect}
+        unsure: dict[Effect, list[Rule]] = {effect: [] for effect in Effect}
         not_by_name: list[Rule] = []
         for rule in self.rules:
             found = rule.match(principal, request)
@@ -83,32 +90,37 @@ class PolicyEngine:
                 not_by_name.append(rule)
             elif found.missing:
                 pending[rule.effect] |= found.missing
+                # A deny or confirm rule that might apply to the unknown target counts as
+                # applying (fail closed); an argv, path or host constraint on a call that
+                # has none simply does not apply.
+                if rule.effect is not Effect.ALLOW and found.missing & TARGET_ATTRIBUTES:
+                    unsure[rule.effect].append(rule)
             else:
                 hits[rule.effect].append(rule)
-        if hits[Effect.DENY]:
-            denies = hits[Effect.DENY]
-            return Decision(Effect.DENY, _ids(denies), f"denied by {_named(denies)}")
+        if hits[Effect.DENY] or unsure[Effect.DENY]:
+            denies = hits[Effect.DENY] or unsure[Effect.DENY]
+            reason = f"denied by {_named(denies)}"
+            if not hits[Effect.DENY]:
+                reason += (
+                    f", which depends on {_listed(pending[Effect.DENY] & TARGET_ATTRIBUTES)} "
+                    "that this request did not carry (unknown targets fail closed)"
+                )
+            return Decision(Effect.DENY, _ids(denies), reason, frozenset(pending[Effect.DENY]))
         if not hits[Effect.ALLOW]:
             return _unallowed(principal, request, not_by_name, pending[Effect.ALLOW])
         effect = Effect.ALLOW
         ids = list(_ids(hits[Effect.ALLOW]))
         reasons = [f"allowed by {_named(hits[Effect.ALLOW])}"]
-        if hits[Effect.CONFIRM]:
+        confirms = hits[Effect.CONFIRM] + unsure[Effect.CONFIRM]
+        if confirms:
             effect = Effect.CONFIRM
-            ids += _ids(hits[Effect.CONFIRM])
-            reasons.append(f"confirmation required by {_named(hits[Effect.CONFIRM])}")
+            ids += _ids(confirms)
+            reasons.append(f"confirmation required by {_named(confirms)}")
         if request.tier is Tier.DESTRUCTIVE:
             effect = Effect.CONFIRM
             ids.append("builtin.confirm-destructive")
             reasons.append("destructive calls always need the human's confirmation")
-        unresolved = pending[Effect.DENY] | (
-            pending[Effect.CONFIRM] if effect is Effect.ALLOW else set()
-        )
-        if unresolved:
-            reasons.append(
-                f"provisional: deny or confirm rules depend on {_listed(unresolved)}, "
-                "which the request did not carry"
-            )
+        unresolved = pending[Effect.DENY] | pending[Effect.CONFIRM]
         return Decision(effect, tuple(ids), "; ".join(reasons), frozenset(unresolved))
 
     def could_allow(self, principal: Principal, tool: str, tier: Tier) -> bool:
