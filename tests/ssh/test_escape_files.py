@@ -187,6 +187,7 @@ async def test_etc_is_readable_by_rule(gw: Gateway) -> None:
         ("/etc/gshadow", "path_refused"),
         ("/root/.ssh/authorized_keys", "path_refused"),
         ("/etc/pve/priv/authkey.key", "path_refused"),
+        ("/var/lib/pve-cluster/config.db", "path_refused"),
     ],
 )
 async def test_escapes_are_refused(gw: Gateway, base: Path, path: str, code: str) -> None:
@@ -291,3 +292,26 @@ async def test_content_arguments_are_checked(gw: Gateway, base: Path) -> None:
     assert "not valid base64" in bad["message"]
     setuid = failed(await write(gw, target, content="a", mode="4755"))
     assert setuid["field"] == "mode"
+
+
+async def test_a_writer_who_may_not_read_gets_no_diff(
+    ssh_sim: SimulatorHandle, sshd: Sshd, base: Path, tmp_path: Path, audit_path: Path
+) -> None:
+    writer_only = """
+version = 1
+
+[[rules]]
+id = "write-only"
+effect = "allow"
+subjects = ["local"]
+tools = ["proxmox_file_write"]
+paths = ["{base}/allowed/**"]
+""".replace("{base}", str(base))
+    async with escape_gateway(
+        ssh_sim, sshd, audit=audit_path, policy=writer_only, secrets_dir=tmp_path
+    ) as gateway:
+        target = base / "allowed" / "conf" / "app.conf"
+        plan = ok(await write(gateway, target, content="", dry_run=True))["plan"]
+    assert "diff" not in plan
+    assert any("does not let this caller read" in w for w in plan["warnings"])
+    assert "old = 1" not in str(plan)

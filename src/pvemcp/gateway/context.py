@@ -33,6 +33,7 @@ from pvemcp.secrets.redaction import Redactor
 
 ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
 Authorizer = Callable[[str | None, tuple[str, ...]], None]
+ReadCheck = Callable[[str | None, tuple[str, ...]], bool]
 """Policy on (node, canonical paths) before a planner touches a file's content; raises
 the `denied` ToolFailure."""
 
@@ -132,6 +133,7 @@ class ToolContext:
         artifacts: ArtifactStore,
         redactor: Redactor,
         authorize: Authorizer,
+        may_read: ReadCheck,
     ) -> None:
         self.principal = principal
         self.cluster_name = cluster_name
@@ -146,6 +148,7 @@ class ToolContext:
         self._artifacts = artifacts
         self._redactor = redactor
         self._authorize = authorize
+        self._may_read = may_read
         self.command: CommandRecord | None = None
         """The command this call ran on a node or guest, for the audit outcome."""
 
@@ -259,6 +262,10 @@ class ToolContext:
             stderr_artifact=uris[1],
             parsed=parsed,
         )
+
+    def may_read(self, node: str | None, paths: Sequence[str]) -> bool:
+        """Whether policy lets this caller read `paths` outright (no confirmation)."""
+        return self._may_read(node, tuple(paths))
 
     def authorize(self, node: str | None, paths: Sequence[str]) -> None:
         """Ask policy now whether this call may touch `paths` (canonical) on `node`, for a

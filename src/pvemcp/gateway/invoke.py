@@ -38,6 +38,9 @@ from pvemcp.secrets.redaction import Redactor
 
 log = structlog.get_logger(__name__)
 
+READ_FILE_TOOL = "proxmox_file_read"
+"""The tool whose grant decides whether a plan may show a file's current content."""
+
 Confirmer = Callable[[str, Plan], Awaitable[bool | None]]
 """Asks the human about a plan: True approves, False declines, None means it cannot ask."""
 
@@ -47,6 +50,7 @@ _REFUSAL_STATUS = {
     "confirmation_required": "confirmation_required",
     "confirmation_declined": "confirmation_declined",
     "confirmation_invalid": "confirmation_failed",
+    "confirmation_unavailable": "confirmation_required",
 }
 
 
@@ -175,6 +179,7 @@ class Gateway:
         audit: AuditLog,
         redactor: Redactor,
         confirm_ttl: float = 300,
+        token_confirmation: bool = True,
         artifacts: ArtifactStore | None = None,
     ) -> None:
         self._tools: dict[str, _Prepared] = {}
@@ -196,6 +201,7 @@ class Gateway:
         self.audit = audit
         self.redactor = redactor
         self.tokens = ConfirmationTokens(confirm_ttl)
+        self.token_confirmation = token_confirmation
         self.artifacts = artifacts or ArtifactStore()
 
     def specs(self) -> list[AnySpec]:
@@ -296,6 +302,18 @@ class Gateway:
                 call.decision = decision
                 raise self._denial(decision)
 
+        def may_read(node: str | None, paths: tuple[str, ...]) -> bool:
+            """Whether this caller could read `paths` with no one's approval: a plan shows
+            a file's content (a diff) only then, or a write grant would leak what it reads."""
+            read = PolicyRequest(
+                tool=READ_FILE_TOOL,
+                tier=Tier.ESCAPE,
+                cluster=cluster_name,
+                node=node,
+                paths=paths,
+            )
+            return self.policy.decide(principal, read).effect is Effect.ALLOW
+
         ctx = ToolContext(
             principal=principal,
             cluster_name=cluster_name,
@@ -306,6 +324,7 @@ class Gateway:
             artifacts=self.artifacts,
             redactor=self.redactor,
             authorize=authorize,
+            may_read=may_read,
         )
         if spec.planner is None or not isinstance(args, WriteInput):
             call.decision = self.policy.decide(principal, request)
@@ -386,7 +405,7 @@ class Gateway:
                 "client_id": call.principal.client_id,
             },
         )
-        if args.confirm_token is not None:
+        if args.confirm_token is not None and self.token_confirmation:
             try:
                 self.tokens.redeem(args.confirm_token, bound)
             except ToolFailure as failure:
@@ -404,6 +423,13 @@ class Gateway:
                 hint="Do not retry unless the user asks for it.",
             )
         reason = call.decision.reason if call.decision is not None else "policy"
+        if not self.token_confirmation:
+            return ToolFailure(
+                "confirmation_unavailable",
+                f"{call.tool} needs a person's confirmation ({reason}) and this client cannot "
+                "ask one (MCP elicitation); nothing was changed",
+                hint="Use a client that supports elicitation, or ask an operator to run it.",
+            )
         return ToolFailure(
             "confirmation_required",
             f"{call.tool} needs the user's confirmation ({reason}); nothing was changed yet",

@@ -197,11 +197,15 @@ async def _plan_write(ctx: ToolContext, args: FileWriteArgs) -> Plan:
     ]
     if new_mode != old_mode:
         changes.append(Change(field="mode", before=old_mode, after=new_mode))
-    diff = _diff(path, before, after)
+    # The diff shows the current content: only to a caller who may read the file anyway.
+    readable = ctx.may_read(node, [path])
+    diff = _diff(path, before, after) if readable else None
     warnings = []
     if resolved.canonical != args.path:
         warnings.append(f"{args.path} resolves to {resolved.canonical}")
-    if diff is None:
+    if not readable:
+        warnings.append("no diff shown: policy does not let this caller read the file")
+    elif diff is None:
         warnings.append("binary content: no diff shown")
     return Plan(
         summary=f"{'replace' if before is not None else 'create'} {path} on node {node} "
