@@ -48,3 +48,11 @@ def test_patterns() -> None:
 def test_short_values_are_not_added() -> None:
     redactor = Redactor(["ab"])
     assert redactor.text("abc") == "abc"
+
+
+def test_a_private_key_cut_off_by_a_cap_is_still_masked() -> None:
+    cut = "log line\n-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\nAAAABG5v"
+    out = Redactor().text(cut)
+    assert out.startswith("log line\n")
+    assert "b3BlbnNzaC1rZXk" not in out
+    assert "AAAABG5v" not in out

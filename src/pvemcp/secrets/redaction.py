@@ -39,6 +39,8 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         ),
         MASK,
     ),
+    # A key cut off by an output cap has no END line: mask from BEGIN to the end of text.
+    (re.compile(r"-----BEGIN ([A-Z ]+ )?PRIVATE KEY-----(?:(?!-----END ).)*\Z", re.DOTALL), MASK),
     (re.compile(r"(?i)\b(authorization|cookie)\s*:\s*[^\r\n]+"), rf"\1: {MASK}"),
     (re.compile(r"(?i)(https?://)[^/\s:@]+:[^/\s@]+@"), rf"\1{MASK}@"),
 )

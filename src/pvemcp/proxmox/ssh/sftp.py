@@ -47,9 +47,12 @@ DENIED: tuple[str, ...] = (
     "/etc/shadow-",
     "/etc/gshadow",
     "/etc/gshadow-",
+    "/var/lib/pve-cluster",
 )
-"""Paths no file tool touches, nor anything below them: cluster and API private keys,
-the SSH keys that would let a write grant itself a login, and password hashes."""
+"""Paths no file tool touches, nor anything below them: cluster and API private keys (and
+`/var/lib/pve-cluster`, whose config.db is the database behind all of `/etc/pve`, private
+keys and token secrets included), the SSH keys that would let a write grant itself a
+login, and password hashes."""
 
 MAX_PATH = 4096
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
