@@ -364,6 +364,15 @@ class PolicyConfig(BaseModel):
         int,
         Field(ge=30, le=3600, description="Seconds a confirmation token stays valid."),
     ] = 300
+    token_confirmation: Annotated[
+        bool,
+        Field(
+            description="When the client cannot be asked through MCP elicitation, return the "
+            "plan and a single-use token for a second call. The caller holding the token can "
+            "redeem it, so this trusts the client to show the plan to a person; false = calls "
+            "that need confirmation run only after an elicitation accept.",
+        ),
+    ] = True
 
 
 def _toml_source(path: Path) -> dict[str, Any]:

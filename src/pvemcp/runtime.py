@@ -96,6 +96,7 @@ async def open_gateway(
                 audit=audit,
                 redactor=redactor,
                 confirm_ttl=settings.policy.confirm_ttl,
+                token_confirmation=settings.policy.token_confirmation,
             )
             try:
                 yield gateway

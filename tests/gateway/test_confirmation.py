@@ -185,3 +185,21 @@ async def test_client_without_elicitation_gets_the_two_step_flow(gw: Gateway, mo
         second = await client.call_tool("proxmox_guest_stop", {"vmid": 104, "confirm_token": token})
         assert not second.is_error, second.content
     assert await status_of(gw, 104) == "stopped"
+
+
+async def test_without_token_confirmation_only_a_person_can_approve(gw: Gateway) -> None:
+    gw.token_confirmation = False
+    refused = await gw.invoke(LOCAL, "proxmox_guest_stop", {"vmid": 100})
+    assert refused.error is not None
+    assert refused.error["code"] == "confirmation_unavailable"
+    assert "confirm_token" not in str(refused.error)
+    assert await status_of(gw, 100) == "running"
+
+    async def on_elicit(context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult:
+        return ElicitResult(action="accept", content={"approve": True})
+
+    server = build_mcp_server(gw, local_principal)
+    async with Client(server, mode="legacy", elicitation_callback=on_elicit) as client:
+        result = await client.call_tool("proxmox_guest_stop", {"vmid": 100})
+    assert not result.is_error, result.content
+    assert await status_of(gw, 100) == "stopped"
