@@ -7,6 +7,7 @@ redaction by the gateway).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -230,3 +231,27 @@ class SshTimeout(SshError):
     ) -> None:
         super().__init__(message, node=node)
         self.result = result
+
+
+_NOT_FOUND_RE = re.compile(r"\bdoes not exist\b|\bno such\b", re.IGNORECASE)
+"""PVE answers most missing objects with a 500 whose message says so."""
+
+
+def error_class_for(
+    status: int | None, message: str, errors: Mapping[str, str]
+) -> type[ProxmoxError]:
+    """The exception class for a PVE failure, whichever backend saw it (REST status, or the
+    status pvesh prints), so typed tools behave the same over both."""
+    if status == 401:
+        return AuthenticationError
+    if status == 403:
+        return PermissionDenied
+    if status == 501:
+        return NotImplementedOnServer
+    if status == 400 and errors:
+        return ParameterError
+    if status == 404 or _NOT_FOUND_RE.search(message):
+        return NotFound
+    if status == 400:
+        return ParameterError
+    return ServerError

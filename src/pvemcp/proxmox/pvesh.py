@@ -33,14 +33,12 @@ from pvemcp.config import ClusterConfig
 from pvemcp.proxmox.backend import ApiResult, Method, Params
 from pvemcp.proxmox.encoding import PathError, encode_path, param_pairs
 from pvemcp.proxmox.errors import (
-    AuthenticationError,
-    NotFound,
     NotImplementedOnServer,
     ParameterError,
-    PermissionDenied,
     ProxmoxError,
     ServerError,
     SshError,
+    error_class_for,
 )
 from pvemcp.proxmox.ssh import CommandResult, SshPool, check_operand, printable
 from pvemcp.proxmox.upid import parse_upid
@@ -55,26 +53,7 @@ _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
 _STATUS_RE = re.compile(r"^(\d{3}) (.+)$")
 _PARAM_RE = re.compile(r"^([A-Za-z][A-Za-z0-9_.\-\[\]]*): (.+)$")
 _NO_HANDLER_RE = re.compile(r"No '\w+' handler defined for '[^']*'")
-# The same wording the REST backend maps to NotFound ("... does not exist").
-_NOT_FOUND_RE = re.compile(r"\bdoes not exist\b|\bno such\b", re.IGNORECASE)
 _NOT_RUNNABLE = {126: "is not executable", 127: "is not installed or not on the PATH"}
-
-
-def _error_class(status: int | None, message: str, errors: dict[str, str]) -> type[ProxmoxError]:
-    """The exception class the REST backend raises for the same status and message."""
-    if status == 401:
-        return AuthenticationError
-    if status == 403:
-        return PermissionDenied
-    if status == 501:
-        return NotImplementedOnServer
-    if status == 400 and errors:
-        return ParameterError
-    if status == 404 or _NOT_FOUND_RE.search(message):
-        return NotFound
-    if status == 400:
-        return ParameterError
-    return ServerError
 
 
 class PveshBackend:
@@ -232,5 +211,5 @@ class PveshBackend:
                 param = _PARAM_RE.match(line)
                 if param is not None:
                     errors[param.group(1)] = param.group(2).strip()
-        cls = _error_class(status, message, errors)
+        cls = error_class_for(status, message, errors)
         return cls(message, status=status, errors=errors, method=method, path=path)

@@ -33,22 +33,19 @@ from pvemcp.proxmox.backend import ApiResult, Method, Params
 from pvemcp.proxmox.encoding import PathError, encode_form, encode_path
 from pvemcp.proxmox.errors import (
     AuthenticationError,
-    NotFound,
-    NotImplementedOnServer,
     ParameterError,
-    PermissionDenied,
     ProxmoxError,
     ProxmoxTimeout,
     ProxmoxUnreachable,
     ServerError,
     TlsVerificationError,
+    error_class_for,
 )
 from pvemcp.proxmox.tls import CertificatePinError, build_transport
 
 logger = logging.getLogger(__name__)
 
 # PVE answers 500 for most missing objects ("Configuration file ... does not exist").
-_NOT_FOUND_RE = re.compile(r"\bdoes not exist\b|\bno such\b", re.IGNORECASE)
 # Visible ASCII only: anything else in a header would be rejected by h11 with an error
 # that quotes the header value, i.e. the secret.
 _HEADER_VALUE_RE = re.compile(r"[\x21-\x7e]+")
@@ -481,25 +478,12 @@ class RestBackend:
             if isinstance(raw_errors, dict)
             else {}
         )
-        cls: type[ProxmoxError]
-        if status == 401:
-            cls = AuthenticationError
+        cls = error_class_for(status, message, errors)
+        if cls is AuthenticationError:
             message = (
                 f"Proxmox rejected the API token {credential.token_id} ({message}); "
                 "check token_id and token_secret and that the token is not expired"
             )
             if reread:
                 message += " (the credential source was re-read and gave no other token)"
-        elif status == 403:
-            cls = PermissionDenied
-        elif status == 501:
-            cls = NotImplementedOnServer
-        elif status == 400 and errors:
-            cls = ParameterError
-        elif status == 404 or _NOT_FOUND_RE.search(message):
-            cls = NotFound
-        elif status == 400:
-            cls = ParameterError
-        else:
-            cls = ServerError
         return self._error(cls, message, method, path, status=status, errors=errors)
