@@ -18,12 +18,11 @@ from pydantic import Field
 
 from pvemcp.gateway.context import CommandRecord, ToolContext
 from pvemcp.gateway.errors import ToolFailure
-from pvemcp.gateway.plan import Plan, Target
+from pvemcp.gateway.plan import Plan
 from pvemcp.gateway.registry import WriteInput, tool
 from pvemcp.policy.tiers import Tier
 from pvemcp.tools.command import Argv, CommandOutput, CommandTimeout, command_output, run_on_node
-from pvemcp.tools.common import tag_list
-from pvemcp.tools.guests import GuestRef, resolve_guest
+from pvemcp.tools.guests import GuestRef, guest_target, resolve_guest
 
 POLL_FIRST = 0.1
 POLL_MAX = 1.0
@@ -44,17 +43,6 @@ class VmExecArgs(GuestRef, WriteInput):
     timeout: CommandTimeout | None = None
 
 
-def _target(row: dict[str, Any]) -> Target:
-    return Target(
-        node=str(row["node"]),
-        vmid=int(row["vmid"]),
-        type=str(row["type"]),
-        name=row.get("name"),
-        pool=row.get("pool"),
-        tags=tag_list(row.get("tags")) or [],
-    )
-
-
 async def _guest(ctx: ToolContext, ref: GuestRef, kind: str, instead: str) -> dict[str, Any]:
     row = await resolve_guest(ctx, ref)
     if row["type"] != kind:
@@ -73,7 +61,7 @@ def _pct_exec(vmid: int, argv: list[str]) -> list[str]:
 
 async def _plan_ct(ctx: ToolContext, args: CtExecArgs) -> Plan:
     row = await _guest(ctx, args, "lxc", "proxmox_vm_exec")
-    target = _target(row)
+    target = guest_target(row)
     argv = _pct_exec(int(row["vmid"]), list(args.argv))
     warnings = []
     if row.get("status") != "running":
@@ -90,7 +78,7 @@ async def _plan_ct(ctx: ToolContext, args: CtExecArgs) -> Plan:
 
 async def _plan_vm(ctx: ToolContext, args: VmExecArgs) -> Plan:
     row = await _guest(ctx, args, "qemu", "proxmox_ct_exec")
-    target = _target(row)
+    target = guest_target(row)
     status = await ctx.get(f"/nodes/{target.node}/qemu/{target.vmid}/status/current")
     warnings = []
     if status.get("status") != "running":

@@ -157,6 +157,18 @@ class GuestRef(ToolInput):
         return self
 
 
+def guest_target(row: dict[str, Any]) -> Target:
+    """A guest's resource row as the plan target policy decides on (node, pool, tags)."""
+    return Target(
+        node=str(row["node"]),
+        vmid=int(row["vmid"]),
+        type=str(row["type"]),
+        name=row.get("name"),
+        pool=row.get("pool"),
+        tags=tag_list(row.get("tags")) or [],
+    )
+
+
 async def resolve_guest(ctx: ToolContext, ref: GuestRef) -> dict[str, Any]:
     """Find the guest's resource row (node and type); errors list what exists instead."""
     rows = await _guest_resources(ctx)
@@ -329,14 +341,7 @@ async def _power_plan(ctx: ToolContext, ref: GuestRef, action: str) -> Plan:
     return Plan(
         summary=f"{action} {label}",
         changes=[Change(field="status", before=status, after=after)],
-        target=Target(
-            node=str(row["node"]),
-            vmid=int(row["vmid"]),
-            type=str(row["type"]),
-            name=row.get("name"),
-            pool=row.get("pool"),
-            tags=tag_list(row.get("tags")) or [],
-        ),
+        target=guest_target(row),
         warnings=warnings,
     )
 
