@@ -14,7 +14,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import structlog
@@ -509,34 +509,21 @@ class Gateway:
         ctx: ToolContext,
         exitstatus: str | None,
     ) -> None:
-        upids, backend = ctx.upids, ctx.backend_name
-        duration_ms = (time.perf_counter() - call.started) * 1000
         risky = call.tier != "read"
         command = ctx.command.audit_fields() if ctx.command is not None else {}
-        try:
-            self.audit.outcome(
-                call.event_id,
-                call.principal,
-                tool=call.tool,
-                tier=call.tier,
-                cluster=call.cluster,
-                # The intent record already holds the arguments of a risky call.
-                arguments=None if risky else call.arguments,
-                decision=None if risky else call.decision,
-                status=status,
-                duration_ms=duration_ms,
-                error_code=error_code,
-                upids=upids,
-                phase="outcome" if risky else "record",
-                backend=backend,
-                exitstatus=exitstatus,
-                raw_arguments=call.raw_arguments or {},
-                **(call.target | command),
-            )
-        except AuditUnavailable as exc:
-            log.error(
-                "audit_outcome_failed", tool=call.tool, event_id=call.event_id, error=str(exc)
-            )
+        duration_ms = self._outcome(
+            call,
+            phase="outcome" if risky else "record",
+            status=status,
+            error_code=error_code,
+            # The intent record already holds the arguments of a risky call.
+            arguments=None if risky else call.arguments,
+            decision=None if risky else call.decision,
+            upids=ctx.upids,
+            backend=ctx.backend_name,
+            exitstatus=exitstatus,
+            **(call.target | command),
+        )
         log.info(
             "tool_call",
             tool=call.tool,
@@ -547,8 +534,20 @@ class Gateway:
             event_id=call.event_id,
         )
 
-    def _record(self, call: _Call, status: str, error_code: str | None) -> None:
-        """The single record of a call that never reached a backend's write path."""
+    def _outcome(
+        self,
+        call: _Call,
+        *,
+        phase: Literal["outcome", "record"],
+        status: str,
+        error_code: str | None,
+        arguments: dict[str, Any] | None,
+        decision: Decision | None,
+        **details: Any,
+    ) -> float:
+        """Write the call's outcome (or single) record; a failure is logged, since the call
+        already happened. Returns the call's duration in milliseconds."""
+        duration_ms = (time.perf_counter() - call.started) * 1000
         try:
             self.audit.outcome(
                 call.event_id,
@@ -556,19 +555,34 @@ class Gateway:
                 tool=call.tool,
                 tier=call.tier,
                 cluster=call.cluster,
-                arguments=call.arguments,
-                decision=call.decision,
+                arguments=arguments,
+                decision=decision,
                 status=status,
-                duration_ms=(time.perf_counter() - call.started) * 1000,
+                duration_ms=duration_ms,
                 error_code=error_code,
-                phase="record",
+                phase=phase,
                 raw_arguments=call.raw_arguments or {},
-                policy_hash=self.policy.bundle_hash,
-                **call.target,
-                **call.planned,
+                **details,
             )
         except AuditUnavailable as exc:
-            log.error("audit_record_failed", tool=call.tool, event_id=call.event_id, error=str(exc))
+            log.error(
+                f"audit_{phase}_failed", tool=call.tool, event_id=call.event_id, error=str(exc)
+            )
+        return duration_ms
+
+    def _record(self, call: _Call, status: str, error_code: str | None) -> None:
+        """The single record of a call that never reached a backend's write path."""
+        self._outcome(
+            call,
+            phase="record",
+            status=status,
+            error_code=error_code,
+            arguments=call.arguments,
+            decision=call.decision,
+            policy_hash=self.policy.bundle_hash,
+            **call.target,
+            **call.planned,
+        )
         log.info(
             "tool_refused" if error_code else "tool_call",
             tool=call.tool,
