@@ -18,7 +18,7 @@ from pydantic import SecretStr
 
 from pvemcp.config import SshConfig
 from pvemcp.gateway.clusters import ClusterPool
-from pvemcp.gateway.invoke import Gateway
+from pvemcp.gateway.invoke import Gateway, ToolResult
 from pvemcp.policy.audit import AuditLog
 from pvemcp.policy.loader import load_policy
 from pvemcp.proxmox.ssh import SshPool
@@ -142,3 +142,13 @@ async def escape_gateway(
             yield gateway
         finally:
             await gateway.aclose()
+
+
+def ok(result: ToolResult) -> dict[str, Any]:
+    assert result.data is not None, result.error
+    return result.data
+
+
+def failed(result: ToolResult) -> dict[str, Any]:
+    assert result.error is not None, result.data
+    return result.error

@@ -15,14 +15,14 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from pvemcp.gateway.invoke import Gateway, ToolResult
+from pvemcp.gateway.invoke import Gateway
 from pvemcp.policy.principal import Principal
 from pvemcp.simulator.server import SimulatorHandle
 from pvemcp.transports.mcp_app import build_mcp_server
 from tests.conftest import read_audit
 from tests.support.sshd import Sshd
 
-from .conftest import escape_gateway
+from .conftest import escape_gateway, failed, ok
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -69,16 +69,6 @@ async def gw(
         ssh_sim, sshd, audit=audit_path, policy=POLICY, secrets_dir=tmp_path, output_cap=1024
     ) as gateway:
         yield gateway
-
-
-def ok(result: ToolResult) -> dict[str, Any]:
-    assert result.data is not None, result.error
-    return result.data
-
-
-def failed(result: ToolResult) -> dict[str, Any]:
-    assert result.error is not None, result.data
-    return result.error
 
 
 def visible(gateway: Gateway, principal: Principal) -> set[str]:

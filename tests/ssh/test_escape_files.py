@@ -21,7 +21,7 @@ from pvemcp.simulator.server import SimulatorHandle
 from tests.conftest import read_audit
 from tests.support.sshd import Sshd
 
-from .conftest import escape_gateway
+from .conftest import escape_gateway, failed, ok
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -101,16 +101,6 @@ async def gw(
         file_max_bytes=2048,
     ) as gateway:
         yield gateway
-
-
-def ok(result: ToolResult) -> dict[str, Any]:
-    assert result.data is not None, result.error
-    return result.data
-
-
-def failed(result: ToolResult) -> dict[str, Any]:
-    assert result.error is not None, result.data
-    return result.error
 
 
 async def read(gw: Gateway, path: str | Path) -> ToolResult:

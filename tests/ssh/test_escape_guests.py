@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from pvemcp.gateway.invoke import Gateway, ToolResult
+from pvemcp.gateway.invoke import Gateway
 from pvemcp.policy.principal import Principal
 from pvemcp.simulator.server import SimulatorHandle
 from tests.conftest import read_audit
 from tests.support.sshd import Sshd
 
-from .conftest import escape_gateway
+from .conftest import escape_gateway, failed, ok
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -59,16 +59,6 @@ async def gw(
         ssh_sim, sshd, audit=audit_path, policy=POLICY, secrets_dir=tmp_path
     ) as gateway:
         yield gateway
-
-
-def ok(result: ToolResult) -> dict[str, Any]:
-    assert result.data is not None, result.error
-    return result.data
-
-
-def failed(result: ToolResult) -> dict[str, Any]:
-    assert result.error is not None, result.data
-    return result.error
 
 
 def records(audit: Path, tool: str) -> list[dict[str, Any]]:
