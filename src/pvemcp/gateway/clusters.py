@@ -127,11 +127,7 @@ class ClusterPool:
         def credentials() -> ApiCredential:
             token = secrets.token(name)
             if token is None:
-                problem = secrets.problem(name) or "they have not been loaded yet"
-                raise CredentialsUnavailable(
-                    f"credentials for cluster {name} are unavailable ({problem}); nothing was "
-                    "sent to Proxmox"
-                )
+                raise _unavailable(secrets, name, "Proxmox")
             return token
 
         async def on_unauthorized(rejected: ApiCredential) -> bool:
@@ -149,11 +145,7 @@ class ClusterPool:
                 return None
             current = secrets.current(name)
             if current is None:
-                problem = secrets.problem(name) or "they have not been loaded yet"
-                raise CredentialsUnavailable(
-                    f"credentials for cluster {name} are unavailable ({problem}); nothing was "
-                    "sent to the nodes"
-                )
+                raise _unavailable(secrets, name, "the nodes")
             return current.ssh
 
         return credentials
@@ -165,3 +157,10 @@ class ClusterPool:
         for pool in self._ssh_pools.values():
             await pool.aclose()
         self._ssh_pools.clear()
+
+
+def _unavailable(secrets: SecretsManager, name: str, peer: str) -> CredentialsUnavailable:
+    problem = secrets.problem(name) or "they have not been loaded yet"
+    return CredentialsUnavailable(
+        f"credentials for cluster {name} are unavailable ({problem}); nothing was sent to {peer}"
+    )
