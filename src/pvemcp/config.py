@@ -211,6 +211,17 @@ class ClusterConfig(BaseModel):
             description="Retries for idempotent GETs on connection errors (with backoff).",
         ),
     ] = 2
+    read_cache_ttl: Annotated[
+        float,
+        Field(
+            ge=0,
+            le=60,
+            description="Seconds a read tool may reuse an identical API read's answer "
+            "(identical reads in flight always share one request; 0 turns reuse off). "
+            "Risky calls and task waits on the cluster empty the cache; planners, risky "
+            "tools and task polling always read fresh.",
+        ),
+    ] = 1.0
     ssh: Annotated[
         SshConfig | None,
         Field(description="SSH access to the nodes; unset = no SSH tools for this cluster."),

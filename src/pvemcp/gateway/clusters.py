@@ -17,6 +17,7 @@ import structlog
 
 from pvemcp.config import ClusterConfig, TlsMode
 from pvemcp.gateway.errors import ToolFailure
+from pvemcp.gateway.readcache import ReadCache
 from pvemcp.proxmox.backend import ProxmoxBackend
 from pvemcp.proxmox.errors import CredentialsUnavailable
 from pvemcp.proxmox.pvesh import PveshBackend
@@ -53,6 +54,7 @@ class ClusterPool:
         self.secrets = secrets
         self._backends: dict[str, ProxmoxBackend] = {}
         self._ssh_pools: dict[str, SshPool] = {}
+        self._read_caches: dict[str, ReadCache] = {}
         for name, cluster in self._clusters.items():
             if cluster.tls is TlsMode.INSECURE:
                 log.warning(
@@ -92,6 +94,14 @@ class ClusterPool:
             backend = self._build(name)
             self._backends[name] = backend
         return backend
+
+    def read_cache(self, name: str) -> ReadCache:
+        """The cluster's cache of read-tool GETs (`readcache.py`), made on first use."""
+        cache = self._read_caches.get(name)
+        if cache is None:
+            cache = ReadCache(self._clusters[name].read_cache_ttl)
+            self._read_caches[name] = cache
+        return cache
 
     def ssh_pool(self, name: str) -> SshPool:
         """The cluster's SSH connections (made on first use); a cluster without an `[ssh]`

@@ -21,6 +21,7 @@ from pvemcp.config import ClusterConfig, SshConfig
 from pvemcp.gateway.artifacts import ArtifactStore
 from pvemcp.gateway.errors import ToolFailure
 from pvemcp.gateway.plan import Plan
+from pvemcp.gateway.readcache import ReadCache
 from pvemcp.policy.principal import Principal
 from pvemcp.proxmox.backend import ApiResult, Method, Params, ProxmoxBackend
 from pvemcp.proxmox.errors import SshTimeout
@@ -128,6 +129,8 @@ class ToolContext:
         cluster_name: str,
         cluster: ClusterConfig,
         backend: ProxmoxBackend,
+        read_cache: ReadCache,
+        cached_reads: bool,
         progress: ProgressFn | None,
         ssh: Callable[[], SshPool],
         artifacts: ArtifactStore,
@@ -139,6 +142,9 @@ class ToolContext:
         self.cluster_name = cluster_name
         self.cluster = cluster
         self._backend = backend
+        self._read_cache = read_cache
+        self._cached_reads = cached_reads
+        """Whether `get` may use the read cache: for read-tier tools only."""
         self._progress = progress
         self.upids: list[str] = []
         self.plan: Plan | None = None
@@ -157,12 +163,18 @@ class ToolContext:
         return self._backend.name
 
     async def call(self, method: Method, path: str, params: Params | None = None) -> ApiResult:
+        if method == "GET" and self._cached_reads:
+            return await self._read_cache.get(
+                path, params, lambda: self._backend.call("GET", path, params)
+            )
         result = await self._backend.call(method, path, params)
         if method != "GET" and isinstance(result.data, str) and is_upid(result.data):
             self.upids.append(result.data)
         return result
 
     async def get(self, path: str, params: Params | None = None) -> Any:
+        """`GET path`'s data. For a read tool it may come from the cluster's read cache and
+        be shared with other calls: never modify it in place."""
         return (await self.call("GET", path, params)).data
 
     async def post(self, path: str, params: Params | None = None) -> Any:
@@ -175,13 +187,19 @@ class ToolContext:
             await self._progress(progress, total, message)
 
     async def wait_task(self, upid: str, timeout: float | None = None) -> TaskStatus:
-        """Wait for a task, reporting MCP progress; raises TaskFailed / TaskTimeout."""
-        return await wait_for_task(
-            self._backend,
-            upid,
-            timeout=timeout if timeout is not None else self.cluster.task_timeout,
-            on_progress=self._progress,
-        )
+        """Wait for a task, reporting MCP progress; raises TaskFailed / TaskTimeout.
+
+        However the wait ends, the task may have changed the cluster: the read cache is
+        emptied so the next read shows its effect."""
+        try:
+            return await wait_for_task(
+                self._backend,
+                upid,
+                timeout=timeout if timeout is not None else self.cluster.task_timeout,
+                on_progress=self._progress,
+            )
+        finally:
+            self._read_cache.invalidate()
 
     async def task_status(self, upid: str) -> TaskStatus:
         return await get_task_status(self._backend, upid)

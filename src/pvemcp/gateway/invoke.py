@@ -319,6 +319,8 @@ class Gateway:
             cluster_name=cluster_name,
             cluster=cluster,
             backend=self.clusters.backend(cluster_name),
+            read_cache=self.clusters.read_cache(cluster_name),
+            cached_reads=spec.tier is Tier.READ,
             progress=progress,
             ssh=lambda: self.clusters.ssh_pool(cluster_name),
             artifacts=self.artifacts,
@@ -499,6 +501,8 @@ class Gateway:
             exitstatus = known.details.get("exitstatus")
             return ToolResult(call.event_id, error=self.redactor.value(known.payload()))
         finally:
+            if spec.tier is not Tier.READ:  # it may have changed the cluster, even failing
+                self.clusters.read_cache(ctx.cluster_name).invalidate()
             self._finish(call, status, error_code, ctx, exitstatus)
 
     def _finish(
