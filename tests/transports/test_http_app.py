@@ -351,3 +351,92 @@ def test_token_claims_become_the_principal() -> None:
         session="s1",
     )
     assert not principal.is_local
+
+
+CONFIRM_POWER_POLICY = dedent(
+    """
+    version = 1
+
+    [[rules]]
+    id = "static-1-power"
+    effect = "allow"
+    subjects = ["sub:static:1"]
+    tools = ["proxmox_guest_power"]
+
+    [[rules]]
+    id = "static-1-power-asks"
+    effect = "confirm"
+    subjects = ["sub:static:1"]
+    tools = ["proxmox_guest_power"]
+    """
+)
+
+
+async def test_json_responses_answer_with_one_body_and_confirm_by_token(
+    sim: SimulatorHandle, audit_path: Path, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text(CONFIRM_POWER_POLICY)
+    gateway = Gateway(
+        tools=all_tools(),
+        clusters=ClusterPool({"demo": cluster_for(sim)}),
+        policy=load_policy(
+            profile="operator", profile_subjects=["local"], file=policy, known_tools=tier_map()
+        ),
+        audit=AuditLog(audit_path),
+        redactor=Redactor(),
+    )
+    asked: list[str] = []
+    seen: list[float] = []
+
+    async def on_elicit(context: Any, params: Any) -> Any:
+        asked.append(params.message)
+        raise AssertionError("a JSON body has no channel for the server's questions")
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append(progress)
+
+    async def confirmed(client: Client, args: dict[str, Any]) -> dict[str, Any]:
+        first = error_of(await client.call_tool("proxmox_guest_power", args))
+        assert first["code"] == "confirmation_required"
+        token = first["details"]["confirm_token"]
+        return payload(
+            await client.call_tool(
+                "proxmox_guest_power",
+                {**args, "confirm_token": token},
+                progress_callback=on_progress,
+            )
+        )
+
+    try:
+        async with served(gateway, json_response=True) as app:
+            async with httpx2.AsyncClient(headers=bearer(KEYS[0])) as http:
+                hello = {
+                    "protocolVersion": "2025-11-25",
+                    "capabilities": {},
+                    "clientInfo": {"name": "raw", "version": "1"},
+                }
+                raw = await http.post(
+                    app.url,
+                    json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello},
+                    headers={"Accept": "application/json, text/event-stream"},
+                )
+                assert raw.status_code == 200, raw.text
+                assert raw.headers["content-type"].startswith("application/json")
+                assert raw.json()["result"]["serverInfo"]["name"] == "pvemcp"
+            async with (
+                httpx2.AsyncClient(headers=bearer(KEYS[1])) as http,
+                Client(
+                    streamable_http_client(app.url, http_client=http),
+                    mode="legacy",
+                    elicitation_callback=on_elicit,
+                ) as client,
+            ):
+                started = await confirmed(client, {"vmid": 204, "action": "start", "wait": True})
+                assert started["exitstatus"] == "OK"
+                stopped = await confirmed(client, {"vmid": 204, "action": "shutdown", "wait": True})
+                assert stopped["exitstatus"] == "OK"
+    finally:
+        await gateway.aclose()
+    assert asked == [], "confirmation fell back to the two-step token"
+    assert seen == [], "progress notifications have no wire in JSON-response mode"

@@ -218,6 +218,7 @@ def build_http(gateway: Gateway, config: HttpConfig) -> HttpFrontend:
     mcp_app = mcp.streamable_http_app(
         streamable_http_path=config.path,
         stateless_http=config.stateless,
+        json_response=config.json_response,
         max_request_body_size=config.max_body_bytes,
         transport_security=security,
         host=config.host,
