@@ -8,6 +8,11 @@ token chooses how it is verified: the algorithm list, the key set and the issuer
 
 A rejected token yields `None` (the SDK answers 401) and one short, stable reason code for
 metrics and audit; the token itself is never logged, only its SHA-256.
+
+A client presents the same token on every call of a session, so a token that passed is
+remembered for a short while (`TOKEN_CACHE_SECONDS`, never past `exp`): a repeat skips the
+signature check but still has its times checked and its key looked up in the JWKS cache.
+Failures are never remembered: every bad token is checked, and reported, every time.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ import json
 import math
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -47,6 +54,18 @@ ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "PS256", "ES256", "EdDSA"})
 # verifier that honoured them would let the token choose its own key.
 FORBIDDEN_HEADERS = ("crit", "jku", "x5u", "jwk", "b64")
 _SEGMENT_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+# How long a verified token is taken on trust before its signature is checked again. `exp`
+# always still applies (a cached token never outlives it) and revocation is not checked
+# for JWTs anyway, so this only bounds what a cache could hide: a key that leaves the JWKS
+# also ends its tokens' cache entries (see `_Verified.key`), and this caps the rest, such
+# as a configuration or clock anomaly, at one minute. Short enough to be harmless, long
+# enough that a busy session pays for one signature check a minute, not one a call.
+TOKEN_CACHE_SECONDS = 60.0
+# At most this many verified tokens are remembered (the oldest goes first): many distinct
+# tokens, honest or not, must not grow the gateway's memory. Far more than the sessions one
+# gateway serves within `TOKEN_CACHE_SECONDS`.
+TOKEN_CACHE_ENTRIES = 1024
+_TIME_CLAIMS = ("exp", "nbf", "iat")
 
 
 class TokenRejected(Exception):
@@ -156,6 +175,23 @@ def groups_from_claims(claims: Mapping[str, Any] | None, claim: str) -> frozense
     return frozenset()
 
 
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    """A token that passed every check, as remembered by `OidcVerifier`.
+
+    `times` are its signed `exp`/`nbf`/`iat`, checked again on every use; `key` is the
+    JWKS key object (by identity) that verified it and `kid` how it was found, so a key
+    dropped or replaced by a JWKS refresh sends the token back through the full check;
+    `deadline` (wall clock) is when the signature must be checked again, never after `exp`.
+    """
+
+    access: AccessToken
+    times: Mapping[str, Any]
+    key: Key
+    kid: str | None
+    deadline: float
+
+
 class OidcVerifier:
     """The SDK `TokenVerifier` for JWT access tokens from one OpenID provider.
 
@@ -191,12 +227,23 @@ class OidcVerifier:
         self._leeway = float(config.leeway)
         self._on_failure = on_failure
         self._clock = clock
+        # Successful verifications only, by exact token, oldest first (see `_remember`).
+        self._verified: OrderedDict[str, _Verified] = OrderedDict()
 
     async def verify_token(self, token: str) -> AccessToken | None:
-        """The caller's identity if `token` passes every check, else `None` (→ 401)."""
+        """The caller's identity if `token` passes every check, else `None` (→ 401).
+
+        The returned `AccessToken` may be shared by every call that presents the same
+        token within `TOKEN_CACHE_SECONDS`: callers treat it as read-only.
+        """
         token = token.strip()
         try:
-            return await self._verify(token)
+            access = await self._recall(token)
+            if access is not None:
+                return access
+            verified = await self._verify(token)
+            self._remember(token, verified)
+            return verified.access
         except TokenRejected as exc:
             reason = exc.reason
         except JwksUnavailable:
@@ -207,7 +254,44 @@ class OidcVerifier:
         report_failure(self._on_failure, reason, token)
         return None
 
-    async def _verify(self, token: str) -> AccessToken:
+    async def _recall(self, token: str) -> AccessToken | None:
+        """The cached identity for `token` if it may still be trusted without a signature
+        check, else `None` (not cached, or due for a full check: the entry is dropped).
+
+        The times are checked first, so an expired token is refused (`expired`) through the
+        same path as a fresh one. The key lookup (a scan of a few cached keys while the JWKS
+        is fresh) keeps "a key removed from the JWKS stops verifying" as true as it is
+        without a cache.
+        """
+        entry = self._verified.get(token)
+        if entry is None:
+            return None
+        try:
+            self._check_times(entry.times)
+            current = self._clock() < entry.deadline and any(
+                key is entry.key for key in await self.jwks.keys_for(entry.kid)
+            )
+        except Exception:
+            self._drop(token, entry)
+            raise
+        if not current:
+            self._drop(token, entry)
+            return None
+        return entry.access
+
+    def _drop(self, token: str, entry: _Verified) -> None:
+        """Forget `entry`, unless a concurrent check has already replaced it."""
+        if self._verified.get(token) is entry:
+            del self._verified[token]
+
+    def _remember(self, token: str, verified: _Verified) -> None:
+        """Cache a success, evicting the oldest entries beyond `TOKEN_CACHE_ENTRIES`."""
+        self._verified.pop(token, None)
+        self._verified[token] = verified
+        while len(self._verified) > TOKEN_CACHE_ENTRIES:
+            self._verified.popitem(last=False)
+
+    async def _verify(self, token: str) -> _Verified:
         if not token or len(token) > MAX_TOKEN_CHARS:
             raise TokenRejected("malformed")
         segments = token.split(".")
@@ -219,7 +303,12 @@ class OidcVerifier:
         alg, kid, is_at_jwt = self._check_header(header)
         key = await self._key(alg, kid)
         claims = self._signed_claims(token, key, alg)
-        return self._check_claims(claims, is_at_jwt=is_at_jwt, token=token)
+        access = self._check_claims(claims, is_at_jwt=is_at_jwt, token=token)
+        times = {name: claims[name] for name in _TIME_CLAIMS if name in claims}
+        expires = _number(times, "exp")
+        assert expires is not None  # `_check_claims` refuses a token without one
+        deadline = min(self._clock() + TOKEN_CACHE_SECONDS, expires)
+        return _Verified(access=access, times=times, key=key, kid=kid, deadline=deadline)
 
     def _check_header(self, header: Mapping[str, Any]) -> tuple[str, str | None, bool]:
         """(alg, kid, typ is at+jwt) if the header is acceptable before any key is touched."""
