@@ -70,7 +70,67 @@ def _utf8_safe(text: str) -> str:
 
 def canonical(record: Mapping[str, Any]) -> bytes:
     """The RFC 8785 (JCS) bytes of `record`: sorted keys, no whitespace, one encoding."""
-    return rfc8785.dumps(record)
+    return canonical_value(record)
+
+
+_JSON = json.JSONEncoder(
+    ensure_ascii=False, check_circular=False, sort_keys=True, separators=(",", ":")
+)
+_ASTRAL_OR_SURROGATE = re.compile(r"[\ud800-\udfff\U00010000-\U0010ffff]")
+
+
+def canonical_value(value: Any) -> bytes:
+    r"""`rfc8785.dumps(value)`, byte for byte and error for error, mostly at C speed.
+
+    `rfc8785` is pure Python and was a measurable share of every call's CPU. For values
+    `_plain` accepts, the standard library's C encoder with sorted keys, no whitespace and
+    `ensure_ascii=False` already writes the RFC 8785 form:
+
+    - strings (section 3.2.2.2): both escape exactly `"`, `\`, \b \f \n \r \t in short
+      form and the rest of U+0000 to U+001F as lower-case \u00xx, and write everything else
+      as is (U+007F, U+2028, "</" included), then UTF-8 (3.2.4). A lone surrogate, which
+      RFC 8785 rejects (3.1: input is I-JSON), makes `.encode()` fail: the fallback runs;
+    - literals and integers (3.2.2.1, 3.2.2.3): `null`, `true`, `false`, and integers
+      within +/-(2**53 - 1), where the ES6 number form is the plain decimal;
+    - floats (3.2.2.3): both start from `repr` (the shortest round trip); `rfc8785` only
+      rewrites zeros, integral values (`1.0`) and exponent forms, which `_plain` refuses;
+    - object keys (3.2.3): RFC 8785 sorts by UTF-16 code units, Python by code points; the
+      orders differ only for characters above U+FFFF (their surrogate pairs sort before
+      U+E000 to U+FFFF in UTF-16), so keys holding one are refused.
+
+    Everything else (those values, other types, subclasses, very deep nesting) is left to
+    `rfc8785` itself, so its output and its exceptions stay the reference.
+    """
+    try:
+        if _plain(value):
+            return _JSON.encode(value).encode()
+    except (RecursionError, UnicodeEncodeError):
+        pass
+    return rfc8785.dumps(value)
+
+
+def _plain(value: Any) -> bool:
+    """Whether the C encoder's output for `value` is its RFC 8785 form (one walk, exact
+    types only: subclasses may serialise differently, see `canonical_value`)."""
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return True
+    if kind is int:
+        number: int = value
+        return -_SAFE_INT <= number <= _SAFE_INT
+    if kind is float:
+        text = repr(value)
+        return "e" not in text and text[-2:] != ".0" and math.isfinite(value)
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or not _plain(item):
+                return False
+            if not key.isascii() and _ASTRAL_OR_SURROGATE.search(key):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        return all(map(_plain, value))
+    return False
 
 
 def record_hash(record: Mapping[str, Any]) -> str:
@@ -88,23 +148,35 @@ def line_hash(raw: bytes) -> str:
 def seal(record: dict[str, Any], *, seq: int, prev_hash: str) -> bytes:
     """Link `record` into the chain (sets `seq`, `prev_hash`, `hash`); returns its line.
 
-    Each member is canonicalised once and the object assembled twice (without and with
-    `hash`), as RFC 8785 defines an object from its members: half the cost of two full
-    canonicalisations, on the path of every call.
+    This runs on every call, so it avoids pure-Python canonicalisation where it can. A
+    record `_plain` accepts whole is encoded by the C encoder twice (without, then with
+    `hash`; see `canonical_value` for why those are the RFC 8785 bytes). Otherwise each
+    member is canonicalised once and the object assembled twice, as RFC 8785 defines an
+    object from its members (§3.2.3), so one odd member costs only itself.
     """
     record.pop("hash", None)
     record["seq"] = seq
     record["prev_hash"] = prev_hash
-    members = {key: rfc8785.dumps(value) for key, value in record.items()}
+    body: bytes | None = None
+    try:
+        if _plain(record):
+            body = _JSON.encode(record).encode()
+    except (RecursionError, UnicodeEncodeError):
+        pass
+    if body is not None:
+        record["hash"] = hashlib.sha256(body).hexdigest()
+        return _JSON.encode(record).encode() + b"\n"
+    members = {key: canonical_value(value) for key, value in record.items()}
     record["hash"] = hashlib.sha256(_object(members)).hexdigest()
-    members["hash"] = rfc8785.dumps(record["hash"])
+    members["hash"] = canonical_value(record["hash"])
     return _object(members) + b"\n"
 
 
 def _object(members: Mapping[str, bytes]) -> bytes:
-    """The canonical object from canonical member values: keys in UTF-16 order (§3.2.3)."""
+    """The canonical object from canonical member values: keys in UTF-16 order (§3.2.3),
+    each written as a canonical string (§3.2.2.2)."""
     keys = sorted(members, key=lambda key: key.encode("utf-16be"))
-    return b"{" + b",".join(rfc8785.dumps(key) + b":" + members[key] for key in keys) + b"}"
+    return b"{" + b",".join(canonical_value(key) + b":" + members[key] for key in keys) + b"}"
 
 
 def inspect_line(raw: bytes) -> tuple[dict[str, Any] | None, Fault | None]:
