@@ -484,14 +484,16 @@ class HttpConfig(BaseModel):
         bool,
         Field(description="Stateless streamable HTTP, for several replicas behind a balancer."),
     ] = False
-    json_response: Annotated[
-        bool,
+    response_mode: Annotated[
+        Literal["auto", "sse", "json"],
         Field(
-            description="Answer each request with one JSON body instead of an SSE stream: "
-            "about twice the calls per CPU second, but no progress notifications, and "
-            "confirmations use the two-step token instead of elicitation.",
+            description="How requests are answered: `auto` gives one JSON body to calls "
+            "that can receive nothing but their result (reads without a progress token, "
+            "tools/list, ...) and an SSE stream to the rest (progress, confirmation by "
+            "elicitation); `sse` streams every answer; `json` never streams (no progress "
+            "notifications; confirmations use the two-step token).",
         ),
-    ] = False
+    ] = "auto"
     allowed_hosts: Annotated[
         list[str],
         Field(description="Accepted Host headers (DNS-rebinding guard); default: the bind."),

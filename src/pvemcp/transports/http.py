@@ -35,6 +35,7 @@ from starlette.types import ASGIApp
 from pvemcp.config import ConfigError, HttpConfig, is_loopback_host
 from pvemcp.gateway.invoke import Gateway
 from pvemcp.policy.audit import AuditUnavailable
+from pvemcp.policy.tiers import Tier
 from pvemcp.transports.auth import OidcVerifier, build_verifier, token_sha256
 from pvemcp.transports.hardening import (
     AuthChallenges,
@@ -47,6 +48,7 @@ from pvemcp.transports.hardening import (
 from pvemcp.transports.mcp_app import build_mcp_server
 from pvemcp.transports.metrics import CONTENT_TYPE, Metrics
 from pvemcp.transports.principals import principal_resolver
+from pvemcp.transports.response_mode import ResponseModeChooser, install_choosing_transport
 
 log = structlog.get_logger(__name__)
 
@@ -215,14 +217,18 @@ def build_http(gateway: Gateway, config: HttpConfig) -> HttpFrontend:
         auth=auth,
     )
     security = transport_security(config, resource)
-    mcp_app = mcp.streamable_http_app(
+    mcp_app: ASGIApp = mcp.streamable_http_app(
         streamable_http_path=config.path,
         stateless_http=config.stateless,
-        json_response=config.json_response,
+        json_response=config.response_mode == "json",
         max_request_body_size=config.max_body_bytes,
         transport_security=security,
         host=config.host,
     )
+    if config.response_mode == "auto":
+        install_choosing_transport()
+        quiet = [spec.name for spec in gateway.specs() if spec.tier is Tier.READ]
+        mcp_app = ResponseModeChooser(mcp_app, quiet)
     readiness = Readiness(gateway, verifier)
     routes: list[BaseRoute] = [
         Route("/healthz", _healthz, methods=["GET"]),
