@@ -7,8 +7,10 @@ Three processes on 127.0.0.1: the PVE simulator (`pvemcp simulate`, tasks instan
 gateway (`pvemcp serve --mode http`, OIDC against a real npm oidc-provider, policy and
 audit on) and this load generator. Each virtual client opens its own MCP session with a
 provider-issued bearer token and calls the read tool `proxmox_node_status` in a loop for a
-fixed time. Printed per level: calls/s, p50 and p99 latency, errors, and the gateway's RSS.
-All three share the machine's cores, so the figures are a floor for the gateway alone.
+fixed time. Printed per level: calls/s, p50 and p99 latency, errors, the gateway's RSS and
+the CPU milliseconds each process spent per call. All three share the machine's cores, so
+the figures are a floor for the gateway alone. Three gateway settings are measured in turn
+(`VARIANTS`): the default, every answer streamed, and the default without the read cache.
 """
 
 from __future__ import annotations
@@ -237,6 +239,40 @@ async def level(
     return len(latencies) / elapsed, p50, p99, sum(results)
 
 
+VARIANTS: tuple[tuple[str, dict[str, str]], ...] = (
+    ("response_mode = auto (the default: reads get one JSON body)", {}),
+    ("response_mode = sse (every answer an SSE stream)", {"PVEMCP_HTTP__RESPONSE_MODE": "sse"}),
+    (
+        "response_mode = auto, read_cache_ttl = 0 (no reuse; identical reads in flight "
+        "still share one request)",
+        {"PVEMCP_CLUSTERS__SIM__READ_CACHE_TTL": "0"},
+    ),
+)
+"""Gateway settings measured in turn, each on a fresh gateway."""
+
+
+def as_cluster(sim: dict[str, str]) -> dict[str, str]:
+    """The simulator's one-cluster env lines as cluster `sim`, so its per-cluster settings
+    (such as `read_cache_ttl`) can be set from the environment too."""
+    return {f"PVEMCP_CLUSTERS__SIM__{name.removeprefix('PVEMCP_')}": v for name, v in sim.items()}
+
+
+def run_levels(port: int, token: str, seconds: float, pid: int, sim_pid: int) -> None:
+    asyncio.run(level(port, "/mcp", token, 1, 1.0))  # warm-up
+    print(f"  gateway RSS after start: {rss_mib(pid):.0f} MiB")
+    for clients in (1, 16, 64):
+        before = (cpu_seconds(pid), cpu_seconds(sim_pid), time.process_time())
+        rate, p50, p99, errors = asyncio.run(level(port, "/mcp", token, clients, seconds))
+        after = (cpu_seconds(pid), cpu_seconds(sim_pid), time.process_time())
+        calls = rate * seconds
+        gw, sm, gen = ((b - a) * 1000 / calls for a, b in zip(before, after, strict=True))
+        print(
+            f"  {clients:3d} clients: {rate:7.1f} calls/s   p50 {p50 * 1000:7.2f} ms   "
+            f"p99 {p99 * 1000:7.2f} ms   errors {errors}   RSS {rss_mib(pid):.0f} MiB   "
+            f"CPU ms/call: gateway {gw:.2f} simulator {sm:.2f} load {gen:.2f}"
+        )
+
+
 def main(seconds: float) -> None:
     port = free_port()
     resource = f"http://127.0.0.1:{port}/mcp"
@@ -246,9 +282,9 @@ def main(seconds: float) -> None:
         simulator() as (sim, sim_pid),
     ):
         token = idp.token(*AGENT, ["pvemcp", "pve.read"])
-        env = {
+        base = {
             **{k: v for k, v in os.environ.items() if not k.startswith("PVEMCP_")},
-            **sim,
+            **as_cluster(sim),
             "PVEMCP_AUDIT__PATH": str(Path(tmp) / "audit.jsonl"),
             "PVEMCP_LOG_LEVEL": "WARNING",
             "PVEMCP_HTTP__AUTH": "oidc",
@@ -256,22 +292,11 @@ def main(seconds: float) -> None:
             "PVEMCP_HTTP__OIDC__REQUIRED_SCOPES": '["pvemcp"]',
             "PVEMCP_HTTP__RATE_LIMIT_PER_MINUTE": "0",
         }
-        with gateway(env, port) as process:
-            asyncio.run(level(port, "/mcp", token, 1, 1.0))  # warm-up
-            print(f"gateway RSS after start: {rss_mib(process.pid):.0f} MiB")
-            for clients in (1, 16, 64):
-                before = (cpu_seconds(process.pid), cpu_seconds(sim_pid), time.process_time())
-                rate, p50, p99, errors = asyncio.run(level(port, "/mcp", token, clients, seconds))
-                after = (cpu_seconds(process.pid), cpu_seconds(sim_pid), time.process_time())
-                calls = rate * seconds
-                gw, sm, gen = ((b - a) * 1000 / calls for a, b in zip(before, after, strict=True))
-                print(
-                    f"{clients:3d} clients: {rate:7.1f} calls/s   p50 {p50 * 1000:7.2f} ms   "
-                    f"p99 {p99 * 1000:7.2f} ms   errors {errors}   "
-                    f"gateway RSS {rss_mib(process.pid):.0f} MiB   "
-                    f"CPU ms/call: gateway {gw:.2f} simulator {sm:.2f} load {gen:.2f}"
-                )
-    print(f"    {TOOL} over streamable HTTP (SSE responses), OIDC bearer, {seconds:.0f} s a level")
+        for title, settings in VARIANTS:
+            print(title)
+            with gateway({**base, **settings}, port) as process:
+                run_levels(port, token, seconds, process.pid, sim_pid)
+    print(f"{TOOL} over streamable HTTP, OIDC bearer, one session a client, {seconds:g} s a level")
 
 
 if __name__ == "__main__":
