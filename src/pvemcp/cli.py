@@ -217,11 +217,12 @@ def _freeze_startup_heap() -> None:
     """Move everything alive after start-up (modules, SDK, schemas, the gateway) out of
     the garbage collector's reach, since it lives as long as the process.
 
-    Each full collection otherwise walks those 120,000-odd objects again: under
-    HTTP load that pause was most of the p99 latency (bench/http_load.py, 64 clients:
-    p99 about 160 ms before, 65 ms after). Objects made later are collected as usual.
+    Each full collection otherwise walks those 120,000-odd objects again: under HTTP load
+    that pause was most of the p99 latency (bench/http_load.py, 64 clients: p99 about
+    160 ms before, 65 ms after). Objects made later are collected as usual. No collection
+    runs first: it would add about 60 ms to every start (stdio clients spawn the server),
+    to free the few cycles imports leave behind once.
     """
-    gc.collect()
     gc.freeze()
 
 
