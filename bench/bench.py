@@ -103,6 +103,9 @@ async def main(quick: bool) -> None:
             token_secret=SecretStr(sim.token_secret),
             tls=TlsMode.FINGERPRINT,
             fingerprint=sim.fingerprint,
+            # (c) compares the pipeline with the same request made directly: no reuse of
+            # answers (sequential calls never share one in flight either).
+            read_cache_ttl=0,
         )
         # A second policy also names the local operator for every escape tool, so that
         # tools/list shows the whole catalogue (the default shows what the operator may run).
