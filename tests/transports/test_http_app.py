@@ -38,7 +38,7 @@ from pvemcp.transports.http import HttpFrontend, build_http
 from pvemcp.transports.metrics import PVE_ERROR_CODES
 from pvemcp.transports.principals import token_principal
 from pvemcp.transports.serve import http_server, listen
-from tests.conftest import cluster_for, read_audit
+from tests.conftest import cluster_for, make_gateway, read_audit
 
 pytestmark = pytest.mark.anyio
 
@@ -351,3 +351,20 @@ def test_token_claims_become_the_principal() -> None:
         session="s1",
     )
     assert not principal.is_local
+
+
+async def test_read_cache_counters_in_metrics(sim: SimulatorHandle, audit_path: Path) -> None:
+    gateway = make_gateway({"demo": cluster_for(sim, read_cache_ttl=60.0)}, audit_path)
+    try:
+        async with (
+            served(gateway) as app,
+            httpx2.AsyncClient(headers=bearer(KEYS[0])) as http,
+            Client(streamable_http_client(app.url, http_client=http)) as client,
+        ):
+            for _ in range(3):
+                payload(await client.call_tool("proxmox_node_list", {}))
+            text = (await http.get(f"{app.base}/metrics")).text
+    finally:
+        await gateway.aclose()
+    assert 'pvemcp_read_cache_misses_total{cluster="demo"} 1.0' in text
+    assert 'pvemcp_read_cache_hits_total{cluster="demo"} 2.0' in text

@@ -103,6 +103,10 @@ class ClusterPool:
             self._read_caches[name] = cache
         return cache
 
+    def read_caches(self) -> dict[str, ReadCache]:
+        """The read caches made so far, by cluster (for metrics)."""
+        return dict(self._read_caches)
+
     def ssh_pool(self, name: str) -> SshPool:
         """The cluster's SSH connections (made on first use); a cluster without an `[ssh]`
         section is a tool failure."""

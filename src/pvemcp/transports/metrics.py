@@ -8,10 +8,15 @@ gateway's error codes, auth reasons from the verifier's reason codes.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.registry import Collector
 
 from pvemcp.gateway.invoke import ToolResult
+from pvemcp.gateway.readcache import ReadCache
 
 # The `code` values of `pvemcp.proxmox.errors.ProxmoxError` and its subclasses: failures
 # that came from Proxmox (or the way to it) rather than from policy or validation. Kept
@@ -51,11 +56,38 @@ CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 """The classic text format, which every Prometheus version scrapes."""
 
 
-class Metrics:
-    """The counters and histograms one HTTP app exposes."""
+class _ReadCacheCollector(Collector):
+    """Each cluster's read-cache counters, read from the caches at scrape time (they count
+    for every transport, so they are not this app's to increment)."""
 
-    def __init__(self) -> None:
+    def __init__(self, caches: Callable[[], Mapping[str, ReadCache]]) -> None:
+        self._caches = caches
+
+    def collect(self) -> Iterator[Metric]:
+        hits = CounterMetricFamily(
+            "pvemcp_read_cache_hits",
+            "Read-tool API reads answered by the cluster's read cache or a request in flight.",
+            labels=["cluster"],
+        )
+        misses = CounterMetricFamily(
+            "pvemcp_read_cache_misses",
+            "Read-tool API reads sent to Proxmox.",
+            labels=["cluster"],
+        )
+        for name, cache in sorted(self._caches().items()):
+            hits.add_metric([name], cache.hits)
+            misses.add_metric([name], cache.misses)
+        yield hits
+        yield misses
+
+
+class Metrics:
+    """The counters and histograms one HTTP app exposes; `read_caches` gives the clusters'
+    read caches (`ClusterPool.read_caches`)."""
+
+    def __init__(self, read_caches: Callable[[], Mapping[str, ReadCache]]) -> None:
         self.registry = CollectorRegistry()
+        self.registry.register(_ReadCacheCollector(read_caches))
         self._calls = Counter(
             "pvemcp_tool_calls",
             "Tool calls by tool and outcome (`ok` or the error code).",
