@@ -93,6 +93,23 @@ def test_unreadable_bodies_get_a_stream() -> None:
     assert answers_with_json(b"", QUIET) is False
 
 
+class Person:
+    """The client side's human: approves every question, and watches progress."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self.seen: list[float] = []
+
+    async def on_elicit(
+        self, context: ClientRequestContext, params: ElicitRequestParams
+    ) -> ElicitResult:
+        self.asked.append(params.message)
+        return ElicitResult(action="accept", content={"approve": True})
+
+    async def on_progress(self, progress: float, total: float | None, message: str | None) -> None:
+        self.seen.append(progress)
+
+
 def confirm_gateway(sim: SimulatorHandle, audit_path: Path, policy: Path) -> Gateway:
     policy.write_text(CONFIRM_POWER_POLICY)
     return Gateway(
@@ -146,15 +163,7 @@ async def test_auto_answers_reads_with_json_and_streams_the_rest(power_gateway: 
 async def test_auto_keeps_elicitation_and_progress_for_the_calls_that_need_them(
     power_gateway: Gateway,
 ) -> None:
-    asked: list[str] = []
-    seen: list[float] = []
-
-    async def on_elicit(context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult:
-        asked.append(params.message)
-        return ElicitResult(action="accept", content={"approve": True})
-
-    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-        seen.append(progress)
+    person = Person()
 
     async with (
         served(power_gateway) as app,
@@ -162,7 +171,7 @@ async def test_auto_keeps_elicitation_and_progress_for_the_calls_that_need_them(
         Client(
             streamable_http_client(app.url, http_client=http),
             mode="legacy",
-            elicitation_callback=on_elicit,
+            elicitation_callback=person.on_elicit,
         ) as client,
     ):
         assert payload(await client.call_tool("proxmox_node_list", {}))["nodes"]
@@ -171,26 +180,18 @@ async def test_auto_keeps_elicitation_and_progress_for_the_calls_that_need_them(
                 await client.call_tool(
                     "proxmox_guest_power",
                     {"vmid": 204, "action": action, "wait": True},
-                    progress_callback=on_progress,
+                    progress_callback=person.on_progress,
                 )
             )
             assert done["exitstatus"] == "OK"
-    assert len(asked) == 2, "each power call was confirmed through elicitation"
-    assert seen, "progress notifications arrive over the stream"
+    assert len(person.asked) == 2, "each power call was confirmed through elicitation"
+    assert person.seen, "progress notifications arrive over the stream"
 
 
 async def test_json_mode_answers_with_one_body_and_confirms_by_token(
     power_gateway: Gateway,
 ) -> None:
-    asked: list[str] = []
-    seen: list[float] = []
-
-    async def on_elicit(context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult:
-        asked.append(params.message)
-        return ElicitResult(action="accept", content={"approve": True})
-
-    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-        seen.append(progress)
+    person = Person()
 
     async def confirmed(client: Client, args: dict[str, Any]) -> dict[str, Any]:
         first = error_of(await client.call_tool("proxmox_guest_power", args))
@@ -200,7 +201,7 @@ async def test_json_mode_answers_with_one_body_and_confirms_by_token(
             await client.call_tool(
                 "proxmox_guest_power",
                 {**args, "confirm_token": token},
-                progress_callback=on_progress,
+                progress_callback=person.on_progress,
             )
         )
 
@@ -219,11 +220,11 @@ async def test_json_mode_answers_with_one_body_and_confirms_by_token(
             Client(
                 streamable_http_client(app.url, http_client=http),
                 mode="legacy",
-                elicitation_callback=on_elicit,
+                elicitation_callback=person.on_elicit,
             ) as client,
         ):
             for action in ("start", "shutdown"):
                 done = await confirmed(client, {"vmid": 204, "action": action, "wait": True})
                 assert done["exitstatus"] == "OK"
-    assert asked == [], "confirmation fell back to the two-step token"
-    assert seen == [], "progress notifications have no wire in JSON-response mode"
+    assert person.asked == [], "confirmation fell back to the two-step token"
+    assert person.seen == [], "progress notifications have no wire in JSON-response mode"
