@@ -22,7 +22,7 @@ from pvemcp.policy.loader import load_policy
 from pvemcp.secrets.redaction import Redactor
 from pvemcp.simulator.server import SimulatorHandle
 from pvemcp.tools import all_tools, tier_map
-from pvemcp.transports.response_mode import answers_with_json
+from pvemcp.transports.response_mode import PARSE_AT_MOST, answers_with_json
 from tests.conftest import cluster_for
 from tests.transports.test_http_app import KEYS, bearer, error_of, payload, served
 
@@ -91,6 +91,16 @@ def test_which_requests_get_one_json_body(message: Any, json_body: bool) -> None
 def test_unreadable_bodies_get_a_stream() -> None:
     assert answers_with_json(b"{not json", QUIET) is False
     assert answers_with_json(b"", QUIET) is False
+
+
+def test_large_bodies_get_a_stream_unparsed() -> None:
+    """The choice runs before authentication: it parses small bodies only."""
+    padded = call("proxmox_node_list", {"pad": ""})
+    base = len(json.dumps(padded).encode())
+    padded["params"]["_meta"]["pad"] = "x" * (PARSE_AT_MOST - base)
+    assert answers_with_json(json.dumps(padded).encode(), QUIET) is True
+    padded["params"]["_meta"]["pad"] += "x"
+    assert answers_with_json(json.dumps(padded).encode(), QUIET) is False
 
 
 class Person:

@@ -72,10 +72,18 @@ def install_choosing_transport() -> None:
     streamable_http_manager.StreamableHTTPServerTransport = ChoosingTransport  # type: ignore[attr-defined]
 
 
+PARSE_AT_MOST = 64 * 1024
+"""Larger bodies get a stream unread. The choice is made before authentication (the SDK
+checks the token further in), so an unauthenticated caller must not buy a parse of up
+to `http.max_body_bytes`; a read call's body is a few hundred bytes."""
+
+
 def answers_with_json(body: bytes, quiet_tools: Collection[str]) -> bool:
     """Whether the JSON-RPC message in `body` can be answered with one JSON body:
     a request that is not a `tools/call`, or one of a tool in `quiet_tools` without a
-    progress token. Anything unreadable gets a stream (the SDK reports the error)."""
+    progress token. Anything unreadable or large gets a stream (the SDK reports errors)."""
+    if len(body) > PARSE_AT_MOST:
+        return False
     try:
         message: Any = json.loads(body)
     except ValueError:
