@@ -13,9 +13,11 @@ message related to a JSON-answered request would have no wire; none can arise fo
 requests (the SDK's progress report is a no-op without a token, and reads never elicit).
 
 The SDK fixes the mode when it creates a session's transport; `ChoosingTransport` takes
-it from the mark `ResponseModeChooser` leaves on each POST instead.
-`install_choosing_transport` puts it where the SDK's session manager creates transports:
-the one place this module reaches into the SDK, checked by the tests of every mode.
+it from the mark `ResponseModeChooser` leaves on each POST instead, and
+`install_choosing_transport` puts it where the SDK's session manager creates transports.
+That reaches into three SDK internals (mcp is pinned): the manager's module-level name
+for the transport class, the transport's `is_json_response_enabled` attribute and its
+`_handle_post_request` method. The tests of every mode fail if any of them moves.
 """
 
 from __future__ import annotations
