@@ -189,8 +189,7 @@ async def client(port: int, path: str, token: str, until: float, latencies: list
     status, received, _ = await connection.request("POST", path, headers, json.dumps(init).encode())
     if status != 200:
         raise RuntimeError(f"initialize answered HTTP {status}")
-    if "mcp-session-id" in received:  # none in stateless mode
-        headers["Mcp-Session-Id"] = received["mcp-session-id"]
+    headers["Mcp-Session-Id"] = received["mcp-session-id"]
     headers["MCP-Protocol-Version"] = PROTOCOL
     notice = {"jsonrpc": "2.0", "method": "notifications/initialized"}
     await connection.request("POST", path, headers, json.dumps(notice).encode())
@@ -224,7 +223,8 @@ async def client(port: int, path: str, token: str, until: float, latencies: list
 
 async def level(
     port: int, path: str, token: str, clients: int, seconds: float
-) -> tuple[float, float, float, int]:
+) -> tuple[int, float, float, float, int]:
+    """Calls made, calls/s, p50 and p99 latency, errors."""
     latencies: list[float] = []
     loop = asyncio.get_running_loop()
     until = loop.time() + seconds
@@ -236,7 +236,7 @@ async def level(
     ordered = sorted(latencies)
     p50 = ordered[len(ordered) // 2]
     p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return len(latencies) / elapsed, p50, p99, sum(results)
+    return len(latencies), len(latencies) / elapsed, p50, p99, sum(results)
 
 
 VARIANTS: tuple[tuple[str, dict[str, str]], ...] = (
@@ -262,9 +262,8 @@ def run_levels(port: int, token: str, seconds: float, pid: int, sim_pid: int) ->
     print(f"  gateway RSS after start: {rss_mib(pid):.0f} MiB")
     for clients in (1, 16, 64):
         before = (cpu_seconds(pid), cpu_seconds(sim_pid), time.process_time())
-        rate, p50, p99, errors = asyncio.run(level(port, "/mcp", token, clients, seconds))
+        calls, rate, p50, p99, errors = asyncio.run(level(port, "/mcp", token, clients, seconds))
         after = (cpu_seconds(pid), cpu_seconds(sim_pid), time.process_time())
-        calls = rate * seconds
         gw, sm, gen = ((b - a) * 1000 / calls for a, b in zip(before, after, strict=True))
         print(
             f"  {clients:3d} clients: {rate:7.1f} calls/s   p50 {p50 * 1000:7.2f} ms   "
