@@ -144,3 +144,30 @@ def test_plain_http_only_on_loopback(tmp_path: Path) -> None:
         load_settings(path)
     path.write_text('[clusters.a]\napi_url = "http://127.0.0.1:8006"')
     assert load_settings(path).all_clusters()["a"].api_url == "http://127.0.0.1:8006"
+
+
+@pytest.mark.parametrize("named_by", ["PVEMCP_CONFIG", "--config"])
+def test_env_completes_a_file_cluster_whichever_way_the_file_is_named(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    named_by: str,
+) -> None:
+    """The documented way of keeping a token secret out of the TOML: the file names the
+    cluster, `PVEMCP_CLUSTERS__<NAME>__TOKEN_SECRET` adds the secret. The env variable must
+    merge into the file's cluster, not be validated on its own as a cluster without a URL."""
+    path = tmp_path / "pvemcp.toml"
+    path.write_text('[clusters.prod]\napi_url = "https://pve1:8006"\ntoken_id = "pvemcp@pve!gw"\n')
+    monkeypatch.setenv("PVEMCP_CLUSTERS__PROD__TOKEN_SECRET", SECRET)
+    argv = ["config", "show"]
+    if named_by == "PVEMCP_CONFIG":
+        monkeypatch.setenv("PVEMCP_CONFIG", str(path))
+    else:
+        argv += ["--config", str(path)]
+    assert main(argv) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["clusters"]["prod"]["api_url"] == "https://pve1:8006"
+    assert shown["clusters"]["prod"]["token_secret"] == "[REDACTED]"
+    settings = load_settings(path if named_by == "--config" else None)
+    secret = settings.all_clusters()["prod"].token_secret
+    assert secret is not None and secret.get_secret_value() == SECRET

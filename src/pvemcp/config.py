@@ -628,14 +628,13 @@ class Settings(BaseSettings):
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Read env and (optionally) a TOML file into validated settings.
 
-    A TOML file's values are the base; env variables override scalar settings. Errors are
+    A TOML file's values are the base; env variables override them setting by setting, so
+    `PVEMCP_CLUSTERS__PROD__TOKEN_SECRET` completes the file's `[clusters.prod]`, whether the
+    file comes from `config_file` (`--config`) or `PVEMCP_CONFIG`. Errors are
     raised as `ConfigError` naming every bad setting, never with a secret value in them.
     """
     base: dict[str, Any] = {}
-    path = config_file
-    if path is None:
-        env_only = _env_settings_or_raise()
-        path = env_only.config
+    path = config_file if config_file is not None else _config_path_from_env()
     if path is not None:
         base = _toml_source(path.expanduser())
         base["config"] = path
@@ -644,7 +643,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         return _SettingsFromFile(**base)
     except ValidationError as exc:
         raise ConfigError(
-            format_validation_error(exc, source=str(path) if path else "env")
+            format_validation_error(exc, source=f"{path} and env" if path else "env")
         ) from None
 
 
@@ -663,9 +662,21 @@ class _SettingsFromFile(Settings):
         return (env_settings, init_settings)
 
 
-def _env_settings_or_raise() -> Settings:
+class _ConfigPath(BaseSettings):
+    """`PVEMCP_CONFIG` alone, read by the same env rules as `Settings`.
+
+    The other env variables are not validated here: `PVEMCP_CLUSTERS__<NAME>__*` may only
+    complete a cluster the file describes, so they are judged once merged with the file.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="PVEMCP_", extra="ignore")
+
+    config: Path | None = None
+
+
+def _config_path_from_env() -> Path | None:
     try:
-        return Settings()
+        return _ConfigPath().config
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, source="env")) from None
 
