@@ -4,13 +4,14 @@ Env variables (prefix ``PVEMCP_``) describe one cluster, the simple case; a TOML
 (``PVEMCP_CONFIG`` or ``--config``) describes several named clusters. The models here also
 generate ``docs/configuration.md``, so a setting that is not declared here does not exist.
 
-Every default is the safe one: TLS verification on, the audit log on, no cluster means the
-embedded simulator (never a guess at a real host).
+Every default is the safe one: TLS verification on, the audit log on, no cluster means
+`pvemcp serve` refuses to start (never a guess at a real host, never a silent simulator).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import tomllib
 import urllib.parse
@@ -621,8 +622,42 @@ class Settings(BaseSettings):
         return merged
 
     def uses_simulator(self) -> bool:
-        """True when nothing real is configured: the embedded simulator is the cluster."""
+        """True when no cluster is configured: only `pvemcp demo` (the embedded simulator)
+        can serve these settings."""
         return not self.all_clusters()
+
+    def require_cluster(self) -> None:
+        """Refuse settings with no cluster, naming what was looked for: `serve` fails closed
+        rather than serve the simulator in place of a cluster someone meant to configure.
+
+        A misspelt variable is the usual cause, so `PVEMCP_*` variables that name no setting
+        are listed.
+        """
+        if not self.uses_simulator():
+            return
+        where = (
+            f"{self.config} has no [clusters.NAME] table and PVEMCP_API_URL is not set"
+            if self.config is not None
+            else "PVEMCP_API_URL is not set and neither PVEMCP_CONFIG nor --config names a file"
+        )
+        unknown = unknown_env_names()
+        if unknown:
+            where += f"; {', '.join(unknown)} is set but names no setting"
+        raise ConfigError(
+            f"no Proxmox cluster is configured: {where}; `pvemcp demo` serves the embedded "
+            "simulator"
+        )
+
+
+def unknown_env_names() -> list[str]:
+    """`PVEMCP_*` variables that no setting reads (the env source ignores them silently)."""
+    fields = {name.upper() for name in Settings.model_fields}
+    return sorted(
+        name
+        for name in os.environ
+        if name.upper().startswith("PVEMCP_")
+        and name.upper().removeprefix("PVEMCP_").split("__")[0] not in fields
+    )
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

@@ -78,6 +78,16 @@ async def test_unknown_tool_and_cluster(gateway: Gateway) -> None:
     assert "demo" in error["hint"]
 
 
+async def test_unknown_tool_name_that_is_not_utf8_is_recorded(
+    gateway: Gateway, audit_path: Path
+) -> None:
+    """A lone surrogate (valid JSON text, not UTF-8) in an unknown name used to crash the
+    audit write and so the call."""
+    assert (await error_of(gateway, "proxmox_\ud800", {}))["code"] == "unknown_tool"
+    (record,) = read_audit(audit_path)
+    assert record["what"]["tool"] == "proxmox_\\ud800"
+
+
 async def test_bad_cluster_name_is_rejected_before_lookup(gateway: Gateway) -> None:
     error = await error_of(gateway, "proxmox_node_list", {"cluster": "Prod!"})
     assert error["code"] == "invalid_argument"

@@ -44,6 +44,10 @@ READ_FILE_TOOL = "proxmox_file_read"
 Confirmer = Callable[[str, Plan], Awaitable[bool | None]]
 """Asks the human about a plan: True approves, False declines, None means it cannot ask."""
 
+MAX_TOOL_NAME = 128
+"""The longest tool name kept whole in an unknown-tool refusal, its record and its log line
+(MCP's own limit for tool names): the name of an unknown tool comes from the caller."""
+
 # Audit status of each refusal, by failure code; anything else is "rejected".
 _REFUSAL_STATUS = {
     "denied": "denied",
@@ -153,6 +157,15 @@ def _risky_output_schema(base: dict[str, Any]) -> dict[str, Any]:
         "plan": {"type": "object", "description": "dry_run: summary, changes, target, warnings"},
     }
     return schema
+
+
+def shown_tool_name(name: str) -> str:
+    """`name` as a refusal, the audit and the log may show it: cut to `MAX_TOOL_NAME`
+    characters (saying how many were dropped), so a caller cannot make each unknown-tool
+    record megabytes long."""
+    if len(name) <= MAX_TOOL_NAME:
+        return name
+    return f"{name[:MAX_TOOL_NAME]}…(+{len(name) - MAX_TOOL_NAME} chars)"
 
 
 def _planned(plan: Plan) -> dict[str, Any]:
@@ -271,16 +284,17 @@ class Gateway:
     ) -> ToolResult:
         """Run one tool call end to end and return its (redacted) result or error."""
         prepared = self._tools.get(name)
-        call = _Call(new_event_id(), principal, name, prepared.spec.tier if prepared else "unknown")
         if prepared is None:
+            shown = shown_tool_name(name)
             return self._refused(
-                call,
+                _Call(new_event_id(), principal, shown, "unknown"),
                 ToolFailure(
                     "unknown_tool",
-                    f"no tool named {name!r}",
+                    f"no tool named {shown!r}",
                     hint="Call tools/list for the available tools.",
                 ),
             )
+        call = _Call(new_event_id(), principal, name, prepared.spec.tier)
         spec = prepared.spec
         try:
             args = self._validate(prepared, arguments)

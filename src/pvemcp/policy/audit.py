@@ -318,6 +318,30 @@ class AuditLog:
         record["outcome"] = {"status": "rejected", "error": error_code, "reason": reason}
         self._append(record, durable=False)
 
+    def auth_failures_summary(
+        self,
+        counts: Mapping[str, int],
+        *,
+        source_ip: str,
+        window_seconds: float,
+        transport: str = "http",
+    ) -> None:
+        """Record how many more refused authentications (by reason) came from `source_ip`
+        within one window after the first, which was recorded in full: a flood of bad
+        tokens costs one line per source and window, yet every refusal is counted. Raises
+        `AuditUnavailable`; not fsync'd."""
+        record = self._envelope("auth_failure")
+        record["who"] = {"transport": transport, "source_ip": source_ip}
+        record["outcome"] = {
+            "status": "rejected",
+            "error": "unauthenticated",
+            "reason": "repeated",
+            "count": sum(counts.values()),
+            "reasons": dict(sorted(counts.items())),
+            "window_seconds": window_seconds,
+        }
+        self._append(record, durable=False)
+
     def secret_rotated(
         self,
         secret: str,
@@ -396,7 +420,7 @@ class AuditLog:
         raw = details.get("raw_arguments")
         record["what"] = _compact(
             {
-                "tool": tool,
+                "tool": jsonable(tool),  # an unknown tool's name is the caller's text
                 "tier": jsonable(tier),
                 "arguments": jsonable(arguments) if arguments is not None else None,
                 "args_hmac": (

@@ -22,7 +22,7 @@ from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 from mcp.server.mcpserver.tools.base import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
 from mcp.shared.exceptions import NoBackChannelError
-from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from mcp.types import CallToolResult, InputRequiredResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from pvemcp import __version__
@@ -123,29 +123,99 @@ class GatewayTool(Tool):
         context: Context[Any, Any],
         convert_result: bool = False,
     ) -> CallToolResult:
-        started = time.perf_counter()
-        principal = self.principal_of(context.request_context)
-
-        async def progress(done: float, total: float | None, message: str | None) -> None:
-            await context.report_progress(done, total, message)
-
-        result = await self.gateway.invoke(
-            principal,
-            self.name,
-            arguments,
-            progress=progress,
-            confirmer=lambda tool, plan: ask_user(context, tool, plan),
+        return await forward(
+            self.gateway,
+            self.principal_of,
+            self.observer,
+            name=self.name,
+            arguments=arguments,
+            context=context,
         )
-        if self.observer is not None:
-            self.observer(self.name, result, time.perf_counter() - started)
-        if result.ok:
-            return CallToolResult(
-                content=[TextContent(type="text", text=_dumps(result.data))],
-                structured_content=result.data,
-            )
+
+
+async def forward(
+    gateway: Gateway,
+    principal_of: PrincipalResolver,
+    observer: CallObserver | None,
+    *,
+    name: str,
+    arguments: dict[str, Any],
+    context: Context[Any, Any],
+    counted_as: str | None = None,
+) -> CallToolResult:
+    """Run one tools/call through `Gateway.invoke` and shape its answer for the SDK.
+
+    `counted_as` is the tool label the observer gets instead of `name` (an unknown name is
+    the caller's text, and a metric label per name would let callers grow /metrics).
+    """
+    started = time.perf_counter()
+    principal = principal_of(context.request_context)
+
+    async def progress(done: float, total: float | None, message: str | None) -> None:
+        await context.report_progress(done, total, message)
+
+    result = await gateway.invoke(
+        principal,
+        name,
+        arguments,
+        progress=progress,
+        confirmer=lambda tool, plan: ask_user(context, tool, plan),
+    )
+    if observer is not None:
+        observer(counted_as or name, result, time.perf_counter() - started)
+    if result.ok:
         return CallToolResult(
-            content=[TextContent(type="text", text=_dumps({"error": result.error}))],
-            is_error=True,
+            content=[TextContent(type="text", text=_dumps(result.data))],
+            structured_content=result.data,
+        )
+    return CallToolResult(
+        content=[TextContent(type="text", text=_dumps({"error": result.error}))],
+        is_error=True,
+    )
+
+
+UNKNOWN_TOOL_LABEL = "(unknown)"
+"""The observer's (and so /metrics') tool label for calls of a name no tool has."""
+
+
+class GatewayServer(MCPServer[Any]):
+    """The SDK server, except that a call of a name it has no tool for goes to the gateway.
+
+    The SDK would answer such a call itself ("Unknown tool: X") and the gateway would never
+    know: no audit record of someone probing for tools. Here the gateway refuses it like any
+    other refusal (`unknown_tool`, recorded with the caller and the name, capped), and the
+    client gets the same structured error as from every other refusal.
+    """
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        principal_of: PrincipalResolver,
+        observer: CallObserver | None,
+        **settings: Any,
+    ) -> None:
+        super().__init__(**settings)
+        self._gateway = gateway
+        self._principal_of = principal_of
+        self._observer = observer
+        self._tool_names = frozenset(spec.name for spec in gateway.specs())
+
+    async def call_tool(
+        self,
+        name: str,
+        arguments: dict[str, Any],
+        context: Context[Any, Any] | None = None,
+    ) -> CallToolResult | InputRequiredResult:
+        if name in self._tool_names or context is None:
+            return await super().call_tool(name, arguments, context)
+        return await forward(
+            self._gateway,
+            self._principal_of,
+            self._observer,
+            name=name,
+            arguments=arguments,
+            context=context,
+            counted_as=UNKNOWN_TOOL_LABEL,
         )
 
 
@@ -176,8 +246,11 @@ def build_mcp_server(
             out = {**out, "tools": [t for t in out.get("tools", []) if t.get("name") in visible]}
         return out
 
-    server: MCPServer[Any] = MCPServer(
-        "pvemcp",
+    server = GatewayServer(
+        gateway,
+        principal_of,
+        observer,
+        name="pvemcp",
         version=__version__,
         instructions=INSTRUCTIONS,
         tools=list(tools),
