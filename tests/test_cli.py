@@ -133,3 +133,36 @@ def test_secrets_check_never_prints_the_secret(
     out = capsys.readouterr().out
     assert "pvemcp@pve!gw" in out
     assert secret not in out
+
+
+def clean_pvemcp_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in [k for k in os.environ if k.startswith("PVEMCP_")]:
+        monkeypatch.delenv(key)
+
+
+@pytest.mark.parametrize("mode", ["stdio", "http", "both"])
+def test_serve_without_a_cluster_refuses_and_says_what_it_looked_for(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], mode: str
+) -> None:
+    """A misspelt variable must not turn a production start into a simulator."""
+    clean_pvemcp_env(monkeypatch)
+    monkeypatch.setenv("PVEMCP_API_UR", "https://pve1.example:8006")
+    assert main(["serve", "--mode", mode]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("pvemcp: no Proxmox cluster is configured")
+    assert "PVEMCP_API_URL is not set" in err and "PVEMCP_CONFIG" in err
+    assert "PVEMCP_API_UR is set but names no setting" in err
+    assert "pvemcp demo" in err
+
+
+def test_serve_with_a_file_without_clusters_names_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clean_pvemcp_env(monkeypatch)
+    config = tmp_path / "pvemcp.toml"
+    config.write_text('log_level = "INFO"\n')
+    monkeypatch.setenv("PVEMCP_CONFIG", str(config))
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert f"{config} has no [clusters.NAME] table" in err
+    assert "names no setting" not in err

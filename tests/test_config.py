@@ -24,10 +24,12 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(key)
 
 
-def test_no_cluster_means_simulator() -> None:
+def test_no_cluster_is_refused_unless_simulated() -> None:
     settings = load_settings()
     assert settings.uses_simulator()
     assert settings.audit.enabled
+    with pytest.raises(ConfigError, match="PVEMCP_API_URL is not set"):
+        settings.require_cluster()
 
 
 def test_env_describes_the_default_cluster(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -28,6 +28,7 @@ def test_gateway_config_and_policy_load(
     for key in [k for k in os.environ if k.startswith("PVEMCP_")]:
         monkeypatch.delenv(key)
     settings = load_settings(COMPOSE / "pvemcp.toml")
+    settings.require_cluster()  # the gateway container runs `serve`, which needs one
     demo = settings.all_clusters()["demo"]
     assert demo.credentials.source == "vault"
     assert settings.http.auth == "oidc"

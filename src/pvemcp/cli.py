@@ -30,8 +30,8 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser(
         "serve",
-        help="serve MCP over stdio, HTTP or both (the embedded simulator when no cluster is "
-        "configured)",
+        help="serve MCP over stdio, HTTP or both for the configured cluster(s); refuses to "
+        "start when none is configured",
     )
     serve.add_argument("--config", type=Path, help="TOML config file (else PVEMCP_CONFIG)")
     _transport_arguments(serve)
@@ -293,7 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(args_list)
     try:
         if args.command == "serve":
-            return _serve(_settings(args.config), args, simulate=False)
+            settings = _settings(args.config)
+            settings.require_cluster()  # before binding a port or starting anything
+            return _serve(settings, args, simulate=False)
         if args.command == "demo":
             overrides: dict[str, Any] = {}
             if args.time_scale is not None:

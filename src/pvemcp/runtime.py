@@ -1,5 +1,5 @@
-"""Assembly: settings in, a ready gateway out (with the embedded simulator when no cluster
-is configured). Shared clients are built here once, whatever transports serve them."""
+"""Assembly: settings in, a ready gateway out (with the embedded simulator for
+`pvemcp demo`). Shared clients are built here once, whatever transports serve them."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def _simulated_cluster(stack: ExitStack, settings: Settings) -> dict[str, Cluste
     log.warning(
         "embedded_simulator",
         url=sim.url,
-        why="no Proxmox cluster is configured; every call goes to a simulated cluster",
+        why="pvemcp demo: every call goes to a simulated cluster",
     )
     return {
         SIMULATED_CLUSTER: ClusterConfig(
@@ -65,7 +65,10 @@ def _simulated_cluster(stack: ExitStack, settings: Settings) -> dict[str, Cluste
 async def open_gateway(
     settings: Settings, redactor: Redactor, *, simulate: bool = False
 ) -> AsyncIterator[Gateway]:
-    """Build the gateway; start the embedded simulator when asked or when nothing is configured.
+    """Build the gateway; start the embedded simulator when asked (`pvemcp demo`).
+
+    Without `simulate`, no configured cluster is a `ConfigError`: the simulator is never
+    served in place of a cluster someone meant to configure.
 
     Credentials load through the secrets manager (which adds every value to the redaction
     set); a source that is down leaves its cluster answering "credentials unavailable" until
@@ -76,8 +79,10 @@ async def open_gateway(
     with ExitStack() as stack:
         clusters = settings.all_clusters()
         default = settings.default_cluster
-        if simulate or not clusters:
+        if simulate:
             clusters, default = _simulated_cluster(stack, settings), SIMULATED_CLUSTER
+        else:
+            settings.require_cluster()
 
         def rotated(cluster: str, secret: str, source: str) -> None:
             current = manager.current(cluster)

@@ -1,5 +1,8 @@
 """`pvemcp serve --mode http|both`: refusals at start, and a signal's clean stop.
 
+Run as `pvemcp demo`, which is `serve` with the embedded simulator as its cluster (`serve`
+itself refuses to start without a configured cluster: tests/test_cli.py).
+
 The CLI's exit code and message for a refused configuration or a busy port (in-process:
 it refuses before starting anything), and, as a real process, that SIGTERM stops HTTP (and
 stdio, even while its client keeps stdin open) with the audit log closed and the port
@@ -48,7 +51,7 @@ def env_for(tmp_path: Path, **settings: str) -> dict[str, str]:
 
 def refused(capsys: pytest.CaptureFixture[str], *args: str) -> str:
     """Run the CLI in-process (it refuses before starting anything): its stderr."""
-    assert main(["serve", "--mode", "http", *args]) == 2
+    assert main(["demo", "--mode", "http", *args]) == 2
     return capsys.readouterr().err
 
 
@@ -74,7 +77,7 @@ def test_exposing_or_impossible_starts_are_refused(
 def running(tmp_path: Path, mode: str, env: Mapping[str, str]) -> Iterator[subprocess.Popen[bytes]]:
     with (tmp_path / "stderr.log").open("wb") as errlog:
         process = subprocess.Popen(
-            [sys.executable, "-m", "pvemcp", "serve", "--mode", mode],
+            [sys.executable, "-m", "pvemcp", "demo", "--mode", mode],
             env=dict(env),
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
