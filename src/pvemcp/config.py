@@ -91,7 +91,11 @@ class SshConfig(BaseModel):
     login_timeout: Annotated[float, Field(gt=0, le=120)] = 15.0
     command_timeout: Annotated[
         float,
-        Field(gt=0, le=86_400, description="Default seconds a remote command may run."),
+        Field(
+            ge=1,
+            le=86_400,
+            description="Default seconds a remote command may run (at least 1).",
+        ),
     ] = 60.0
     keepalive_interval: Annotated[float, Field(ge=0, le=600)] = 15.0
     max_channels: Annotated[

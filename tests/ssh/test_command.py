@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import shlex
 from pathlib import Path
 
 import asyncssh
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from pvemcp.config import SshConfig
 from pvemcp.proxmox.errors import SshHostKeyError
@@ -47,8 +51,44 @@ def test_wire_command_refuses_unusable_argv(argv: list[str], error: type[Excepti
 def test_wire_command_refuses_a_shell_string_and_a_bad_timeout() -> None:
     with pytest.raises(TypeError, match="not a shell string"):
         wire_command("echo hi; id", 10)
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match="at least 1"):
         wire_command(["true"], 0)
+
+
+@pytest.mark.parametrize("timeout", [0.0004, 0.0001, 0.5, 0.9999999, -3, math.nan, math.inf])
+def test_a_timeout_under_one_second_or_not_finite_is_refused(timeout: float) -> None:
+    """0.0004 used to become `0s`, which GNU timeout reads as "no timeout"."""
+    with pytest.raises(ValueError, match="at least 1"):
+        wire_command(["sleep", "60"], timeout)
+
+
+@pytest.mark.parametrize(
+    ("timeout", "text"),
+    [
+        (1, "1s"),
+        (1.0, "1s"),
+        (1.0004, "1.0004s"),
+        (2.5, "2.5s"),
+        (86400, "86400s"),
+        (1.0000000001, "1.0000000001s"),
+        (1e16, "10000000000000000s"),
+    ],
+)
+def test_timeout_durations_are_written_exactly(timeout: float, text: str) -> None:
+    assert shlex.split(wire_command(["true"], timeout))[2] == text
+
+
+@given(st.floats(min_value=1, max_value=86_400, allow_nan=False, allow_infinity=False))
+def test_every_accepted_timeout_reads_back_as_itself(timeout: float) -> None:
+    duration = shlex.split(wire_command(["true"], timeout))[2]
+    assert duration.endswith("s") and float(duration[:-1]) == timeout
+    assert "e" not in duration and not duration.startswith("0")
+
+
+def test_command_timeout_setting_has_the_same_minimum() -> None:
+    with pytest.raises(ValidationError, match="command_timeout"):
+        SshConfig(command_timeout=0.5)
+    assert SshConfig(command_timeout=1).command_timeout == 1
 
 
 @pytest.mark.parametrize(

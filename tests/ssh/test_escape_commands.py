@@ -221,14 +221,37 @@ async def test_timeout_kills_the_command_on_the_node(gw: Gateway, audit_path: Pa
     marker = "sleep 31.25"
     error = failed(
         await gw.invoke(
-            LOCAL, "proxmox_shell_run", {"node": "pve1", "command": marker, "timeout": 0.5}
+            LOCAL, "proxmox_shell_run", {"node": "pve1", "command": marker, "timeout": 1}
         )
     )
     assert error["code"] == "ssh_command_timeout" and error["details"]["node"] == "pve1"
-    _, outcome = records(audit_path, "proxmox_shell_run")
+    intent, outcome = records(audit_path, "proxmox_shell_run")
+    assert intent["where"]["command"].startswith("timeout --kill-after=5s 1s sh -c ")
     assert outcome["outcome"]["timed_out"] is True and outcome["outcome"]["status"] == "error"
     left = await anyio.run_process(["pgrep", "-f", marker], check=False)
     assert left.returncode == 1, left.stdout
+
+
+TIMEOUT_CALLS: dict[str, dict[str, Any]] = {
+    "proxmox_cli_run": {"node": "pve1", "argv": ["qm", "status", "100"]},
+    "proxmox_shell_run": {"node": "pve1", "command": "sleep 30"},
+    "proxmox_ct_exec": {"vmid": 200, "argv": ["sleep", "30"]},
+    "proxmox_vm_exec": {"vmid": 104, "argv": ["sleep", "30"]},
+}
+
+
+@pytest.mark.parametrize("tool", sorted(TIMEOUT_CALLS))
+@pytest.mark.parametrize("timeout", [0.0004, 0.5, 0.999, 0, -1, float("nan"), float("inf")])
+async def test_a_timeout_under_one_second_is_refused_naming_the_field(
+    gw: Gateway, audit_path: Path, tool: str, timeout: float
+) -> None:
+    """0.0004 s used to be sent as `timeout 0s`, which GNU timeout reads as no limit at all:
+    the command ran unbounded while the gateway promised it would be killed."""
+    error = failed(await gw.invoke(LOCAL, tool, {**TIMEOUT_CALLS[tool], "timeout": timeout}))
+    assert error["code"] == "invalid_argument" and error["field"] == "timeout", error
+    assert "timeout" in error["message"]
+    (record,) = records(audit_path, tool)
+    assert record["outcome"]["status"] == "rejected" and "command" not in record.get("where", {})
 
 
 async def test_changed_host_key_failure_shows_the_fingerprint_and_pin(

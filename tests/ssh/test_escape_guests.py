@@ -119,7 +119,7 @@ async def test_vm_exec_exit_codes_and_input(gw: Gateway) -> None:
 
 
 async def test_vm_exec_timeout_reports_the_guest_pid(gw: Gateway, audit_path: Path) -> None:
-    args = {"vmid": 104, "argv": ["sleep", "60"], "timeout": 0.3}
+    args = {"vmid": 104, "argv": ["sleep", "60"], "timeout": 1}
     error = failed(await gw.invoke(LOCAL, "proxmox_vm_exec", args))
     assert error["code"] == "guest_command_timeout" and error["details"]["pid"] >= 1200
     _, outcome = records(audit_path, "proxmox_vm_exec")

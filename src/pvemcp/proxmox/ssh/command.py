@@ -13,12 +13,17 @@ coreutils `timeout`, which signals the command's whole process group on the node
 
 from __future__ import annotations
 
+import math
 import re
 import shlex
 from collections.abc import Sequence
+from decimal import Decimal
 
 KILL_AFTER = 5.0
 """Seconds between the remote SIGTERM at the timeout and the SIGKILL that follows."""
+MIN_TIMEOUT = 1.0
+"""The shortest command timeout: below it a duration is a typo or an attack on `timeout`
+(whose `0s` means "never"), not a limit anyone needs on a node."""
 TIMEOUT_EXIT_CODES = frozenset({124, 137})
 """`timeout`'s exit status after a SIGTERM (124) or the SIGKILL that followed it (128+9)."""
 
@@ -45,8 +50,13 @@ def check_operand(value: str, what: str) -> str:
 
 
 def _seconds(value: float) -> str:
-    """A duration for coreutils `timeout` (`90s`, `1.5s`)."""
-    return f"{value:.3f}".rstrip("0").rstrip(".") + "s"
+    """A duration for coreutils `timeout` (`90s`, `1.5s`), exactly the float given: the
+    shortest decimal that reads back as `value`, never rounded (a rounded `0s` would mean
+    no timeout at all)."""
+    text = format(Decimal(repr(value)), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text + "s"
 
 
 def wire_command(argv: Sequence[str], timeout: float) -> str:
@@ -54,7 +64,7 @@ def wire_command(argv: Sequence[str], timeout: float) -> str:
 
     `timeout` stops parsing its own options at the duration, so the wrapped argv cannot
     reach them. Raises `ValueError` for an empty argv, a program name starting with `-`,
-    a NUL (no shell can carry it) or a timeout that is not positive.
+    a NUL (no shell can carry it) or a timeout below `MIN_TIMEOUT` or not finite.
     """
     if isinstance(argv, str):
         raise TypeError("argv must be a sequence of arguments, not a shell string")
@@ -64,8 +74,10 @@ def wire_command(argv: Sequence[str], timeout: float) -> str:
     check_operand(args[0], "the program name")
     if any("\x00" in arg for arg in args):
         raise ValueError("an argument contains a NUL character")
-    if not timeout > 0:
-        raise ValueError("the command timeout must be positive")
+    if not (math.isfinite(timeout) and timeout >= MIN_TIMEOUT):
+        raise ValueError(
+            f"the command timeout must be a finite number of seconds, at least {MIN_TIMEOUT:g}"
+        )
     return shlex.join(["timeout", f"--kill-after={_seconds(KILL_AFTER)}", _seconds(timeout), *args])
 
 
