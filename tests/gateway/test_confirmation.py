@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +112,66 @@ async def test_destructive_call_needs_a_token_then_runs_once(gw: Gateway, audit_
         ("outcome", "ok"),
         ("record", "confirmation_failed"),
     ]
+
+
+def approvals(audit_path: Path, tool: str) -> list[tuple[str, dict[str, Any] | None]]:
+    """(phase, decision.approval) of each record of `tool`."""
+    return [
+        (r["phase"], r.get("decision", {}).get("approval"))
+        for r in read_audit(audit_path)
+        if r["what"]["tool"] == tool
+    ]
+
+
+def assert_recent(stamp: str) -> None:
+    at = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    assert abs((datetime.now(UTC) - at).total_seconds()) < 60
+
+
+async def test_token_approval_is_recorded_without_the_token(gw: Gateway, audit_path: Path) -> None:
+    dry = await gw.invoke(LOCAL, "proxmox_guest_stop", {"vmid": 103, "dry_run": True})
+    assert dry.ok
+    first = await gw.invoke(LOCAL, "proxmox_guest_stop", {"vmid": 103})
+    assert first.error is not None
+    token: str = first.error["details"]["confirm_token"]
+    done = await gw.invoke(LOCAL, "proxmox_guest_stop", {"vmid": 103, "confirm_token": token})
+    assert done.ok, done.error
+
+    (_, none_dry), (_, none_asked), (intent, approval), (outcome, again) = approvals(
+        audit_path, "proxmox_guest_stop"
+    )
+    assert (intent, outcome) == ("intent", "outcome")
+    assert none_dry is None and none_asked is None, "a dry run and a refusal approve nothing"
+    assert approval is not None
+    assert again == approval, "the outcome repeats how its intent was approved"
+    nonce = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))["n"]
+    assert approval["method"] == "token"
+    assert approval["by"] == {"sub": "local"}
+    assert approval["token_id"] == nonce
+    assert approval["token_sha256"] == hashlib.sha256(token.encode()).hexdigest()
+    assert_recent(approval["at"])
+    assert token not in audit_path.read_text()
+
+
+async def test_elicitation_approval_is_recorded(gw: Gateway, audit_path: Path) -> None:
+    async def on_elicit(context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult:
+        return ElicitResult(action="accept", content={"approve": True})
+
+    # The operator profile lets `local` stop guests; issuer and client are recorded too.
+    caller = Principal(subject="local", transport="memory", issuer="https://idp", client_id="a7")
+    server = build_mcp_server(gw, lambda _: caller)
+    async with Client(server, mode="legacy", elicitation_callback=on_elicit) as client:
+        result = await client.call_tool("proxmox_guest_stop", {"vmid": 105})
+    assert not result.is_error, result.content
+
+    (intent, approval), (outcome, again) = approvals(audit_path, "proxmox_guest_stop")
+    assert (intent, outcome) == ("intent", "outcome")
+    assert approval is not None
+    assert again == approval
+    assert approval["method"] == "elicitation"
+    assert approval["by"] == {"sub": "local", "iss": "https://idp", "client_id": "a7"}
+    assert "token_id" not in approval
+    assert_recent(approval["at"])
 
 
 async def test_forged_and_garbage_tokens_are_refused(gw: Gateway) -> None:

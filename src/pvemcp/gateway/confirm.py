@@ -70,8 +70,11 @@ class ConfirmationTokens:
         signature = hmac.new(self._key, body, hashlib.sha256).digest()
         return f"pvc1.{_b64(body)}.{_b64(signature)}"
 
-    def redeem(self, token: str, bound: str) -> None:
-        """Accept the token for this exact call once, or raise a `confirmation_invalid` failure."""
+    def redeem(self, token: str, bound: str) -> str:
+        """Accept the token for this exact call once, or raise a `confirmation_invalid` failure.
+
+        Returns the token's id (its random nonce): the audit names the token by it and by
+        its hash, never by the token itself."""
         try:
             prefix, body_text, sig_text = token.split(".")
             body = _unb64(body_text)
@@ -96,6 +99,7 @@ class ConfirmationTokens:
             if nonce in self._used:
                 raise _invalid("the confirmation token was already used")
             self._used[nonce] = float(claims["exp"])
+        return nonce
 
 
 def _invalid(message: str) -> ToolFailure:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -28,7 +29,7 @@ from pvemcp.gateway.errors import ToolFailure
 from pvemcp.gateway.plan import Plan
 from pvemcp.gateway.registry import AnySpec, ToolInput, WriteInput
 from pvemcp.gateway.schema import compact_schema, field_hint
-from pvemcp.policy.audit import AuditLog, AuditUnavailable, new_event_id
+from pvemcp.policy.audit import AuditLog, AuditUnavailable, new_event_id, utc_now
 from pvemcp.policy.decision import Decision, Effect
 from pvemcp.policy.engine import PolicyEngine, PolicyRequest
 from pvemcp.policy.principal import Principal
@@ -89,6 +90,12 @@ class _Call:
     planned: dict[str, Any] = field(default_factory=dict)
     """What the plan says will run or be touched (argv, wire command, paths), for the
     intent record and any refusal."""
+    approval: dict[str, Any] | None = None
+    """How a confirmed call was approved: `decision.approval` of its intent and outcome."""
+
+    def approval_detail(self) -> dict[str, Any]:
+        """The audit keyword for the approval, empty when the call needed none."""
+        return {"approval": self.approval} if self.approval is not None else {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +173,20 @@ def shown_tool_name(name: str) -> str:
     if len(name) <= MAX_TOOL_NAME:
         return name
     return f"{name[:MAX_TOOL_NAME]}…(+{len(name) - MAX_TOOL_NAME} chars)"
+
+
+def _approval(principal: Principal, method: Literal["token", "elicitation"]) -> dict[str, Any]:
+    """`decision.approval` of a confirmed call: how, by whom and when it was approved.
+
+    By whom is the caller: an elicitation is answered by the person at the caller's client,
+    and a token is bound to the caller that received it, so no one else can redeem it.
+    """
+    by = {"sub": principal.subject, "iss": principal.issuer, "client_id": principal.client_id}
+    return {
+        "method": method,
+        "by": {key: value for key, value in by.items() if value is not None},
+        "at": utc_now(),
+    }
 
 
 def _planned(plan: Plan) -> dict[str, Any]:
@@ -423,14 +444,19 @@ class Gateway:
         )
         if args.confirm_token is not None and self.token_confirmation:
             try:
-                self.tokens.redeem(args.confirm_token, bound)
+                token_id = self.tokens.redeem(args.confirm_token, bound)
             except ToolFailure as failure:
                 return failure
+            call.approval = _approval(call.principal, "token") | {
+                "token_id": token_id,
+                "token_sha256": hashlib.sha256(args.confirm_token.encode()).hexdigest(),
+            }
             return None
         # The human sees the redacted plan: a diff or a command line can hold secrets.
         shown = Plan.model_validate(shown_plan)
         answer = await confirmer(call.tool, shown) if confirmer is not None else None
         if answer is True:
+            call.approval = _approval(call.principal, "elicitation")
             return None
         if answer is False:
             return ToolFailure(
@@ -486,6 +512,7 @@ class Gateway:
                     policy_hash=self.policy.bundle_hash,
                     **call.target,
                     **call.planned,
+                    **call.approval_detail(),
                 )
             except AuditUnavailable as exc:
                 log.error(
@@ -540,7 +567,7 @@ class Gateway:
             upids=ctx.upids,
             backend=ctx.backend_name,
             exitstatus=exitstatus,
-            **(call.target | command),
+            **(call.target | command | call.approval_detail()),
         )
         log.info(
             "tool_call",

@@ -82,8 +82,9 @@ class CallDetails(TypedDict, total=False):
     and `command` (the exact wire string sent over SSH), `ssh_user`, `host_key` (the
     pinned host-key fingerprint). what: `raw_arguments` (only hashed into `args_hmac`,
     never stored), `schema_sha256` (the tool's input schema), `rpc_id`. who: `source_ip`,
-    `client` (MCP client name/version), `stated_reason`. decision: `approval` (confirmation
-    id, approver). envelope: `policy_hash` (the policy bundle that decided).
+    `client` (MCP client name/version), `stated_reason`. decision: `approval` (how a confirmed
+    call was approved: method, by, at, token id and hash). envelope: `policy_hash` (the
+    policy bundle that decided).
     """
 
     node: str
@@ -125,7 +126,8 @@ class AuditSettings(Protocol):
     def syslog(self) -> str | None: ...
 
 
-def _now() -> str:
+def utc_now() -> str:
+    """The current UTC time as every audit timestamp is written (microseconds, `Z`)."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -391,7 +393,7 @@ class AuditLog:
             "schema": SCHEMA,
             "event_id": event_id or new_event_id(),
             "phase": phase,
-            "time": _now(),
+            "time": utc_now(),
             "gateway": dict(self._gateway),
         }
 
