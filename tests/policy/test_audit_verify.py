@@ -480,3 +480,20 @@ def test_checkpoint_command_appends_and_prints_a_checkpoint(tmp_path: Path) -> N
     err = io.StringIO()
     assert checkpoint_command(AuditConfig(enabled=False), err=err) == 1
     assert "disabled" in err.getvalue()
+
+
+def test_a_cut_tail_is_reported_at_the_file_without_a_line(
+    tmp_path: Path, sample: tuple[bytes, dict[str, Any]]
+) -> None:
+    """The problem has no line (it is after the last one): the report names the file and
+    the last seq, never `file:None`."""
+    data, mark = sample
+    log = tmp_path / "audit.jsonl"
+    log.write_bytes(join(lines_of(data)[:-3]))
+    checkpoint = tmp_path / "checkpoint.json"
+    checkpoint.write_text(json.dumps(mark))
+    err = io.StringIO()
+    assert verify_command([log], default_log=None, checkpoint_file=checkpoint, err=err) == 1
+    end = len(lines_of(data)) - 3
+    assert f"  {log} (seq {end}): truncated: the log ends at seq {end}" in err.getvalue()
+    assert "None" not in err.getvalue()

@@ -40,7 +40,10 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.file is not None else "checkpoint"
+        # A problem of the whole file (unreadable, cut after its last line) has no line.
+        where = "checkpoint" if self.file is None else str(self.file)
+        if self.file is not None and self.line is not None:
+            where += f":{self.line}"
         seq = f" (seq {self.seq})" if self.seq is not None else ""
         return f"{where}{seq}: {self.kind}: {self.message}"
 
