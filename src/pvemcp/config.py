@@ -509,9 +509,40 @@ class HttpConfig(BaseModel):
     max_body_bytes: Annotated[int, Field(ge=1024, le=4 * 1024 * 1024)] = 1024 * 1024
     request_timeout: Annotated[float, Field(gt=0, le=3600)] = 120.0
     rate_limit_per_minute: Annotated[
-        int, Field(ge=0, description="Requests per subject per minute (0 = unlimited).")
+        int,
+        Field(
+            ge=0,
+            description="Requests per caller per minute (0 = unlimited); the caller is the "
+            "verified subject, else the normalised token, else the client address.",
+        ),
+    ] = 1200
+    rate_limit_burst: Annotated[
+        int,
+        Field(
+            ge=1,
+            description="Requests a caller may send at once: a client's start (initialize, "
+            "lists, a burst of calls) must fit.",
+        ),
+    ] = 120
+    auth_failures_per_minute: Annotated[
+        int,
+        Field(
+            ge=0,
+            description="Failed authentications per client address per minute (0 = no "
+            "limit); past it, requests without a known-good token get 429.",
+        ),
+    ] = 30
+    auth_failures_burst: Annotated[
+        int, Field(ge=1, description="Failed authentications one address may have at once.")
+    ] = 10
+    auth_failures_total_per_minute: Annotated[
+        int,
+        Field(
+            ge=0,
+            description="Failed authentications per minute from all addresses together "
+            "(0 = no limit; ten seconds' worth at once).",
+        ),
     ] = 600
-    rate_limit_burst: Annotated[int, Field(ge=1)] = 60
     tls_cert_file: Annotated[Path | None, Field(description="Serve HTTPS with this cert.")] = None
     tls_key_file: Annotated[Path | None, Field(description="Private key for tls_cert_file.")] = None
     trusted_proxies: Annotated[

@@ -6,6 +6,7 @@ and foreign sessions, rate limits, the response-start timeout, and the bind rule
 
 from __future__ import annotations
 
+import json
 import math
 import ssl
 from pathlib import Path
@@ -19,7 +20,12 @@ from starlette.types import Receive, Scope, Send
 from pvemcp.config import ConfigError, HttpConfig
 from pvemcp.gateway.invoke import Gateway
 from pvemcp.simulator.certs import make_self_signed
-from pvemcp.transports.hardening import RateLimit, ResponseStartTimeout
+from pvemcp.transports.hardening import (
+    AuthFailure,
+    FailureDigest,
+    RateLimit,
+    ResponseStartTimeout,
+)
 from pvemcp.transports.http import check_http_config, transport_security
 from tests.conftest import read_audit
 from tests.transports.test_http_app import KEYS, Served, bearer, served
@@ -143,6 +149,128 @@ async def test_rate_limit_answers_429_with_retry_after(gateway: Gateway) -> None
         assert (await http.get(f"{app.base}/healthz")).status_code == 200
         metrics = (await http.get(f"{app.base}/metrics")).text
         assert "pvemcp_rate_limited_total 1.0" in metrics
+
+
+async def raw_status(app: Served, request: bytes) -> int:
+    """Send `request` as written on its own connection (no client library tidies its
+    headers); the status code of the answer."""
+    port = int(app.base.rsplit(":", 1)[1])
+    async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+        await stream.send(request)
+        answer = b""
+        while b"\r\n" not in answer:
+            answer += await stream.receive()
+    return int(answer.split(b" ", 2)[1])
+
+
+def post_with(
+    app: Served, authorization: bytes, body: bytes = b'{"jsonrpc":"2.0","id":1,"method":"ping"}'
+) -> bytes:
+    path = app.url.removeprefix(app.base).encode()
+    return (
+        b"POST " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Authorization: " + authorization + b"\r\n"
+        b"Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"
+        b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+
+
+async def test_spelling_the_token_differently_spends_the_same_bucket(gateway: Gateway) -> None:
+    """Issue 10 item 12: `Bearer T`, `bearer  T`, ... each had a bucket of their own."""
+    async with (
+        served(gateway, rate_limit_per_minute=6, rate_limit_burst=3) as app,
+        httpx2.AsyncClient() as http,
+    ):
+        session = await open_session(http, app, KEYS[0])
+        assert (await ping(http, app, KEYS[0], session)).status_code == 200
+        key = KEYS[0].encode()
+        variants = [
+            b"Bearer " + key,
+            b"bearer " + key,
+            b"BEARER " + key,
+            b"BeArEr " + key,
+            b"Bearer  " + key,
+            b"Bearer   " + key,
+            b"Bearer\t" + key,
+            b"bearer \t" + key,
+            b"Bearer " + key + b" ",
+            b"Bearer " + key + b"\t",
+            b"BEARER\t\t" + key + b"  ",
+        ]
+        statuses = [await raw_status(app, post_with(app, variant)) for variant in variants]
+        assert statuses == [429] * len(variants)
+        # The other key is another caller, with its own bucket.
+        initialize = json.dumps(INITIALIZE).encode()
+        other = post_with(app, b"Bearer " + KEYS[1].encode(), initialize)
+        assert await raw_status(app, other) == 200
+
+
+async def test_a_flood_of_bad_tokens_is_limited_and_summarised(
+    gateway: Gateway, audit_path: Path
+) -> None:
+    """Issue 10 item 13: distinct bad tokens were never limited, each wrote a record."""
+    flood = 60
+    async with (
+        served(gateway, auth_failures_per_minute=6, auth_failures_burst=5) as app,
+        httpx2.AsyncClient() as http,
+    ):
+        session = await open_session(http, app, KEYS[0])  # a token known to be good
+        statuses = []
+        for n in range(flood):
+            response = await http.post(app.url, json=INITIALIZE, headers=bearer(f"forged-{n}"))
+            statuses.append(response.status_code)
+        assert statuses == [401] * 5 + [429] * (flood - 5)
+        assert "failed authentications" in response.json()["error"]["message"]
+        assert int(response.headers["retry-after"]) >= 1
+        # The verified caller from the same address keeps working through the flood.
+        assert (await ping(http, app, KEYS[0], session)).status_code == 200
+        metrics = (await http.get(f"{app.base}/metrics")).text
+    assert 'pvemcp_auth_failures_total{reason="unknown_key"} 5.0' in metrics
+    assert f"pvemcp_rate_limited_total {flood - 5:.1f}" in metrics
+    failures = [r for r in read_audit(audit_path) if r["phase"] == "auth_failure"]
+    assert len(failures) == 6, "five in full, then one summary for the window"
+    assert all(r["outcome"]["reason"] == "unknown_key" for r in failures[:5])
+    summary = failures[5]["outcome"]
+    assert summary["reason"] == "repeated"
+    assert summary["reasons"] == {"rate_limited": flood - 5}
+    assert failures[5]["who"]["source_ip"] == "127.0.0.1"
+    assert 5 + summary["count"] == flood
+
+
+def test_failure_digest_bounds_records_per_source_and_window() -> None:
+    now = [0.0]
+    written: list[AuthFailure] = []
+    summaries: list[tuple[str, dict[str, int]]] = []
+    digest = FailureDigest(
+        write=written.append,
+        summarise=lambda source, counts, _: summaries.append((source, dict(counts))),
+        window=60,
+        full=2,
+        max_sources=2,
+        clock=lambda: now[0],
+    )
+    for source in ("192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"):
+        for _ in range(10):
+            digest.failed(AuthFailure("unknown_key", 401, source, None))
+    # Past max_sources, new sources share the window "*".
+    assert [f.source_ip for f in written] == [
+        *["192.0.2.1"] * 2,
+        *["192.0.2.2"] * 2,
+        *["192.0.2.3"] * 2,
+    ]
+    assert summaries == []
+    now[0] = 61.0
+    digest.limited("192.0.2.1")  # a new window opens; the ended ones are summarised
+    assert summaries == [
+        ("192.0.2.1", {"unknown_key": 8}),
+        ("192.0.2.2", {"unknown_key": 8}),
+        ("*", {"unknown_key": 18}),
+    ]
+    assert len(written) == 7 and written[-1].reason == "rate_limited"
+    digest.flush(everything=True)
+    assert len(summaries) == 3, "the new window's one refusal was written in full"
+    total = len(written) + sum(sum(counts.values()) for _, counts in summaries)
+    assert total == 41
 
 
 def test_token_bucket_refills_at_the_configured_rate() -> None:

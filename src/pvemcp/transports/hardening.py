@@ -11,14 +11,14 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Collection
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Collection, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
 import structlog
-from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, authorization_context
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from starlette.datastructures import Headers
 from starlette.requests import Request
@@ -75,12 +75,114 @@ class _Bucket:
     updated: float
 
 
+class TokenBuckets:
+    """A token bucket per key: `burst` at once, refilled at `per_minute`; the least recently
+    used of more than `MAX_BUCKETS` keys are forgotten (a forgotten key starts full)."""
+
+    def __init__(
+        self, per_minute: float, burst: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate = per_minute / 60.0
+        self._burst = float(burst)
+        self._clock = clock
+        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+
+    def _refilled(self, key: str) -> _Bucket:
+        now = self._clock()
+        bucket = self._buckets.pop(key, None)
+        if bucket is None:
+            bucket = _Bucket(self._burst, now)
+            while len(self._buckets) >= MAX_BUCKETS:
+                self._buckets.popitem(last=False)
+        bucket.tokens = min(self._burst, bucket.tokens + (now - bucket.updated) * self.rate)
+        bucket.updated = now
+        self._buckets[key] = bucket
+        return bucket
+
+    def take(self, key: str) -> float:
+        """Spend one token of `key`'s bucket; 0 when allowed, else seconds until one is back."""
+        bucket = self._refilled(key)
+        if bucket.tokens >= 1:
+            bucket.tokens -= 1
+            return 0.0
+        return (1 - bucket.tokens) / self.rate
+
+    def wait(self, key: str) -> float:
+        """Seconds until `key` has a token again (0 if it has one now), spending nothing."""
+        bucket = self._refilled(key)
+        return 0.0 if bucket.tokens >= 1 else (1 - bucket.tokens) / self.rate
+
+    def spend(self, key: str) -> None:
+        """Spend one token even if that leaves the bucket in debt (up to one burst), so a
+        failure found only after the fact still counts."""
+        bucket = self._refilled(key)
+        bucket.tokens = max(bucket.tokens - 1, -self._burst)
+
+
+class FailureLimit:
+    """Failed authentications allowed per source address, and from all sources together.
+
+    A failure is known only once the verifier has refused the token, so it is spent after
+    the fact (`failed`); while a source's bucket (or the total one) is empty, requests from
+    it that carry no token known to be good are refused before verification (`wait`).
+    Callers whose tokens were verified keep working through a flood from elsewhere.
+    """
+
+    def __init__(
+        self,
+        *,
+        per_minute: int,
+        burst: int,
+        total_per_minute: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._per_source = TokenBuckets(per_minute, burst, clock)
+        # Ten seconds' worth of the total rate at once.
+        self._total = TokenBuckets(total_per_minute, max(1, total_per_minute // 6), clock)
+
+    def wait(self, source_ip: str) -> float:
+        waits = [
+            buckets.wait(key)
+            for buckets, key in ((self._per_source, source_ip), (self._total, "*"))
+            if buckets.rate > 0
+        ]
+        return max(waits, default=0.0)
+
+    def failed(self, source_ip: str) -> None:
+        for buckets, key in ((self._per_source, source_ip), (self._total, "*")):
+            if buckets.rate > 0:
+                buckets.spend(key)
+
+
+def caller_key(scope: Scope) -> str:
+    """Who a request counts against before verification: the hash of its normalised
+    `Authorization` value (scheme case-folded, whitespace collapsed, so `Bearer T`,
+    `bearer  T` and `BEARER\tT` are one caller), or without one the client address."""
+    authorization = Headers(scope=scope).get("authorization")
+    words = authorization.split() if authorization is not None else []
+    if not words:
+        return "ip:" + client_ip(scope)
+    normalised = " ".join([words[0].casefold(), *words[1:]])
+    return "token:" + hashlib.sha256(normalised.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def principal_key(user: AuthenticatedUser) -> str:
+    """The verified caller a rate-limit bucket belongs to: issuer and subject (else client
+    id), so every token of one subject shares one bucket."""
+    context = authorization_context(user)
+    return f"principal:{context['issuer']}|{context['subject'] or context['client_id']}"
+
+
 class RateLimit:
     """A token bucket per caller: `burst` requests at once, refilled at `per_minute`.
 
-    The caller is the bearer token (by its SHA-256, so one subject's token is one bucket)
-    or, without one, the client address. It runs before authentication, so a flood of bad
-    tokens is limited too, and nothing is spent verifying what will be refused anyway.
+    Before a token is verified the caller is the token itself (`caller_key`); once the SDK
+    has verified it, the token is remembered as standing for its principal
+    (`principal_key`), whose one bucket all its tokens then spend. Without a token the
+    caller is the client address. It runs before authentication, so nothing is spent
+    verifying what will be refused anyway. With `failures`, refused authentications are
+    counted per source and a source (or everyone) that failed too often gets 429 for any
+    request whose token is not known to be good (`on_auth_limited(source_ip)`).
     Refusals are 429 with `Retry-After` (whole seconds) and counted by `on_limited`.
     """
 
@@ -92,51 +194,72 @@ class RateLimit:
         burst: int,
         exempt: Collection[str],
         on_limited: Callable[[], None],
+        failures: FailureLimit | None = None,
+        on_auth_limited: Callable[[str], None] = lambda source_ip: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.app = app
-        self._rate = per_minute / 60.0
-        self._burst = float(burst)
+        self._buckets = TokenBuckets(per_minute, burst, clock)
         self._exempt = frozenset(exempt)
         self._on_limited = on_limited
-        self._clock = clock
-        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
-
-    @staticmethod
-    def caller_key(scope: Scope) -> str:
-        authorization = Headers(scope=scope).get("authorization")
-        if authorization:
-            return "token:" + hashlib.sha256(authorization.encode()).hexdigest()
-        return "ip:" + client_ip(scope)
+        self._failures = failures
+        self._on_auth_limited = on_auth_limited
+        self._principals: OrderedDict[str, str] = OrderedDict()
 
     def take(self, key: str) -> float:
         """Spend one token of `key`'s bucket; 0 when allowed, else seconds until one is back."""
-        now = self._clock()
-        bucket = self._buckets.pop(key, None)
-        if bucket is None:
-            bucket = _Bucket(self._burst, now)
-            while len(self._buckets) >= MAX_BUCKETS:
-                self._buckets.popitem(last=False)
-        bucket.tokens = min(self._burst, bucket.tokens + (now - bucket.updated) * self._rate)
-        bucket.updated = now
-        self._buckets[key] = bucket
-        if bucket.tokens >= 1:
-            bucket.tokens -= 1
-            return 0.0
-        return (1 - bucket.tokens) / self._rate
+        return self._buckets.take(key)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self._exempt or self._rate <= 0:
+        if scope["type"] != "http" or scope["path"] in self._exempt:
             await self.app(scope, receive, send)
             return
-        wait = self.take(self.caller_key(scope))
-        if wait == 0:
-            await self.app(scope, receive, send)
+        key = caller_key(scope)
+        principal = self._principals.get(key)
+        source_ip = client_ip(scope)
+        if principal is None and self._failures is not None:
+            wait = self._failures.wait(source_ip)
+            if wait > 0:
+                self._on_auth_limited(source_ip)
+                await self._refuse(scope, receive, send, wait, "too many failed authentications")
+                return
+        if self._buckets.rate > 0:
+            wait = self._buckets.take(principal or key)
+            if wait > 0:
+                await self._refuse(scope, receive, send, wait, "rate limit exceeded")
+                return
+
+        async def learn(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self._learn(scope, key, message)
+            await send(message)
+
+        await self.app(scope, receive, learn)
+
+    def _learn(self, scope: Scope, key: str, start: Message) -> None:
+        """After verification: remember which principal a token stands for, forget it when
+        it is refused (expired, revoked), and count the refusal against its source."""
+        if _is_bearer_refusal(start):
+            self._principals.pop(key, None)
+            if self._failures is not None:
+                self._failures.failed(client_ip(scope))
             return
+        user = scope.get("user")
+        if key.startswith("token:") and isinstance(user, AuthenticatedUser):
+            principal = principal_key(user)
+            if self._principals.pop(key, None) != principal and self._buckets.rate > 0:
+                self._buckets.spend(principal)  # this request, charged to the token so far
+            self._principals[key] = principal
+            while len(self._principals) > MAX_BUCKETS:
+                self._principals.popitem(last=False)
+
+    async def _refuse(
+        self, scope: Scope, receive: Receive, send: Send, wait: float, what: str
+    ) -> None:
         self._on_limited()
         retry_after = max(1, math.ceil(wait))
-        log.warning("rate_limited", source_ip=client_ip(scope), retry_after=retry_after)
-        response = jsonrpc_error(429, f"rate limit exceeded; retry in {retry_after} s")
+        log.warning("rate_limited", source_ip=client_ip(scope), retry_after=retry_after, why=what)
+        response = jsonrpc_error(429, f"{what}; retry in {retry_after} s")
         response.headers["Retry-After"] = str(retry_after)
         await response(scope, receive, send)
 
@@ -185,6 +308,89 @@ class AuthFailure:
     subject: str | None = None
     issuer: str | None = None
     client_id: str | None = None
+
+
+AUTH_FAILURE_WINDOW = 60.0
+"""Seconds of one source's failures the audit log summarises in one record."""
+FULL_PER_WINDOW = 5
+"""Refusals per source and window the audit log keeps in full (token hash, reason, ...)
+before it only counts: an ordinary misconfigured client is fully visible, a flood is not
+written out."""
+MAX_FAILURE_SOURCES = 1000
+"""Sources with a window open at once; failures from further ones share the window `*`."""
+
+
+@dataclass(slots=True)
+class _Window:
+    opened: float
+    written: int = 0
+    counts: Counter[str] = field(default_factory=Counter)
+
+
+class FailureDigest:
+    """Refused authentications for the audit log, summarised per source and window.
+
+    The first `full` refusals from a source in a window of `window` seconds are written
+    in full (`write`); the rest, and the requests refused because the source failed too
+    often, are only counted, by reason, and written as one summary (`summarise`) when the
+    window ends (`flush`, called periodically and at shutdown). So a flood of bad tokens
+    costs at most `full` + 1 records per source per window, and the counts still add up
+    to every refusal.
+    """
+
+    def __init__(
+        self,
+        *,
+        write: Callable[[AuthFailure], None],
+        summarise: Callable[[str, Mapping[str, int], float], None],
+        window: float = AUTH_FAILURE_WINDOW,
+        full: int = FULL_PER_WINDOW,
+        max_sources: int = MAX_FAILURE_SOURCES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._write = write
+        self._summarise = summarise
+        self._window = window
+        self._full = full
+        self._max_sources = max_sources
+        self._clock = clock
+        # Oldest window first: windows open in time order, so the ended ones lead.
+        self._open: OrderedDict[str, _Window] = OrderedDict()
+
+    def failed(self, failure: AuthFailure) -> None:
+        """Count one refused authentication (written in full while the window allows)."""
+        if self._count(failure.source_ip, failure.reason):
+            self._write(failure)
+
+    def limited(self, source_ip: str) -> None:
+        """Count one request refused because its source failed authentication too often."""
+        if self._count(source_ip, "rate_limited"):
+            self._write(AuthFailure("rate_limited", 429, source_ip, None))
+
+    def _count(self, source_ip: str, reason: str) -> bool:
+        """Count in `source_ip`'s window; `True` when it is to be written in full."""
+        self.flush()
+        if source_ip not in self._open and len(self._open) >= self._max_sources:
+            source_ip = "*"
+        window = self._open.get(source_ip)
+        if window is None:
+            window = self._open[source_ip] = _Window(self._clock())
+        if window.written < self._full:
+            window.written += 1
+            return True
+        window.counts[reason] += 1
+        return False
+
+    def flush(self, *, everything: bool = False) -> None:
+        """Write the summaries of the windows that have ended (all of them at shutdown)."""
+        now = self._clock()
+        while self._open:
+            source_ip, window = next(iter(self._open.items()))
+            if not everything and now - window.opened < self._window:
+                return
+            del self._open[source_ip]
+            if window.counts:
+                self._summarise(source_ip, window.counts, self._window)
 
 
 _REPORTS: ContextVar[list[tuple[str, str | None]] | None] = ContextVar(

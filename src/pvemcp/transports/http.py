@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +40,8 @@ from pvemcp.transports.auth import OidcVerifier, build_verifier, token_sha256
 from pvemcp.transports.hardening import (
     AuthChallenges,
     AuthFailure,
+    FailureDigest,
+    FailureLimit,
     HostOriginGuard,
     RateLimit,
     ResponseStartTimeout,
@@ -230,6 +232,7 @@ def build_http(gateway: Gateway, config: HttpConfig) -> HttpFrontend:
         quiet = [spec.name for spec in gateway.specs() if spec.tier is Tier.READ]
         mcp_app = ResponseModeChooser(mcp_app, quiet)
     readiness = Readiness(gateway, verifier)
+    digest = _failure_digest(gateway)
     routes: list[BaseRoute] = [
         Route("/healthz", _healthz, methods=["GET"]),
         Route("/readyz", _readyz(readiness), methods=["GET"]),
@@ -244,8 +247,13 @@ def build_http(gateway: Gateway, config: HttpConfig) -> HttpFrontend:
         # A mounted app's own lifespan never runs: start the session manager here, once.
         if isinstance(verifier, OidcVerifier):
             await verifier.jwks.prefetch()
-        async with mcp.session_manager.run():
-            yield
+        async with mcp.session_manager.run(), anyio.create_task_group() as group:
+            group.start_soon(_flush_every_second, digest)
+            try:
+                yield
+            finally:
+                group.cancel_scope.cancel()
+                digest.flush(everything=True)
 
     app: ASGIApp = Starlette(routes=routes, lifespan=lifespan)
     if auth is not None:
@@ -253,7 +261,7 @@ def build_http(gateway: Gateway, config: HttpConfig) -> HttpFrontend:
             app,
             resource_metadata_url=metadata_url(resource),
             scopes=scopes,
-            on_failure=_auth_failure_reporter(gateway, metrics),
+            on_failure=_auth_failure_reporter(metrics, digest),
             token_hash=token_sha256,
         )
     app = ResponseStartTimeout(app, config.request_timeout)
@@ -264,6 +272,14 @@ def build_http(gateway: Gateway, config: HttpConfig) -> HttpFrontend:
         burst=config.rate_limit_burst,
         exempt=INFRASTRUCTURE,
         on_limited=metrics.rate_limited,
+        failures=FailureLimit(
+            per_minute=config.auth_failures_per_minute,
+            burst=config.auth_failures_burst,
+            total_per_minute=config.auth_failures_total_per_minute,
+        )
+        if auth is not None
+        else None,
+        on_auth_limited=digest.limited,
     )
     # The RFC 9728 documents are public and fetched cross-origin by browser-based clients.
     metadata = (METADATA_PATH, METADATA_PATH + urllib.parse.urlsplit(resource).path)
@@ -302,7 +318,12 @@ def _root_metadata_route(auth: AuthSettings) -> Route:
     )
 
 
-def _auth_failure_reporter(gateway: Gateway, metrics: Metrics) -> Callable[[AuthFailure], None]:
+def _auth_failure_reporter(
+    metrics: Metrics, digest: FailureDigest
+) -> Callable[[AuthFailure], None]:
+    """Each refusal is counted exactly (metrics) and logged; the audit log gets it through
+    `digest`, which summarises a source's repeated failures."""
+
     def report(failure: AuthFailure) -> None:
         metrics.auth_failure(failure.reason)
         log.warning(
@@ -312,6 +333,17 @@ def _auth_failure_reporter(gateway: Gateway, metrics: Metrics) -> Callable[[Auth
             source_ip=failure.source_ip,
             token_sha256=failure.token_sha256,
         )
+        digest.failed(failure)
+
+    return report
+
+
+def _failure_digest(gateway: Gateway) -> FailureDigest:
+    """Refused authentications into the audit log: the first of a window in full, the rest
+    as one summary (see `FailureDigest`). An audit outage is logged, never raised: the
+    refusal stands either way."""
+
+    def write(failure: AuthFailure) -> None:
         try:
             gateway.audit.auth_failure(
                 failure.reason,
@@ -325,7 +357,20 @@ def _auth_failure_reporter(gateway: Gateway, metrics: Metrics) -> Callable[[Auth
         except AuditUnavailable as exc:
             log.error("auth_failure_not_audited", error=str(exc))
 
-    return report
+    def summarise(source_ip: str, counts: Mapping[str, int], window: float) -> None:
+        try:
+            gateway.audit.auth_failures_summary(counts, source_ip=source_ip, window_seconds=window)
+        except AuditUnavailable as exc:
+            log.error("auth_failure_not_audited", error=str(exc), count=sum(counts.values()))
+
+    return FailureDigest(write=write, summarise=summarise)
+
+
+async def _flush_every_second(digest: FailureDigest) -> None:
+    """Write the audit summaries of ended failure windows even when no failure follows."""
+    while True:
+        await anyio.sleep(1)
+        digest.flush()
 
 
 async def _healthz(_: Request) -> Response:
