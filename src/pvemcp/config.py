@@ -76,7 +76,8 @@ class SshConfig(BaseModel):
         dict[str, str],
         Field(
             description="Node name -> SSH address (`host` or `host:port`). A node not listed "
-            "is reached at its own name on port 22.",
+            "is reached at its own name on `port` if the cluster reports it (GET /nodes); "
+            "any other name is refused.",
         ),
     ] = {}
     port: Annotated[int, Field(ge=1, le=65535, description="Default SSH port.")] = 22

@@ -166,7 +166,7 @@ def test_credential_lines_bind_by_node_with_or_without_a_host_field() -> None:
     bare = _public_line()
     hosted = "pve1 " + _public_line()
     ca = "@cert-authority * " + _public_line()
-    pins = HostKeyPins("pve1", [bare, hosted, ca], None)
+    pins = HostKeyPins("pve1", [bare, hosted, ca], None, host="10.9.9.9")
     trusted, authorities, revoked = pins("10.9.9.9", "10.9.9.9", None)
     assert len(trusted) == 2 and len(authorities) == 1 and revoked == []
 
@@ -174,9 +174,30 @@ def test_credential_lines_bind_by_node_with_or_without_a_host_field() -> None:
 @pytest.mark.parametrize("line", ["pve1 ssh-ed25519 notbase64!", "@trusted " + "ssh-ed25519 AAAA"])
 def test_bad_credential_lines_are_refused(line: str) -> None:
     with pytest.raises(SshHostKeyError, match=r"ssh_host_keys\.pve1"):
-        HostKeyPins("pve1", [line], None)
+        HostKeyPins("pve1", [line], None, host="pve1")
 
 
 def test_unreadable_known_hosts_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SshHostKeyError, match="known_hosts file"):
-        HostKeyPins("pve1", [], tmp_path / "missing")
+        HostKeyPins("pve1", [], tmp_path / "missing", host="pve1")
+
+
+def test_known_hosts_entries_match_the_configured_host_not_the_resolved_address(
+    tmp_path: Path,
+) -> None:
+    """Matching by the resolved address trusted every other name of that address with the
+    node's key (`localhost`, `2130706435` for 127.0.0.1)."""
+    by_address, by_name, by_cidr = _public_line(), _public_line(), _public_line()
+    known = tmp_path / "known_hosts"
+    known.write_text(
+        f"[127.0.0.1]:2222 {by_address}\n[pve3.example]:2222 {by_name}\n127.0.0.0/8 {by_cidr}\n"
+    )
+
+    def trusted(host: str, asked_host: str, addr: str) -> list[str]:
+        keys = HostKeyPins("pve3", [], known, host=host)(asked_host, addr, 2222)[0]
+        return [" ".join(k.export_public_key("openssh").decode().split()[:2]) for k in keys]
+
+    for alias in ("localhost", "2130706433", "0x7f000001", "017700000001"):
+        assert trusted(alias, alias, "127.0.0.1") == []
+    assert trusted("pve3.example", "pve3.example", "127.0.0.1") == [by_name]
+    assert trusted("127.0.0.1", "127.0.0.1", "127.0.0.1") == [by_address, by_cidr]

@@ -23,6 +23,7 @@ from pvemcp.proxmox.errors import CredentialsUnavailable
 from pvemcp.proxmox.pvesh import PveshBackend
 from pvemcp.proxmox.rest import ApiCredential, RestBackend
 from pvemcp.proxmox.ssh import CredentialSource, SshPool
+from pvemcp.proxmox.ssh.pool import NodeLister
 from pvemcp.secrets.manager import SecretsManager
 from pvemcp.secrets.types import SshCredentials
 
@@ -120,7 +121,13 @@ class ClusterPool:
                     hint="An operator must add an [clusters.NAME.ssh] section and SSH "
                     "credentials (ssh_user, ssh_private_key, ssh_host_keys); see docs/ssh.md.",
                 )
-            pool = SshPool(name, cluster.ssh, self._ssh_credentials(name))
+            pool = SshPool(
+                name,
+                cluster.ssh,
+                self._ssh_credentials(name),
+                cluster_nodes=self._node_names(name),
+                default_node=cluster.default_node,
+            )
             self._ssh_pools[name] = pool
         return pool
 
@@ -148,6 +155,22 @@ class ClusterPool:
             return await secrets.after_unauthorized(name, rejected)
 
         return RestBackend(cluster, credentials=credentials, on_unauthorized=on_unauthorized)
+
+    def _node_names(self, name: str) -> NodeLister:
+        """The cluster's members as its API reports them: the only names, besides the
+        configured ones, that its SSH pool dials."""
+
+        async def names() -> frozenset[str]:
+            rows = (await self.backend(name).call("GET", "/nodes")).data
+            if not isinstance(rows, list):
+                return frozenset()
+            return frozenset(
+                row["node"]
+                for row in rows
+                if isinstance(row, dict) and isinstance(row.get("node"), str)
+            )
+
+        return names
 
     def _ssh_credentials(self, name: str) -> CredentialSource:
         """SSH credentials from the manager at each connect; None without a manager (inline

@@ -217,6 +217,18 @@ class SshUnreachable(SshError):
     hint = "The node's SSH port cannot be reached. Check the address in ssh.nodes and sshd."
 
 
+class SshUnknownNode(SshError):
+    """A name that is not one of the cluster's nodes: never dialled, since another name or
+    a numeric alias of a denied node would otherwise get past node rules. `hint` lists
+    the cluster's nodes."""
+
+    code = "not_found"
+
+    def __init__(self, message: str, *, node: str, nodes: list[str]) -> None:
+        super().__init__(message, node=node)
+        self.hint = "Use one of the cluster's nodes: " + (", ".join(nodes) or "(none known)")
+
+
 class SshTimeout(SshError):
     """A remote command ran past its timeout and was killed on the node.
 

@@ -134,7 +134,12 @@ async def open_connection(
     target: Target, config: SshConfig, credentials: SshCredentials, key: asyncssh.SSHKey
 ) -> tuple[asyncssh.SSHClientConnection, PinningClient]:
     """Connect and log in; the client object reports a lost connection later."""
-    pins = HostKeyPins(target.node, credentials.host_keys.get(target.node, ()), config.known_hosts)
+    pins = HostKeyPins(
+        target.node,
+        credentials.host_keys.get(target.node, ()),
+        config.known_hosts,
+        host=target.host,
+    )
     client = PinningClient()
     options = _options(config, credentials, key, pins)
     try:

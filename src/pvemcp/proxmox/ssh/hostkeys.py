@@ -1,10 +1,12 @@
 """Host-key pinning per node: no trust on first use, and errors an operator can act on.
 
 A node's accepted keys are the lines under `ssh_host_keys.<node>` in the cluster's
-credentials plus the entries of the configured `known_hosts` file that match the node's
-address. Credential lines are bound to their node by the mapping key, so their host
-field (`pve1`, `[10.0.0.1]:22`) is informative and may be left out (`ssh-ed25519 AAAA...`);
-`@cert-authority` and `@revoked` markers work in both places.
+credentials plus the entries of the configured `known_hosts` file that match the host the
+node is configured at (its `ssh.nodes` entry, else its name), never the address that name
+resolves to: otherwise any other name of that address (`localhost`, `2130706435`) would
+be trusted with the node's key. Credential lines are bound to their node by the mapping
+key, so their host field (`pve1`, `[10.0.0.1]:22`) is informative and may be left out
+(`ssh-ed25519 AAAA...`); `@cert-authority` and `@revoked` markers work in both places.
 
 asyncssh checks the presented key against these and, when none matches, asks the client
 object (`PinningClient.validate_host_public_key`), which records the key and says no. That
@@ -53,8 +55,12 @@ def _parse_line(node: str, line: str) -> tuple[str | None, asyncssh.SSHKey]:
 class HostKeyPins:
     """The keys one node may present; asyncssh's `known_hosts` callable for that node."""
 
-    def __init__(self, node: str, lines: Sequence[str], known_hosts: Path | None) -> None:
+    def __init__(
+        self, node: str, lines: Sequence[str], known_hosts: Path | None, *, host: str
+    ) -> None:
         self.node = node
+        self.host = host
+        """The host as configured, the only name `known_hosts` entries are matched by."""
         self._trusted: list[asyncssh.SSHKey] = []
         self._authorities: list[asyncssh.SSHKey] = []
         self._revoked: list[asyncssh.SSHKey] = []
@@ -79,13 +85,15 @@ class HostKeyPins:
         """The keys that were accepted for the address, after the lookup."""
 
     def __call__(self, host: str, addr: str, port: int | None) -> _KeyLists:
+        """asyncssh's lookup for the host it dialled; `host` and `addr` are ignored for the
+        configured host name (an IP literal there still matches CIDR entries)."""
         trusted, authorities, revoked = (
             list(self._trusted),
             list(self._authorities),
             list(self._revoked),
         )
         if self._file is not None:
-            matched = self._file.match(host, addr, port)
+            matched = self._file.match(self.host, "", port)
             trusted.extend(matched[0])
             authorities.extend(matched[1])
             revoked.extend(matched[2])

@@ -8,7 +8,10 @@ restart, network) is replaced by the next call; one whose credentials were rotat
 retired once its running commands finish; one unused for `idle_timeout` is closed.
 
 Connections are opened by `connect.py` (explicit key, pinned host keys, nothing ambient);
-commands never get a PTY or forwarding.
+commands never get a PTY or forwarding. Only the cluster's own nodes are dialled: those
+under `ssh.nodes`, the cluster's default node, and the names the cluster itself reports.
+Any other name, a numeric alias of a node's address (`2130706435`) or `localhost`
+included, is refused before anything connects, so node rules cannot be walked past.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -26,7 +29,7 @@ import asyncssh
 import structlog
 
 from pvemcp.config import SshConfig
-from pvemcp.proxmox.errors import SshAuthError, SshError, SshTimeout
+from pvemcp.proxmox.errors import SshAuthError, SshError, SshTimeout, SshUnknownNode
 from pvemcp.proxmox.ssh.command import KILL_AFTER, TIMEOUT_EXIT_CODES, wire_command
 from pvemcp.proxmox.ssh.connect import SshCredentials, Target, load_client_key, open_connection
 from pvemcp.proxmox.ssh.hostkeys import PinningClient
@@ -38,6 +41,9 @@ log = structlog.get_logger(__name__)
 CredentialSource = Callable[[], SshCredentials | None]
 """The cluster's SSH credentials now (read at every call, so rotations apply); None when
 the cluster has none. May raise a `ProxmoxError` (`CredentialsUnavailable`)."""
+NodeLister = Callable[[], Awaitable[Collection[str]]]
+"""The names of the cluster's nodes as the cluster reports them (`GET /nodes`); asked only
+for a name that is not configured. May raise a `ProxmoxError`."""
 
 IDLE_TIMEOUT = 300.0
 LOCAL_GRACE = 2.0
@@ -62,7 +68,7 @@ class SftpSession:
 
 def node_address(config: SshConfig, node: str) -> tuple[str, int]:
     """Where `node` is reached: its `ssh.nodes` entry (`host`, `host:port`, `[v6]:port`),
-    else its own name on `ssh.port`."""
+    else its own name on `ssh.port` (for a node the pool accepted as the cluster's)."""
     address = config.nodes.get(node)
     if address is None:
         return node, config.port
@@ -115,7 +121,12 @@ class _Capture:
 
 
 class SshPool:
-    """SSH connections to the nodes of one cluster; `run` executes an argv on a node."""
+    """SSH connections to the nodes of one cluster; `run` executes an argv on a node.
+
+    `cluster_nodes` reports the cluster's members, for nodes not under `ssh.nodes` (they
+    are dialled by their own name); without it only `ssh.nodes` and `default_node` are
+    reachable.
+    """
 
     def __init__(
         self,
@@ -123,11 +134,17 @@ class SshPool:
         config: SshConfig,
         credentials: CredentialSource,
         *,
+        cluster_nodes: NodeLister | None = None,
+        default_node: str | None = None,
         idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
         self.cluster = cluster
         self.config = config
         self._credentials = credentials
+        self._cluster_nodes = cluster_nodes
+        self._configured = frozenset(config.nodes) | (
+            {default_node} if default_node is not None else frozenset()
+        )
         self._idle_timeout = idle_timeout
         self._nodes: dict[str, _Node] = {}
         self._key: tuple[SshCredentials, asyncssh.SSHKey] | None = None
@@ -155,7 +172,7 @@ class SshPool:
         """
         seconds = self.config.command_timeout if timeout is None else timeout
         command = wire_command(argv, seconds)
-        target = self._node(node)
+        target = await self._node(node)
         credentials = self._current_credentials(node)
         async with target.channels:
             live, process = await self._start(target, credentials, command)
@@ -192,7 +209,7 @@ class SshPool:
         """An SFTP session on `node`'s pooled connection, holding one of its channels for
         as long as the block runs. File rules (canonical paths, the deny list, atomic
         writes) are `pvemcp.proxmox.ssh.sftp`'s; this only provides the channel."""
-        target = self._node(node)
+        target = await self._node(node)
         credentials = self._current_credentials(node)
         async with target.channels:
 
@@ -227,15 +244,32 @@ class SshPool:
 
     # -- connections ---------------------------------------------------------------------
 
-    def _node(self, name: str) -> _Node:
+    async def _node(self, name: str) -> _Node:
+        """The pool's entry for `name`, once `name` is known to be one of the cluster's nodes
+        (a plain DNS label, configured or reported by the cluster): nothing is dialled for
+        any other name. Raises `SshUnknownNode` (`not_found`) listing the nodes."""
         node = self._nodes.get(name)
-        if node is None:
-            if not _NODE_RE.match(name):
-                raise SshError(f"{name[:64]!r} is not a node name", node=None)
-            host, port = node_address(self.config, name)
-            node = _Node(name, host, port, anyio.Semaphore(self.config.max_channels))
-            self._nodes[name] = node
-        return node
+        if node is not None:
+            return node
+        if not _NODE_RE.match(name):
+            raise SshError(f"{name[:64]!r} is not a node name", node=None)
+        if name not in self._configured:
+            reported = (
+                frozenset(await self._cluster_nodes()) if self._cluster_nodes else frozenset()
+            )
+            if name not in reported:
+                raise SshUnknownNode(
+                    f"{name!r} is not a node of cluster {self.cluster}; nothing was sent to it "
+                    "(only the cluster's own nodes are reached over SSH, by their configured "
+                    "address or name)",
+                    node=name,
+                    nodes=sorted(self._configured | reported),
+                )
+        host, port = node_address(self.config, name)
+        # Another call may have added it while the cluster was asked: keep the first.
+        return self._nodes.setdefault(
+            name, _Node(name, host, port, anyio.Semaphore(self.config.max_channels))
+        )
 
     def _current_credentials(self, node: str) -> SshCredentials:
         credentials = self._credentials()
