@@ -203,8 +203,34 @@ class ClusterConfig(BaseModel):
         float, Field(gt=0, le=120, description="Seconds to establish a connection.")
     ] = 5.0
     read_timeout: Annotated[
-        float, Field(gt=0, le=600, description="Seconds to wait for one API response.")
+        float,
+        Field(
+            gt=0,
+            le=600,
+            description="Seconds to wait for the next bytes of an API response (a gap, "
+            "not the whole answer: see `request_timeout`).",
+        ),
     ] = 30.0
+    request_timeout: Annotated[
+        float | None,
+        Field(
+            gt=0,
+            le=3600,
+            description="Seconds one API request may take in all: connecting, sending and "
+            "reading the whole answer, so a server that trickles bytes cannot hold a call. "
+            "At least `read_timeout`; unset = twice `read_timeout`.",
+        ),
+    ] = None
+    max_response_bytes: Annotated[
+        int,
+        Field(
+            ge=64 * 1024,
+            le=1024 * 1024 * 1024,
+            description="Largest API answer the gateway reads, in bytes (after decompression); "
+            "reading stops there and the call fails with `upstream_answer_too_large`. "
+            "Bounds the memory an odd or hostile answer can take.",
+        ),
+    ] = 8 * 1024 * 1024
     task_timeout: Annotated[
         float,
         Field(gt=0, le=86_400, description="Default seconds a tool waits for a Proxmox task."),
@@ -273,6 +299,20 @@ class ClusterConfig(BaseModel):
         if not FINGERPRINT_RE.match(value):
             raise ValueError("must be a SHA-256 fingerprint: 32 hex bytes, colons optional")
         return value.replace(":", "").lower()
+
+    @property
+    def request_deadline(self) -> float:
+        """The total seconds one API request may take (`request_timeout` or its default)."""
+        return self.request_timeout if self.request_timeout is not None else 2 * self.read_timeout
+
+    @model_validator(mode="after")
+    def _check_timeouts(self) -> Self:
+        if self.request_timeout is not None and self.request_timeout < self.read_timeout:
+            raise ValueError(
+                f"request_timeout ({self.request_timeout:g} s) must be at least read_timeout "
+                f"({self.read_timeout:g} s): it bounds the whole answer, read_timeout one gap"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_tls(self) -> Self:

@@ -17,6 +17,7 @@ from starlette.responses import PlainTextResponse, Response
 from pvemcp.config import ClusterConfig, ConfigError, TlsMode
 from pvemcp.proxmox.errors import (
     AuthenticationError,
+    MalformedAnswer,
     NotFound,
     NotImplementedOnServer,
     ParameterError,
@@ -211,16 +212,31 @@ async def test_authentication_error_names_the_token(
         Response(b"[1, 2]", media_type="application/json"),
         Response(b"\xff\xfe", media_type="application/json"),
         Response(b""),
+        Response(b'{"message": "no data member"}', media_type="application/json"),
     ],
 )
-async def test_success_without_json_object_is_a_server_error(
+async def test_success_without_json_object_is_a_malformed_answer(
     pve: FakePve, make_cluster: MakeCluster, response: Response
 ) -> None:
     pve.route("GET", "/version", response)
     async with RestBackend(make_cluster()) as backend:
-        with pytest.raises(ServerError, match="not a JSON object") as info:
+        with pytest.raises(MalformedAnswer, match=r"not a JSON object|no `data` member") as info:
             await backend.call("GET", "/version")
     assert info.value.status == 200
+    assert info.value.code == "bad_upstream_answer"
+    assert "may have run" not in info.value.message
+
+
+async def test_malformed_answer_to_a_post_says_it_may_have_run(
+    pve: FakePve, make_cluster: MakeCluster
+) -> None:
+    """Before: a POST whose answer was HTML was `proxmox_refused` ("fix the cause, then
+    retry"), though the action had reached the node."""
+    pve.route("POST", "/nodes/pve1/qemu/100/status/start", PlainTextResponse("<html>ok</html>"))
+    async with RestBackend(make_cluster()) as backend:
+        with pytest.raises(MalformedAnswer, match="may have run") as info:
+            await backend.call("POST", "/nodes/pve1/qemu/100/status/start")
+    assert "before retrying" in info.value.hint
 
 
 async def test_read_timeout_is_not_retried(pve: FakePve, make_cluster: MakeCluster) -> None:

@@ -13,7 +13,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from pvemcp.config import ClusterConfig
-from pvemcp.proxmox.errors import ParameterError, ServerError, TaskFailed, TaskTimeout
+from pvemcp.proxmox.errors import (
+    MalformedAnswer,
+    NotFound,
+    ParameterError,
+    PermissionDenied,
+    TaskFailed,
+    TaskStatusUnknown,
+    TaskTimeout,
+)
 from pvemcp.proxmox.rest import RestBackend
 from pvemcp.proxmox.tasks import TaskStatus, get_task_log, get_task_status, wait_for_task
 from pvemcp.proxmox.upid import parse_upid
@@ -91,12 +99,12 @@ async def test_status_fills_gaps_from_the_upid(pve: FakePve, make_cluster: MakeC
 @pytest.mark.parametrize(
     "data", [[1, 2], {"status": "exploded"}, {"status": "running", "starttime": "soon"}]
 )
-async def test_unexpected_status_is_a_server_error(
+async def test_unexpected_status_is_a_malformed_answer(
     pve: FakePve, make_cluster: MakeCluster, data: Any
 ) -> None:
     pve.route("GET", STATUS_PATH, pve_json(data))
     async with RestBackend(make_cluster()) as backend:
-        with pytest.raises(ServerError) as info:
+        with pytest.raises(MalformedAnswer) as info:
             await get_task_status(backend, UPID)
     assert info.value.path == STATUS_PATH
 
@@ -138,13 +146,87 @@ async def test_task_log_page(pve: FakePve, make_cluster: MakeCluster) -> None:
     assert pve.requests[0].query == "start=2&limit=2"
 
 
-async def test_malformed_task_log_is_a_server_error(
+async def test_malformed_task_log_is_a_malformed_answer(
     pve: FakePve, make_cluster: MakeCluster
 ) -> None:
     pve.route("GET", f"/nodes/pve2/tasks/{UPID}/log", pve_json([{"n": "one", "t": 1}]))
     async with RestBackend(make_cluster()) as backend:
-        with pytest.raises(ServerError, match="malformed"):
+        with pytest.raises(MalformedAnswer, match="malformed"):
             await get_task_log(backend, UPID)
+
+
+async def test_task_log_without_total_says_it_is_unknown(
+    pve: FakePve, make_cluster: MakeCluster
+) -> None:
+    """Before: a server that leaves out `total` had the page length passed off as it."""
+    lines = [{"n": 1, "t": "starting"}, {"n": 2, "t": "working"}]
+    pve.route("GET", f"/nodes/pve2/tasks/{UPID}/log", pve_json(lines))
+    async with RestBackend(make_cluster()) as backend:
+        page, total = await get_task_log(backend, UPID, start=0, limit=2)
+    assert len(page) == 2
+    assert total is None
+
+
+@pytest.mark.parametrize("endpoint", ["status", "log"])
+async def test_unknown_upid_is_not_found(
+    pve: FakePve, make_cluster: MakeCluster, endpoint: str
+) -> None:
+    """PVE refuses an unknown task as a parameter (400, upid: no such task); before, that
+    was `invalid_parameter` ("fix the parameters")."""
+    pve.route(
+        "GET",
+        f"/nodes/pve2/tasks/{UPID}/{endpoint}",
+        pve_json(
+            status=400, errors={"upid": "no such task"}, message="Parameter verification failed."
+        ),
+    )
+    async with RestBackend(make_cluster()) as backend:
+        read = get_task_status if endpoint == "status" else get_task_log
+        with pytest.raises(NotFound, match="knows no task") as info:
+            await read(backend, UPID)
+    assert info.value.errors == {"upid": "no such task"}
+
+
+async def test_wait_retries_failed_polls(pve: FakePve, make_cluster: MakeCluster) -> None:
+    """Before: one 502 on a poll ended the wait as `proxmox_refused`, the task running."""
+    answers = iter(
+        [
+            Response("bad gateway", status_code=502),
+            Response("<html>", status_code=200),
+            pve_json(status_body("stopped", "OK")),
+        ]
+    )
+
+    async def handler(_: Request) -> Response:
+        return next(answers)
+
+    pve.route("GET", STATUS_PATH, handler)
+    async with RestBackend(make_cluster()) as backend:
+        status = await wait_for_task(backend, UPID, timeout=10)
+    assert status.ok
+    assert len(pve.requests) == 3
+
+
+async def test_wait_with_failing_polls_ends_with_status_unknown(
+    pve: FakePve, make_cluster: MakeCluster
+) -> None:
+    pve.route("GET", STATUS_PATH, Response("bad gateway", status_code=502))
+    started = time.monotonic()
+    async with RestBackend(make_cluster()) as backend:
+        with pytest.raises(TaskStatusUnknown, match="was started") as info:
+            await wait_for_task(backend, UPID, timeout=1.2)
+    assert time.monotonic() - started < 3
+    assert info.value.upid == UPID
+    assert "do not start the action again" in info.value.hint
+    assert 2 <= len(pve.requests) <= 3
+
+
+async def test_wait_does_not_retry_a_rejected_poll(pve: FakePve, make_cluster: MakeCluster) -> None:
+    pve.route("GET", STATUS_PATH, pve_json(status=403, message="Permission check failed"))
+    async with RestBackend(make_cluster()) as backend:
+        with pytest.raises(PermissionDenied):
+            await wait_for_task(backend, UPID, timeout=10)
+    assert len(pve.requests) == 1
 
 
 async def test_wait_polls_until_stopped_with_increasing_progress(

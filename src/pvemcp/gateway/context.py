@@ -206,8 +206,9 @@ class ToolContext:
 
     async def task_log(
         self, upid: str, start: int, limit: int
-    ) -> tuple[list[tuple[int, str]], int]:
-        """A page of a task's log as `(n, text)` lines, and the log's total line count."""
+    ) -> tuple[list[tuple[int, str]], int | None]:
+        """A page of a task's log as `(n, text)` lines, and the log's total line count
+        (None when the server does not say)."""
         return await get_task_log(self._backend, upid, start=start, limit=limit)
 
     # -- nodes over SSH --------------------------------------------------------------------

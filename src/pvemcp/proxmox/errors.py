@@ -42,6 +42,18 @@ class ProxmoxError(Exception):
         self.path = path
 
 
+MESSAGE_LIMIT = 500
+"""Characters of a server's message (and of each per-parameter error) passed on: PVE's
+texts are short, so anything longer is an error page or a dump, not advice for a model."""
+
+
+def bounded(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """`text` cut to `limit` characters, with a marker saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [{len(text) - limit} more characters cut]"
+
+
 class ParameterError(ProxmoxError):
     """400: PVE rejected one or more parameters (see `errors`)."""
 
@@ -94,6 +106,62 @@ class ServerError(ProxmoxError):
     hint = "Proxmox refused the operation; read the message, fix the cause, then retry."
 
 
+class MalformedAnswer(ProxmoxError):
+    """The server answered, but not in the shape the API documents (not JSON, `data`
+    null or of the wrong type, junk items): the gateway did not use the answer.
+
+    `may_have_run` says the request could have changed something (any method but GET):
+    the message and hint then say so, since a retry could do it twice.
+    """
+
+    code = "bad_upstream_answer"
+    hint = (
+        "Proxmox, or something between the gateway and it (a proxy, a load balancer), "
+        "answered in a shape the API does not document. Check the node and anything in "
+        "front of it, then retry."
+    )
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str,
+        path: str,
+        status: int | None = None,
+    ) -> None:
+        self.may_have_run = method != "GET"
+        if self.may_have_run:
+            message += "; the action may have run on the node"
+            self.hint = (
+                "The request reached Proxmox and may have taken effect, but its answer "
+                "cannot be read. Check the object's state (and the node's task list) before "
+                "retrying, so the action does not run twice."
+            )
+        super().__init__(message, status=status, method=method, path=path)
+
+
+class AnswerTooLarge(MalformedAnswer):
+    """The answer passed the cluster's `max_response_bytes`; reading stopped there."""
+
+    code = "upstream_answer_too_large"
+    hint = (
+        "The answer was larger than the cluster's max_response_bytes, so the gateway stopped "
+        "reading it. Narrow the request (filters, paging), or ask an operator to raise "
+        "max_response_bytes."
+    )
+
+
+class UnexpectedRedirect(ProxmoxError):
+    """A 3xx answer: the API never redirects, so api_url points at something else."""
+
+    code = "unexpected_redirect"
+    hint = (
+        "The server at api_url redirected instead of answering; the gateway does not follow "
+        "redirects (they could carry the token elsewhere). Check api_url: scheme, host, port "
+        "(8006) and that no proxy in front rewrites it."
+    )
+
+
 class NotImplementedOnServer(ProxmoxError):
     """501: this PVE version has no such method or path."""
 
@@ -135,6 +203,25 @@ class TaskFailed(ProxmoxError):
         super().__init__(message)
         self.upid = upid
         self.exitstatus = exitstatus
+
+
+TASK_STARTED_HINT = (
+    "The task was started and may still be running or have finished: check it with "
+    "proxmox_task_status and the upid in details before anything else; do not start the "
+    "action again."
+)
+"""The advice for any failure that comes after a task exists: the action happened."""
+
+
+class TaskStatusUnknown(ProxmoxError):
+    """A task was started, but its status could not be read (polls kept failing)."""
+
+    code = "task_status_unknown"
+    hint = TASK_STARTED_HINT
+
+    def __init__(self, message: str, *, upid: str) -> None:
+        super().__init__(message)
+        self.upid = upid
 
 
 class TaskTimeout(ProxmoxError):
@@ -261,7 +348,12 @@ def error_class_for(
     if status == 501:
         return NotImplementedOnServer
     if status == 400 and errors:
+        # PVE refuses an unknown task id as a parameter: {"upid": "no such task"}.
+        if any(_NOT_FOUND_RE.search(text) for text in errors.values()):
+            return NotFound
         return ParameterError
+    if status is not None and 300 <= status < 400:
+        return UnexpectedRedirect
     if status == 404 or _NOT_FOUND_RE.search(message):
         return NotFound
     if status == 400:

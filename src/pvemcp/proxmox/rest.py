@@ -5,6 +5,11 @@ tools can give the model a precise hint. The token secret lives only in its `Sec
 and in the header of requests in flight; messages built from third-party exception text
 are scrubbed of it as a last line of defence.
 
+Every request has a total deadline (`request_timeout`: connect, send and the whole body)
+and a size cap (`max_response_bytes`, enforced while the body streams in), so a server
+that trickles, hangs or floods costs one bounded call, not a hung agent or the gateway's
+memory. Messages passed on from the server are cut at `errors.MESSAGE_LIMIT` characters.
+
 Credentials come from a provider (the secrets manager) read once per call, so a rotation
 never changes the token of a call in flight. When PVE answers 401, the backend asks the
 provider's owner to re-read its source once (`on_unauthorized`) and, if that produced a
@@ -32,13 +37,16 @@ from pvemcp.config import ClusterConfig
 from pvemcp.proxmox.backend import ApiResult, Method, Params
 from pvemcp.proxmox.encoding import PathError, encode_form, encode_path
 from pvemcp.proxmox.errors import (
+    AnswerTooLarge,
     AuthenticationError,
+    MalformedAnswer,
     ParameterError,
     ProxmoxError,
     ProxmoxTimeout,
     ProxmoxUnreachable,
     ServerError,
     TlsVerificationError,
+    bounded,
     error_class_for,
 )
 from pvemcp.proxmox.tls import CertificatePinError, build_transport
@@ -56,6 +64,31 @@ _BACKOFF_CAP = 3.0
 # pveproxy drops a connection after 5 s without traffic; expiring idle connections
 # earlier avoids sending a request into one the server is closing.
 _LIMITS = httpx2.Limits(max_connections=8, max_keepalive_connections=4, keepalive_expiry=4.0)
+# What OpenSSL says when the "TLS" server answers in plain text (an HTTP server on the
+# port): its first bytes parse as a record with an impossible version or length.
+_PLAINTEXT_REASONS = frozenset(
+    {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG", "HTTP_REQUEST"}
+)
+_MAX_ERRORS = 20
+"""Per-parameter errors passed on from one answer; PVE names a handful at most."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """A response read within the deadline and the size cap.
+
+    `complete` is False when the body passed `max_response_bytes` and reading stopped.
+    """
+
+    status: int
+    reason: str
+    headers: httpx2.Headers
+    body: bytes
+    complete: bool
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status < 300
 
 
 class ApiCredential(Protocol):
@@ -150,7 +183,9 @@ def _total(body: dict[str, Any]) -> int | None:
 class RestBackend:
     """`ProxmoxBackend` over PVE's HTTPS API (`{api_url}/api2/json`).
 
-    Path refusals (`..`, `%2e%2e`, `//`, `?`, controls) raise `ParameterError` with
+    Each request must be answered in full within `cluster.request_deadline` seconds and
+    `cluster.max_response_bytes` bytes. Path refusals (`..`, `%2e%2e`, `//`, `?`, controls)
+    raise `ParameterError` with
     `errors["path"]`, before any request; a value PVE cannot receive (NUL, NaN) raises
     `ParameterError` too. Only GETs are retried, and only when no connection could be made.
     `transport` replaces the TLS-configured one (tests); the constructor raises
@@ -246,9 +281,9 @@ class RestBackend:
                 content=form.encode("ascii"),
                 headers={"Content-Type": "application/x-www-form-urlencoded"},
             )
-        response = await self._send(request, method, path, credential)
+        answer = await self._send(request, method, path, credential)
         reread = False
-        if response.status_code == 401 and self._on_unauthorized is not None:
+        if answer.status == 401 and self._on_unauthorized is not None:
             reread = True
             fresh = await self._fresh_credential(credential, method, path)
             if fresh is not None:
@@ -262,8 +297,8 @@ class RestBackend:
                     credential.token_id,
                 )
                 credential = fresh
-                response = await self._send(request, method, path, credential)
-        return self._result(response, method, path, credential, reread=reread)
+                answer = await self._send(request, method, path, credential)
+        return self._result(answer, method, path, credential, reread=reread)
 
     def _credential(self, method: str, path: str) -> ApiCredential:
         """The token for this call, checked before anything is sent."""
@@ -307,17 +342,59 @@ class RestBackend:
             return None
         return None if _same(fresh, rejected) else fresh
 
+    async def _exchange(self, request: httpx2.Request, auth: httpx2.Auth) -> _Answer:
+        """Send `request` and read its answer, at most `max_response_bytes` of it.
+
+        A declared Content-Length over the cap is not read at all; otherwise the body is
+        read chunk by chunk and the connection dropped at the cap.
+        """
+        cap = self._cluster.max_response_bytes
+        response = await self._client.send(request, auth=auth, stream=True)
+        try:
+            body = bytearray()
+            declared = response.headers.get("content-length", "")
+            complete = not (declared.isdigit() and int(declared) > cap)
+            if complete:
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > cap:
+                        complete = False
+                        break
+            return _Answer(
+                status=response.status_code,
+                reason=response.reason_phrase,
+                headers=response.headers,
+                body=bytes(body[:cap]),
+                complete=complete,
+            )
+        finally:
+            await response.aclose()
+
     async def _send(
         self, request: httpx2.Request, method: str, path: str, credential: ApiCredential
-    ) -> httpx2.Response:
-        """Send with retries for GETs that could not connect; map transport failures."""
+    ) -> _Answer:
+        """Send with retries for GETs that could not connect; map transport failures.
+
+        Each attempt (connect, send, whole answer) has `request_deadline` seconds.
+        """
         attempts = 1 + (self._cluster.retries if method == "GET" else 0)
         attempt = 0
         auth = _TokenAuth(credential.token_id, credential.secret)
+        deadline = self._cluster.request_deadline
         while True:
             attempt += 1
             try:
-                return await self._client.send(request, auth=auth)
+                with anyio.fail_after(deadline):
+                    return await self._exchange(request, auth)
+            except TimeoutError:
+                effect = "" if method == "GET" else "; the call may still take effect on the node"
+                raise self._error(
+                    ProxmoxTimeout,
+                    f"{method} {path} to {self._address}: no complete answer within "
+                    f"request_timeout ({deadline:g} s){effect}",
+                    method,
+                    path,
+                ) from None
             except CertificatePinError as exc:
                 raise self._error(TlsVerificationError, str(exc), method, path) from None
             except (httpx2.ConnectError, httpx2.ConnectTimeout) as exc:
@@ -382,6 +459,15 @@ class RestBackend:
         return text
 
     def _tls_error(self, exc: ssl.SSLError, method: str, path: str) -> ProxmoxError:
+        if exc.reason in _PLAINTEXT_REASONS:
+            return self._error(
+                ProxmoxUnreachable,
+                f"the server at {self._address} answered plain HTTP on a TLS port; nothing "
+                "was sent. Use an http:// api_url if that is intended, or check the port "
+                "(PVE's API listens with TLS on 8006)",
+                method,
+                path,
+            )
         reason = getattr(exc, "verify_message", None) or exc.reason or str(exc)
         return self._error(
             TlsVerificationError,
@@ -426,39 +512,49 @@ class RestBackend:
 
     def _result(
         self,
-        response: httpx2.Response,
+        answer: _Answer,
         method: str,
         path: str,
         credential: ApiCredential,
         *,
         reread: bool = False,
     ) -> ApiResult:
-        body = self._json_object(response)
-        if response.is_success:
-            if body is None:
-                raise self._error(
-                    ServerError,
-                    f"Proxmox answered HTTP {response.status_code} with a body that is not a "
-                    f"JSON object ({response.headers.get('content-type', 'no content type')}, "
-                    f"{len(response.content)} bytes)",
-                    method,
-                    path,
-                    status=response.status_code,
+        body = self._json_object(answer)
+        if answer.is_success:
+            if not answer.complete:
+                raise AnswerTooLarge(
+                    f"Proxmox's answer to {method} {path} is larger than max_response_bytes "
+                    f"({self._cluster.max_response_bytes} bytes); reading stopped there",
+                    method=method,
+                    path=path,
+                    status=answer.status,
                 )
-            return ApiResult(data=body.get("data"), total=_total(body))
-        raise self._status_error(response, body, method, path, credential, reread=reread)
+            if body is None or "data" not in body:
+                what = "is not a JSON object" if body is None else "has no `data` member"
+                raise MalformedAnswer(
+                    f"Proxmox answered {method} {path} with HTTP {answer.status} and a body "
+                    f"that {what} ({answer.headers.get('content-type', 'no content type')}, "
+                    f"{len(answer.body)} bytes)",
+                    method=method,
+                    path=path,
+                    status=answer.status,
+                )
+            return ApiResult(data=body["data"], total=_total(body))
+        raise self._status_error(answer, body, method, path, credential, reread=reread)
 
     @staticmethod
-    def _json_object(response: httpx2.Response) -> dict[str, Any] | None:
+    def _json_object(answer: _Answer) -> dict[str, Any] | None:
+        if not answer.complete:
+            return None
         try:
-            body = json.loads(response.content)
+            body = json.loads(answer.body)
         except ValueError:  # JSONDecodeError and UnicodeDecodeError
             return None
         return body if isinstance(body, dict) else None
 
     def _status_error(
         self,
-        response: httpx2.Response,
+        answer: _Answer,
         body: dict[str, Any] | None,
         method: str,
         path: str,
@@ -466,18 +562,28 @@ class RestBackend:
         *,
         reread: bool = False,
     ) -> ProxmoxError:
-        status = response.status_code
+        status = answer.status
         message = body.get("message") if body else None
         if not isinstance(message, str) or not message.strip():
             # PVE before 8.4 sends no `message`; the reason phrase is its first line.
-            message = response.reason_phrase or f"HTTP {status}"
-        message = message.strip()
+            message = answer.reason or f"HTTP {status}"
+        message = bounded(message.strip())
         raw_errors = body.get("errors") if body else None
         errors = (
-            {str(key): str(value).strip() for key, value in raw_errors.items()}
+            {
+                bounded(str(key), 64): bounded(str(value).strip())
+                for key, value in list(raw_errors.items())[:_MAX_ERRORS]
+            }
             if isinstance(raw_errors, dict)
             else {}
         )
+        if 300 <= status < 400:
+            location = answer.headers.get("location")
+            where = f" to {bounded(location, 200)}" if location else " (no Location given)"
+            message = (
+                f"{method} {path}: the server answered HTTP {status} ({message}), a redirect"
+                f"{where}; redirects are not followed"
+            )
         cls = error_class_for(status, message, errors)
         if cls is AuthenticationError:
             message = (

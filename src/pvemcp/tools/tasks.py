@@ -65,8 +65,11 @@ class TaskLogArgs(TaskArgs):
 class TaskLog(ToolOutput):
     lines: list[str]
     start: int
-    total: int
+    total: int | None = None
+    """Left out when the server does not report it (pvesh, some PVE-compatible servers)."""
     next_start: int | None = None
+    may_have_more: bool | None = None
+    """True when the total is unknown and the page was full: read on from next_start."""
 
 
 @tool(
@@ -79,9 +82,19 @@ class TaskLog(ToolOutput):
 )
 async def task_log(ctx: ToolContext, args: TaskLogArgs) -> TaskLog:
     """A page of a task's log lines (the last line of a finished task is `TASK OK` or
-    `TASK ERROR: ...`). Page with start/next_start."""
+    `TASK ERROR: ...`). Page with start/next_start; when the server gives no total,
+    may_have_more says a full page may be followed by more."""
     lines, total = await ctx.task_log(args.upid, args.start, args.limit)
     end = args.start + len(lines)
+    if total is None:
+        # Without a total only a short page proves the end of the log.
+        more = len(lines) >= args.limit
+        return TaskLog(
+            lines=[text for _, text in lines],
+            start=args.start,
+            next_start=end if more else None,
+            may_have_more=more,
+        )
     return TaskLog(
         lines=[text for _, text in lines],
         start=args.start,
