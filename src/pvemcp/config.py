@@ -392,6 +392,15 @@ class AuditConfig(BaseModel):
         ),
     ] = None
 
+    require_for_reads: Annotated[
+        bool,
+        Field(
+            description="Refuse reads (and every other answer) whose audit record cannot be "
+            "written, for a rule of \"nothing unrecorded\". False: while the log cannot be "
+            "written, reads still answer, unrecorded but logged and counted; risky calls are "
+            "refused either way.",
+        ),
+    ] = False
 
 class PolicyConfig(BaseModel):
     """Who may call what. See docs/policy.md."""

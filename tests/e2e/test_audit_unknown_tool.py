@@ -1,8 +1,10 @@
-"""A tools/call of a name the gateway has no tool for is refused by the gateway and audited.
+"""Every call leaves its trace: unknown tools are audited, unrecorded reads are counted.
 
-The SDK used to answer such calls itself ("Unknown tool: X"), so probing for tools left no
-trace in the audit log. Driven by the real SDK client in memory and over real HTTP on
-127.0.0.1 (static bearer keys), each test reads the audit file the gateway wrote.
+The SDK used to answer a tools/call of a name the gateway has no tool for itself ("Unknown
+tool: X"), so probing for tools left no trace in the audit log; now the gateway refuses and
+records it. A read answered while the audit log cannot be written shows in /metrics.
+Driven by the real SDK client in memory and over real HTTP on 127.0.0.1 (static bearer
+keys), each test reads the audit file or the metrics the gateway wrote.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pvemcp.gateway.invoke import MAX_TOOL_NAME, Gateway
 from pvemcp.transports.mcp_app import UNKNOWN_TOOL_LABEL, build_mcp_server
 from pvemcp.transports.stdio import local_principal
 from tests.conftest import read_audit
+from tests.gateway.test_pipeline import break_audit_dir
 from tests.transports.test_http_app import KEYS, bearer, served
 
 pytestmark = pytest.mark.anyio
@@ -100,3 +103,20 @@ async def test_unknown_and_hidden_tools_over_http_are_recorded_with_the_caller(
     label = f'pvemcp_tool_calls_total{{outcome="unknown_tool",tool="{UNKNOWN_TOOL_LABEL}"}} 2.0'
     assert label in metrics
     assert "proxmox_nope" not in metrics
+
+
+async def test_reads_answered_unrecorded_are_counted_in_metrics(
+    gateway: Gateway, audit_path: Path
+) -> None:
+    async with served(gateway) as app:
+        async with (
+            httpx2.AsyncClient(headers=bearer(KEYS[0])) as http,
+            Client(streamable_http_client(app.url, http_client=http)) as client,
+        ):
+            assert not (await client.call_tool("proxmox_node_list", {})).is_error
+            break_audit_dir(audit_path)
+            assert not (await client.call_tool("proxmox_node_list", {})).is_error
+            assert not (await client.call_tool("proxmox_node_list", {})).is_error
+        async with httpx2.AsyncClient() as plain:
+            metrics = (await plain.get(f"{app.base}/metrics")).text
+    assert 'pvemcp_audit_write_failures_total{phase="record"} 2.0' in metrics

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pvemcp.config import AuditConfig
 from pvemcp.gateway.clusters import ClusterPool
 from pvemcp.gateway.context import ToolContext
 from pvemcp.gateway.invoke import Gateway
@@ -187,6 +189,86 @@ async def _check_unwritable(sim: SimulatorHandle, path: Path) -> None:
         assert write.error["code"] == "audit_unavailable"
     finally:
         await gw.aclose()
+
+
+def audit_gateway(sim: SimulatorHandle, path: Path, **audit: Any) -> Gateway:
+    """A gateway whose audit log is built from `[audit]` settings, as `pvemcp serve` does."""
+    return Gateway(
+        tools=all_tools(),
+        clusters=ClusterPool({"demo": cluster_for(sim)}),
+        policy=operator_policy(),
+        audit=AuditLog.from_config(AuditConfig(path=path, **audit)),
+        redactor=Redactor(),
+    )
+
+
+def break_audit_dir(path: Path) -> None:
+    """Replace the live log's directory by a regular file: the next append cannot reopen
+    the log (root included), as after an unmounted or deleted log volume."""
+    shutil.rmtree(path.parent)
+    path.parent.write_text("not a directory any more")
+
+
+async def test_reads_answer_unrecorded_but_counted_by_default(
+    sim: SimulatorHandle, audit_path: Path
+) -> None:
+    gw = audit_gateway(sim, audit_path)
+    try:
+        assert (await gw.invoke(LOCAL, "proxmox_node_list", {})).ok
+        break_audit_dir(audit_path)
+        read = await gw.invoke(LOCAL, "proxmox_node_list", {})
+        assert read.ok, read.error
+        write = await gw.invoke(LOCAL, "proxmox_guest_power", {"vmid": 100, "action": "start"})
+        assert write.error is not None
+        assert write.error["code"] == "audit_unavailable"
+        assert write.error["hint"].endswith("reads work.")
+        assert gw.audit.write_failures == {"record": 1, "intent": 1}
+    finally:
+        await gw.aclose()
+
+
+async def test_require_for_reads_refuses_every_unrecorded_answer(
+    sim: SimulatorHandle, audit_path: Path
+) -> None:
+    gw = audit_gateway(sim, audit_path, require_for_reads=True)
+    try:
+        assert (await gw.invoke(LOCAL, "proxmox_node_list", {})).ok
+        assert [r["what"]["tool"] for r in read_audit(audit_path)] == ["proxmox_node_list"]
+        break_audit_dir(audit_path)
+        answers = [
+            await gw.invoke(LOCAL, "proxmox_node_list", {}),
+            await gw.invoke(LOCAL, "proxmox_guest_list", {"limit": 1}),
+            # A dry run's plan and a confirmation's plan and token are answers too.
+            await gw.invoke(LOCAL, "proxmox_guest_stop", {"vmid": 100, "dry_run": True}),
+            await gw.invoke(LOCAL, "proxmox_guest_stop", {"vmid": 100}),
+            await gw.invoke(LOCAL, "proxmox_guest_power", {"vmid": 100, "action": "start"}),
+        ]
+        for answer in answers:
+            assert answer.data is None
+            assert answer.error is not None
+            assert answer.error["code"] == "audit_unavailable"
+            assert "require_for_reads" in answer.error["hint"]
+            assert "confirm_token" not in str(answer.error)
+        assert gw.audit.write_failures == {"record": 4, "intent": 1}
+    finally:
+        await gw.aclose()
+
+
+@pytest.mark.parametrize("required", [False, True])
+async def test_disabled_audit_serves_reads_unless_they_must_be_recorded(
+    sim: SimulatorHandle, tmp_path: Path, required: bool
+) -> None:
+    gw = audit_gateway(sim, tmp_path / "audit.jsonl", enabled=False, require_for_reads=required)
+    try:
+        read = await gw.invoke(LOCAL, "proxmox_node_list", {})
+        assert read.ok is not required
+        if required:
+            assert read.error is not None
+            assert read.error["code"] == "audit_unavailable"
+            assert "audit.enabled = false" in read.error["message"]
+    finally:
+        await gw.aclose()
+    assert not (tmp_path / "audit.jsonl").exists()
 
 
 async def test_secrets_never_reach_results_or_errors(

@@ -34,7 +34,15 @@ from pvemcp.policy.decision import Decision, Effect
 from pvemcp.policy.engine import PolicyEngine, PolicyRequest
 from pvemcp.policy.principal import Principal
 from pvemcp.policy.tiers import Tier
-from pvemcp.proxmox.errors import ProxmoxError, SshError, SshHostKeyError, TaskFailed, TaskTimeout
+from pvemcp.proxmox.errors import (
+    TASK_STARTED_HINT,
+    ProxmoxError,
+    SshError,
+    SshHostKeyError,
+    TaskFailed,
+    TaskStatusUnknown,
+    TaskTimeout,
+)
 from pvemcp.secrets.redaction import Redactor
 
 log = structlog.get_logger(__name__)
@@ -112,7 +120,7 @@ def _failure_from_proxmox(exc: ProxmoxError) -> ToolFailure:
         details["status"] = exc.status
     if exc.errors:
         details["errors"] = exc.errors
-    if isinstance(exc, TaskFailed | TaskTimeout):
+    if isinstance(exc, TaskFailed | TaskTimeout | TaskStatusUnknown):
         details["upid"] = exc.upid
     if isinstance(exc, TaskFailed):
         details["exitstatus"] = exc.exitstatus
@@ -125,6 +133,22 @@ def _failure_from_proxmox(exc: ProxmoxError) -> ToolFailure:
         )
     field_name = next(iter(exc.errors), None)
     return ToolFailure(exc.code, exc.message, hint=exc.hint, field=field_name, details=details)
+
+
+def _naming_task(failure: ToolFailure, upids: list[str]) -> ToolFailure:
+    """A failure that came after the call started a task names the task and says the
+    action happened, so that the caller checks on it rather than starting it again."""
+    if not upids or "upid" in failure.details:
+        return failure
+    upid = upids[-1]
+    return ToolFailure(
+        failure.code,
+        f"{failure.message} (the action was started: task {upid})",
+        hint=TASK_STARTED_HINT,
+        field=failure.field,
+        details={**failure.details, "upid": upid},
+        issued=failure.issued,
+    )
 
 
 def _known_failure(exc: BaseException) -> ToolFailure | None:
@@ -412,7 +436,9 @@ class Gateway:
             return self._refused(call, self._denial(decision))
         shown_plan = self.redactor.value(plan.model_dump(mode="json", exclude_none=True))
         if args.dry_run:
-            self._record(call, "dry_run", None)
+            unrecorded = self._record(call, "dry_run", None)
+            if unrecorded is not None and self.audit.require_for_reads:
+                return self._audit_down(call, unrecorded)
             return ToolResult(call.event_id, data={"dry_run": True, "plan": shown_plan})
         if decision.effect is Effect.CONFIRM:
             refusal = await self._confirm(call, args, plan, shown_plan, confirmer)
@@ -518,19 +544,14 @@ class Gateway:
                 log.error(
                     "audit_intent_failed", tool=call.tool, event_id=call.event_id, error=str(exc)
                 )
-                refusal = ToolFailure(
-                    "audit_unavailable",
-                    f"the call was refused because its audit record cannot be written: {exc}",
-                    hint="An operator must fix the audit log (disk, permissions); reads work.",
-                )
-                return ToolResult(call.event_id, error=self.redactor.value(refusal.payload()))
+                return self._audit_down(call, exc)
         status, error_code, exitstatus = "error", None, None
         try:
             output = await spec.handler(ctx, args)
             data = self.redactor.value(output.model_dump(mode="json", exclude_none=True))
             status = "ok"
             exitstatus = data.get("exitstatus") if isinstance(data.get("exitstatus"), str) else None
-            return ToolResult(call.event_id, data=data)
+            result = ToolResult(call.event_id, data=data)
         except anyio.get_cancelled_exc_class():
             status = "cancelled"
             raise
@@ -538,13 +559,34 @@ class Gateway:
             known = _known_failure(exc)
             if known is None:
                 known = _crash(call, "running")
+            known = _naming_task(known, ctx.upids)
             error_code = known.code
             exitstatus = known.details.get("exitstatus")
-            return ToolResult(call.event_id, error=self.redactor.value(known.payload()))
+            result = ToolResult(call.event_id, error=self.redactor.value(known.payload()))
         finally:
             if spec.tier is not Tier.READ:  # it may have changed the cluster, even failing
                 self.clusters.read_cache(ctx.cluster_name).invalidate()
-            self._finish(call, status, error_code, ctx, exitstatus)
+            unrecorded = self._finish(call, status, error_code, ctx, exitstatus)
+        # A risky call's intent is on record and it ran: its answer is due. A read whose one
+        # record failed is answered only if unrecorded reads are acceptable.
+        if unrecorded is not None and spec.tier is Tier.READ and self.audit.require_for_reads:
+            return self._audit_down(call, unrecorded)
+        return result
+
+    def _audit_down(self, call: _Call, exc: AuditUnavailable) -> ToolResult:
+        """The answer to a call whose audit record cannot be written: a risky call before it
+        runs, or, with `[audit] require_for_reads`, any call (its result is withheld)."""
+        if self.audit.require_for_reads:
+            hint = "An operator must fix the audit log (disk, permissions); until then every "
+            hint += "call is refused, reads too ([audit] require_for_reads)."
+        else:
+            hint = "An operator must fix the audit log (disk, permissions); reads work."
+        refusal = ToolFailure(
+            "audit_unavailable",
+            f"the call was refused because its audit record cannot be written: {exc}",
+            hint=hint,
+        )
+        return ToolResult(call.event_id, error=self.redactor.value(refusal.payload()))
 
     def _finish(
         self,
@@ -553,10 +595,12 @@ class Gateway:
         error_code: str | None,
         ctx: ToolContext,
         exitstatus: str | None,
-    ) -> None:
+    ) -> AuditUnavailable | None:
+        """Write the call's outcome (or single) record and log the call; returns why the
+        record could not be written, if it could not."""
         risky = call.tier != "read"
         command = ctx.command.audit_fields() if ctx.command is not None else {}
-        duration_ms = self._outcome(
+        duration_ms, unrecorded = self._outcome(
             call,
             phase="outcome" if risky else "record",
             status=status,
@@ -578,6 +622,7 @@ class Gateway:
             subject=call.principal.subject,
             event_id=call.event_id,
         )
+        return unrecorded
 
     def _outcome(
         self,
@@ -589,9 +634,11 @@ class Gateway:
         arguments: dict[str, Any] | None,
         decision: Decision | None,
         **details: Any,
-    ) -> float:
-        """Write the call's outcome (or single) record; a failure is logged, since the call
-        already happened. Returns the call's duration in milliseconds."""
+    ) -> tuple[float, AuditUnavailable | None]:
+        """Write the call's outcome (or single) record; a failure is logged (with how many
+        records of this phase failed so far) and returned, not raised: the call already
+        happened, and whether its answer may still go out is the caller's decision.
+        Returns the call's duration in milliseconds and the failure, if any."""
         duration_ms = (time.perf_counter() - call.started) * 1000
         try:
             self.audit.outcome(
@@ -611,13 +658,20 @@ class Gateway:
             )
         except AuditUnavailable as exc:
             log.error(
-                f"audit_{phase}_failed", tool=call.tool, event_id=call.event_id, error=str(exc)
+                f"audit_{phase}_failed",
+                tool=call.tool,
+                event_id=call.event_id,
+                error=str(exc),
+                failed_so_far=self.audit.write_failures.get(phase, 0),
+                answer="withheld" if phase == "record" and self.audit.require_for_reads else "sent",
             )
-        return duration_ms
+            return duration_ms, exc
+        return duration_ms, None
 
-    def _record(self, call: _Call, status: str, error_code: str | None) -> None:
-        """The single record of a call that never reached a backend's write path."""
-        self._outcome(
+    def _record(self, call: _Call, status: str, error_code: str | None) -> AuditUnavailable | None:
+        """The single record of a call that never reached a backend's write path; returns
+        why it could not be written, if it could not."""
+        _, unrecorded = self._outcome(
             call,
             phase="record",
             status=status,
@@ -635,10 +689,14 @@ class Gateway:
             error=error_code,
             subject=call.principal.subject,
         )
+        return unrecorded
 
     def _refused(self, call: _Call, failure: ToolFailure) -> ToolResult:
-        """Record a call that stopped before running, and return its error."""
-        self._record(call, _REFUSAL_STATUS.get(failure.code, "rejected"), failure.code)
+        """Record a call that stopped before running, and return its error (an unrecorded
+        refusal can carry a plan and a token, so `require_for_reads` withholds it too)."""
+        unrecorded = self._record(call, _REFUSAL_STATUS.get(failure.code, "rejected"), failure.code)
+        if unrecorded is not None and self.audit.require_for_reads:
+            return self._audit_down(call, unrecorded)
         error = self.redactor.value(failure.payload())
         if failure.issued:
             error.setdefault("details", {}).update(failure.issued)

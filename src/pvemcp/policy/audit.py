@@ -124,6 +124,8 @@ class AuditSettings(Protocol):
     def hmac_key(self) -> _Secret | None: ...
     @property
     def syslog(self) -> str | None: ...
+    @property
+    def require_for_reads(self) -> bool: ...
 
 
 def utc_now() -> str:
@@ -145,7 +147,9 @@ class AuditLog:
     `checkpoint_every` > 0 appends a checkpoint after every record whose `seq` is a
     multiple of it, and on `close()` when records were written since the last one;
     `hmac_key` adds `args_hmac`; `syslog` (`unix:PATH`, `udp:HOST:PORT`, `tcp:HOST:PORT`)
-    also forwards every record.
+    also forwards every record. `require_for_reads` tells the gateway to withhold any answer
+    whose record cannot be written, reads included; failed writes are counted by phase in
+    `write_failures`.
 
     Thread-safe: `intent` writes from a worker thread, `outcome` from the event loop.
     """
@@ -158,8 +162,12 @@ class AuditLog:
         checkpoint_every: int = 0,
         hmac_key: bytes | None = None,
         syslog: str | None = None,
+        require_for_reads: bool = False,
     ) -> None:
         self._path = path.expanduser() if path is not None else None
+        self.require_for_reads = require_for_reads
+        self.write_failures: dict[str, int] = {}
+        """Records that could not be written, by phase, since the process started."""
         self._rotate_bytes = rotate_bytes
         self._checkpoint_every = checkpoint_every
         self._hmac_key = hmac_key
@@ -183,6 +191,7 @@ class AuditLog:
             checkpoint_every=config.checkpoint_every,
             hmac_key=key,
             syslog=config.syslog,
+            require_for_reads=config.require_for_reads,
         )
 
     @property
@@ -465,9 +474,18 @@ class AuditLog:
         """Seal `record` into the chain and append it (with any chain-break note before it
         and checkpoint after it); returns the record as written."""
         if self._path is None:
-            if durable:
+            if durable or self.require_for_reads:
                 raise AuditUnavailable("the audit log is disabled (audit.enabled = false)")
             return None  # disabled: reads go unrecorded, risky calls are refused
+        try:
+            return self._append_now(record, durable=durable)
+        except AuditUnavailable:
+            phase = str(record["phase"])
+            with self._lock:
+                self.write_failures[phase] = self.write_failures.get(phase, 0) + 1
+            raise
+
+    def _append_now(self, record: dict[str, Any], *, durable: bool) -> dict[str, Any]:
         with self._lock:
             self._open()
             assert self._dirfd is not None

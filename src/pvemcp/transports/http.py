@@ -207,7 +207,7 @@ def build_http(gateway: Gateway, config: HttpConfig) -> HttpFrontend:
     """Assemble the HTTP app for `config` (checked with `check_http_config` first)."""
     check_http_config(config)
     resource = public_url(config)
-    metrics = Metrics(gateway.clusters.read_caches)
+    metrics = Metrics(gateway.clusters.read_caches, gateway.audit.write_failures)
     verifier = build_verifier(config, resource=resource, on_failure=report_auth_failure)
     scopes = list(config.oidc.required_scopes)
     auth = _auth_settings(config, resource) if verifier is not None else None

@@ -85,13 +85,39 @@ class _ReadCacheCollector(Collector):
         yield misses
 
 
+class _AuditFailureCollector(Collector):
+    """The audit records that could not be written, by phase, read from the log's own count
+    at scrape time (calls of every transport count)."""
+
+    def __init__(self, failures: Mapping[str, int]) -> None:
+        self._failures = failures
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "pvemcp_audit_write_failures",
+            "Audit records that could not be written, by phase. `record`: reads and refusals "
+            "answered unrecorded (withheld with [audit] require_for_reads); `intent`: risky "
+            "calls refused.",
+            labels=["phase"],
+        )
+        for phase, count in sorted(self._failures.items()):
+            family.add_metric([phase], count)
+        yield family
+
+
 class Metrics:
     """The counters and histograms one HTTP app exposes; `read_caches` gives the clusters'
-    read caches (`ClusterPool.read_caches`)."""
+    read caches (`ClusterPool.read_caches`), `audit_failures` is the audit log's count of
+    records it could not write (`AuditLog.write_failures`)."""
 
-    def __init__(self, read_caches: Callable[[], Mapping[str, ReadCache]]) -> None:
+    def __init__(
+        self,
+        read_caches: Callable[[], Mapping[str, ReadCache]],
+        audit_failures: Mapping[str, int],
+    ) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(_ReadCacheCollector(read_caches))
+        self.registry.register(_AuditFailureCollector(audit_failures))
         self._calls = Counter(
             "pvemcp_tool_calls",
             "Tool calls by tool and outcome (`ok` or the error code).",
