@@ -391,7 +391,6 @@ class AuditConfig(BaseModel):
             "`tcp:HOST:PORT`. Unset = file only.",
         ),
     ] = None
-
     require_for_reads: Annotated[
         bool,
         Field(
@@ -401,6 +400,7 @@ class AuditConfig(BaseModel):
             "refused either way.",
         ),
     ] = False
+
 
 class PolicyConfig(BaseModel):
     """Who may call what. See docs/policy.md."""
