@@ -191,7 +191,7 @@ def _serve(settings: Settings, args: argparse.Namespace, *, simulate: bool) -> i
     http = settings.http.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     # Bind first: a refused configuration or a busy port fails before anything starts.
     listener, http = listen(http) if args.mode != "stdio" else (None, http)
-    redactor = Redactor(key.get_secret_value() for key in settings.http.static_keys)
+    redactor = Redactor(key.get_secret_value() for key in settings.http.static_keys.values())
     configure_logging(settings.log_level, redactor)
     if args.mode != "http" and sys.stdin.isatty():
         print(

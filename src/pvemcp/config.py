@@ -35,6 +35,7 @@ from pvemcp.secrets.models import CredentialsConfig, InlineCredentials
 TOKEN_ID_RE = re.compile(r"^[^\s@!]+@[A-Za-z][A-Za-z0-9.\-_]*![A-Za-z][A-Za-z0-9.\-_]+$")
 FINGERPRINT_RE = re.compile(r"^([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}$|^[0-9A-Fa-f]{64}$")
 CLUSTER_NAME_RE = r"^[a-z][a-z0-9_-]{0,31}$"
+STATIC_KEY_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
 
 
 def is_loopback_host(host: str | None) -> bool:
@@ -333,7 +334,7 @@ class ClusterConfig(BaseModel):
 
 
 class SimulatorConfig(BaseModel):
-    """The embedded simulator, used when no cluster is configured (and by `pvemcp demo`)."""
+    """The embedded simulator `pvemcp demo` serves."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -528,9 +529,15 @@ class HttpConfig(BaseModel):
         ),
     ] = "oidc"
     static_keys: Annotated[
-        list[SecretStr],
-        Field(description='Bearer keys for `auth = "static"`; compared in constant time.'),
-    ] = []
+        dict[Annotated[str, Field(pattern=STATIC_KEY_NAME_RE)], SecretStr],
+        Field(
+            description='Bearer keys for `auth = "static"`, by name: `{me = "KEY"}`; the '
+            "holder of key NAME is the subject `static:NAME` (policy selector "
+            "`sub:static:NAME`). Env: `PVEMCP_HTTP__STATIC_KEYS__NAME=KEY` (NAME in lower "
+            "case) or JSON. A list of keys (older form) names them by position: `static:0`, "
+            "... Compared in constant time.",
+        ),
+    ] = {}
     allow_unauthenticated: Annotated[
         bool, Field(description='Permit `auth = "none"` (only on a loopback bind).')
     ] = False
@@ -664,6 +671,15 @@ class Settings(BaseSettings):
     log_level: Annotated[
         str, Field(pattern="^(DEBUG|INFO|WARNING|ERROR)$", description="Log level on stderr.")
     ] = "INFO"
+    @field_validator("static_keys", mode="before")
+    @classmethod
+    def _name_listed_keys(cls, value: object) -> object:
+        """The older list form: each key is named by its position (`static:0`, ...)."""
+        if isinstance(value, list):
+            return {str(index): key for index, key in enumerate(value)}
+        return value
+
+
 
     @model_validator(mode="after")
     def _check_default(self) -> Self:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from mcp.server.auth.provider import AccessToken
 from pydantic import SecretStr
@@ -23,15 +23,15 @@ STATIC_CLIENT_ID = "static"
 class StaticKeyVerifier:
     """The SDK `TokenVerifier` for `http.static_keys`.
 
-    A caller holding key number N (0-based, in configuration order) is subject
-    `static:N`, client `static`, with `scopes`: the scopes every token must carry
-    (`oidc.required_scopes`), so the SDK's global scope gate admits it like a minimal OIDC
-    token. Anything finer is the policy's business (`sub:static:0`), never the key's.
+    A caller holding the key named NAME is subject `static:NAME`, client `static`, with
+    `scopes`: the scopes every token must carry (`oidc.required_scopes`), so the SDK's
+    global scope gate admits it like a minimal OIDC token. Anything finer is the policy's
+    business (`sub:static:NAME`), never the key's; the name is what audit records show.
     """
 
     def __init__(
         self,
-        keys: Sequence[SecretStr],
+        keys: Mapping[str, SecretStr],
         *,
         resource: str,
         scopes: Sequence[str] = (),
@@ -42,9 +42,21 @@ class StaticKeyVerifier:
                 'http.auth = "static" needs at least one key in http.static_keys '
                 '(or use auth = "oidc")'
             )
-        if any(not key.get_secret_value() for key in keys):
-            raise ConfigError("http.static_keys must not contain an empty key")
-        self._digests = [hashlib.sha256(key.get_secret_value().encode()).digest() for key in keys]
+        empty = [name for name, key in keys.items() if not key.get_secret_value()]
+        if empty:
+            raise ConfigError(f"http.static_keys.{empty[0]} is empty: give it a key")
+        self._digests = [
+            (name, hashlib.sha256(key.get_secret_value().encode()).digest())
+            for name, key in keys.items()
+        ]
+        seen: dict[bytes, str] = {}
+        for name, digest in self._digests:
+            if digest in seen:
+                raise ConfigError(
+                    f"http.static_keys.{seen[digest]} and .{name} hold the same key: each "
+                    "holder needs its own, or the audit log cannot tell them apart"
+                )
+            seen[digest] = name
         self._resource = resource
         self._scopes = list(scopes)
         self._on_failure = on_failure
@@ -53,10 +65,10 @@ class StaticKeyVerifier:
         """The key holder's identity if `token` equals one of the keys, else `None` (→ 401)."""
         token = token.strip()
         presented = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
-        match: int | None = None
-        for index, digest in enumerate(self._digests):
+        match: str | None = None
+        for name, digest in self._digests:
             if hmac.compare_digest(presented, digest) and match is None:
-                match = index
+                match = name
         if match is None:
             report_failure(self._on_failure, "unknown_key", token)
             return None
