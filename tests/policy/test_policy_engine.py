@@ -577,3 +577,46 @@ def test_bundle_hash_identifies_the_policy() -> None:
 def test_duplicate_ids_are_refused_by_the_engine() -> None:
     with pytest.raises(ValueError, match=r"builtin\.read"):
         PolicyEngine([Rule("builtin.read", Effect.DENY, (Selector("any"),))])
+
+
+REFUSES = engine(
+    rule("ops-cli", "allow", '["group:ops"]', tools='["proxmox_cli_run"]', argv='[["qm", "**"]]')
+    + rule("ops-files", "allow", '["group:ops"]', tools='["proxmox_file_write"]', nodes='["pve1"]')
+    + rule("not-pve3", "deny", '["*"]', nodes='["pve3"]')
+    + rule("no-prod-pool", "deny", '["*"]', nodes='["pve2"]', pools='["prod"]')
+)
+
+
+@pytest.mark.parametrize(
+    ("tool", "node", "refused_by"),
+    [
+        # A deny rule that matches on the node alone: certain whatever the plan finds.
+        ("proxmox_cli_run", "pve3", "not-pve3"),
+        ("proxmox_file_write", "pve3", "not-pve3"),
+        # No allow rule can fit this node, whatever the path.
+        ("proxmox_file_write", "pve2", "builtin.no-escape"),
+        # The argv is still unknown and an allow rule wants one: planning goes on.
+        ("proxmox_cli_run", "pve1", None),
+        ("proxmox_file_write", "pve1", None),
+        # A deny that depends on the guest's pool, still unknown: not yet certain.
+        ("proxmox_cli_run", "pve2", None),
+    ],
+)
+def test_refuses_only_what_no_unknown_attribute_could_allow(
+    tool: str, node: str, refused_by: str | None
+) -> None:
+    denial = REFUSES.refuses(ALICE, request(tool, node=node))
+    if refused_by is None:
+        assert denial is None
+    else:
+        assert denial is not None and denial.effect is DENY
+        assert denial.rule_ids[0] == refused_by
+    # What `refuses` settles, the full decision agrees with, whatever the plan adds.
+    if denial is not None:
+        planned = request(tool, node=node, argv=("qm", "list"), paths=("/etc/hosts",))
+        assert REFUSES.decide(ALICE, planned).effect is DENY
+
+
+def test_refuses_a_non_canonical_path_outright() -> None:
+    denial = REFUSES.refuses(ALICE, request("proxmox_file_write", node="pve1", paths=("/a/../b",)))
+    assert denial is not None and denial.rule_ids == ("builtin.canonical-input",)

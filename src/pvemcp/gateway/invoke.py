@@ -213,6 +213,15 @@ def _approval(principal: Principal, method: Literal["token", "elicitation"]) -> 
     }
 
 
+def _named_node(args: ToolInput, default_node: str | None) -> str | None:
+    """The node a call's arguments name, known before planning: `node`, or the cluster's
+    default for a tool whose `node` argument was left out (as the tools read it)."""
+    if "node" not in type(args).model_fields:
+        return None
+    node = getattr(args, "node", None)
+    return node if isinstance(node, str) else default_node
+
+
 def _planned(plan: Plan) -> dict[str, Any]:
     """The audit's view of what a plan will run or touch."""
     planned: dict[str, Any] = {}
@@ -408,6 +417,15 @@ class Gateway:
         if not self.policy.could_allow(call.principal, call.tool, spec.tier):
             call.decision = self.policy.decide(call.principal, request)
             return self._refused(call, self._denial(call.decision))
+        # A planner may reach the node over SSH/SFTP (a file's canonical path): decide on
+        # the node the arguments name first, so a refused node sees no connection at all.
+        node = _named_node(args, ctx.cluster.default_node)
+        if node is not None:
+            denial = self.policy.refuses(call.principal, dataclasses.replace(request, node=node))
+            if denial is not None:
+                call.decision = denial
+                call.target = {"node": node}
+                return self._refused(call, self._denial(denial))
         assert spec.planner is not None
         try:
             plan: Plan = await spec.planner(ctx, args)

@@ -126,6 +126,38 @@ class PolicyEngine:
         unresolved = pending[Effect.DENY] | pending[Effect.CONFIRM]
         return Decision(effect, tuple(ids), "; ".join(reasons), frozenset(unresolved))
 
+    def refuses(self, principal: Principal, request: PolicyRequest) -> Decision | None:
+        """The denial of `request` if it holds whatever the attributes `request` leaves
+        unknown turn out to be (argv, paths, a guest's pool...); None while some values
+        could still get it allowed.
+
+        The gateway asks this on what the arguments already name (a node) before a planner
+        reaches that target, so a node that policy refuses sees no connection at all.
+        """
+        decision = self.decide(principal, request)
+        if decision.effect is not Effect.DENY:
+            return None
+        if decision.rule_ids == ("builtin.canonical-input",):
+            return decision
+        escape = request.tier is Tier.ESCAPE
+        allowable = False
+        not_by_name: list[Rule] = []
+        for rule in self.rules:
+            found = rule.match(principal, request)
+            if found is None:
+                continue
+            if rule.effect is Effect.DENY and not found.missing:
+                return decision  # a deny rule that holds on what is known
+            if rule.effect is Effect.ALLOW:
+                if not escape or rule.grants_escape(request.tool, found):
+                    allowable = True  # it fits, or may once the plan is known
+                else:
+                    not_by_name.append(rule)
+        if allowable:
+            return None
+        # No allow rule can fit, whatever the unknown attributes (and any deny) turn out to be.
+        return _unallowed(principal, request, not_by_name, set())
+
     def could_allow(self, principal: Principal, tool: str, tier: Tier) -> bool:
         """Whether some call of `tool` could be allowed or confirmed for `principal`.
 
