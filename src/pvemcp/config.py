@@ -396,7 +396,7 @@ class AuditConfig(BaseModel):
         bool,
         Field(
             description="Refuse reads (and every other answer) whose audit record cannot be "
-            'written, for a rule of "nothing unrecorded". False: while the log cannot be '
+            "written, for a rule of \"nothing unrecorded\". False: while the log cannot be "
             "written, reads still answer, unrecorded but logged and counted; risky calls are "
             "refused either way.",
         ),
@@ -610,6 +610,14 @@ class HttpConfig(BaseModel):
         ),
     ] = []
 
+    @field_validator("static_keys", mode="before")
+    @classmethod
+    def _name_listed_keys(cls, value: object) -> object:
+        """The older list form: each key is named by its position (`static:0`, ...)."""
+        if isinstance(value, list):
+            return {str(index): key for index, key in enumerate(value)}
+        return value
+
 
 class Settings(BaseSettings):
     """Everything the gateway reads at start.
@@ -671,15 +679,6 @@ class Settings(BaseSettings):
     log_level: Annotated[
         str, Field(pattern="^(DEBUG|INFO|WARNING|ERROR)$", description="Log level on stderr.")
     ] = "INFO"
-    @field_validator("static_keys", mode="before")
-    @classmethod
-    def _name_listed_keys(cls, value: object) -> object:
-        """The older list form: each key is named by its position (`static:0`, ...)."""
-        if isinstance(value, list):
-            return {str(index): key for index, key in enumerate(value)}
-        return value
-
-
 
     @model_validator(mode="after")
     def _check_default(self) -> Self:
