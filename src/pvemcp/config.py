@@ -396,7 +396,7 @@ class AuditConfig(BaseModel):
         bool,
         Field(
             description="Refuse reads (and every other answer) whose audit record cannot be "
-            "written, for a rule of \"nothing unrecorded\". False: while the log cannot be "
+            'written, for a rule of "nothing unrecorded". False: while the log cannot be '
             "written, reads still answer, unrecorded but logged and counted; risky calls are "
             "refused either way.",
         ),
