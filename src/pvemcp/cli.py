@@ -95,6 +95,9 @@ def _policy_parser(commands: Any) -> None:
     check.add_argument("file", type=Path)
     explain = sub.add_parser("explain", help="decide an imagined call and say why")
     explain.add_argument("--config", type=Path, help="config whose [policy] section to use")
+    explain.add_argument(
+        "--file", type=Path, help="policy file to decide with, instead of [policy] file"
+    )
     explain.add_argument("--subject", default="local", help="`local` or an OIDC sub")
     explain.add_argument("--group", action="append", default=[], help="a group (repeatable)")
     explain.add_argument("--scope", action="append", default=[], help="a scope (repeatable)")
@@ -145,7 +148,7 @@ def _policy(args: argparse.Namespace) -> int:
         args_json=args.args,
         profile=policy.profile,
         profile_subjects=policy.profile_subjects,
-        file=policy.file,
+        file=args.file or policy.file,
         as_json=args.json,
     )
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from pvemcp.cli import main
 from pvemcp.policy import commands
 from pvemcp.policy.loader import policy_schema
 from tests.policy.policykit import KNOWN_TOOLS
@@ -163,3 +164,30 @@ def test_schema_write_and_check(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert target.read_text() == policy_schema()
     assert commands.schema(target, check_only=True) == 0
     capsys.readouterr()
+
+
+def test_explain_decides_with_the_file_given_on_the_command_line(
+    policy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/policy.md names `--file`; the CLI used to refuse it ("unrecognized arguments")."""
+    call = [
+        "policy",
+        "explain",
+        "--subject",
+        "alice",
+        "--group",
+        "ops",
+        "--tool",
+        "proxmox_guest_power",
+        "--args",
+        '{"cluster": "lab", "vmid": 101, "tags": ["lab"]}',
+    ]
+    assert main([*call, "--file", str(policy)]) == commands.EXIT_ALLOW
+    assert "allowed by rule 'ops-power'" in capsys.readouterr().out
+    # The same call under another file (say, before a change): the difference shows.
+    stricter = tmp_path / "stricter.toml"
+    stricter.write_text(POLICY.replace('tags = ["lab"]', 'tags = ["sandbox"]'))
+    assert main([*call, "--file", str(stricter)]) == commands.EXIT_DENY
+    assert "decision: deny" in capsys.readouterr().out
+    assert main([*call, "--file", str(tmp_path / "missing.toml")]) == commands.EXIT_INVALID
+    assert "missing.toml" in capsys.readouterr().err
