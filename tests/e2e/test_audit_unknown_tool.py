@@ -41,10 +41,11 @@ def refusals(audit_path: Path) -> list[dict[str, Any]]:
     return [r for r in read_audit(audit_path) if r["what"]["tier"] == "unknown"]
 
 
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
 async def test_unknown_tool_in_memory_is_refused_and_recorded(
-    gateway: Gateway, audit_path: Path
+    gateway: Gateway, audit_path: Path, mode: str
 ) -> None:
-    async with Client(build_mcp_server(gateway, local_principal)) as client:
+    async with Client(build_mcp_server(gateway, local_principal), mode=mode) as client:
         error = error_of(await client.call_tool("proxmox_vm_delete_all", {"force": True}))
         long_error = error_of(await client.call_tool(LONG_NAME, {}))
     assert error["code"] == "unknown_tool"
