@@ -184,7 +184,9 @@ class GatewayServer(MCPServer[Any]):
     The SDK would answer such a call itself ("Unknown tool: X") and the gateway would never
     know: no audit record of someone probing for tools. Here the gateway refuses it like any
     other refusal (`unknown_tool`, recorded with the caller and the name, capped), and the
-    client gets the same structured error as from every other refusal.
+    client gets the same structured error as from every other refusal. This relies on the
+    SDK's tools/call handler going through the public `call_tool` (mcp is pinned);
+    tests/e2e/test_audit_unknown_tool.py fails if it ever stops doing so.
     """
 
     def __init__(
