@@ -379,6 +379,8 @@ def test_unwritable_log_makes_intent_raise(tmp_path: Path) -> None:
         read_call(audit)
     with pytest.raises(AuditUnavailable):
         audit.checkpoint()
+    # Counted by phase, for /metrics: an operator sees what went unrecorded.
+    assert audit.write_failures == {"intent": 1, "record": 1, "checkpoint": 1}
     audit.close()
 
 
@@ -388,6 +390,14 @@ def test_disabled_log_refuses_intents_and_drops_reads() -> None:
         intent(audit, "e")
     read_call(audit)  # no error, nothing kept
     audit.auth_failure("bad", source_ip=None, token_sha256=None)
+    assert audit.write_failures == {}, "a disabled log is not failing"
+    audit.close()
+
+
+def test_disabled_log_that_must_record_reads_refuses_them() -> None:
+    audit = AuditLog(None, require_for_reads=True)
+    with pytest.raises(AuditUnavailable, match="disabled"):
+        read_call(audit)
     audit.close()
 
 
@@ -398,9 +408,11 @@ def test_from_config_maps_every_setting(tmp_path: Path) -> None:
         checkpoint_every=3,
         hmac_key=SecretStr("k"),
         syslog="udp:127.0.0.1:5514",
+        require_for_reads=True,
     )
     audit = AuditLog.from_config(config)
     assert audit.path == tmp_path / "a.jsonl"
+    assert audit.require_for_reads
     intent(audit, "e", raw_arguments={"a": 1})
     audit.close()
     first, *_ = (r for f in log_files(tmp_path / "a.jsonl") for r in read(f))
