@@ -600,6 +600,35 @@ class HttpConfig(BaseModel):
             "(0 = no limit; ten seconds' worth at once).",
         ),
     ] = 600
+    max_header_bytes: Annotated[
+        int,
+        Field(
+            ge=1024,
+            le=1024 * 1024,
+            description="Largest request head (request line and headers); the connection is "
+            "closed with 431 past it.",
+        ),
+    ] = 64 * 1024
+    max_headers: Annotated[
+        int, Field(ge=8, le=1000, description="Most header fields in one request (431 past it).")
+    ] = 100
+    head_timeout: Annotated[
+        float,
+        Field(
+            gt=0,
+            le=300,
+            description="Seconds from a connection's first byte (or its opening) to the end "
+            "of the request head; slower clients are disconnected.",
+        ),
+    ] = 10.0
+    keep_alive_timeout: Annotated[
+        int,
+        Field(ge=1, le=600, description="Seconds an idle keep-alive connection stays open."),
+    ] = 5
+    max_connections: Annotated[
+        int,
+        Field(ge=1, description="Open connections at once; further ones get 503 and are closed."),
+    ] = 1000
     tls_cert_file: Annotated[Path | None, Field(description="Serve HTTPS with this cert.")] = None
     tls_key_file: Annotated[Path | None, Field(description="Private key for tls_cert_file.")] = None
     trusted_proxies: Annotated[

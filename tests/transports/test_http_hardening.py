@@ -373,3 +373,97 @@ async def test_forwarded_headers_only_from_trusted_proxies(
         assert response.status_code == 401
     failure = next(r for r in read_audit(audit_path) if r["phase"] == "auth_failure")
     assert failure["who"]["source_ip"] == seen
+
+
+async def connect(app: Served) -> anyio.abc.SocketStream:
+    return await anyio.connect_tcp("127.0.0.1", int(app.base.rsplit(":", 1)[1]))
+
+
+async def until_closed(stream: anyio.abc.SocketStream) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    answer = b""
+    try:
+        while True:
+            answer += await stream.receive()
+    except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionResetError):
+        return answer
+
+
+async def test_a_huge_unfinished_header_is_cut_off(gateway: Gateway) -> None:
+    """Issue 10 item 14: one unfinished 200 MB header grew the gateway by 400 MB."""
+    async with served(gateway, max_header_bytes=16 * 1024) as app, await connect(app) as stream:
+        await stream.send(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ")
+        sent = 0
+        with anyio.fail_after(10):
+            try:
+                while sent < 200 * 1024 * 1024:
+                    await stream.send(b"a" * 65536)
+                    sent += 65536
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                pass
+        # The kernel's socket buffers take a few MB before the server's close shows.
+        assert sent < 16 * 1024 * 1024, f"still accepted after {sent} bytes"
+        answer = await until_closed(stream)
+        assert answer == b"" or answer.startswith(b"HTTP/1.1 431 "), answer[:80]
+
+
+async def test_too_many_header_fields_get_431(gateway: Gateway) -> None:
+    async with served(gateway, max_headers=8) as app, await connect(app) as stream:
+        fields = b"".join(b"X-F%d: v\r\n" % n for n in range(9))
+        await stream.send(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + fields + b"\r\n")
+        with anyio.fail_after(5):
+            answer = await until_closed(stream)
+        assert answer.startswith(b"HTTP/1.1 431 ")
+        assert answer.endswith(b"more than 8 header fields")
+
+
+async def test_slow_and_silent_connections_are_closed(gateway: Gateway) -> None:
+    """Issue 10 item 14: idle and trickling connections stayed open after 30 and 75 s."""
+    async with served(gateway, head_timeout=1.0, keep_alive_timeout=1) as app:
+        async with await connect(app) as trickle:
+            started = anyio.current_time()
+            await trickle.send(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            answer = b""
+            with anyio.fail_after(5):
+                try:
+                    while True:  # a slowloris: one header byte every 0.2 s, never the end
+                        await trickle.send(b"X")
+                        await anyio.sleep(0.2)
+                except (anyio.BrokenResourceError, OSError):
+                    answer = await until_closed(trickle)
+            assert 0.9 < anyio.current_time() - started < 3
+            assert answer == b"" or answer.startswith(b"HTTP/1.1 408 "), answer[:80]
+
+        async with await connect(app) as silent:
+            started = anyio.current_time()
+            with anyio.fail_after(5):
+                assert await until_closed(silent) == b""
+            assert 0.9 < anyio.current_time() - started < 3
+
+        async with await connect(app) as kept:
+            await kept.send(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            started = anyio.current_time()
+            with anyio.fail_after(5):
+                answer = await until_closed(kept)
+            assert answer.startswith(b"HTTP/1.1 200 "), "answered, then idle until closed"
+            assert anyio.current_time() - started < 3
+
+
+async def test_connections_beyond_the_cap_are_refused(gateway: Gateway) -> None:
+    async with (
+        served(gateway, max_connections=3, head_timeout=30) as app,
+        await connect(app) as first,
+        await connect(app) as _second,
+        await connect(app) as _third,
+    ):
+        async with await connect(app) as fourth:
+            with anyio.fail_after(5):
+                assert (await until_closed(fourth)).startswith(b"HTTP/1.1 503 ")
+        await first.aclose()
+        with anyio.fail_after(5):
+            while True:  # the server notices the close, then has room again
+                async with await connect(app) as again:
+                    await again.send(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                    if (await again.receive()).startswith(b"HTTP/1.1 200 "):
+                        break
+                await anyio.sleep(0.05)

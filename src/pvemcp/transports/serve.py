@@ -8,20 +8,22 @@ shutdown, which would kill the process before the gateway closes its audit log.
 
 from __future__ import annotations
 
-import importlib.util
+import asyncio
 import signal
 import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import anyio
 import structlog
 import uvicorn
 from mcp.server.mcpserver import MCPServer
 from starlette.types import ASGIApp
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from pvemcp.config import ConfigError, HttpConfig
 from pvemcp.gateway.invoke import Gateway
@@ -34,6 +36,146 @@ Mode = Literal["stdio", "http", "both"]
 MODES: tuple[Mode, ...] = ("stdio", "http", "both")
 
 log = structlog.get_logger(__name__)
+
+
+class _HeadRefused(Exception):
+    """Raised from a parser callback to stop reading a request head that broke a limit."""
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeLimits:
+    """What one connection may cost before the app sees a request (`http.*` settings)."""
+
+    max_head_bytes: int
+    max_headers: int
+    head_timeout: float
+    max_connections: int
+
+
+class GuardedHttpTools(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the limits it lacks before a request reaches the app.
+
+    httptools buffers a header of any size (one unfinished 200 MB header grew the gateway
+    by 400 MB), and uvicorn times out only idle keep-alive connections, never one that was
+    opened and left silent or that trickles its head. So: a request head (request line and
+    headers) larger than `max_head_bytes` or with more than `max_headers` fields gets 431;
+    a head not complete within `head_timeout` of the connection's opening (or of its first
+    byte, for later requests on a keep-alive connection) gets 408 (or, if nothing was sent
+    at all, a plain close); beyond `max_connections` open connections a new one gets 503.
+    Each of these closes the connection. Memory per connection stays below the limit plus
+    one read (256 KiB).
+    """
+
+    limits: ClassVar[EdgeLimits]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_head = True
+        self._head_bytes = 0
+        self._header_count = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._refusal: tuple[int, str] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        if len(self.connections) >= self.limits.max_connections:
+            self.transport = transport  # connection_lost closes it again
+            log.warning("connection_refused", open_connections=len(self.connections))
+            self._close_with(503, "too many connections")
+            return
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refusal is not None:
+            return
+        if self._in_head:
+            self._head_bytes += len(data)
+            if self._head_timer is None:
+                self._arm_head_timer()
+        super().data_received(data)
+        if self._in_head and self._head_bytes > self.limits.max_head_bytes:
+            self._close_with(431, f"request head larger than {self.limits.max_head_bytes} bytes")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > self.limits.max_headers:
+            self._refusal = (431, f"more than {self.limits.max_headers} header fields")
+            raise _HeadRefused
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._disarm_head_timer()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_head = True
+        self._head_bytes = 0
+        self._header_count = 0
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a parser error; ours when a limit stopped the parser."""
+        if self._refusal is not None:
+            self._close_with(*self._refusal)
+        else:
+            super().send_400_response(msg)
+
+    def _arm_head_timer(self) -> None:
+        self._head_timer = self.loop.call_later(self.limits.head_timeout, self._head_too_slow)
+
+    def _disarm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        if not self._in_head or self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            return  # a response is still running; the next head waits for it
+        if self._head_bytes:
+            self._close_with(
+                408, f"request head not complete within {self.limits.head_timeout:g} s"
+            )
+        else:
+            self.transport.close()
+
+    def _close_with(self, status: int, message: str) -> None:
+        """Answer `status` with `message` (plain text) and close the connection."""
+        self._refusal = (status, message)
+        if self.transport.is_closing():
+            return
+        body = message.encode()
+        self.transport.write(
+            b"".join(
+                [
+                    STATUS_LINE[status],
+                    b"content-type: text/plain; charset=utf-8\r\n",
+                    b"content-length: " + str(len(body)).encode() + b"\r\n",
+                    b"connection: close\r\n\r\n",
+                    body,
+                ]
+            )
+        )
+        self.transport.close()
+
+
+def edge_protocol(config: HttpConfig) -> type[GuardedHttpTools]:
+    """The connection protocol with `config`'s limits."""
+    limits = EdgeLimits(
+        max_head_bytes=config.max_header_bytes,
+        max_headers=config.max_headers,
+        head_timeout=config.head_timeout,
+        max_connections=config.max_connections,
+    )
+    return type("GuardedHttpTools", (GuardedHttpTools,), {"limits": limits})
 
 
 class _Uvicorn(uvicorn.Server):
@@ -72,8 +214,9 @@ def http_server(app: ASGIApp, config: HttpConfig) -> _Uvicorn:
         app,
         host=config.host,
         port=config.port,
-        # httptools parses HTTP/1.1 in C where it is installed; h11 otherwise.
-        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        # httptools parses HTTP/1.1 in C; our subclass adds the limits it lacks.
+        http=edge_protocol(config),
+        timeout_keep_alive=config.keep_alive_timeout,
         log_config=None,  # our structlog set-up already owns the handlers
         access_log=False,
         server_header=False,
