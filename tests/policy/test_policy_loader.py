@@ -122,6 +122,11 @@ def problems(text: str) -> list[str]:
             "p.toml:6: rule 'ops': argv[0]: an argv pattern must start with a literal program",
         ),
         (
+            "argv path token with ..",
+            GOOD + 'argv = [["pvesh", "get", "path:/nodes/../access"]]\n',
+            "p.toml:6: rule 'ops': argv[0]: argv token 2: '/nodes/../access' is not an absolute",
+        ),
+        (
             "path with ..",
             GOOD + 'paths = ["/etc/pve/../shadow"]\n',
             "p.toml:6: rule 'ops': paths[0]: '/etc/pve/../shadow' is not an absolute canonical",

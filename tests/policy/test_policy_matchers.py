@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pvemcp.policy.principal import Principal
 from pvemcp.policy.rules import (
@@ -17,6 +19,9 @@ from pvemcp.policy.rules import (
     path_matches,
     split_path,
 )
+
+PVESH_NODES = ["pvesh", "get", "path:/nodes/**", "--output-format", "json"]
+TRICKS = ["..", ".", "", "%2e%2e", "nodes/.."]
 
 
 @pytest.mark.parametrize(
@@ -46,6 +51,19 @@ from pvemcp.policy.rules import (
         # Tokens are literal: no globbing, no shell meaning.
         (["ls", "/etc/*"], ["ls", "/etc/passwd"], False),
         (["echo", "*"], ["echo", "$(reboot)"], True),
+        # `path:` tokens: one canonical absolute path, matched as `paths` globs are.
+        (PVESH_NODES, ["pvesh", "get", "/nodes", "--output-format", "json"], True),
+        (PVESH_NODES, ["pvesh", "get", "/nodes/pve1/qemu", "--output-format", "json"], True),
+        (PVESH_NODES, ["pvesh", "get", "/nodes-evil/x", "--output-format", "json"], False),
+        (PVESH_NODES, ["pvesh", "get", "/access/users", "--output-format", "json"], False),
+        (PVESH_NODES, ["pvesh", "get", "nodes/pve1", "--output-format", "json"], False),
+        (PVESH_NODES, ["pvesh", "get", "/nodes/pve1", "--human-readable"], False),
+        (PVESH_NODES, ["pvesh", "set", "/nodes/pve1/config", "--output-format", "json"], False),
+        (["pvesh", "get", "path:/nodes/*/qemu"], ["pvesh", "get", "/nodes/pve1/qemu"], True),
+        (["pvesh", "get", "path:/nodes/*/qemu"], ["pvesh", "get", "/nodes/a/b/qemu"], False),
+        (["pvesh", "get", "path:/nodes/*"], ["pvesh", "get", "-/nodes/x"], False),
+        (["qm", "path:/etc/pve"], ["qm", "/etc/pve"], True),
+        (["qm", "path:/etc/pve"], ["qm", "path:/etc/pve"], False),
     ],
 )
 def test_argv_patterns(pattern: list[str], argv: list[str], fits: bool) -> None:
@@ -61,11 +79,51 @@ def test_argv_patterns(pattern: list[str], argv: list[str], fits: bool) -> None:
         (["qm", "**", "x"], "last token"),
         (["qm", ""], "non-empty"),
         (["qm", "a\nb"], "printable"),
+        (["path:/usr/bin/*", "x"], "literal program"),
+        (["pvesh", "get", "path:nodes/**"], "token 2: 'nodes/\\*\\*' is not an absolute"),
+        (["pvesh", "get", "path:/nodes/../access"], "not an absolute canonical"),
+        (["pvesh", "get", "path:/nodes/x**"], "whole path component"),
     ],
 )
 def test_bad_argv_patterns(pattern: list[str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_argv_pattern(pattern)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/nodes/../access",
+        "/nodes/pve1/../../access/users",
+        "/nodes/./../access",
+        "/nodes//access",
+        "//nodes/x",
+        "/nodes/x/",
+        "/nodes/\0/x",
+    ],
+)
+def test_path_tokens_refuse_dot_dot_and_other_non_canonical_tricks(path: str) -> None:
+    assert not argv_matches(
+        parse_argv_pattern(PVESH_NODES), ("pvesh", "get", path, *PVESH_NODES[3:])
+    )
+
+
+@given(
+    st.lists(st.sampled_from(["pve1", "qemu", "100", "access", *TRICKS]), max_size=6),
+    st.booleans(),
+)
+def test_a_path_token_matches_exactly_the_canonical_paths_under_its_prefix(
+    components: list[str], trailing_slash: bool
+) -> None:
+    """A matched token is canonical and lies under /nodes component-wise, so the program
+    cannot read it as anything outside /nodes; every other token is refused."""
+    path = "/nodes/" + "/".join(components) + ("/" if trailing_slash else "")
+    argv = ("pvesh", "get", path, "--output-format", "json")
+    parts = split_path(path)
+    expected = parts is not None and parts[0] == "nodes"
+    assert argv_matches(parse_argv_pattern(PVESH_NODES), argv) is expected
+    if expected:
+        assert parts is not None and ".." not in parts and "." not in parts and "" not in parts
 
 
 @pytest.mark.parametrize(

@@ -269,3 +269,30 @@ async def test_changed_host_key_failure_shows_the_fingerprint_and_pin(
     assert error["details"]["fingerprint"] == sshd.fingerprint
     assert error["details"]["pin_line"] == sshd.host_key_line
     assert "differs from the pinned key" in error["message"]
+
+
+async def test_a_path_token_grants_pvesh_get_under_nodes_only(
+    ssh_sim: SimulatorHandle, sshd: Sshd, tmp_path: Path, audit_path: Path
+) -> None:
+    policy = """
+version = 1
+
+[[rules]]
+id = "pvesh-nodes"
+effect = "allow"
+subjects = ["local"]
+tools = ["proxmox_cli_run"]
+argv = [["pvesh", "get", "path:/nodes/**", "--output-format", "json"]]
+"""
+
+    def pvesh_get(path: str) -> dict[str, Any]:
+        return {"node": "pve1", "argv": ["pvesh", "get", path, "--output-format", "json"]}
+
+    async with escape_gateway(
+        ssh_sim, sshd, audit=audit_path, policy=policy, secrets_dir=tmp_path
+    ) as gateway:
+        data = ok(await gateway.invoke(LOCAL, "proxmox_cli_run", pvesh_get("/nodes/pve1/status")))
+        assert data["exit_code"] == 0 and isinstance(data["parsed"], dict)
+        for outside in ("/access/users", "/nodes/../access/users", "/nodes//access", "nodes"):
+            error = failed(await gateway.invoke(LOCAL, "proxmox_cli_run", pvesh_get(outside)))
+            assert error["code"] == "denied", outside

@@ -153,7 +153,9 @@ class RuleSpec(BaseModel):
         Field(
             min_length=1,
             description="Command patterns for CLI tools, any of: a literal program name, then "
-            "literal tokens, `*` (one operand) and a final `**` (all remaining operands).",
+            "literal tokens, `*` (one operand), `path:GLOB` (one canonical absolute path, "
+            "matched by component like `paths`, e.g. `path:/nodes/**`) and a final `**` (all "
+            "remaining operands).",
         ),
     ] = None
     paths: Annotated[

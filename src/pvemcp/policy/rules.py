@@ -13,6 +13,7 @@ touches, a deny or confirm fires on *any* of them.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ VMID_MIN, VMID_MAX = 100, 999_999_999
 _RANGE_RE = re.compile(r"^(\d{1,9})-(\d{1,9})$")
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _HOST_RE = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
+PATH_GLOB_PREFIX = "path:"
+"""Marks an argv pattern token as a path glob (`path:/nodes/**`); other tokens are literal."""
 
 
 def _printable(text: str) -> bool:
@@ -121,17 +124,42 @@ class VmidRange:
 
 
 def parse_argv_pattern(tokens: list[str]) -> tuple[str, ...]:
-    """Check an argv pattern: a literal program, then literals, `*` (one token), `**` (rest)."""
+    """Check an argv pattern: a literal program, then literals, `*` (one token),
+    `path:GLOB` (one canonical absolute path, matched as `paths` globs are) and `**`
+    (the rest)."""
     if not tokens:
         raise ValueError("an argv pattern needs at least the program name")
-    if tokens[0] in ("*", "**"):
+    if tokens[0] in ("*", "**") or tokens[0].startswith(PATH_GLOB_PREFIX):
         raise ValueError("an argv pattern must start with a literal program name, not a wildcard")
     for position, word in enumerate(tokens):
         if not word or not word.isprintable():
             raise ValueError(f"argv token {position} must be non-empty printable text")
         if word == "**" and position != len(tokens) - 1:
             raise ValueError("'**' (the rest of the arguments) may only be the last token")
+        if word.startswith(PATH_GLOB_PREFIX):
+            try:
+                _token_glob(word)
+            except ValueError as exc:
+                raise ValueError(f"argv token {position}: {exc}") from None
     return tuple(tokens)
+
+
+@functools.lru_cache(maxsize=1024)
+def _token_glob(word: str) -> tuple[str, ...]:
+    """The glob of a `path:` token, split once (patterns are few, matched on every call)."""
+    return parse_path_glob(word.removeprefix(PATH_GLOB_PREFIX))
+
+
+def _token_matches(word: str, arg: str, operands_only: bool) -> bool:
+    """One argv token against one pattern token (not `**`)."""
+    if word == "*":
+        return bool(arg) and (operands_only or not arg.startswith("-"))
+    if word.startswith(PATH_GLOB_PREFIX):
+        # Only a canonical absolute path can match: `/nodes/../access`, `/nodes//x` or
+        # `/nodes/x/` never do, whatever the program would make of them.
+        parts = split_path(arg)
+        return parts is not None and path_matches(_token_glob(word), parts)
+    return arg == word
 
 
 def argv_matches(pattern: tuple[str, ...], argv: tuple[str, ...]) -> bool:
@@ -140,20 +168,15 @@ def argv_matches(pattern: tuple[str, ...], argv: tuple[str, ...]) -> bool:
     Wildcards match operands, never options: `*` and `**` skip a token that starts with
     `-` unless the pattern has already passed a literal `--` (after which the command reads
     everything as operands). An option is allowed only when the pattern spells it out, so
-    a rule for `qm status *` cannot be stretched to `qm status --help` or `-x`.
+    a rule for `qm status *` cannot be stretched to `qm status --help` or `-x`. A
+    `path:/nodes/**` token matches one canonical absolute path, component by component.
     """
     operands_only = False
     for position, word in enumerate(pattern):
         if word == "**":
             rest = argv[position:]
             return operands_only or not any(arg.startswith("-") for arg in rest)
-        if position >= len(argv):
-            return False
-        arg = argv[position]
-        if word == "*":
-            if not arg or (arg.startswith("-") and not operands_only):
-                return False
-        elif arg != word:
+        if position >= len(argv) or not _token_matches(word, argv[position], operands_only):
             return False
         operands_only = operands_only or word == "--"
     return len(argv) == len(pattern)
