@@ -629,6 +629,30 @@ class HttpConfig(BaseModel):
         int,
         Field(ge=1, description="Open connections at once; further ones get 503 and are closed."),
     ] = 1000
+    max_sessions: Annotated[
+        int,
+        Field(
+            ge=1,
+            description="Open MCP sessions (stateful mode) at once; past it new sessions get 503.",
+        ),
+    ] = 1000
+    max_sessions_per_principal: Annotated[
+        int,
+        Field(
+            ge=1,
+            description="Open MCP sessions of one caller; a new one past it closes that "
+            "caller's longest idle session (429 if none is idle).",
+        ),
+    ] = 16
+    session_idle_timeout: Annotated[
+        float,
+        Field(
+            gt=0,
+            le=86_400,
+            description="Seconds a session may go without a request in flight before it is "
+            "closed (its id then answers 404).",
+        ),
+    ] = 600.0
     tls_cert_file: Annotated[Path | None, Field(description="Serve HTTPS with this cert.")] = None
     tls_key_file: Annotated[Path | None, Field(description="Private key for tls_cert_file.")] = None
     trusted_proxies: Annotated[

@@ -467,3 +467,51 @@ async def test_connections_beyond_the_cap_are_refused(gateway: Gateway) -> None:
                     if (await again.receive()).startswith(b"HTTP/1.1 200 "):
                         break
                 await anyio.sleep(0.05)
+
+
+async def test_one_key_cannot_fill_the_session_table(gateway: Gateway) -> None:
+    """Issue 10 item 25: at the SDK's cap every new client got 503, and one key could fill
+    it. A caller at its own cap loses its longest idle session instead."""
+    async with (
+        served(gateway, max_sessions=3, max_sessions_per_principal=2) as app,
+        httpx2.AsyncClient() as http,
+    ):
+        sessions = [await open_session(http, app, KEYS[0]) for _ in range(5)]
+        statuses = [(await ping(http, app, KEYS[0], s)).status_code for s in sessions]
+        assert statuses == [404, 404, 404, 200, 200], "the oldest idle ones were closed"
+        other = await open_session(http, app, KEYS[1])
+        assert (await ping(http, app, KEYS[1], other)).status_code == 200
+        assert (await ping(http, app, KEYS[0], sessions[-1])).status_code == 200
+
+
+async def test_a_caller_whose_sessions_are_all_busy_gets_429(gateway: Gateway) -> None:
+    async with (
+        served(gateway, max_sessions_per_principal=1) as app,
+        httpx2.AsyncClient() as http,
+    ):
+        session = await open_session(http, app, KEYS[0])
+        headers = {
+            **bearer(KEYS[0]),
+            "Accept": "text/event-stream",
+            "mcp-session-id": session,
+            "mcp-protocol-version": LEGACY,
+        }
+        async with http.stream("GET", app.url, headers=headers) as listening:
+            assert listening.status_code == 200  # a standalone stream: a request in flight
+            refused = await http.post(
+                app.url, json=INITIALIZE, headers={**bearer(KEYS[0]), **JSON_AND_SSE}
+            )
+            assert refused.status_code == 429
+            assert "sessions" in refused.json()["error"]["message"]
+        assert (await ping(http, app, KEYS[0], session)).status_code == 200
+
+
+async def test_idle_sessions_expire(gateway: Gateway) -> None:
+    async with (
+        served(gateway, session_idle_timeout=0.5) as app,
+        httpx2.AsyncClient() as http,
+    ):
+        session = await open_session(http, app, KEYS[0])
+        assert (await ping(http, app, KEYS[0], session)).status_code == 200
+        await anyio.sleep(1.2)
+        assert (await ping(http, app, KEYS[0], session)).status_code == 404

@@ -1,7 +1,8 @@
 """Plain ASGI middlewares that guard the HTTP app before any MCP or auth code runs.
 
 They wrap the whole Starlette app, outermost first: Host/Origin (DNS rebinding), a
-per-caller rate limit, a body limit, a timeout until the response starts. Plain ASGI (not
+per-caller rate limit, a body limit, a timeout until the response starts; `SessionQuota`
+sits further in, on the SDK's session manager. Plain ASGI (not
 Starlette's `BaseHTTPMiddleware`) so SSE streams pass through untouched and the request
 context (the caller's token) is not copied into another task.
 """
@@ -18,7 +19,12 @@ from dataclasses import dataclass, field
 
 import anyio
 import structlog
-from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, authorization_context
+from mcp.server.auth.middleware.bearer_auth import (
+    AuthenticatedUser,
+    AuthorizationContext,
+    authorization_context,
+)
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from starlette.datastructures import Headers
 from starlette.requests import Request
@@ -545,3 +551,68 @@ def _is_bearer_refusal(message: Message) -> bool:
         name.lower() == b"www-authenticate" and value.lower().startswith(b"bearer")
         for name, value in message.get("headers", [])
     )
+
+
+class SessionQuota:
+    """At most `per_principal` open MCP sessions (stateful mode) per caller.
+
+    The SDK caps sessions only in total, so one key could fill the table and every other
+    client would get 503. A request that would open a session (no `Mcp-Session-Id`) from a
+    caller at the cap first closes that caller's longest idle session; if all of them
+    have a request in flight, it gets 429 and nobody else is affected. Anonymous callers
+    (`auth = "none"`) are one caller. It wraps the session manager's `asgi_app`, so it
+    runs after authentication (the caller is known) and reads four SDK internals (mcp is
+    pinned; the session tests fail if any moves): the manager's `_server_instances` and
+    `_session_owners` and `_discard_session`, and a transport's `_requests_in_flight`.
+    """
+
+    def __init__(self, manager: StreamableHTTPSessionManager, per_principal: int) -> None:
+        self.app = manager.asgi_app
+        self._manager = manager
+        self._per_principal = per_principal
+        self._lock = anyio.Lock()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = Headers(scope=scope)
+        if scope["type"] != "http" or self._manager.stateless or "mcp-session-id" in headers:
+            await self.app(scope, receive, send)
+            return
+        user = scope.get("user")
+        owner = authorization_context(user) if isinstance(user, AuthenticatedUser) else None
+        async with self._lock:
+            room = await self._make_room(owner)
+        if not room:
+            log.warning("session_quota_refused", source_ip=client_ip(scope))
+            message = (
+                f"this caller already has {self._per_principal} sessions with requests in "
+                "flight; end one (DELETE) or retry when one is idle"
+            )
+            await jsonrpc_error(429, message)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    async def _make_room(self, owner: AuthorizationContext | None) -> bool:
+        """Close `owner`'s longest idle sessions until a new one fits; `False` if it cannot."""
+        manager = self._manager
+        owners = manager._session_owners
+        mine = [
+            (session_id, transport)
+            for session_id, transport in manager._server_instances.items()
+            if owners.get(session_id) == owner
+        ]
+        excess = len(mine) - self._per_principal + 1
+        if excess <= 0:
+            return True
+        idle = sorted(
+            (transport.idle_scope.deadline, session_id, transport)
+            for session_id, transport in mine
+            if transport.idle_scope is not None and transport._requests_in_flight == 0
+        )
+        if len(idle) < excess:
+            return False
+        for _, session_id, transport in idle[:excess]:
+            log.info("session_evicted", session=session_id[:8], why="per-caller session cap")
+            assert transport.idle_scope is not None
+            transport.idle_scope.cancel()
+            await manager._discard_session(session_id, transport)
+        return True

@@ -45,6 +45,7 @@ from pvemcp.transports.hardening import (
     HostOriginGuard,
     RateLimit,
     ResponseStartTimeout,
+    SessionQuota,
     report_auth_failure,
 )
 from pvemcp.transports.mcp_app import build_mcp_server
@@ -224,9 +225,14 @@ def build_http(gateway: Gateway, config: HttpConfig) -> HttpFrontend:
         stateless_http=config.stateless,
         json_response=config.response_mode == "json",
         max_request_body_size=config.max_body_bytes,
+        session_idle_timeout=config.session_idle_timeout,
+        max_sessions=config.max_sessions,
         transport_security=security,
         host=config.host,
     )
+    if not config.stateless:
+        manager = mcp.session_manager
+        manager.asgi_app = SessionQuota(manager, config.max_sessions_per_principal)  # type: ignore[assignment]
     if config.response_mode == "auto":
         install_choosing_transport()
         quiet = [spec.name for spec in gateway.specs() if spec.tier is Tier.READ]
