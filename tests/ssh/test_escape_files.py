@@ -305,3 +305,194 @@ paths = ["{base}/allowed/**"]
     assert "diff" not in plan
     assert any("does not let this caller read" in w for w in plan["warnings"])
     assert "old = 1" not in str(plan)
+
+
+# -- where a path leads: long symlink chains and long expansions (issue 10 A) -------------
+
+
+def chain(directory: Path, prefix: str, links: int, target: str) -> Path:
+    """`prefix0 -> prefix1 -> ... -> target`: `links` symlinks in `directory`, the first
+    returned. The kernel follows up to 40; OpenSSH's sftp-server gives up after 32."""
+    for i in range(links):
+        (directory / f"{prefix}{i}").symlink_to(f"{prefix}{i + 1}" if i < links - 1 else target)
+    return directory / f"{prefix}0"
+
+
+async def test_a_chain_of_40_symlinks_is_judged_where_it_leads(
+    gw: Gateway, base: Path, audit_path: Path
+) -> None:
+    allowed = base / "allowed"
+    # Before the fix sftp-server's realpath failed on this chain, the path was judged as
+    # given (inside the allowed tree) and the node read the secret outside it.
+    outward = chain(allowed, "c", 40, "../outside")
+    denial = failed(await read(gw, outward / "secret.txt"))
+    assert denial["code"] == "denied" and "secret" not in str(denial)
+    assert failed(await write(gw, outward / "secret.txt", content="pwned"))["code"] == "denied"
+    assert failed(await write(gw, outward / "new.txt", content="pwned"))["code"] == "denied"
+    assert sorted(p.name for p in (base / "outside").iterdir()) == ["secret.txt"]
+    assert (base / "outside" / "secret.txt").read_bytes() == b"secret"
+    # A chain that stays inside is read, and the audit names the file actually read.
+    inward = chain(allowed, "k", 40, ".")
+    data = ok(await read(gw, inward / "notes.txt"))
+    assert data["path"] == str(allowed / "notes.txt") and data["content"] == "one\ntwo\n"
+    outcome = [r for r in read_audit(audit_path) if r["what"]["tool"] == "proxmox_file_read"][-1]
+    assert outcome["where"]["target"]["path"] == str(allowed / "notes.txt")
+
+
+async def test_a_chain_past_the_kernels_limit_is_refused_naming_why(
+    gw: Gateway, base: Path
+) -> None:
+    looped = chain(base / "allowed", "d", 41, ".") / "notes.txt"
+    error = failed(await read(gw, looped))
+    assert error["code"] == "path_refused" and "more than 40 symlinks" in error["message"]
+    assert failed(await write(gw, looped, content="x"))["code"] == "path_refused"
+    # Outside what the caller may touch, the reason is not told: only "denied".
+    hidden = chain(base / "outside", "d", 41, ".") / "secret.txt"
+    for result in (await read(gw, hidden), await write(gw, hidden, content="x")):
+        denial = failed(result)
+        assert denial["code"] == "denied" and "symlink" not in denial["message"]
+
+
+async def test_a_chain_into_an_ssh_directory_writes_nothing_there(gw: Gateway, base: Path) -> None:
+    keys = base / "outside" / ".ssh"
+    keys.mkdir()
+    (keys / "id").write_text("private key")
+    user = pwd.getpwnam("pvemcptest")
+    for path in (keys, keys / "id"):
+        os.chown(path, user.pw_uid, user.pw_gid)
+    into = chain(base / "allowed", "e", 36, "../outside/.ssh")
+    # Before the fix this created outside/.ssh/authorized_keys and read outside/.ssh/id.
+    written = failed(await write(gw, into / "authorized_keys", content="ssh-ed25519 AAAA evil"))
+    assert written["code"] == "path_refused" and ".ssh" in written["message"]
+    assert failed(await read(gw, into / "id"))["code"] == "path_refused"
+    assert sorted(p.name for p in keys.iterdir()) == ["id"]
+
+
+async def test_an_expansion_longer_than_path_max_is_judged_where_it_leads(
+    gw: Gateway, base: Path
+) -> None:
+    allowed = base / "allowed"
+    # Each link is well under PATH_MAX, but sftp-server's realpath joins one's target with
+    # what is left of the other and fails with ENAMETOOLONG; the kernel follows both.
+    (allowed / "l2").symlink_to("./" * 1000 + "../outside")
+    (allowed / "l1").symlink_to("l2/" + "./" * 1500)
+    assert failed(await read(gw, allowed / "l1" / "secret.txt"))["code"] == "denied"
+    assert failed(await write(gw, allowed / "l1" / "secret.txt", content="x"))["code"] == "denied"
+    assert failed(await write(gw, allowed / "l1" / "new.txt", content="x"))["code"] == "denied"
+    assert sorted(p.name for p in (base / "outside").iterdir()) == ["secret.txt"]
+    assert (base / "outside" / "secret.txt").read_bytes() == b"secret"
+
+
+async def test_a_missing_directory_then_dotdot_is_refused(gw: Gateway, base: Path) -> None:
+    allowed = base / "allowed"
+    (allowed / "via-missing").symlink_to("nope/../../outside/secret.txt")
+    error = failed(await read(gw, allowed / "via-missing"))
+    assert error["code"] == "path_refused" and "does not exist" in error["message"]
+
+
+# -- the built-in deny list -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/etc/corosync/authkey",
+        "/etc/sudoers",
+        "/etc/sudoers.d",
+        "/etc/sudoers.d/pvemcp",
+        "/etc/ssh/sshd_config",
+        "/etc/ssh/sshd_config.d/10-extra.conf",
+        "/etc/ssh/authorized_keys/root",
+        "/etc/pve/priv/authorized_keys",
+        "/var/lib/backup/.ssh/authorized_keys",
+        "/srv/app/.ssh/id_ed25519",
+        "/home/someone/.ssh",
+        "{base}/allowed/.ssh/authorized_keys",
+        "{base}/allowed/to-sudoers",
+    ],
+)
+async def test_the_deny_list_covers_login_and_root_grants(
+    gw: Gateway, base: Path, path: str
+) -> None:
+    (base / "allowed" / "to-sudoers").symlink_to("/etc/sudoers")
+    target = path.replace("{base}", str(base))
+    # /etc/** is readable and {base}/allowed/** writable by the test policy: only the
+    # deny list stands in the way.
+    for result in (await read(gw, target), await write(gw, target, content="x")):
+        error = failed(result)
+        assert error["code"] == "path_refused" and "deny list" in error["message"]
+    assert not (base / "allowed" / ".ssh").exists()
+
+
+# -- what a plan tells a caller ---------------------------------------------------------
+
+
+async def test_a_denied_caller_learns_nothing_about_the_path(gw: Gateway, base: Path) -> None:
+    # Before the fix the plan said "is a directory" / "is a symlink" before policy decided.
+    for target in (base / "outside", base / "allowed-evil"):
+        denial = failed(await write(gw, target, content="x"))
+        assert denial["code"] == "denied" and "directory" not in denial["message"]
+
+
+async def test_a_write_only_caller_never_sees_the_current_hash(
+    ssh_sim: SimulatorHandle, sshd: Sshd, base: Path, tmp_path: Path, audit_path: Path
+) -> None:
+    writer_only = """
+version = 1
+
+[[rules]]
+id = "write-only"
+effect = "allow"
+subjects = ["local"]
+tools = ["proxmox_file_write"]
+paths = ["{base}/allowed/**"]
+
+[[rules]]
+id = "confirm-conf"
+effect = "confirm"
+subjects = ["local"]
+tools = ["proxmox_file_write"]
+paths = ["{base}/allowed/conf/**"]
+""".replace("{base}", str(base))
+    notes = base / "allowed" / "notes.txt"
+    secret_hash = sha(b"one\ntwo\n")
+    async with escape_gateway(
+        ssh_sim, sshd, audit=audit_path, policy=writer_only, secrets_dir=tmp_path
+    ) as gateway:
+        plan = ok(await write(gateway, notes, content="new\n", dry_run=True))["plan"]
+        before = next(c["before"] for c in plan["changes"] if c["field"] == "sha256")
+        assert before.startswith("hidden:") and secret_hash not in str(plan)
+        # A guess that is wrong is told only that: not the hash it should have been.
+        wrong = failed(await write(gateway, notes, content="new\n", expected_sha256="0" * 64))
+        assert wrong["code"] == "precondition_failed" and secret_hash not in str(wrong)
+        # The write itself works, and its answer keeps the replaced content's hash back.
+        done = ok(await write(gateway, notes, content="new\n"))
+        assert "before_sha256" not in done and notes.read_text() == "new\n"
+        # The stand-in still binds a confirmation to the content it stood for.
+        conf = base / "allowed" / "conf" / "app.conf"
+        token = failed(await write(gateway, conf, content="x\n"))["details"]["confirm_token"]
+        conf.write_text("changed meanwhile\n")
+        stale = failed(await write(gateway, conf, content="x\n", confirm_token=token))
+        assert stale["code"] == "confirmation_invalid"
+        assert conf.read_text() == "changed meanwhile\n"
+    outcome = [r for r in read_audit(audit_path) if r["what"]["tool"] == "proxmox_file_write"]
+    # The audit log, for operators, keeps the real hash.
+    assert any(r["where"].get("target", {}).get("before_sha256") == secret_hash for r in outcome)
+
+
+@pytest.mark.parametrize(("bits", "kept"), [(0o4755, "0755"), (0o2750, "0750"), (0o1644, "0644")])
+async def test_a_replaced_setuid_file_loses_the_bit_unless_mode_is_given(
+    gw: Gateway, base: Path, bits: int, kept: str
+) -> None:
+    target = base / "allowed" / "tool"
+    target.write_text("#!/bin/sh\n")
+    user = pwd.getpwnam("pvemcptest")
+    os.chown(target, user.pw_uid, user.pw_gid)
+    target.chmod(bits)
+    plan = ok(await write(gw, target, content="#!/bin/sh\necho new\n", dry_run=True))["plan"]
+    assert {"field": "mode", "before": f"{bits:04o}", "after": kept} in plan["changes"]
+    assert any("set-uid" in w for w in plan["warnings"])
+    assert ok(await write(gw, target, content="#!/bin/sh\necho new\n"))["mode"] == kept
+    assert f"{target.stat().st_mode & 0o7777:04o}" == kept
+    ok(await write(gw, target, content="again\n", mode="0700"))
+    assert target.stat().st_mode & 0o7777 == 0o700

@@ -10,24 +10,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import anyio
-
 from pvemcp.config import ClusterConfig, SshConfig
 from pvemcp.gateway.artifacts import ArtifactStore
-from pvemcp.gateway.errors import ToolFailure
 from pvemcp.gateway.plan import Plan
 from pvemcp.gateway.readcache import ReadCache
 from pvemcp.policy.principal import Principal
 from pvemcp.proxmox.backend import ApiResult, Method, Params, ProxmoxBackend
 from pvemcp.proxmox.errors import SshTimeout
 from pvemcp.proxmox.ssh import CommandResult, SshPool, printable, wire_command
-from pvemcp.proxmox.ssh.pool import SftpSession
-from pvemcp.proxmox.ssh.sftp import ResolvedPath, Written, read_file, resolve_path, write_file
+from pvemcp.proxmox.ssh.fileops import (
+    NodeFiles,
+    RemoteFileNotFound,
+    ResolvedPath,
+    Unresolvable,
+    Written,
+)
 from pvemcp.proxmox.tasks import TaskStatus, get_task_log, get_task_status, wait_for_task
 from pvemcp.proxmox.upid import is_upid
 from pvemcp.secrets.redaction import Redactor
@@ -76,11 +77,13 @@ class CommandRecord:
         )
 
     @classmethod
-    def from_session(cls, session: SftpSession, **facts: Any) -> CommandRecord:
+    def from_file_helper(cls, result: CommandResult, **facts: Any) -> CommandRecord:
+        """A file operation: who did it where, and `facts` (path, operation), not the
+        helper program's text, which is the same for every call."""
         return cls(
-            node=session.node,
-            ssh_user=session.user,
-            host_key=session.host_key_fingerprint,
+            node=result.node,
+            ssh_user=result.user,
+            host_key=result.host_key_fingerprint,
             facts=dict(facts),
         )
 
@@ -291,43 +294,47 @@ class ToolContext:
         planner that would otherwise read a file before the gateway decides."""
         self._authorize(node, tuple(paths))
 
-    @asynccontextmanager
-    async def _sftp(self, node: str) -> AsyncIterator[SftpSession]:
-        """An SFTP session whose work must finish within the command timeout."""
-        pool = self._ssh()
-        seconds = pool.config.command_timeout
-        try:
-            with anyio.fail_after(seconds):
-                async with pool.sftp(node) as session:
-                    yield session
-        except TimeoutError:
-            raise SshTimeout(
-                f"node {node}: the file operation did not finish within {seconds:g} s",
-                node=node,
-            ) from None
+    def _files(self, node: str) -> NodeFiles:
+        return NodeFiles(self._ssh(), node, self.ssh_config.file_max_bytes)
+
+    def _record_file(self, files: NodeFiles, **facts: Any) -> CommandRecord | None:
+        """Record the file operation `files` ran for the audit outcome (none when the node
+        was never reached)."""
+        if files.last is not None:
+            self.command = CommandRecord.from_file_helper(files.last, **facts)
+        return self.command
 
     async def resolve_path(self, node: str, path: str) -> ResolvedPath:
-        """`path` canonicalised on the node (see `pvemcp.proxmox.ssh.sftp.resolve_path`)."""
-        async with self._sftp(node) as session:
-            return await resolve_path(session, path)
+        """`path` canonicalised on the node (see `pvemcp.proxmox.ssh.fileops`).
+
+        When the node cannot say where `path` leads, policy is asked about `path` as given
+        before the reason is told: a caller it denies learns only that it is denied."""
+        try:
+            return await self._files(node).resolve(path)
+        except Unresolvable:
+            self.authorize(node, [path])
+            raise
 
     async def read_file(self, node: str, path: str, *, canonical: str) -> bytes:
         """The content of `path`, which must still resolve to `canonical` (what policy
         allowed); recorded for the audit outcome by size and hash."""
-        async with self._sftp(node) as session:
-            resolved = await self._still(session, path, canonical)
-            self.command = CommandRecord.from_session(session, path=canonical, operation="read")
-            data = await read_file(session, resolved, self.ssh_config.file_max_bytes)
-            self.command.out = data
-            return data
+        files = self._files(node)
+        try:
+            data = await files.read(path, canonical)
+        finally:
+            record = self._record_file(files, path=canonical, operation="read")
+        if record is not None:
+            record.out = data
+        return data
 
-    async def read_current(self, node: str, resolved: ResolvedPath) -> bytes | None:
-        """The content a write to `resolved` would replace, or None when there is no
-        regular file there yet (for a plan's diff)."""
-        if resolved.kind != "file":
+    async def read_current(self, node: str, path: str, *, canonical: str) -> bytes | None:
+        """The content a write to `path` (leading to `canonical`) would replace, or None
+        when there is no file there (for a plan's diff and its hashes); not recorded as a
+        read of its own."""
+        try:
+            return await self._files(node).read(path, canonical)
+        except RemoteFileNotFound:
             return None
-        async with self._sftp(node) as session:
-            return await read_file(session, resolved, self.ssh_config.file_max_bytes)
 
     async def write_file(
         self,
@@ -337,39 +344,24 @@ class ToolContext:
         *,
         canonical: str,
         mode: int | None,
-        expected_sha256: str | None,
+        before_sha256: str | None,
     ) -> Written:
-        """Atomically replace `path`, which must still resolve to `canonical` (see
-        `pvemcp.proxmox.ssh.sftp.write_file`); recorded for the audit outcome."""
-        async with self._sftp(node) as session:
-            resolved = await self._still(session, path, canonical)
-            self.command = CommandRecord.from_session(session, path=canonical, operation="write")
-            written = await write_file(
-                session,
-                resolved,
-                data,
-                mode=mode,
-                expected_sha256=expected_sha256,
-                max_bytes=self.ssh_config.file_max_bytes,
+        """Atomically replace `path`, which must still resolve to `canonical` and hold the
+        content hashed `before_sha256` (None: no file), see `NodeFiles.write`; recorded
+        for the audit outcome."""
+        files = self._files(node)
+        try:
+            written = await files.write(
+                path, canonical, data, mode=mode, before_sha256=before_sha256
             )
-            self.command.facts.update(
+        finally:
+            record = self._record_file(files, path=canonical, operation="write")
+        if record is not None:
+            record.facts.update(
                 bytes=written.size,
                 sha256=written.sha256,
                 before_sha256=written.before_sha256,
                 mode=f"{written.mode:04o}",
                 created=written.created,
             )
-            return written
-
-    @staticmethod
-    async def _still(session: SftpSession, path: str, canonical: str) -> ResolvedPath:
-        resolved = await resolve_path(session, path)
-        if resolved.canonical != canonical:
-            raise ToolFailure(
-                "path_changed",
-                f"{path} now leads to {resolved.canonical}, not {canonical} as when it was "
-                "planned; nothing was done",
-                field="path",
-                hint="Call again to plan (and be allowed) on the current path.",
-            )
-        return resolved
+        return written

@@ -1,10 +1,11 @@
-"""Escape hatches for files on a node, over SFTP.
+"""Escape hatches for files on a node, through a helper program run over SSH.
 
-The planner resolves the path on the node first (symlinks followed, `realpath`), so policy
-`paths` rules judge the canonical path, the one that will actually be read or replaced; a
-write plan shows sizes, hashes and a diff of what will change. The file rules themselves
-(deny list, regular files only, caps, atomic replacement) are enforced below the tools,
-in `pvemcp.proxmox.ssh.sftp`, whatever policy says.
+The planner resolves the path on the node first (symlinks followed), so policy `paths`
+rules judge the canonical path, the one that will actually be read or replaced; a write
+plan shows sizes, hashes and a diff of what will change, hashes and diff only to a caller
+who may read the file. The file rules themselves (deny list, no symlink followed after
+the check, regular files only, caps, atomic replacement) are enforced below the tools, in
+`pvemcp.proxmox.ssh.fileops`, whatever policy says.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import base64
 import binascii
 import difflib
 import hashlib
+import hmac
+import secrets
 from typing import Annotated, Literal, Self
 
 from pydantic import AfterValidator, Field, model_validator
@@ -28,6 +31,10 @@ from pvemcp.tools.common import NodeName, node_or_default
 DIFF_LINES = 60
 DIFF_WIDTH = 200
 _TEXT_CONTROLS = frozenset("\t\n\r\f")
+_HIDDEN = "hidden:"
+_HIDING_KEY = secrets.token_bytes(32)
+"""Keys the stand-in for a content hash a caller may not see: random per process, like the
+confirmation tokens that bind it, so it tells only whether the content changed."""
 
 
 def _absolute(value: str) -> str:
@@ -142,6 +149,15 @@ def _sha(data: bytes | None) -> str | None:
     return hashlib.sha256(data).hexdigest() if data is not None else None
 
 
+def _shown_sha(data: bytes | None, readable: bool) -> str | None:
+    """The current content's SHA-256 for a plan, or for a caller who may not read the file
+    a keyed stand-in: it still binds a confirmation to that content, but a hash would let
+    the caller test guesses of content they may only overwrite."""
+    if data is None or readable:
+        return _sha(data)
+    return _HIDDEN + hmac.new(_HIDING_KEY, data, hashlib.sha256).hexdigest()[:32]
+
+
 def _diff(path: str, before: bytes | None, after: bytes) -> str | None:
     """The start of a unified diff when both sides are text."""
     old = as_text(before) if before is not None else ""
@@ -161,6 +177,9 @@ async def _plan_write(ctx: ToolContext, args: FileWriteArgs) -> Plan:
     node = node_or_default(ctx, args.node)
     resolved = await ctx.resolve_path(node, args.path)
     path = resolved.canonical
+    # Decide on the canonical path before telling anything about it (its type, its
+    # content): a caller policy denies learns only that.
+    ctx.authorize(node, [path])
     if resolved.kind not in (None, "file"):
         raise ToolFailure(
             "path_refused",
@@ -178,35 +197,45 @@ async def _plan_write(ctx: ToolContext, args: FileWriteArgs) -> Plan:
             field="content",
             hint="The cluster's ssh.file_max_bytes caps what the file tools write.",
         )
-    # Decide on the canonical path before reading anything for the diff.
-    ctx.authorize(node, [path])
-    before = await ctx.read_current(node, resolved)
+    before = await ctx.read_current(node, args.path, canonical=path) if resolved.exists else None
+    # Hashes and the diff show the current content: only to a caller who may read it.
+    readable = ctx.may_read(node, [path])
     if args.expected_sha256 is not None and _sha(before) != args.expected_sha256.lower():
+        actual = f" (sha256 {_sha(before) or 'no file'})" if readable else ""
         raise ToolFailure(
             "precondition_failed",
-            f"{path} is not the expected content (sha256 {_sha(before) or 'no file'}); "
-            "nothing was written",
+            f"{path} does not have the expected content{actual}; nothing was written",
             field="expected_sha256",
             hint="Read the file again, apply the change to its current content, then retry.",
         )
-    old_mode = f"{resolved.mode:04o}" if resolved.mode is not None else None
-    new_mode = f"{int(args.mode, 8):04o}" if args.mode else old_mode or "0644"
+    old_mode = f"{resolved.mode:04o}" if before is not None and resolved.mode is not None else None
+    if args.mode:
+        new_mode = f"{int(args.mode, 8):04o}"
+    else:
+        # Kept without set-uid, set-gid and sticky (the helper applies the same rule to the
+        # mode it finds): new content is not the program someone once made set-uid.
+        new_mode = f"{int(old_mode, 8) & 0o777:04o}" if old_mode else "0644"
     changes = [
         Change(field="size", before=len(before) if before is not None else None, after=len(after)),
-        Change(field="sha256", before=_sha(before), after=_sha(after)),
+        Change(field="sha256", before=_shown_sha(before, readable), after=_sha(after)),
     ]
     if new_mode != old_mode:
         changes.append(Change(field="mode", before=old_mode, after=new_mode))
-    # The diff shows the current content: only to a caller who may read the file anyway.
-    readable = ctx.may_read(node, [path])
     diff = _diff(path, before, after) if readable else None
     warnings = []
     if resolved.canonical != args.path:
         warnings.append(f"{args.path} resolves to {resolved.canonical}")
     if not readable:
-        warnings.append("no diff shown: policy does not let this caller read the file")
+        warnings.append(
+            "no diff or hash of the current content shown: policy does not let this caller "
+            "read the file"
+        )
     elif diff is None:
         warnings.append("binary content: no diff shown")
+    if old_mode is not None and new_mode != old_mode and not args.mode:
+        warnings.append(
+            f"mode {old_mode} becomes {new_mode}: set-uid, set-gid and sticky are not kept"
+        )
     return Plan(
         summary=f"{'replace' if before is not None else 'create'} {path} on node {node} "
         f"({len(after)} bytes, atomic)",
@@ -235,7 +264,7 @@ def _planned(ctx: ToolContext) -> tuple[str, str]:
     planner=_plan_read,
 )
 async def file_read(ctx: ToolContext, args: FileReadArgs) -> FileContent:
-    """Read a regular file on a node over SFTP. Policy judges the canonical path (symlinks
+    """Read a regular file on a node. Policy judges the canonical path (symlinks
     resolved); some paths (keys, shadow) are always refused. Text comes back as is, binary
     as base64; beyond the inline cap the whole file is an artifact."""
     node, path = _planned(ctx)
@@ -270,20 +299,33 @@ async def file_read(ctx: ToolContext, args: FileReadArgs) -> FileContent:
 )
 async def file_write(ctx: ToolContext, args: FileWriteArgs) -> FileWritten:
     """Create or replace a file on a node atomically (temp file + rename; never through a
-    symlink), keeping mode and owner unless mode is given. The plan shows a diff; use
-    dry_run to see it and expected_sha256 to guard against concurrent edits."""
+    symlink), keeping owner and mode (less set-uid/set-gid) unless mode is given. The plan
+    shows a diff; use dry_run to see it and expected_sha256 to guard against concurrent
+    edits."""
     node, path = _planned(ctx)
     assert ctx.plan is not None
     # Apply exactly the change that was planned (and maybe confirmed): the content the
     # diff was made against must still be there.
-    planned_before = next(c.before for c in ctx.plan.changes if c.field == "sha256")
+    shown = next(c.before for c in ctx.plan.changes if c.field == "sha256")
+    before_sha256 = shown
+    hidden = isinstance(shown, str) and shown.startswith(_HIDDEN)
+    if hidden:
+        # The plan holds a stand-in: the content must still be the one it stands for.
+        current = await ctx.read_current(node, args.path, canonical=path)
+        if _shown_sha(current, readable=False) != shown:
+            raise ToolFailure(
+                "precondition_failed",
+                f"{path} changed since the write was planned; nothing was written",
+                hint="Plan the write again.",
+            )
+        before_sha256 = _sha(current)
     written = await ctx.write_file(
         node,
         args.path,
         args.data,
         canonical=path,
         mode=int(args.mode, 8) if args.mode else None,
-        expected_sha256=planned_before,
+        before_sha256=before_sha256,
     )
     return FileWritten(
         node=node,
@@ -292,7 +334,7 @@ async def file_write(ctx: ToolContext, args: FileWriteArgs) -> FileWritten:
         sha256=written.sha256,
         mode=f"{written.mode:04o}",
         created=written.created,
-        before_sha256=written.before_sha256,
+        before_sha256=None if hidden else written.before_sha256,
     )
 
 

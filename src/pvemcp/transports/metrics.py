@@ -45,9 +45,10 @@ PVE_ERROR_CODES = frozenset(
         "ssh_auth_failed",
         "ssh_unreachable",
         "ssh_command_timeout",
-        # Files on a node (pvemcp.proxmox.ssh.sftp): what the node's file system answered.
+        # Files on a node (pvemcp.proxmox.ssh.fileops): what the node's file system answered.
         "file_error",
         "path_refused",
+        "path_changed",
         "file_too_large",
         "precondition_failed",
     }
