@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
 import httpx2
 import pytest
 from mcp import Client
@@ -73,3 +74,37 @@ async def test_oidc_tokens_end_to_end(gateway: Gateway, audit_path: Path, mode: 
     failure = next(r for r in records if r["phase"] == "auth_failure")
     assert failure["outcome"]["reason"] == "insufficient_scope"
     assert failure["who"]["sub"] == "agent"
+
+
+async def test_readiness_follows_the_provider_without_any_token(gateway: Gateway) -> None:
+    """Issue 10 item 10: keys missing at start were fetched only for a token, and a
+    balancer sends none to an unready replica, so /readyz stayed 503 for good."""
+    port = free_port()
+    resource = f"http://127.0.0.1:{port}/mcp"
+    with run_oidc_provider(resource) as provider:
+        provider.stop()  # down when the gateway starts; back later on the same issuer URL
+        oidc = {"issuer": provider.issuer, "jwks_refresh_cooldown": 1}
+        async with served(gateway, auth="oidc", port=port, oidc=oidc) as app:
+            ready = f"{app.base}/readyz"
+            async with httpx2.AsyncClient() as http:
+                down = await http.get(ready)
+                assert down.status_code == 503
+                assert down.json()["oidc_keys"] == "unavailable"
+
+                provider.start(port=provider.port)
+                with anyio.fail_after(10):
+                    while True:  # the probe itself refetches (no token is ever sent)
+                        if (await http.get(ready)).status_code == 200:
+                            break
+                        await anyio.sleep(0.2)
+                assert (await http.get(ready)).json()["oidc_keys"] == "loaded"
+
+                provider.stop()  # keys already held stay usable through an outage
+                assert (await http.get(ready)).status_code == 200
+            provider.start(port=provider.port)
+            token = provider.token(*AGENT, ["pvemcp", "pve.read"])
+            async with (
+                httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http,
+                Client(streamable_http_client(app.url, http_client=http)) as client,
+            ):
+                assert payload(await client.call_tool("proxmox_node_list", {}))["nodes"]

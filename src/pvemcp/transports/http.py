@@ -131,7 +131,9 @@ def transport_security(config: HttpConfig, resource: str) -> TransportSecuritySe
 
 
 class Readiness:
-    """`/readyz`: every cluster has credentials and answers `GET /version`.
+    """`/readyz`: every cluster has credentials and answers `GET /version`, and with OIDC
+    the provider's signing keys are loaded (missing keys are refetched here, within the
+    JWKS cooldown, so a provider that comes back makes the replica ready on its own).
 
     Probe results are cached for `ttl` seconds and one round runs at a time, so a busy
     prober never turns into load on Proxmox. The answer names only states and error codes:
@@ -176,7 +178,9 @@ class Readiness:
         all_ready = all(entry.get("proxmox") == "reachable" for entry in entries.values())
         body: dict[str, Any] = {"clusters": entries}
         if isinstance(self._verifier, OidcVerifier):
-            keys_ready = self._verifier.jwks.status.ready
+            keys_ready = False
+            with anyio.move_on_after(self._timeout):
+                keys_ready = await self._verifier.jwks.recheck()
             body["oidc_keys"] = "loaded" if keys_ready else "unavailable"
             all_ready = all_ready and keys_ready
         body["ready"] = all_ready

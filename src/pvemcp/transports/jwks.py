@@ -194,6 +194,18 @@ class JwksCache:
         await self._refresh()
         return self.status.ready
 
+    async def recheck(self) -> bool:
+        """For `/readyz`: fetch when no usable keys are held (or they are past their TTL),
+        within the cooldown and shared with concurrent callers; whether keys are usable.
+
+        Without it, keys missing at start were fetched only for a token, and a balancer
+        sends none to a replica it sees as unready.
+        """
+        status = self.status
+        if not status.ready or status.stale:
+            await self._refresh()
+        return self.status.ready
+
     async def keys_for(self, kid: str | None) -> list[Key]:
         """The cached keys with this `kid` (all keys for `None`), refetching on a miss.
 
