@@ -38,7 +38,7 @@ DENY_PVE3 = (
     GRANTS
     + """
 [[rules]]
-id = "not-pve3"
+id = "refused-node"
 effect = "deny"
 subjects = ["*"]
 nodes = ["pve3"]
@@ -92,7 +92,7 @@ async def pve3() -> AsyncIterator[Listener]:
 
 
 @pytest.mark.parametrize(
-    ("policy", "rule"), [(DENY_PVE3, "not-pve3"), (ONLY_PVE1, "builtin.no-escape")]
+    ("policy", "rule"), [(DENY_PVE3, "refused-node"), (ONLY_PVE1, "builtin.no-escape")]
 )
 async def test_a_refused_node_sees_no_connection(
     *,
@@ -119,3 +119,19 @@ async def test_a_refused_node_sees_no_connection(
     assert len(refusals) == len(CALLS)
     assert {r["outcome"]["status"] for r in refusals} == {"denied"}
     assert {tuple(r["decision"]["rules"]) for r in refusals} == {(rule,)}
+
+
+async def test_the_default_node_is_decided_before_planning_too(
+    ssh_sim: SimulatorHandle, sshd: Sshd, tmp_path: Path, audit_path: Path, pve3: Listener
+) -> None:
+    """A call that leaves `node` out runs on the cluster's default node (pve1 here), so
+    policy decides on that one before planning: here pve1 is the refused listener."""
+    policy = DENY_PVE3.replace('nodes = ["pve3"]', 'nodes = ["pve1"]')
+    nodes = {"pve1": f"127.0.0.1:{pve3.port}"}
+    async with escape_gateway(
+        ssh_sim, sshd, audit=audit_path, policy=policy, secrets_dir=tmp_path, nodes=nodes
+    ) as gateway:
+        for tool, args in CALLS.items():
+            error = failed(await gateway.invoke(LOCAL, tool, args))
+            assert error["code"] == "denied" and error["details"]["rules"] == ["refused-node"]
+    assert pve3.connections == 0
