@@ -79,6 +79,12 @@ _HELPER_FAILED = 3
 _NO_PROGRAM = 127
 
 FileKind = Literal["file", "directory", "symlink", "other"]
+_KINDS: dict[str, FileKind] = {
+    "file": "file",
+    "directory": "directory",
+    "symlink": "symlink",
+    "other": "other",
+}
 
 
 class RemoteFileError(SshError):
@@ -134,16 +140,13 @@ class FileChanged(RemoteFileError):
 
 
 _ERRORS: dict[str, type[RemoteFileError]] = {
-    cls.code if cls is not Unresolvable else "unresolvable": cls
-    for cls in (
-        RemoteFileError,
-        PathRefused,
-        Unresolvable,
-        PathChanged,
-        RemoteFileNotFound,
-        FileTooLarge,
-        FileChanged,
-    )
+    "file_error": RemoteFileError,
+    "path_refused": PathRefused,
+    "unresolvable": Unresolvable,
+    "path_changed": PathChanged,
+    "not_found": RemoteFileNotFound,
+    "file_too_large": FileTooLarge,
+    "precondition_failed": FileChanged,
 }
 """The helper's failure codes and the errors they raise."""
 
@@ -356,11 +359,3 @@ class NodeFiles:
             created=status == "created",
             before_sha256=before or None,
         )
-
-
-_KINDS: dict[str, FileKind] = {
-    "file": "file",
-    "directory": "directory",
-    "symlink": "symlink",
-    "other": "other",
-}
