@@ -28,6 +28,8 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 LOCAL = Principal.local("memory")
 ALIASES = ("2130706433", "0x7f000001", "017700000001", "localhost")
 """Other names of 127.0.0.1, where the test sshd (every node) listens."""
+ISSUE_ALIASES = ("2130706435", "0x7f000003", "017700000003")
+"""The names of 127.0.0.3 from the report (its pve3 listened there): refused the same way."""
 
 POLICY = """
 version = 1
@@ -65,7 +67,7 @@ def marker() -> Path:
     return Path(f"/tmp/pvemcp-alias-{uuid.uuid4().hex}")
 
 
-@pytest.mark.parametrize("alias", ALIASES)
+@pytest.mark.parametrize("alias", [*ALIASES, *ISSUE_ALIASES])
 async def test_another_name_of_a_node_is_not_dialled(
     sshd: Sshd, tmp_path: Path, alias: str
 ) -> None:
