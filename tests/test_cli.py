@@ -166,3 +166,35 @@ def test_serve_with_a_file_without_clusters_names_the_file(
     err = capsys.readouterr().err
     assert f"{config} has no [clusters.NAME] table" in err
     assert "names no setting" not in err
+
+
+def test_policy_schema_outside_the_checkout_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["policy", "schema"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--output FILE" in err and "Traceback" not in err
+    assert main(["policy", "schema", "--output", "-"]) == 0
+    assert json.loads(capsys.readouterr().out)["type"] == "object"
+    assert main(["policy", "schema", "--check"]) == 1
+    assert "pvemcp policy schema --output docs/policy.schema.json" in capsys.readouterr().err
+
+
+def test_demo_writes_only_json_lines_to_stderr(tmp_path: Path) -> None:
+    """README: logs are JSON lines on stderr. A stdio server whose client closes stdin at
+    once starts, stops, and says nothing else (no library warning either)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PVEMCP_", "PYTHONWARN"))}
+    env["PVEMCP_AUDIT__PATH"] = str(tmp_path / "audit.jsonl")
+    done = subprocess.run(
+        [sys.executable, "-m", "pvemcp", "demo"],
+        check=False,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines and all(line.startswith("{") and json.loads(line) for line in lines), lines

@@ -105,18 +105,28 @@ def test_missing_config_file(tmp_path: Path) -> None:
         load_settings(tmp_path / "absent.toml")
 
 
-def test_config_show_redacts(
+def test_config_show_has_every_section_and_redacts(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    key, hmac_key = "static-key-0123456789", "hmac-key-0123456789"
     monkeypatch.setenv("PVEMCP_API_URL", "https://pve1:8006")
     monkeypatch.setenv("PVEMCP_TOKEN_ID", "pvemcp@pve!gw")
     monkeypatch.setenv("PVEMCP_TOKEN_SECRET", SECRET)
+    monkeypatch.setenv("PVEMCP_HTTP__STATIC_KEYS__ME", key)
+    monkeypatch.setenv("PVEMCP_HTTP__PORT", "9090")
+    monkeypatch.setenv("PVEMCP_AUDIT__HMAC_KEY", hmac_key)
+    monkeypatch.setenv("PVEMCP_POLICY__PROFILE", "admin")
     assert main(["config", "show"]) == 0
     out = capsys.readouterr().out
-    assert SECRET not in out
+    assert SECRET not in out and key not in out and hmac_key not in out
     shown = json.loads(out)
     assert shown["clusters"]["default"]["token_secret"] == "[REDACTED]"
     assert shown["clusters"]["default"]["tls"] == "system"
+    assert shown["http"]["port"] == 9090
+    assert shown["http"]["static_keys"] == {"me": "[REDACTED]"}
+    assert shown["audit"]["hmac_key"] == "[REDACTED]"
+    assert shown["policy"]["profile"] == "admin"
+    assert shown["policy"]["profile_subjects"] == ["local"]
 
 
 def test_bad_env_is_a_clean_exit(
@@ -126,6 +136,55 @@ def test_bad_env_is_a_clean_exit(
     assert main(["config", "show"]) == 2
     err = capsys.readouterr().err
     assert "tls" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        (
+            {"PVEMCP_TOKEN_ID": "pvemcp@pve!gw"},
+            "PVEMCP_TOKEN_ID and PVEMCP_TOKEN_SECRET go together",
+        ),
+        ({"PVEMCP_TOKEN_SECRET": SECRET}, "PVEMCP_TOKEN_ID and PVEMCP_TOKEN_SECRET go together"),
+        ({"PVEMCP_TOKEN_ID": "gw", "PVEMCP_TOKEN_SECRET": SECRET}, "PVEMCP_TOKEN_ID: must look"),
+        ({"PVEMCP_TLS": "fingerprint"}, "PVEMCP_TLS = 'fingerprint' needs PVEMCP_FINGERPRINT"),
+    ],
+)
+@pytest.mark.parametrize("command", [["serve"], ["secrets", "check"], ["config", "show"]])
+def test_a_bad_one_cluster_env_is_one_line_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    env: dict[str, str],
+    expected: str,
+    command: list[str],
+) -> None:
+    """The `default` cluster from PVEMCP_API_URL and friends was validated only when first
+    used, outside the error handling: a traceback instead of the setting's name."""
+    monkeypatch.setenv("PVEMCP_API_URL", "https://pve1:8006")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"pvemcp: invalid configuration (env): {expected}")
+    assert err.count("\n") == 1 and SECRET not in err
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("PVEMCP_HTTP__STATIC_KEYS", "change-me-0123456789"),
+        ("PVEMCP_POLICY__PROFILE_SUBJECTS", "local"),
+        ("PVEMCP_HTTP", "{port = 1}"),
+    ],
+)
+def test_env_that_is_not_json_where_json_is_needed_is_named(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    assert main(["demo", "--mode", "http"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"pvemcp: invalid configuration (env): {name} is not valid JSON")
+    assert err.count("\n") == 1 and value not in err
 
 
 def test_configuration_reference_is_current() -> None:

@@ -7,10 +7,12 @@ import gc
 import importlib.util
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 import anyio
+from pydantic import SecretStr
 
 from pvemcp import __version__
 from pvemcp.config import ConfigError, Settings, load_settings
@@ -106,7 +108,9 @@ def _policy_parser(commands: Any) -> None:
     explain.add_argument("--args", default="{}", help="the call's arguments as JSON")
     explain.add_argument("--json", action="store_true")
     schema = sub.add_parser("schema", help="write the policy file's JSON schema")
-    schema.add_argument("--output", type=Path, default=POLICY_SCHEMA_PATH)
+    schema.add_argument(
+        "--output", type=Path, default=POLICY_SCHEMA_PATH, help="a file, or - for stdout"
+    )
     schema.add_argument("--check", action="store_true", help="exit 1 if the file is stale")
 
 
@@ -253,22 +257,30 @@ def _tools(as_json: bool) -> int:
 
 
 def _config_show(settings: Settings) -> int:
-    data = settings.model_dump(mode="json")
-    clusters: dict[str, Any] = {
-        name: cluster.model_dump(mode="json") for name, cluster in settings.all_clusters().items()
-    }
-    for cluster in clusters.values():
-        if cluster.get("token_secret"):
-            cluster["token_secret"] = MASK
-    effective: dict[str, Any] = {
-        "clusters": clusters or {"demo": "embedded simulator (no cluster configured)"},
-        "default_cluster": settings.default_cluster,
-        "simulator": data["simulator"],
-        "audit": data["audit"],
-        "log_level": settings.log_level,
-    }
-    print(json.dumps(effective, indent=2))
+    clusters = {name: cluster.model_dump() for name, cluster in settings.all_clusters().items()}
+    effective: dict[str, Any] = {"clusters": clusters, "default_cluster": settings.default_cluster}
+    if not clusters:
+        effective["note"] = (
+            "no cluster is configured: `pvemcp serve` refuses to start; `pvemcp demo` serves "
+            "the embedded simulator"
+        )
+    for section in ("simulator", "audit", "policy", "http"):
+        effective[section] = getattr(settings, section).model_dump()
+    effective["log_level"] = settings.log_level
+    print(json.dumps(_redacted(effective), indent=2, default=str))
     return 0
+
+
+def _redacted(value: Any) -> Any:
+    """`value` with every secret setting (token secrets, static keys, the audit HMAC key,
+    Vault credentials) masked, wherever it sits."""
+    if isinstance(value, SecretStr):
+        return MASK
+    if isinstance(value, dict):
+        return {key: _redacted(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(item) for item in value]
+    return value
 
 
 def _config_docs(output: Path, check: bool) -> int:
@@ -288,6 +300,9 @@ def _config_docs(output: Path, check: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # asyncssh still names cryptography's deprecated DSA types at import: a warning for its
+    # maintainers, printed at every start as the only lines on stderr that are not JSON.
+    warnings.filterwarnings("ignore", message="DSA is deprecated", module=r"asyncssh\.")
     args_list = sys.argv[1:] if argv is None else argv
     if args_list[:1] == ["simulate"]:
         from pvemcp.simulator.server import main as simulate_main

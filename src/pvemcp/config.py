@@ -28,7 +28,14 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from pvemcp.secrets.models import CredentialsConfig, InlineCredentials
 
@@ -735,6 +742,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_default(self) -> Self:
+        try:
+            self.env_cluster()
+        except ValidationError as exc:
+            raise ValueError(_env_cluster_problems(exc)) from None
         if self.credentials is not None and self.api_url is None:
             raise ValueError(
                 "credentials is a one-cluster shortcut and needs api_url (PVEMCP_API_URL); "
@@ -827,12 +838,43 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         base = _toml_source(path.expanduser())
         base["config"] = path
     base.update(overrides)
+    source = f"{path} and env" if path else "env"
     try:
         return _SettingsFromFile(**base)
     except ValidationError as exc:
-        raise ConfigError(
-            format_validation_error(exc, source=f"{path} and env" if path else "env")
-        ) from None
+        raise ConfigError(format_validation_error(exc, source=source)) from None
+    except SettingsError as exc:
+        if not isinstance(exc.__cause__, _NotJson):
+            raise
+        raise ConfigError(f"invalid configuration ({source}): {exc.__cause__}") from None
+
+
+class _NotJson(ValueError):
+    """An env variable for a list or table setting whose value is not JSON."""
+
+    def __init__(self, key: str) -> None:
+        suffix = key.upper()
+        names = sorted(
+            name
+            for name in os.environ
+            if name.upper().startswith("PVEMCP_")
+            and (name.upper() == f"PVEMCP_{suffix}" or name.upper().endswith(f"__{suffix}"))
+        )
+        super().__init__(
+            f"{' or '.join(names) or suffix} is not valid JSON: a list or table set by env "
+            """is written in JSON, e.g. '["a", "b"]' or '{"name": "value"}'"""
+        )
+
+
+class _EnvSource(EnvSettingsSource):
+    """The env source, naming the variable whose JSON does not parse (pydantic-settings
+    names only the top-level setting, in a traceback)."""
+
+    def decode_complex_value(self, field_name: str, field: FieldInfo, value: Any) -> Any:
+        try:
+            return super().decode_complex_value(field_name, field, value)
+        except ValueError:
+            raise _NotJson(field_name) from None
 
 
 class _SettingsFromFile(Settings):
@@ -847,7 +889,7 @@ class _SettingsFromFile(Settings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (env_settings, init_settings)
+        return (_EnvSource(settings_cls), init_settings)
 
 
 class _ConfigPath(BaseSettings):
@@ -870,9 +912,33 @@ def _config_path_from_env() -> Path | None:
 
 
 def format_validation_error(exc: ValidationError, *, source: str) -> str:
-    """One line per bad setting, with the setting's path; input values are never echoed."""
-    lines = [f"invalid configuration ({source}):"]
+    """The bad settings, each with its path: one line for one problem, else one line per
+    problem under a heading. Input values are never echoed."""
+    problems = []
     for err in exc.errors(include_input=False, include_url=False):
-        where = ".".join(str(part) for part in err["loc"]) or "(root)"
-        lines.append(f"  {where}: {err['msg']}")
-    return "\n".join(lines)
+        where = ".".join(str(part) for part in err["loc"])
+        message = err["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}: {message}" if where else message)
+    if len(problems) == 1:
+        return f"invalid configuration ({source}): {problems[0]}"
+    return "\n  ".join([f"invalid configuration ({source}):", *problems])
+
+
+# Setting names, not values: `tls = 'fingerprint' needs fingerprint` keeps its quoted value.
+_ENV_SHORTCUTS = re.compile(
+    r"(?<!')\b(api_url|token_id|token_secret|tls|ca_file|fingerprint)\b(?!')"
+)
+
+
+def _env_cluster_problems(exc: ValidationError) -> str:
+    """The `default` cluster's problems in the names its settings are set by
+    (`PVEMCP_TOKEN_ID`, ...), including in messages such as "token_id and token_secret go
+    together"."""
+    problems = []
+    for err in exc.errors(include_input=False, include_url=False):
+        where = "__".join(str(part) for part in err["loc"]).upper()
+        message = _ENV_SHORTCUTS.sub(
+            lambda found: f"PVEMCP_{found[0].upper()}", err["msg"].removeprefix("Value error, ")
+        )
+        problems.append(f"PVEMCP_{where}: {message}" if where else message)
+    return "; ".join(problems)

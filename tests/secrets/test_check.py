@@ -93,5 +93,5 @@ token_secret = "{SECRET}"
 
 def test_check_without_clusters() -> None:
     out = io.StringIO()
-    assert check(load_settings(), out=out) == 0
-    assert "embedded simulator" in out.getvalue()
+    assert check(load_settings(), out=out) == 1  # nothing to check is not a pass
+    assert "no cluster is configured" in out.getvalue()

@@ -39,17 +39,34 @@ def check(path: Path, known_tools: Mapping[str, str]) -> int:
 
 
 def schema(output: Path, *, check_only: bool = False) -> int:
-    """Write the policy file's JSON schema to `output`, or with `check_only` report (exit 1)
-    whether the file there is stale."""
+    """Write the policy file's JSON schema to `output` (`-`: stdout), or with `check_only`
+    report (exit 1) whether the file there is stale.
+
+    The default `output` is the checkout's docs/policy.schema.json, relative to the current
+    directory: run elsewhere, it cannot be written, which is said in one line (exit 2).
+    """
     text = policy_schema()
     if check_only:
-        current = output.read_text(encoding="utf-8") if output.exists() else None
+        current = output.read_text(encoding="utf-8") if output.is_file() else None
         if current != text:
-            print(f"{output} is stale; run: pvemcp policy schema {output}", file=sys.stderr)
+            print(
+                f"{output} is stale; run: pvemcp policy schema --output {output}", file=sys.stderr
+            )
             return 1
         print(f"ok: {output} is current")
         return 0
-    output.write_text(text, encoding="utf-8")
+    if str(output) == "-":
+        sys.stdout.write(text)
+        return 0
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        print(
+            f"cannot write {output}: {exc.strerror}; outside the pvemcp checkout give "
+            "--output FILE, or --output - for stdout",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID
     print(f"wrote {output}")
     return 0
 

@@ -46,11 +46,11 @@ async def check_async(settings: SettingsLike, out: TextIO) -> int:
     clusters = settings.all_clusters()
     if not clusters:
         print(
-            "no cluster is configured: the embedded simulator is used, with credentials it "
-            "generates at start",
+            "no cluster is configured, so there are no credentials to check (`pvemcp serve` "
+            "refuses to start; `pvemcp demo` generates its simulator's at start)",
             file=out,
         )
-        return 0
+        return 1
     redactor = Redactor()
     failures = 0
     for name, cluster in sorted(clusters.items()):
