@@ -81,6 +81,9 @@ class TaskStatus(BaseModel):
         )
 
 
+_MISSING_LOG = "unable to open file - No such file or directory"
+"""PVE's whole answer for the log of a task it does not know: one line, not an error."""
+
 TaskLogLine = tuple[int, str]
 """`(n, t)`: PVE's 1-based line number and the line's text."""
 
@@ -175,6 +178,13 @@ async def get_task_log(
                 status=200,
             )
         lines.append((n, text))
+    if lines == [(1, _MISSING_LOG)]:
+        raise NotFound(
+            f"node {parsed.node} knows no task {parsed} (it has no log file)",
+            errors={"upid": "no such task"},
+            method="GET",
+            path=path,
+        )
     return lines, result.total
 
 

@@ -1,15 +1,22 @@
-"""Cluster-wide and node tools: status, nodes, the next free VMID."""
+"""Cluster-wide and node tools: status, nodes, the next free VMID.
+
+Each answer is read through a small model of the fields the tool uses (`Answer`), so an
+odd answer is `bad_upstream_answer` naming the path, never a crash.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import anyio
+from pydantic import TypeAdapter
 
 from pvemcp.gateway.context import ToolContext
+from pvemcp.gateway.errors import ToolFailure
 from pvemcp.gateway.registry import ToolInput, ToolOutput, tool
 from pvemcp.policy.tiers import Tier
-from pvemcp.tools.common import NodeName, as_float, as_int
+from pvemcp.proxmox.errors import ProxmoxError
+from pvemcp.tools.common import Answer, NodeName, as_float, as_int, node_or_default, read_as
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -29,6 +36,59 @@ def mib(value: Any) -> int | None:
 def gib(value: Any) -> float | None:
     number = as_int(value)
     return None if number is None else round(number / GIB, 1)
+
+
+class _StatusEntry(Answer):
+    """One entry of /cluster/status: the cluster itself or a node."""
+
+    type: str
+    name: str | None = None
+    online: bool | None = None
+    ip: str | None = None
+    quorate: bool | None = None
+
+
+class _Version(Answer):
+    version: str | None = None
+
+
+class _NodeRow(Answer):
+    node: str
+    status: str = "unknown"
+    cpu: float | None = None
+    maxcpu: float | None = None
+    mem: float | None = None
+    maxmem: float | None = None
+    uptime: float | None = None
+
+
+class _Usage(Answer):
+    used: float | None = None
+    total: float | None = None
+
+
+class _CpuInfo(Answer):
+    model: str | None = None
+    cpus: float | None = None
+
+
+class _NodeStatus(Answer):
+    uptime: float | None = None
+    cpu: float | None = None
+    memory: _Usage = _Usage()
+    swap: _Usage = _Usage()
+    rootfs: _Usage = _Usage()
+    cpuinfo: _CpuInfo = _CpuInfo()
+    loadavg: list[float] | None = None
+    pveversion: str | None = None
+    kversion: str | None = None
+
+
+_STATUS_ENTRIES = TypeAdapter(list[_StatusEntry])
+_VERSION = TypeAdapter(_Version)
+_NODE_ROWS = TypeAdapter(list[_NodeRow])
+_NODE_STATUS = TypeAdapter(_NodeStatus)
+_NEXT_ID = TypeAdapter(int)
 
 
 class NodeBrief(ToolOutput):
@@ -61,33 +121,34 @@ class Empty(ToolInput):
 async def cluster_status(ctx: ToolContext, args: Empty) -> ClusterStatus:
     """Cluster name, quorum, which nodes are online, and the PVE version. Start here to see
     whether the cluster is healthy before acting on it."""
-    entries: list[dict[str, Any]] = []
-    version: dict[str, Any] = {}
+    entries: list[_StatusEntry] = []
+    version: list[_Version] = []
 
     async def fetch_status() -> None:
-        entries.extend(await ctx.get("/cluster/status"))
+        answer: list[_StatusEntry] = await read_as(ctx, _STATUS_ENTRIES, "/cluster/status")
+        entries.extend(answer)
 
     async def fetch_version() -> None:
-        version.update(await ctx.get("/version"))
+        version.append(await read_as(ctx, _VERSION, "/version"))
 
     async with anyio.create_task_group() as group:
         group.start_soon(fetch_status)
         group.start_soon(fetch_version)
 
-    cluster = next((e for e in entries if e.get("type") == "cluster"), None)
+    cluster = next((e for e in entries if e.type == "cluster"), None)
     nodes = [
-        NodeBrief(name=str(e.get("name")), online=bool(e.get("online")), ip=e.get("ip"))
+        NodeBrief(name=str(e.name), online=bool(e.online), ip=e.ip)
         for e in entries
-        if e.get("type") == "node"
+        if e.type == "node"
     ]
     nodes.sort(key=lambda n: n.name)
     return ClusterStatus(
-        cluster=cluster.get("name") if cluster else None,
-        quorate=bool(cluster.get("quorate")) if cluster else None,
+        cluster=cluster.name if cluster else None,
+        quorate=bool(cluster.quorate) if cluster else None,
         nodes_online=sum(n.online for n in nodes),
         nodes_total=len(nodes),
         nodes=nodes,
-        pve_version=version.get("version"),
+        pve_version=version[0].version,
     )
 
 
@@ -115,25 +176,25 @@ class NodeList(ToolOutput):
 )
 async def node_list(ctx: ToolContext, args: Empty) -> NodeList:
     """Every node with online status, CPU load and memory use. Use it to pick a node."""
-    rows = await ctx.get("/nodes")
     nodes = [
         NodeSummary(
-            node=str(row.get("node")),
-            status=str(row.get("status", "unknown")),
-            cpu_pct=pct(row.get("cpu")),
-            cpus=as_int(row.get("maxcpu")),
-            mem_mib=mib(row.get("mem")),
-            maxmem_mib=mib(row.get("maxmem")),
-            uptime_s=as_int(row.get("uptime")),
+            node=row.node,
+            status=row.status,
+            cpu_pct=pct(row.cpu),
+            cpus=as_int(row.maxcpu),
+            mem_mib=mib(row.mem),
+            maxmem_mib=mib(row.maxmem),
+            uptime_s=as_int(row.uptime),
         )
-        for row in rows
+        for row in await read_as(ctx, _NODE_ROWS, "/nodes")
     ]
     nodes.sort(key=lambda n: n.node)
     return NodeList(nodes=nodes)
 
 
 class NodeArgs(ToolInput):
-    node: NodeName
+    node: NodeName | None = None
+    """Default: the cluster's default_node."""
 
 
 class NodeStatus(ToolOutput):
@@ -162,29 +223,48 @@ class NodeStatus(ToolOutput):
     idempotent=True,
 )
 async def node_status(ctx: ToolContext, args: NodeArgs) -> NodeStatus:
-    """One node's load, memory, swap, root disk, uptime and versions."""
-    data = await ctx.get(f"/nodes/{args.node}/status")
-    memory = data.get("memory") or {}
-    swap = data.get("swap") or {}
-    rootfs = data.get("rootfs") or {}
-    cpuinfo = data.get("cpuinfo") or {}
-    loadavg = [f for f in (as_float(v) for v in data.get("loadavg") or []) if f is not None]
+    """One node's load, memory, swap, root disk, uptime and versions (default: the
+    cluster's default node)."""
+    node = node_or_default(ctx, args.node)
+    try:
+        data = await read_as(ctx, _NODE_STATUS, f"/nodes/{node}/status")
+    except ProxmoxError:
+        await _require_node(ctx, node)
+        raise
     return NodeStatus(
-        node=args.node,
-        uptime_s=as_int(data.get("uptime")),
-        cpu_pct=pct(data.get("cpu")),
-        cpu_model=cpuinfo.get("model"),
-        cpus=as_int(cpuinfo.get("cpus")),
-        loadavg=loadavg or None,
-        mem_used_mib=mib(memory.get("used")),
-        mem_total_mib=mib(memory.get("total")),
-        swap_used_mib=mib(swap.get("used")),
-        swap_total_mib=mib(swap.get("total")),
-        rootfs_used_gib=gib(rootfs.get("used")),
-        rootfs_total_gib=gib(rootfs.get("total")),
-        pve_version=data.get("pveversion"),
-        kernel=data.get("kversion"),
+        node=node,
+        uptime_s=as_int(data.uptime),
+        cpu_pct=pct(data.cpu),
+        cpu_model=data.cpuinfo.model,
+        cpus=as_int(data.cpuinfo.cpus),
+        loadavg=data.loadavg or None,
+        mem_used_mib=mib(data.memory.used),
+        mem_total_mib=mib(data.memory.total),
+        swap_used_mib=mib(data.swap.used),
+        swap_total_mib=mib(data.swap.total),
+        rootfs_used_gib=gib(data.rootfs.used),
+        rootfs_total_gib=gib(data.rootfs.total),
+        pve_version=data.pveversion,
+        kernel=data.kversion,
     )
+
+
+async def _require_node(ctx: ToolContext, node: str) -> None:
+    """After a failed node call: `not_found` listing the nodes when `node` is none of them
+    (PVE answers an unknown node with a 500 "hostname lookup failed"). Returns when the
+    node exists or the list cannot be read, so the caller raises the original failure."""
+    try:
+        names = sorted(row.node for row in await read_as(ctx, _NODE_ROWS, "/nodes"))
+    except ProxmoxError:
+        return
+    if node not in names:
+        raise ToolFailure(
+            "not_found",
+            f"cluster {ctx.cluster_name} has no node {node!r}",
+            field="node",
+            hint=f"Use one of its nodes: {', '.join(names)}.",
+            details={"nodes": names},
+        )
 
 
 class NextVmid(ToolOutput):
@@ -201,10 +281,7 @@ class NextVmid(ToolOutput):
 async def next_vmid(ctx: ToolContext, args: Empty) -> NextVmid:
     """The lowest free guest id in the cluster, for creating a VM or container. It is not
     reserved: another caller may take it first."""
-    value = as_int(await ctx.get("/cluster/nextid"))
-    if value is None:
-        raise ValueError("PVE returned a non-numeric next id")
-    return NextVmid(vmid=value)
+    return NextVmid(vmid=await read_as(ctx, _NEXT_ID, "/cluster/nextid"))
 
 
 TOOLS = (cluster_status, node_list, node_status, next_vmid)

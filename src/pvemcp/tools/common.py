@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from pvemcp.gateway.context import ToolContext
 from pvemcp.gateway.errors import ToolFailure
+from pvemcp.proxmox.backend import Params
+from pvemcp.proxmox.errors import MalformedAnswer
+
+T = TypeVar("T")
 
 Vmid = Annotated[int, Field(ge=100, le=999_999_999, description="Guest id (VMID).")]
 NodeName = Annotated[
@@ -83,3 +87,66 @@ def tag_list(raw: Any) -> list[str] | None:
         return None
     tags = sorted({t for t in raw.replace(",", ";").replace(" ", ";").split(";") if t})
     return tags or None
+
+
+class Answer(BaseModel):
+    """The part of an API object a tool reads: the fields it uses, typed; others ignored.
+
+    Validation is as lax as PVE is inconsistent (numbers sent as strings, 0/1 for
+    booleans), and strict about shape: `read_as` turns anything else into
+    `bad_upstream_answer` naming the path, so an odd answer never crashes a tool.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True, coerce_numbers_to_str=True)
+
+
+OBJECT: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
+"""An answer that must be a JSON object, of which the tool passes on every member."""
+
+_SHOWN_ERRORS = 3
+
+
+def _place(loc: tuple[int | str, ...]) -> str:
+    return "data" + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
+
+
+def answer_as(adapter: TypeAdapter[T], data: Any, *, method: str, path: str) -> T:
+    """`data` as the adapter's type; a wrong shape is a `MalformedAnswer` naming the path
+    and the first places that are wrong (never their values, which may be huge)."""
+    try:
+        return adapter.validate_python(data)
+    except ValidationError as exc:
+        wrong = "; ".join(
+            f"{_place(err['loc'])}: {err['msg']}" for err in exc.errors()[:_SHOWN_ERRORS]
+        )
+        more = exc.error_count() - _SHOWN_ERRORS
+        raise MalformedAnswer(
+            f"Proxmox's answer to {method} {path} is not what the API documents: {wrong}"
+            + (f" (and {more} more)" if more > 0 else ""),
+            method=method,
+            path=path,
+        ) from None
+
+
+async def read_as(
+    ctx: ToolContext, adapter: TypeAdapter[T], path: str, params: Params | None = None
+) -> T:
+    """`GET path`'s data, validated as the adapter's type (see `answer_as`)."""
+    return answer_as(adapter, await ctx.get(path, params), method="GET", path=path)
+
+
+async def start_task(ctx: ToolContext, path: str, params: Params | None = None) -> str:
+    """`POST path`, which must answer with the UPID of the task it started.
+
+    Any other answer is `bad_upstream_answer` saying the action may have run: the
+    request reached the node, so a retry could do it twice.
+    """
+    data = await ctx.post(path, params)
+    if not isinstance(data, str) or data not in ctx.upids:
+        raise MalformedAnswer(
+            f"Proxmox answered POST {path} without a task id (UPID): the answer's data is "
+            f"{type(data).__name__ if data is not None else 'null'}",
+            method="POST",
+            path=path,
+        )
+    return data

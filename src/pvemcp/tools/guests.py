@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, Self
 
 import anyio
-from pydantic import Field, model_validator
+from pydantic import Field, TypeAdapter, model_validator
 
 from pvemcp.gateway.context import ToolContext
 from pvemcp.gateway.errors import ToolFailure
@@ -13,7 +13,19 @@ from pvemcp.gateway.plan import Change, Plan, Target
 from pvemcp.gateway.registry import ToolInput, ToolOutput, WriteInput, tool
 from pvemcp.policy.tiers import Tier
 from pvemcp.tools.cluster import gib, mib, pct
-from pvemcp.tools.common import GuestName, GuestType, NodeName, Timeout, Vmid, as_int, tag_list
+from pvemcp.tools.common import (
+    OBJECT,
+    Answer,
+    GuestName,
+    GuestType,
+    NodeName,
+    Timeout,
+    Vmid,
+    as_int,
+    read_as,
+    start_task,
+    tag_list,
+)
 
 ExtraField = Literal[
     "cpu", "mem", "disk", "uptime", "pool", "template", "hastate", "lock", "net", "diskio"
@@ -83,12 +95,68 @@ def _row(resource: dict[str, Any], fields: frozenset[str]) -> GuestRow:
     return row
 
 
+class _Resource(Answer):
+    """A guest's row in /cluster/resources: what the guest tools (and planners) read."""
+
+    vmid: int
+    type: str
+    node: str
+    name: str | None = None
+    status: str = "unknown"
+    tags: str | None = None
+    pool: str | None = None
+    template: bool | None = None
+    hastate: str | None = None
+    lock: str | None = None
+    cpu: float | None = None
+    maxcpu: float | None = None
+    mem: float | None = None
+    maxmem: float | None = None
+    disk: float | None = None
+    maxdisk: float | None = None
+    uptime: float | None = None
+    netin: float | None = None
+    netout: float | None = None
+    diskread: float | None = None
+    diskwrite: float | None = None
+
+
+class _HaState(Answer):
+    managed: bool = False
+    state: str | None = None
+
+
+class _CurrentStatus(Answer):
+    """GET .../status/current, the fields proxmox_guest_get shows."""
+
+    name: str | None = None
+    status: str | None = None
+    qmpstatus: str | None = None
+    uptime: float | None = None
+    cpus: float | None = None
+    cpu: float | None = None
+    mem: float | None = None
+    maxmem: float | None = None
+    maxdisk: float | None = None
+    tags: str | None = None
+    lock: str | None = None
+    ha: _HaState | None = None
+    template: bool | None = None
+
+
+_RESOURCES = TypeAdapter(list[_Resource])
+_CURRENT_STATUS = TypeAdapter(_CurrentStatus)
+
+
 async def _guest_resources(ctx: ToolContext) -> list[dict[str, Any]]:
-    rows = await ctx.get("/cluster/resources", {"type": "vm"})
-    return sorted(
-        (r for r in rows if r.get("type") in ("qemu", "lxc") and r.get("vmid") is not None),
-        key=lambda r: int(r["vmid"]),
-    )
+    """The cluster's guests by vmid, as validated rows (None members left out): the
+    dict form is what planners of other tool modules read (`resolve_guest`)."""
+    rows = await read_as(ctx, _RESOURCES, "/cluster/resources", {"type": "vm"})
+    return [
+        row.model_dump(exclude_none=True)
+        for row in sorted(rows, key=lambda r: r.vmid)
+        if row.type in ("qemu", "lxc")
+    ]
 
 
 class GuestListArgs(ToolInput):
@@ -250,38 +318,39 @@ async def guest_get(ctx: ToolContext, args: GuestGetArgs) -> GuestDetails:
     configuration. A name that several guests share is an error listing their vmids."""
     row = await resolve_guest(ctx, args)
     base = f"/nodes/{row['node']}/{row['type']}/{row['vmid']}"
-    status: dict[str, Any] = {}
+    statuses: list[_CurrentStatus] = []
     config: dict[str, Any] = {}
 
     async def fetch_status() -> None:
-        status.update(await ctx.get(f"{base}/status/current"))
+        statuses.append(await read_as(ctx, _CURRENT_STATUS, f"{base}/status/current"))
 
     async def fetch_config() -> None:
-        config.update(await ctx.get(f"{base}/config"))
+        answer: dict[str, Any] = await read_as(ctx, OBJECT, f"{base}/config")
+        config.update(answer)
 
     async with anyio.create_task_group() as group:
         group.start_soon(fetch_status)
         if args.include_config:
             group.start_soon(fetch_config)
     config.pop("digest", None)
-    ha = status.get("ha")
+    (status,) = statuses
     return GuestDetails(
         vmid=int(row["vmid"]),
-        name=status.get("name") or row.get("name"),
+        name=status.name or row.get("name"),
         type=str(row["type"]),
         node=str(row["node"]),
-        status=str(status.get("status", row.get("status", "unknown"))),
-        qmpstatus=status.get("qmpstatus"),
-        uptime_s=as_int(status.get("uptime")),
-        cpus=status.get("cpus"),
-        cpu_pct=pct(status.get("cpu")),
-        mem_mib=mib(status.get("mem")),
-        maxmem_mib=mib(status.get("maxmem")),
-        maxdisk_gib=gib(status.get("maxdisk")),
-        tags=tag_list(status.get("tags") or row.get("tags")),
-        lock=status.get("lock"),
-        ha=ha.get("state") if isinstance(ha, dict) and ha.get("managed") else None,
-        template=bool(status.get("template")) or None,
+        status=status.status or str(row.get("status", "unknown")),
+        qmpstatus=status.qmpstatus,
+        uptime_s=as_int(status.uptime),
+        cpus=status.cpus,
+        cpu_pct=pct(status.cpu),
+        mem_mib=mib(status.mem),
+        maxmem_mib=mib(status.maxmem),
+        maxdisk_gib=gib(status.maxdisk),
+        tags=tag_list(status.tags or row.get("tags")),
+        lock=status.lock,
+        ha=status.ha.state if status.ha is not None and status.ha.managed else None,
+        template=status.template or None,
         config=config or None,
     )
 
@@ -350,7 +419,9 @@ async def _power(ctx: ToolContext, action: str, wait: bool, timeout: float | Non
     assert ctx.plan is not None, "the gateway plans every power action before running it"
     target = ctx.plan.target
     started = anyio.current_time()
-    upid = str(await ctx.post(f"/nodes/{target.node}/{target.type}/{target.vmid}/status/{action}"))
+    upid = await start_task(
+        ctx, f"/nodes/{target.node}/{target.type}/{target.vmid}/status/{action}"
+    )
     result = PowerResult(
         vmid=int(target.vmid or 0),
         node=str(target.node),
