@@ -19,8 +19,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -53,17 +52,6 @@ _READ_CHUNK = 64 * 1024
 _NODE_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _connection_ids = itertools.count(1)
 _ChannelT = TypeVar("_ChannelT")
-
-
-@dataclass(frozen=True, slots=True)
-class SftpSession:
-    """An open SFTP channel and who it runs as, for the audit record."""
-
-    client: asyncssh.SFTPClient
-    node: str
-    user: str
-    host_key_fingerprint: str
-    connection_id: int
 
 
 def node_address(config: SshConfig, node: str) -> tuple[str, int]:
@@ -203,32 +191,6 @@ class SshPool:
                 result=result,
             )
         return result
-
-    @asynccontextmanager
-    async def sftp(self, node: str) -> AsyncIterator[SftpSession]:
-        """An SFTP session on `node`'s pooled connection, holding one of its channels for
-        as long as the block runs. File rules (canonical paths, the deny list, atomic
-        writes) are `pvemcp.proxmox.ssh.sftp`'s; this only provides the channel."""
-        target = await self._node(node)
-        credentials = self._current_credentials(node)
-        async with target.channels:
-
-            async def start(conn: asyncssh.SSHClientConnection) -> asyncssh.SFTPClient:
-                client: asyncssh.SFTPClient = await conn.start_sftp_client()
-                return client
-
-            live, client = await self._open_channel(target, credentials, start, "starting SFTP")
-            try:
-                yield SftpSession(
-                    client=client,
-                    node=node,
-                    user=credentials.user,
-                    host_key_fingerprint=live.fingerprint,
-                    connection_id=live.id,
-                )
-            finally:
-                client.exit()
-                self._release(target, live)
 
     async def aclose(self) -> None:
         """Close every connection (commands still running are cut off)."""
@@ -396,14 +358,6 @@ class SshPool:
                     why=reason,
                 )
                 continue
-            except asyncssh.SFTPError as exc:
-                # The session opened and sshd refused the subsystem: the connection is fine.
-                self._release(node, live)
-                raise SshError(
-                    f"node {node.name}: SFTP is not available ({exc.reason}); the node's sshd "
-                    "needs a `Subsystem sftp` line",
-                    node=node.name,
-                ) from None
             except (asyncssh.Error, OSError) as exc:
                 self._release(node, live, broken=True)
                 raise SshError(
