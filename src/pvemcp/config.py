@@ -81,7 +81,11 @@ class SshConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     nodes: Annotated[
-        dict[str, str],
+        # Node names are plain DNS labels, as PVE requires (and the SSH pool checks).
+        dict[
+            Annotated[str, Field(pattern=r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")],
+            str,
+        ],
         Field(
             description="Node name -> SSH address (`host` or `host:port`). A node not listed "
             "is reached at its own name on `port` if the cluster reports it (GET /nodes); "

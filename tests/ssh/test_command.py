@@ -85,6 +85,14 @@ def test_every_accepted_timeout_reads_back_as_itself(timeout: float) -> None:
     assert "e" not in duration and not duration.startswith("0")
 
 
+@pytest.mark.parametrize("name", ["pve1.example.com", "-oProxyCommand=x", "pve 1", "", "a" * 64])
+def test_configured_node_names_are_dns_labels(name: str) -> None:
+    """A name the SSH pool would refuse at every call is refused when the config loads."""
+    with pytest.raises(ValidationError, match="nodes"):
+        SshConfig(nodes={name: "10.0.0.1"})
+    assert SshConfig(nodes={"pve-1": "10.0.0.1", "2130706435": "x"}).nodes["pve-1"] == "10.0.0.1"
+
+
 def test_command_timeout_setting_has_the_same_minimum() -> None:
     with pytest.raises(ValidationError, match="command_timeout"):
         SshConfig(command_timeout=0.5)
