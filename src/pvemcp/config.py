@@ -575,7 +575,15 @@ class HttpConfig(BaseModel):
         list[str], Field(description="Accepted Origin headers; requests without one pass.")
     ] = []
     max_body_bytes: Annotated[int, Field(ge=1024, le=4 * 1024 * 1024)] = 1024 * 1024
-    request_timeout: Annotated[float, Field(gt=0, le=3600)] = 120.0
+    request_timeout: Annotated[
+        float,
+        Field(
+            gt=0,
+            le=3600,
+            description="Seconds one HTTP request may take: a response not started by then "
+            "is 504; a streamed (SSE) response still open is ended with a JSON-RPC error.",
+        ),
+    ] = 120.0
     rate_limit_per_minute: Annotated[
         int,
         Field(

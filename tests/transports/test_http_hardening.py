@@ -15,20 +15,32 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+from mcp_types import REQUEST_TIMEOUT
 from starlette.types import Receive, Scope, Send
 
 from pvemcp.config import ConfigError, HttpConfig
 from pvemcp.gateway.invoke import Gateway
 from pvemcp.simulator.certs import make_self_signed
+from pvemcp.simulator.server import SimulatorOptions, simulator_in_thread
 from pvemcp.transports.hardening import (
     AuthFailure,
     FailureDigest,
     RateLimit,
-    ResponseStartTimeout,
+    RequestTimeout,
 )
 from pvemcp.transports.http import check_http_config, transport_security
-from tests.conftest import read_audit
-from tests.transports.test_http_app import KEYS, Served, bearer, served
+from tests.conftest import cluster_for, read_audit
+from tests.transports.test_http_app import (
+    KEYS,
+    Served,
+    bearer,
+    payload,
+    policy_gateway,
+    served,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -295,23 +307,57 @@ async def _never_called(scope: Scope, receive: Receive, send: Send) -> None:
     raise AssertionError("not reached")
 
 
-async def test_timeout_bounds_the_wait_for_a_response_not_a_stream() -> None:
-    async def slow(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["path"] == "/stream":
-            await send({"type": "http.response.start", "status": 200, "headers": []})
-            await anyio.sleep(0.3)
-            await send({"type": "http.response.body", "body": b"done"})
-            return
+async def test_a_response_not_started_in_time_is_504() -> None:
+    async def stuck(scope: Scope, receive: Receive, send: Send) -> None:
         await anyio.sleep(5)
 
-    app = ResponseStartTimeout(slow, 0.1)
-    transport = httpx2.ASGITransport(app=app)
+    transport = httpx2.ASGITransport(app=RequestTimeout(stuck, 0.1))
     async with httpx2.AsyncClient(transport=transport, base_url="http://test") as http:
-        stuck = await http.get("/stuck")
-        assert stuck.status_code == 504
-        assert stuck.json()["error"]["message"] == "no response within 0.1 s"
-        streamed = await http.get("/stream")
-        assert streamed.status_code == 200 and streamed.text == "done"
+        answer = await http.get("/stuck")
+        assert answer.status_code == 504
+        assert answer.json()["error"]["message"] == "no response within 0.1 s"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_a_stream_longer_than_the_request_timeout_ends_with_an_error(
+    tmp_path: Path, mode: str
+) -> None:
+    """Issue 10 item 21: a streamed answer ran as long as the work took, whatever
+    http.request_timeout said. A reboot takes 8 s at real speed; waiting for it with
+    progress streams, and the stream must end at the 1 s timeout with an error."""
+    with simulator_in_thread(SimulatorOptions(time_scale=1.0)) as slow_sim:
+        gateway = policy_gateway(
+            {"demo": cluster_for(slow_sim)}, tmp_path / "audit.jsonl", tmp_path / "policy.toml"
+        )
+        try:
+            async with (
+                served(gateway, request_timeout=1.0) as app,
+                httpx2.AsyncClient(headers=bearer(KEYS[1])) as http,
+                Client(streamable_http_client(app.url, http_client=http), mode=mode) as client,
+            ):
+                rebooting = await client.call_tool(
+                    "proxmox_guest_power", {"vmid": 100, "action": "reboot", "wait": False}
+                )
+                upid = payload(rebooting)["upid"]
+                progress: list[float] = []
+
+                async def on_progress(done: float, total: float | None, _: str | None) -> None:
+                    progress.append(done)
+
+                started = anyio.current_time()
+                with anyio.fail_after(5), pytest.raises(MCPError) as cut:
+                    await client.call_tool(
+                        "proxmox_task_wait", {"upid": upid}, progress_callback=on_progress
+                    )
+                assert anyio.current_time() - started < 3
+                assert cut.value.error.code == REQUEST_TIMEOUT
+                assert "http.request_timeout" in cut.value.error.message
+                assert progress, "it was a stream: progress arrived before the cut"
+                # The session is still usable.
+                assert payload(await client.call_tool("proxmox_node_list", {}))["nodes"]
+        finally:
+            await gateway.aclose()
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 """Plain ASGI middlewares that guard the HTTP app before any MCP or auth code runs.
 
 They wrap the whole Starlette app, outermost first: Host/Origin (DNS rebinding), a
-per-caller rate limit, a body limit, a timeout until the response starts; `SessionQuota`
+per-caller rate limit, a body limit, a timeout on the whole response; `SessionQuota`
 sits further in, on the SDK's session manager. Plain ASGI (not
 Starlette's `BaseHTTPMiddleware`) so SSE streams pass through untouched and the request
 context (the caller's token) is not copied into another task.
@@ -10,6 +10,7 @@ context (the caller's token) is not copied into another task.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import time
 from collections import Counter, OrderedDict
@@ -26,6 +27,7 @@ from mcp.server.auth.middleware.bearer_auth import (
 )
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from mcp_types import REQUEST_TIMEOUT
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -270,12 +272,18 @@ class RateLimit:
         await response(scope, receive, send)
 
 
-class ResponseStartTimeout:
-    """504 when the app has not started its response within `seconds`.
+PARSE_ID_AT_MOST = 64 * 1024
+"""Request bytes kept to find the JSON-RPC id a cut stream's last event answers."""
 
-    Only the wait for the first byte is bounded: once a response has started (an SSE
-    stream carrying progress of a long task, which the SDK opens within seconds) it may
-    run as long as the work takes; the client's own timeout and cancellation end it.
+
+class RequestTimeout:
+    """Bounds a whole response to `seconds`.
+
+    Not started by then: 504. A started SSE stream (progress of a long task) is ended
+    with a last event: a JSON-RPC error (`REQUEST_TIMEOUT`) for the request's id, so the
+    client gets an answer rather than a stream that may run for as long as the work takes.
+    Any other started response is cut off. The handler is cancelled either way; what it
+    started on Proxmox (a task) keeps running and can be followed by its UPID.
     """
 
     def __init__(self, app: ASGIApp, seconds: float) -> None:
@@ -286,21 +294,53 @@ class ResponseStartTimeout:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
+        started = streaming = ended = False
+        body = bytearray()
+
+        async def reading() -> Message:
+            message = await receive()
+            if message["type"] == "http.request" and len(body) < PARSE_ID_AT_MOST:
+                body.extend(message.get("body", b"")[: PARSE_ID_AT_MOST - len(body)])
+            return message
 
         async def watch(message: Message) -> None:
-            nonlocal started
+            nonlocal started, streaming, ended
             if message["type"] == "http.response.start":
                 started = True
-                deadline.deadline = math.inf
+                content_type = Headers(raw=message.get("headers", [])).get("content-type", "")
+                streaming = content_type.startswith("text/event-stream")
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                ended = True
             await send(message)
 
         with anyio.move_on_after(self._seconds) as deadline:
-            await self.app(scope, receive, watch)
-        if deadline.cancelled_caught and not started:
-            log.warning("request_timeout", path=scope["path"], seconds=self._seconds)
-            response = jsonrpc_error(504, f"no response within {self._seconds:g} s")
-            await response(scope, receive, send)
+            await self.app(scope, reading, watch)
+        if not deadline.cancelled_caught or ended:
+            return
+        log.warning("request_timeout", path=scope["path"], seconds=self._seconds, started=started)
+        message = f"no complete response within {self._seconds:g} s (http.request_timeout)"
+        if not started:
+            await jsonrpc_error(504, f"no response within {self._seconds:g} s")(
+                scope, receive, send
+            )
+        elif streaming:
+            error = {
+                "jsonrpc": "2.0",
+                "id": _request_id(bytes(body)),
+                "error": {"code": REQUEST_TIMEOUT, "message": message},
+            }
+            event = b"event: message\ndata: " + json.dumps(error).encode() + b"\n\n"
+            await send({"type": "http.response.body", "body": event, "more_body": False})
+
+
+def _request_id(body: bytes) -> str | int | None:
+    """The JSON-RPC id of the request in `body`, if it is one that can be read."""
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return None
+    identifier = message.get("id") if isinstance(message, dict) else None
+    return identifier if isinstance(identifier, str | int) else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,7 +44,7 @@ from pvemcp.transports.hardening import (
     FailureLimit,
     HostOriginGuard,
     RateLimit,
-    ResponseStartTimeout,
+    RequestTimeout,
     SessionQuota,
     report_auth_failure,
 )
@@ -274,7 +274,7 @@ def build_http(gateway: Gateway, config: HttpConfig) -> HttpFrontend:
             on_failure=_auth_failure_reporter(metrics, digest),
             token_hash=token_sha256,
         )
-    app = ResponseStartTimeout(app, config.request_timeout)
+    app = RequestTimeout(app, config.request_timeout)
     app = RequestBodyLimitMiddleware(app, config.max_body_bytes)
     app = RateLimit(
         app,
