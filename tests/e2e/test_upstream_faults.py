@@ -79,11 +79,26 @@ async def client(
 # -- a write that took effect is reported as such (issue 10, item 20) ------------------------
 
 
-async def test_one_failed_poll_does_not_end_the_wait(client: Client, proxy: FaultProxy) -> None:
-    """Before: one 502 on a task poll gave `proxmox_refused` "fix the cause, then retry",
-    without the UPID, though the guest was starting."""
-    proxy.inject("GET", STATUS_POLL, BAD_GATEWAY, times=1)
-    result = data(await client.call_tool("proxmox_guest_power", {"vmid": 101, "action": "start"}))
+POLL_FAULTS = {
+    "502": BAD_GATEWAY,
+    "503": Respond.json({"data": None, "message": "service unavailable"}, 503),
+    "null": Respond.json({"data": None}),
+    "html": Respond(200, b"<html>maintenance</html>", "text/html"),
+    "reset": Cut(keep=5, reset=True),
+    "truncated": Cut(keep=5, reset=False),
+    "hang": Hang(),
+}
+
+
+@pytest.mark.parametrize("fault", POLL_FAULTS.values(), ids=POLL_FAULTS.keys())
+async def test_one_failed_poll_does_not_end_the_wait(
+    client: Client, proxy: FaultProxy, fault: Any
+) -> None:
+    """Before: one 502 (or any of these) on a task poll gave an error such as
+    `proxmox_refused` "fix the cause, then retry", without the UPID, though the guest was
+    rebooting."""
+    proxy.inject("GET", STATUS_POLL, fault, times=1)
+    result = data(await client.call_tool("proxmox_guest_power", {"vmid": 102, "action": "reboot"}))
     assert result["status"] == "stopped" and result["exitstatus"] == "OK"
     assert result["upid"].startswith("UPID:pve1:")
     polls = [path for method, path in proxy.seen if method == "GET" and "/tasks/" in path]
