@@ -152,6 +152,21 @@ async def test_odd_answer_to_a_start_says_it_may_have_run(
     assert "before retrying" in failure["hint"]
 
 
+async def test_a_proxy_failure_on_a_start_says_it_may_have_run(
+    client: Client, proxy: FaultProxy
+) -> None:
+    """Before: a 502 from a proxy in front of Proxmox on the start itself was
+    `proxmox_refused` "fix the cause, then retry", though the node may have started it."""
+    proxy.inject("POST", r"/nodes/pve1/lxc/201/status/start", BAD_GATEWAY)
+    failure = error(await client.call_tool("proxmox_guest_power", {"vmid": 201, "action": "start"}))
+    assert failure["code"] == "proxmox_refused"
+    assert "may or may not have reached the node" in failure["message"]
+    assert "before retrying" in failure["hint"]
+    proxy.inject("GET", "/cluster/resources", BAD_GATEWAY)
+    failure = error(await client.call_tool("proxmox_guest_list", {}))
+    assert "may or may not" not in failure["message"]  # a read changes nothing
+
+
 # -- odd answers to reads (item 22) ------------------------------------------------------------
 
 

@@ -69,6 +69,13 @@ _LIMITS = httpx2.Limits(max_connections=8, max_keepalive_connections=4, keepaliv
 _PLAINTEXT_REASONS = frozenset(
     {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG", "HTTP_REQUEST"}
 )
+_RELAY_FAILURES = frozenset({502, 504})
+"""Statuses pveproxy never sends itself: a proxy in front gave up on (or lost) the node's
+answer, so a write may have run."""
+_MAYBE_RAN_HINT = (
+    "The request may have taken effect on the node although no answer came back. Check the "
+    "object's state (and the node's task list) before retrying, so it does not run twice."
+)
 _MAX_ERRORS = 20
 """Per-parameter errors passed on from one answer; PVE names a handful at most."""
 
@@ -593,4 +600,13 @@ class RestBackend:
             )
             if reread:
                 message += " (the credential source was re-read and gave no other token)"
-        return self._error(cls, message, method, path, status=status, errors=errors)
+        relayed = method != "GET" and status in _RELAY_FAILURES
+        if relayed:
+            message += (
+                f"; HTTP {status} comes from a proxy in front of Proxmox, so the request may "
+                "or may not have reached the node"
+            )
+        error = self._error(cls, message, method, path, status=status, errors=errors)
+        if relayed:
+            error.hint = _MAYBE_RAN_HINT
+        return error
