@@ -142,6 +142,7 @@ async def start_task(ctx: ToolContext, path: str, params: Params | None = None) 
     request reached the node, so a retry could do it twice.
     """
     data = await ctx.post(path, params)
+    # The context records every UPID (strictly parsed) a write answered with.
     if not isinstance(data, str) or data not in ctx.upids:
         raise MalformedAnswer(
             f"Proxmox answered POST {path} without a task id (UPID): the answer's data is "
