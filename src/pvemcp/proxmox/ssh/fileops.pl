@@ -23,10 +23,8 @@
 # (PVE itself is written in Perl).
 use strict;
 use warnings;
-use Digest::SHA ();
 use Errno qw(ENOENT);
 use Fcntl qw(:DEFAULT :mode);
-use IO::Handle ();
 
 my $MAX_LINKS = 40;
 my $MAX_PATH = 4096;
@@ -187,6 +185,9 @@ sub op_read {
 
 sub op_write {
     my ($path, $canonical, $mode, $expect, $temp, $max) = @_;
+    # Loaded here, not above: every read and resolve would pay for them (milliseconds).
+    require Digest::SHA;
+    require IO::Handle;
     my @req = lstat $path;
     fail("path_refused", "$path is a symlink; files tools never write through one")
         if @req && S_ISLNK($req[2]);
