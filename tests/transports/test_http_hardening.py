@@ -18,6 +18,7 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from mcp.types import CallToolResult
 from mcp_types import REQUEST_TIMEOUT
 from starlette.types import Receive, Scope, Send
 
@@ -561,3 +562,30 @@ async def test_idle_sessions_expire(gateway: Gateway) -> None:
         assert (await ping(http, app, KEYS[0], session)).status_code == 200
         await anyio.sleep(1.2)
         assert (await ping(http, app, KEYS[0], session)).status_code == 404
+
+
+async def test_default_rate_limit_fits_a_client_start_and_stops_a_flood(gateway: Gateway) -> None:
+    """Issue 10 item 19: at the old default (60 at once, 10/s) a client's start
+    (initialize, a list, a burst of calls; here 100, more than the ~30 the conformance
+    suite sends) hit 429."""
+    async with (
+        served(gateway) as app,
+        httpx2.AsyncClient(headers=bearer(KEYS[0])) as http,
+        Client(streamable_http_client(app.url, http_client=http), mode="legacy") as client,
+    ):
+        assert (await client.list_tools()).tools
+        results: list[CallToolResult] = []
+
+        async def call() -> None:
+            results.append(await client.call_tool("proxmox_node_list", {}))
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as group:
+                for _ in range(100):
+                    group.start_soon(call)
+        assert len(results) == 100, len(results)
+        assert not any(result.is_error for result in results)
+
+        session = await open_session(http, app, KEYS[1])
+        statuses = [(await ping(http, app, KEYS[1], session)).status_code for _ in range(300)]
+        assert statuses.count(429) > 100, "a flood still meets the limit"
