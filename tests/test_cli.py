@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -198,3 +201,72 @@ def test_demo_writes_only_json_lines_to_stderr(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     lines = done.stderr.splitlines()
     assert lines and all(line.startswith("{") and json.loads(line) for line in lines), lines
+
+
+def test_terminal_hint_names_a_command_a_client_can_spawn(tmp_path: Path) -> None:
+    """In a terminal, the demo suggests an Inspector command line. Its server command must
+    work without .venv/bin on PATH: an absolute path to an executable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PVEMCP_")}
+    env |= {"PVEMCP_AUDIT__PATH": str(tmp_path / "audit.jsonl"), "PATH": "/usr/bin:/bin"}
+    terminal, tty = pty.openpty()
+    with subprocess.Popen(
+        [sys.executable, "-m", "pvemcp", "demo"],
+        env=env,
+        stdin=tty,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as server:
+        os.close(tty)
+        assert server.stderr is not None
+        hint = next(line for line in server.stderr if "--cli" in line)
+        os.write(terminal, b"\x04")  # Ctrl-D: end of input
+        assert server.wait(30) == 0
+    os.close(terminal)
+    command = shlex.split(hint.split("--cli", 1)[1].split(" demo ", 1)[0])
+    assert Path(command[0]).is_absolute()
+    version = subprocess.run(
+        [*command, "--version"], env=env, capture_output=True, text=True, check=True, timeout=60
+    )
+    assert version.stdout.startswith("pvemcp ")
+
+
+def bootstrap_copy(tmp_path: Path) -> Path:
+    """A checkout holding only scripts/bootstrap and a pyproject.toml older than the stamp
+    a finished install leaves, so bootstrap's venv part runs and nothing is installed."""
+    (tmp_path / "scripts").mkdir()
+    shutil.copy2(ROOT / "scripts" / "bootstrap", tmp_path / "scripts" / "bootstrap")
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\nversion = "0"\n')
+    os.utime(tmp_path / "pyproject.toml", (0, 0))
+    return tmp_path / "scripts" / "bootstrap"
+
+
+def test_bootstrap_repairs_a_venv_made_without_pip(tmp_path: Path) -> None:
+    """What `python3 -m venv` leaves when python3-venv is missing: bin/python, no pip.
+    Bootstrap used to stop there for good with "No module named pip"."""
+    script = bootstrap_copy(tmp_path)
+    venv = tmp_path / ".venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True, timeout=120)
+    (venv / ".pvemcp-installed").touch()
+    env = {**os.environ, "PYTHON": sys.executable, "PIP_NO_INDEX": "1"}
+    done = subprocess.run(
+        [script], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    subprocess.run([venv / "bin" / "python", "-m", "pip", "--version"], check=True, timeout=60)
+
+
+def test_bootstrap_without_a_venv_module_says_what_to_install(tmp_path: Path) -> None:
+    script = bootstrap_copy(tmp_path)
+    python = tmp_path / "python3"  # a Python 3.11+ whose venv module fails, as on Debian
+    python.write_text(
+        f'#!/bin/sh\ncase "$*" in *venv*) echo "ensurepip is not available" >&2; exit 1;; esac\n'
+        f'exec {shlex.quote(sys.executable)} "$@"\n'
+    )
+    python.chmod(0o755)
+    env = {**os.environ, "PYTHON": str(python)}
+    done = subprocess.run(
+        [script], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 1
+    assert "apt install python3-venv" in done.stderr

@@ -6,6 +6,8 @@ import argparse
 import gc
 import importlib.util
 import json
+import os
+import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -204,7 +206,8 @@ def _serve(settings: Settings, args: argparse.Namespace, *, simulate: bool) -> i
         print(
             "pvemcp is serving MCP on stdin/stdout and waits for an MCP client.\n"
             "Configure your client to start this command (see README.md), or try:\n"
-            "  npx @modelcontextprotocol/inspector --cli pvemcp demo --method tools/list\n"
+            f"  npx @modelcontextprotocol/inspector --cli {_own_command()} demo "
+            "--method tools/list\n"
             "Press Ctrl-D to stop.",
             file=sys.stderr,
         )
@@ -218,6 +221,16 @@ def _serve(settings: Settings, args: argparse.Namespace, *, simulate: bool) -> i
     # under HTTP load (bench/http_load.py).
     anyio.run(run, backend_options={"use_uvloop": importlib.util.find_spec("uvloop") is not None})
     return 0
+
+
+def _own_command() -> str:
+    """How another program can start this pvemcp: the absolute path of the console script
+    beside this Python (a venv's bin/ is rarely on PATH, and a client spawning a bare
+    `pvemcp` then fails with ENOENT), else this Python with `-m pvemcp`."""
+    script = Path(sys.executable).absolute().parent / "pvemcp"
+    if os.access(script, os.X_OK):
+        return shlex.quote(str(script))
+    return f"{shlex.quote(str(Path(sys.executable).absolute()))} -m pvemcp"
 
 
 def _freeze_startup_heap() -> None:
