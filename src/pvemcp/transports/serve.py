@@ -76,8 +76,8 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._refusal: tuple[int, str] | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+    # Typed as uvicorn types it: uvloop's TCPTransport is no asyncio.Transport subclass.
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         if len(self.connections) >= self.limits.max_connections:
             self.transport = transport  # connection_lost closes it again
             log.warning("connection_refused", open_connections=len(self.connections))
