@@ -270,3 +270,23 @@ def test_bootstrap_without_a_venv_module_says_what_to_install(tmp_path: Path) ->
     )
     assert done.returncode == 1
     assert "apt install python3-venv" in done.stderr
+
+
+def test_config_docs_outside_the_checkout_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It used to create docs/ wherever it ran, and end in a traceback where it could not."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["config", "docs"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--output FILE" in err and not (tmp_path / "docs").exists()
+    assert main(["config", "docs", "--output", "-"]) == 0
+    assert capsys.readouterr().out.startswith("# Configuration reference")
+
+
+@pytest.mark.parametrize("port", ["abc", "-1", "65536"])
+def test_a_bad_port_is_named(port: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--port", port])
+    assert info.value.code == 2
+    assert f"argument --port: {port!r} is not a port" in capsys.readouterr().err

@@ -69,16 +69,15 @@ def _parser() -> argparse.ArgumentParser:
     show = config_commands.add_parser("show", help="print the effective config, secrets redacted")
     show.add_argument("--config", type=Path)
     docs = config_commands.add_parser("docs", help="write docs/configuration.md")
-    docs.add_argument("--output", type=Path, default=DOCS_PATH)
+    docs.add_argument("--output", type=Path, default=DOCS_PATH, help="a file, or - for stdout")
     docs.add_argument("--check", action="store_true", help="exit 1 if the file is stale")
     return parser
 
 
 def _port(text: str) -> int:
-    port = int(text)
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError("must be 0-65535")
-    return port
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port: give a number 0-65535")
+    return int(text)
 
 
 def _transport_arguments(parser: argparse.ArgumentParser) -> None:
@@ -306,8 +305,20 @@ def _config_docs(output: Path, check: bool) -> int:
             print(f"{output} is stale: run `pvemcp config docs`", file=sys.stderr)
             return 1
         return 0
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text)
+    if str(output) == "-":
+        sys.stdout.write(text)
+        return 0
+    try:
+        output.write_text(text)
+    except OSError as exc:
+        # The default is the checkout's docs/configuration.md, relative to the current
+        # directory; elsewhere it cannot (and should not) be written.
+        print(
+            f"pvemcp: cannot write {output}: {exc.strerror}; outside the pvemcp checkout give "
+            "--output FILE, or --output - for stdout",
+            file=sys.stderr,
+        )
+        return 2
     print(f"wrote {output}", file=sys.stderr)
     return 0
 
