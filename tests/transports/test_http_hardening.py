@@ -530,12 +530,20 @@ async def test_one_key_cannot_fill_the_session_table(gateway: Gateway) -> None:
         assert statuses == [404, 404, 404, 200, 200], "the oldest idle ones were closed"
         other = await open_session(http, app, KEYS[1])
         assert (await ping(http, app, KEYS[1], other)).status_code == 200
-        assert (await ping(http, app, KEYS[0], sessions[-1])).status_code == 200
+        # A 2026-07-28 client has no session: its calls close none of the caller's.
+        async with (
+            httpx2.AsyncClient(headers=bearer(KEYS[0])) as modern_http,
+            Client(streamable_http_client(app.url, http_client=modern_http)) as modern,
+        ):
+            assert modern.protocol_version == "2026-07-28"
+            assert payload(await modern.call_tool("proxmox_node_list", {}))["nodes"]
+        for session in sessions[-2:]:
+            assert (await ping(http, app, KEYS[0], session)).status_code == 200
 
 
 async def test_a_caller_whose_sessions_are_all_busy_gets_429(gateway: Gateway) -> None:
     async with (
-        served(gateway, max_sessions_per_principal=1) as app,
+        served(gateway, max_sessions_per_principal=1, request_timeout=0.5) as app,
         httpx2.AsyncClient() as http,
     ):
         session = await open_session(http, app, KEYS[0])
@@ -552,6 +560,12 @@ async def test_a_caller_whose_sessions_are_all_busy_gets_429(gateway: Gateway) -
             )
             assert refused.status_code == 429
             assert "sessions" in refused.json()["error"]["message"]
+            ended = False
+            with anyio.move_on_after(1.0):
+                async for _ in listening.aiter_bytes():
+                    pass
+                ended = True
+            assert not ended, "a GET stream answers no request: request_timeout leaves it open"
         assert (await ping(http, app, KEYS[0], session)).status_code == 200
 
 

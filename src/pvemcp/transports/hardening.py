@@ -28,6 +28,7 @@ from mcp.server.auth.middleware.bearer_auth import (
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from mcp_types import REQUEST_TIMEOUT
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -279,11 +280,13 @@ PARSE_ID_AT_MOST = 64 * 1024
 class RequestTimeout:
     """Bounds a whole response to `seconds`.
 
-    Not started by then: 504. A started SSE stream (progress of a long task) is ended
-    with a last event: a JSON-RPC error (`REQUEST_TIMEOUT`) for the request's id, so the
-    client gets an answer rather than a stream that may run for as long as the work takes.
-    Any other started response is cut off. The handler is cancelled either way; what it
-    started on Proxmox (a task) keeps running and can be followed by its UPID.
+    Not started by then: 504. The answer to a POST that is still streaming (progress of
+    a long task) is ended with a last event: a JSON-RPC error (`REQUEST_TIMEOUT`) for the
+    request's id, so the client gets an answer rather than a stream that may run for as
+    long as the work takes; any other POST response still open is cut off. The handler is
+    cancelled either way; what it started on Proxmox (a task) keeps running and can be
+    followed by its UPID. A GET's stream (the session's channel for server messages, which
+    answers no request) is bounded only until it starts, as before.
     """
 
     def __init__(self, app: ASGIApp, seconds: float) -> None:
@@ -309,6 +312,8 @@ class RequestTimeout:
                 started = True
                 content_type = Headers(raw=message.get("headers", [])).get("content-type", "")
                 streaming = content_type.startswith("text/event-stream")
+                if scope["method"] != "POST":
+                    deadline.deadline = math.inf
             elif message["type"] == "http.response.body" and not message.get("more_body"):
                 ended = True
             await send(message)
@@ -613,8 +618,16 @@ class SessionQuota:
         self._lock = anyio.Lock()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Only a POST of the handshake era without a session id can open a session.
         headers = Headers(scope=scope)
-        if scope["type"] != "http" or self._manager.stateless or "mcp-session-id" in headers:
+        version = headers.get("mcp-protocol-version")
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or self._manager.stateless
+            or "mcp-session-id" in headers
+            or (version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS)
+        ):
             await self.app(scope, receive, send)
             return
         user = scope.get("user")
