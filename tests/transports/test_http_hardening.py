@@ -29,6 +29,7 @@ from pvemcp.simulator.server import SimulatorOptions, simulator_in_thread
 from pvemcp.transports.hardening import (
     AuthFailure,
     FailureDigest,
+    FailureLimit,
     RateLimit,
     RequestTimeout,
 )
@@ -248,6 +249,24 @@ async def test_a_flood_of_bad_tokens_is_limited_and_summarised(
     assert summary["reasons"] == {"rate_limited": flood - 5}
     assert failures[5]["who"]["source_ip"] == "127.0.0.1"
     assert 5 + summary["count"] == flood
+
+
+def test_failure_limit_per_source_and_in_total() -> None:
+    """A flood spread over many addresses meets the total limit; each address its own."""
+    now = [0.0]
+    limit = FailureLimit(per_minute=60, burst=3, total_per_minute=60, clock=lambda: now[0])
+    for _ in range(3):
+        assert limit.wait("192.0.2.1") == 0
+        limit.failed("192.0.2.1")
+    assert math.isclose(limit.wait("192.0.2.1"), 1.0), "this address is spent"
+    for n in range(2, 9):  # the total allows ten seconds' worth at once: 10
+        source = f"192.0.2.{n}"
+        assert limit.wait(source) == 0
+        limit.failed(source)
+    assert limit.wait("192.0.2.100") > 0, "a fresh address meets the total limit"
+    now[0] = 2.0
+    assert limit.wait("192.0.2.100") == 0, "both refill"
+    assert limit.wait("192.0.2.1") == 0
 
 
 def test_failure_digest_bounds_records_per_source_and_window() -> None:
