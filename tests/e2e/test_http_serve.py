@@ -127,3 +127,41 @@ async def test_sigterm_stops_cleanly_and_frees_the_port(tmp_path: Path, mode: st
     assert "Traceback" not in log
     records = read_audit(tmp_path / "audit.jsonl")
     assert records[-1]["phase"] == "checkpoint", "a clean stop closes the audit log"
+
+
+def rss_mib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) // 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_the_real_process_cuts_off_a_huge_header_and_a_silent_connection(
+    tmp_path: Path,
+) -> None:
+    """Issue 10 item 14 in the process as deployed (uvloop, not the tests' asyncio loop):
+    an unfinished 200 MB header grew the gateway from 92 to 508 MB, a silent connection
+    stayed open."""
+    port = free_port()
+    env = env_for(tmp_path, port=str(port), head_timeout="1")
+    with running(tmp_path, "http", env) as process:
+        wait_healthy(f"http://127.0.0.1:{port}", process)
+        before = rss_mib(process.pid)
+        with socket.create_connection(("127.0.0.1", port)) as huge:
+            huge.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ")
+            sent = 0
+            try:
+                while sent < 200 * 1024 * 1024:
+                    huge.sendall(b"a" * 65536)
+                    sent += 65536
+            except (ConnectionResetError, BrokenPipeError):
+                pass  # the server has closed it
+        assert sent < 16 * 1024 * 1024, "what the kernel buffers, not the whole header"
+        assert rss_mib(process.pid) < before + 32
+
+        with socket.create_connection(("127.0.0.1", port)) as silent:
+            silent.settimeout(5)
+            started = time.monotonic()
+            assert silent.recv(1) == b"", "closed by the server"
+            assert time.monotonic() - started < 3
+        assert httpx2.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
