@@ -21,13 +21,20 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 from mcp.server.mcpserver.tools.base import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
-from mcp.shared.exceptions import NoBackChannelError
-from mcp.types import CallToolResult, InputRequiredResult, TextContent, ToolAnnotations
+from mcp.shared.exceptions import MCPError, NoBackChannelError
+from mcp.types import (
+    CallToolResult,
+    GetPromptResult,
+    InputRequiredResult,
+    TextContent,
+    ToolAnnotations,
+)
+from mcp_types import INVALID_PARAMS
 from pydantic import BaseModel, ConfigDict, Field
 
 from pvemcp import __version__
 from pvemcp.gateway.artifacts import URI_PREFIX
-from pvemcp.gateway.invoke import Gateway, ToolResult
+from pvemcp.gateway.invoke import Gateway, ToolResult, shown_tool_name
 from pvemcp.gateway.plan import Plan
 from pvemcp.gateway.registry import AnySpec
 from pvemcp.policy.principal import Principal
@@ -219,6 +226,17 @@ class GatewayServer(MCPServer[Any]):
             context=context,
             counted_as=UNKNOWN_TOOL_LABEL,
         )
+
+    async def get_prompt(
+        self,
+        name: str,
+        arguments: dict[str, Any] | None = None,
+        context: Context[Any, Any] | None = None,
+    ) -> GetPromptResult | InputRequiredResult:
+        """pvemcp has no prompts, so every prompts/get names an unknown one: invalid params
+        (-32602), as MCP specifies. The SDK's own answer is code 0 in the handshake era and,
+        in the 2026-07-28 era, an internal error (-32603) with a traceback in the log."""
+        raise MCPError(INVALID_PARAMS, f"Unknown prompt: {shown_tool_name(name)}")
 
 
 def build_mcp_server(
