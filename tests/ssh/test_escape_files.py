@@ -462,9 +462,19 @@ paths = ["{base}/allowed/conf/**"]
         plan = ok(await write(gateway, notes, content="new\n", dry_run=True))["plan"]
         before = next(c["before"] for c in plan["changes"] if c["field"] == "sha256")
         assert before.startswith("hidden:") and secret_hash not in str(plan)
-        # A guess that is wrong is told only that: not the hash it should have been.
-        wrong = failed(await write(gateway, notes, content="new\n", expected_sha256="0" * 64))
-        assert wrong["code"] == "precondition_failed" and secret_hash not in str(wrong)
+        size = next(c["before"] for c in plan["changes"] if c["field"] == "size")
+        assert size == "hidden"
+        # No guess is tested, right or wrong, dry run or not: the answers would be an oracle.
+        # Before, the right guess got a plan (or a write) and a wrong one precondition_failed.
+        answers = []
+        for guess, dry_run in ((secret_hash, True), ("0" * 64, True), (secret_hash, False)):
+            refused = failed(
+                await write(gateway, notes, content="new\n", expected_sha256=guess, dry_run=dry_run)
+            )
+            assert refused["field"] == "expected_sha256"
+            answers.append((refused["code"], refused["message"]))
+        assert set(answers) == {answers[0]} and answers[0][0] == "invalid_argument"
+        assert notes.read_text() == "one\ntwo\n"
         # The write itself works, and its answer keeps the replaced content's hash back.
         done = ok(await write(gateway, notes, content="new\n"))
         assert "before_sha256" not in done and notes.read_text() == "new\n"

@@ -158,6 +158,13 @@ def _shown_sha(data: bytes | None, readable: bool) -> str | None:
     return _HIDDEN + hmac.new(_HIDING_KEY, data, hashlib.sha256).hexdigest()[:32]
 
 
+def _shown_size(data: bytes | None, readable: bool) -> int | str | None:
+    """The current content's size for a plan: "hidden" to a caller who may not read it."""
+    if data is None:
+        return None
+    return len(data) if readable else "hidden"
+
+
 def _diff(path: str, before: bytes | None, after: bytes) -> str | None:
     """The start of a unified diff when both sides are text."""
     old = as_text(before) if before is not None else ""
@@ -197,14 +204,24 @@ async def _plan_write(ctx: ToolContext, args: FileWriteArgs) -> Plan:
             field="content",
             hint="The cluster's ssh.file_max_bytes caps what the file tools write.",
         )
-    before = await ctx.read_current(node, args.path, canonical=path) if resolved.exists else None
-    # Hashes and the diff show the current content: only to a caller who may read it.
+    # Hashes, size and the diff show the current content: only to a caller who may read it.
     readable = ctx.may_read(node, [path])
+    if args.expected_sha256 is not None and not readable:
+        # Matched or not, the answer would test a guess of content this caller may not
+        # read (a dry run changes nothing, so guesses would be free).
+        raise ToolFailure(
+            "invalid_argument",
+            f"expected_sha256 needs read access to {path}, which policy does not give this caller",
+            field="expected_sha256",
+            hint="Leave expected_sha256 out: the plan binds a confirmation to the current "
+            "content without showing it.",
+        )
+    before = await ctx.read_current(node, args.path, canonical=path) if resolved.exists else None
     if args.expected_sha256 is not None and _sha(before) != args.expected_sha256.lower():
-        actual = f" (sha256 {_sha(before) or 'no file'})" if readable else ""
         raise ToolFailure(
             "precondition_failed",
-            f"{path} does not have the expected content{actual}; nothing was written",
+            f"{path} does not have the expected content (sha256 {_sha(before) or 'no file'}); "
+            "nothing was written",
             field="expected_sha256",
             hint="Read the file again, apply the change to its current content, then retry.",
         )
@@ -216,7 +233,7 @@ async def _plan_write(ctx: ToolContext, args: FileWriteArgs) -> Plan:
         # mode it finds): new content is not the program someone once made set-uid.
         new_mode = f"{int(old_mode, 8) & 0o777:04o}" if old_mode else "0644"
     changes = [
-        Change(field="size", before=len(before) if before is not None else None, after=len(after)),
+        Change(field="size", before=_shown_size(before, readable), after=len(after)),
         Change(field="sha256", before=_shown_sha(before, readable), after=_sha(after)),
     ]
     if new_mode != old_mode:
