@@ -89,3 +89,11 @@ async def gateway(sim: SimulatorHandle, audit_path: Path) -> AsyncIterator[Gatew
         yield gw
     finally:
         await gw.aclose()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        help="rewrite golden files (tests/tools/catalogue.golden) instead of comparing",
+    )

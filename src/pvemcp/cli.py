@@ -276,7 +276,7 @@ def _config_show(settings: Settings) -> int:
             "no cluster is configured: `pvemcp serve` refuses to start; `pvemcp demo` serves "
             "the embedded simulator"
         )
-    for section in ("simulator", "audit", "policy", "http"):
+    for section in ("simulator", "audit", "policy", "tools", "http"):
         effective[section] = getattr(settings, section).model_dump()
     effective["log_level"] = settings.log_level
     print(json.dumps(_redacted(effective), indent=2, default=str))

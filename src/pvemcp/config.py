@@ -453,6 +453,39 @@ class PolicyConfig(BaseModel):
     ] = True
 
 
+class ToolsConfig(BaseModel):
+    """Which tools the gateway serves. See docs/tools.md."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    toolsets: Annotated[
+        list[str],
+        Field(
+            description="Toolsets every caller has enabled (`all` = every one); a client can "
+            "enable another for its session with `proxmox_toolset_enable`. `core` is always "
+            "enabled. Policy still decides each tool.",
+        ),
+    ] = ["core", "guests", "tasks", "escape"]
+    # Today's whole catalogue. Escape is in it because its tools stay hidden until a policy
+    # rule names the caller and the tool: leaving it out would make such a rule grant nothing.
+
+    @field_validator("toolsets")
+    @classmethod
+    def _known_toolsets(cls, value: list[str]) -> list[str]:
+        # Imported here: the catalogue imports the gateway, which imports this module.
+        from pvemcp.tools import TOOLSET_NAMES  # noqa: PLC0415
+
+        if "all" in value:
+            return list(TOOLSET_NAMES)
+        unknown = [name for name in value if name not in TOOLSET_NAMES]
+        if unknown:
+            raise ValueError(
+                f"unknown toolset {', '.join(map(repr, unknown))}; valid: "
+                f"{', '.join(TOOLSET_NAMES)} or all"
+            )
+        return ["core", *(name for name in TOOLSET_NAMES if name in value and name != "core")]
+
+
 def _toml_source(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
@@ -747,6 +780,7 @@ class Settings(BaseSettings):
     simulator: SimulatorConfig = SimulatorConfig()
     audit: AuditConfig = AuditConfig()
     policy: PolicyConfig = PolicyConfig()
+    tools: ToolsConfig = ToolsConfig()
     http: HttpConfig = HttpConfig()
     log_level: Annotated[
         str, Field(pattern="^(DEBUG|INFO|WARNING|ERROR)$", description="Log level on stderr.")

@@ -20,6 +20,7 @@ from pvemcp.config import (
     Settings,
     SimulatorConfig,
     SshConfig,
+    ToolsConfig,
 )
 
 HEADER = """# Configuration reference
@@ -91,7 +92,9 @@ def _table(model: type[BaseModel], env_prefix: str | None, skip: set[str]) -> li
 def render() -> str:
     """The whole reference page."""
     parts = [HEADER, "## Top level\n"]
-    parts += _table(Settings, "PVEMCP_", {"clusters", "simulator", "audit", "policy", "http"})
+    parts += _table(
+        Settings, "PVEMCP_", {"clusters", "simulator", "audit", "policy", "tools", "http"}
+    )
     parts += [
         "",
         "## `[clusters.NAME]`\n",
@@ -106,6 +109,8 @@ def render() -> str:
     parts += _table(AuditConfig, "PVEMCP_AUDIT__", set())
     parts += ["", "## `[policy]`\n"]
     parts += _table(PolicyConfig, "PVEMCP_POLICY__", set())
+    parts += ["", "## `[tools]`\n"]
+    parts += _table(ToolsConfig, "PVEMCP_TOOLS__", set())
     parts += ["", "## `[http]`\n"]
     parts += _table(HttpConfig, "PVEMCP_HTTP__", {"oidc"})
     parts += ["", "## `[http.oidc]`\n"]

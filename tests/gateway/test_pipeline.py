@@ -322,7 +322,7 @@ class _Boom(ToolOutput):
     pass
 
 
-@tool("test_crash", title="crash", tier=Tier.READ, input=ToolInput, output=_Boom)
+@tool("test_crash", title="crash", tier=Tier.READ, toolset="core", input=ToolInput, output=_Boom)
 async def _crash(ctx: ToolContext, args: ToolInput) -> _Boom:
     """A tool with a bug."""
     raise RuntimeError("internal detail /etc/secret-path")

@@ -12,7 +12,7 @@ import hashlib
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pvemcp.config import ClusterConfig, SshConfig
 from pvemcp.gateway.artifacts import ArtifactStore
@@ -32,6 +32,9 @@ from pvemcp.proxmox.ssh.fileops import (
 from pvemcp.proxmox.tasks import TaskStatus, get_task_log, get_task_status, wait_for_task
 from pvemcp.proxmox.upid import is_upid
 from pvemcp.secrets.redaction import Redactor
+
+if TYPE_CHECKING:
+    from pvemcp.gateway.toolsets import SessionToolsets
 
 ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
 Authorizer = Callable[[str | None, tuple[str, ...]], None]
@@ -160,6 +163,8 @@ class ToolContext:
         self._may_read = may_read
         self.command: CommandRecord | None = None
         """The command this call ran on a node or guest, for the audit outcome."""
+        self.toolsets: SessionToolsets | None = None
+        """The caller's session toolsets, set by the gateway (for the toolset tool)."""
 
     @property
     def backend_name(self) -> str:

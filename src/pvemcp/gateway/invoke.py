@@ -29,6 +29,7 @@ from pvemcp.gateway.errors import ToolFailure
 from pvemcp.gateway.plan import Plan
 from pvemcp.gateway.registry import AnySpec, ToolInput, WriteInput
 from pvemcp.gateway.schema import compact_schema, field_hint
+from pvemcp.gateway.toolsets import Catalogue, SessionToolsets
 from pvemcp.policy.audit import AuditLog, AuditUnavailable, new_event_id, utc_now
 from pvemcp.policy.decision import Decision, Effect
 from pvemcp.policy.engine import PolicyEngine, PolicyRequest
@@ -240,7 +241,7 @@ class Gateway:
     def __init__(
         self,
         *,
-        tools: Iterable[AnySpec],
+        tools: Catalogue | Iterable[AnySpec],
         clusters: ClusterPool,
         policy: PolicyEngine,
         audit: AuditLog,
@@ -249,10 +250,20 @@ class Gateway:
         token_confirmation: bool = True,
         artifacts: ArtifactStore | None = None,
     ) -> None:
+        self.catalogue = tools if isinstance(tools, Catalogue) else Catalogue.from_specs(tools)
         self._tools: dict[str, _Prepared] = {}
-        for spec in tools:
-            if spec.name in self._tools:
-                raise ValueError(f"tool {spec.name} is registered twice")
+        """Each tool's schemas, built when the tool is first listed or called."""
+        self.clusters = clusters
+        self.policy = policy
+        self.audit = audit
+        self.redactor = redactor
+        self.tokens = ConfirmationTokens(confirm_ttl)
+        self.token_confirmation = token_confirmation
+        self.artifacts = artifacts or ArtifactStore()
+
+    def _prepare(self, spec: AnySpec) -> _Prepared:
+        prepared = self._tools.get(spec.name)
+        if prepared is None:
             schema = compact_schema(spec.input_model)
             output = compact_schema(spec.output_model)
             if spec.tier is not Tier.READ:
@@ -262,31 +273,33 @@ class Gateway:
                 for name, prop in schema.get("properties", {}).items()
                 if isinstance(prop, dict) and prop.get("type") in ("array", "object")
             )
-            self._tools[spec.name] = _Prepared(spec, schema, output, json_fields)
-        self.clusters = clusters
-        self.policy = policy
-        self.audit = audit
-        self.redactor = redactor
-        self.tokens = ConfirmationTokens(confirm_ttl)
-        self.token_confirmation = token_confirmation
-        self.artifacts = artifacts or ArtifactStore()
+            prepared = self._tools[spec.name] = _Prepared(spec, schema, output, json_fields)
+        return prepared
 
     def specs(self) -> list[AnySpec]:
-        return [prepared.spec for prepared in self._tools.values()]
+        """The tools of the configured toolsets (a session may enable more)."""
+        return self.catalogue.specs(self.catalogue.default)
 
     def visible_specs(self, principal: Principal) -> list[AnySpec]:
-        """The tools policy could allow this caller: the only ones its tools/list shows."""
+        """The tools of this caller's enabled toolsets that policy could allow it: the only
+        ones its tools/list shows."""
         return [
             spec
-            for spec in self.specs()
+            for spec in self.catalogue.specs(self.catalogue.enabled_for(principal))
             if self.policy.could_allow(principal, spec.name, spec.tier)
         ]
 
+    def _spec(self, name: str) -> AnySpec:
+        spec = self.catalogue.find(name)
+        if spec is None:
+            raise KeyError(name)
+        return spec
+
     def input_schema(self, name: str) -> dict[str, Any]:
-        return self._tools[name].input_schema
+        return self._prepare(self._spec(name)).input_schema
 
     def output_schema(self, name: str) -> dict[str, Any]:
-        return self._tools[name].output_schema
+        return self._prepare(self._spec(name)).output_schema
 
     def _validate(self, prepared: _Prepared, arguments: Mapping[str, Any] | None) -> ToolInput:
         raw = dict(arguments or {})
@@ -337,8 +350,8 @@ class Gateway:
         confirmer: Confirmer | None = None,
     ) -> ToolResult:
         """Run one tool call end to end and return its (redacted) result or error."""
-        prepared = self._tools.get(name)
-        if prepared is None:
+        found = self.catalogue.find(name)
+        if found is None:
             shown = shown_tool_name(name)
             return self._refused(
                 _Call(new_event_id(), principal, shown, "unknown"),
@@ -348,6 +361,17 @@ class Gateway:
                     hint="Call tools/list for the available tools.",
                 ),
             )
+        if found.toolset not in self.catalogue.enabled_for(principal):
+            return self._refused(
+                _Call(new_event_id(), principal, name, found.tier),
+                ToolFailure(
+                    "toolset_disabled",
+                    f"{name} is in toolset {found.toolset!r}, which is not enabled",
+                    hint=f"Call proxmox_toolset_enable with toolset={found.toolset!r}, or ask "
+                    "the operator to add it to [tools] toolsets.",
+                ),
+            )
+        prepared = self._prepare(found)
         call = _Call(new_event_id(), principal, name, prepared.spec.tier)
         spec = prepared.spec
         try:
@@ -395,6 +419,11 @@ class Gateway:
             redactor=self.redactor,
             authorize=authorize,
             may_read=may_read,
+        )
+        ctx.toolsets = SessionToolsets(
+            self.catalogue,
+            principal,
+            lambda spec: self.policy.could_allow(principal, spec.name, spec.tier),
         )
         if spec.planner is None or not isinstance(args, WriteInput):
             call.decision = self.policy.decide(principal, request)

@@ -1,4 +1,4 @@
-"""What a tool is: a typed input model, a declared risk tier, and a handler.
+"""What a tool is: a typed input model, a declared risk tier, a toolset, and a handler.
 
 Tools never talk to a backend, check a permission or write audit themselves: they get a
 `ToolContext` from the gateway, which does all of that around them.
@@ -7,7 +7,7 @@ Tools never talk to a backend, check a permission or write audit themselves: the
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
 
@@ -76,6 +76,8 @@ class ToolSpec(Generic[InputT]):
     title: str
     description: str
     tier: Tier
+    toolset: str
+    """The name of the `Toolset` the tool belongs to: config and sessions enable toolsets."""
     input_model: type[InputT]
     output_model: type[ToolOutput]
     handler: Handler[InputT]
@@ -97,6 +99,7 @@ def tool(
     *,
     title: str,
     tier: Tier,
+    toolset: str,
     input: type[InputT],
     output: type[ToolOutput],
     idempotent: bool = False,
@@ -115,6 +118,7 @@ def tool(
             title=title,
             description=description,
             tier=tier,
+            toolset=toolset,
             input_model=input,
             output_model=output,
             handler=handler,
@@ -126,3 +130,17 @@ def tool(
 
 
 AnySpec = ToolSpec[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Toolset:
+    """A group of tools that config (`[tools] toolsets`) and a session enable together.
+
+    `load` imports the modules that declare its tools and returns them: it runs only when
+    the toolset is first needed, so start-up does not grow with the catalogue.
+    """
+
+    name: str
+    description: str
+    """One line, for `pvemcp tools`, docs/tools.md and the toolset tool's answer."""
+    load: Callable[[], Sequence[AnySpec]]

@@ -12,7 +12,18 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from pvemcp.gateway.registry import ToolInput
+
 _DROP = frozenset({"title"})
+
+SHARED_FIELDS: dict[str, dict[str, Any]] = {
+    "cluster": {"type": "string"},
+    "dry_run": {"type": "boolean"},
+    "confirm_token": {"type": "string"},
+}
+"""Fields many tools share, advertised bare: the server instructions say once what they
+mean (they were over a third of all input-schema bytes). Validation stays server-side and
+as strict as the models say (cluster names, the token's length)."""
 
 
 def _strip(node: Any) -> Any:
@@ -44,10 +55,19 @@ def _strip(node: Any) -> Any:
 
 
 def compact_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """The model's JSON schema without titles, null branches or null defaults."""
-    schema = _strip(model.model_json_schema())
+    """The model's JSON schema without titles, null branches or null defaults; a tool
+    input's shared fields bare."""
+    schema: dict[str, Any] = _strip(model.model_json_schema())
     schema.setdefault("type", "object")
-    return schema  # type: ignore[no-any-return]
+    if issubclass(model, ToolInput):
+        # The tool's description is what the model reads; an input class's docstring is
+        # for the code's readers.
+        schema.pop("description", None)
+        properties = schema.get("properties", {})
+        for name, bare in SHARED_FIELDS.items():
+            if name in properties:
+                properties[name] = dict(bare)
+    return schema
 
 
 def field_hint(schema: dict[str, Any], field: str) -> str | None:

@@ -1,23 +1,89 @@
-"""The typed tool catalogue, one module per Proxmox domain."""
+"""The typed tool catalogue: toolsets, each of one or more modules per Proxmox domain.
+
+`TOOLSETS` is the one declaration of the toolsets, in the order tools/list shows them.
+Each loader imports its modules only when called, so a gateway imports (and builds the
+schemas of) only the toolsets a caller needs; `pvemcp tools`, the docs and the tests load
+them all.
+"""
 
 from __future__ import annotations
 
-from pvemcp.gateway.registry import AnySpec
-from pvemcp.tools import cluster, files, guest_exec, guests, node_cli, tasks
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+
+from pvemcp.gateway.registry import AnySpec, Toolset
+from pvemcp.gateway.toolsets import Catalogue
+
+
+def _core() -> Sequence[AnySpec]:
+    from pvemcp.tools import cluster, toolsets  # noqa: PLC0415 - a toolset loads on first need
+
+    return (*cluster.TOOLS, *toolsets.TOOLS)
+
+
+def _guests() -> Sequence[AnySpec]:
+    from pvemcp.tools import guests  # noqa: PLC0415
+
+    return guests.TOOLS
+
+
+def _tasks() -> Sequence[AnySpec]:
+    from pvemcp.tools import tasks  # noqa: PLC0415
+
+    return tasks.TOOLS
+
+
+def _escape() -> Sequence[AnySpec]:
+    from pvemcp.tools import files, guest_exec, node_cli  # noqa: PLC0415
+
+    return (*node_cli.TOOLS, *files.TOOLS, *guest_exec.TOOLS)
+
+
+TOOLSETS = (
+    Toolset("core", "Cluster and node status, the next free VMID, toolsets.", _core),
+    Toolset("guests", "List, inspect and power VMs and containers.", _guests),
+    Toolset("tasks", "Status, log and completion of Proxmox tasks.", _tasks),
+    Toolset(
+        "escape",
+        "Commands, shells and files on nodes and in guests (policy must name you).",
+        _escape,
+    ),
+)
+
+TOOLSET_NAMES = tuple(toolset.name for toolset in TOOLSETS)
+
+
+def catalogue(enabled: Iterable[str] | None = None) -> Catalogue:
+    """The catalogue with toolsets `enabled` (all when None), nothing loaded yet."""
+    return Catalogue(TOOLSETS, enabled)
 
 
 def all_tools() -> list[AnySpec]:
-    """Every tool, in the order tools/list shows them."""
-    return [
-        *cluster.TOOLS,
-        *guests.TOOLS,
-        *tasks.TOOLS,
-        *node_cli.TOOLS,
-        *files.TOOLS,
-        *guest_exec.TOOLS,
-    ]
+    """Every tool, in the order tools/list shows them (imports every tool module)."""
+    return [spec for toolset in TOOLSETS for spec in toolset.load()]
 
 
-def tier_map() -> dict[str, str]:
+class _TierMap(Mapping[str, str]):
+    """Each tool's tier by name, computed on first use: only a policy file reads it, so a
+    start without one imports no tool module for it."""
+
+    def __init__(self) -> None:
+        self._tiers: dict[str, str] | None = None
+
+    def _load(self) -> dict[str, str]:
+        if self._tiers is None:
+            self._tiers = {spec.name: str(spec.tier) for spec in all_tools()}
+        return self._tiers
+
+    def __getitem__(self, name: str) -> str:
+        return self._load()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+
+def tier_map() -> Mapping[str, str]:
     """Each tool's declared tier by name: what the policy loader checks rules against."""
-    return {spec.name: str(spec.tier) for spec in all_tools()}
+    return _TierMap()

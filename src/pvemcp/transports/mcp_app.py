@@ -1,26 +1,30 @@
-"""The MCP face of the gateway: an SDK `MCPServer` whose every tool is a door into `invoke`.
+"""The MCP face of the gateway: an SDK `MCPServer` whose every tool call is a door into
+`invoke`.
 
 The SDK's own tool machinery would validate arguments against a lax signature model and
-format errors its way; `GatewayTool.run` instead hands the raw arguments straight to the
-gateway, which validates strictly, decides, audits and shapes. The SDK still does the
-protocol: sessions, progress notifications, eras, transports.
+format errors its way; `GatewayServer.call_tool` instead hands the raw arguments straight
+to the gateway, which validates strictly, decides, audits and shapes. tools/list is built
+from the gateway's catalogue per caller (its enabled toolsets that policy could allow).
+The SDK still does the protocol: sessions, progress notifications, eras, transports.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import time
 from collections.abc import Callable
 from typing import Any
 
+import anyio
+from mcp.server import NotificationOptions
 from mcp.server.auth.provider import TokenVerifier
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.elicitation import AcceptedElicitation
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError
-from mcp.server.mcpserver.tools.base import Tool
-from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
 from mcp.shared.exceptions import MCPError, NoBackChannelError
 from mcp.types import (
     CallToolResult,
@@ -30,7 +34,9 @@ from mcp.types import (
     ToolAnnotations,
 )
 from mcp_types import INVALID_PARAMS
-from pydantic import BaseModel, ConfigDict, Field
+from mcp_types import Tool as MCPTool
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import BaseModel, Field
 
 from pvemcp import __version__
 from pvemcp.gateway.artifacts import URI_PREFIX
@@ -47,7 +53,12 @@ INSTRUCTIONS = (
     "pvemcp operates Proxmox VE clusters. Every call is checked by the gateway's policy and "
     "recorded in its audit log. Look before acting: proxmox_cluster_status, "
     "proxmox_guest_list. Power actions return a task upid; proxmox_task_log shows why a task "
-    "failed. Errors carry a code, a message and a hint on what to do next."
+    "failed. Errors carry a code, a message and a hint on what to do next. "
+    "Arguments every tool shares: cluster = a configured cluster's name (omit for the "
+    "default). Tools that change something also take dry_run (true: return the plan, change "
+    "nothing) and confirm_token (from a confirmation_required answer, once the user "
+    "approved the plan). Tools come in toolsets: proxmox_toolset_enable lists them and "
+    "enables one for this session."
 )
 
 
@@ -88,58 +99,6 @@ async def ask_user(context: Context[Any, Any], tool: str, plan: Plan) -> bool | 
     return False
 
 
-class GatewayTool(Tool):
-    """An SDK tool that runs nothing itself: it forwards to `Gateway.invoke`."""
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    gateway: Gateway = Field(exclude=True)
-    principal_of: PrincipalResolver = Field(exclude=True)
-    observer: CallObserver | None = Field(default=None, exclude=True)
-
-    @classmethod
-    def for_spec(
-        cls,
-        spec: AnySpec,
-        gateway: Gateway,
-        principal_of: PrincipalResolver,
-        observer: CallObserver | None = None,
-    ) -> GatewayTool:
-        async def unused() -> None:  # the SDK wants a callable; run() never calls it
-            raise NotImplementedError
-
-        return cls(
-            fn=unused,
-            name=spec.name,
-            title=spec.title,
-            description=spec.description,
-            parameters=gateway.input_schema(spec.name),
-            fn_metadata=FuncMetadata(
-                arg_model=ArgModelBase, output_schema=gateway.output_schema(spec.name)
-            ),
-            is_async=True,
-            annotations=annotations_for(spec),
-            gateway=gateway,
-            principal_of=principal_of,
-            observer=observer,
-        )
-
-    async def run(
-        self,
-        arguments: dict[str, Any],
-        context: Context[Any, Any],
-        convert_result: bool = False,
-    ) -> CallToolResult:
-        return await forward(
-            self.gateway,
-            self.principal_of,
-            self.observer,
-            name=self.name,
-            arguments=arguments,
-            context=context,
-        )
-
-
 async def forward(
     gateway: Gateway,
     principal_of: PrincipalResolver,
@@ -157,6 +116,7 @@ async def forward(
     """
     started = time.perf_counter()
     principal = principal_of(context.request_context)
+    toolsets = gateway.catalogue.enabled_for(principal)
 
     async def progress(done: float, total: float | None, message: str | None) -> None:
         await context.report_progress(done, total, message)
@@ -170,6 +130,8 @@ async def forward(
     )
     if observer is not None:
         observer(counted_as or name, result, time.perf_counter() - started)
+    if gateway.catalogue.enabled_for(principal) != toolsets:
+        await tools_changed(context)
     if result.ok:
         return CallToolResult(
             content=[TextContent(type="text", text=_dumps(result.data))],
@@ -181,19 +143,48 @@ async def forward(
     )
 
 
+async def tools_changed(context: Context[Any, Any]) -> None:
+    """Tell the client its tools/list changed (a toolset was enabled for its session).
+
+    2026-07-28 clients get it on their `subscriptions/listen` streams, the only place that
+    era allows it; the bus reaches every stream of this process, so another caller may
+    refetch an unchanged list. Handshake-era clients get it on their session's stream;
+    with none (stateless HTTP) it is dropped, and the client sees the tools on its next
+    tools/list."""
+    if context.request_context.protocol_version in MODERN_PROTOCOL_VERSIONS:
+        await context.notify_tools_changed()
+        return
+    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+        await context.session.send_tool_list_changed()
+
+
+def mcp_tool(gateway: Gateway, spec: AnySpec) -> MCPTool:
+    """A tool's MCP definition: compact schemas, hints from the tier."""
+    return MCPTool(
+        name=spec.name,
+        title=spec.title,
+        description=spec.description,
+        input_schema=gateway.input_schema(spec.name),
+        output_schema=gateway.output_schema(spec.name),
+        annotations=annotations_for(spec),
+    )
+
+
 UNKNOWN_TOOL_LABEL = "(unknown)"
 """The observer's (and so /metrics') tool label for calls of a name no tool has."""
 
 
 class GatewayServer(MCPServer[Any]):
-    """The SDK server, except that a call of a name it has no tool for goes to the gateway.
+    """The SDK server, with its tools from the gateway's catalogue and every call to it.
 
-    The SDK would answer such a call itself ("Unknown tool: X") and the gateway would never
-    know: no audit record of someone probing for tools. Here the gateway refuses it like any
-    other refusal (`unknown_tool`, recorded with the caller and the name, capped), and the
-    client gets the same structured error as from every other refusal. This relies on the
-    SDK's tools/call handler going through the public `call_tool` (mcp is pinned);
-    tests/e2e/test_audit_unknown_tool.py fails if it ever stops doing so.
+    Every tools/call goes to the gateway, a name no tool has included: the SDK would answer
+    that itself ("Unknown tool: X") and the gateway would never know, so no audit record of
+    someone probing for tools. Here the gateway refuses it like any other refusal
+    (`unknown_tool`, recorded with the caller and the name, capped), and the client gets
+    the same structured error as from every other refusal. This relies on the SDK's
+    tools/call and tools/list handlers going through the public `call_tool` and
+    `list_tools` (mcp is pinned); tests/e2e/test_audit_unknown_tool.py and
+    tests/tools/test_toolsets.py fail if they ever stop doing so.
     """
 
     def __init__(
@@ -207,7 +198,24 @@ class GatewayServer(MCPServer[Any]):
         self._gateway = gateway
         self._principal_of = principal_of
         self._observer = observer
-        self._tool_names = frozenset(spec.name for spec in gateway.specs())
+        self._tools: dict[str, MCPTool] = {}
+        # Handshake-era clients learn from the capability that tools/list can change (a
+        # toolset enabled at run time); the SDK offers no setting for it. 2026-07-28
+        # clients learn it from subscriptions/listen, which the SDK serves.
+        lowlevel = self._lowlevel_server
+        lowlevel.create_initialization_options = functools.partial(  # type: ignore[method-assign]
+            type(lowlevel).create_initialization_options,
+            lowlevel,
+            NotificationOptions(tools_changed=True),
+        )
+
+    async def list_tools(self) -> list[MCPTool]:
+        """Every tool loaded so far; the `tools/list` middleware keeps the caller's own
+        (it loads the caller's toolsets before this runs)."""
+        for spec in self._gateway.catalogue.loaded():
+            if spec.name not in self._tools:
+                self._tools[spec.name] = mcp_tool(self._gateway, spec)
+        return list(self._tools.values())
 
     async def call_tool(
         self,
@@ -215,8 +223,9 @@ class GatewayServer(MCPServer[Any]):
         arguments: dict[str, Any],
         context: Context[Any, Any] | None = None,
     ) -> CallToolResult | InputRequiredResult:
-        if name in self._tool_names or context is None:
+        if context is None:  # not a tools/call: the SDK always gives a request's context
             return await super().call_tool(name, arguments, context)
+        known = self._gateway.catalogue.find(name) is not None
         return await forward(
             self._gateway,
             self._principal_of,
@@ -224,7 +233,7 @@ class GatewayServer(MCPServer[Any]):
             name=name,
             arguments=arguments,
             context=context,
-            counted_as=UNKNOWN_TOOL_LABEL,
+            counted_as=None if known else UNKNOWN_TOOL_LABEL,
         )
 
     async def get_prompt(
@@ -252,18 +261,20 @@ def build_mcp_server(
     `token_verifier` and `auth` (together) make its streamable-HTTP app a bearer-token
     resource server; stdio ignores them.
     """
-    tools = [
-        GatewayTool.for_spec(spec, gateway, principal_of, observer) for spec in gateway.specs()
-    ]
 
     async def filter_tools(
         ctx: ServerRequestContext[Any, Any], call_next: CallNext
     ) -> HandlerResult:
-        """tools/list shows a caller only the tools policy could allow it."""
+        """tools/list shows a caller only the tools of its enabled toolsets that policy
+        could allow it, in the catalogue's order."""
+        if ctx.method != "tools/list":
+            return await call_next(ctx)
+        # First: this loads the caller's toolsets, which `list_tools` then shows.
+        visible = [spec.name for spec in gateway.visible_specs(principal_of(ctx))]
         out = await call_next(ctx)
-        if ctx.method == "tools/list" and isinstance(out, dict):
-            visible = {spec.name for spec in gateway.visible_specs(principal_of(ctx))}
-            out = {**out, "tools": [t for t in out.get("tools", []) if t.get("name") in visible]}
+        if isinstance(out, dict):
+            listed = {t.get("name"): t for t in out.get("tools", [])}
+            out = {**out, "tools": [listed[name] for name in visible if name in listed]}
         return out
 
     server = GatewayServer(
@@ -273,7 +284,6 @@ def build_mcp_server(
         name="pvemcp",
         version=__version__,
         instructions=INSTRUCTIONS,
-        tools=list(tools),
         middleware=[filter_tools],
         token_verifier=token_verifier,
         auth=auth,
