@@ -22,9 +22,10 @@ ALLOWED: dict[str, set[str]] = {
     "simulator": set(),
     "policy": set(),
     "secrets": set(),
-    "proxmox": {"config"},
-    "gateway": {"policy", "proxmox", "secrets", "config"},
-    "tools": {"gateway", "proxmox", "policy"},
+    "pveapi": set(),
+    "proxmox": {"config", "pveapi"},
+    "gateway": {"policy", "proxmox", "pveapi", "secrets", "config"},
+    "tools": {"gateway", "proxmox", "policy", "pveapi"},
     "transports": {"gateway", "policy", "config"},
 }
 

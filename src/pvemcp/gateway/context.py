@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pvemcp.config import ClusterConfig, SshConfig
 from pvemcp.gateway.artifacts import ArtifactStore
+from pvemcp.gateway.errors import ToolFailure
 from pvemcp.gateway.plan import Plan
 from pvemcp.gateway.readcache import ReadCache
 from pvemcp.policy.principal import Principal
@@ -31,6 +32,7 @@ from pvemcp.proxmox.ssh.fileops import (
 )
 from pvemcp.proxmox.tasks import TaskStatus, get_task_log, get_task_status, wait_for_task
 from pvemcp.proxmox.upid import is_upid
+from pvemcp.pveapi import RouteError, check_request, load_index
 from pvemcp.secrets.redaction import Redactor
 
 if TYPE_CHECKING:
@@ -125,6 +127,42 @@ class ShapedOutput:
     parsed: Any = None
 
 
+def check_api_request(method: Method, path: str, params: Params | None) -> None:
+    """Refuse a request the PVE API would refuse, with `invalid_argument` naming the PVE
+    parameter (`scsi0.discrad`) or `path`/`method`, and the closest valid names.
+
+    Typed tools validate their own arguments first, in words for a model; this is the
+    second line, for what they pass through to PVE (config keys, property strings) and for
+    their own mistakes. The index is loaded on the first request, not at import."""
+    try:
+        endpoint, problems = check_request(load_index(), method, path, params)
+    except RouteError as exc:
+        hint = f"Closest valid: {', '.join(exc.closest)}." if exc.closest else None
+        raise ToolFailure("invalid_argument", exc.message, field=exc.field, hint=hint) from None
+    if not problems:
+        return
+    first = problems[0]
+    hint = (
+        f"Closest valid: {', '.join(first.closest)}."
+        if first.closest
+        else "See the PVE API's rule for this parameter."
+    )
+    raise ToolFailure(
+        "invalid_argument",
+        f"{method} {endpoint.template}: {first.field}: {first.message}",
+        field=first.field,
+        hint=hint,
+        details={
+            "problems": [
+                {"field": p.field, "message": p.message, "closest": list(p.closest)}
+                for p in problems
+            ]
+        }
+        if len(problems) > 1
+        else None,
+    )
+
+
 class ToolContext:
     """Per-call handle a tool uses to reach Proxmox."""
 
@@ -171,6 +209,9 @@ class ToolContext:
         return self._backend.name
 
     async def call(self, method: Method, path: str, params: Params | None = None) -> ApiResult:
+        """Send one API request, after checking it against the PVE API's index (see
+        `check_api_request`): what PVE would refuse is refused here, before any request."""
+        check_api_request(method, path, params)
         if method == "GET" and self._cached_reads:
             return await self._read_cache.get(
                 path, params, lambda: self._backend.call("GET", path, params)

@@ -1,0 +1,139 @@
+"""The least risk tier a call of an API method can have.
+
+The HTTP method gives a first answer (GET reads, POST and PUT change state, DELETE loses
+something), which is wrong for a few dozen methods in both directions, so those are named
+here with a reason each. A typed tool may declare a higher tier than its methods' floor,
+never a lower one; a generic API call gets at least the floor, so it cannot do through
+the back door what a typed tool asks a confirmation for. Tier names are the policy's
+(`read`, `write`, `destructive`, `escape`); this package imports nothing of pvemcp.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+TierName = Literal["read", "write", "destructive", "escape"]
+
+BY_METHOD: Mapping[str, TierName] = {
+    "GET": "read",
+    "POST": "write",
+    "PUT": "write",
+    "DELETE": "destructive",
+}
+
+_GUEST = ("/nodes/{node}/qemu/{vmid}", "/nodes/{node}/lxc/{vmid}")
+
+RAISED: Mapping[tuple[str, str], tuple[TierName, str]] = {
+    # A shell, console or raw channel into a node or guest: whatever it runs is unseen.
+    ("POST", "/nodes/{node}/execute"): ("escape", "runs a batch of API calls as root"),
+    ("POST", "/nodes/{node}/termproxy"): ("escape", "opens a root shell on the node"),
+    ("POST", "/nodes/{node}/vncshell"): ("escape", "opens a root shell on the node"),
+    ("POST", "/nodes/{node}/spiceshell"): ("escape", "opens a root shell on the node"),
+    ("GET", "/nodes/{node}/vncwebsocket"): ("escape", "connects to a node shell"),
+    **{
+        (method, f"{guest}/{name}"): ("escape", "opens a console on the guest")
+        for guest in _GUEST
+        for method, name in (
+            ("POST", "termproxy"),
+            ("POST", "vncproxy"),
+            ("POST", "spiceproxy"),
+            ("GET", "vncwebsocket"),
+        )
+    },
+    ("POST", "/nodes/{node}/qemu/{vmid}/monitor"): (
+        "escape",
+        "sends raw commands to the QEMU monitor",
+    ),
+    ("PUT", "/nodes/{node}/qemu/{vmid}/sendkey"): ("escape", "types keys into the console"),
+    ("POST", "/nodes/{node}/qemu/{vmid}/agent/exec"): (
+        "escape",
+        "runs a command inside the guest",
+    ),
+    ("GET", "/nodes/{node}/qemu/{vmid}/agent/exec-status"): (
+        "escape",
+        "returns a guest command's output",
+    ),
+    ("GET", "/nodes/{node}/qemu/{vmid}/agent/file-read"): (
+        "escape",
+        "reads any file inside the guest",
+    ),
+    ("POST", "/nodes/{node}/qemu/{vmid}/agent/file-write"): (
+        "escape",
+        "writes any file inside the guest",
+    ),
+    ("POST", "/nodes/{node}/qemu/{vmid}/agent/set-user-password"): (
+        "escape",
+        "sets a guest account's password",
+    ),
+    ("GET", "/nodes/{node}/storage/{storage}/file-restore/download"): (
+        "escape",
+        "reads any file out of a backup",
+    ),
+    # Software and files the node will trust or run.
+    ("POST", "/nodes/{node}/apt/repositories"): (
+        "escape",
+        "changes where the node installs packages from",
+    ),
+    ("PUT", "/nodes/{node}/apt/repositories"): (
+        "escape",
+        "adds a package repository to the node",
+    ),
+    ("POST", "/nodes/{node}/storage/{storage}/upload"): (
+        "escape",
+        "puts an uploaded file on the node",
+    ),
+    ("POST", "/nodes/{node}/storage/{storage}/download-url"): (
+        "escape",
+        "fetches any URL onto the node",
+    ),
+    ("POST", "/nodes/{node}/hosts"): ("escape", "rewrites the node's /etc/hosts"),
+    ("POST", "/nodes/{node}/certificates/custom"): (
+        "escape",
+        "replaces the node's TLS key and certificate",
+    ),
+    # Credentials: minting or changing them hands out access beyond this gateway's view.
+    ("POST", "/access/ticket"): ("escape", "mints a login ticket"),
+    ("POST", "/access/vncticket"): ("escape", "mints a console ticket"),
+    ("PUT", "/access/password"): ("escape", "changes a user's password"),
+    ("POST", "/access/users/{userid}/token/{tokenid}"): ("escape", "mints an API token secret"),
+    ("POST", "/access/tfa/{userid}"): ("escape", "adds a second factor to an account"),
+    ("PUT", "/access/tfa/{userid}/{id}"): ("escape", "changes a second factor"),
+    # Writes whose effect is lost data or availability, not a reversible change.
+    ("POST", "/nodes/{node}/qemu/{vmid}/status/stop"): (
+        "destructive",
+        "pulls the plug on the VM",
+    ),
+    ("POST", "/nodes/{node}/lxc/{vmid}/status/stop"): (
+        "destructive",
+        "kills the container",
+    ),
+    ("POST", "/nodes/{node}/qemu/{vmid}/status/reset"): (
+        "destructive",
+        "hard-resets the VM",
+    ),
+    ("POST", "/nodes/{node}/qemu/{vmid}/snapshot/{snapname}/rollback"): (
+        "destructive",
+        "discards the state since the snapshot",
+    ),
+    ("POST", "/nodes/{node}/lxc/{vmid}/snapshot/{snapname}/rollback"): (
+        "destructive",
+        "discards the state since the snapshot",
+    ),
+    ("POST", "/nodes/{node}/status"): ("destructive", "reboots or shuts down the node"),
+    ("POST", "/nodes/{node}/stopall"): ("destructive", "stops every guest on the node"),
+    ("PUT", "/nodes/{node}/disks/wipedisk"): ("destructive", "wipes a disk"),
+    ("POST", "/nodes/{node}/disks/initgpt"): ("destructive", "overwrites a disk's partition table"),
+}
+"""Methods whose tier is above their HTTP method's, with the reason."""
+
+_ORDER: tuple[TierName, ...] = ("read", "write", "destructive", "escape")
+
+
+def tier_floor(method: str, template: str) -> TierName:
+    """The least tier a call of `method` on the path `template` can have."""
+    by_method = BY_METHOD.get(method, "escape")
+    raised = RAISED.get((method, template))
+    if raised is None:
+        return by_method
+    return max(by_method, raised[0], key=_ORDER.index)
