@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx2
 import pytest
@@ -48,6 +49,29 @@ def client_for(simulator: SimulatorHandle, *, authorized: bool = True) -> httpx2
     return httpx2.AsyncClient(
         base_url=simulator.url + "/api2/json", verify=trust(simulator), headers=headers
     )
+
+
+async def get_data(client: httpx2.AsyncClient, path: str, **params: Any) -> Any:
+    """GET `path` and return PVE's `data`, asserting a 200."""
+    response = await client.get(path, params=params)
+    assert response.status_code == 200, response.text
+    return response.json()["data"]
+
+
+async def post_upid(client: httpx2.AsyncClient, path: str, **params: Any) -> str:
+    """POST `path` (a form, as PVE clients send) and return the task's UPID."""
+    response = await client.post(path, data=params)
+    assert response.status_code == 200, response.text
+    upid = response.json()["data"]
+    assert isinstance(upid, str)
+    return upid
+
+
+async def task_status(client: httpx2.AsyncClient, upid: str) -> dict[str, Any]:
+    """GET the task's status on the node its UPID names."""
+    node = upid.split(":")[1]
+    status: dict[str, Any] = await get_data(client, f"/nodes/{node}/tasks/{upid}/status")
+    return status
 
 
 @pytest.fixture

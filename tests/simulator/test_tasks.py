@@ -10,7 +10,7 @@ import pytest
 
 from pvemcp.simulator import ClusterState, SimulatorHandle
 
-from .conftest import START, FakeClock
+from .conftest import START, FakeClock, get_data, post_upid, task_status
 
 pytestmark = pytest.mark.anyio
 
@@ -18,26 +18,6 @@ UPID_RE = re.compile(
     r"UPID:(?P<node>pve[123]):[0-9A-F]{8}:[0-9A-F]{8,9}:[0-9A-F]{8}:(?P<type>[a-z]+):"
     r"(?P<id>\d*):(?P<user>[^:\s]+):"
 )
-
-
-async def _get(client: httpx2.AsyncClient, path: str, **params: Any) -> Any:
-    response = await client.get(path, params=params)
-    assert response.status_code == 200, response.text
-    return response.json()["data"]
-
-
-async def _post(client: httpx2.AsyncClient, path: str, **params: Any) -> str:
-    response = await client.post(path, data=params)
-    assert response.status_code == 200, response.text
-    upid = response.json()["data"]
-    assert isinstance(upid, str)
-    return upid
-
-
-async def _status(client: httpx2.AsyncClient, upid: str) -> dict[str, Any]:
-    node = upid.split(":")[1]
-    status: dict[str, Any] = await _get(client, f"/nodes/{node}/tasks/{upid}/status")
-    return status
 
 
 async def _log(client: httpx2.AsyncClient, upid: str, **params: Any) -> tuple[list[Any], int]:
@@ -49,7 +29,7 @@ async def _log(client: httpx2.AsyncClient, upid: str, **params: Any) -> tuple[li
 
 
 async def _guest_status(client: httpx2.AsyncClient, node: str, kind: str, vmid: int) -> str:
-    current = await _get(client, f"/nodes/{node}/{kind}/{vmid}/status/current")
+    current = await get_data(client, f"/nodes/{node}/{kind}/{vmid}/status/current")
     return str(current["status"])
 
 
@@ -57,7 +37,7 @@ async def _guest_status(client: httpx2.AsyncClient, node: str, kind: str, vmid: 
 
 
 async def test_upid_looks_like_pve(client: httpx2.AsyncClient) -> None:
-    upid = await _post(client, "/nodes/pve1/qemu/103/status/start")
+    upid = await post_upid(client, "/nodes/pve1/qemu/103/status/start")
     match = UPID_RE.fullmatch(upid)
     assert match is not None, upid
     assert match["type"] == "qmstart"
@@ -66,8 +46,8 @@ async def test_upid_looks_like_pve(client: httpx2.AsyncClient) -> None:
 
 
 async def test_time_scale_zero_finishes_at_once(client: httpx2.AsyncClient) -> None:
-    upid = await _post(client, "/nodes/pve1/qemu/102/status/stop")
-    status = await _status(client, upid)
+    upid = await post_upid(client, "/nodes/pve1/qemu/102/status/stop")
+    status = await task_status(client, upid)
     assert status["status"] == "stopped"
     assert status["exitstatus"] == "OK"
     assert status["user"] == "root@pam"
@@ -79,24 +59,24 @@ async def test_time_scale_zero_finishes_at_once(client: httpx2.AsyncClient) -> N
 async def test_task_runs_on_the_injected_clock(
     timed_client: httpx2.AsyncClient, timed_sim: SimulatorHandle, clock: FakeClock
 ) -> None:
-    upid = await _post(timed_client, "/nodes/pve1/qemu/101/status/start")
-    assert (await _status(timed_client, upid))["status"] == "running"
-    assert "exitstatus" not in await _status(timed_client, upid)
+    upid = await post_upid(timed_client, "/nodes/pve1/qemu/101/status/start")
+    assert (await task_status(timed_client, upid))["status"] == "running"
+    assert "exitstatus" not in await task_status(timed_client, upid)
     assert await _log(timed_client, upid) == ([{"n": 1, "t": "no content"}], 1)
     clock.advance(2.9)
-    assert (await _status(timed_client, upid))["status"] == "running"
+    assert (await task_status(timed_client, upid))["status"] == "running"
     assert await _guest_status(timed_client, "pve1", "qemu", 101) == "stopped"
     swtpm = {"n": 1, "t": "swtpm_setup: Not overwriting existing state file."}
     assert await _log(timed_client, upid) == ([swtpm], 1)
     clock.advance(0.2)
-    status = await _status(timed_client, upid)
+    status = await task_status(timed_client, upid)
     assert (status["status"], status["exitstatus"]) == ("stopped", "OK")
     assert await _log(timed_client, upid) == ([swtpm, {"n": 2, "t": "TASK OK"}], 2)
-    current = await _get(timed_client, "/nodes/pve1/qemu/101/status/current")
+    current = await get_data(timed_client, "/nodes/pve1/qemu/101/status/current")
     assert current["status"] == "running"
     assert current["uptime"] == 0
     clock.advance(60)
-    assert (await _get(timed_client, "/nodes/pve1/qemu/101/status/current"))["uptime"] == 60
+    assert (await get_data(timed_client, "/nodes/pve1/qemu/101/status/current"))["uptime"] == 60
     guest = timed_sim.state.find_guest(101)
     assert guest is not None and guest.started_at == pytest.approx(START + 3.0)
 
@@ -104,8 +84,8 @@ async def test_task_runs_on_the_injected_clock(
 async def test_starting_a_running_vm_fails_inside_the_task(
     client: httpx2.AsyncClient,
 ) -> None:
-    upid = await _post(client, "/nodes/pve1/qemu/100/status/start")
-    status = await _status(client, upid)
+    upid = await post_upid(client, "/nodes/pve1/qemu/100/status/start")
+    status = await task_status(client, upid)
     assert status["exitstatus"] == "VM 100 already running"
     assert await _log(client, upid) == (
         [{"n": 1, "t": "TASK ERROR: VM 100 already running"}],
@@ -116,15 +96,15 @@ async def test_starting_a_running_vm_fails_inside_the_task(
 async def test_starting_a_missing_vm_fails_inside_the_task(
     client: httpx2.AsyncClient,
 ) -> None:
-    upid = await _post(client, "/nodes/pve2/qemu/100/status/start")
-    assert (await _status(client, upid))["exitstatus"] == (
+    upid = await post_upid(client, "/nodes/pve2/qemu/100/status/start")
+    assert (await task_status(client, upid))["exitstatus"] == (
         "Configuration file 'nodes/pve2/qemu-server/100.conf' does not exist"
     )
 
 
 async def test_starting_a_template_fails(client: httpx2.AsyncClient) -> None:
-    upid = await _post(client, "/nodes/pve2/qemu/9000/status/start")
-    assert (await _status(client, upid))["exitstatus"] == (
+    upid = await post_upid(client, "/nodes/pve2/qemu/9000/status/start")
+    assert (await task_status(client, upid))["exitstatus"] == (
         "you can't start a vm if it's a template"
     )
 
@@ -133,8 +113,8 @@ async def test_stopping_a_stopped_vm_is_a_quiet_success(
     client: httpx2.AsyncClient,
 ) -> None:
     # qemu-server's vm_stop returns early when the VM does not run: TASK OK.
-    upid = await _post(client, "/nodes/pve1/qemu/101/status/stop")
-    assert (await _status(client, upid))["exitstatus"] == "OK"
+    upid = await post_upid(client, "/nodes/pve1/qemu/101/status/stop")
+    assert (await task_status(client, upid))["exitstatus"] == "OK"
 
 
 @pytest.mark.parametrize(
@@ -163,43 +143,43 @@ async def test_checks_made_before_the_fork_are_500(
 
 
 async def test_container_lifecycle(client: httpx2.AsyncClient) -> None:
-    await _post(client, "/nodes/pve1/lxc/201/status/start")
+    await post_upid(client, "/nodes/pve1/lxc/201/status/start")
     assert await _guest_status(client, "pve1", "lxc", 201) == "running"
     for action in ("reboot", "shutdown"):
-        upid = await _post(client, f"/nodes/pve1/lxc/201/status/{action}")
+        upid = await post_upid(client, f"/nodes/pve1/lxc/201/status/{action}")
         assert UPID_RE.fullmatch(upid) is not None
         assert upid.split(":")[5] == f"vz{action}"
     assert await _guest_status(client, "pve1", "lxc", 201) == "stopped"
 
 
 async def test_container_suspend_and_resume(client: httpx2.AsyncClient) -> None:
-    resume = await _post(client, "/nodes/pve3/lxc/204/status/resume")
-    assert (await _status(client, resume))["exitstatus"].startswith(
+    resume = await post_upid(client, "/nodes/pve3/lxc/204/status/resume")
+    assert (await task_status(client, resume))["exitstatus"].startswith(
         "command 'lxc-checkpoint -n 204 -r"
     )
-    suspend = await _post(client, "/nodes/pve3/lxc/203/status/suspend")
-    assert (await _status(client, suspend))["exitstatus"] == "OK"
+    suspend = await post_upid(client, "/nodes/pve3/lxc/203/status/suspend")
+    assert (await task_status(client, suspend))["exitstatus"] == "OK"
     assert await _guest_status(client, "pve3", "lxc", 203) == "stopped"
-    resume = await _post(client, "/nodes/pve3/lxc/203/status/resume")
-    assert (await _status(client, resume))["exitstatus"] == "OK"
+    resume = await post_upid(client, "/nodes/pve3/lxc/203/status/resume")
+    assert (await task_status(client, resume))["exitstatus"] == "OK"
     assert await _guest_status(client, "pve3", "lxc", 203) == "running"
 
 
 async def test_vm_pause_and_resume(client: httpx2.AsyncClient) -> None:
-    upid = await _post(client, "/nodes/pve2/qemu/104/status/suspend")
+    upid = await post_upid(client, "/nodes/pve2/qemu/104/status/suspend")
     assert upid.split(":")[5] == "qmpause"
-    current = await _get(client, "/nodes/pve2/qemu/104/status/current")
+    current = await get_data(client, "/nodes/pve2/qemu/104/status/current")
     assert (current["status"], current["qmpstatus"]) == ("running", "paused")
-    resumed = await _post(client, "/nodes/pve2/qemu/104/status/resume")
-    assert (await _status(client, resumed))["exitstatus"] == "OK"
-    current = await _get(client, "/nodes/pve2/qemu/104/status/current")
+    resumed = await post_upid(client, "/nodes/pve2/qemu/104/status/resume")
+    assert (await task_status(client, resumed))["exitstatus"] == "OK"
+    current = await get_data(client, "/nodes/pve2/qemu/104/status/current")
     assert current["qmpstatus"] == "running"
 
 
 async def test_vm_hibernate_shows_a_partial_log_then_resumes(
     timed_client: httpx2.AsyncClient, clock: FakeClock
 ) -> None:
-    upid = await _post(
+    upid = await post_upid(
         timed_client, "/nodes/pve1/qemu/102/status/suspend", todisk=1, statestorage="local-lvm"
     )
     assert upid.split(":")[5] == "qmsuspend"
@@ -211,59 +191,59 @@ async def test_vm_hibernate_shows_a_partial_log_then_resumes(
     lines, total = await _log(timed_client, upid)
     assert lines[-1] == {"n": total, "t": "TASK OK"}
     assert total == 6
-    config = await _get(timed_client, "/nodes/pve1/qemu/102/config")
+    config = await get_data(timed_client, "/nodes/pve1/qemu/102/config")
     assert config["lock"] == "suspended"
     assert await _guest_status(timed_client, "pve1", "qemu", 102) == "stopped"
-    resume = await _post(timed_client, "/nodes/pve1/qemu/102/status/resume")
+    resume = await post_upid(timed_client, "/nodes/pve1/qemu/102/status/resume")
     clock.advance(3.0)
-    assert (await _status(timed_client, resume))["exitstatus"] == "OK"
-    assert "lock" not in await _get(timed_client, "/nodes/pve1/qemu/102/config")
+    assert (await task_status(timed_client, resume))["exitstatus"] == "OK"
+    assert "lock" not in await get_data(timed_client, "/nodes/pve1/qemu/102/config")
     assert await _guest_status(timed_client, "pve1", "qemu", 102) == "running"
 
 
 async def test_reboot_restarts_the_uptime(
     timed_client: httpx2.AsyncClient, clock: FakeClock
 ) -> None:
-    before = await _get(timed_client, "/nodes/pve1/qemu/100/status/current")
+    before = await get_data(timed_client, "/nodes/pve1/qemu/100/status/current")
     assert before["uptime"] > 3600
-    upid = await _post(timed_client, "/nodes/pve1/qemu/100/status/reboot")
+    upid = await post_upid(timed_client, "/nodes/pve1/qemu/100/status/reboot")
     clock.advance(8.0)
-    assert (await _status(timed_client, upid))["exitstatus"] == "OK"
-    after = await _get(timed_client, "/nodes/pve1/qemu/100/status/current")
+    assert (await task_status(timed_client, upid))["exitstatus"] == "OK"
+    after = await get_data(timed_client, "/nodes/pve1/qemu/100/status/current")
     assert (after["status"], after["uptime"]) == ("running", 0)
 
 
 async def test_tasks_on_one_guest_queue_behind_each_other(
     timed_client: httpx2.AsyncClient, clock: FakeClock
 ) -> None:
-    start = await _post(timed_client, "/nodes/pve1/qemu/101/status/start")
-    stop = await _post(timed_client, "/nodes/pve1/qemu/101/status/stop")
+    start = await post_upid(timed_client, "/nodes/pve1/qemu/101/status/start")
+    stop = await post_upid(timed_client, "/nodes/pve1/qemu/101/status/stop")
     clock.advance(3.5)
-    assert (await _status(timed_client, start))["exitstatus"] == "OK"
-    assert (await _status(timed_client, stop))["status"] == "running"
+    assert (await task_status(timed_client, start))["exitstatus"] == "OK"
+    assert (await task_status(timed_client, stop))["status"] == "running"
     assert await _guest_status(timed_client, "pve1", "qemu", 101) == "running"
     clock.advance(1.0)
-    assert (await _status(timed_client, stop))["exitstatus"] == "OK"
+    assert (await task_status(timed_client, stop))["exitstatus"] == "OK"
     assert await _guest_status(timed_client, "pve1", "qemu", 101) == "stopped"
 
 
 async def test_stopping_a_task_interrupts_it(
     timed_client: httpx2.AsyncClient, clock: FakeClock
 ) -> None:
-    upid = await _post(timed_client, "/nodes/pve1/qemu/101/status/start")
+    upid = await post_upid(timed_client, "/nodes/pve1/qemu/101/status/start")
     clock.advance(1.0)
     response = await timed_client.delete(f"/nodes/pve1/tasks/{upid}")
     assert response.status_code == 200
     assert response.json() == {"data": None}
     clock.advance(5.0)
-    status = await _status(timed_client, upid)
+    status = await task_status(timed_client, upid)
     assert (status["status"], status["exitstatus"]) == ("stopped", "received interrupt")
     assert await _guest_status(timed_client, "pve1", "qemu", 101) == "stopped"
     assert (await _log(timed_client, upid))[0][-1]["t"] == "TASK ERROR: received interrupt"
 
 
 async def test_task_lists(timed_client: httpx2.AsyncClient, clock: FakeClock) -> None:
-    upid = await _post(timed_client, "/nodes/pve1/qemu/101/status/start")
+    upid = await post_upid(timed_client, "/nodes/pve1/qemu/101/status/start")
     response = await timed_client.get("/nodes/pve1/tasks", params={"source": "active"})
     body = response.json()
     assert body["total"] == 1
@@ -273,11 +253,11 @@ async def test_task_lists(timed_client: httpx2.AsyncClient, clock: FakeClock) ->
     assert upid not in {task["upid"] for task in archive.json()["data"]}
     every = (await timed_client.get("/nodes/pve1/tasks", params={"source": "all"})).json()
     assert every["total"] == archive.json()["total"] + 1
-    cluster = await _get(timed_client, "/cluster/tasks")
+    cluster = await get_data(timed_client, "/cluster/tasks")
     running = next(task for task in cluster if task["upid"] == upid)
     assert "status" not in running
     clock.advance(3.0)
-    latest = await _get(timed_client, "/nodes/pve1/tasks", limit=1)
+    latest = await get_data(timed_client, "/nodes/pve1/tasks", limit=1)
     assert latest[0]["upid"] == upid
     assert latest[0]["status"] == "OK"
     assert latest[0]["endtime"] == int(START + 3.0)
@@ -300,7 +280,7 @@ async def test_task_list_filters(
 ) -> None:
     tasks: list[dict[str, Any]] = []
     for node in ("pve1", "pve2", "pve3"):
-        tasks += await _get(client, f"/nodes/{node}/tasks", **params)
+        tasks += await get_data(client, f"/nodes/{node}/tasks", **params)
     assert tasks
     assert all(check(task) for task in tasks), tasks
 
@@ -314,7 +294,7 @@ async def test_task_list_paging(client: httpx2.AsyncClient) -> None:
 
 
 async def test_task_log_paging(client: httpx2.AsyncClient) -> None:
-    backups = await _get(client, "/nodes/pve1/tasks", typefilter="vzdump")
+    backups = await get_data(client, "/nodes/pve1/tasks", typefilter="vzdump")
     upid = backups[0]["upid"]
     first, total = await _log(client, upid, start=0, limit=10)
     assert [line["n"] for line in first] == list(range(1, 11))
@@ -350,7 +330,7 @@ async def test_bad_or_unknown_upid_is_400(
 
 
 async def test_task_is_only_known_on_its_own_node(client: httpx2.AsyncClient) -> None:
-    upid = (await _get(client, "/nodes/pve1/tasks", limit=1))[0]["upid"]
+    upid = (await get_data(client, "/nodes/pve1/tasks", limit=1))[0]["upid"]
     response = await client.get(f"/nodes/pve2/tasks/{upid}/status")
     assert response.status_code == 400
     assert response.json()["errors"] == {"upid": "no such task"}

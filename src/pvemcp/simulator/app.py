@@ -19,10 +19,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as StarletteRoute
 
-from .endpoints import Context, find_route
+from .endpoints import find_route
 from .errors import ApiError, not_implemented, param_error
 from .http11 import REASON_HEADER, reason_header_value
 from .params import refuse_root_only, validate
+from .router import Context
 from .state import ClusterState
 
 API_PREFIX = "/api2/json"

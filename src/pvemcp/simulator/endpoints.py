@@ -3,28 +3,29 @@
 Only methods that exist in PVE's schema appear here (the conformance test checks both the
 paths and the parameter specs against the real apidoc). Handlers run under the state's
 lock with tasks already advanced to `Context.now`, and return PVE's `data` (plus `total`
-for the paged lists) or raise `ApiError`.
+for the paged lists) or raise `ApiError`. This module holds the cluster, node, task and
+power methods; each further domain keeps its routes beside its behaviour
+(`guestconfig.py`, `snapshots.py`), and they all meet in `ROUTES` and the one `ROUTER`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
+from . import guestconfig, snapshots
 from .errors import failure, param_error
 from .model import Guest, GuestKind
-from .params import NODE, SKIPLOCK, UPID, VMID, Param, Value
+from .params import NODE, SKIPLOCK, UPID, VMID, Param
 from .power import ACTIONS, request_power_action
-from .state import ClusterState
+from .router import Context, Handler, Params, Result, Route, Router, integer, text
 from .tasks import Task, is_upid, status_kind
 from .views import (
     PVE_RELEASE,
     PVE_REPOID,
     PVE_VERSION,
     cluster_status,
-    guest_config,
     guest_list_entry,
     guest_resource,
     guest_status,
@@ -32,7 +33,6 @@ from .views import (
     node_resource,
     node_status,
     node_storage_entry,
-    snapshot_list,
     storage_resource,
     task_entry,
     task_status,
@@ -40,61 +40,6 @@ from .views import (
 
 LOCAL_NODE = "pve1"
 """The node the simulator pretends to be (the `local` one in /cluster/status)."""
-
-
-@dataclass(frozen=True)
-class Context:
-    """What a handler needs besides its parameters."""
-
-    state: ClusterState
-    user: str
-    """The authenticated user id; for a token `user@realm!token`."""
-    now: float
-
-
-@dataclass(frozen=True)
-class Result:
-    """PVE's `data`, and `total` for paged lists."""
-
-    data: Any
-    total: int | None = None
-
-
-Params = Mapping[str, Value]
-Handler = Callable[[Context, Params], Result]
-
-
-@dataclass(frozen=True)
-class Route:
-    """One API method: `method` on the PVE path template `path` (`{x}` = one segment)."""
-
-    method: str
-    path: str
-    params: Mapping[str, Param]
-    handler: Handler
-
-    def match(self, segments: list[str]) -> dict[str, str] | None:
-        """The path parameters when `segments` fit this template, else None."""
-        template = self.path.strip("/").split("/")
-        if len(template) != len(segments):
-            return None
-        found: dict[str, str] = {}
-        for part, segment in zip(template, segments, strict=True):
-            if part.startswith("{") and part.endswith("}"):
-                found[part[1:-1]] = segment
-            elif part != segment:
-                return None
-        return found
-
-
-def _s(params: Params, name: str) -> str:
-    return str(params[name])
-
-
-def _i(params: Params, name: str) -> int:
-    value = params[name]
-    assert isinstance(value, int)
-    return value
 
 
 # --- cluster -------------------------------------------------------------------------
@@ -140,7 +85,7 @@ def _sdn_zone(node: str) -> dict[str, Any]:
 def _nextid(ctx: Context, params: Params) -> Result:
     guests = ctx.state.guests
     if "vmid" in params:
-        vmid = _i(params, "vmid")
+        vmid = integer(params, "vmid")
         if vmid in guests:
             raise param_error({"vmid": f"VM {vmid} already exists"})
         return Result(vmid)
@@ -164,11 +109,11 @@ def _nodes(ctx: Context, params: Params) -> Result:
 
 
 def _node_status(ctx: Context, params: Params) -> Result:
-    return Result(node_status(ctx.state, ctx.state.node(_s(params, "node")), ctx.now))
+    return Result(node_status(ctx.state, ctx.state.node(text(params, "node")), ctx.now))
 
 
 def _storage_list(ctx: Context, params: Params) -> Result:
-    node = ctx.state.node(_s(params, "node")).name
+    node = ctx.state.node(text(params, "node")).name
     content = set(re.split(r"[;,\s]+", str(params.get("content", "")))) - {""}
     target = params.get("target")
     items: list[dict[str, Any]] = []
@@ -194,7 +139,7 @@ def _vmid(guest: Guest) -> int:
 
 def _guest_list(kind: GuestKind) -> Handler:
     def handler(ctx: Context, params: Params) -> Result:
-        node = ctx.state.node(_s(params, "node")).name
+        node = ctx.state.node(text(params, "node")).name
         guests = [g for g in ctx.state.guests.values() if g.node == node and g.kind == kind]
         full = bool(params.get("full"))
         return Result([guest_list_entry(g, ctx.now, full) for g in sorted(guests, key=_vmid)])
@@ -204,40 +149,16 @@ def _guest_list(kind: GuestKind) -> Handler:
 
 def _guest_status(kind: GuestKind) -> Handler:
     def handler(ctx: Context, params: Params) -> Result:
-        ctx.state.node(_s(params, "node"))
-        guest = ctx.state.require_guest(_s(params, "node"), kind, _i(params, "vmid"))
+        ctx.state.node(text(params, "node"))
+        guest = ctx.state.require_guest(text(params, "node"), kind, integer(params, "vmid"))
         return Result(guest_status(guest, ctx.now))
-
-    return handler
-
-
-def _guest_config(kind: GuestKind) -> Handler:
-    def handler(ctx: Context, params: Params) -> Result:
-        ctx.state.node(_s(params, "node"))
-        guest = ctx.state.require_guest(_s(params, "node"), kind, _i(params, "vmid"))
-        if "snapshot" not in params:
-            return Result(guest_config(guest))
-        name = _s(params, "snapshot")
-        snapshot = next((s for s in guest.snapshots if s.name == name), None)
-        if snapshot is None:
-            raise failure(f"snapshot '{name}' does not exist")
-        return Result(guest_config(guest, snapshot))
-
-    return handler
-
-
-def _snapshots(kind: GuestKind) -> Handler:
-    def handler(ctx: Context, params: Params) -> Result:
-        ctx.state.node(_s(params, "node"))
-        guest = ctx.state.require_guest(_s(params, "node"), kind, _i(params, "vmid"))
-        return Result(snapshot_list(guest))
 
     return handler
 
 
 def _power(kind: GuestKind, action: str) -> Handler:
     def handler(ctx: Context, params: Params) -> Result:
-        node, vmid = _s(params, "node"), _i(params, "vmid")
+        node, vmid = text(params, "node"), integer(params, "vmid")
         upid = request_power_action(
             ctx.state, kind, node, vmid, action, params=params, user=ctx.user
         )
@@ -247,8 +168,8 @@ def _power(kind: GuestKind, action: str) -> Handler:
 
 
 def _agent_exec(ctx: Context, params: Params) -> Result:
-    ctx.state.node(_s(params, "node"))
-    guest = ctx.state.require_guest(_s(params, "node"), "qemu", _i(params, "vmid"))
+    ctx.state.node(text(params, "node"))
+    guest = ctx.state.require_guest(text(params, "node"), "qemu", integer(params, "vmid"))
     command = params["command"]
     assert isinstance(command, list)
     stdin = str(params.get("input-data", ""))
@@ -256,9 +177,9 @@ def _agent_exec(ctx: Context, params: Params) -> Result:
 
 
 def _agent_exec_status(ctx: Context, params: Params) -> Result:
-    ctx.state.node(_s(params, "node"))
-    guest = ctx.state.require_guest(_s(params, "node"), "qemu", _i(params, "vmid"))
-    return Result(ctx.state.agents.status(guest, _i(params, "pid"), ctx.now))
+    ctx.state.node(text(params, "node"))
+    guest = ctx.state.require_guest(text(params, "node"), "qemu", integer(params, "vmid"))
+    return Result(ctx.state.agents.status(guest, integer(params, "pid"), ctx.now))
 
 
 # --- tasks ---------------------------------------------------------------------------
@@ -266,8 +187,8 @@ def _agent_exec_status(ctx: Context, params: Params) -> Result:
 
 def _task(ctx: Context, params: Params) -> Task:
     """The task named by `upid` on `node`, or PVE's 400 on `upid`."""
-    node = ctx.state.node(_s(params, "node")).name
-    upid = _s(params, "upid")
+    node = ctx.state.node(text(params, "node")).name
+    upid = text(params, "upid")
     if not is_upid(upid):
         raise param_error({"upid": "unable to parse worker upid"})
     task = ctx.state.tasks.find(node, upid)
@@ -281,8 +202,8 @@ def _task_status(ctx: Context, params: Params) -> Result:
 
 
 def _task_log(ctx: Context, params: Params) -> Result:
-    node = ctx.state.node(_s(params, "node")).name
-    upid = _s(params, "upid")
+    node = ctx.state.node(text(params, "node")).name
+    upid = text(params, "upid")
     if not is_upid(upid):
         raise param_error({"upid": "unable to parse worker upid"})
     if params.get("download"):
@@ -297,8 +218,8 @@ def _task_log(ctx: Context, params: Params) -> Result:
     if not lines:
         # A worker that has not written yet: PVE's placeholder for ExtJS.
         return Result([{"n": 1, "t": "no content"}], 1)
-    start = _i(params, "start") if "start" in params else 0
-    limit = _i(params, "limit") if "limit" in params else 50
+    start = integer(params, "start") if "start" in params else 0
+    limit = integer(params, "limit") if "limit" in params else 50
     page = lines[start:] if limit == 0 else lines[start : start + limit]
     return Result([{"n": start + i + 1, "t": text} for i, text in enumerate(page)], len(lines))
 
@@ -309,15 +230,15 @@ def _task_stop(ctx: Context, params: Params) -> Result:
 
 
 def _node_tasks(ctx: Context, params: Params) -> Result:
-    node = ctx.state.node(_s(params, "node")).name
-    start = _i(params, "start") if "start" in params else 0
-    limit = _i(params, "limit") if "limit" in params else 50
+    node = ctx.state.node(text(params, "node")).name
+    start = integer(params, "start") if "start" in params else 0
+    limit = integer(params, "limit") if "limit" in params else 50
     source = params.get("source", "archive")
     allowed = {"ok", "warning", "error", "unknown"}
     if params.get("errors"):
         allowed.discard("ok")
     elif "statusfilter" in params:
-        allowed = {s.lower() for s in re.split(r"[;,\s]+", _s(params, "statusfilter")) if s}
+        allowed = {s.lower() for s in re.split(r"[;,\s]+", text(params, "statusfilter")) if s}
     on_node = [task for task in ctx.state.tasks if task.node == node]
     active = sorted((t for t in on_node if t.running), key=lambda t: -t.created)
     archive = sorted((t for t in on_node if not t.running), key=lambda t: -(t.end or 0.0))
@@ -347,9 +268,9 @@ def _task_matches(task: Task, params: Params) -> bool:
         return False
     if "vmid" in params and task.id != str(params["vmid"]):
         return False
-    if "since" in params and task.starttime < _i(params, "since"):
+    if "since" in params and task.starttime < integer(params, "since"):
         return False
-    return not ("until" in params and task.starttime > _i(params, "until"))
+    return not ("until" in params and task.starttime > integer(params, "until"))
 
 
 # --- the table -----------------------------------------------------------------------
@@ -362,7 +283,6 @@ _ROOT_BOOL = Param("boolean", optional=True, root_only=True)
 _TIMEOUT = Param("integer", optional=True, minimum=0)
 _OPT_NODE = replace(NODE, optional=True)
 _ROOT_NODE = replace(NODE, optional=True, root_only=True)
-_SNAPSHOT = Param("string", optional=True, max_length=40, format="pve-configid")
 
 _POWER_PARAMS: dict[tuple[GuestKind, str], dict[str, Param]] = {
     ("qemu", "start"): {
@@ -419,13 +339,6 @@ def _guest_routes(kind: GuestKind) -> list[Route]:
             _guest_list(kind),
         ),
         Route("GET", f"{base}/{{vmid}}/status/current", _GUEST, _guest_status(kind)),
-        Route(
-            "GET",
-            f"{base}/{{vmid}}/config",
-            {**_GUEST, "current": _OPT_BOOL, "snapshot": _SNAPSHOT},
-            _guest_config(kind),
-        ),
-        Route("GET", f"{base}/{{vmid}}/snapshot", _GUEST, _snapshots(kind)),
     ]
     routes += [
         Route(
@@ -514,12 +427,13 @@ ROUTES: tuple[Route, ...] = (
         _task_log,
     ),
     Route("DELETE", "/nodes/{node}/tasks/{upid}", _TASK, _task_stop),
+    *guestconfig.ROUTES,
+    *snapshots.ROUTES,
 )
+
+ROUTER = Router(ROUTES)
 
 
 def find_route(method: str, segments: list[str]) -> tuple[Route, dict[str, str]] | None:
     """The route for `method` and the path segments, with its path parameters."""
-    for route in ROUTES:
-        if route.method == method and (found := route.match(segments)) is not None:
-            return route, found
-    return None
+    return ROUTER.find(method, segments)

@@ -17,7 +17,7 @@ GiB = 1024 * MiB
 TiB = 1024 * GiB
 
 GuestKind = Literal["qemu", "lxc"]
-ConfigValue = str | int
+ConfigValue = str | int | float
 
 
 @dataclass
@@ -56,6 +56,8 @@ class Snapshot:
     parent: str | None
     vmstate: bool
     config: dict[str, ConfigValue]
+    snapstate: str | None = None
+    """`prepare` while being taken, `delete` while being removed (PVE shows both)."""
 
 
 @dataclass
@@ -68,6 +70,12 @@ class Guest:
     config: dict[str, ConfigValue]
     """Keys and value types as GET .../config returns them (`memory` is a string for QEMU)."""
     status: Literal["running", "stopped"]
+    pending: dict[str, ConfigValue] = field(default_factory=dict)
+    """The `[PENDING]` section: values that apply at the next start (or hotplug)."""
+    pending_delete: dict[str, bool] = field(default_factory=dict)
+    """Keys pending deletion, with their `force` flag (`delete: !key` in the file)."""
+    parent: str | None = None
+    """The snapshot the current state descends from (the config's `parent`)."""
     paused: bool = False
     """QEMU only: running but paused (`qmpstatus: paused`)."""
     checkpointed: bool = False
@@ -122,10 +130,36 @@ class Guest:
         tags = self.config.get("tags")
         return str(tags) if tags is not None else None
 
+    def apply_pending(self) -> None:
+        """Make every pending change current (`vmconfig_apply_pending`: at a start, or at
+        once for a stopped guest)."""
+        for key in self.pending_delete:
+            self.config.pop(key, None)
+        self.config.update(self.pending)
+        self.pending.clear()
+        self.pending_delete.clear()
+
     def digest(self) -> str:
-        """SHA1 over the config file text, as PVE computes its `digest`."""
-        text = "".join(f"{key}: {value}\n" for key, value in sorted(self.config.items()))
+        """SHA1 over the whole config file text (pending and snapshot sections included),
+        as PVE computes its `digest`: any change to the file changes it."""
+        current = dict(self.config)
+        if self.parent is not None:
+            current["parent"] = self.parent
+        text = _section(current)
+        if self.pending or self.pending_delete:
+            marked = [("!" if force else "") + key for key, force in self.pending_delete.items()]
+            pending = {**self.pending, "delete": ",".join(sorted(marked))}
+            text += "\n[PENDING]\n" + _section(pending)
+        for snap in self.snapshots:
+            saved: dict[str, ConfigValue] = {**snap.config, "snaptime": snap.snaptime}
+            saved.update(parent=snap.parent or "", description=snap.description)
+            saved["snapstate"] = snap.snapstate or ""
+            text += f"\n[{snap.name}]\n" + _section(saved)
         return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+
+
+def _section(values: dict[str, ConfigValue]) -> str:
+    return "".join(f"{key}: {value}\n" for key, value in sorted(values.items()) if value != "")
 
 
 @dataclass

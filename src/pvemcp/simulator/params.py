@@ -22,6 +22,8 @@ Value = str | int | float | bool | list[str]
 _INTEGER_RE = re.compile(r"[+-]?\d+")
 _NUMBER_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _LIST_SPLIT_RE = re.compile(r"[;,\s\0]+")
+_PERL_FLAGS_RE = re.compile(r"\(\?\^([a-z]*):")
+_INDEXED_RE = re.compile(r"([a-z]+)(0|[1-9][0-9]*)")
 
 MISSING = "property is missing and it is not optional"
 NOT_IN_SCHEMA = (
@@ -44,6 +46,8 @@ class Param:
     max_length: int | None = None
     root_only: bool = False
     """The handler refuses a true value from anyone but root@pam (a token is not root@pam)."""
+    count: int | None = None
+    """For an indexed name (`net[n]`): how many PVE allows, `net0` to `net{count-1}`."""
 
 
 NODE = Param("string", format="pve-node")
@@ -153,6 +157,11 @@ def _string_array(raw: object) -> list[str] | None:
     return None
 
 
+def _python_pattern(pattern: str) -> str:
+    """A Perl pattern as the schema prints it (`(?^:...)`, `(?^i:...)`) in Python's syntax."""
+    return _PERL_FLAGS_RE.sub(lambda m: f"(?{m.group(1)}:" if m.group(1) else "(?:", pattern)
+
+
 def _check_value(spec: Param, raw: object) -> tuple[Value | None, str | None]:
     """The converted value and the first problem, checked in PVE's order."""
     value = _string_array(raw) if spec.type == "array" else _convert(spec, raw)
@@ -171,7 +180,7 @@ def _check_value(spec: Param, raw: object) -> tuple[Value | None, str | None]:
     if spec.enum is not None and text not in spec.enum:
         allowed = ", ".join(spec.enum)
         return None, f"value '{text}' does not have a value in the enumeration '{allowed}'"
-    if spec.pattern is not None and not re.fullmatch(spec.pattern, text):
+    if spec.pattern is not None and not re.fullmatch(_python_pattern(spec.pattern), text):
         return None, "value does not match the regex pattern"
     if spec.format is not None and (problem := _check_format(spec.format, text)) is not None:
         return None, f"invalid format - {problem}\n"
@@ -186,7 +195,11 @@ def validate(specs: Mapping[str, Param], raw: Mapping[str, object]) -> dict[str,
     """
     errors: dict[str, str] = {}
     values: dict[str, Value] = {}
-    for name, spec in specs.items():
+    concrete = {name: spec for name, spec in specs.items() if spec.count is None}
+    for name in raw:
+        if name not in specs and (spec := indexed(specs, name)) is not None:
+            concrete[name] = spec
+    for name, spec in concrete.items():
         item = raw.get(name)
         if isinstance(item, list) and spec.type != "array":
             if len(item) != 1:
@@ -203,11 +216,22 @@ def validate(specs: Mapping[str, Param], raw: Mapping[str, object]) -> dict[str,
         elif value is not None:
             values[name] = value
     for name in raw:
-        if name not in specs:
+        if name not in concrete:
             errors[name] = NOT_IN_SCHEMA
     if errors:
         raise param_error(errors)
     return values
+
+
+def indexed(specs: Mapping[str, Param], name: str) -> Param | None:
+    """The spec of `net[n]` for `net3`, when the index is below PVE's count for it."""
+    match = _INDEXED_RE.fullmatch(name)
+    if match is None:
+        return None
+    spec = specs.get(f"{match.group(1)}[n]")
+    if spec is None or spec.count is None or int(match.group(2)) >= spec.count:
+        return None
+    return spec
 
 
 def refuse_root_only(specs: Mapping[str, Param], values: Mapping[str, Value], user: str) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from .errors import failure
+from .locks import locked_message
 from .model import GiB, Guest, GuestKind
 from .params import Value
 from .state import ClusterState, lxc_config_missing, qemu_config_missing
@@ -25,11 +26,13 @@ RESUME_SECONDS = 1.0
 HIBERNATE_SECONDS = 5.0
 NOTHING_TO_DO = Plan(FAILURE_SECONDS)
 
-Job = Callable[[], Plan]
+Job = Callable[[float], Plan]
+"""A worker's body: called with the time it gets its locks, it checks and plans."""
 Action = Callable[[Mapping[str, Value]], tuple[str, Job]]
 
 
-def _run(state: ClusterState, guest: Guest, at: float) -> None:
+def start_running(state: ClusterState, guest: Guest, at: float) -> None:
+    """The guest runs from `at` (a start, a resume from disk, a rollback to RAM state)."""
     guest.status = "running"
     guest.paused = False
     guest.checkpointed = False
@@ -38,7 +41,14 @@ def _run(state: ClusterState, guest: Guest, at: float) -> None:
     guest.config.pop("lock", None)
 
 
-def _halt(guest: Guest) -> None:
+def _cold_start(state: ClusterState, guest: Guest, at: float) -> None:
+    """A start from stopped: the pending config changes apply first, as on PVE."""
+    guest.apply_pending()
+    start_running(state, guest, at)
+
+
+def halt(guest: Guest) -> None:
+    """The guest stops (a stop, a shutdown, the stop before a rollback)."""
     guest.status = "stopped"
     guest.paused = False
     guest.started_at = None
@@ -81,37 +91,41 @@ class _Qemu:
         return guest is not None and guest.paused
 
     def start(self, params: Mapping[str, Value]) -> tuple[str, Job]:
-        def job() -> Plan:
+        def job(_begin: float) -> Plan:
             guest = self._guest()
             if guest is None:
                 return fail(qemu_config_missing(self.node, self.vmid))
             if guest.template:
                 return fail("you can't start a vm if it's a template")
-            if guest.lock not in (None, "suspended"):
-                return fail(f"VM {self.vmid} is locked ({guest.lock})")
+            if guest.lock != "suspended" and (locked := locked_message(guest)):
+                # qemu-server vm_start: check_lock unless the lock is `suspended`.
+                return fail(locked)
             if guest.status == "running":
                 return fail(f"VM {self.vmid} already running")
             return Plan(
                 SECONDS["start"],
                 lines=_start_lines(guest),
-                apply=lambda at: _run(self.state, guest, at),
+                apply=lambda at: _cold_start(self.state, guest, at),
             )
 
         return "qmstart", job
 
-    def _stop_job(self, seconds: float) -> Job:
-        def job() -> Plan:
+    def _stop_job(self, seconds: float, skiplock: bool) -> Job:
+        def job(_begin: float) -> Plan:
             guest = self._guest()
             if guest is None:
                 return fail(_not_found(self.node, self.vmid))
             if guest.status != "running":
                 return NOTHING_TO_DO
-            return Plan(seconds, apply=lambda _at: _halt(guest))
+            # qemu-server _do_vm_stop: check_lock unless skiplock, once it knows it runs.
+            if not skiplock and (locked := locked_message(guest)):
+                return fail(locked)
+            return Plan(seconds, apply=lambda _at: halt(guest))
 
         return job
 
     def stop(self, params: Mapping[str, Value]) -> tuple[str, Job]:
-        return "qmstop", self._stop_job(SECONDS["stop"])
+        return "qmstop", self._stop_job(SECONDS["stop"], bool(params.get("skiplock")))
 
     def shutdown(self, params: Mapping[str, Value]) -> tuple[str, Job]:
         seconds = SECONDS["shutdown"]
@@ -119,21 +133,21 @@ class _Qemu:
             if not params.get("forceStop"):
                 raise failure("VM is paused - cannot shutdown")
             seconds = SECONDS["stop"]
-        return "qmshutdown", self._stop_job(seconds)
+        return "qmshutdown", self._stop_job(seconds, bool(params.get("skiplock")))
 
     def reboot(self, params: Mapping[str, Value]) -> tuple[str, Job]:
         if self._paused():
             raise failure("VM is paused - cannot shutdown")
         self._require_running()
 
-        def job() -> Plan:
+        def job(_begin: float) -> Plan:
             guest = self._guest()
             if guest is None or guest.status != "running":
                 return fail(f"VM {self.vmid} not running")
             return Plan(
                 SECONDS["reboot"],
                 lines=_start_lines(guest),
-                apply=lambda at: _run(self.state, guest, at),
+                apply=lambda at: start_running(self.state, guest, at),
             )
 
         return "qmreboot", job
@@ -143,7 +157,7 @@ class _Qemu:
         todisk = bool(params.get("todisk"))
         storage = str(params.get("statestorage", "local-lvm"))
 
-        def job() -> Plan:
+        def job(_begin: float) -> Plan:
             guest = self._guest()
             if guest is None or guest.status != "running":
                 return fail(f"VM {self.vmid} not running")
@@ -152,7 +166,7 @@ class _Qemu:
             saved = guest.maxmem * guest.mem_fraction / GiB
 
             def hibernate(_at: float) -> None:
-                _halt(guest)
+                halt(guest)
                 guest.config["lock"] = "suspended"
 
             lines = (
@@ -171,10 +185,10 @@ class _Qemu:
         if guest is None or guest.lock != "suspended":
             self._require_running()
 
-        def job() -> Plan:
+        def job(_begin: float) -> Plan:
             guest = self._guest()
             if guest is not None and guest.lock == "suspended":
-                return Plan(SECONDS["start"], apply=lambda at: _run(self.state, guest, at))
+                return Plan(SECONDS["start"], apply=lambda at: start_running(self.state, guest, at))
             if guest is None or guest.status != "running":
                 return fail(f"VM {self.vmid} not running")
             return Plan(RESUME_SECONDS, apply=lambda _at: setattr(guest, "paused", False))
@@ -205,48 +219,54 @@ class _Lxc:
         if self._running():
             raise failure(f"CT {self.vmid} already running")
 
-        def job() -> Plan:
+        def job(_begin: float) -> Plan:
             guest = self._guest()
             if guest is None:
                 return fail(lxc_config_missing(self.node, self.vmid))
             if guest.template:
                 return fail("you can't start a CT if it's a template")
-            if guest.lock is not None:
-                return fail(f"CT {self.vmid} is locked ({guest.lock})")
+            if locked := locked_message(guest):
+                # pve-container API2/LXC/Status.pm vm_start: check_lock in the worker.
+                return fail(locked)
             if guest.status == "running":
                 return fail(f"CT {self.vmid} already running")
-            return Plan(SECONDS["start"], apply=lambda at: _run(self.state, guest, at))
+            return Plan(SECONDS["start"], apply=lambda at: _cold_start(self.state, guest, at))
 
         return "vzstart", job
 
-    def _stop_job(self, seconds: float) -> Job:
-        def job() -> Plan:
+    def _stop_job(self, seconds: float, skiplock: bool, *, hard: bool) -> Job:
+        def job(_begin: float) -> Plan:
             guest = self._guest()
             if guest is None:
                 return fail(lxc_config_missing(self.node, self.vmid))
+            # pve-container API2/LXC/Status.pm vm_stop/vm_shutdown: check_lock in the
+            # worker; a stop skips it with skiplock or a `mounted` lock.
+            exempt = hard and (skiplock or guest.lock == "mounted")
+            if not exempt and (locked := locked_message(guest)):
+                return fail(locked)
             if guest.status != "running":
                 return NOTHING_TO_DO
-            return Plan(seconds, apply=lambda _at: _halt(guest))
+            return Plan(seconds, apply=lambda _at: halt(guest))
 
         return job
 
     def stop(self, params: Mapping[str, Value]) -> tuple[str, Job]:
         self._require_running(f"CT {self.vmid} not running")
-        return "vzstop", self._stop_job(SECONDS["stop"])
+        return "vzstop", self._stop_job(SECONDS["stop"], bool(params.get("skiplock")), hard=True)
 
     def shutdown(self, params: Mapping[str, Value]) -> tuple[str, Job]:
         self._require_running(f"CT {self.vmid} not running")
-        return "vzshutdown", self._stop_job(SECONDS["shutdown"])
+        return "vzshutdown", self._stop_job(SECONDS["shutdown"], skiplock=False, hard=False)
 
     def reboot(self, params: Mapping[str, Value]) -> tuple[str, Job]:
         # pve-container really says "VM" here.
         self._require_running(f"VM {self.vmid} not running")
 
-        def job() -> Plan:
+        def job(_begin: float) -> Plan:
             guest = self._guest()
             if guest is None or guest.status != "running":
                 return fail(f"CT {self.vmid} not running")
-            return Plan(SECONDS["reboot"], apply=lambda at: _run(self.state, guest, at))
+            return Plan(SECONDS["reboot"], apply=lambda at: start_running(self.state, guest, at))
 
         return "vzreboot", job
 
@@ -254,10 +274,10 @@ class _Lxc:
         self._require_running(f"CT {self.vmid} not running")
 
         def checkpoint(guest: Guest) -> None:
-            _halt(guest)
+            halt(guest)
             guest.checkpointed = True
 
-        def job() -> Plan:
+        def job(_begin: float) -> Plan:
             guest = self._guest()
             if guest is None:
                 return fail(lxc_config_missing(self.node, self.vmid))
@@ -269,14 +289,14 @@ class _Lxc:
         if self._running():
             raise failure(f"CT {self.vmid} already running")
 
-        def job() -> Plan:
+        def job(_begin: float) -> Plan:
             guest = self._guest()
             if guest is None or not guest.checkpointed:
                 return fail(
                     f"command 'lxc-checkpoint -n {self.vmid} -r --foreground -D "
                     "/var/lib/vz/dump' failed: exit code 1"
                 )
-            return Plan(RESUME_SECONDS, apply=lambda at: _run(self.state, guest, at))
+            return Plan(RESUME_SECONDS, apply=lambda at: start_running(self.state, guest, at))
 
         return "vzresume", job
 

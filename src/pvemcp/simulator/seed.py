@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from .model import GiB, Guest, GuestKind, Node, Snapshot, Storage, TiB
+from .model import ConfigValue, GiB, Guest, GuestKind, Node, Snapshot, Storage, TiB
 from .tasks import Task, encode_upid
 
 CLUSTER_NAME = "demo"
@@ -96,9 +96,9 @@ def _uuid(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
-def _qemu_config(spec: _GuestSpec, rng: random.Random, ctime: int) -> dict[str, str | int]:
+def _qemu_config(spec: _GuestSpec, rng: random.Random, ctime: int) -> dict[str, ConfigValue]:
     windows = spec.ostype.startswith("win")
-    config: dict[str, str | int] = {
+    config: dict[str, ConfigValue] = {
         "name": spec.name,
         "cores": spec.cores,
         "sockets": 1,
@@ -133,8 +133,8 @@ def _qemu_config(spec: _GuestSpec, rng: random.Random, ctime: int) -> dict[str, 
     return config
 
 
-def _lxc_config(spec: _GuestSpec, rng: random.Random) -> dict[str, str | int]:
-    config: dict[str, str | int] = {
+def _lxc_config(spec: _GuestSpec, rng: random.Random) -> dict[str, ConfigValue]:
+    config: dict[str, ConfigValue] = {
         "hostname": spec.name,
         "arch": "amd64",
         "cores": spec.cores,
@@ -199,17 +199,17 @@ def _guest(spec: _GuestSpec, rng: random.Random, node: Node, now: float) -> Gues
         guest.started_at = max(node.boot_time + 60, now - rng.uniform(0.5, 30) * DAY)
         guest.pid = rng.randrange(1000, 4_000_000)
     for name, description, days_ago, vmstate in _SNAPSHOTS.get(spec.vmid, ()):
-        parent = guest.snapshots[-1].name if guest.snapshots else None
         guest.snapshots.append(
             Snapshot(
                 name=name,
                 description=description,
                 snaptime=int(now - days_ago * DAY),
-                parent=parent,
+                parent=guest.parent,
                 vmstate=vmstate and spec.kind == "qemu",
                 config=dict(config),
             )
         )
+        guest.parent = name
     return guest
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from .agent import GuestAgents
 from .errors import ApiError, failure
 from .model import Guest, GuestKind, Node
 from .seed import CLUSTER_NAME, build_demo
-from .tasks import Plan, Task, TaskTable, encode_upid
+from .tasks import LockKey, Plan, Task, TaskTable, encode_upid, guest_lock
 
 Clock = Callable[[], float]
 
@@ -103,9 +103,22 @@ class ClusterState:
         return node.next_pid
 
     def start_task(
-        self, node_name: str, type_: str, vmid: int, user: str, job: Callable[[], Plan]
+        self,
+        node_name: str,
+        type_: str,
+        vmid: int,
+        user: str,
+        job: Callable[[float], Plan],
+        *,
+        locks: Sequence[LockKey] | None = None,
+        hold: bool = True,
     ) -> Task:
-        """Fork a worker for `vmid`: a UPID now, the plan when it gets the guest's lock."""
+        """Fork a worker for `vmid`: a UPID now, the plan when it gets its locks.
+
+        The locks default to the guest's own config flock; a worker that also needs
+        another guest, a storage or a node names them all. `hold=False`: the worker
+        takes them only to start (see `TaskTable.add`).
+        """
         with self.lock:
             now = self._clock()
             node = self.node(node_name)
@@ -127,6 +140,6 @@ class ClusterState:
                 created=now,
                 job=job,
             )
-            self.tasks.add(task, vmid)
+            self.tasks.add(task, (guest_lock(vmid),) if locks is None else locks, hold=hold)
             self.tasks.advance(now)
             return task

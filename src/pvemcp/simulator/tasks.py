@@ -1,17 +1,22 @@
-"""Worker tasks: UPIDs, the per-guest lock queue, logs and the task lists.
+"""Worker tasks: UPIDs, the lock queues, logs and the task lists.
 
 PVE answers an async call with a UPID at once and runs the work in a forked worker that
 holds the guest's config lock; errors found by the worker (`VM 100 already running`) end
 the task, not the HTTP call. The simulator keeps the same shape without threads: a task
-is a record with a `Plan` made when it gets the guest's lock, and `TaskTable.advance`
-moves every task forward to the current (injectable) clock time whenever the state is
-read. A task queued behind another task on the same guest starts when that one ends.
+is a record with a `Plan` made when it gets its locks, and `TaskTable.advance` moves every
+task forward to the current (injectable) clock time whenever the state is read.
+
+A task names the locks it holds for its whole run (`LockKey`s: a guest's config flock
+today; a storage, a node or a second guest for clone, migrate and backup later). It
+queues behind the previous holder of every one of them and starts when the last of those
+ends. This is the flock that PVE's workers take around their work; the config `lock`
+property that makes other calls fail at once (`VM is locked (snapshot)`) is `locks.py`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 UPID_RE = re.compile(
@@ -37,9 +42,18 @@ def is_upid(text: str) -> bool:
     return UPID_RE.fullmatch(text) is not None
 
 
+LockKey = tuple[str, str]
+"""What a task locks: (scope, id), e.g. ("guest", "100")."""
+
+
+def guest_lock(vmid: int) -> LockKey:
+    """The flock on one guest's config (PVE's `lock_config`), held by its workers."""
+    return ("guest", str(vmid))
+
+
 @dataclass(frozen=True)
 class Plan:
-    """What a worker does once it holds the guest's lock."""
+    """What a worker does once it holds its locks."""
 
     seconds: float
     """Realistic duration, before the time scale."""
@@ -69,10 +83,11 @@ class Task:
     id: str
     user: str
     created: float
-    job: Callable[[], Plan] | None = None
-    """Makes the plan when the task gets its lock; None for seeded history."""
-    after: Task | None = None
-    """The task this one queues behind (the guest's previous task)."""
+    job: Callable[[float], Plan] | None = None
+    """Makes the plan when the task gets its locks (called with that time); None for
+    seeded history."""
+    after: tuple[Task, ...] = ()
+    """The running tasks this one queues behind (the previous holders of its locks)."""
     begin: float | None = None
     end: float | None = None
     plan: Plan | None = None
@@ -128,23 +143,32 @@ def status_kind(exitstatus: str | None) -> str:
 
 
 class TaskTable:
-    """All tasks of the cluster, in creation order, and the per-guest lock queues."""
+    """All tasks of the cluster, in creation order, and the lock queues."""
 
     def __init__(self, time_scale: float) -> None:
         self._time_scale = time_scale
         self._tasks: list[Task] = []
-        self._last_on_guest: dict[int, Task] = {}
+        self._last_holder: dict[LockKey, Task] = {}
 
     def add_history(self, task: Task) -> None:
         """Record a finished task of the seeded history."""
         self._tasks.append(task)
 
-    def add(self, task: Task, vmid: int | None) -> Task:
-        """Record a live task; with a vmid it queues behind that guest's previous task."""
-        if vmid is not None:
-            previous = self._last_on_guest.get(vmid)
-            task.after = previous if previous is not None and previous.running else None
-            self._last_on_guest[vmid] = task
+    def add(self, task: Task, locks: Iterable[LockKey], *, hold: bool = True) -> Task:
+        """Record a live task that queues behind the running holders of its `locks`.
+
+        With `hold` it keeps them for its whole run, so later tasks queue behind it;
+        without, it only takes them to start (as snapshot workers take the flock for a
+        moment and guard the rest of their run with the config `lock` property).
+        """
+        after: list[Task] = []
+        for key in locks:
+            previous = self._last_holder.get(key)
+            if previous is not None and previous.running and previous not in after:
+                after.append(previous)
+            if hold:
+                self._last_holder[key] = task
+        task.after = tuple(after)
         self._tasks.append(task)
         return task
 
@@ -164,11 +188,10 @@ class TaskTable:
             if task.exitstatus is not None or task.job is None:
                 continue
             if task.begin is None:
-                blocker = task.after
-                if blocker is not None and blocker.end is None:
+                ends = [blocker.end for blocker in task.after]
+                if any(end is None for end in ends):
                     continue
-                ready = blocker.end if blocker is not None and blocker.end is not None else 0.0
-                task.begin = max(task.created, ready)
+                task.begin = max([task.created, *(end for end in ends if end is not None)])
             if task.begin > now:
                 continue
             if task.plan is None:
@@ -178,7 +201,7 @@ class TaskTable:
 
     def _start(self, task: Task, begin: float) -> None:
         assert task.job is not None
-        plan = task.job()
+        plan = task.job(begin)
         duration = plan.seconds * self._time_scale
         task.plan = plan
         task.end = begin + duration

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .model import Guest, MiB, Node, Snapshot, Storage
+from .model import Guest, MiB, Node, Storage
 from .state import ClusterState
 from .tasks import Task
 
@@ -100,48 +100,6 @@ def guest_status(guest: Guest, now: float) -> JsonObject:
             entry["running-machine"] = QEMU_MACHINE
             entry["running-qemu"] = QEMU_VERSION
     return entry
-
-
-def guest_config(guest: Guest, snapshot: Snapshot | None = None) -> JsonObject:
-    """GET .../config: the config file's keys, plus `digest` (or a snapshot's saved config)."""
-    if snapshot is not None:
-        saved: JsonObject = {**snapshot.config, "snaptime": snapshot.snaptime}
-        if snapshot.parent is not None:
-            saved["parent"] = snapshot.parent
-        saved["digest"] = guest.digest()
-        return saved
-    config: JsonObject = dict(guest.config)
-    if guest.snapshots:
-        config["parent"] = guest.snapshots[-1].name
-    config["digest"] = guest.digest()
-    return config
-
-
-def snapshot_list(guest: Guest) -> list[JsonObject]:
-    """GET .../snapshot: every snapshot plus the `current` pseudo-entry."""
-    entries: list[JsonObject] = []
-    for snap in guest.snapshots:
-        entry: JsonObject = {
-            "name": snap.name,
-            "description": snap.description,
-            "snaptime": snap.snaptime,
-        }
-        if snap.parent is not None:
-            entry["parent"] = snap.parent
-        if guest.kind == "qemu":
-            entry["vmstate"] = 1 if snap.vmstate else 0
-        entries.append(entry)
-    current: JsonObject = {
-        "name": "current",
-        "description": "You are here!",
-        "digest": guest.digest(),
-    }
-    if guest.snapshots:
-        current["parent"] = guest.snapshots[-1].name
-    if guest.kind == "qemu":
-        current["running"] = 1 if guest.status == "running" else 0
-    entries.append(current)
-    return entries
 
 
 def _node_guests(state: ClusterState, node: Node) -> list[Guest]:

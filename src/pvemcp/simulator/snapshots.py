@@ -1,0 +1,341 @@
+"""Snapshots of VMs and containers: a tree of saved configs, taken, rolled back, deleted.
+
+The tree is PVE's: each snapshot saves the config with the `parent` the guest had, and
+the guest's `parent` then moves to it; a rollback makes the guest descend from the
+snapshot it went back to, so the next snapshot starts a new branch. The workers follow
+pve-guest-common's `snapshot_create`, `snapshot_rollback` and `snapshot_delete`
+(`src/PVE/AbstractConfig.pm`): each takes the guest's flock only to start and guards its
+run with the config `lock` (`snapshot`, `rollback`, `snapshot-delete`), so any call that
+checks the lock meanwhile fails with `VM is locked (snapshot)`. The pre-fork checks and
+task types are qemu-server's (`PVE/API2/Qemu.pm`) and pve-container's
+(`src/PVE/API2/LXC/Snapshot.pm`). Rollback on storage that refuses to go past a newer
+snapshot (ZFS) is not modelled: the simulated storages are LVM-thin and directories.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from .errors import failure
+from .locks import check_lock, locked_message, remove_lock, set_lock
+from .model import ConfigValue, Guest, GuestKind, Snapshot
+from .params import NODE, VMID, Param
+from .power import halt, start_running
+from .router import Context, Handler, Params, Result, Route, for_kinds, integer, text
+from .state import ClusterState, lxc_config_missing, qemu_config_missing
+from .tasks import Plan, fail
+
+SECONDS = {"snapshot": 2.0, "vmstate": 6.0, "rollback": 3.0, "delete": 2.0}
+"""Realistic durations of the workers, before the time scale."""
+SNAPNAME = Param("string", max_length=40, format="pve-configid")
+_NOT_SAVED = re.compile(r"lock|digest|description|unused\d+")
+"""Keys `__snapshot_copy_config` leaves out of a snapshot (and a rollback keeps)."""
+_DISK_RE = re.compile(r"(?:scsi|virtio|sata|ide|efidisk|tpmstate)\d+|rootfs|mp\d+")
+
+
+def _task_type(kind: GuestKind, action: str) -> str:
+    prefix = "qm" if kind == "qemu" else "vz"
+    return f"{prefix}{action}"
+
+
+def _missing(kind: GuestKind, node: str, vmid: int) -> str:
+    return (qemu_config_missing if kind == "qemu" else lxc_config_missing)(node, vmid)
+
+
+def _find(guest: Guest, name: str) -> Snapshot | None:
+    return next((snap for snap in guest.snapshots if snap.name == name), None)
+
+
+def _volumes(guest: Guest) -> list[tuple[str, str]]:
+    """(key, volume id) of the guest's disks, for the task log."""
+    found = []
+    for key, value in guest.config.items():
+        volid = str(value).split(",", 1)[0]
+        if _DISK_RE.fullmatch(key) and ":" in volid and "cloudinit" not in volid:
+            found.append((key, volid))
+    return found
+
+
+# --- views ---------------------------------------------------------------------------
+
+
+def snapshot_list(guest: Guest) -> list[dict[str, Any]]:
+    """GET .../snapshot: every snapshot plus the `current` pseudo-entry."""
+    entries: list[dict[str, Any]] = []
+    for snap in guest.snapshots:
+        entry: dict[str, Any] = {
+            "name": snap.name,
+            "description": snap.description,
+            "snaptime": snap.snaptime,
+        }
+        if guest.kind == "qemu":
+            entry["vmstate"] = 1 if snap.vmstate else 0
+        if snap.parent is not None:
+            entry["parent"] = snap.parent
+        if snap.snapstate is not None:
+            entry["snapstate"] = snap.snapstate
+        entries.append(entry)
+    current: dict[str, Any] = {
+        "name": "current",
+        "description": "You are here!",
+        "digest": guest.digest(),
+        "running": 1 if guest.status == "running" else 0,
+    }
+    if guest.parent is not None:
+        current["parent"] = guest.parent
+    entries.append(current)
+    return entries
+
+
+def snapshot_config(guest: Guest, snap: Snapshot) -> dict[str, Any]:
+    """GET .../snapshot/{snapname}/config: the snapshot's section of the config file."""
+    saved: dict[str, Any] = {**snap.config, "snaptime": snap.snaptime}
+    if snap.description:
+        saved["description"] = snap.description
+    if snap.parent is not None:
+        saved["parent"] = snap.parent
+    if snap.vmstate:
+        storage = guest.config.get("vmstatestorage", "local-lvm")
+        saved["vmstate"] = f"{storage}:vm-{guest.vmid}-state-{snap.name}"
+    if snap.snapstate is not None:
+        saved["snapstate"] = snap.snapstate
+    return saved
+
+
+# --- workers -------------------------------------------------------------------------
+
+
+class _Worker:
+    """The guest a snapshot call names, looked up again when its worker starts."""
+
+    def __init__(self, state: ClusterState, kind: GuestKind, node: str, vmid: int) -> None:
+        self.state, self.kind, self.node, self.vmid = state, kind, node, vmid
+
+    def guest(self) -> Guest | None:
+        return self.state.guest_on(self.node, self.kind, self.vmid)
+
+    def start(self, action: str, user: str, job: Callable[[float], Plan]) -> str:
+        # The worker takes the flock only to start; its `lock` guards the rest.
+        task_type = _task_type(self.kind, action)
+        return self.state.start_task(self.node, task_type, self.vmid, user, job, hold=False).upid
+
+    def create(self, name: str, description: str, vmstate: bool, begin: float) -> Plan:
+        guest = self.guest()
+        if guest is None:
+            return fail(_missing(self.kind, self.node, self.vmid))
+        if guest.template:
+            return fail("you can't take a snapshot if it's a template")
+        if locked := locked_message(guest):
+            return fail(locked)
+        if _find(guest, name) is not None:
+            return fail(f"snapshot name '{name}' already used")
+        # RAM state only for a running VM (`__snapshot_prepare` ignores it otherwise).
+        with_ram = vmstate and guest.kind == "qemu" and guest.status == "running"
+        set_lock(guest, "snapshot")
+        saved: dict[str, ConfigValue] = {
+            k: v for k, v in guest.config.items() if not _NOT_SAVED.fullmatch(k)
+        }
+        snap = Snapshot(name, description, int(begin), guest.parent, with_ram, saved, "prepare")
+        guest.snapshots.append(snap)
+        lines: list[tuple[float, str]] = []
+        if with_ram:
+            storage = guest.config.get("vmstatestorage", "local-lvm")
+            lines.append((0.05, f"saving VM state and RAM using storage '{storage}'"))
+            lines.append((0.7, "completed saving the VM state, saving drives"))
+        lines += [(0.8, f"snapshotting '{key}' ({volid})") for key, volid in _volumes(guest)]
+
+        def commit(at: float) -> None:
+            snap.snapstate = None
+            guest.parent = name
+            remove_lock(guest)
+
+        seconds = SECONDS["vmstate" if with_ram else "snapshot"]
+        return Plan(seconds, lines=tuple(lines), apply=commit)
+
+    def rollback(self, name: str, start: bool, _begin: float) -> Plan:
+        guest = self.guest()
+        if guest is None:
+            return fail(_missing(self.kind, self.node, self.vmid))
+        if guest.template:
+            return fail("you can't rollback if vm is a template")
+        snap = _find(guest, name)
+        if snap is None:
+            return fail(f"snapshot '{name}' does not exist")
+        if snap.snapstate is not None:
+            return fail(f"unable to rollback to incomplete snapshot (snapstate = {snap.snapstate})")
+        if locked := locked_message(guest):
+            return fail(locked)
+        halt(guest)  # __snapshot_rollback_vm_stop
+        set_lock(guest, "rollback")
+
+        def finish(at: float) -> None:
+            kept = {k: v for k, v in guest.config.items() if k.startswith("unused")}
+            if "description" in guest.config:
+                kept["description"] = guest.config["description"]
+            guest.config = {**kept, **snap.config}
+            guest.pending.clear()
+            guest.pending_delete.clear()
+            guest.parent = name
+            if snap.vmstate or start:
+                start_running(self.state, guest, at)  # resumes from the saved RAM state
+
+        return Plan(SECONDS["rollback"], apply=finish)
+
+    def delete(self, name: str, _begin: float) -> Plan:
+        guest = self.guest()
+        if guest is None:
+            return fail(_missing(self.kind, self.node, self.vmid))
+        snap = _find(guest, name)
+        if snap is None:
+            return fail(f"snapshot '{name}' does not exist")
+        if locked := locked_message(guest):
+            return fail(locked)  # set_lock's check_lock
+        if guest.template:
+            return fail("you can't delete a snapshot if vm is a template")
+        set_lock(guest, "snapshot-delete")
+        snap.snapstate = "delete"
+
+        def finish(_at: float) -> None:
+            if guest.parent == name:
+                guest.parent = snap.parent
+            for other in guest.snapshots:
+                if other.parent == name:
+                    other.parent = snap.parent
+            guest.snapshots.remove(snap)
+            remove_lock(guest)
+
+        lines = tuple(
+            (0.5, f"delete snapshot of '{key}' ({volid})") for key, volid in _volumes(guest)
+        )
+        return Plan(SECONDS["delete"], lines=lines, apply=finish)
+
+
+# --- handlers ------------------------------------------------------------------------
+
+
+def _existing(ctx: Context, params: Params, kind: GuestKind) -> tuple[_Worker, Guest]:
+    """The worker's target, after the pre-fork `load_config` (a 500 when missing)."""
+    node, vmid = text(params, "node"), integer(params, "vmid")
+    ctx.state.node(node)
+    return _Worker(ctx.state, kind, node, vmid), ctx.state.require_guest(node, kind, vmid)
+
+
+def _list(kind: GuestKind) -> Handler:
+    def handler(ctx: Context, params: Params) -> Result:
+        return Result(snapshot_list(_existing(ctx, params, kind)[1]))
+
+    return handler
+
+
+def _create(kind: GuestKind) -> Handler:
+    reserved = ("current", "pending") if kind == "qemu" else ("current", "vzdump")
+
+    def handler(ctx: Context, params: Params) -> Result:
+        name = text(params, "snapname")
+        for word in reserved:
+            # qemu-server compares 'pending' case-insensitively, pve-container 'vzdump' not.
+            if name == word or (word == "pending" and name.lower() == word):
+                raise failure(f"unable to use snapshot name '{word}' (reserved name)")
+        worker, _guest = _existing(ctx, params, kind)
+        description = str(params.get("description", ""))
+        vmstate = bool(params.get("vmstate"))
+        job = partial(worker.create, name, description, vmstate)
+        return Result(worker.start("snapshot", ctx.user, job))
+
+    return handler
+
+
+def _commands(kind: GuestKind) -> Handler:
+    def handler(ctx: Context, params: Params) -> Result:
+        # A plain directory index: PVE does not even load the config here.
+        return Result([{"cmd": "rollback"}, {"cmd": "config"}])
+
+    return handler
+
+
+def _get_config(kind: GuestKind) -> Handler:
+    def handler(ctx: Context, params: Params) -> Result:
+        guest = _existing(ctx, params, kind)[1]
+        name = text(params, "snapname")
+        snap = _find(guest, name)
+        if snap is None:
+            raise failure(f"snapshot '{name}' does not exist")
+        return Result(snapshot_config(guest, snap))
+
+    return handler
+
+
+def _put_config(kind: GuestKind) -> Handler:
+    def handler(ctx: Context, params: Params) -> Result:
+        guest = _existing(ctx, params, kind)[1]
+        if "description" not in params:
+            return Result(None)
+        check_lock(guest)
+        name = text(params, "snapname")
+        snap = _find(guest, name)
+        if snap is None:
+            raise failure(f"snapshot '{name}' does not exist")
+        snap.description = str(params["description"])
+        return Result(None)
+
+    return handler
+
+
+def _rollback(kind: GuestKind) -> Handler:
+    def handler(ctx: Context, params: Params) -> Result:
+        worker, _guest = _existing(ctx, params, kind)
+        name, start = text(params, "snapname"), bool(params.get("start"))
+        return Result(worker.start("rollback", ctx.user, partial(worker.rollback, name, start)))
+
+    return handler
+
+
+def _delete(kind: GuestKind) -> Handler:
+    def handler(ctx: Context, params: Params) -> Result:
+        worker, _guest = _existing(ctx, params, kind)
+        name = text(params, "snapname")
+        return Result(worker.start("delsnapshot", ctx.user, partial(worker.delete, name)))
+
+    return handler
+
+
+def _guest_params(kind: GuestKind) -> dict[str, Param]:
+    return {"node": NODE, "vmid": VMID}
+
+
+def _snap_params(kind: GuestKind) -> dict[str, Param]:
+    return {"node": NODE, "vmid": VMID, "snapname": SNAPNAME}
+
+
+def _create_params(kind: GuestKind) -> dict[str, Param]:
+    params = {**_snap_params(kind), "description": Param("string", optional=True)}
+    if kind == "qemu":
+        params["vmstate"] = Param("boolean", optional=True)
+    return params
+
+
+def _describe_params(kind: GuestKind) -> dict[str, Param]:
+    return {**_snap_params(kind), "description": Param("string", optional=True)}
+
+
+def _rollback_params(kind: GuestKind) -> dict[str, Param]:
+    return {**_snap_params(kind), "start": Param("boolean", optional=True)}
+
+
+def _delete_params(kind: GuestKind) -> dict[str, Param]:
+    return {**_snap_params(kind), "force": Param("boolean", optional=True)}
+
+
+_BASE = "/nodes/{node}/{kind}/{vmid}/snapshot"
+ROUTES: tuple[Route, ...] = (
+    *for_kinds("GET", _BASE, _guest_params, _list),
+    *for_kinds("POST", _BASE, _create_params, _create),
+    *for_kinds("GET", _BASE + "/{snapname}", _snap_params, _commands),
+    *for_kinds("DELETE", _BASE + "/{snapname}", _delete_params, _delete),
+    *for_kinds("GET", _BASE + "/{snapname}/config", _snap_params, _get_config),
+    *for_kinds("PUT", _BASE + "/{snapname}/config", _describe_params, _put_config),
+    *for_kinds("POST", _BASE + "/{snapname}/rollback", _rollback_params, _rollback),
+)
