@@ -13,9 +13,10 @@ from mcp.types import CallToolResult
 
 from pvemcp.gateway.invoke import Gateway
 from pvemcp.policy.principal import Principal
+from pvemcp.simulator.server import SimulatorOptions, simulator_in_thread
 from pvemcp.transports.mcp_app import build_mcp_server
 from pvemcp.transports.stdio import local_principal
-from tests.conftest import read_audit
+from tests.conftest import cluster_for, make_gateway, read_audit
 
 pytestmark = pytest.mark.anyio
 
@@ -155,7 +156,9 @@ async def test_start_with_wait_reports_progress_and_log(client: Client) -> None:
             progress_callback=on_progress,
         )
     )
-    assert started["status"] == "stopped" and started["exitstatus"] == "OK"
+    # The task has stopped; the guest it started is running (the answer said "stopped").
+    assert started["task_status"] == "stopped" and started["exitstatus"] == "OK"
+    assert started["guest_status"] == "running"
     assert seen, "progress notifications arrive while the task runs"
     assert [p for p, _, _ in seen] == sorted(p for p, _, _ in seen)
     now = data(await client.call_tool("proxmox_guest_get", {"vmid": vmid}))
@@ -184,7 +187,7 @@ async def test_start_with_wait_reports_progress_and_log(client: Client) -> None:
     stop = data(
         await client.call_tool("proxmox_guest_stop", {"vmid": vmid, "confirm_token": token})
     )
-    assert stop["exitstatus"] == "OK"
+    assert stop["exitstatus"] == "OK" and stop["guest_status"] == "stopped"
 
 
 async def test_no_wait_then_task_wait(client: Client) -> None:
@@ -197,9 +200,38 @@ async def test_no_wait_then_task_wait(client: Client) -> None:
             "proxmox_guest_power", {"vmid": vmid, "action": "reboot", "wait": False}
         )
     )
-    assert queued["status"] == "running" and "exitstatus" not in queued
+    # Not waited for: the task runs, and the guest's resulting state is not known yet.
+    assert queued["task_status"] == "running"
+    assert "exitstatus" not in queued and "guest_status" not in queued
     done = data(await client.call_tool("proxmox_task_wait", {"upid": queued["upid"]}))
     assert done["status"] == "stopped" and done["ok"] is True
+
+
+async def test_results_say_the_guests_resulting_state(audit_path: Path) -> None:
+    """Each power action answers the state it left the guest in, read after its task (the
+    answer said `status: stopped` after a successful start: the task's state)."""
+    with simulator_in_thread(SimulatorOptions(time_scale=0)) as own:
+        gateway = make_gateway({"demo": cluster_for(own)}, audit_path)
+        try:
+            async with Client(build_mcp_server(gateway, local_principal)) as client:
+                resulting: dict[str, str] = {}
+                for action in ("start", "suspend", "resume", "reboot", "shutdown"):
+                    done = data(
+                        await client.call_tool(
+                            "proxmox_guest_power", {"vmid": 107, "action": action}
+                        )
+                    )
+                    assert done["task_status"] == "stopped" and done["exitstatus"] == "OK"
+                    resulting[action] = done["guest_status"]
+        finally:
+            await gateway.aclose()
+    assert resulting == {
+        "start": "running",
+        "suspend": "paused",
+        "resume": "running",
+        "reboot": "running",
+        "shutdown": "stopped",
+    }
 
 
 async def test_bad_upid_is_rejected(client: Client) -> None:

@@ -99,7 +99,8 @@ async def test_one_failed_poll_does_not_end_the_wait(
     rebooting."""
     proxy.inject("GET", STATUS_POLL, fault, times=1)
     result = data(await client.call_tool("proxmox_guest_power", {"vmid": 102, "action": "reboot"}))
-    assert result["status"] == "stopped" and result["exitstatus"] == "OK"
+    assert result["task_status"] == "stopped" and result["exitstatus"] == "OK"
+    assert result["guest_status"] == "running"
     assert result["upid"].startswith("UPID:pve1:")
     polls = [path for method, path in proxy.seen if method == "GET" and "/tasks/" in path]
     assert len(polls) >= 2

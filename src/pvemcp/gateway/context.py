@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import anyio
+
 from pvemcp.config import ClusterConfig, SshConfig
 from pvemcp.gateway.artifacts import ArtifactStore
 from pvemcp.gateway.errors import ToolFailure
@@ -191,6 +193,9 @@ class ToolContext:
         """Whether `get` may use the read cache: for read-tier tools only."""
         self._progress = progress
         self.upids: list[str] = []
+        self.task: TaskStatus | None = None
+        """The last task status this call learnt (waited for or read): the gateway records
+        its exit status in the audit outcome, whatever the tool's result looks like."""
         self.plan: Plan | None = None
         """The plan the gateway confirmed for this call (risky tools only)."""
         self._ssh = ssh
@@ -229,6 +234,24 @@ class ToolContext:
     async def post(self, path: str, params: Params | None = None) -> Any:
         return (await self.call("POST", path, params)).data
 
+    async def get_many(self, *requests: str | tuple[str, Params]) -> list[Any]:
+        """The data of several GETs (a path, or a path and its parameters) sent at once,
+        in the order asked. A failed read fails the call with its own error (the others
+        are cancelled), not with an exception group."""
+        answers: list[Any] = [None] * len(requests)
+
+        async def fetch(index: int, request: str | tuple[str, Params]) -> None:
+            path, params = (request, None) if isinstance(request, str) else request
+            answers[index] = await self.get(path, params)
+
+        try:
+            async with anyio.create_task_group() as group:
+                for index, request in enumerate(requests):
+                    group.start_soon(fetch, index, request)
+        except BaseExceptionGroup as failed:
+            raise failed.exceptions[0] from None
+        return answers
+
     async def report_progress(
         self, progress: float, total: float | None, message: str | None
     ) -> None:
@@ -241,17 +264,19 @@ class ToolContext:
         However the wait ends, the task may have changed the cluster: the read cache is
         emptied so the next read shows its effect."""
         try:
-            return await wait_for_task(
+            self.task = await wait_for_task(
                 self._backend,
                 upid,
                 timeout=timeout if timeout is not None else self.cluster.task_timeout,
                 on_progress=self._progress,
             )
+            return self.task
         finally:
             self._read_cache.invalidate()
 
     async def task_status(self, upid: str) -> TaskStatus:
-        return await get_task_status(self._backend, upid)
+        self.task = await get_task_status(self._backend, upid)
+        return self.task
 
     async def task_log(
         self, upid: str, start: int, limit: int

@@ -28,6 +28,7 @@ from pvemcp.gateway.context import ProgressFn, ToolContext
 from pvemcp.gateway.errors import ToolFailure
 from pvemcp.gateway.plan import Plan
 from pvemcp.gateway.registry import AnySpec, ToolInput, WriteInput
+from pvemcp.gateway.run import run_planned
 from pvemcp.gateway.schema import compact_schema, field_hint
 from pvemcp.gateway.toolsets import Catalogue, SessionToolsets
 from pvemcp.policy.audit import AuditLog, AuditUnavailable, new_event_id, utc_now
@@ -223,15 +224,20 @@ def _named_node(args: ToolInput, default_node: str | None) -> str | None:
     return node if isinstance(node, str) else default_node
 
 
-def _planned(plan: Plan) -> dict[str, Any]:
-    """The audit's view of what a plan will run or touch."""
+def _planned(plan: Plan, redactor: Redactor) -> dict[str, Any]:
+    """The audit's view of what a plan will run, send or touch; the API calls redacted
+    (their parameters can hold a password or a key)."""
     planned: dict[str, Any] = {}
     if plan.argv is not None:
         planned["argv"] = plan.argv
     if plan.command is not None:
         planned["command"] = plan.command
-    if plan.paths or plan.hosts:
-        planned["target"] = {k: v for k, v in (("paths", plan.paths), ("hosts", plan.hosts)) if v}
+    target: dict[str, Any] = {k: v for k, v in (("paths", plan.paths), ("hosts", plan.hosts)) if v}
+    if plan.calls:
+        calls = [call.model_dump(mode="json", exclude_defaults=True) for call in plan.calls]
+        target["calls"] = redactor.value(calls)
+    if target:
+        planned["target"] = target
     return planned
 
 
@@ -465,7 +471,7 @@ class Gateway:
             return self._refused(call, known)
         target = plan.target
         call.target = {"node": target.node, "vmid": target.vmid}
-        call.planned = _planned(plan)
+        call.planned = _planned(plan, self.redactor)
         call.decision = decision = self.policy.decide(
             call.principal,
             dataclasses.replace(
@@ -492,7 +498,7 @@ class Gateway:
             if refusal is not None:
                 return self._refused(call, refusal)
         ctx.plan = plan
-        return await self._run(call, spec, ctx, args)
+        return await self._run(call, spec, ctx, args, plan)
 
     async def _confirm(
         self,
@@ -565,9 +571,16 @@ class Gateway:
         )
 
     async def _run(
-        self, call: _Call, spec: AnySpec, ctx: ToolContext, args: ToolInput
+        self,
+        call: _Call,
+        spec: AnySpec,
+        ctx: ToolContext,
+        args: ToolInput,
+        plan: Plan | None = None,
     ) -> ToolResult:
-        """Audit the intent of a risky call, run the handler, shape and record the outcome."""
+        """Audit the intent of a risky call, run the handler (or, for a tool declared
+        without one, the default runner on its confirmed `plan`), shape and record the
+        outcome."""
         assert call.cluster is not None
         assert call.decision is not None
         if spec.tier.records_intent:
@@ -594,10 +607,16 @@ class Gateway:
                 return self._audit_down(call, exc)
         status, error_code, exitstatus = "error", None, None
         try:
-            output = await spec.handler(ctx, args)
+            if spec.handler is not None:
+                output = await spec.handler(ctx, args)
+            else:
+                # `action` requires a planner and WriteInput, so the call was planned.
+                assert plan is not None
+                assert isinstance(args, WriteInput)
+                output = await run_planned(ctx, args, plan)
             data = self.redactor.value(output.model_dump(mode="json", exclude_none=True))
             status = "ok"
-            exitstatus = data.get("exitstatus") if isinstance(data.get("exitstatus"), str) else None
+            exitstatus = ctx.task.exitstatus if ctx.task is not None else None
             result = ToolResult(call.event_id, data=data)
         except anyio.get_cancelled_exc_class():
             status = "cancelled"

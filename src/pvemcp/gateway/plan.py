@@ -2,14 +2,21 @@
 
 A plan is shown to the human (elicitation, or the two-step confirmation), returned by
 `dry_run`, bound into confirmation tokens and recorded in the audit intent. Its `target`
-is what policy's target rules (node, vmid, pool, tags) are checked against.
+is what policy's target rules (node, vmid, pool, tags) are checked against, and its
+`calls` are exactly the API requests the call will send.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, Literal
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict
+
+from pvemcp.proxmox.backend import Method
+
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
 class Target(BaseModel):
@@ -23,6 +30,66 @@ class Target(BaseModel):
     name: str | None = None
     pool: str | None = None
     tags: list[str] = []
+
+
+class GuestTarget(Target):
+    """A VM or container: node, vmid and type are known, so a handler needs no checks."""
+
+    node: str
+    vmid: int
+    type: Literal["qemu", "lxc"]
+
+    @property
+    def path(self) -> str:
+        """The guest's API path, `/nodes/{node}/{type}/{vmid}`."""
+        return f"/nodes/{self.node}/{self.type}/{self.vmid}"
+
+
+class ApiCall(BaseModel):
+    """One request a write will send, exactly: what dry run shows, the confirmation binds
+    and the audit intent records before it is sent.
+
+    `template` is the API's own name for the endpoint (`/nodes/{node}/qemu/{vmid}/status/
+    start`), the key policy and the schema index know it by; `path` is the template filled
+    in. `task` says the answer is a task's UPID, which the runner waits for.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: Method
+    template: str
+    path: str
+    params: dict[str, Any] = {}
+    task: bool = False
+
+    @classmethod
+    def to(
+        cls,
+        method: Method,
+        template: str,
+        *,
+        params: dict[str, Any] | None = None,
+        task: bool = False,
+        **where: str | int,
+    ) -> ApiCall:
+        """The call of `template` with its `{placeholders}` filled from `where` (quoted
+        as one path segment each, so a value cannot reach another endpoint)."""
+
+        def fill(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in where:
+                raise ValueError(f"{template}: no value for {{{name}}}")
+            return quote(str(where[name]), safe="")
+
+        path = _PLACEHOLDER.sub(fill, template)
+        return cls(method=method, template=template, path=path, params=params or {}, task=task)
+
+    def describe(self) -> str:
+        """`POST /nodes/pve1/qemu/100/status/start`, with its parameters if any."""
+        text = f"{self.method} {self.path}"
+        if self.params:
+            text += " " + " ".join(f"{k}={v!r}" for k, v in sorted(self.params.items()))
+        return text
 
 
 class Change(BaseModel):
@@ -49,6 +116,8 @@ class Plan(BaseModel):
     summary: str
     changes: list[Change] = []
     target: Target = Target()
+    calls: list[ApiCall] = []
+    """The API requests the call sends, in order (empty for commands and files)."""
     warnings: list[str] = []
     argv: list[str] | None = None
     command: str | None = None
@@ -62,19 +131,24 @@ class Plan(BaseModel):
         lines = [self.summary]
         if self.command is not None:
             lines.append(f"$ {self.command}")
+        lines += [f"> {call.describe()}" for call in self.calls]
         lines += [f"- {c.field}: {c.before!r} -> {c.after!r}" for c in self.changes]
         lines += [f"! {w}" for w in self.warnings]
         if self.diff:
             lines.append(self.diff)
         return "\n".join(lines)
 
+    def after(self, field: str) -> Any:
+        """What the plan says `field` will be once the call is done (None: not planned)."""
+        return next((change.after for change in self.changes if change.field == field), None)
+
     def bound_facts(self) -> dict[str, Any]:
-        """What a confirmation binds besides the arguments: the target and what would run
-        or be touched, so an approval cannot be redeemed for another command or path. For
-        files the changes too (the hashes of the content replaced): the approved diff is
-        the one applied. Other tools' changes are not bound, so a replayed token is
-        refused as used rather than as a different call."""
-        facts = {"target", "argv", "command", "paths", "hosts"}
+        """What a confirmation binds besides the arguments: the target and what would run,
+        be sent or be touched, so an approval cannot be redeemed for another command,
+        path or API call. For files the changes too (the hashes of the content replaced):
+        the approved diff is the one applied. Other tools' changes are not bound, so a
+        replayed token is refused as used rather than as a different call."""
+        facts = {"target", "calls", "argv", "command", "paths", "hosts"}
         if self.paths:
             facts.add("changes")
         return self.model_dump(mode="json", include=facts)

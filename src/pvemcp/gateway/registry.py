@@ -80,7 +80,9 @@ class ToolSpec(Generic[InputT]):
     """The name of the `Toolset` the tool belongs to: config and sessions enable toolsets."""
     input_model: type[InputT]
     output_model: type[ToolOutput]
-    handler: Handler[InputT]
+    handler: Handler[InputT] | None
+    """None for a write declared with `action`: the gateway's default runner sends the
+    calls of its confirmed plan (`gateway/run.py`)."""
     idempotent: bool = False
     planner: Planner[InputT] | None = None
     """Works out the plan (and the target) of a risky call; required above `read`."""
@@ -127,6 +129,39 @@ def tool(
         )
 
     return wrap
+
+
+WriteT = TypeVar("WriteT", bound=WriteInput)
+
+
+def action(
+    name: str,
+    *,
+    title: str,
+    description: str,
+    tier: Tier,
+    toolset: str,
+    input: type[WriteT],
+    output: type[ToolOutput],
+    planner: Planner[WriteT],
+    idempotent: bool = False,
+) -> ToolSpec[WriteT]:
+    """Declare a write that needs no handler: its planner puts the exact API calls in the
+    plan, and the gateway's default runner sends them, waiting for tasks with progress."""
+    if tier is Tier.READ:
+        raise ValueError(f"tool {name} only reads: declare it with tool() and a handler")
+    return ToolSpec(
+        name=name,
+        title=title,
+        description=" ".join(description.split()),
+        tier=tier,
+        toolset=toolset,
+        input_model=input,
+        output_model=output,
+        handler=None,
+        idempotent=idempotent,
+        planner=planner,
+    )
 
 
 AnySpec = ToolSpec[Any]

@@ -6,36 +6,27 @@ odd answer is `bad_upstream_answer` naming the path, never a crash.
 
 from __future__ import annotations
 
-from typing import Any
-
-import anyio
 from pydantic import TypeAdapter
 
-from pvemcp.gateway.context import ToolContext
-from pvemcp.gateway.errors import ToolFailure
-from pvemcp.gateway.registry import ToolInput, ToolOutput, tool
-from pvemcp.policy.tiers import Tier
-from pvemcp.proxmox.errors import ProxmoxError
-from pvemcp.tools.common import Answer, NodeName, as_float, as_int, node_or_default, read_as
-
-MIB = 1024 * 1024
-GIB = 1024 * MIB
-
-
-def pct(value: Any) -> float | None:
-    """PVE's 0..1 load fraction as a percentage with one decimal."""
-    number = as_float(value)
-    return None if number is None else round(number * 100, 1)
-
-
-def mib(value: Any) -> int | None:
-    number = as_int(value)
-    return None if number is None else number // MIB
-
-
-def gib(value: Any) -> float | None:
-    number = as_int(value)
-    return None if number is None else round(number / GIB, 1)
+from pvemcp.tools.kit import (
+    Answer,
+    Empty,
+    NodeName,
+    ProxmoxError,
+    Tier,
+    ToolContext,
+    ToolFailure,
+    ToolInput,
+    ToolOutput,
+    answer_as,
+    as_int,
+    gib,
+    mib,
+    node_or_default,
+    pct,
+    read_as,
+    tool,
+)
 
 
 class _StatusEntry(Answer):
@@ -106,10 +97,6 @@ class ClusterStatus(ToolOutput):
     pve_version: str | None = None
 
 
-class Empty(ToolInput):
-    pass
-
-
 @tool(
     "proxmox_cluster_status",
     title="Cluster status",
@@ -122,20 +109,8 @@ class Empty(ToolInput):
 async def cluster_status(ctx: ToolContext, args: Empty) -> ClusterStatus:
     """Cluster name, quorum, which nodes are online, and the PVE version. Start here to see
     whether the cluster is healthy before acting on it."""
-    entries: list[_StatusEntry] = []
-    version: list[_Version] = []
-
-    async def fetch_status() -> None:
-        answer: list[_StatusEntry] = await read_as(ctx, _STATUS_ENTRIES, "/cluster/status")
-        entries.extend(answer)
-
-    async def fetch_version() -> None:
-        version.append(await read_as(ctx, _VERSION, "/version"))
-
-    async with anyio.create_task_group() as group:
-        group.start_soon(fetch_status)
-        group.start_soon(fetch_version)
-
+    status, version = await ctx.get_many("/cluster/status", "/version")
+    entries = answer_as(_STATUS_ENTRIES, status, method="GET", path="/cluster/status")
     cluster = next((e for e in entries if e.type == "cluster"), None)
     nodes = [
         NodeBrief(name=str(e.name), online=bool(e.online), ip=e.ip)
@@ -149,7 +124,7 @@ async def cluster_status(ctx: ToolContext, args: Empty) -> ClusterStatus:
         nodes_online=sum(n.online for n in nodes),
         nodes_total=len(nodes),
         nodes=nodes,
-        pve_version=version[0].version,
+        pve_version=answer_as(_VERSION, version, method="GET", path="/version").version,
     )
 
 

@@ -1,17 +1,21 @@
-"""Argument types shared by the tool modules, with PVE's own limits."""
+"""Argument types and units shared by the tool modules, with PVE's own limits.
+
+Tool modules import these (through `tools/kit.py`) rather than from each other, so a
+domain module never depends on a sibling.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, Field, model_validator
 
 from pvemcp.gateway.context import ToolContext
 from pvemcp.gateway.errors import ToolFailure
-from pvemcp.proxmox.backend import Params
-from pvemcp.proxmox.errors import MalformedAnswer
+from pvemcp.gateway.registry import ToolInput, WriteInput
 
-T = TypeVar("T")
+MIB = 1024 * 1024
+GIB = 1024 * MIB
 
 Vmid = Annotated[int, Field(ge=100, le=999_999_999, description="Guest id (VMID).")]
 NodeName = Annotated[
@@ -49,6 +53,33 @@ Timeout = Annotated[
 ]
 
 
+class Empty(ToolInput):
+    """The arguments of a tool that takes none (besides `cluster`)."""
+
+
+class GuestRef(ToolInput):
+    """A guest named by vmid or by name (exactly one)."""
+
+    vmid: Vmid | None = None
+    name: GuestName | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Self:
+        if (self.vmid is None) == (self.name is None):
+            raise ValueError("give exactly one of vmid or name")
+        return self
+
+
+class WaitInput(WriteInput):
+    """Base of a write that starts a Proxmox task: whether to wait, and for how long (the
+    default runner reads both, see `pvemcp.gateway.run.Waits`)."""
+
+    wait: Annotated[bool, Field(description="Wait for the task to finish, reporting progress.")] = (
+        True
+    )
+    timeout: Timeout | None = None
+
+
 def node_or_default(ctx: ToolContext, node: str | None) -> str:
     """The node a call targets: the argument, else the cluster's configured default."""
     chosen = node or ctx.cluster.default_node
@@ -81,73 +112,17 @@ def as_float(value: Any) -> float | None:
         return None
 
 
-def tag_list(raw: Any) -> list[str] | None:
-    """PVE's `tags` string (`a;b` or `a,b` or `a b`) as a sorted list; None when empty."""
-    if not raw or not isinstance(raw, str):
-        return None
-    tags = sorted({t for t in raw.replace(",", ";").replace(" ", ";").split(";") if t})
-    return tags or None
+def pct(value: Any) -> float | None:
+    """PVE's 0..1 load fraction as a percentage with one decimal."""
+    number = as_float(value)
+    return None if number is None else round(number * 100, 1)
 
 
-class Answer(BaseModel):
-    """The part of an API object a tool reads: the fields it uses, typed; others ignored.
-
-    Validation is as lax as PVE is inconsistent (numbers sent as strings, 0/1 for
-    booleans), and strict about shape: `read_as` turns anything else into
-    `bad_upstream_answer` naming the path, so an odd answer never crashes a tool.
-    """
-
-    model_config = ConfigDict(extra="ignore", frozen=True, coerce_numbers_to_str=True)
+def mib(value: Any) -> int | None:
+    number = as_int(value)
+    return None if number is None else number // MIB
 
 
-OBJECT: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
-"""An answer that must be a JSON object, of which the tool passes on every member."""
-
-_SHOWN_ERRORS = 3
-
-
-def _place(loc: tuple[int | str, ...]) -> str:
-    return "data" + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
-
-
-def answer_as(adapter: TypeAdapter[T], data: Any, *, method: str, path: str) -> T:
-    """`data` as the adapter's type; a wrong shape is a `MalformedAnswer` naming the path
-    and the first places that are wrong (never their values, which may be huge)."""
-    try:
-        return adapter.validate_python(data)
-    except ValidationError as exc:
-        wrong = "; ".join(
-            f"{_place(err['loc'])}: {err['msg']}" for err in exc.errors()[:_SHOWN_ERRORS]
-        )
-        more = exc.error_count() - _SHOWN_ERRORS
-        raise MalformedAnswer(
-            f"Proxmox's answer to {method} {path} is not what the API documents: {wrong}"
-            + (f" (and {more} more)" if more > 0 else ""),
-            method=method,
-            path=path,
-        ) from None
-
-
-async def read_as(
-    ctx: ToolContext, adapter: TypeAdapter[T], path: str, params: Params | None = None
-) -> T:
-    """`GET path`'s data, validated as the adapter's type (see `answer_as`)."""
-    return answer_as(adapter, await ctx.get(path, params), method="GET", path=path)
-
-
-async def start_task(ctx: ToolContext, path: str, params: Params | None = None) -> str:
-    """`POST path`, which must answer with the UPID of the task it started.
-
-    Any other answer is `bad_upstream_answer` saying the action may have run: the
-    request reached the node, so a retry could do it twice.
-    """
-    data = await ctx.post(path, params)
-    # The context records every UPID (strictly parsed) a write answered with.
-    if not isinstance(data, str) or data not in ctx.upids:
-        raise MalformedAnswer(
-            f"Proxmox answered POST {path} without a task id (UPID): the answer's data is "
-            f"{type(data).__name__ if data is not None else 'null'}",
-            method="POST",
-            path=path,
-        )
-    return data
+def gib(value: Any) -> float | None:
+    number = as_int(value)
+    return None if number is None else round(number / GIB, 1)

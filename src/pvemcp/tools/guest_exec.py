@@ -16,13 +16,18 @@ from typing import Annotated, Any
 import anyio
 from pydantic import Field
 
-from pvemcp.gateway.context import CommandRecord, ToolContext
-from pvemcp.gateway.errors import ToolFailure
-from pvemcp.gateway.plan import Plan
-from pvemcp.gateway.registry import WriteInput, tool
-from pvemcp.policy.tiers import Tier
 from pvemcp.tools.command import Argv, CommandOutput, CommandTimeout, command_output, run_on_node
-from pvemcp.tools.guests import GuestRef, guest_target, resolve_guest
+from pvemcp.tools.kit import (
+    CommandRecord,
+    GuestRef,
+    Plan,
+    Tier,
+    ToolContext,
+    ToolFailure,
+    WriteInput,
+    planners,
+    tool,
+)
 
 POLL_FIRST = 0.1
 POLL_MAX = 1.0
@@ -44,7 +49,7 @@ class VmExecArgs(GuestRef, WriteInput):
 
 
 async def _guest(ctx: ToolContext, ref: GuestRef, kind: str, instead: str) -> dict[str, Any]:
-    row = await resolve_guest(ctx, ref)
+    row = await planners.resolve_guest(ctx, ref)
     if row["type"] != kind:
         raise ToolFailure(
             "wrong_guest_type",
@@ -61,7 +66,7 @@ def _pct_exec(vmid: int, argv: list[str]) -> list[str]:
 
 async def _plan_ct(ctx: ToolContext, args: CtExecArgs) -> Plan:
     row = await _guest(ctx, args, "lxc", "proxmox_vm_exec")
-    target = guest_target(row)
+    target = planners.guest_target(row)
     argv = _pct_exec(int(row["vmid"]), list(args.argv))
     warnings = []
     if row.get("status") != "running":
@@ -78,7 +83,7 @@ async def _plan_ct(ctx: ToolContext, args: CtExecArgs) -> Plan:
 
 async def _plan_vm(ctx: ToolContext, args: VmExecArgs) -> Plan:
     row = await _guest(ctx, args, "qemu", "proxmox_ct_exec")
-    target = guest_target(row)
+    target = planners.guest_target(row)
     status = await ctx.get(f"/nodes/{target.node}/qemu/{target.vmid}/status/current")
     warnings = []
     if status.get("status") != "running":

@@ -2,29 +2,35 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Self
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
-import anyio
-from pydantic import Field, TypeAdapter, model_validator
+from pydantic import Field, TypeAdapter
 
-from pvemcp.gateway.context import ToolContext
-from pvemcp.gateway.errors import ToolFailure
-from pvemcp.gateway.plan import Change, Plan, Target
-from pvemcp.gateway.registry import ToolInput, ToolOutput, WriteInput, tool
-from pvemcp.policy.tiers import Tier
-from pvemcp.tools.cluster import gib, mib, pct
-from pvemcp.tools.common import (
+from pvemcp.tools.kit import (
     OBJECT,
     Answer,
-    GuestName,
+    GuestRef,
+    GuestTarget,
     GuestType,
     NodeName,
-    Timeout,
-    Vmid,
+    Plan,
+    TaskOutcome,
+    Tier,
+    ToolContext,
+    ToolFailure,
+    ToolInput,
+    ToolOutput,
+    WaitInput,
+    action,
+    answer_as,
     as_int,
-    read_as,
-    start_task,
+    gib,
+    mib,
+    pct,
+    planners,
     tag_list,
+    tool,
 )
 
 ExtraField = Literal[
@@ -95,32 +101,6 @@ def _row(resource: dict[str, Any], fields: frozenset[str]) -> GuestRow:
     return row
 
 
-class _Resource(Answer):
-    """A guest's row in /cluster/resources: what the guest tools (and planners) read."""
-
-    vmid: int
-    type: str
-    node: str
-    name: str | None = None
-    status: str = "unknown"
-    tags: str | None = None
-    pool: str | None = None
-    template: bool | None = None
-    hastate: str | None = None
-    lock: str | None = None
-    cpu: float | None = None
-    maxcpu: float | None = None
-    mem: float | None = None
-    maxmem: float | None = None
-    disk: float | None = None
-    maxdisk: float | None = None
-    uptime: float | None = None
-    netin: float | None = None
-    netout: float | None = None
-    diskread: float | None = None
-    diskwrite: float | None = None
-
-
 class _HaState(Answer):
     managed: bool = False
     state: str | None = None
@@ -144,19 +124,7 @@ class _CurrentStatus(Answer):
     template: bool | None = None
 
 
-_RESOURCES = TypeAdapter(list[_Resource])
 _CURRENT_STATUS = TypeAdapter(_CurrentStatus)
-
-
-async def _guest_resources(ctx: ToolContext) -> list[dict[str, Any]]:
-    """The cluster's guests by vmid, as validated rows (None members left out): the
-    dict form is what planners of other tool modules read (`resolve_guest`)."""
-    rows = await read_as(ctx, _RESOURCES, "/cluster/resources", {"type": "vm"})
-    return [
-        row.model_dump(exclude_none=True)
-        for row in sorted(rows, key=lambda r: r.vmid)
-        if row.type in ("qemu", "lxc")
-    ]
 
 
 class GuestListArgs(ToolInput):
@@ -197,7 +165,7 @@ async def guest_list(ctx: ToolContext, args: GuestListArgs) -> GuestList:
     needle = args.name.lower() if args.name else None
     matches = [
         r
-        for r in await _guest_resources(ctx)
+        for r in await planners.guest_resources(ctx)
         if (args.node is None or r.get("node") == args.node)
         and (args.status is None or r.get("status") == args.status)
         and (args.type is None or r.get("type") == args.type)
@@ -210,73 +178,6 @@ async def guest_list(ctx: ToolContext, args: GuestListArgs) -> GuestList:
         guests=[_row(r, wanted) for r in page],
         total=len(matches),
         next_offset=end if end < len(matches) else None,
-    )
-
-
-class GuestRef(ToolInput):
-    """A guest named by vmid or by name (exactly one)."""
-
-    vmid: Vmid | None = None
-    name: GuestName | None = None
-
-    @model_validator(mode="after")
-    def _one_of(self) -> Self:
-        if (self.vmid is None) == (self.name is None):
-            raise ValueError("give exactly one of vmid or name")
-        return self
-
-
-def guest_target(row: dict[str, Any]) -> Target:
-    """A guest's resource row as the plan target policy decides on (node, pool, tags)."""
-    return Target(
-        node=str(row["node"]),
-        vmid=int(row["vmid"]),
-        type=str(row["type"]),
-        name=row.get("name"),
-        pool=row.get("pool"),
-        tags=tag_list(row.get("tags")) or [],
-    )
-
-
-async def resolve_guest(ctx: ToolContext, ref: GuestRef) -> dict[str, Any]:
-    """Find the guest's resource row (node and type); errors list what exists instead."""
-    rows = await _guest_resources(ctx)
-    if ref.vmid is not None:
-        for row in rows:
-            if int(row["vmid"]) == ref.vmid:
-                return row
-        raise ToolFailure(
-            "not_found",
-            f"no guest with vmid {ref.vmid} in cluster {ctx.cluster_name}",
-            field="vmid",
-            hint="List guests with proxmox_guest_list.",
-        )
-    exact = [r for r in rows if r.get("name") == ref.name]
-    found = exact or [r for r in rows if str(r.get("name", "")).lower() == str(ref.name).lower()]
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        raise ToolFailure(
-            "not_found",
-            f"no guest named {ref.name!r} in cluster {ctx.cluster_name}",
-            field="name",
-            hint="List guests with proxmox_guest_list (its name filter matches substrings).",
-        )
-    candidates = [
-        {
-            "vmid": int(r["vmid"]),
-            "type": r.get("type"),
-            "node": r.get("node"),
-            "status": r.get("status"),
-        }
-        for r in found
-    ]
-    raise ToolFailure(
-        "ambiguous_name",
-        f"{len(found)} guests are named {ref.name!r}",
-        field="name",
-        hint="Call again with vmid: " + ", ".join(str(c["vmid"]) for c in candidates),
-        details={"candidates": candidates},
     )
 
 
@@ -318,24 +219,15 @@ class GuestDetails(ToolOutput):
 async def guest_get(ctx: ToolContext, args: GuestGetArgs) -> GuestDetails:
     """One VM or container by vmid or exact name: current status and, by default, its
     configuration. A name that several guests share is an error listing their vmids."""
-    row = await resolve_guest(ctx, args)
+    row = await planners.resolve_guest(ctx, args)
     base = f"/nodes/{row['node']}/{row['type']}/{row['vmid']}"
-    statuses: list[_CurrentStatus] = []
+    paths = [f"{base}/status/current", *([f"{base}/config"] if args.include_config else [])]
+    answers = await ctx.get_many(*paths)
+    status = answer_as(_CURRENT_STATUS, answers[0], method="GET", path=paths[0])
     config: dict[str, Any] = {}
-
-    async def fetch_status() -> None:
-        statuses.append(await read_as(ctx, _CURRENT_STATUS, f"{base}/status/current"))
-
-    async def fetch_config() -> None:
-        answer: dict[str, Any] = await read_as(ctx, OBJECT, f"{base}/config")
-        config.update(answer)
-
-    async with anyio.create_task_group() as group:
-        group.start_soon(fetch_status)
-        if args.include_config:
-            group.start_soon(fetch_config)
-    config.pop("digest", None)
-    (status,) = statuses
+    if args.include_config:
+        config = answer_as(OBJECT, answers[1], method="GET", path=paths[1])
+    config = {key: value for key, value in config.items() if key != "digest"}
     return GuestDetails(
         vmid=int(row["vmid"]),
         name=status.name or row.get("name"),
@@ -357,31 +249,15 @@ async def guest_get(ctx: ToolContext, args: GuestGetArgs) -> GuestDetails:
     )
 
 
-class PowerResult(ToolOutput):
-    vmid: int
-    node: str
-    type: str
-    action: str
-    upid: str
-    status: Literal["running", "stopped"]
-    exitstatus: str | None = None
-    seconds: float | None = None
-
-
-class PowerArgs(GuestRef, WriteInput):
+class PowerArgs(WaitInput, GuestRef):
     action: Literal["start", "shutdown", "reboot", "suspend", "resume"]
-    wait: Annotated[bool, Field(description="Wait for the task to finish, reporting progress.")] = (
-        True
-    )
-    timeout: Timeout | None = None
 
 
-class StopArgs(GuestRef, WriteInput):
-    wait: Annotated[bool, Field(description="Wait for the task to finish.")] = True
-    timeout: Timeout | None = None
+class StopArgs(WaitInput, GuestRef):
+    pass
 
 
-# What each action expects to find and leaves behind, for plans and warnings.
+# The guest state each action expects to find and leaves behind.
 _TRANSITIONS: dict[str, tuple[str, str]] = {
     "start": ("stopped", "running"),
     "shutdown": ("running", "stopped"),
@@ -392,92 +268,69 @@ _TRANSITIONS: dict[str, tuple[str, str]] = {
 }
 
 
-async def _power_plan(ctx: ToolContext, ref: GuestRef, action: str) -> Plan:
-    row = await resolve_guest(ctx, ref)
-    if action in ("suspend", "resume") and row["type"] == "lxc":
-        raise ToolFailure(
-            "unsupported",
-            f"containers cannot {action} here; {row['vmid']} is an LXC container",
-            field="action",
-            hint="Use shutdown and start for containers.",
-        )
-    expected, after = _TRANSITIONS[action]
-    status = str(row.get("status", "unknown"))
-    label = f"{row['type']} {row['vmid']} ({row.get('name', '?')}) on {row['node']}"
-    warnings = []
-    if status != expected:
-        warnings.append(f"the guest is {status}, not {expected}: the task may fail or do nothing")
-    if action == "stop":
-        warnings.append("a hard stop loses unsaved data in the guest, like pulling the plug")
-    return Plan(
-        summary=f"{action} {label}",
-        changes=[Change(field="status", before=status, after=after)],
-        target=guest_target(row),
-        warnings=warnings,
-    )
+def _no_pause_for_containers(action: str) -> Callable[[GuestTarget], None] | None:
+    """Suspend and resume are QEMU's pause and continue: containers have no such state."""
 
+    def check(target: GuestTarget) -> None:
+        if target.type == "lxc":
+            raise ToolFailure(
+                "unsupported",
+                f"containers cannot {action} here; {target.vmid} is an LXC container",
+                field="action",
+                hint="Use shutdown and start for containers.",
+            )
 
-async def _power(ctx: ToolContext, action: str, wait: bool, timeout: float | None) -> PowerResult:
-    assert ctx.plan is not None, "the gateway plans every power action before running it"
-    target = ctx.plan.target
-    started = anyio.current_time()
-    upid = await start_task(
-        ctx, f"/nodes/{target.node}/{target.type}/{target.vmid}/status/{action}"
-    )
-    result = PowerResult(
-        vmid=int(target.vmid or 0),
-        node=str(target.node),
-        type=str(target.type),
-        action=action,
-        upid=upid,
-        status="running",
-    )
-    if wait:
-        task = await ctx.wait_task(upid, timeout)
-        result.status = "stopped"
-        result.exitstatus = task.exitstatus
-        result.seconds = round(anyio.current_time() - started, 2)
-    return result
+    return check if action in ("suspend", "resume") else None
 
 
 async def _plan_power(ctx: ToolContext, args: PowerArgs) -> Plan:
-    return await _power_plan(ctx, args, args.action)
+    return await planners.guest_action(
+        ctx,
+        args,
+        args.action,
+        f"status/{args.action}",
+        status=_TRANSITIONS[args.action],
+        check=_no_pause_for_containers(args.action),
+    )
 
 
 async def _plan_stop(ctx: ToolContext, args: StopArgs) -> Plan:
-    return await _power_plan(ctx, args, "stop")
+    return await planners.guest_action(
+        ctx,
+        args,
+        "stop",
+        "status/stop",
+        status=_TRANSITIONS["stop"],
+        warnings=["a hard stop loses unsaved data in the guest, like pulling the plug"],
+    )
 
 
-@tool(
+guest_power = action(
     "proxmox_guest_power",
     title="Start, shut down, reboot, suspend or resume a guest",
+    description="""Start, cleanly shut down, reboot, suspend or resume a VM or container (by
+    vmid or name). With wait (default) it returns when the Proxmox task ends, reporting
+    progress, with the guest's resulting state (guest_status); a failed task is an error
+    carrying its upid. For a hard power-off use proxmox_guest_stop.""",
     tier=Tier.WRITE,
     toolset="guests",
     input=PowerArgs,
-    output=PowerResult,
+    output=TaskOutcome,
     planner=_plan_power,
 )
-async def guest_power(ctx: ToolContext, args: PowerArgs) -> PowerResult:
-    """Start, cleanly shut down, reboot, suspend or resume a VM or container (by vmid or
-    name). With wait (default) it returns when the Proxmox task ends, reporting progress; a
-    failed task is an error carrying its upid. For a hard power-off use proxmox_guest_stop."""
-    return await _power(ctx, args.action, args.wait, args.timeout)
 
-
-@tool(
+guest_stop = action(
     "proxmox_guest_stop",
     title="Hard-stop a guest",
+    description="""Power a VM or container off immediately, like pulling the plug: unsaved
+    data in the guest is lost. Prefer proxmox_guest_power with action shutdown; use this
+    only when the guest does not respond to a shutdown.""",
     tier=Tier.DESTRUCTIVE,
     toolset="guests",
     input=StopArgs,
-    output=PowerResult,
+    output=TaskOutcome,
     planner=_plan_stop,
 )
-async def guest_stop(ctx: ToolContext, args: StopArgs) -> PowerResult:
-    """Power a VM or container off immediately, like pulling the plug: unsaved data in the
-    guest is lost. Prefer proxmox_guest_power with action shutdown; use this only when the
-    guest does not respond to a shutdown."""
-    return await _power(ctx, "stop", args.wait, args.timeout)
 
 
 TOOLS = (guest_list, guest_get, guest_power, guest_stop)

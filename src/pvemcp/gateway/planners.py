@@ -1,0 +1,239 @@
+"""The common planners, written once: what a write on a guest will send and change.
+
+A tool declares its arguments and picks a planner; the planner resolves the guest (by
+vmid or name) with fresh reads, so policy decides on its real node, pool and tags, and
+returns a `Plan` whose `calls` are exactly what the default runner (`gateway/run.py`)
+will send. Tools never build REST paths in their handlers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+from pydantic import TypeAdapter
+
+from pvemcp.gateway.answers import OBJECT, Answer, read_as, tag_list
+from pvemcp.gateway.context import ToolContext
+from pvemcp.gateway.errors import ToolFailure
+from pvemcp.gateway.plan import ApiCall, Change, GuestTarget, Plan
+from pvemcp.proxmox.backend import Method
+
+
+class GuestLookup(Protocol):
+    """How a call names a guest: by vmid or by name (tools' `GuestRef` fits)."""
+
+    @property
+    def vmid(self) -> int | None: ...
+
+    @property
+    def name(self) -> str | None: ...
+
+
+class GuestResource(Answer):
+    """A guest's row in /cluster/resources: what the guest tools and planners read."""
+
+    vmid: int
+    type: str
+    node: str
+    name: str | None = None
+    status: str = "unknown"
+    tags: str | None = None
+    pool: str | None = None
+    template: bool | None = None
+    hastate: str | None = None
+    lock: str | None = None
+    cpu: float | None = None
+    maxcpu: float | None = None
+    mem: float | None = None
+    maxmem: float | None = None
+    disk: float | None = None
+    maxdisk: float | None = None
+    uptime: float | None = None
+    netin: float | None = None
+    netout: float | None = None
+    diskread: float | None = None
+    diskwrite: float | None = None
+
+
+_RESOURCES = TypeAdapter(list[GuestResource])
+
+
+async def guest_resources(ctx: ToolContext) -> list[dict[str, Any]]:
+    """The cluster's guests by vmid, as validated rows (None members left out)."""
+    rows = await read_as(ctx, _RESOURCES, "/cluster/resources", {"type": "vm"})
+    return [
+        row.model_dump(exclude_none=True)
+        for row in sorted(rows, key=lambda r: r.vmid)
+        if row.type in ("qemu", "lxc")
+    ]
+
+
+def guest_target(row: Mapping[str, Any]) -> GuestTarget:
+    """A guest's resource row as the plan target policy decides on (node, pool, tags)."""
+    return GuestTarget(
+        node=str(row["node"]),
+        vmid=int(row["vmid"]),
+        type=row["type"],
+        name=row.get("name"),
+        pool=row.get("pool"),
+        tags=tag_list(row.get("tags")) or [],
+    )
+
+
+async def resolve_guest(ctx: ToolContext, ref: GuestLookup) -> dict[str, Any]:
+    """Find the guest's resource row (node and type); errors list what exists instead."""
+    rows = await guest_resources(ctx)
+    if ref.vmid is not None:
+        for row in rows:
+            if int(row["vmid"]) == ref.vmid:
+                return row
+        raise ToolFailure(
+            "not_found",
+            f"no guest with vmid {ref.vmid} in cluster {ctx.cluster_name}",
+            field="vmid",
+            hint="List guests with proxmox_guest_list.",
+        )
+    exact = [r for r in rows if r.get("name") == ref.name]
+    found = exact or [r for r in rows if str(r.get("name", "")).lower() == str(ref.name).lower()]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise ToolFailure(
+            "not_found",
+            f"no guest named {ref.name!r} in cluster {ctx.cluster_name}",
+            field="name",
+            hint="List guests with proxmox_guest_list (its name filter matches substrings).",
+        )
+    candidates = [
+        {
+            "vmid": int(r["vmid"]),
+            "type": r.get("type"),
+            "node": r.get("node"),
+            "status": r.get("status"),
+        }
+        for r in found
+    ]
+    raise ToolFailure(
+        "ambiguous_name",
+        f"{len(found)} guests are named {ref.name!r}",
+        field="name",
+        hint="Call again with vmid: " + ", ".join(str(c["vmid"]) for c in candidates),
+        details={"candidates": candidates},
+    )
+
+
+def _label(target: GuestTarget) -> str:
+    return f"{target.type} {target.vmid} ({target.name or '?'}) on {target.node}"
+
+
+def _endpoint(target: GuestTarget, rest: str) -> str:
+    """The API's template for `rest` under the guest (`/nodes/{node}/qemu/{vmid}/...`)."""
+    return f"/nodes/{{node}}/{target.type}/{{vmid}}/{rest}"
+
+
+async def guest_action(
+    ctx: ToolContext,
+    ref: GuestLookup,
+    verb: str,
+    endpoint: str,
+    *,
+    method: Method = "POST",
+    params: dict[str, Any] | None = None,
+    status: tuple[str, str] | None = None,
+    check: Callable[[GuestTarget], None] | None = None,
+    warnings: Sequence[str] = (),
+) -> Plan:
+    """An action on one guest that starts a task: `method endpoint` under the guest's
+    path (e.g. `status/start`). `status` is the guest state it expects and leaves
+    (`("stopped", "running")`): the plan warns when the guest is not in the first, and the
+    runner reports (and for HA waits for) the second. `check` may refuse the resolved
+    guest (a `ToolFailure`) before anything is planned."""
+    row = await resolve_guest(ctx, ref)
+    target = guest_target(row)
+    if check is not None:
+        check(target)
+    call = ApiCall.to(
+        method,
+        _endpoint(target, endpoint),
+        params=params,
+        task=True,
+        node=target.node,
+        vmid=target.vmid,
+    )
+    changes, noted = [], list(warnings)
+    if status is not None:
+        expected, after = status
+        now = str(row.get("status", "unknown"))
+        if now != expected:
+            noted.insert(0, f"the guest is {now}, not {expected}: the task may fail or do nothing")
+        changes.append(Change(field="status", before=now, after=after))
+    return Plan(
+        summary=f"{verb} {_label(target)}",
+        changes=changes,
+        target=target,
+        calls=[call],
+        warnings=noted,
+    )
+
+
+async def guest_config_change(
+    ctx: ToolContext,
+    ref: GuestLookup,
+    values: Mapping[str, Any],
+    delete: Sequence[str] = (),
+    *,
+    method: Method = "PUT",
+) -> Plan:
+    """A change of a guest's configuration: the current config is read with its `digest`,
+    the plan lists each key's before and after, and the one call sends only the keys that
+    change plus `delete` and the `digest`, so PVE refuses it if the configuration changed
+    since it was planned (someone else's edit is never overwritten). `method` POST is
+    QEMU's asynchronous update (a task); PUT answers at once."""
+    both = sorted(set(values) & set(delete))
+    if both:
+        raise ToolFailure(
+            "invalid_argument",
+            f"{both[0]} is both set and deleted",
+            field="delete",
+            hint="Either set a key or delete it, not both.",
+        )
+    row = await resolve_guest(ctx, ref)
+    target = guest_target(row)
+    config: dict[str, Any] = await read_as(ctx, OBJECT, f"{target.path}/config")
+    config = dict(config)  # the answer may be shared: never change it in place
+    digest = config.pop("digest", None)
+    changes = [
+        Change(field=key, before=config.get(key), after=value)
+        for key, value in sorted(values.items())
+        if key not in config or str(config[key]) != str(value)
+    ]
+    removed = [key for key in delete if key in config]
+    changes += [Change(field=key, before=config[key], after=None) for key in removed]
+    warnings = [f"{key} is not set: nothing to delete" for key in delete if key not in config]
+    if not changes:
+        return Plan(
+            summary=f"no change to the configuration of {_label(target)}",
+            target=target,
+            warnings=warnings,
+        )
+    params: dict[str, Any] = {c.field: c.after for c in changes if c.field not in removed}
+    if removed:
+        params["delete"] = ",".join(removed)
+    if digest is not None:
+        params["digest"] = digest
+    call = ApiCall.to(
+        method,
+        _endpoint(target, "config"),
+        params=params,
+        task=method == "POST",
+        node=target.node,
+        vmid=target.vmid,
+    )
+    return Plan(
+        summary=f"change {len(changes)} configuration key(s) of {_label(target)}",
+        changes=changes,
+        target=target,
+        calls=[call],
+        warnings=warnings,
+    )

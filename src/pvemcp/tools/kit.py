@@ -1,0 +1,76 @@
+"""The tool author's one import: what a tool module needs from the gateway, policy and
+the shared argument types, so a domain module imports this and nothing else of pvemcp.
+
+A write whose behaviour is plain API calls is an `action` with a planner from `planners`
+(its calls are what dry run shows, the confirmation binds and the audit intent records)
+and no handler: the gateway's default runner sends the calls and answers a `TaskOutcome`.
+"""
+
+from __future__ import annotations
+
+from pvemcp.gateway import planners
+from pvemcp.gateway.answers import OBJECT, Answer, answer_as, read_as, tag_list
+from pvemcp.gateway.context import CommandRecord, ToolContext
+from pvemcp.gateway.errors import ToolFailure
+from pvemcp.gateway.plan import ApiCall, Change, GuestTarget, Plan, Target
+from pvemcp.gateway.registry import ToolInput, ToolOutput, WriteInput, action, tool
+from pvemcp.gateway.run import TaskOutcome
+from pvemcp.policy.tiers import Tier
+from pvemcp.proxmox.errors import ProxmoxError
+from pvemcp.tools.common import (
+    Empty,
+    GuestName,
+    GuestRef,
+    GuestType,
+    NodeName,
+    Timeout,
+    Upid,
+    Vmid,
+    WaitInput,
+    as_float,
+    as_int,
+    gib,
+    mib,
+    node_or_default,
+    pct,
+)
+
+__all__ = [
+    "OBJECT",
+    "Answer",
+    "ApiCall",
+    "Change",
+    "CommandRecord",
+    "Empty",
+    "GuestName",
+    "GuestRef",
+    "GuestTarget",
+    "GuestType",
+    "NodeName",
+    "Plan",
+    "ProxmoxError",
+    "Target",
+    "TaskOutcome",
+    "Tier",
+    "Timeout",
+    "ToolContext",
+    "ToolFailure",
+    "ToolInput",
+    "ToolOutput",
+    "Upid",
+    "Vmid",
+    "WaitInput",
+    "WriteInput",
+    "action",
+    "answer_as",
+    "as_float",
+    "as_int",
+    "gib",
+    "mib",
+    "node_or_default",
+    "pct",
+    "planners",
+    "read_as",
+    "tag_list",
+    "tool",
+]
