@@ -151,7 +151,8 @@ NOT_IN_SCHEMA = (
          {"delete": "you can't use '-cores' and -delete cores' at the same time"}),
         ({"delete": "cores", "revert": "cores"},
          {"revert": "you can't use '-delete cores' and -revert cores' at the same time"}),
-        ({"force": 1, "skiplock": 1}, {"skiplock": "Only root may use this option."}),
+        ({"force": 1}, {"delete": "missing property required by 'force'"}),
+        ({"skiplock": 1}, {"skiplock": "Only root may use this option."}),
     ],
 )  # fmt: skip
 async def test_bad_updates_are_refused_with_pve_texts(
@@ -178,6 +179,14 @@ async def test_refusals_after_the_schema_are_500(
     response = await _put(client, path, **params)
     assert response.status_code == 500, response.text
     assert response.reason_phrase == message
+
+
+async def test_perl_patterns_are_checked(client: httpx2.AsyncClient) -> None:
+    # The schema prints pve-container's patterns in Perl's `(?^:...)` form.
+    response = await _put(client, CT, entrypoint="/sbin/init\n")
+    assert response.status_code == 400
+    assert response.json()["errors"] == {"entrypoint": "value does not match the regex pattern"}
+    assert (await _put(client, CT, entrypoint="/sbin/init")).status_code == 200
 
 
 async def test_the_cloud_init_password_is_never_shown(fresh_client: httpx2.AsyncClient) -> None:

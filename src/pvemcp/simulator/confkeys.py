@@ -255,7 +255,7 @@ _QEMU_CONTROL: Mapping[str, Param] = {
     "background_delay": Param("integer", optional=True, minimum=1, maximum=30),
     "delete": Param("string", optional=True, format="pve-configid-list"),
     "digest": Param("string", optional=True, max_length=40),
-    "force": Param("boolean", optional=True),
+    "force": Param("boolean", optional=True, requires="delete"),
     "import-working-storage": Param("string", optional=True, format="pve-storage-id"),
     "revert": Param("string", optional=True, format="pve-configid-list"),
     "skiplock": SKIPLOCK,

@@ -48,6 +48,8 @@ class Param:
     """The handler refuses a true value from anyone but root@pam (a token is not root@pam)."""
     count: int | None = None
     """For an indexed name (`net[n]`): how many PVE allows, `net0` to `net{count-1}`."""
+    requires: str | None = None
+    """Another parameter that must be given with this one (qemu config's `force`)."""
 
 
 NODE = Param("string", format="pve-node")
@@ -193,12 +195,12 @@ def validate(specs: Mapping[str, Param], raw: Mapping[str, object]) -> dict[str,
     A JSON null counts as absent. A repeated query or form key arrives as a list, which no
     simulated parameter accepts.
     """
-    errors: dict[str, str] = {}
-    values: dict[str, Value] = {}
     concrete = {name: spec for name, spec in specs.items() if spec.count is None}
     for name in raw:
         if name not in specs and (spec := indexed(specs, name)) is not None:
             concrete[name] = spec
+    errors = _undeclared_or_unmet(concrete, raw)
+    values: dict[str, Value] = {}
     for name, spec in concrete.items():
         item = raw.get(name)
         if isinstance(item, list) and spec.type != "array":
@@ -215,12 +217,21 @@ def validate(specs: Mapping[str, Param], raw: Mapping[str, object]) -> dict[str,
             errors[name] = problem
         elif value is not None:
             values[name] = value
-    for name in raw:
-        if name not in concrete:
-            errors[name] = NOT_IN_SCHEMA
     if errors:
         raise param_error(errors)
     return values
+
+
+def _undeclared_or_unmet(specs: Mapping[str, Param], raw: Mapping[str, object]) -> dict[str, str]:
+    """Errors for parameters the method does not declare, or given without what they need."""
+    errors: dict[str, str] = {}
+    for name in raw:
+        if name not in specs:
+            errors[name] = NOT_IN_SCHEMA
+        elif (needed := specs[name].requires) is not None and raw.get(needed) is None:
+            # pve-common JSONSchema.pm check_object, on the required property's name.
+            errors[needed] = f"missing property required by '{name}'"
+    return errors
 
 
 def indexed(specs: Mapping[str, Param], name: str) -> Param | None:
