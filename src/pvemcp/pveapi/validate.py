@@ -56,6 +56,40 @@ def _candidates(props: Mapping[str, Any], name: str) -> list[str]:
     return [key.replace("[n]", index) for key in props]
 
 
+@dataclass(frozen=True, slots=True)
+class _Facts:
+    required: tuple[str, ...]
+    default_key: str | None
+
+
+_FACTS: dict[int, tuple[Mapping[str, Any], _Facts]] = {}
+_FACTS_MAX = 50_000
+
+
+def _facts(props: Mapping[str, Any]) -> _Facts:
+    """The required names and the default key of a set of properties, worked out once per
+    schema: scanning a VM config's 150 properties on every request was most of the cost.
+    Entries hold their schema, so an id is never reused while it is cached."""
+    entry = _FACTS.get(id(props))
+    if entry is not None and entry[0] is props:
+        return entry[1]
+    facts = _Facts(
+        required=tuple(
+            name
+            for name, prop in props.items()
+            if "[n]" not in name
+            and not prop.get("optional")
+            and not prop.get("alias")
+            and prop.get("type") != "null"
+        ),
+        default_key=next((name for name, prop in props.items() if prop.get("default_key")), None),
+    )
+    if len(_FACTS) >= _FACTS_MAX:
+        _FACTS.clear()
+    _FACTS[id(props)] = (props, facts)
+    return facts
+
+
 class _Checker:
     """Walks values against schemas, collecting problems."""
 
@@ -71,10 +105,8 @@ class _Checker:
         """Check `data` against an object schema; `closed` refuses undeclared names."""
         props: Mapping[str, Any] = schema.get("properties") or {}
         prefix = f"{where}." if where else ""
-        for name, prop in props.items():
-            if "[n]" in name or prop.get("optional") or prop.get("alias"):
-                continue
-            if data.get(name) is None and prop.get("type") != "null":
+        for name in _facts(props).required:
+            if data.get(name) is None:
                 self.add(f"{prefix}{name}", "is required and missing")
         for name, value in data.items():
             field = f"{prefix}{name}"
@@ -205,7 +237,7 @@ class _Checker:
     def _property_string(self, where: str, text: str, keys: Mapping[str, Any]) -> None:
         """A `key=value,...` string (with an optional leading value for the default key),
         parsed as `PVE::JSONSchema::parse_property_string` does, then checked key by key."""
-        default_key = next((name for name, key in keys.items() if key.get("default_key")), None)
+        default_key = _facts(keys).default_key
         parsed: dict[str, str] = {}
         for part in text.split(","):
             if not part.strip():
