@@ -90,9 +90,21 @@ configure = action(
 )
 
 
+configure_confirmed = action(
+    "test_configure_confirmed",
+    title="configure, confirmed",
+    description="Change a guest's configuration once a person approved the change.",
+    tier=Tier.DESTRUCTIVE,
+    toolset="guests",
+    input=ConfigArgs,
+    output=TaskOutcome,
+    planner=_plan_config,
+)
+
+
 def gateway_for(cluster: ClusterConfig, audit_path: Path) -> Gateway:
     return Gateway(
-        tools=[*all_tools(), toggle, configure],
+        tools=[*all_tools(), toggle, configure, configure_confirmed],
         clusters=ClusterPool({"demo": cluster}),
         policy=operator_policy(),
         audit=AuditLog(audit_path),
@@ -274,6 +286,32 @@ async def test_config_change_plans_a_diff_with_the_digest(
     assert plan["warnings"] == ["nosuchkey is not set: nothing to delete"]
 
 
+async def test_config_change_applies_only_what_it_planned(gw: Gateway) -> None:
+    backend = gw.clusters.backend("demo")
+    before = (await backend.call("GET", "/nodes/pve1/qemu/102/config")).data
+    await ok(gw, "test_configure", {"vmid": 102, "values": {"memory": 3072, "onboot": 1}})
+    after = (await backend.call("GET", "/nodes/pve1/qemu/102/config")).data
+    assert (int(after["memory"]), int(after["onboot"])) == (3072, 1)
+    assert {k: v for k, v in after.items() if k not in ("memory", "onboot", "digest")} == {
+        k: v for k, v in before.items() if k not in ("memory", "onboot", "digest")
+    }
+    assert after["digest"] != before["digest"]
+
+
+async def test_an_approval_does_not_survive_someone_elses_edit(gw: Gateway) -> None:
+    """The approved call carries the digest of the config the person saw: after another
+    edit the plan's call differs, and the token is refused before anything is sent."""
+    change = {"vmid": 102, "values": {"memory": 6144}}
+    ask = await refused(gw, "test_configure_confirmed", change)
+    token = ask["details"]["confirm_token"]
+    await ok(gw, "test_configure", {"vmid": 102, "values": {"cores": 3}})
+    stale = await refused(gw, "test_configure_confirmed", {**change, "confirm_token": token})
+    assert stale["code"] == "confirmation_invalid"
+    backend = gw.clusters.backend("demo")
+    config = (await backend.call("GET", "/nodes/pve1/qemu/102/config")).data
+    assert int(config["memory"]) != 6144
+
+
 async def test_config_change_that_changes_nothing_sends_nothing(gw: Gateway) -> None:
     backend = gw.clusters.backend("demo")
     current = (await backend.call("GET", "/nodes/pve1/qemu/102/config")).data
@@ -283,6 +321,24 @@ async def test_config_change_that_changes_nothing_sends_nothing(gw: Gateway) -> 
     assert plan["summary"].startswith("no change")
     done = await ok(gw, "test_configure", same)
     assert "upid" not in done and "task_status" not in done
+
+
+async def test_config_change_of_a_secret_shows_and_records_no_secret(
+    gw: Gateway, audit_path: Path
+) -> None:
+    secret = "correct-horse-battery-staple"
+    plan = (
+        await ok(
+            gw,
+            "test_configure",
+            {"vmid": 102, "values": {"cipassword": secret}, "dry_run": True},
+        )
+    )["plan"]
+    assert plan["changes"] == [{"field": "cipassword", "after": "[REDACTED]"}]
+    assert plan["calls"][0]["params"]["cipassword"] == "[REDACTED]"
+    (record,) = [r for r in read_audit(audit_path) if r["what"]["tool"] == "test_configure"]
+    assert record["where"]["target"]["calls"][0]["params"]["cipassword"] == "[REDACTED]"
+    assert secret not in audit_path.read_text()
 
 
 async def test_config_change_refuses_a_key_both_set_and_deleted(gw: Gateway) -> None:

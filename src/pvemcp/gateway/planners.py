@@ -18,6 +18,7 @@ from pvemcp.gateway.context import ToolContext
 from pvemcp.gateway.errors import ToolFailure
 from pvemcp.gateway.plan import ApiCall, Change, GuestTarget, Plan
 from pvemcp.proxmox.backend import Method
+from pvemcp.secrets.redaction import MASK, is_secret_key
 
 
 class GuestLookup(Protocol):
@@ -189,7 +190,9 @@ async def guest_config_change(
     the plan lists each key's before and after, and the one call sends only the keys that
     change plus `delete` and the `digest`, so PVE refuses it if the configuration changed
     since it was planned (someone else's edit is never overwritten). `method` POST is
-    QEMU's asynchronous update (a task); PUT answers at once."""
+    QEMU's asynchronous update (a task); PUT answers at once. A secret key's values
+    (`cipassword`) are masked in the changes; the call's parameters are redacted by key
+    wherever the plan is shown or recorded."""
     both = sorted(set(values) & set(delete))
     if both:
         raise ToolFailure(
@@ -203,13 +206,21 @@ async def guest_config_change(
     config: dict[str, Any] = await read_as(ctx, OBJECT, f"{target.path}/config")
     config = dict(config)  # the answer may be shared: never change it in place
     digest = config.pop("digest", None)
-    changes = [
-        Change(field=key, before=config.get(key), after=value)
+    setting = {
+        key: value
         for key, value in sorted(values.items())
         if key not in config or str(config[key]) != str(value)
-    ]
+    }
     removed = [key for key in delete if key in config]
-    changes += [Change(field=key, before=config[key], after=None) for key in removed]
+
+    def shown(key: str, value: Any) -> Any:
+        return MASK if value is not None and is_secret_key(key) else value
+
+    changes = [
+        Change(field=key, before=shown(key, config.get(key)), after=shown(key, value))
+        for key, value in setting.items()
+    ]
+    changes += [Change(field=key, before=shown(key, config[key])) for key in removed]
     warnings = [f"{key} is not set: nothing to delete" for key in delete if key not in config]
     if not changes:
         return Plan(
@@ -217,7 +228,7 @@ async def guest_config_change(
             target=target,
             warnings=warnings,
         )
-    params: dict[str, Any] = {c.field: c.after for c in changes if c.field not in removed}
+    params: dict[str, Any] = dict(setting)
     if removed:
         params["delete"] = ",".join(removed)
     if digest is not None:
