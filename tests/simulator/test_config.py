@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx2
@@ -82,6 +83,32 @@ async def test_a_running_vm_keeps_what_it_cannot_hotplug_pending(
     current = await get_data(fresh_client, f"{RUNNING_VM}/config", current=1)
     assert current["cores"] == 4
     assert "pending" not in (await _pending(fresh_client, RUNNING_VM))["cores"]
+
+
+async def test_memory_hotplug_grows_at_once_and_shrinks_at_the_next_start(
+    fresh_client: httpx2.AsyncClient,
+) -> None:
+    assert (await _put(fresh_client, VM, hotplug="network,disk,usb,memory")).status_code == 200
+    await post_upid(fresh_client, f"{VM}/status/start")
+    assert (await _put(fresh_client, VM, memory="6144")).status_code == 200
+    assert (await get_data(fresh_client, f"{VM}/config", current=1))["memory"] == "6144"
+    assert (await _put(fresh_client, VM, memory="2048")).status_code == 200
+    assert (await get_data(fresh_client, f"{VM}/config", current=1))["memory"] == "6144"
+    assert (await _pending(fresh_client, VM))["memory"]["pending"] == "2048"
+    # A reboot is a stop and a start: what is pending applies.
+    await post_upid(fresh_client, f"{VM}/status/reboot")
+    assert (await get_data(fresh_client, f"{VM}/config", current=1))["memory"] == "2048"
+
+
+async def test_a_nic_without_a_mac_gets_one(fresh_client: httpx2.AsyncClient) -> None:
+    assert (await _put(fresh_client, VM, net1="virtio,bridge=vmbr0,tag=20")).status_code == 200
+    net1 = (await get_data(fresh_client, f"{VM}/config"))["net1"]
+    assert re.fullmatch(r"virtio=BC:24:11(:[0-9A-F]{2}){3},bridge=vmbr0,tag=20", net1), net1
+    assert (await _put(fresh_client, CT, net1="name=eth1,bridge=vmbr0,ip=dhcp")).status_code == 200
+    ct_net1 = (await get_data(fresh_client, f"{CT}/config"))["net1"]
+    assert re.fullmatch(
+        r"name=eth1,bridge=vmbr0,ip=dhcp,hwaddr=BC:24:11(:[0-9A-F]{2}){3},type=veth", ct_net1
+    ), ct_net1
 
 
 async def test_a_running_container_hotplugs_memory_but_not_its_arch(

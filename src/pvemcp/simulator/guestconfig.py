@@ -15,8 +15,10 @@ list (default `network,disk,usb`) allows them; memory and vcpus only with `memor
 in that list; everything else (cores, sockets, cpu, bios, machine, ostype, IDE/SATA, EFI
 and TPM disks...) stays pending until the next start. A container applies its fast plug
 options, cores, cpulimit, cpuunits, memory, swap, NICs and new mount points or devices at
-once. Not modelled: disk allocation from `storage:size` values (the volume is not
-created), MAC generation for a NIC without one, a deleted disk becoming `unusedN`.
+once; with `memory` hotplug a VM's memory grows at once but a shrink waits (unplugging
+DIMMs is not modelled). A NIC given without a MAC gets one, as on PVE. Not modelled: disk
+allocation from `storage:size` values (the volume is not created), a deleted disk
+becoming `unusedN`.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from .locks import check_lock
 from .model import ConfigValue, Guest, GuestKind
 from .params import NODE, VMID, Param, Value
 from .router import Context, Handler, Params, Result, Route, for_kinds, integer, text
+from .snapshots import snapshot_config
 from .state import qemu_config_missing
 from .tasks import Plan, fail
 
@@ -59,6 +62,7 @@ _LXC_FAST = frozenset(
 _LXC_LIVE = frozenset({"cpulimit", "cpuunits", "memory", "swap"})
 _LIST_SPLIT_RE = re.compile(r"[;,\s\0]+")
 _KEY_RE = re.compile(r"([a-z]+)\d+")
+_NET_RE = re.compile(r"net\d+")
 _MEMORY_RE = re.compile(r"(?:current=)?(\d+)")
 
 
@@ -172,8 +176,7 @@ def check_update(guest: Guest, update: Update) -> None:
     values = update.values
     if "memory" in values or "balloon" in values:
         memory = values.get("memory") or guest.pending.get("memory") or guest.config.get("memory")
-        found = _MEMORY_RE.match(str(memory or "512"))
-        maxmem = int(found.group(1)) if found else 512
+        maxmem = _memory_mib(memory)
         balloon = values.get("balloon", guest.pending.get("balloon", guest.config.get("balloon")))
         if balloon and int(balloon) > maxmem:
             raise failure("balloon value too large (must be smaller than assigned memory)")
@@ -196,7 +199,8 @@ def apply_update(guest: Guest, update: Update) -> None:
             guest.config.pop(opt, None)
             continue
         guest.pending_delete[opt] = update.force
-    for opt, value in values.items():
+    for opt, given in values.items():
+        value = _with_mac(guest, opt, str(given)) if _NET_RE.fullmatch(opt) else given
         if opt == "cipassword" and guest.kind == "qemu":
             # Written straight to the config, hashed (PVE::Tools::encrypt_pw).
             guest.config[opt] = "$5$" + hashlib.sha256(str(value).encode()).hexdigest()
@@ -208,6 +212,23 @@ def apply_update(guest: Guest, update: Update) -> None:
         _hotplug(guest)
     else:
         guest.apply_pending()
+
+
+def _with_mac(guest: Guest, opt: str, value: str) -> str:
+    """A NIC with a MAC: PVE fills one in from its own prefix when none is given
+    (qemu-server `parse_net`/`print_net`, pve-container `parse_lxc_network`)."""
+    seed = hashlib.sha1(f"{guest.vmid}/{opt}/{guest.digest()}".encode(), usedforsecurity=False)
+    mac = "BC:24:11:" + ":".join(f"{byte:02X}" for byte in seed.digest()[:3])
+    parts = value.split(",")
+    if guest.kind == "qemu":
+        if "=" not in parts[0]:  # `virtio` rather than `virtio=BC:24:11:...`
+            parts[0] = f"{parts[0]}={mac}"
+        return ",".join(parts)
+    if not any(part.startswith("hwaddr=") for part in parts):
+        parts.append(f"hwaddr={mac}")
+    if not any(part.startswith("type=") for part in parts):
+        parts.append("type=veth")
+    return ",".join(parts)
 
 
 def _cleanup_pending(guest: Guest) -> None:
@@ -249,7 +270,16 @@ def _live(guest: Guest, opt: str, deleting: bool) -> bool:
         return "disk" in features
     if family == "usb" or opt == "tablet":
         return "usb" in features
-    return (opt == "memory" and "memory" in features) or (opt == "vcpus" and "cpu" in features)
+    if opt == "memory" and "memory" in features and not deleting:
+        # DIMMs are plugged at once; unplugging them is not modelled, so a shrink waits.
+        return _memory_mib(guest.pending[opt]) >= _memory_mib(guest.config.get(opt))
+    return opt == "vcpus" and "cpu" in features
+
+
+def _memory_mib(value: ConfigValue | None) -> int:
+    """MiB of a `memory` value: a number or the property string `current=N,...`."""
+    found = _MEMORY_RE.match(str(value if value is not None else 512))
+    return int(found.group(1)) if found else 512
 
 
 def _hotplug(guest: Guest) -> None:
@@ -328,11 +358,8 @@ def _get_config(kind: GuestKind) -> Handler:
         snap = next((s for s in guest.snapshots if s.name == name), None)
         if snap is None:
             raise failure(f"snapshot '{name}' does not exist")
-        saved: dict[str, Any] = {**snap.config, "snaptime": snap.snaptime}
-        if snap.parent is not None:
-            saved["parent"] = snap.parent
-        saved["digest"] = guest.digest()
-        return Result(saved)
+        # AbstractConfig.pm load_snapshot_config: the snapshot's section plus the digest.
+        return Result({**snapshot_config(guest, snap), "digest": guest.digest()})
 
     return handler
 

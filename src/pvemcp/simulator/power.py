@@ -144,10 +144,11 @@ class _Qemu:
             guest = self._guest()
             if guest is None or guest.status != "running":
                 return fail(f"VM {self.vmid} not running")
+            # A reboot is a stop and a start: pending changes apply (qemu-server vm_reboot).
             return Plan(
                 SECONDS["reboot"],
                 lines=_start_lines(guest),
-                apply=lambda at: start_running(self.state, guest, at),
+                apply=lambda at: _cold_start(self.state, guest, at),
             )
 
         return "qmreboot", job
@@ -266,7 +267,7 @@ class _Lxc:
             guest = self._guest()
             if guest is None or guest.status != "running":
                 return fail(f"CT {self.vmid} not running")
-            return Plan(SECONDS["reboot"], apply=lambda at: start_running(self.state, guest, at))
+            return Plan(SECONDS["reboot"], apply=lambda at: _cold_start(self.state, guest, at))
 
         return "vzreboot", job
 
