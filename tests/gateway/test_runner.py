@@ -454,3 +454,25 @@ async def test_a_plain_task_is_not_waited_on_beyond_its_end(pve: FakePve, audit_
         await gateway.aclose()
     assert (done["exitstatus"], done["guest_status"], reads[0]) == ("OK", "stopped", 1)
     assert "note" not in done
+
+
+async def test_concurrent_reads_fail_with_the_failed_reads_own_error(
+    pve: FakePve, audit_path: Path
+) -> None:
+    """`ToolContext.get_many`: one failed read of several is the call's error (PVE's
+    words, the path), not an exception group or an internal error."""
+    script_guest(pve, "qmstart", running_after_reads=None)
+    pve.route(
+        "GET",
+        "/nodes/pve1/qemu/100/config",
+        pve_json(status=403, message="Permission check failed (/vms/100, VM.Audit)"),
+    )
+    gateway = gateway_for(fake_cluster(pve), audit_path)
+    try:
+        error = await refused(gateway, "proxmox_guest_get", {"vmid": 100})
+        status_only = await ok(gateway, "proxmox_guest_get", {"vmid": 100, "include_config": False})
+    finally:
+        await gateway.aclose()
+    assert error["code"] != "internal_error"
+    assert "VM.Audit" in error["message"]
+    assert status_only["status"] == "stopped"
