@@ -4,7 +4,9 @@ Run: `.venv/bin/python bench/bench.py` (add `--quick` for fewer iterations). Eve
 runs on 127.0.0.1 against the embedded simulator; figures go to stdout.
 
 (a) cold start: spawn `python -m pvemcp demo` → `tools/list` answered over stdio, median of 5.
-(b) `tools/list` size: compact JSON bytes of the tool definitions (about 4 bytes a token).
+(b) `tools/list` size: compact JSON bytes of the tool definitions (about 4 bytes a token), per
+    tool, for the default toolsets as the local operator sees them and for every toolset
+    with every tool granted (the whole catalogue).
 (c) gateway overhead: `proxmox_guest_list` through the SDK's in-memory client minus the same
     REST call (`GET /cluster/resources?type=vm`) made directly on the same backend, same run.
 """
@@ -24,7 +26,7 @@ import anyio
 from mcp import Client, StdioServerParameters
 from pydantic import SecretStr
 
-from pvemcp.config import ClusterConfig, PolicyConfig, Settings, TlsMode
+from pvemcp.config import ClusterConfig, PolicyConfig, Settings, TlsMode, ToolsConfig
 from pvemcp.gateway.clusters import ClusterPool
 from pvemcp.gateway.invoke import Gateway
 from pvemcp.logsetup import configure_logging
@@ -33,7 +35,7 @@ from pvemcp.policy.tiers import Tier
 from pvemcp.runtime import build_policy
 from pvemcp.secrets.redaction import Redactor
 from pvemcp.simulator.server import SimulatorOptions, simulator_in_thread
-from pvemcp.tools import all_tools
+from pvemcp.tools import all_tools, catalogue
 from pvemcp.transports.mcp_app import build_mcp_server
 from pvemcp.transports.stdio import local_principal
 
@@ -117,13 +119,13 @@ async def main(quick: bool) -> None:
         )
         gateways = [
             Gateway(
-                tools=all_tools(),
+                tools=catalogue(toolsets),
                 clusters=ClusterPool({"bench": cluster}),
                 policy=build_policy(Settings(policy=PolicyConfig(file=policy))),
                 audit=AuditLog(Path(tmp) / "audit.jsonl"),
                 redactor=Redactor([sim.token_secret]),
             )
-            for policy in (None, everything)
+            for toolsets, policy in ((ToolsConfig().toolsets, None), (None, everything))
         ]
         try:
             starts = await cold_start(runs, Path(tmp))
@@ -139,13 +141,14 @@ async def main(quick: bool) -> None:
         f" of {runs} (min {ms(min(starts))}, max {ms(max(starts))})"
     )
     for label, (nbytes, ntools) in (
-        ("default operator", (size, count)),
+        ("default toolsets, local operator", (size, count)),
         ("whole catalogue", (all_size, all_count)),
     ):
         print(
             f"(b) tools/list, {label}: {nbytes} bytes for {ntools} tools"
             f" ({nbytes // ntools} bytes/tool, ~{nbytes // 4} tokens)"
         )
+    print("    budget of the default list: 33000 bytes (tests/tools/test_catalogue.py)")
     direct, gw = samples["direct"], samples["gateway"]
     for pct in (50, 99):
         d, g = percentile(direct, pct), percentile(gw, pct)

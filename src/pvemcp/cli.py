@@ -52,8 +52,14 @@ def _parser() -> argparse.ArgumentParser:
         "simulate", help="run the PVE API simulator alone over HTTPS", add_help=False
     )
 
-    tools = commands.add_parser("tools", help="list the tools with their risk tier")
-    tools.add_argument("--json", action="store_true", help="print the MCP tool definitions")
+    tools = commands.add_parser("tools", help="list the tools by toolset with their risk tier")
+    tools_format = tools.add_mutually_exclusive_group()
+    tools_format.add_argument(
+        "--json", action="store_true", help="print the tool definitions by toolset"
+    )
+    tools_format.add_argument(
+        "--markdown", action="store_true", help="print docs/tools.md (the tools reference)"
+    )
 
     _policy_parser(commands)
     _audit_parser(commands)
@@ -245,26 +251,15 @@ def _freeze_startup_heap() -> None:
     gc.freeze()
 
 
-def _tools(as_json: bool) -> int:
-    from pvemcp.gateway.schema import compact_schema
-    from pvemcp.tools import all_tools
+def _tools(as_json: bool, markdown: bool) -> int:
+    from pvemcp import tooldoc
 
-    specs = all_tools()
     if as_json:
-        out = [
-            {
-                "name": s.name,
-                "tier": str(s.tier),
-                "description": s.description,
-                "inputSchema": compact_schema(s.input_model),
-            }
-            for s in specs
-        ]
-        print(json.dumps(out, indent=2))
-        return 0
-    width = max(len(s.name) for s in specs)
-    for spec in specs:
-        print(f"{spec.name:<{width}}  {spec.tier:<11}  {spec.title}")
+        print(json.dumps(tooldoc.definitions(), indent=2))
+    elif markdown:
+        sys.stdout.write(tooldoc.render())
+    else:
+        sys.stdout.write(tooldoc.listing())
     return 0
 
 
@@ -344,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
                 overrides["simulator"] = {"time_scale": args.time_scale}
             return _serve(_settings(None, **overrides), args, simulate=True)
         if args.command == "tools":
-            return _tools(args.json)
+            return _tools(args.json, args.markdown)
         if args.command == "policy":
             return _policy(args)
         if args.command == "audit":
