@@ -100,6 +100,14 @@ async def test_memory_hotplug_grows_at_once_and_shrinks_at_the_next_start(
     assert (await get_data(fresh_client, f"{VM}/config", current=1))["memory"] == "2048"
 
 
+async def test_cdrom_is_written_as_ide2(fresh_client: httpx2.AsyncClient) -> None:
+    response = await _put(fresh_client, VM, cdrom="local:iso/debian-13.iso")
+    assert response.status_code == 200, response.text
+    config = await get_data(fresh_client, f"{VM}/config")
+    assert config["ide2"] == "local:iso/debian-13.iso,media=cdrom"
+    assert "cdrom" not in config
+
+
 async def test_a_nic_without_a_mac_gets_one(fresh_client: httpx2.AsyncClient) -> None:
     assert (await _put(fresh_client, VM, net1="virtio,bridge=vmbr0,tag=20")).status_code == 200
     net1 = (await get_data(fresh_client, f"{VM}/config"))["net1"]
@@ -198,6 +206,9 @@ async def test_bad_updates_are_refused_with_pve_texts(
          "balloon value too large (must be smaller than assigned memory)"),
         ("/nodes/pve2/qemu/101", {"cores": 2},
          "Configuration file 'nodes/pve2/qemu-server/101.conf' does not exist"),
+        ("/nodes/pve9/qemu/101", {},  # the proxy to the node fails before the handler runs
+         "hostname lookup 'pve9' failed - failed to get address info for: pve9: "
+         "Name or service not known"),
     ],
 )  # fmt: skip
 async def test_refusals_after_the_schema_are_500(

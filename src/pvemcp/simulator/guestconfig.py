@@ -104,10 +104,19 @@ def parse_update(kind: GuestKind, params: Params) -> Update:
     if not values and not delete and not revert:
         raise failure("no options specified")
     if kind == "qemu":
+        _resolve_cdrom_alias(values)
         _qemu_lists(update, delete, revert)
     else:
         _lxc_lists(update, delete, revert)
     return update
+
+
+def _resolve_cdrom_alias(values: dict[str, ConfigValue]) -> None:
+    """qemu-server's `$resolve_cdrom_alias`: `cdrom` is written as `ide2`, a CD-ROM."""
+    value = values.pop("cdrom", None)
+    if value:
+        drive = str(value)
+        values["ide2"] = drive if "media=" in drive else f"{drive},media=cdrom"
 
 
 def _qemu_lists(update: Update, delete: list[str], revert: list[str]) -> None:
@@ -373,6 +382,7 @@ def _get_pending(kind: GuestKind) -> Handler:
 
 def _put_config(kind: GuestKind) -> Handler:
     def handler(ctx: Context, params: Params) -> Result:
+        ctx.state.node(text(params, "node"))  # the proxy to the node comes first
         update = parse_update(kind, params)
         guest = _guest(ctx, params, kind)
         check_update(guest, update)
@@ -384,6 +394,7 @@ def _put_config(kind: GuestKind) -> Handler:
 
 def _post_config(ctx: Context, params: Params) -> Result:
     """POST .../qemu/{vmid}/config: the same update in a `qmconfig` worker."""
+    ctx.state.node(text(params, "node"))
     update = parse_update("qemu", params)
     node, vmid = text(params, "node"), integer(params, "vmid")
     guest = _guest(ctx, params, "qemu")
