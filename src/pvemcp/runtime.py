@@ -18,7 +18,7 @@ from pvemcp.policy.loader import PolicyError, load_policy
 from pvemcp.secrets.manager import SecretsManager, install_sighup
 from pvemcp.secrets.redaction import Redactor
 from pvemcp.simulator.server import SimulatorOptions, simulator_in_thread
-from pvemcp.tools import all_tools, tier_map
+from pvemcp.tools import catalogue, tier_map
 
 log = structlog.get_logger(__name__)
 
@@ -95,7 +95,7 @@ async def open_gateway(
         async with SecretsManager(clusters, redactor, on_rotation=rotated) as manager:
             await install_sighup(manager)
             gateway = Gateway(
-                tools=all_tools(),
+                tools=catalogue(settings.tools.toolsets),
                 clusters=ClusterPool(clusters, default, secrets=manager),
                 policy=policy,
                 audit=audit,

@@ -22,6 +22,7 @@ from pvemcp.gateway.toolsets import Catalogue
 from pvemcp.policy.audit import AuditLog
 from pvemcp.policy.loader import load_policy
 from pvemcp.policy.principal import Principal
+from pvemcp.runtime import open_gateway
 from pvemcp.secrets.redaction import Redactor
 from pvemcp.simulator.server import SimulatorHandle
 from pvemcp.tools import TOOLSET_NAMES, TOOLSETS, catalogue, tier_map
@@ -213,3 +214,12 @@ async def test_escape_enabled_shows_only_what_policy_grants(
         assert "proxmox_shell_run" not in visible
     finally:
         await gateway.aclose()
+
+
+async def test_the_server_serves_the_configured_toolsets(tmp_path: Path) -> None:
+    settings = Settings(tools={"toolsets": ["tasks"]}, audit={"path": tmp_path / "a.jsonl"})
+    async with open_gateway(settings, Redactor(), simulate=True) as gateway:
+        assert gateway.catalogue.default == {"core", "tasks"}
+        names = {spec.name for spec in gateway.visible_specs(LOCAL)}
+        assert "proxmox_task_log" in names
+        assert "proxmox_guest_list" not in names
