@@ -59,6 +59,19 @@ async def test_snapshots_form_a_tree(fresh_client: httpx2.AsyncClient) -> None:
     assert items["current"]["digest"] == (await get_data(fresh_client, f"{VM}/config"))["digest"]
 
 
+async def test_the_task_log_names_the_disks(fresh_client: httpx2.AsyncClient) -> None:
+    response = await fresh_client.put(f"{VM}/config", data={"cdrom": "local:iso/d.iso"})
+    assert response.status_code == 200
+    upid = await _snapshot(fresh_client, VM, "logged")
+    lines = [line["t"] for line in await get_data(fresh_client, f"/nodes/pve1/tasks/{upid}/log")]
+    assert lines == [
+        "snapshotting 'drive-scsi0' (local-lvm:vm-101-disk-0)",
+        "snapshotting 'drive-efidisk0' (local-lvm:vm-101-disk-1)",
+        "snapshotting 'drive-tpmstate0' (local-lvm:vm-101-disk-2)",
+        "TASK OK",
+    ]
+
+
 async def test_ram_state_is_saved_for_a_running_vm_only(fresh_client: httpx2.AsyncClient) -> None:
     await _snapshot(fresh_client, RUNNING_VM, "hot", vmstate=1)
     await _snapshot(fresh_client, VM, "cold", vmstate=1)

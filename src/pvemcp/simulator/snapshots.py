@@ -21,7 +21,7 @@ from typing import Any
 
 from .errors import failure
 from .locks import check_lock, locked_message, remove_lock, set_lock
-from .model import ConfigValue, Guest, GuestKind, Snapshot
+from .model import ConfigValue, GiB, Guest, GuestKind, Snapshot
 from .params import NODE, VMID, Param
 from .power import halt, start_running
 from .router import Context, Handler, Params, Result, Route, for_kinds, integer, text
@@ -50,13 +50,33 @@ def _find(guest: Guest, name: str) -> Snapshot | None:
 
 
 def _volumes(guest: Guest) -> list[tuple[str, str]]:
-    """(key, volume id) of the guest's disks, for the task log."""
+    """(key, volume id) of the guest's disks, for the task log (CD-ROMs and the cloud-init
+    drive have no snapshots)."""
     found = []
     for key, value in guest.config.items():
         volid = str(value).split(",", 1)[0]
-        if _DISK_RE.fullmatch(key) and ":" in volid and "cloudinit" not in volid:
+        cdrom = "media=cdrom" in str(value) or "cloudinit" in volid
+        if _DISK_RE.fullmatch(key) and ":" in volid and not cdrom:
             found.append((key, volid))
     return found
+
+
+def _create_lines(guest: Guest, with_ram: bool) -> tuple[tuple[float, str], ...]:
+    """What a QEMU snapshot worker prints (qemu-server `PVE/QemuConfig.pm`: the savevm
+    progress, then `__snapshot_create_vol_snapshot` per disk); a container's prints none."""
+    if guest.kind != "qemu":
+        return ()
+    lines: list[tuple[float, str]] = []
+    if with_ram:
+        storage = guest.config.get("vmstatestorage", "local-lvm")
+        saved = guest.maxmem * guest.mem_fraction / GiB
+        lines += [
+            (0.05, f"saving VM state and RAM using storage '{storage}'"),
+            (0.3, f"{saved * 0.4:.2f} GiB in 1s"),
+            (0.6, f"completed saving the VM state in 3s, saved {saved:.2f} GiB"),
+        ]
+    lines += [(0.8, f"snapshotting 'drive-{key}' ({volid})") for key, volid in _volumes(guest)]
+    return tuple(lines)
 
 
 # --- views ---------------------------------------------------------------------------
@@ -140,12 +160,7 @@ class _Worker:
         }
         snap = Snapshot(name, description, int(begin), guest.parent, with_ram, saved, "prepare")
         guest.snapshots.append(snap)
-        lines: list[tuple[float, str]] = []
-        if with_ram:
-            storage = guest.config.get("vmstatestorage", "local-lvm")
-            lines.append((0.05, f"saving VM state and RAM using storage '{storage}'"))
-            lines.append((0.7, "completed saving the VM state, saving drives"))
-        lines += [(0.8, f"snapshotting '{key}' ({volid})") for key, volid in _volumes(guest)]
+        lines = _create_lines(guest, with_ram)
 
         def commit(at: float) -> None:
             snap.snapstate = None
@@ -207,10 +222,7 @@ class _Worker:
             guest.snapshots.remove(snap)
             remove_lock(guest)
 
-        lines = tuple(
-            (0.5, f"delete snapshot of '{key}' ({volid})") for key, volid in _volumes(guest)
-        )
-        return Plan(SECONDS["delete"], lines=lines, apply=finish)
+        return Plan(SECONDS["delete"], apply=finish)
 
 
 # --- handlers ------------------------------------------------------------------------
