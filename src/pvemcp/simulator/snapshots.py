@@ -162,13 +162,13 @@ class _Worker:
         guest.snapshots.append(snap)
         lines = _create_lines(guest, with_ram)
 
-        def commit(at: float) -> None:
+        def commit(_at: float) -> None:
             snap.snapstate = None
             guest.parent = name
             remove_lock(guest)
 
         seconds = SECONDS["vmstate" if with_ram else "snapshot"]
-        return Plan(seconds, lines=tuple(lines), apply=commit)
+        return Plan(seconds, lines=lines, apply=commit)
 
     def rollback(self, name: str, start: bool, _begin: float) -> Plan:
         guest = self.guest()
@@ -195,7 +195,8 @@ class _Worker:
             guest.pending_delete.clear()
             guest.parent = name
             if snap.vmstate or start:
-                start_running(self.state, guest, at)  # resumes from the saved RAM state
+                # RAM state resumes the VM (__snapshot_rollback_vm_start); `start` boots it.
+                start_running(self.state, guest, at)
 
         return Plan(SECONDS["rollback"], apply=finish)
 
