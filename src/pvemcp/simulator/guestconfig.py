@@ -102,6 +102,7 @@ def parse_update(kind: GuestKind, params: Params) -> Update:
     )
     delete, revert = _split(params, "delete"), _split(params, "revert")
     if not values and not delete and not revert:
+        # Qemu.pm $update_vm_api and LXC/Config.pm update_vm: die "no options specified".
         raise failure("no options specified")
     if kind == "qemu":
         _resolve_cdrom_alias(values)
@@ -187,7 +188,7 @@ def check_update(guest: Guest, update: Update) -> None:
         memory = values.get("memory") or guest.pending.get("memory") or guest.config.get("memory")
         maxmem = _memory_mib(memory)
         balloon = values.get("balloon", guest.pending.get("balloon", guest.config.get("balloon")))
-        if balloon and int(balloon) > maxmem:
+        if balloon and int(balloon) > maxmem:  # Qemu.pm $load_and_check_config
             raise failure("balloon value too large (must be smaller than assigned memory)")
 
 
@@ -358,6 +359,7 @@ def _guest(ctx: Context, params: Params, kind: GuestKind) -> Guest:
 def _get_config(kind: GuestKind) -> Handler:
     def handler(ctx: Context, params: Params) -> Result:
         if params.get("snapshot") and params.get("current"):
+            # Qemu.pm vm_config and LXC/Config.pm vm_config: one raise_param_exc, two keys.
             both = "cannot use 'snapshot' parameter with 'current'"
             raise param_error({"snapshot": both, "current": both})
         guest = _guest(ctx, params, kind)

@@ -143,6 +143,7 @@ class _Worker:
         return self.state.start_task(self.node, task_type, self.vmid, user, job, hold=False).upid
 
     def create(self, name: str, description: str, vmstate: bool, begin: float) -> Plan:
+        # AbstractConfig.pm __snapshot_prepare, then __snapshot_commit at the end.
         guest = self.guest()
         if guest is None:
             return fail(_missing(self.kind, self.node, self.vmid))
@@ -171,6 +172,7 @@ class _Worker:
         return Plan(seconds, lines=lines, apply=commit)
 
     def rollback(self, name: str, start: bool, _begin: float) -> Plan:
+        # AbstractConfig.pm snapshot_rollback: its prepare pass, then the apply pass.
         guest = self.guest()
         if guest is None:
             return fail(_missing(self.kind, self.node, self.vmid))
@@ -201,6 +203,8 @@ class _Worker:
         return Plan(SECONDS["rollback"], apply=finish)
 
     def delete(self, name: str, _begin: float) -> Plan:
+        # AbstractConfig.pm snapshot_delete (the template check runs before the lock is
+        # set here, so a refused template is not left locked as on PVE).
         guest = self.guest()
         if guest is None:
             return fail(_missing(self.kind, self.node, self.vmid))
@@ -286,7 +290,7 @@ def _put_config(kind: GuestKind) -> Handler:
         guest = _existing(ctx, params, kind)[1]
         if "description" not in params:
             return Result(None)
-        check_lock(guest)
+        check_lock(guest)  # Qemu.pm update_snapshot_config, LXC/Snapshot.pm the same
         name = text(params, "snapname")
         snap = _find(guest, name)
         if snap is None:
