@@ -419,14 +419,27 @@ async def test_an_ha_start_waits_for_the_guest_to_run(pve: FakePve, audit_path: 
     """`hastart` only asks ha-manager and ends at once (qemu-server API2/Qemu.pm): the
     runner reads the guest's state until it is running."""
     reads = script_guest(pve, "hastart", running_after_reads=3)
+    seen: list[tuple[float, str | None]] = []
+
+    async def progress(value: float, total: float | None, message: str | None) -> None:
+        seen.append((value, message))
+
     gateway = gateway_for(fake_cluster(pve), audit_path)
     try:
-        done = await ok(gateway, "proxmox_guest_power", {"vmid": 100, "action": "start"})
+        result = await gateway.invoke(
+            LOCAL, "proxmox_guest_power", {"vmid": 100, "action": "start"}, progress=progress
+        )
     finally:
         await gateway.aclose()
+    done = result.data
+    assert done is not None, result.error
     assert (done["exitstatus"], done["guest_status"]) == ("OK", "running")
     assert "note" not in done
     assert reads[0] == 3
+    # The task's poll, then the waits for the guest: MCP progress only ever increases.
+    values = [value for value, _ in seen]
+    assert values == sorted(set(values)), values
+    assert [m for _, m in seen if m and m.startswith("HA: qemu 100 is stopped")]
 
 
 async def test_an_ha_start_that_outlasts_the_wait_says_so(pve: FakePve, audit_path: Path) -> None:

@@ -192,6 +192,7 @@ class ToolContext:
         self._cached_reads = cached_reads
         """Whether `get` may use the read cache: for read-tier tools only."""
         self._progress = progress
+        self._last_progress: float | None = None
         self.upids: list[str] = []
         self.task: TaskStatus | None = None
         """The last task status this call learnt (waited for or read): the gateway records
@@ -255,8 +256,15 @@ class ToolContext:
     async def report_progress(
         self, progress: float, total: float | None, message: str | None
     ) -> None:
-        if self._progress is not None:
-            await self._progress(progress, total, message)
+        """Send MCP progress. MCP wants each value of a call greater than the last, and a
+        second wait in the same call (the next task, or an HA guest's state after its
+        task) counts again from zero: such a value is moved just past the last one."""
+        if self._progress is None:
+            return
+        if self._last_progress is not None and progress <= self._last_progress:
+            progress = round(self._last_progress + 0.1, 1)
+        self._last_progress = progress
+        await self._progress(progress, total, message)
 
     async def wait_task(self, upid: str, timeout: float | None = None) -> TaskStatus:
         """Wait for a task, reporting MCP progress; raises TaskFailed / TaskTimeout.
@@ -268,7 +276,7 @@ class ToolContext:
                 self._backend,
                 upid,
                 timeout=timeout if timeout is not None else self.cluster.task_timeout,
-                on_progress=self._progress,
+                on_progress=self.report_progress if self._progress is not None else None,
             )
             return self.task
         finally:

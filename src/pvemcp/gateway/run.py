@@ -99,7 +99,13 @@ async def _send(ctx: ToolContext, call: ApiCall) -> str | None:
 
 
 async def _settle(
-    ctx: ToolContext, target: GuestTarget, expected: str, task: TaskStatus, deadline: float
+    ctx: ToolContext,
+    target: GuestTarget,
+    expected: str,
+    task: TaskStatus,
+    *,
+    started: float,
+    deadline: float,
 ) -> tuple[str, str | None]:
     """The guest's state after its task, and a note when it is not the planned one. For
     an HA request the state is polled until it is `expected` or the wait's budget ends."""
@@ -108,7 +114,9 @@ async def _settle(
         return state, None
     delay = SETTLE_FIRST
     while state != expected and anyio.current_time() + delay < deadline:
-        await ctx.report_progress(0, None, f"HA: {target.type} {target.vmid} is {state}")
+        elapsed = anyio.current_time() - started
+        message = f"HA: {target.type} {target.vmid} is {state}, {elapsed:.1f} s"
+        await ctx.report_progress(round(elapsed, 1), None, message)
         await anyio.sleep(delay)
         delay = min(delay * 2, SETTLE_MAX)
         state = await read_guest_state(ctx, target)
@@ -141,7 +149,9 @@ async def run_planned(ctx: ToolContext, args: WriteInput, plan: Plan) -> TaskOut
             outcome.task_status, outcome.exitstatus = task.status, task.exitstatus
     expected = plan.after("status")
     if task is not None and isinstance(target, GuestTarget) and isinstance(expected, str):
-        outcome.guest_status, outcome.note = await _settle(ctx, target, expected, task, deadline)
+        outcome.guest_status, outcome.note = await _settle(
+            ctx, target, expected, task, started=started, deadline=deadline
+        )
     if wait:
         outcome.seconds = round(anyio.current_time() - started, 2)
     return outcome
