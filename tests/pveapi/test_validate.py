@@ -134,3 +134,12 @@ def test_only_a_closed_parameter_object_refuses_other_names() -> None:
     methods) leave it out, and PVE's verifier then takes any name."""
     assert fields("GET", "/cluster/resources", {"zzz_extra": 1}) == ["zzz_extra"]
     assert problems("GET", "/cluster/sdn/route-maps", {"zzz_extra": 1}) == []
+
+
+def test_a_parameter_that_requires_another() -> None:
+    """PVE: "missing property - 'append' requires this property"."""
+    role = "/access/roles/Admin"
+    assert problems("PUT", role, {"append": 1}) == [
+        Problem("privs", "is required when append is given")
+    ]
+    assert problems("PUT", role, {"append": 1, "privs": "VM.Audit"}) == []
