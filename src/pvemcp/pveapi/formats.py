@@ -60,10 +60,11 @@ def parse_boolean(value: str) -> bool | None:
 
 
 def _regex(pattern: str, what: str) -> FormatCheck:
-    compiled = re.compile(pattern)
+    """A check by a regular expression, compiled on first use (by `re`'s own cache), so
+    that importing this module compiles none of them."""
 
     def check(value: str) -> str | None:
-        return None if compiled.fullmatch(value) else f"not a valid {what}"
+        return None if re.fullmatch(pattern, value) else f"not a valid {what}"
 
     return check
 

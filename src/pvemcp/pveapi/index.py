@@ -9,14 +9,12 @@ does; a path or method the API does not have is refused with the closest names.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import gzip
 import json
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote
 
 from pvemcp.pveapi.build import INDEX_FORMAT, build_index
@@ -32,16 +30,23 @@ def data_path(version: str) -> Path:
 
 def closest(name: str, candidates: Iterable[str], n: int = 3) -> tuple[str, ...]:
     """Up to `n` names from `candidates` that look like `name` (for "did you mean")."""
+    import difflib  # noqa: PLC0415 - only a refusal needs it; imports stay cheap
+
     return tuple(difflib.get_close_matches(name, list(candidates), n=n, cutoff=0.6))
 
 
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """One method of the API: `method` on the path `template`, with its structural facts."""
+class Endpoint(NamedTuple):
+    """One method of the API: `method` on the path `template`, with its structural facts.
+
+    A named tuple rather than a dataclass: it is as immutable and builds no code at import,
+    which keeps importing this package cheap."""
 
     method: str
     template: str
-    info: Mapping[str, Any] = field(repr=False)
+    info: Mapping[str, Any]
+
+    def __repr__(self) -> str:
+        return f"Endpoint({self.method} {self.template})"
 
     @property
     def name(self) -> str:

@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from pvemcp.pveapi.formats import check_format, is_number, parse_boolean, perl_pattern
 from pvemcp.pveapi.index import Endpoint, Index, closest
@@ -29,8 +28,7 @@ _INTEGER_RE = re.compile(r"[+-]?\d+")
 _INDEXED_RE = re.compile(r"(.*?)(0|[1-9]\d*)")
 
 
-@dataclass(frozen=True, slots=True)
-class Problem:
+class Problem(NamedTuple):
     """One reason PVE would refuse a request: the field (`name`, `net0.tag`), what is
     wrong, and the closest valid names or values when there are any."""
 
@@ -56,8 +54,7 @@ def _candidates(props: Mapping[str, Any], name: str) -> list[str]:
     return [key.replace("[n]", index) for key in props]
 
 
-@dataclass(frozen=True, slots=True)
-class _Facts:
+class _Facts(NamedTuple):
     required: tuple[str, ...]
     default_key: str | None
 
