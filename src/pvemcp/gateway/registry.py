@@ -31,9 +31,12 @@ def _cluster_name(value: str | None) -> str | None:
 
 
 class ToolInput(BaseModel):
-    """Base of every tool's arguments: strict types, unknown fields rejected."""
+    """Base of every tool's arguments: strict types, unknown fields rejected.
 
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    Validators are built on first use, not when the tool module is imported: a loaded
+    toolset's tools that policy hides from every caller never pay for theirs."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, defer_build=True)
 
     cluster: Annotated[
         str | None,
@@ -58,9 +61,9 @@ class WriteInput(ToolInput):
 
 
 class ToolOutput(BaseModel):
-    """Base of every tool's result model."""
+    """Base of every tool's result model (built on first use, as `ToolInput`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 InputT = TypeVar("InputT", bound=ToolInput)
