@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 import pytest
 from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.subscriptions import ToolsListChanged
 from mcp.types import ToolListChangedNotification
 from pydantic import ValidationError
@@ -29,6 +31,7 @@ from pvemcp.tools import TOOLSET_NAMES, TOOLSETS, catalogue, tier_map
 from pvemcp.transports.mcp_app import build_mcp_server
 from pvemcp.transports.stdio import local_principal
 from tests.conftest import cluster_for, operator_policy, read_audit
+from tests.transports.test_http_app import KEYS, bearer, served
 
 pytestmark = pytest.mark.anyio
 
@@ -223,3 +226,35 @@ async def test_the_server_serves_the_configured_toolsets(tmp_path: Path) -> None
         names = {spec.name for spec in gateway.visible_specs(LOCAL)}
         assert "proxmox_task_log" in names
         assert "proxmox_guest_list" not in names
+
+
+async def test_over_http_a_toolset_is_enabled_for_one_session(core_only: Gateway) -> None:
+    """Two handshake-era sessions of one caller: the one that enables `tasks` hears of it
+    on its stream and lists the tools; the other does not."""
+    notified = anyio.Event()
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, ToolListChangedNotification):
+            notified.set()
+
+    async with (
+        served(core_only) as app,
+        httpx2.AsyncClient(headers=bearer(KEYS[0])) as first_http,
+        httpx2.AsyncClient(headers=bearer(KEYS[0])) as second_http,
+        Client(
+            streamable_http_client(app.url, http_client=first_http),
+            mode="legacy",
+            message_handler=on_message,
+        ) as first,
+        Client(streamable_http_client(app.url, http_client=second_http), mode="legacy") as second,
+    ):
+        assert "proxmox_task_log" not in await _names(first)
+        result = await first.call_tool("proxmox_toolset_enable", {"toolset": "tasks"})
+        assert not result.is_error, result.content
+        with anyio.fail_after(5):
+            await notified.wait()
+        assert "proxmox_task_log" in await _names(first)
+        assert "proxmox_task_log" not in await _names(second)
+        refused = await second.call_tool("proxmox_task_log", {"upid": "UPID:x"})
+        assert refused.is_error
+        assert json.loads(refused.content[0].text)["error"]["code"] == "toolset_disabled"  # type: ignore[union-attr]
