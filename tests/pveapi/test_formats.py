@@ -81,6 +81,12 @@ def test_a_plain_pattern_is_anchored_as_pve_interpolates_it() -> None:
         ("address", ["10.0.0.1", "host.example"], ["a b"]),
         ("disk-size", ["32", "32G", "0.5T"], ["32GB", "-1G"]),
         ("pve-storage-content", ["images", "iso"], ["isos"]),
+        (
+            "pve-volume-id-or-qm-path",
+            ["local-lvm:32", "local:iso/x.iso", "none", "cdrom", "/dev/sdb"],
+            ["local-lvm", "32", "1bad:32"],
+        ),
+        ("pve-volume-id-or-absolute-path", ["local:100/x.qcow2", "/tmp/x.raw"], ["none"]),
         ("pve-vmid-list", ["100,101 102;103"], ["100,abc"]),
         ("email-opt", [""], []),
         ("pve-fw-addr-spec", ["anything at all"], []),  # unchecked: accepted

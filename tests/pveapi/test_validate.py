@@ -94,6 +94,10 @@ def test_a_list_format_checks_every_item() -> None:
         # Indexed names: any index, written as PVE writes it.
         ({"net12": "virtio"}, []),
         ({"net01": "virtio"}, ["net01"]),
+        # A disk: a volume id, or `storage:size` for a new volume (the default key).
+        ({"scsi0": "local-lvm:32,discard=on,ssd=1"}, []),
+        ({"scsi0": "local-lvm,discard=on"}, ["scsi0.file"]),
+        ({"ide2": "none,media=cdrom"}, []),
     ],
 )
 def test_property_strings(params: dict[str, Any], expected: list[str]) -> None:

@@ -142,6 +142,19 @@ def _storage_content(value: str) -> str | None:
     return f"not a content type ({', '.join(sorted(STORAGE_CONTENT))})"
 
 
+def _volume_or(*specials: str, what: str) -> FormatCheck:
+    """A volume id, an absolute path, or one of `specials` (qemu-server's
+    `verify_volume_id_or_qm_path` takes `none` and `cdrom` too)."""
+    volume = _regex(rf"{_STORAGE_ID}:.+", what)
+
+    def check(value: str) -> str | None:
+        if value in specials or value.startswith("/"):
+            return None
+        return volume(value)
+
+    return check
+
+
 _IP = _ip(None)
 _CIDR = _cidr(None, 8)
 _DNS = _regex(_DNS_NAME, "DNS name")
@@ -162,6 +175,10 @@ CHECKS: Mapping[str, FormatCheck] = {
     "pve-storage-content": _storage_content,
     "pve-task-status-type": _regex(r"(?i:ok|error|warning|unknown)", "task status type"),
     "pve-volume-id": _regex(rf"{_STORAGE_ID}:.+", "volume id (storage:volume)"),
+    "pve-volume-id-or-qm-path": _volume_or(
+        "none", "cdrom", what="volume id (storage:volume), path, none or cdrom"
+    ),
+    "pve-volume-id-or-absolute-path": _volume_or(what="volume id (storage:volume) or path"),
     "pve-replication-job-id": _regex(r"[1-9][0-9]{2,8}-\d{1,9}", "replication job id"),
     "disk-size": _regex(r"\d+(?:\.\d+)?[KMGT]?", "size (a number with K, M, G or T)"),
     "urlencoded": _regex(r"[-%a-zA-Z0-9_.!~*'()]*", "URL-encoded string"),
@@ -257,8 +274,6 @@ UNCHECKED_FORMATS = frozenset(
         "pve-tokenid-list",
         "pve-vlan-id-or-range-list",
         "pve-vm-cpu-conf",
-        "pve-volume-id-or-absolute-path",
-        "pve-volume-id-or-qm-path",
         "realm-sync-options",
         "storage-pair-list",
         "string-list",
