@@ -7,7 +7,7 @@ Tools never talk to a backend, check a permission or write audit themselves: the
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
 
@@ -67,6 +67,10 @@ class ToolOutput(BaseModel):
 
 
 InputT = TypeVar("InputT", bound=ToolInput)
+Example = Mapping[str, Any]
+"""A tool's arguments, as a model sends them."""
+Reject = tuple[Mapping[str, Any], str]
+"""Arguments and the error code the gateway must answer them with before sending a write."""
 Handler = Callable[["ToolContext", InputT], Awaitable[ToolOutput]]
 Planner = Callable[["ToolContext", InputT], Awaitable["Plan"]]
 
@@ -89,6 +93,12 @@ class ToolSpec(Generic[InputT]):
     idempotent: bool = False
     planner: Planner[InputT] | None = None
     """Works out the plan (and the target) of a risky call; required above `read`."""
+    examples: tuple[Example, ...] = ()
+    """Arguments that succeed against the demo simulator, each on a fresh one
+    (tests/tools/test_examples.py runs them all through the MCP client)."""
+    rejects: tuple[Reject, ...] = ()
+    """Arguments the gateway refuses with the given error code before it sends any write:
+    the bad inputs a tool promises to catch, checked the same way."""
 
     @property
     def read_only(self) -> bool:
@@ -109,6 +119,8 @@ def tool(
     output: type[ToolOutput],
     idempotent: bool = False,
     planner: Planner[InputT] | None = None,
+    examples: Sequence[Example] = (),
+    rejects: Sequence[Reject] = (),
 ) -> Callable[[Handler[InputT]], ToolSpec[InputT]]:
     """Declare a tool; the handler's docstring becomes the description the model reads."""
 
@@ -129,6 +141,8 @@ def tool(
             handler=handler,
             idempotent=idempotent,
             planner=planner,
+            examples=tuple(examples),
+            rejects=tuple(rejects),
         )
 
     return wrap
@@ -148,6 +162,8 @@ def action(
     output: type[ToolOutput],
     planner: Planner[WriteT],
     idempotent: bool = False,
+    examples: Sequence[Example] = (),
+    rejects: Sequence[Reject] = (),
 ) -> ToolSpec[WriteT]:
     """Declare a write that needs no handler: its planner puts the exact API calls in the
     plan, and the gateway's default runner sends them, waiting for tasks with progress."""
@@ -164,6 +180,8 @@ def action(
         handler=None,
         idempotent=idempotent,
         planner=planner,
+        examples=tuple(examples),
+        rejects=tuple(rejects),
     )
 
 

@@ -105,6 +105,7 @@ class ClusterStatus(ToolOutput):
     input=Empty,
     output=ClusterStatus,
     idempotent=True,
+    examples=[{}],
 )
 async def cluster_status(ctx: ToolContext, args: Empty) -> ClusterStatus:
     """Cluster name, quorum, which nodes are online, and the PVE version. Start here to see
@@ -150,6 +151,7 @@ class NodeList(ToolOutput):
     input=Empty,
     output=NodeList,
     idempotent=True,
+    examples=[{}],
 )
 async def node_list(ctx: ToolContext, args: Empty) -> NodeList:
     """Every node with online status, CPU load and memory use. Use it to pick a node."""
@@ -199,6 +201,8 @@ class NodeStatus(ToolOutput):
     input=NodeArgs,
     output=NodeStatus,
     idempotent=True,
+    examples=[{"node": "pve2"}, {}],
+    rejects=[({"node": "pve9"}, "not_found"), ({"node": "-x"}, "invalid_argument")],
 )
 async def node_status(ctx: ToolContext, args: NodeArgs) -> NodeStatus:
     """One node's load, memory, swap, root disk, uptime and versions (default: the
@@ -256,6 +260,7 @@ class NextVmid(ToolOutput):
     toolset="core",
     input=Empty,
     output=NextVmid,
+    examples=[{}],
 )
 async def next_vmid(ctx: ToolContext, args: Empty) -> NextVmid:
     """The lowest free guest id in the cluster, for creating a VM or container. It is not

@@ -156,6 +156,8 @@ class GuestList(ToolOutput):
     input=GuestListArgs,
     output=GuestList,
     idempotent=True,
+    examples=[{"type": "lxc", "status": "running"}, {"tag": "prod", "fields": ["mem"]}],
+    rejects=[({"limit": 0}, "invalid_argument"), ({"fields": ["ram"]}, "invalid_argument")],
 )
 async def guest_list(ctx: ToolContext, args: GuestListArgs) -> GuestList:
     """List VMs and containers across the cluster, filtered by node, status, type, name or
@@ -215,6 +217,8 @@ class GuestDetails(ToolOutput):
     input=GuestGetArgs,
     output=GuestDetails,
     idempotent=True,
+    examples=[{"vmid": 100}, {"name": "gitlab", "include_config": False}],
+    rejects=[({"name": "test"}, "ambiguous_name"), ({"vmid": 999}, "not_found")],
 )
 async def guest_get(ctx: ToolContext, args: GuestGetArgs) -> GuestDetails:
     """One VM or container by vmid or exact name: current status and, by default, its
@@ -317,6 +321,11 @@ guest_power = action(
     input=PowerArgs,
     output=TaskOutcome,
     planner=_plan_power,
+    examples=[{"vmid": 101, "action": "start"}, {"name": "db02", "action": "resume"}],
+    rejects=[
+        ({"vmid": 200, "action": "suspend"}, "unsupported"),
+        ({"vmid": 101, "action": "hibernate"}, "invalid_argument"),
+    ],
 )
 
 guest_stop = action(
@@ -330,6 +339,8 @@ guest_stop = action(
     input=StopArgs,
     output=TaskOutcome,
     planner=_plan_stop,
+    examples=[{"vmid": 102}],
+    rejects=[({"vmid": 99}, "invalid_argument"), ({"name": "nope"}, "not_found")],
 )
 
 

@@ -50,6 +50,7 @@ def _info(task: TaskStatus) -> TaskInfo:
     toolset="tasks",
     input=TaskArgs,
     output=TaskInfo,
+    rejects=[({"upid": "UPID:pve1:nope"}, "invalid_argument")],
     idempotent=True,
 )
 async def task_status(ctx: ToolContext, args: TaskArgs) -> TaskInfo:
@@ -80,6 +81,7 @@ class TaskLog(ToolOutput):
     toolset="tasks",
     input=TaskLogArgs,
     output=TaskLog,
+    rejects=[({"upid": "UPID:pve1:nope"}, "invalid_argument")],
     idempotent=True,
 )
 async def task_log(ctx: ToolContext, args: TaskLogArgs) -> TaskLog:
@@ -116,6 +118,7 @@ class TaskWaitArgs(TaskArgs):
     toolset="tasks",
     input=TaskWaitArgs,
     output=TaskInfo,
+    rejects=[({"upid": "UPID:pve1:nope"}, "invalid_argument")],
     idempotent=True,
 )
 async def task_wait(ctx: ToolContext, args: TaskWaitArgs) -> TaskInfo:

@@ -48,6 +48,8 @@ def _info(entry: ToolsetEntry) -> ToolsetInfo:
     toolset="core",
     input=ToolsetArgs,
     output=Toolsets,
+    examples=[{}, {"toolset": "tasks"}],
+    rejects=[({"toolset": "nope"}, "invalid_argument")],
 )
 async def toolset_enable(ctx: ToolContext, args: ToolsetArgs) -> Toolsets:
     """Without `toolset`: every toolset, whether it is enabled and the tools it holds for
