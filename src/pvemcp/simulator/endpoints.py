@@ -14,7 +14,7 @@ import re
 from dataclasses import replace
 from typing import Any
 
-from . import guestconfig, snapshots
+from . import guestconfig, lifecycle, migrate, snapshots
 from .errors import failure, param_error
 from .model import Guest, GuestKind
 from .params import NODE, SKIPLOCK, UPID, VMID, Param
@@ -429,6 +429,8 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", "/nodes/{node}/tasks/{upid}", _TASK, _task_stop),
     *guestconfig.ROUTES,
     *snapshots.ROUTES,
+    *migrate.ROUTES,
+    *lifecycle.ROUTES,
 )
 
 ROUTER = Router(ROUTES)
