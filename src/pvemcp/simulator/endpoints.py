@@ -14,7 +14,7 @@ import re
 from dataclasses import replace
 from typing import Any
 
-from . import guestconfig, lifecycle, migrate, snapshots
+from . import agent, cloudinit, guestconfig, snapshots
 from .errors import failure, param_error
 from .model import Guest, GuestKind
 from .params import NODE, SKIPLOCK, UPID, VMID, Param
@@ -428,9 +428,9 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route("DELETE", "/nodes/{node}/tasks/{upid}", _TASK, _task_stop),
     *guestconfig.ROUTES,
+    *agent.ROUTES,
+    *cloudinit.ROUTES,
     *snapshots.ROUTES,
-    *migrate.ROUTES,
-    *lifecycle.ROUTES,
 )
 
 ROUTER = Router(ROUTES)

@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .cloudinit import record_changes, tracked_values
 from .confkeys import option_exists, update_params
 from .errors import ApiError, failure, param_error
 from .locks import check_lock
@@ -196,6 +197,7 @@ def apply_update(guest: Guest, update: Update) -> None:
     """Write the update to the pending section, then apply what the guest's state allows."""
     values = dict(update.values)
     delete = list(update.delete)
+    cloudinit_before = tracked_values(guest.config) if guest.kind == "qemu" else None
     for opt in update.revert:
         if opt in guest.config:
             values[opt] = guest.config[opt]
@@ -222,6 +224,8 @@ def apply_update(guest: Guest, update: Update) -> None:
         _hotplug(guest)
     else:
         guest.apply_pending()
+    if cloudinit_before is not None:
+        record_changes(guest, cloudinit_before)
 
 
 def _with_mac(guest: Guest, opt: str, value: str) -> str:

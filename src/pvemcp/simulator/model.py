@@ -22,7 +22,7 @@ ConfigValue = str | int | float
 
 @dataclass
 class Node:
-    """A cluster node; every node of the demo cluster starts online."""
+    """A cluster node; always online in the demo cluster."""
 
     name: str
     nodeid: int
@@ -44,9 +44,6 @@ class Node:
     """Memory used by the host itself, before guests."""
     next_pid: int
     """The next worker PID; task UPIDs carry it."""
-    online: bool = True
-    """False for a node that has left the quorum: listed as offline, and a migration to it
-    cannot reach it (tests switch it off)."""
 
 
 @dataclass
@@ -79,6 +76,9 @@ class Guest:
     """Keys pending deletion, with their `force` flag (`delete: !key` in the file)."""
     parent: str | None = None
     """The snapshot the current state descends from (the config's `parent`)."""
+    cloudinit: dict[str, ConfigValue] = field(default_factory=dict)
+    """The `[special:cloudinit]` section: cloud-init values changed since the drive was
+    generated, with their old values (see `simulator/cloudinit.py`)."""
     paused: bool = False
     """QEMU only: running but paused (`qmpstatus: paused`)."""
     checkpointed: bool = False
@@ -153,6 +153,8 @@ class Guest:
             marked = [("!" if force else "") + key for key, force in self.pending_delete.items()]
             pending = {**self.pending, "delete": ",".join(sorted(marked))}
             text += "\n[PENDING]\n" + _section(pending)
+        if self.cloudinit:
+            text += "\n[special:cloudinit]\n" + _section(self.cloudinit)
         for snap in self.snapshots:
             saved: dict[str, ConfigValue] = {**snap.config, "snaptime": snap.snaptime}
             saved.update(parent=snap.parent or "", description=snap.description)
