@@ -14,7 +14,7 @@ import re
 from dataclasses import replace
 from typing import Any
 
-from . import agent, cloudinit, guestconfig, snapshots
+from . import agent, cloudinit, guestconfig, lifecycle, migrate, snapshots
 from .errors import failure, param_error
 from .model import Guest, GuestKind
 from .params import NODE, SKIPLOCK, UPID, VMID, Param
@@ -431,6 +431,8 @@ ROUTES: tuple[Route, ...] = (
     *agent.ROUTES,
     *cloudinit.ROUTES,
     *snapshots.ROUTES,
+    *migrate.ROUTES,
+    *lifecycle.ROUTES,
 )
 
 ROUTER = Router(ROUTES)
