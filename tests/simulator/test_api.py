@@ -179,7 +179,10 @@ async def test_storage_list(client: httpx2.AsyncClient) -> None:
     assert [s["storage"] for s in storages] == ["local", "local-lvm", "nfs-backup"]
     assert all(s["used"] + s["avail"] == s["total"] for s in storages)
     images = await _data(client, "/nodes/pve1/storage", content="images", format=1)
-    assert [(s["storage"], s["formats"]["default"]) for s in images] == [("local-lvm", "raw")]
+    assert [(s["storage"], s["formats"]["default"]) for s in images] == [
+        ("local", "qcow2"),
+        ("local-lvm", "raw"),
+    ]
     shared = await _data(client, "/nodes/pve1/storage", target="pve2")
     assert [s["storage"] for s in shared] == ["nfs-backup"]
 

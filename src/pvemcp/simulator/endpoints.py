@@ -14,7 +14,7 @@ import re
 from dataclasses import replace
 from typing import Any
 
-from . import agent, cloudinit, guestconfig, lifecycle, migrate, snapshots
+from . import agent, cloudinit, guestconfig, snapshots, volumes
 from .errors import failure, param_error
 from .model import Guest, GuestKind
 from .params import NODE, SKIPLOCK, UPID, VMID, Param
@@ -61,7 +61,10 @@ def _cluster_resources(ctx: Context, params: Params) -> Result:
         items += [node_resource(state, node, now) for node in state.nodes.values()]
     if wanted in (None, "storage"):
         for storage in state.storages:
-            items += [storage_resource(storage, node) for node in storage.usage]
+            items += [
+                storage_resource(storage, node, state.volumes.usage(storage, node))
+                for node in storage.usage
+            ]
     if wanted in (None, "vm"):
         items += [guest_resource(g, now) for g in sorted(state.guests.values(), key=_vmid)]
     if wanted in (None, "sdn"):
@@ -126,7 +129,8 @@ def _storage_list(ctx: Context, params: Params) -> Result:
             continue
         if target is not None and target != node and not storage.shared:
             continue
-        items.append(node_storage_entry(storage, node, bool(params.get("format"))))
+        usage = ctx.state.volumes.usage(storage, node)
+        items.append(node_storage_entry(storage, usage, bool(params.get("format"))))
     return Result(items)
 
 
@@ -431,8 +435,7 @@ ROUTES: tuple[Route, ...] = (
     *agent.ROUTES,
     *cloudinit.ROUTES,
     *snapshots.ROUTES,
-    *migrate.ROUTES,
-    *lifecycle.ROUTES,
+    *volumes.ROUTES,
 )
 
 ROUTER = Router(ROUTES)

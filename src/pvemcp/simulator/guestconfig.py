@@ -16,9 +16,11 @@ in that list; everything else (cores, sockets, cpu, bios, machine, ostype, IDE/S
 and TPM disks...) stays pending until the next start. A container applies its fast plug
 options, cores, cpulimit, cpuunits, memory, swap, NICs and new mount points or devices at
 once; with `memory` hotplug a VM's memory grows at once but a shrink waits (unplugging
-DIMMs is not modelled). A NIC given without a MAC gets one, as on PVE. Not modelled: disk
-allocation from `storage:size` values (the volume is not created), a deleted disk
-becoming `unusedN`.
+DIMMs is not modelled). A NIC given without a MAC gets one, as on PVE. A disk given as
+`storage:size` is allocated on the storage first (`volumes.attach_new`); a disk that
+leaves the config becomes `unusedN`, or with `force` is freed (`volumes.detach`). Not
+modelled: a disk deletion left pending until the next start (IDE/SATA on a running VM)
+detaching its volume at that start.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from .router import Context, Handler, Params, Result, Route, for_kinds, integer,
 from .snapshots import snapshot_config
 from .state import qemu_config_missing
 from .tasks import Plan, fail
+from .volumes import Volumes, attach_new, detach_removed
 
 CONFIG_SECONDS = 0.5
 """How long a `qmconfig` worker runs, before the time scale."""
@@ -193,8 +196,10 @@ def check_update(guest: Guest, update: Update) -> None:
             raise failure("balloon value too large (must be smaller than assigned memory)")
 
 
-def apply_update(guest: Guest, update: Update) -> None:
-    """Write the update to the pending section, then apply what the guest's state allows."""
+def apply_update(guest: Guest, update: Update, volumes: Volumes) -> None:
+    """Write the update to the pending section, then apply what the guest's state allows;
+    a disk that leaves the config becomes `unusedN` or, forced, is freed (`volumes.detach`)."""
+    before = dict(guest.config)
     values = dict(update.values)
     delete = list(update.delete)
     cloudinit_before = tracked_values(guest.config) if guest.kind == "qemu" else None
@@ -220,12 +225,14 @@ def apply_update(guest: Guest, update: Update) -> None:
             guest.pending[opt] = value
         guest.pending_delete.pop(opt, None)
     _cleanup_pending(guest)
+    forced = dict(guest.pending_delete)
     if guest.status == "running":
         _hotplug(guest)
     else:
         guest.apply_pending()
     if cloudinit_before is not None:
         record_changes(guest, cloudinit_before)
+    detach_removed(volumes, guest, before, forced, force=update.force)
 
 
 def _with_mac(guest: Guest, opt: str, value: str) -> str:
@@ -386,13 +393,20 @@ def _get_pending(kind: GuestKind) -> Handler:
     return handler
 
 
+def put_update(ctx: Context, kind: GuestKind, params: Params) -> None:
+    """A synchronous config update (PUT .../config, and qemu's unlink): checks, new
+    volumes allocated, then the change written."""
+    ctx.state.node(text(params, "node"))  # the proxy to the node comes first
+    update = parse_update(kind, params)
+    guest = _guest(ctx, params, kind)
+    check_update(guest, update)
+    attach_new(ctx, guest, update.values)
+    apply_update(guest, update, ctx.state.volumes)
+
+
 def _put_config(kind: GuestKind) -> Handler:
     def handler(ctx: Context, params: Params) -> Result:
-        ctx.state.node(text(params, "node"))  # the proxy to the node comes first
-        update = parse_update(kind, params)
-        guest = _guest(ctx, params, kind)
-        check_update(guest, update)
-        apply_update(guest, update)
+        put_update(ctx, kind, params)
         return Result(None)
 
     return handler
@@ -412,9 +426,11 @@ def _post_config(ctx: Context, params: Params) -> Result:
             return fail(qemu_config_missing(node, vmid))
         try:
             check_update(current, update)  # the same checks again, under the flock
+            attach_new(ctx, current, update.values)
         except ApiError as err:
             return fail(err.reason)
-        return Plan(CONFIG_SECONDS, apply=lambda _at: apply_update(current, update))
+        volumes = ctx.state.volumes
+        return Plan(CONFIG_SECONDS, apply=lambda _at: apply_update(current, update, volumes))
 
     task = ctx.state.start_task(node, "qmconfig", vmid, ctx.user, job)
     if "background_delay" in params and task.exitstatus is not None:

@@ -22,7 +22,7 @@ ConfigValue = str | int | float
 
 @dataclass
 class Node:
-    """A cluster node; every node of the demo cluster starts online."""
+    """A cluster node; always online in the demo cluster."""
 
     name: str
     nodeid: int
@@ -44,9 +44,6 @@ class Node:
     """Memory used by the host itself, before guests."""
     next_pid: int
     """The next worker PID; task UPIDs carry it."""
-    online: bool = True
-    """False for a node that has left the quorum: listed as offline, and a migration to it
-    cannot reach it (tests switch it off)."""
 
 
 @dataclass
@@ -179,4 +176,5 @@ class Storage:
     content: tuple[str, ...]
     shared: bool
     usage: dict[str, tuple[int, int]]
-    """Node name -> (total bytes, used bytes); a shared storage shows the same on every node."""
+    """Node name -> (total bytes, bytes used by other things than the guests' volumes, which
+    `volumes.Volumes` adds); a shared storage shows the same on every node."""

@@ -221,7 +221,7 @@ def _storages(rng: random.Random, nodes: Iterable[str]) -> list[Storage]:
         Storage(
             "local",
             "dir",
-            ("backup", "iso", "vztmpl"),
+            ("backup", "images", "iso", "rootdir", "vztmpl"),
             shared=False,
             usage={n: (96 * GiB, rng.randrange(12, 30) * GiB) for n in names},
         ),

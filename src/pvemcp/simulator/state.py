@@ -17,6 +17,7 @@ from .errors import ApiError, failure
 from .model import Guest, GuestKind, Node
 from .seed import CLUSTER_NAME, build_demo
 from .tasks import LockKey, Plan, Task, TaskTable, encode_upid, guest_lock
+from .volumes import Volumes, seed_volumes
 
 Clock = Callable[[], float]
 
@@ -53,6 +54,8 @@ class ClusterState:
         self.nodes: dict[str, Node] = demo.nodes
         self.guests: dict[int, Guest] = demo.guests
         self.storages = demo.storages
+        self.volumes = Volumes(self.storages)
+        seed_volumes(self.volumes, self.guests.values(), self._clock())
         self.pools = demo.pools
         self.tasks = TaskTable(time_scale)
         self.agents = GuestAgents()

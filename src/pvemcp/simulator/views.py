@@ -125,7 +125,7 @@ def node_list_entry(state: ClusterState, node: Node, now: float) -> JsonObject:
         "node": node.name,
         "id": f"node/{node.name}",
         "type": "node",
-        "status": "online" if node.online else "offline",
+        "status": "online",
         "cpu": cpu,
         "maxcpu": node.threads,
         "mem": mem,
@@ -210,7 +210,7 @@ def cluster_status(state: ClusterState, local_node: str) -> list[JsonObject]:
                 "name": node.name,
                 "nodeid": node.nodeid,
                 "ip": node.ip,
-                "online": 1 if node.online else 0,
+                "online": 1,
                 "local": 1 if node.name == local_node else 0,
                 "level": "",
             }
@@ -218,9 +218,9 @@ def cluster_status(state: ClusterState, local_node: str) -> list[JsonObject]:
     return entries
 
 
-def storage_resource(storage: Storage, node: str) -> JsonObject:
-    """A `storage` item of GET /cluster/resources."""
-    total, used = storage.usage[node]
+def storage_resource(storage: Storage, node: str, usage: tuple[int, int]) -> JsonObject:
+    """A `storage` item of GET /cluster/resources; `usage` is (total, used) bytes."""
+    total, used = usage
     return {
         "id": f"storage/{node}/{storage.name}",
         "type": "storage",
@@ -235,9 +235,11 @@ def storage_resource(storage: Storage, node: str) -> JsonObject:
     }
 
 
-def node_storage_entry(storage: Storage, node: str, with_formats: bool) -> JsonObject:
-    """One item of GET /nodes/{node}/storage."""
-    total, used = storage.usage[node]
+def node_storage_entry(
+    storage: Storage, usage: tuple[int, int], with_formats: bool
+) -> JsonObject:
+    """One item of GET /nodes/{node}/storage; `usage` is (total, used) bytes."""
+    total, used = usage
     entry: JsonObject = {
         "storage": storage.name,
         "type": storage.type,
