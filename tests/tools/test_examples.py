@@ -66,7 +66,7 @@ REJECTS = [
 ]
 
 
-class _Session:
+class Session:
     """A client on a gateway over a fresh simulator, with every request recorded."""
 
     def __init__(self, client: Client, recorders: list[RecordingBackend]) -> None:
@@ -85,7 +85,7 @@ class _Session:
         listed = {tool.name for tool in (await self.client.list_tools()).tools}
         assert spec.name in listed, f"{spec.name} is not in tools/list"
         result = await self.client.call_tool(spec.name, dict(arguments))
-        error = _error(result)
+        error = error_of(result)
         if error is not None and error["code"] == "confirmation_required":
             token = error["details"]["confirm_token"]
             result = await self.client.call_tool(spec.name, {**arguments, "confirm_token": token})
@@ -106,7 +106,7 @@ class _Session:
         return problems
 
 
-def _error(result: CallToolResult) -> dict[str, Any] | None:
+def error_of(result: CallToolResult) -> dict[str, Any] | None:
     if not result.is_error:
         return None
     error: dict[str, Any] = json.loads(result.content[0].text)["error"]  # type: ignore[union-attr]
@@ -114,7 +114,7 @@ def _error(result: CallToolResult) -> dict[str, Any] | None:
 
 
 @asynccontextmanager
-async def _session(tmp_path: Path) -> AsyncIterator[_Session]:
+async def fresh_session(tmp_path: Path) -> AsyncIterator[Session]:
     recorders: list[RecordingBackend] = []
 
     def factory(cluster: ClusterConfig) -> RecordingBackend:
@@ -131,16 +131,16 @@ async def _session(tmp_path: Path) -> AsyncIterator[_Session]:
         )
         try:
             async with Client(build_mcp_server(gateway, local_principal)) as client:
-                yield _Session(client, recorders)
+                yield Session(client, recorders)
         finally:
             await gateway.aclose()
 
 
 @pytest.mark.parametrize(("spec", "example"), EXAMPLES)
 async def test_example_succeeds(spec: AnySpec, example: Mapping[str, Any], tmp_path: Path) -> None:
-    async with _session(tmp_path) as session:
+    async with fresh_session(tmp_path) as session:
         result = await session.call(spec, example)
-        assert not result.is_error, _error(result)
+        assert not result.is_error, error_of(result)
         assert result.structured_content is not None
         assert not session.schema_problems(), "\n".join(session.schema_problems())
 
@@ -149,9 +149,9 @@ async def test_example_succeeds(spec: AnySpec, example: Mapping[str, Any], tmp_p
 async def test_reject_fails_before_any_write(
     spec: AnySpec, arguments: Mapping[str, Any], code: str, tmp_path: Path
 ) -> None:
-    async with _session(tmp_path) as session:
+    async with fresh_session(tmp_path) as session:
         result = await session.call(spec, arguments)
-        error = _error(result)
+        error = error_of(result)
         assert error is not None, f"{spec.name} accepted {arguments}"
         assert error["code"] == code, error
         assert error.get("message") and error.get("hint"), "a message and what to do"

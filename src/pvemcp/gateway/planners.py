@@ -151,9 +151,28 @@ async def guest_action(
     runner reports (and for HA waits for) the second. `check` may refuse the resolved
     guest (a `ToolFailure`) before anything is planned."""
     row = await resolve_guest(ctx, ref)
-    target = guest_target(row)
     if check is not None:
-        check(target)
+        check(guest_target(row))
+    return guest_call(
+        row, verb, endpoint, method=method, params=params, status=status, warnings=warnings
+    )
+
+
+def guest_call(
+    row: Mapping[str, Any],
+    verb: str,
+    endpoint: str,
+    *,
+    method: Method = "POST",
+    params: dict[str, Any] | None = None,
+    status: tuple[str, str] | None = None,
+    changes: Sequence[Change] = (),
+    warnings: Sequence[str] = (),
+) -> Plan:
+    """The plan of one task call on a guest already resolved (`resolve_guest`), for a
+    planner that reads more of the guest first (its snapshots) to refuse or explain the
+    call: `guest_action` without the lookup, with the planner's own `changes`."""
+    target = guest_target(row)
     call = ApiCall.to(
         method,
         _endpoint(target, endpoint),
@@ -162,19 +181,37 @@ async def guest_action(
         node=target.node,
         vmid=target.vmid,
     )
-    changes, noted = [], list(warnings)
+    planned, noted = list(changes), list(warnings)
     if status is not None:
         expected, after = status
         now = str(row.get("status", "unknown"))
         if now != expected:
             noted.insert(0, f"the guest is {now}, not {expected}: the task may fail or do nothing")
-        changes.append(Change(field="status", before=now, after=after))
+        planned.append(Change(field="status", before=now, after=after))
     return Plan(
         summary=f"{verb} {_label(target)}",
-        changes=changes,
+        changes=planned,
         target=target,
         calls=[call],
         warnings=noted,
+    )
+
+
+def require_unlocked(row: Mapping[str, Any], field: str = "vmid") -> None:
+    """Refuse a guest that holds a config `lock` (a snapshot, backup, clone or migration
+    is running on it, or one failed and left it): PVE's `check_lock` would fail the call
+    with `VM is locked (snapshot)`, so it is refused before anything is sent."""
+    lock = row.get("lock")
+    if not lock:
+        return
+    kind = "VM" if row.get("type") == "qemu" else "CT"
+    raise ToolFailure(
+        "guest_locked",
+        f"{kind} is locked ({lock}): {_label(guest_target(row))}",
+        field=field,
+        hint=f"Wait for the guest's running {lock} task to end, then call again; a lock "
+        "left by a failed task is removed on the node (qm unlock / pct unlock).",
+        details={"lock": lock},
     )
 
 

@@ -32,6 +32,12 @@ def _tasks() -> Sequence[AnySpec]:
     return tasks.TOOLS
 
 
+def _snapshots() -> Sequence[AnySpec]:
+    from pvemcp.tools import snapshots  # noqa: PLC0415
+
+    return snapshots.TOOLS
+
+
 def _escape() -> Sequence[AnySpec]:
     from pvemcp.tools import files, guest_exec, node_cli  # noqa: PLC0415
 
@@ -42,6 +48,9 @@ TOOLSETS = (
     Toolset("core", "Cluster and node status, the next free VMID, toolsets.", _core),
     Toolset("guests", "List, inspect and power VMs and containers.", _guests),
     Toolset("tasks", "Status, log and completion of Proxmox tasks.", _tasks),
+    Toolset(
+        "snapshots", "Snapshots of VMs and containers: list, take, roll back, delete.", _snapshots
+    ),
     Toolset(
         "escape",
         "Commands, shells and files on nodes and in guests (policy must name you).",
