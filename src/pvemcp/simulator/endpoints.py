@@ -14,7 +14,7 @@ import re
 from dataclasses import replace
 from typing import Any
 
-from . import agent, cloudinit, guestconfig, snapshots, volumes
+from . import agent, cloudinit, guestconfig, lifecycle, migrate, snapshots, volumes
 from .errors import failure, param_error
 from .model import Guest, GuestKind
 from .params import NODE, SKIPLOCK, UPID, VMID, Param
@@ -435,6 +435,8 @@ ROUTES: tuple[Route, ...] = (
     *agent.ROUTES,
     *cloudinit.ROUTES,
     *snapshots.ROUTES,
+    *migrate.ROUTES,
+    *lifecycle.ROUTES,
     *volumes.ROUTES,
 )
 

@@ -22,7 +22,7 @@ ConfigValue = str | int | float
 
 @dataclass
 class Node:
-    """A cluster node; always online in the demo cluster."""
+    """A cluster node; every node of the demo cluster starts online."""
 
     name: str
     nodeid: int
@@ -44,6 +44,9 @@ class Node:
     """Memory used by the host itself, before guests."""
     next_pid: int
     """The next worker PID; task UPIDs carry it."""
+    online: bool = True
+    """False for a node that has left the quorum: listed as offline, and a migration to it
+    cannot reach it (tests switch it off)."""
 
 
 @dataclass

@@ -125,7 +125,7 @@ def node_list_entry(state: ClusterState, node: Node, now: float) -> JsonObject:
         "node": node.name,
         "id": f"node/{node.name}",
         "type": "node",
-        "status": "online",
+        "status": "online" if node.online else "offline",
         "cpu": cpu,
         "maxcpu": node.threads,
         "mem": mem,
@@ -210,7 +210,7 @@ def cluster_status(state: ClusterState, local_node: str) -> list[JsonObject]:
                 "name": node.name,
                 "nodeid": node.nodeid,
                 "ip": node.ip,
-                "online": 1,
+                "online": 1 if node.online else 0,
                 "local": 1 if node.name == local_node else 0,
                 "level": "",
             }
