@@ -8,6 +8,8 @@ import httpx2
 import pytest
 
 from pvemcp.simulator import SimulatorHandle
+from pvemcp.simulator.model import GiB, Storage
+from pvemcp.simulator.state import ClusterState
 
 from .conftest import FakeClock, get_data, post_upid, task_status
 
@@ -100,6 +102,42 @@ async def test_rollback_restores_the_config_and_stops_the_guest(
     assert upid.split(":")[5] == "vzsnapshot"
     await post_upid(fresh_client, f"{CT}/snapshot/c1/rollback", start=1)
     assert (await get_data(fresh_client, f"{CT}/status/current"))["status"] == "running"
+
+
+def move_disks_to_zfs(state: ClusterState, vmid: int) -> str:
+    """Give the cluster a `local-zfs` pool (as a node installed on ZFS has) and move the
+    guest's disks, in its config and its snapshots, onto it; returns its first volume id.
+    The demo's own storages all roll back past newer snapshots."""
+    with state.lock:
+        usage = {node: (900 * GiB, 120 * GiB) for node in state.nodes}
+        state.storages.append(Storage("local-zfs", "zfspool", ("images", "rootdir"), False, usage))
+        guest = state.guests[vmid]
+        for config in (guest.config, *(snap.config for snap in guest.snapshots)):
+            for key, value in config.items():
+                if isinstance(value, str) and value.startswith("local-lvm:"):
+                    config[key] = "local-zfs:" + value.removeprefix("local-lvm:")
+        return str(guest.config["scsi0"]).split(",", 1)[0]
+
+
+async def test_zfs_rolls_back_only_to_the_newest_snapshot(
+    fresh_sim: SimulatorHandle, fresh_client: httpx2.AsyncClient
+) -> None:
+    """pve-storage ZFSPoolPlugin.pm volume_rollback_is_possible: a rollback past a newer
+    snapshot of a volume fails in the task, before the guest is stopped or locked."""
+    volid = move_disks_to_zfs(fresh_sim.state, 100)
+    upid = await post_upid(fresh_client, f"{RUNNING_VM}/snapshot/pre-upgrade/rollback")
+    status = await task_status(fresh_client, upid)
+    assert status["exitstatus"] == (
+        f"can't rollback, 'pre-upgrade' is not most recent snapshot on '{volid}'"
+    )
+    assert (await get_data(fresh_client, f"{RUNNING_VM}/status/current"))["status"] == "running"
+    assert "lock" not in await get_data(fresh_client, f"{RUNNING_VM}/config")
+    # Without the newer snapshot the way back is open.
+    await post_upid(fresh_client, f"{RUNNING_VM}/snapshot/after-upgrade/rollback")
+    deleted = await fresh_client.delete(f"{RUNNING_VM}/snapshot/after-upgrade")
+    assert deleted.status_code == 200
+    upid = await post_upid(fresh_client, f"{RUNNING_VM}/snapshot/pre-upgrade/rollback")
+    assert await _exit(fresh_client, upid) == "OK"
 
 
 async def test_a_taken_name_fails_in_the_task(fresh_client: httpx2.AsyncClient) -> None:

@@ -40,7 +40,7 @@ from pvemcp.gateway.registry import AnySpec
 from pvemcp.policy.audit import AuditLog
 from pvemcp.proxmox.rest import RestBackend
 from pvemcp.secrets.redaction import Redactor
-from pvemcp.simulator.server import SimulatorOptions, simulator_in_thread
+from pvemcp.simulator.server import SimulatorHandle, SimulatorOptions, simulator_in_thread
 from pvemcp.transports.mcp_app import build_mcp_server
 from pvemcp.transports.stdio import local_principal
 from tests.conftest import TIME_SCALE, cluster_for, operator_policy
@@ -69,8 +69,12 @@ REJECTS = [
 class Session:
     """A client on a gateway over a fresh simulator, with every request recorded."""
 
-    def __init__(self, client: Client, recorders: list[RecordingBackend]) -> None:
+    def __init__(
+        self, client: Client, recorders: list[RecordingBackend], sim: SimulatorHandle
+    ) -> None:
         self.client = client
+        self.sim = sim
+        """The simulator, for a test that arranges a state the demo does not have."""
         self._recorders = recorders
         """The pool makes its backend on first use: whichever it made, in order."""
 
@@ -131,7 +135,7 @@ async def fresh_session(tmp_path: Path) -> AsyncIterator[Session]:
         )
         try:
             async with Client(build_mcp_server(gateway, local_principal)) as client:
-                yield Session(client, recorders)
+                yield Session(client, recorders, sim)
         finally:
             await gateway.aclose()
 

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from mcp.types import CallToolResult
 
+from tests.simulator.test_snapshots import move_disks_to_zfs
 from tests.tools.test_examples import Session, error_of, fresh_session
 
 pytestmark = pytest.mark.anyio
@@ -222,3 +223,24 @@ async def test_delete_reparents_and_moves_the_current_position(session: Session)
     assert call[2] == {"force": 1}
     tree = await _tree(session, RUNNING_VM)
     assert tree["snapshots"] == [] and "current" not in tree
+
+
+async def test_rollback_past_a_newer_snapshot_on_zfs_is_refused(session: Session) -> None:
+    """ZFS rolls a volume back only to its newest snapshot: the plan refuses, naming the
+    newer snapshots to delete first, and nothing is sent; the newest one is allowed."""
+    volid = move_disks_to_zfs(session.sim.state, RUNNING_VM)
+    refused = error_of(
+        await _call(session, "proxmox_snapshot_rollback", vmid=RUNNING_VM, snapname="pre-upgrade")
+    )
+    assert refused is not None and refused["code"] == "precondition_failed", refused
+    assert refused["field"] == "snapname"
+    assert refused["message"] == (
+        f"can't rollback, 'pre-upgrade' is not most recent snapshot on '{volid}'"
+    )
+    assert refused["details"]["newer"] == ["after-upgrade"]
+    assert "proxmox_snapshot_delete" in refused["hint"]
+    assert session.writes() == []
+    done = await _confirmed(
+        session, "proxmox_snapshot_rollback", vmid=RUNNING_VM, snapname="after-upgrade"
+    )
+    assert done["exitstatus"] == "OK"

@@ -8,8 +8,10 @@ pve-guest-common's `snapshot_create`, `snapshot_rollback` and `snapshot_delete`
 run with the config `lock` (`snapshot`, `rollback`, `snapshot-delete`), so any call that
 checks the lock meanwhile fails with `VM is locked (snapshot)`. The pre-fork checks and
 task types are qemu-server's (`PVE/API2/Qemu.pm`) and pve-container's
-(`src/PVE/API2/LXC/Snapshot.pm`). Rollback on storage that refuses to go past a newer
-snapshot (ZFS) is not modelled: the simulated storages are LVM-thin and directories.
+(`src/PVE/API2/LXC/Snapshot.pm`). A rollback on storage that goes back only to a
+volume's newest snapshot (ZFS, thick LVM) fails past a newer one, as pve-storage's
+`volume_rollback_is_possible` does; the demo's storages are LVM-thin and directories, so
+tests add such a storage to see it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ SNAPNAME = Param("string", max_length=40, format="pve-configid")
 _NOT_SAVED = re.compile(r"lock|digest|description|unused\d+")
 """Keys `__snapshot_copy_config` leaves out of a snapshot (and a rollback keeps)."""
 _DISK_RE = re.compile(r"(?:scsi|virtio|sata|ide|efidisk|tpmstate)\d+|rootfs|mp\d+")
+LATEST_ONLY = frozenset({"zfspool", "lvm"})
+"""Storage types whose volumes roll back only to their most recent snapshot."""
 
 
 def _task_type(kind: GuestKind, action: str) -> str:
@@ -49,16 +53,32 @@ def _find(guest: Guest, name: str) -> Snapshot | None:
     return next((snap for snap in guest.snapshots if snap.name == name), None)
 
 
-def _volumes(guest: Guest) -> list[tuple[str, str]]:
-    """(key, volume id) of the guest's disks, for the task log (CD-ROMs and the cloud-init
-    drive have no snapshots)."""
+def _volumes(config: dict[str, ConfigValue]) -> list[tuple[str, str]]:
+    """(key, volume id) of a config's disks (CD-ROMs and the cloud-init drive have no
+    snapshots)."""
     found = []
-    for key, value in guest.config.items():
+    for key, value in config.items():
         volid = str(value).split(",", 1)[0]
         cdrom = "media=cdrom" in str(value) or "cloudinit" in volid
         if _DISK_RE.fullmatch(key) and ":" in volid and not cdrom:
             found.append((key, volid))
     return found
+
+
+def _not_most_recent(state: ClusterState, guest: Guest, snap: Snapshot) -> str | None:
+    """pve-storage's refusal to roll a volume back past a newer snapshot of it, on the
+    storages that cannot (`ZFSPoolPlugin.pm` names the volume id, `LVMPlugin.pm` and
+    `Plugin.pm` the volume name), or None when every volume can go back."""
+    types = {storage.name: storage.type for storage in state.storages}
+    newer = guest.snapshots[guest.snapshots.index(snap) + 1 :]
+    for _key, volid in _volumes(snap.config):
+        storage, _, volname = volid.partition(":")
+        if types.get(storage) not in LATEST_ONLY:
+            continue
+        if any(volid in dict(_volumes(other.config)).values() for other in newer):
+            shown = volid if types[storage] == "zfspool" else volname
+            return f"can't rollback, '{snap.name}' is not most recent snapshot on '{shown}'"
+    return None
 
 
 def _create_lines(guest: Guest, with_ram: bool) -> tuple[tuple[float, str], ...]:
@@ -75,7 +95,9 @@ def _create_lines(guest: Guest, with_ram: bool) -> tuple[tuple[float, str], ...]
             (0.3, f"{saved * 0.4:.2f} GiB in 1s"),
             (0.6, f"completed saving the VM state in 3s, saved {saved:.2f} GiB"),
         ]
-    lines += [(0.8, f"snapshotting 'drive-{key}' ({volid})") for key, volid in _volumes(guest)]
+    lines += [
+        (0.8, f"snapshotting 'drive-{key}' ({volid})") for key, volid in _volumes(guest.config)
+    ]
     return tuple(lines)
 
 
@@ -181,6 +203,8 @@ class _Worker:
         snap = _find(guest, name)
         if snap is None:
             return fail(f"snapshot '{name}' does not exist")
+        if blocked := _not_most_recent(self.state, guest, snap):
+            return fail(blocked)  # __snapshot_rollback_vol_possible, before the checks below
         if snap.snapstate is not None:
             return fail(f"unable to rollback to incomplete snapshot (snapstate = {snap.snapstate})")
         if locked := locked_message(guest):
