@@ -147,6 +147,17 @@ async def run_planned(ctx: ToolContext, args: WriteInput, plan: Plan) -> TaskOut
         if wait or index < len(plan.calls) - 1:
             task = await ctx.wait_task(upid, max(deadline - anyio.current_time(), 0.001))
             outcome.task_status, outcome.exitstatus = task.status, task.exitstatus
+    moved = plan.after("node")
+    # A migration: the guest's config, and so its API path, is on the new node now (an HA
+    # request has only handed the move to ha-manager).
+    if (
+        isinstance(target, GuestTarget)
+        and isinstance(moved, str)
+        and task is not None
+        and (task.type not in HA_REQUESTS)
+    ):
+        target = target.model_copy(update={"node": moved})
+        outcome.node = moved
     expected = plan.after("status")
     if task is not None and isinstance(target, GuestTarget) and isinstance(expected, str):
         outcome.guest_status, outcome.note = await _settle(

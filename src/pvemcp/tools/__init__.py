@@ -21,9 +21,9 @@ def _core() -> Sequence[AnySpec]:
 
 
 def _guests() -> Sequence[AnySpec]:
-    from pvemcp.tools import guests  # noqa: PLC0415
+    from pvemcp.tools import guests, migrate  # noqa: PLC0415
 
-    return guests.TOOLS
+    return (*guests.TOOLS, *migrate.TOOLS)
 
 
 def _tasks() -> Sequence[AnySpec]:
