@@ -244,3 +244,33 @@ async def test_rollback_past_a_newer_snapshot_on_zfs_is_refused(session: Session
         session, "proxmox_snapshot_rollback", vmid=RUNNING_VM, snapname="after-upgrade"
     )
     assert done["exitstatus"] == "OK"
+
+
+async def test_an_approved_rollback_meets_a_lock_taken_since(session: Session) -> None:
+    """The plan is worked out again when the approval is redeemed: a snapshot started in
+    between has locked the guest, so the rollback is refused rather than sent."""
+    ask = error_of(
+        await _call(session, "proxmox_snapshot_rollback", vmid=RUNNING_VM, snapname="pre-upgrade")
+    )
+    assert ask is not None and ask["code"] == "confirmation_required"
+    _ok(
+        await _call(
+            session,
+            "proxmox_snapshot_create",
+            vmid=RUNNING_VM,
+            snapname="ram",
+            vmstate=True,
+            wait=False,
+        )
+    )
+    locked = error_of(
+        await _call(
+            session,
+            "proxmox_snapshot_rollback",
+            vmid=RUNNING_VM,
+            snapname="pre-upgrade",
+            confirm_token=ask["details"]["confirm_token"],
+        )
+    )
+    assert locked is not None and locked["code"] == "guest_locked", locked
+    assert not any(call.endswith("/rollback") for call in session.writes())
