@@ -36,7 +36,7 @@ from pvemcp.tools.kit import (
 
 SnapName = Annotated[
     str,
-    Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]+$", max_length=40, description="Snapshot name."),
+    Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]+$", max_length=40),
 ]
 """PVE's `pve-snapshot-name`: a `pve-configid` of at most 40 characters."""
 
@@ -93,16 +93,16 @@ class SnapshotArgs(WaitInput, GuestRef):
 
 class CreateArgs(SnapshotArgs):
     description: Annotated[str | None, Field(max_length=8192)] = None
-    vmstate: Annotated[bool, Field(description="VM only: also save its RAM (running VM).")] = False
+    vmstate: Annotated[bool, Field(description="Also save a running VM's RAM.")] = False
 
 
 class RollbackArgs(SnapshotArgs):
-    start: Annotated[bool, Field(description="Start the guest after the rollback.")] = False
+    start: Annotated[bool, Field(description="Start the guest afterwards.")] = False
 
 
 class DeleteArgs(SnapshotArgs):
     force: Annotated[
-        bool, Field(description="Drop it from the config even if a disk snapshot cannot be.")
+        bool, Field(description="Drop it from the config even if a disk's snapshot stays.")
     ] = False
 
 
@@ -150,9 +150,8 @@ async def _read(ctx: ToolContext, args: GuestRef) -> tuple[dict[str, Any], list[
     rejects=[({"vmid": 999}, "not_found"), ({"vmid": 100, "name": "web01"}, "invalid_argument")],
 )
 async def snapshot_list(ctx: ToolContext, args: GuestRef) -> SnapshotTree:
-    """A VM's or container's snapshots as a tree: each row's parent, time (UTC), whether it
-    holds RAM state, its description; `current` is the snapshot the guest's present state
-    descends from (a new snapshot becomes its child)."""
+    """A VM's or container's snapshots as a tree (parent, time UTC, RAM state,
+    description); `current`: the snapshot the guest's present state descends from."""
     row, snaps, current = await _read(ctx, args)
     return SnapshotTree(
         vmid=int(row["vmid"]),
@@ -344,9 +343,8 @@ async def _plan_delete(ctx: ToolContext, args: DeleteArgs) -> Plan:
 snapshot_create = action(
     "proxmox_snapshot_create",
     title="Take a snapshot",
-    description="""Take a snapshot of a VM or container (by vmid or name): its disks and
-    configuration, and with vmstate a running VM's RAM. A taken name or a locked guest is
-    refused before anything is sent. Waits for the task with progress by default.""",
+    description="""Snapshot a VM or container (disks and config; with vmstate a running
+    VM's RAM too). A taken name or a locked guest is refused before anything is sent.""",
     tier=Tier.WRITE,
     toolset="snapshots",
     input=CreateArgs,
@@ -369,10 +367,9 @@ snapshot_create = action(
 snapshot_rollback = action(
     "proxmox_snapshot_rollback",
     title="Roll a guest back to a snapshot",
-    description="""Roll a VM or container back to one of its snapshots: what changed since
-    is lost, a running guest is stopped hard first; it then stays stopped unless start is
-    set or the snapshot holds RAM state. Refused when the disk's storage (ZFS) cannot go
-    back past a newer snapshot. Use proxmox_snapshot_list to pick one.""",
+    description="""Roll a VM or container back to a snapshot: what changed since is lost; a
+    running guest is stopped hard first and stays stopped unless start or the snapshot has
+    RAM state. Refused past a newer snapshot on ZFS.""",
     tier=Tier.DESTRUCTIVE,
     toolset="snapshots",
     input=RollbackArgs,
@@ -389,9 +386,8 @@ snapshot_rollback = action(
 snapshot_delete = action(
     "proxmox_snapshot_delete",
     title="Delete a snapshot",
-    description="""Delete one snapshot of a VM or container (its disk snapshots and saved
-    RAM); the guest's present state is untouched and its other snapshots are kept. force
-    removes it from the configuration even if a disk snapshot cannot be deleted.""",
+    description="""Delete a snapshot of a VM or container (its disk snapshots and saved
+    RAM); the guest's present state and other snapshots are kept.""",
     tier=Tier.DESTRUCTIVE,
     toolset="snapshots",
     input=DeleteArgs,
