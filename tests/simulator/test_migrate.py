@@ -173,3 +173,49 @@ async def test_templates(fresh_client: httpx2.AsyncClient) -> None:
     for path, message in refusals.items():
         response = await fresh_client.post(path)
         assert (response.status_code, response.json()["message"]) == (500, message + "\n")
+
+
+async def _volids(client: httpx2.AsyncClient, node: str, storage: str, vmid: int) -> list[str]:
+    items = await get_data(client, f"/nodes/{node}/storage/{storage}/content", vmid=vmid)
+    return [item["volid"] for item in items]
+
+
+async def test_local_volumes_move_with_the_guest(fresh_client: httpx2.AsyncClient) -> None:
+    upid = await post_upid(
+        fresh_client, "/nodes/pve1/qemu/101/migrate", target="pve2",
+        targetstorage="local-lvm:local",
+    )  # fmt: skip
+    assert (await task_status(fresh_client, upid))["exitstatus"] == "OK"
+    assert await _volids(fresh_client, "pve1", "local-lvm", 101) == []
+    moved = await _volids(fresh_client, "pve2", "local", 101)
+    assert moved == [f"local:101/vm-101-disk-{n}.qcow2" for n in range(3)]
+    config = await get_data(fresh_client, "/nodes/pve2/qemu/101/config")
+    assert config["scsi0"].startswith("local:101/vm-101-disk-0.qcow2,")
+
+    upid = await post_upid(fresh_client, "/nodes/pve1/lxc/201/migrate", target="pve3")
+    assert (await task_status(fresh_client, upid))["exitstatus"] == "OK"
+    assert await _volids(fresh_client, "pve3", "local-lvm", 201) == ["local-lvm:vm-201-disk-0"]
+    assert await _volids(fresh_client, "pve1", "local-lvm", 201) == []
+
+
+async def test_a_full_target_storage_aborts_the_copy(
+    fresh_sim: SimulatorHandle, fresh_client: httpx2.AsyncClient
+) -> None:
+    storage = next(s for s in fresh_sim.state.storages if s.name == "local-lvm")
+    total, _used = storage.usage["pve2"]
+    storage.usage["pve2"] = (total, total - (1 << 30))
+    upid = await post_upid(fresh_client, "/nodes/pve1/qemu/101/migrate", target="pve2")
+    assert (await task_status(fresh_client, upid))["exitstatus"] == "migration aborted"
+    assert "storage migration for 'local-lvm:vm-101-disk-0' to storage 'local-lvm' failed - " \
+        "not enough free space" in (await _log(fresh_client, upid))[-2]  # fmt: skip
+    assert await _volids(fresh_client, "pve1", "local-lvm", 101) != []
+    assert await _volids(fresh_client, "pve2", "local-lvm", 101) == []
+    assert "lock" not in await get_data(fresh_client, "/nodes/pve1/qemu/101/status/current")
+
+
+async def test_a_template_s_volumes_become_base_volumes(fresh_client: httpx2.AsyncClient) -> None:
+    upid = await post_upid(fresh_client, "/nodes/pve1/qemu/103/template")
+    assert (await task_status(fresh_client, upid))["exitstatus"] == "OK"
+    assert await _volids(fresh_client, "pve1", "local-lvm", 103) == [
+        f"local-lvm:base-103-disk-{n}" for n in range(3)
+    ]

@@ -12,6 +12,8 @@ UPID is dropped, so a client finds the worker in the node's task list).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .errors import failure
 from .locks import locked_message
 from .migrate import guest_volumes
@@ -92,8 +94,13 @@ class _Template:
             ]
 
         def finish(_at: float) -> None:
+            volumes = self.state.volumes
             for key, volid, base in renamed:
                 guest.config[key] = str(guest.config[key]).replace(volid, base, 1)
+                stored = volumes.find(self.node, volid)
+                if stored is not None:
+                    volumes.free(self.node, volid)
+                    volumes.add(self.node, replace(stored, volname=base.split(":", 1)[1]))
             guest.config["template"] = 1
 
         return Plan(SECONDS, lines=tuple(lines), apply=finish)

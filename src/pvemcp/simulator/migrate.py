@@ -12,8 +12,9 @@ one cannot move (a snapshot on LVM-thin, a local disk of a running VM without
 lives on the target node: every `/nodes/{node}/...` path of the guest answers there and
 no longer on the source, as PVE's `proxyto => 'node'` finds the config where it is.
 
-Not modelled: HA-managed guests (`hamigrate`), replication, local devices (PCI/USB), bandwidth
-limits; the volumes keep their names (a storage map only changes their storage).
+The local volumes are copied to the target node (`volumes.py`), keeping their names
+unless a storage map sends them to another storage. Not modelled: HA-managed guests
+(`hamigrate`), replication, local devices (PCI/USB), bandwidth limits.
 """
 
 from __future__ import annotations
@@ -21,16 +22,17 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .errors import failure, param_error
+from .errors import ApiError, failure, param_error
 from .locks import check_lock, locked_message, remove_lock, set_lock
 from .model import GiB, Guest, GuestKind, KiB, MiB, Storage, TiB
 from .params import NODE, VMID, Param
 from .router import Context, Handler, Params, Result, Route, for_kinds, integer, text
 from .state import ClusterState
 from .tasks import Plan
+from .volumes import Volume as StoredVolume
 
 SECONDS = {"offline": 4.0, "online": 9.0, "restart": 12.0}
 """Realistic durations of a successful migration, before the time scale."""
@@ -168,6 +170,19 @@ class _Request:
     storagemap: Mapping[str, str]
 
 
+class _Abort(Exception):
+    """A migration that ends in `migration aborted`, with the reason for its log."""
+
+
+@dataclass
+class _Copies:
+    """What the copy made: the config values that name new volumes, and each source
+    volume with its copy on the target (the sources are freed when the task ends)."""
+
+    config: dict[str, str] = field(default_factory=dict)
+    made: list[tuple[StoredVolume, StoredVolume]] = field(default_factory=list)
+
+
 class _Worker:
     def __init__(self, state: ClusterState, request: _Request) -> None:
         self.state, self.request = state, request
@@ -201,15 +216,19 @@ class _Worker:
         problems = self._scan(guest, log, running)
         if problems:
             return log.abort(problems)
-        moved = self._copy(guest, log, mode)
+        try:
+            copies = self._copy(guest, log, mode, begin)
+        except _Abort as abort:
+            return log.abort(str(abort))
         set_lock(guest, "migrate")  # phase1 writes it into the config before the copy
         if mode == "restart":
             log.add(0.95, "start container on target node")
         log.add(0.97, f"migration finished successfully (duration {_duration(log.seconds)})")
 
         def finish(at: float) -> None:
-            for key, value in moved.items():
-                guest.config[key] = value
+            guest.config.update(copies.config)
+            for old, _copy in copies.made:
+                self.state.volumes.free(request.node, old.volid)
             remove_lock(guest)
             guest.node = target.name
             if guest.status == "running":
@@ -264,27 +283,57 @@ class _Worker:
             return "can't live migrate attached local disks without with-local-disks option"
         return None
 
-    def _copy(self, guest: Guest, log: _Log, mode: str) -> dict[str, str]:
-        """The copy of the local volumes: their config values on the target (a storage
-        map changes their storage), and the log of the copy."""
-        moved = {}
+    def _copy(self, guest: Guest, log: _Log, mode: str, begin: float) -> _Copies:
+        """The copy of the local volumes to the target (pve-storage `storage_migrate`): a
+        volume keeps its name on the same storage, and a mapped storage names it as its
+        plugin does. Raises `_Abort` when the target cannot take one, after freeing the
+        copies made so far (as `phase1_cleanup` does)."""
+        volumes, source, target = self.state.volumes, self.request.node, self.request.target
+        copies = _Copies()
         local = [v for v in guest_volumes(guest) if _local(self.state, v)]
         if mode == "online":
-            log.add(0.2, f"starting VM {guest.vmid} on remote node '{self.request.target}'")
+            log.add(0.2, f"starting VM {guest.vmid} on remote node '{target}'")
         elif local:
             log.add(0.2, "copying local disk images" if guest.kind == "qemu" else
                     "copying local volumes")  # fmt: skip
         for volume in sorted(local, key=lambda v: v.volid):
-            target = _mapped(self.request.storagemap, volume.storage)
-            new = target + ":" + volume.volid.split(":", 1)[1]
+            name = _mapped(self.request.storagemap, volume.storage)
+            stored = volumes.find(source, volume.volid)
+            new = name + ":" + volume.volid.split(":", 1)[1]
+            if stored is not None:  # the cloud-init drive is generated, not stored
+                try:
+                    copy = self._place(stored, name, begin)
+                except ApiError as err:
+                    for _old, made in copies.made:
+                        volumes.free(target, made.volid)
+                    raise _Abort(
+                        f"storage migration for '{volume.volid}' to storage '{name}' failed - "
+                        + err.message.strip()
+                    ) from err
+                copies.made.append((stored, copy))
+                new = copy.volid
             if new != volume.volid:
-                moved[volume.key] = str(guest.config[volume.key]).replace(volume.volid, new, 1)
+                copies.config[volume.key] = str(guest.config[volume.key]).replace(
+                    volume.volid, new, 1
+                )
             log.add(0.6, f"volume '{volume.volid}' is '{new}' on the target")
         if mode == "online":
             log.add(0.7, f"starting online/live migration on unix:/run/qemu-server/"
                          f"{guest.vmid}.migrate")  # fmt: skip
             log.add(0.9, "migration status: completed")
-        return moved
+        return copies
+
+    def _place(self, stored: StoredVolume, name: str, begin: float) -> StoredVolume:
+        """The volume's copy on the target node: the same name on the same storage, if
+        it has room (LVMPlugin.pm's `not enough free space`), else a new volume."""
+        volumes, target = self.state.volumes, self.request.target
+        if name != stored.storage:
+            kind = self.request.kind
+            return volumes.allocate(target, name, stored.vmid, stored.size, kind=kind, at=begin)
+        total, used = volumes.usage(volumes.storage_on(name, target), target)
+        if stored.size > total - used:
+            raise failure(f"not enough free space ({total - used} < {stored.size})")
+        return volumes.add(target, replace(stored))
 
 
 def _start(ctx: Context, request: _Request) -> str:
