@@ -38,6 +38,12 @@ def _snapshots() -> Sequence[AnySpec]:
     return snapshots.TOOLS
 
 
+def _disks() -> Sequence[AnySpec]:
+    from pvemcp.tools import disks  # noqa: PLC0415
+
+    return disks.TOOLS
+
+
 def _escape() -> Sequence[AnySpec]:
     from pvemcp.tools import files, guest_exec, node_cli  # noqa: PLC0415
 
@@ -51,6 +57,7 @@ TOOLSETS = (
     Toolset(
         "snapshots", "Snapshots of VMs and containers: list, take, roll back, delete.", _snapshots
     ),
+    Toolset("disks", "Add, grow, move and detach guests' disks on storages.", _disks),
     Toolset(
         "escape",
         "Commands, shells and files on nodes and in guests (policy must name you).",

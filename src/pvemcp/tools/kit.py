@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pvemcp.gateway import planners
 from pvemcp.gateway.answers import OBJECT, Answer, answer_as, read_as, tag_list
-from pvemcp.gateway.context import CommandRecord, ToolContext
+from pvemcp.gateway.context import CommandRecord, ToolContext, check_api_request
 from pvemcp.gateway.errors import ToolFailure
 from pvemcp.gateway.plan import ApiCall, Change, GuestTarget, Plan, Target
 from pvemcp.gateway.registry import ToolInput, ToolOutput, WriteInput, action, tool
@@ -65,6 +65,7 @@ __all__ = [
     "answer_as",
     "as_float",
     "as_int",
+    "check_api_request",
     "gib",
     "mib",
     "node_or_default",
