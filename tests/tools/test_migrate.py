@@ -65,7 +65,7 @@ async def test_the_plan_names_the_mode(client: Client) -> None:
         client, "proxmox_guest_migrate", {"vmid": 102, "target": "pve3", "dry_run": True}
     )
     plan = vm["plan"]
-    assert plan["summary"] == "migrate qemu 102 (test) from pve1 to pve3, online (live)"
+    assert plan["summary"] == "migrate qemu 102 (test) on pve1 to pve3, online (live)"
     assert plan["calls"][0]["params"] == {"target": "pve3", "online": 1, "with-local-disks": 1}
     assert {"field": "node", "before": "pve1", "after": "pve3"} in plan["changes"]
     assert plan["warnings"] == ["1 local disk(s), 16.0 GiB, are copied to pve3 while the VM runs"]
@@ -73,7 +73,7 @@ async def test_the_plan_names_the_mode(client: Client) -> None:
     ct = await _call(
         client, "proxmox_guest_migrate", {"name": "dns01", "target": "pve3", "dry_run": True}
     )
-    assert ct["plan"]["summary"].endswith("from pve1 to pve3, by restart")
+    assert ct["plan"]["summary"].endswith("on pve1 to pve3, by restart")
     assert ct["plan"]["calls"][0]["params"] == {"target": "pve3", "restart": 1}
 
 
@@ -150,3 +150,18 @@ async def test_a_container_template_finds_its_worker(client: Client) -> None:
     assert done["upid"].split(":")[5] == "vztemplate" and done["exitstatus"] == "OK"
     running = error(await client.call_tool("proxmox_guest_template", {"vmid": 200}))
     assert (running["code"], running["field"]) == ("precondition_failed", "vmid")
+
+
+async def test_a_locked_guest_is_refused_before_anything_is_sent(
+    own_sim: SimulatorHandle, client: Client
+) -> None:
+    guest = own_sim.state.find_guest(101)
+    assert guest is not None
+    guest.config["lock"] = "backup"
+    for name, args in (
+        ("proxmox_guest_migrate", {"vmid": 101, "target": "pve2"}),
+        ("proxmox_guest_template", {"vmid": 101}),
+    ):
+        refused = error(await client.call_tool(name, args))
+        assert (refused["code"], refused["field"]) == ("guest_locked", "vmid"), name
+    assert own_sim.state.find_guest(101) is guest and guest.node == "pve1"

@@ -86,6 +86,7 @@ async def _check_target(ctx: ToolContext, source: str, target: str) -> None:
 
 async def _plan_migrate(ctx: ToolContext, args: MigrateArgs) -> Plan:
     row = await planners.resolve_guest(ctx, args)
+    planners.require_unlocked(row)
     target = planners.guest_target(row)
     await _check_target(ctx, target.node, args.target)
     running = row.get("status") == "running"
@@ -131,25 +132,16 @@ async def _plan_migrate(ctx: ToolContext, args: MigrateArgs) -> Plan:
                 + (" while the VM runs" if running else "")
             )
     state = str(row.get("status", "unknown"))
-    call = ApiCall.to(
-        "POST",
-        f"/nodes/{{node}}/{target.type}/{{vmid}}/migrate",
+    plan = planners.guest_call(
+        row,
+        "migrate",
+        "migrate",
         params=params,
-        task=True,
-        node=target.node,
-        vmid=target.vmid,
-    )
-    return Plan(
-        summary=f"migrate {target.type} {target.vmid} ({target.name or '?'}) from "
-        f"{target.node} to {args.target}, {mode}",
-        changes=[
-            Change(field="node", before=target.node, after=args.target),
-            Change(field="status", before=state, after=state),
-        ],
-        target=target,
-        calls=[call],
+        status=(state, state),
+        changes=[Change(field="node", before=target.node, after=args.target)],
         warnings=warnings,
     )
+    return plan.model_copy(update={"summary": f"{plan.summary} to {args.target}, {mode}"})
 
 
 guest_migrate = action(
@@ -198,6 +190,7 @@ def _templatable(target: GuestTarget, status: str, template: bool) -> None:
 
 async def _plan_template(ctx: ToolContext, args: TemplateArgs) -> Plan:
     row = await planners.resolve_guest(ctx, args)
+    planners.require_unlocked(row)
     target = planners.guest_target(row)
     _templatable(target, str(row.get("status", "unknown")), bool(row.get("template")))
     call = ApiCall.to(

@@ -128,14 +128,16 @@ def _tree_order(snaps: list[_Snapshot]) -> list[_Snapshot]:
     return ordered
 
 
-async def _read(ctx: ToolContext, args: GuestRef) -> tuple[dict[str, Any], list[_Snapshot], str]:
+async def _read(
+    ctx: ToolContext, args: GuestRef
+) -> tuple[dict[str, Any], list[_Snapshot], str | None]:
     """The guest's resource row, its snapshots (without PVE's `current` entry) and the
     snapshot its current state descends from."""
     row = await planners.resolve_guest(ctx, args)
     path = planners.guest_target(row).path + "/snapshot"
     entries = await read_as(ctx, _SNAPSHOTS, path)
     current = next((e.parent for e in entries if e.name == "current"), None)
-    return row, [e for e in entries if e.name != "current"], current or ""
+    return row, [e for e in entries if e.name != "current"], current
 
 
 @tool(
@@ -168,7 +170,7 @@ async def snapshot_list(ctx: ToolContext, args: GuestRef) -> SnapshotTree:
             )
             for snap in _tree_order(snaps)
         ],
-        current=current or None,
+        current=current,
     )
 
 
@@ -243,7 +245,7 @@ async def _plan_create(ctx: ToolContext, args: CreateArgs) -> Plan:
         params=params,
         changes=[
             Change(field="snapshot", after=args.snapname),
-            Change(field="parent", before=current or None, after=args.snapname),
+            Change(field="parent", before=current, after=args.snapname),
         ],
         warnings=warnings,
     )
@@ -253,7 +255,12 @@ async def _blocking(
     ctx: ToolContext, row: dict[str, Any], snaps: list[_Snapshot], target: _Snapshot
 ) -> None:
     """Refuse a rollback past a newer snapshot of a disk on storage that cannot (ZFS,
-    thick LVM); on other storage the newer snapshots stay and remain usable."""
+    thick LVM); on other storage the newer snapshots stay and remain usable.
+
+    Any newer snapshot of the guest counts: it holds the same disks unless one was
+    detached in between, a case left to PVE's task. A storage the API token may not audit
+    is not listed by the node, so it is not checked here either: the task then fails with
+    PVE's own words."""
     newer = [s.name for s in snaps if (s.snaptime or 0) > (target.snaptime or 0)]
     if not newer:
         return
@@ -310,7 +317,7 @@ async def _plan_rollback(ctx: ToolContext, args: RollbackArgs) -> Plan:
         f"snapshot/{args.snapname}/rollback",
         params=params,
         status=(now, after),
-        changes=[Change(field="parent", before=current or None, after=args.snapname)],
+        changes=[Change(field="parent", before=current, after=args.snapname)],
         warnings=warnings,
     )
 
