@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -165,6 +166,10 @@ def check_api_request(method: Method, path: str, params: Params | None) -> None:
     )
 
 
+GUEST_SECRET_PREFIX = "PVEMCP_GUEST_SECRET_"  # noqa: S105 - a name prefix, not a secret
+"""Environment variables that hold secrets a tool may put into a guest (`guest_secret`)."""
+
+
 class ToolContext:
     """Per-call handle a tool uses to reach Proxmox."""
 
@@ -226,6 +231,23 @@ class ToolContext:
         if method != "GET" and isinstance(result.data, str) and is_upid(result.data):
             self.upids.append(result.data)
         return result
+
+    def guest_secret(self, name: str, *, field: str) -> str:
+        """The secret a call names for a guest (a cloud-init or container password): the
+        gateway's environment variable `PVEMCP_GUEST_SECRET_<NAME>`, which an operator
+        set, so the model names a secret and never sees or sends its value. The value
+        joins the redaction set before it is used: no result, log or audit shows it."""
+        variable = GUEST_SECRET_PREFIX + name.upper().replace("-", "_")
+        value = os.environ.get(variable)
+        if not value:
+            raise ToolFailure(
+                "secret_not_found",
+                f"no guest secret named {name!r}",
+                field=field,
+                hint=f"An operator provides it as {variable} in the gateway's environment.",
+            )
+        self._redactor.add(value)
+        return value
 
     async def get(self, path: str, params: Params | None = None) -> Any:
         """`GET path`'s data. For a read tool it may come from the cluster's read cache and

@@ -9,12 +9,13 @@ will send. Tools never build REST paths in their handlers.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pydantic import TypeAdapter
 
-from pvemcp.gateway.answers import OBJECT, Answer, read_as, tag_list
-from pvemcp.gateway.context import ToolContext
+from pvemcp.gateway.answers import Answer, read_as, tag_list
+from pvemcp.gateway.context import ToolContext, check_api_request
 from pvemcp.gateway.errors import ToolFailure
 from pvemcp.gateway.plan import ApiCall, Change, GuestTarget, Plan
 from pvemcp.proxmox.backend import Method
@@ -215,50 +216,113 @@ def require_unlocked(row: Mapping[str, Any], field: str = "vmid") -> None:
     )
 
 
+class _PendingItem(Answer):
+    """One key of GET .../pending: its current value, a pending value or deletion."""
+
+    key: str
+    value: str | None = None
+    pending: str | None = None
+    delete: int | None = None
+
+
+_PENDING = TypeAdapter(list[_PendingItem])
+
+
+@dataclass(frozen=True, slots=True)
+class GuestConfig:
+    """A guest's configuration as GET .../pending tells it: the values in effect, the
+    pending ones (None: deleted at the next start), and the `digest` of the file."""
+
+    current: dict[str, str]
+    pending: dict[str, str | None]
+    digest: str | None
+
+    def effective(self) -> dict[str, str]:
+        """The configuration once the pending changes apply."""
+        merged = {**self.current, **self.pending}
+        return {key: value for key, value in merged.items() if value is not None}
+
+
+async def read_config(ctx: ToolContext, target: GuestTarget) -> GuestConfig:
+    """The guest's configuration with its pending changes and digest, in one read."""
+    items = await read_as(ctx, _PENDING, f"{target.path}/pending")
+    current = {item.key: item.value for item in items if item.value is not None}
+    pending: dict[str, str | None] = {
+        item.key: None if item.delete else item.pending
+        for item in items
+        if item.delete or item.pending is not None
+    }
+    digest = current.pop("digest", None)
+    return GuestConfig(current=current, pending=pending, digest=digest)
+
+
 async def guest_config_change(
     ctx: ToolContext,
     ref: GuestLookup,
     values: Mapping[str, Any],
     delete: Sequence[str] = (),
     *,
+    revert: Sequence[str] = (),
+    digest: str | None = None,
     method: Method = "PUT",
 ) -> Plan:
-    """A change of a guest's configuration: the current config is read with its `digest`,
-    the plan lists each key's before and after, and the one call sends only the keys that
-    change plus `delete` and the `digest`, so PVE refuses it if the configuration changed
-    since it was planned (someone else's edit is never overwritten). `method` POST is
-    QEMU's asynchronous update (a task); PUT answers at once. A secret key's values
-    (`cipassword`) are masked in the changes; the call's parameters are redacted by key
-    wherever the plan is shown or recorded."""
-    both = sorted(set(values) & set(delete))
-    if both:
-        raise ToolFailure(
-            "invalid_argument",
-            f"{both[0]} is both set and deleted",
-            field="delete",
-            hint="Either set a key or delete it, not both.",
-        )
+    """A change of a guest's configuration: the config is read with its pending changes
+    and `digest` (GET .../pending), the plan lists each key's before (its pending value if
+    any) and after, and the one call sends only the keys that change plus `delete`,
+    `revert` (pending changes dropped) and the `digest`, so PVE refuses it if the
+    configuration changed since it was planned (someone else's edit is never overwritten).
+    A caller's `digest` (from a read) must still be the config's. The call is checked
+    against the PVE API's index here, so a dry run already names an unknown key with the
+    closest valid ones. `method` POST is QEMU's asynchronous update (a task); PUT answers
+    at once. A secret key's values (`cipassword`) are masked in the changes; the call's
+    parameters are redacted by key wherever the plan is shown or recorded."""
+    for given, name in ((delete, "delete"), (revert, "revert")):
+        both = sorted(set(values) & set(given))
+        if both:
+            raise ToolFailure(
+                "invalid_argument",
+                f"{both[0]} is both set and in {name}",
+                field=name,
+                hint=f"Either set a key or {name} it, not both.",
+            )
     row = await resolve_guest(ctx, ref)
     target = guest_target(row)
-    config: dict[str, Any] = await read_as(ctx, OBJECT, f"{target.path}/config")
-    config = dict(config)  # the answer may be shared: never change it in place
-    digest = config.pop("digest", None)
+    config = await read_config(ctx, target)
+    now, pending, found_digest = config.effective(), config.pending, config.digest
+    if digest is not None and digest != found_digest:
+        raise ToolFailure(
+            "config_changed",
+            f"the configuration of {_label(target)} changed since it was read (digest)",
+            field="digest",
+            hint="Read it again with proxmox_guest_config and plan the change on what it is now.",
+        )
     setting = {
         key: value
         for key, value in sorted(values.items())
-        if key not in config or str(config[key]) != str(value)
+        if key not in now or str(now[key]) != str(value)
     }
-    removed = [key for key in delete if key in config]
+    removed = [key for key in delete if key in now]
+    reverted = [key for key in revert if key in pending]
 
     def shown(key: str, value: Any) -> Any:
         return MASK if value is not None and is_secret_key(key) else value
 
     changes = [
-        Change(field=key, before=shown(key, config.get(key)), after=shown(key, value))
+        Change(field=key, before=shown(key, now.get(key)), after=shown(key, value))
         for key, value in setting.items()
     ]
-    changes += [Change(field=key, before=shown(key, config[key])) for key in removed]
-    warnings = [f"{key} is not set: nothing to delete" for key in delete if key not in config]
+    changes += [Change(field=key, before=shown(key, now[key])) for key in removed]
+    changes += [
+        Change(
+            field=key,
+            before=shown(key, pending[key]),
+            after=shown(key, config.current.get(key)),
+        )
+        for key in reverted
+    ]
+    warnings = [f"{key} is not set: nothing to delete" for key in delete if key not in now]
+    warnings += [f"{key} has no pending change: nothing to revert" for key in revert
+                 if key not in pending]  # fmt: skip
     if not changes:
         return Plan(
             summary=f"no change to the configuration of {_label(target)}",
@@ -268,8 +332,10 @@ async def guest_config_change(
     params: dict[str, Any] = dict(setting)
     if removed:
         params["delete"] = ",".join(removed)
-    if digest is not None:
-        params["digest"] = digest
+    if reverted:
+        params["revert"] = ",".join(reverted)
+    if found_digest is not None:
+        params["digest"] = found_digest
     call = ApiCall.to(
         method,
         _endpoint(target, "config"),
@@ -278,6 +344,7 @@ async def guest_config_change(
         node=target.node,
         vmid=target.vmid,
     )
+    check_api_request(call.method, call.path, call.params)
     return Plan(
         summary=f"change {len(changes)} configuration key(s) of {_label(target)}",
         changes=changes,

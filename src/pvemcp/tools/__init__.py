@@ -21,9 +21,9 @@ def _core() -> Sequence[AnySpec]:
 
 
 def _guests() -> Sequence[AnySpec]:
-    from pvemcp.tools import guests, migrate  # noqa: PLC0415
+    from pvemcp.tools import guest_config, guests, migrate  # noqa: PLC0415
 
-    return (*guests.TOOLS, *migrate.TOOLS)
+    return (*guests.TOOLS, *guest_config.TOOLS, *migrate.TOOLS)
 
 
 def _tasks() -> Sequence[AnySpec]:
@@ -44,6 +44,18 @@ def _disks() -> Sequence[AnySpec]:
     return disks.TOOLS
 
 
+def _cloudinit() -> Sequence[AnySpec]:
+    from pvemcp.tools import cloudinit  # noqa: PLC0415
+
+    return cloudinit.TOOLS
+
+
+def _agent() -> Sequence[AnySpec]:
+    from pvemcp.tools import agent  # noqa: PLC0415
+
+    return agent.TOOLS
+
+
 def _escape() -> Sequence[AnySpec]:
     from pvemcp.tools import files, guest_exec, node_cli  # noqa: PLC0415
 
@@ -58,6 +70,8 @@ TOOLSETS = (
         "snapshots", "Snapshots of VMs and containers: list, take, roll back, delete.", _snapshots
     ),
     Toolset("disks", "Add, grow, move and detach guests' disks on storages.", _disks),
+    Toolset("cloudinit", "VM cloud-init: user, SSH keys, IPs, DNS, generated data.", _cloudinit),
+    Toolset("agent", "Read a VM through its guest agent: OS, hostname, NICs, filesystems.", _agent),
     Toolset(
         "escape",
         "Commands, shells and files on nodes and in guests (policy must name you).",

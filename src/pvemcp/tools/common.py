@@ -6,6 +6,7 @@ domain module never depends on a sibling.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, Field, model_validator
@@ -25,6 +26,19 @@ NodeName = Annotated[
         description="Node name.",
     ),
 ]
+
+
+def matching(pattern: str, what: str) -> AfterValidator:
+    """A string check kept out of the schema: a pattern costs its bytes in every
+    tools/list, while the error message (naming the field) says the rule when it matters."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise ValueError(f"is not {what}")
+        return value
+
+    return AfterValidator(check)
 
 
 def _printable(value: str) -> str:

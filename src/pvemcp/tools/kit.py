@@ -17,6 +17,7 @@ from pvemcp.gateway.registry import ToolInput, ToolOutput, WriteInput, action, t
 from pvemcp.gateway.run import TaskOutcome
 from pvemcp.policy.tiers import Tier
 from pvemcp.proxmox.errors import ProxmoxError
+from pvemcp.secrets.redaction import is_secret_key
 from pvemcp.tools.common import (
     Empty,
     GuestName,
@@ -30,6 +31,7 @@ from pvemcp.tools.common import (
     as_float,
     as_int,
     gib,
+    matching,
     mib,
     node_or_default,
     pct,
@@ -67,6 +69,8 @@ __all__ = [
     "as_int",
     "check_api_request",
     "gib",
+    "is_secret_key",
+    "matching",
     "mib",
     "node_or_default",
     "pct",
