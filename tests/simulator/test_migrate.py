@@ -219,3 +219,18 @@ async def test_a_template_s_volumes_become_base_volumes(fresh_client: httpx2.Asy
     assert await _volids(fresh_client, "pve1", "local-lvm", 103) == [
         f"local-lvm:base-103-disk-{n}" for n in range(3)
     ]
+
+
+async def test_snapshots_in_a_qcow2_file_move_offline(fresh_client: httpx2.AsyncClient) -> None:
+    upid = await post_upid(
+        fresh_client, "/nodes/pve1/qemu/101/migrate", target="pve2", targetstorage="local"
+    )
+    assert (await task_status(fresh_client, upid))["exitstatus"] == "OK"
+    snap = await post_upid(fresh_client, "/nodes/pve2/qemu/101/snapshot", snapname="s1")
+    assert (await task_status(fresh_client, snap))["exitstatus"] == "OK"
+    # QemuMigrate.pm: a qcow2 file on a directory storage carries its snapshots along.
+    back = await post_upid(fresh_client, "/nodes/pve2/qemu/101/migrate", target="pve1")
+    assert (await task_status(fresh_client, back))["exitstatus"] == "OK", await _log(
+        fresh_client, back
+    )
+    assert (await get_data(fresh_client, "/nodes/pve1/qemu/101/snapshot"))[0]["name"] == "s1"

@@ -83,6 +83,15 @@ def guest_volumes(guest: Guest) -> list[Volume]:
     return found
 
 
+def keeps_snapshots(storage_type: str, volid: str, kind: GuestKind) -> bool:
+    """Whether an offline move keeps a local volume's snapshots: on ZFS and btrfs, and
+    for a VM inside a qcow2 file (QemuMigrate.pm `scan_local_volumes`, LXC/Migrate.pm
+    `phase1`); elsewhere (LVM, LVM-thin) PVE refuses `non-migratable snapshot exists`."""
+    if storage_type in ("zfspool", "btrfs"):
+        return True
+    return kind == "qemu" and volid.endswith(".qcow2")
+
+
 def _storage(state: ClusterState, name: str) -> Storage | None:
     return next((s for s in state.storages if s.name == name), None)
 
@@ -274,14 +283,18 @@ class _Worker:
         if volume.cdrom:
             return None if cloudinit else "local cdrom image"
         if guest.snapshots:
-            # Snapshots on LVM-thin cannot move (only ZFS, btrfs and qcow2 can).
             if live:
                 return "online storage migration not possible if non-replicated snapshot exists"
-            return "non-migratable snapshot exists"
+            if not keeps_snapshots(self._storage_type(volume), volume.volid, guest.kind):
+                return "non-migratable snapshot exists"
         attached = not volume.key.startswith("unused")
         if live and attached and not self.request.with_local_disks:
             return "can't live migrate attached local disks without with-local-disks option"
         return None
+
+    def _storage_type(self, volume: Volume) -> str:
+        storage = _storage(self.state, volume.storage)
+        return storage.type if storage is not None else ""
 
     def _copy(self, guest: Guest, log: _Log, mode: str, begin: float) -> _Copies:
         """The copy of the local volumes to the target (pve-storage `storage_migrate`): a
