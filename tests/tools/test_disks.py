@@ -186,7 +186,7 @@ async def test_a_locked_guest_is_refused(session: Session) -> None:
         await _call(session, "proxmox_disk_add", vmid=RUNNING_VM, size_gib=1, storage="local-lvm")
     )
     assert (refused["code"], refused["field"]) == ("guest_locked", "vmid")
-    assert refused["message"] == "VM 100 is locked (snapshot)"
+    assert refused["message"].startswith("VM is locked (snapshot): qemu 100 (web01)")
 
 
 async def test_an_unknown_storage_and_a_missing_default(session: Session) -> None:

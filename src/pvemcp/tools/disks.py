@@ -143,15 +143,7 @@ class _Guest:
 
 async def _guest(ctx: ToolContext, ref: GuestRef) -> _Guest:
     row = await planners.resolve_guest(ctx, ref)
-    if lock := row.get("lock"):
-        kind = "VM" if row["type"] == "qemu" else "CT"
-        raise ToolFailure(
-            "guest_locked",
-            f"{kind} {row['vmid']} is locked ({lock})",
-            field="vmid" if ref.vmid is not None else "name",
-            hint=f"Wait for its {lock} task to end; a lock a failed task left is removed "
-            "on the node (qm unlock / pct unlock).",
-        )
+    planners.require_unlocked(row, "vmid" if ref.vmid is not None else "name")
     config = await read_as(ctx, OBJECT, f"/nodes/{row['node']}/{row['type']}/{row['vmid']}/config")
     return _Guest(row, dict(config))
 
