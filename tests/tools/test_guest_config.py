@@ -106,3 +106,14 @@ async def test_an_unknown_key_is_named_with_the_closest_before_anything_is_sent(
     assert bad_value is not None and bad_value["code"] == "invalid_argument"
     assert "values" in bad_value["message"] or bad_value.get("field") == "values"
     assert session.writes() == []
+
+
+async def test_a_locked_guest_is_refused_before_anything_is_sent(session: Session) -> None:
+    started = ok(await call(session, "proxmox_snapshot_create", vmid=RUNNING_VM,
+                            snapname="ram", vmstate=True, wait=False))  # fmt: skip
+    assert started["task_status"] == "running"
+    locked = error_of(await call(session, "proxmox_guest_config_update", vmid=RUNNING_VM,
+                                 values={"cores": 4}))  # fmt: skip
+    assert locked is not None and locked["code"] == "guest_locked", locked
+    assert locked["field"] == "vmid" and locked["details"]["lock"] == "snapshot"
+    assert [w for w in session.writes() if w.endswith("/config")] == []

@@ -271,7 +271,8 @@ async def guest_config_change(
     any) and after, and the one call sends only the keys that change plus `delete`,
     `revert` (pending changes dropped) and the `digest`, so PVE refuses it if the
     configuration changed since it was planned (someone else's edit is never overwritten).
-    A caller's `digest` (from a read) must still be the config's. The call is checked
+    A caller's `digest` (from a read) must still be the config's, and a locked guest is
+    refused (PVE's `check_lock`, unless `skiplock`, which only root may). The call is checked
     against the PVE API's index here, so a dry run already names an unknown key with the
     closest valid ones. `method` POST is QEMU's asynchronous update (a task); PUT answers
     at once. A secret key's values (`cipassword`) are masked in the changes; the call's
@@ -286,6 +287,7 @@ async def guest_config_change(
                 hint=f"Either set a key or {name} it, not both.",
             )
     row = await resolve_guest(ctx, ref)
+    require_unlocked(row, "vmid" if ref.vmid is not None else "name")
     target = guest_target(row)
     config = await read_config(ctx, target)
     now, pending, found_digest = config.effective(), config.pending, config.digest
