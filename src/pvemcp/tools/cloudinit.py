@@ -108,9 +108,7 @@ async def _drive_changes(ctx: ToolContext, target: GuestTarget) -> list[Change]:
 
 class SetArgs(WriteInput, GuestRef):
     user: Annotated[str | None, matching(r"[a-z_][a-z0-9_-]{0,31}", "a user name")] = None
-    ssh_keys: Annotated[
-        list[SshKey] | None, Field(description="Public keys; replace the current ones.")
-    ] = None
+    ssh_keys: list[SshKey] | None = None
     ipconfig: Annotated[
         dict[NicIndex, IpConfig] | None,
         Field(description='By NIC: {"0": "ip=10.0.0.5/24,gw=10.0.0.1"} or "ip=dhcp".'),
@@ -153,10 +151,10 @@ async def _plan_set(ctx: ToolContext, args: SetArgs) -> Plan:
 cloudinit_set = action(
     "proxmox_cloudinit_set",
     title="Set a VM's cloud-init user, keys, IPs and DNS",
-    description="""Set a VM's cloud-init user, SSH public keys (replacing the current ones),
-    IP config per NIC, nameserver and search domain; a password only by naming an
-    operator-provided secret. The plan shows each change. A running VM sees them after
-    proxmox_cloudinit_regenerate and its next boot.""",
+    description="""Set a VM's cloud-init user, SSH keys (replacing the current ones), IP
+    config per NIC, nameserver, search domain; a password only as the name of an
+    operator-provided secret. A running VM sees them after proxmox_cloudinit_regenerate
+    and a boot.""",
     tier=Tier.WRITE,
     toolset="cloudinit",
     input=SetArgs,
