@@ -115,14 +115,33 @@ async def test_bad_targets_are_named(own_sim: SimulatorHandle, client: Client) -
     assert (storage["code"], storage["field"]) == ("invalid_argument", "target_storage")
 
 
-async def test_pve_refusals_in_the_task_say_what_blocked(client: Client) -> None:
-    # VM 100 has snapshots on LVM-thin: PVE's task fails, and the error carries its UPID.
-    failed = error(await client.call_tool("proxmox_guest_migrate", {"vmid": 100, "target": "pve2"}))
+async def test_snapshots_that_cannot_move_are_refused_in_the_plan(client: Client) -> None:
+    # VM 100 runs with snapshots, CT 202 has one: both on LVM-thin, which PVE cannot move.
+    for args in ({"vmid": 100, "target": "pve2"}, {"vmid": 202, "target": "pve1"}):
+        refused = error(await client.call_tool("proxmox_guest_migrate", args))
+        assert (refused["code"], refused["field"]) == ("precondition_failed", "vmid")
+        assert "snapshot" in refused["message"]
+    local = error(
+        await client.call_tool(
+            "proxmox_guest_migrate", {"vmid": 102, "target": "pve2", "with_local_disks": False}
+        )
+    )
+    assert (local["code"], local["field"]) == ("precondition_failed", "with_local_disks")
+
+
+async def test_what_pve_refuses_in_the_task_is_a_task_error(
+    own_sim: SimulatorHandle, client: Client
+) -> None:
+    # A full target storage is found only by the copy: PVE's task fails, with its UPID.
+    storage = next(s for s in own_sim.state.storages if s.name == "local-lvm")
+    total, _used = storage.usage["pve2"]
+    storage.usage["pve2"] = (total, total)
+    failed = error(await client.call_tool("proxmox_guest_migrate", {"vmid": 101, "target": "pve2"}))
     assert failed["code"] == "task_failed"
     assert "migration aborted" in failed["message"]
     assert failed["details"]["upid"].startswith("UPID:pve1:")
-    guest = await _call(client, "proxmox_guest_get", {"vmid": 100, "include_config": False})
-    assert guest["node"] == "pve1" and guest["status"] == "running"
+    guest = await _call(client, "proxmox_guest_get", {"vmid": 101, "include_config": False})
+    assert guest["node"] == "pve1" and "lock" not in guest
 
 
 async def test_a_template_needs_confirmation_and_cannot_start(client: Client) -> None:
@@ -165,3 +184,15 @@ async def test_a_locked_guest_is_refused_before_anything_is_sent(
         refused = error(await client.call_tool(name, args))
         assert (refused["code"], refused["field"]) == ("guest_locked", "vmid"), name
     assert own_sim.state.find_guest(101) is guest and guest.node == "pve1"
+
+
+async def test_snapshots_in_a_qcow2_file_move_along(client: Client) -> None:
+    there = await _call(
+        client,
+        "proxmox_guest_migrate",
+        {"vmid": 101, "target": "pve2", "target_storage": "local"},
+    )
+    assert there["node"] == "pve2"
+    await _call(client, "proxmox_snapshot_create", {"vmid": 101, "snapname": "s1"})
+    back = await _call(client, "proxmox_guest_migrate", {"vmid": 101, "target": "pve1"})
+    assert (back["node"], back["exitstatus"]) == ("pve1", "OK")

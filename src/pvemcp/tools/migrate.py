@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import re
+from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter
 
 from pvemcp.tools.kit import (
+    OBJECT,
     Answer,
     ApiCall,
     Change,
@@ -54,8 +56,22 @@ class _Precondition(Answer):
     local_disks: list[_LocalDisk] = Field(default_factory=list)
 
 
+class _Name(Answer):
+    name: str
+
+
+class _Storage(Answer):
+    storage: str
+    node: str
+    plugintype: str = ""
+    shared: bool = False
+
+
 _NODES = TypeAdapter(list[_Node])
 _PRECONDITION = TypeAdapter(_Precondition)
+_SNAPSHOTS = TypeAdapter(list[_Name])
+_STORAGES = TypeAdapter(list[_Storage])
+_CT_VOLUME = re.compile(r"rootfs|mp\d+")
 
 
 async def _check_target(ctx: ToolContext, source: str, target: str) -> None:
@@ -84,6 +100,57 @@ async def _check_target(ctx: ToolContext, source: str, target: str) -> None:
         )
 
 
+def _local(storages: dict[str, _Storage], volid: str) -> bool:
+    storage = storages.get(volid.split(":", maxsplit=1)[0])
+    return storage is not None and not storage.shared
+
+
+async def _refuse_stuck_snapshots(
+    ctx: ToolContext, target: GuestTarget, running: bool, disks: list[str]
+) -> None:
+    """PVE moves a local volume's snapshots only on ZFS and btrfs, or inside a VM's qcow2
+    file, and never while a VM runs (QemuMigrate.pm `scan_local_volumes`, LXC/Migrate.pm
+    `phase1`): such a guest is refused here rather than by `migration aborted` later.
+    `disks` are a VM's local disks; a container's are read from its config."""
+    names = [s.name for s in await read_as(ctx, _SNAPSHOTS, f"{target.path}/snapshot")]
+    snapshots = [name for name in names if name != "current"]
+    if not snapshots:
+        return
+    storages = {
+        s.storage: s
+        for s in await read_as(ctx, _STORAGES, "/cluster/resources", {"type": "storage"})
+        if s.node == target.node
+    }
+    if target.type == "lxc":
+        config: dict[str, Any] = await read_as(ctx, OBJECT, f"{target.path}/config")
+        volumes = [
+            str(value).split(",")[0].removeprefix("volume=")
+            for key, value in config.items()
+            if _CT_VOLUME.fullmatch(key)
+        ]
+        disks = [volid for volid in volumes if _local(storages, volid)]
+
+    live = running and target.type == "qemu"  # a container is shut down before its move
+
+    def stuck(volid: str) -> bool:
+        storage = storages.get(volid.split(":", maxsplit=1)[0])
+        kind = storage.plugintype if storage is not None else ""
+        qcow2 = target.type == "qemu" and volid.endswith(".qcow2")
+        return live or not (kind in ("zfspool", "btrfs") or qcow2)
+
+    blocked = [volid for volid in disks if stuck(volid)]
+    if blocked:
+        raise ToolFailure(
+            "precondition_failed",
+            f"snapshots ({', '.join(snapshots)}) cannot move with local volume(s) "
+            + ", ".join(blocked)
+            + (" while the VM runs" if live else ""),
+            field="vmid",
+            hint="Delete the snapshots first (proxmox_snapshot_delete), or move the disks to "
+            "shared storage; ZFS, btrfs and qcow2 files keep snapshots across an offline move.",
+        )
+
+
 async def _plan_migrate(ctx: ToolContext, args: MigrateArgs) -> Plan:
     row = await planners.resolve_guest(ctx, args)
     planners.require_unlocked(row)
@@ -100,6 +167,7 @@ async def _plan_migrate(ctx: ToolContext, args: MigrateArgs) -> Plan:
                 field="online",
                 hint="Leave online unset: a running container is restarted on the target.",
             )
+        await _refuse_stuck_snapshots(ctx, target, running, [])
         if running:
             params["restart"] = 1
             mode = "by restart"
@@ -119,9 +187,17 @@ async def _plan_migrate(ctx: ToolContext, args: MigrateArgs) -> Plan:
         mode = "online (live)" if running else "offline"
         pre = await read_as(ctx, _PRECONDITION, f"{target.path}/migrate", {"target": args.target})
         disks = [d for d in pre.local_disks if not d.cdrom]
+        await _refuse_stuck_snapshots(ctx, target, running, [d.volid for d in disks])
+        if running and disks and args.with_local_disks is False:
+            raise ToolFailure(
+                "precondition_failed",
+                "a running VM's local disks must be copied for a live migration",
+                field="with_local_disks",
+                hint="Leave with_local_disks unset, or shut the VM down first.",
+            )
         if running:
             params["online"] = 1
-            if disks and args.with_local_disks is not False:
+            if disks:
                 params["with-local-disks"] = 1
         if args.target_storage:
             params["targetstorage"] = args.target_storage
