@@ -185,3 +185,23 @@ async def test_move_volume_of_a_container(fresh_client: httpx2.AsyncClient) -> N
     assert config["rootfs"].startswith("local:201/vm-201-disk-0.raw,")
     assert "lock" not in config
     assert "unused0" not in config
+
+
+async def test_a_pending_disk_deletion_detaches_at_the_next_start(
+    fresh_client: httpx2.AsyncClient,
+) -> None:
+    # SATA is not hotplugged: on a running VM both the new disk and its deletion wait.
+    running = "/nodes/pve1/qemu/100"
+    response = await fresh_client.put(f"{running}/config", data={"sata1": "local-lvm:1"})
+    assert response.status_code == 200, response.text
+    for action in ("stop", "start"):
+        await post_upid(fresh_client, f"{running}/status/{action}")
+    assert (await _config(fresh_client, running))["sata1"].endswith(",size=1G")
+    response = await fresh_client.put(f"{running}/config", data={"delete": "sata1"})
+    assert response.status_code == 200, response.text
+    assert "sata1" in await get_data(fresh_client, f"{running}/config", current=1)
+    for action in ("stop", "start"):
+        await post_upid(fresh_client, f"{running}/status/{action}")
+    config = await _config(fresh_client, running)
+    assert "sata1" not in config
+    assert config["unused0"].startswith("local-lvm:vm-100-disk-")

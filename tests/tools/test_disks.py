@@ -78,6 +78,13 @@ async def test_add_plans_the_next_slot_and_the_free_space(session: Session) -> N
     ) == pytest.approx(8)
 
 
+async def test_a_sata_disk_waits_for_the_next_start(session: Session) -> None:
+    args = {"vmid": RUNNING_VM, "size_gib": 1, "storage": "local-lvm", "bus": "sata"}
+    plan = _ok(await _call(session, "proxmox_disk_add", **args, dry_run=True))["plan"]
+    assert plan["warnings"] == ["a running VM gets a sata disk at its next start"]
+    assert plan["calls"][0]["params"]["sata0"] == "local-lvm:1"
+
+
 async def test_a_container_mount_point(session: Session) -> None:
     _ok(
         await _call(

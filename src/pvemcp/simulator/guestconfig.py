@@ -18,9 +18,8 @@ options, cores, cpulimit, cpuunits, memory, swap, NICs and new mount points or d
 once; with `memory` hotplug a VM's memory grows at once but a shrink waits (unplugging
 DIMMs is not modelled). A NIC given without a MAC gets one, as on PVE. A disk given as
 `storage:size` is allocated on the storage first (`volumes.attach_new`); a disk that
-leaves the config becomes `unusedN`, or with `force` is freed (`volumes.detach`). Not
-modelled: a disk deletion left pending until the next start (IDE/SATA on a running VM)
-detaching its volume at that start.
+leaves the config, at once or at the next start (IDE/SATA on a running VM), becomes
+`unusedN`, or with `force` is freed (`volumes.detach`).
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from .model import GiB, Guest, GuestKind
 from .params import Value
 from .state import ClusterState, lxc_config_missing, qemu_config_missing
 from .tasks import FAILURE_SECONDS, Plan, fail
+from .volumes import detach_removed
 
 ACTIONS = ("start", "stop", "shutdown", "reboot", "suspend", "resume")
 SECONDS = {"start": 3.0, "stop": 1.0, "shutdown": 6.0, "reboot": 8.0, "suspend": 1.0}
@@ -42,8 +43,11 @@ def start_running(state: ClusterState, guest: Guest, at: float) -> None:
 
 
 def _cold_start(state: ClusterState, guest: Guest, at: float) -> None:
-    """A start from stopped: the pending config changes apply first, as on PVE."""
+    """A start from stopped: the pending config changes apply first, as on PVE; a disk
+    whose deletion was pending is detached to `unusedN` then (`vmconfig_apply_pending`)."""
+    before, forced = dict(guest.config), dict(guest.pending_delete)
     guest.apply_pending()
+    detach_removed(state.volumes, guest, before, forced, force=False)
     start_running(state, guest, at)
 
 

@@ -302,11 +302,14 @@ async def _plan_add(ctx: ToolContext, args: DiskAddArgs) -> Plan:
         if part
     )
     call = guest.call("PUT", "config", {key: value})
+    cold = not lxc and args.bus in ("sata", "ide") and guest.row.get("status") == "running"
     return Plan(
         summary=f"add a {args.size_gib} GiB disk {key} on {storage} to {guest.label}",
         changes=[Change(field=key, after=value), room],
         target=guest.target,
         calls=[call],
+        # qemu-server hotplugs only SCSI and VirtIO disks; the volume is made at once.
+        warnings=[f"a running VM gets a {args.bus} disk at its next start"] if cold else [],
     )
 
 
