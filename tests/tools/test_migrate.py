@@ -196,3 +196,12 @@ async def test_snapshots_in_a_qcow2_file_move_along(client: Client) -> None:
     await _call(client, "proxmox_snapshot_create", {"vmid": 101, "snapname": "s1"})
     back = await _call(client, "proxmox_guest_migrate", {"vmid": 101, "target": "pve1"})
     assert (back["node"], back["exitstatus"]) == ("pve1", "OK")
+
+
+async def test_malformed_names_are_refused_naming_the_field(client: Client) -> None:
+    for args, field in (
+        ({"vmid": 101, "target": "pve 2"}, "target"),
+        ({"vmid": 101, "target": "pve2", "target_storage": "x;rm"}, "target_storage"),
+    ):
+        refused = error(await client.call_tool("proxmox_guest_migrate", args))
+        assert (refused["code"], refused["field"]) == ("invalid_argument", field)

@@ -14,7 +14,6 @@ from pvemcp.tools.kit import (
     Change,
     GuestRef,
     GuestTarget,
-    NodeName,
     Plan,
     TaskOutcome,
     Tier,
@@ -23,6 +22,7 @@ from pvemcp.tools.kit import (
     WaitInput,
     action,
     gib,
+    matching,
     planners,
     read_as,
     tool,
@@ -30,14 +30,19 @@ from pvemcp.tools.kit import (
 
 
 class MigrateArgs(WaitInput, GuestRef):
-    target: Annotated[NodeName, Field(description="Destination node.")]
+    target: Annotated[
+        str,
+        matching(r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?", "a node name"),
+        Field(description="Destination node."),
+    ]
     online: Annotated[bool | None, Field(description="Live; default: if it runs (VMs).")] = None
     with_local_disks: Annotated[
         bool | None, Field(description="Copy local disks live; default: yes.")
     ] = None
     target_storage: Annotated[
         str | None,
-        Field(pattern=r"^[a-zA-Z][\w.-]*[a-zA-Z0-9]$", description="Storage for local disks."),
+        matching(r"[a-zA-Z][\w.-]*[a-zA-Z0-9]", "a storage id"),
+        Field(description="Storage for local disks."),
     ] = None
 
 
