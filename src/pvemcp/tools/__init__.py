@@ -64,7 +64,11 @@ def _escape() -> Sequence[AnySpec]:
 
 TOOLSETS = (
     Toolset("core", "Cluster and node status, the next free VMID, toolsets.", _core),
-    Toolset("guests", "List, inspect and power VMs and containers.", _guests),
+    Toolset(
+        "guests",
+        "VMs and containers: list, inspect, configure, power, migrate, make templates.",
+        _guests,
+    ),
     Toolset("tasks", "Status, log and completion of Proxmox tasks.", _tasks),
     Toolset(
         "snapshots", "Snapshots of VMs and containers: list, take, roll back, delete.", _snapshots
