@@ -22,6 +22,12 @@ from pvemcp.proxmox.backend import Method
 from pvemcp.secrets.redaction import MASK, is_secret_key
 
 
+def is_secret(key: str) -> bool:
+    """Whether a config key holds a secret (cipassword, password...): its value is never
+    shown in a plan, and tools refuse it as a plain argument."""
+    return is_secret_key(key)
+
+
 class GuestLookup(Protocol):
     """How a call names a guest: by vmid or by name (tools' `GuestRef` fits)."""
 
@@ -307,7 +313,7 @@ async def guest_config_change(
     reverted = [key for key in revert if key in pending]
 
     def shown(key: str, value: Any) -> Any:
-        return MASK if value is not None and is_secret_key(key) else value
+        return MASK if value is not None and is_secret(key) else value
 
     changes = [
         Change(field=key, before=shown(key, now.get(key)), after=shown(key, value))

@@ -19,7 +19,7 @@ from pvemcp.tools.kit import (
     ToolOutput,
     WriteInput,
     action,
-    is_secret_key,
+    is_secret,
     matching,
     planners,
     read_as,
@@ -118,7 +118,7 @@ class UpdateArgs(WriteInput, GuestRef):
 
 def _no_secrets(values: dict[str, Any]) -> None:
     """Secrets never travel as plain arguments: they would sit in the model's context."""
-    secret = next((key for key in sorted(values) if is_secret_key(key)), None)
+    secret = next((key for key in sorted(values) if is_secret(key)), None)
     if secret is not None:
         raise ToolFailure(
             "invalid_argument",

@@ -13,11 +13,11 @@ from pvemcp.gateway.answers import OBJECT, Answer, answer_as, read_as, tag_list
 from pvemcp.gateway.context import CommandRecord, ToolContext, check_api_request
 from pvemcp.gateway.errors import ToolFailure
 from pvemcp.gateway.plan import ApiCall, Change, GuestTarget, Plan, Target
+from pvemcp.gateway.planners import is_secret
 from pvemcp.gateway.registry import ToolInput, ToolOutput, WriteInput, action, tool
 from pvemcp.gateway.run import TaskOutcome
 from pvemcp.policy.tiers import Tier
 from pvemcp.proxmox.errors import ProxmoxError
-from pvemcp.secrets.redaction import is_secret_key
 from pvemcp.tools.common import (
     Empty,
     GuestName,
@@ -69,7 +69,7 @@ __all__ = [
     "as_int",
     "check_api_request",
     "gib",
-    "is_secret_key",
+    "is_secret",
     "matching",
     "mib",
     "node_or_default",
