@@ -235,9 +235,7 @@ def storage_resource(storage: Storage, node: str, usage: tuple[int, int]) -> Jso
     }
 
 
-def node_storage_entry(
-    storage: Storage, usage: tuple[int, int], with_formats: bool
-) -> JsonObject:
+def node_storage_entry(storage: Storage, usage: tuple[int, int], with_formats: bool) -> JsonObject:
     """One item of GET /nodes/{node}/storage; `usage` is (total, used) bytes."""
     total, used = usage
     entry: JsonObject = {
