@@ -181,13 +181,13 @@ def _crash(call: _Call, stage: str) -> ToolFailure:
 
 def _risky_output_schema(base: dict[str, Any]) -> dict[str, Any]:
     """A write tool answers either its result or, for `dry_run`, just the plan: both fit.
-    The plan is described in one line rather than a full schema: it reads for itself, and
-    its schema would cost hundreds of bytes per write tool in every tools/list."""
+    The plan is a bare object: the server instructions say once what it holds, and its
+    schema would cost hundreds of bytes per write tool in every tools/list."""
     schema = {k: v for k, v in base.items() if k != "required"}
     schema["properties"] = {
         **schema.get("properties", {}),
         "dry_run": {"type": "boolean"},
-        "plan": {"type": "object", "description": "dry_run: summary, changes, target, warnings"},
+        "plan": {"type": "object"},
     }
     return schema
 

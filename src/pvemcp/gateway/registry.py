@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Generic, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -38,6 +38,11 @@ class ToolInput(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True, defer_build=True)
 
+    advertised_bare: ClassVar[tuple[str, ...]] = ("cluster",)
+    """Fields advertised with their type alone (`gateway/schema.py`): many tools share
+    them, and the server instructions say once what they mean. Each base class names its
+    own; validation stays as strict as the model says."""
+
     cluster: Annotated[
         str | None,
         AfterValidator(_cluster_name),
@@ -47,6 +52,8 @@ class ToolInput(BaseModel):
 
 class WriteInput(ToolInput):
     """Base of every tool that changes something: a dry run, and the two-step confirmation."""
+
+    advertised_bare: ClassVar[tuple[str, ...]] = ("dry_run", "confirm_token")
 
     dry_run: Annotated[
         bool, Field(description="Return the plan of what would change; change nothing.")

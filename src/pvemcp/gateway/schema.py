@@ -16,14 +16,19 @@ from pvemcp.gateway.registry import ToolInput
 
 _DROP = frozenset({"title"})
 
-SHARED_FIELDS: dict[str, dict[str, Any]] = {
-    "cluster": {"type": "string"},
-    "dry_run": {"type": "boolean"},
-    "confirm_token": {"type": "string"},
-}
-"""Fields many tools share, advertised bare: the server instructions say once what they
-mean (they were over a third of all input-schema bytes). Validation stays server-side and
-as strict as the models say (cluster names, the token's length)."""
+SHARED_FIELDS = ("cluster", "dry_run", "confirm_token")
+"""Fields every tool (or every write) has: the server instructions say what they mean, and
+the tools reference leaves them out."""
+
+
+def bare_fields(model: type[BaseModel]) -> frozenset[str]:
+    """The input fields `model` advertises with their type alone: the union of its base
+    classes' `advertised_bare` (shared fields such as `cluster`, a guest's `vmid`/`name`,
+    a task's `wait`/`timeout`, which were over a third of all input-schema bytes)."""
+    names: set[str] = set()
+    for cls in model.__mro__:
+        names.update(vars(cls).get("advertised_bare", ()))
+    return frozenset(names)
 
 
 def _strip(node: Any) -> Any:
@@ -54,9 +59,10 @@ def _strip(node: Any) -> Any:
     return out
 
 
-def compact_schema(model: type[BaseModel]) -> dict[str, Any]:
+def compact_schema(model: type[BaseModel], *, bare: bool = True) -> dict[str, Any]:
     """The model's JSON schema without titles, null branches or null defaults; a tool
-    input's shared fields bare."""
+    input's `bare_fields` with their type alone (unless `bare` is false: the reference
+    docs describe them)."""
     schema: dict[str, Any] = _strip(model.model_json_schema())
     schema.setdefault("type", "object")
     if issubclass(model, ToolInput):
@@ -64,9 +70,9 @@ def compact_schema(model: type[BaseModel]) -> dict[str, Any]:
         # for the code's readers.
         schema.pop("description", None)
         properties = schema.get("properties", {})
-        for name, bare in SHARED_FIELDS.items():
-            if name in properties:
-                properties[name] = dict(bare)
+        for name in bare_fields(model) if bare else ():
+            if "type" in properties.get(name, {}):
+                properties[name] = {"type": properties[name]["type"]}
     return schema
 
 

@@ -7,7 +7,7 @@ domain module never depends on a sibling.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import AfterValidator, Field, model_validator
 
@@ -74,6 +74,8 @@ class Empty(ToolInput):
 class GuestRef(ToolInput):
     """A guest named by vmid or by name (exactly one)."""
 
+    advertised_bare: ClassVar[tuple[str, ...]] = ("vmid", "name")
+
     vmid: Vmid | None = None
     name: GuestName | None = None
 
@@ -87,6 +89,8 @@ class GuestRef(ToolInput):
 class WaitInput(WriteInput):
     """Base of a write that starts a Proxmox task: whether to wait, and for how long (the
     default runner reads both, see `pvemcp.gateway.run.Waits`)."""
+
+    advertised_bare: ClassVar[tuple[str, ...]] = ("wait", "timeout")
 
     wait: Annotated[bool, Field(description="Wait for the task to finish, reporting progress.")] = (
         True

@@ -55,10 +55,14 @@ INSTRUCTIONS = (
     "proxmox_guest_list. Power actions return a task upid; proxmox_task_log shows why a task "
     "failed. Errors carry a code, a message and a hint on what to do next. "
     "Arguments every tool shares: cluster = a configured cluster's name (omit for the "
-    "default). Tools that change something also take dry_run (true: return the plan, change "
-    "nothing) and confirm_token (from a confirmation_required answer, once the user "
-    "approved the plan). Tools come in toolsets: proxmox_toolset_enable lists them and "
-    "enables one for this session."
+    "default). Tools that change something also take dry_run (true: answer {dry_run, plan} "
+    "with the plan's summary, changes, calls, target and warnings; change nothing) and "
+    "confirm_token (from a confirmation_required answer, once the user "
+    "approved the plan). A guest is named by vmid or by its exact name (one of the two). "
+    "Tools that start a Proxmox task take wait (default true: return when the task ends, "
+    "reporting progress) and timeout (seconds to wait; default the cluster's task_timeout). "
+    "Tools come in toolsets: proxmox_toolset_enable lists them and enables one for this "
+    "session."
 )
 
 
