@@ -335,7 +335,8 @@ class Gateway:
         top = where.split(".", 1)[0]
         accepted = sorted(prepared.input_schema.get("properties", {}))
         if top in accepted:
-            hint = field_hint(prepared.input_schema, top)
+            # The full schema: a field advertised bare (vmid, timeout...) still has a range.
+            hint = field_hint(compact_schema(prepared.spec.input_model, bare=False), top)
         else:
             hint = "Accepted arguments: " + ", ".join(accepted)
         return ToolFailure(
