@@ -109,11 +109,14 @@ async def test_vm_exec_exit_codes_and_input(gw: Gateway) -> None:
     assert false["exit_code"] == 1
     cat = ok(
         await gw.invoke(
-            LOCAL, "proxmox_vm_exec", {"vmid": 105, "argv": ["cat"], "input_data": "piped\n"}
+            LOCAL, "proxmox_vm_exec", {"vmid": 104, "argv": ["cat"], "input_data": "piped\n"}
         )
     )
     assert cat["stdout"] == "piped\n"
-    missing = failed(await gw.invoke(LOCAL, "proxmox_vm_exec", {"vmid": 105, "argv": ["nope"]}))
+    # A paused VM's agent cannot answer its ping, so PVE refuses before exec.
+    paused = failed(await gw.invoke(LOCAL, "proxmox_vm_exec", {"vmid": 105, "argv": ["true"]}))
+    assert "QEMU guest agent is not running" in paused["message"]
+    missing = failed(await gw.invoke(LOCAL, "proxmox_vm_exec", {"vmid": 104, "argv": ["nope"]}))
     # PVE's 500 says "No such file or directory", which the backend reads as not found.
     assert missing["code"] == "not_found" and "Failed to execute" in missing["message"]
 
