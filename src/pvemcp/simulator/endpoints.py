@@ -14,7 +14,7 @@ import re
 from dataclasses import replace
 from typing import Any
 
-from . import agent, cloudinit, guestconfig, lifecycle, migrate, snapshots, volumes
+from . import agent, clone, cloudinit, guestconfig, lifecycle, migrate, snapshots, volumes
 from .errors import failure, param_error
 from .model import Guest, GuestKind
 from .params import NODE, SKIPLOCK, UPID, VMID, Param
@@ -438,6 +438,7 @@ ROUTES: tuple[Route, ...] = (
     *migrate.ROUTES,
     *lifecycle.ROUTES,
     *volumes.ROUTES,
+    *clone.ROUTES,
 )
 
 ROUTER = Router(ROUTES)
