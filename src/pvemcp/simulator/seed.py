@@ -75,6 +75,15 @@ _SNAPSHOTS = {
 }  # fmt: skip
 
 
+MEDIA: tuple[tuple[str, str, int], ...] = (
+    ("local:iso/debian-12.9.0-amd64-netinst.iso", "iso", 632 * 1024 * 1024),
+    ("local:iso/ubuntu-24.04.1-live-server-amd64.iso", "iso", 2_773 * 1024 * 1024),
+    ("local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst", "vztmpl", 123 * 1024 * 1024),
+    ("local:vztmpl/alpine-3.20-default_20240908_amd64.tar.xz", "vztmpl", 3 * 1024 * 1024),
+)
+"""ISO images and container templates on each node's `local` storage: (volid, content, size)."""
+
+
 @dataclass
 class Demo:
     """Everything the state starts from."""
@@ -128,9 +137,6 @@ def _qemu_config(spec: _GuestSpec, rng: random.Random, ctime: int) -> dict[str, 
         config["tags"] = spec.tags
     if spec.template:
         config["template"] = 1
-        # A template's disks are base volumes (pve-storage `create_base`), so it can be
-        # cloned linked (simulator/clone.py).
-        config["scsi0"] = f"local-lvm:base-{spec.vmid}-disk-0,iothread=1,size={spec.disk_gib}G"
         config["ide2"] = "local-lvm:vm-9000-cloudinit,media=cdrom"
         config["ciuser"] = "debian"
     return config

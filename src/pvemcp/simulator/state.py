@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 from .agent import GuestAgents
 from .errors import ApiError, failure
 from .model import Guest, GuestKind, Node
-from .seed import CLUSTER_NAME, build_demo
+from .seed import CLUSTER_NAME, MEDIA, build_demo
 from .tasks import LockKey, Plan, Task, TaskTable, encode_upid, guest_lock
-from .volumes import Volumes, seed_volumes
+from .volumes import Volumes, seed_media, seed_volumes
 
 Clock = Callable[[], float]
 
@@ -56,6 +56,7 @@ class ClusterState:
         self.storages = demo.storages
         self.volumes = Volumes(self.storages)
         seed_volumes(self.volumes, self.guests.values(), self._clock())
+        seed_media(self.volumes, MEDIA, self._clock())
         self.pools = demo.pools
         self.tasks = TaskTable(time_scale)
         self.agents = GuestAgents()

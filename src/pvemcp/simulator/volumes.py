@@ -76,9 +76,6 @@ class Volume:
     content: str
     """`images` for a VM's disk, `rootdir` for a container's volume."""
     ctime: int
-    base: str = ""
-    """For a linked clone's volume, the base volume's volid it is a copy-on-write child
-    of (`simulator/clone.py`): it takes no space of its own until written."""
 
     @property
     def volid(self) -> str:
@@ -150,7 +147,7 @@ class Volumes:
     def usage(self, storage: Storage, node: str) -> tuple[int, int]:
         """(total, used) bytes: the seeded other usage plus every volume's size."""
         total, other = storage.usage[node]
-        return total, other + sum(v.size for v in self.on(storage, node) if not v.base)
+        return total, other + sum(v.size for v in self.on(storage, node))
 
     def find(self, node: str, volid: str) -> Volume | None:
         """The volume `volid` as `node` sees it."""
@@ -179,7 +176,12 @@ class Volumes:
             raise param_error({"storage": f"storage '{name}' does not support {what}"})
         block = storage.type in BLOCK_TYPES
         fmt = "raw" if block or kind == "lxc" else "qcow2"
-        number = self._free_number(storage, node, vmid)
+        taken = {
+            int(found.group(1))
+            for v in self.on(storage, node)
+            if (found := re.search(rf"vm-{vmid}-disk-(\d+)", v.volname))
+        }
+        number = next(i for i in range(len(taken) + 1) if i not in taken)
         volname = f"vm-{vmid}-disk-{number}" if block else f"{vmid}/vm-{vmid}-disk-{number}.{fmt}"
         total, used = self.usage(storage, node)
         if size > total - used:
@@ -188,37 +190,6 @@ class Volumes:
         volume = Volume(name, "", volname, vmid, size, fmt, wanted, int(at))
         return self.add(node, volume)
 
-    def _free_number(self, storage: Storage, node: str, vmid: int) -> int:
-        """`find_free_diskname`: the first `n` no `vm-<vmid>-disk-<n>` there uses."""
-        taken = {
-            int(found.group(1))
-            for v in self.on(storage, node)
-            if (found := re.search(rf"vm-{vmid}-disk-(\d+)", v.volname))
-        }
-        return next(i for i in range(len(taken) + 1) if i not in taken)
-
-    def link(self, node: str, base: Volume, vmid: int, *, at: float) -> Volume:
-        """A linked clone of the base volume `base` for `vmid`, named as the storage's
-        `clone_image` names it: ZFS `base-9000-disk-0/vm-120-disk-0` (ZFSPoolPlugin.pm),
-        a directory `9000/base-9000-disk-0.qcow2/120/vm-120-disk-0.qcow2` (Plugin.pm, a
-        qcow2 backed by the base), LVM-thin a plain `vm-120-disk-0` thin snapshot."""
-        storage = self.storages[base.storage]
-        number = self._free_number(storage, node, vmid)
-        if storage.type == "zfspool":
-            volname = f"{base.volname}/vm-{vmid}-disk-{number}"
-        elif storage.type in BLOCK_TYPES:
-            volname = f"vm-{vmid}-disk-{number}"
-        else:
-            volname = f"{base.volname}/{vmid}/vm-{vmid}-disk-{number}.qcow2"
-        fmt = "qcow2" if storage.type not in BLOCK_TYPES else base.format
-        volume = Volume(base.storage, "", volname, vmid, base.size, fmt, base.content, int(at))
-        volume.base = base.volid
-        return self.add(node, volume)
-
-    def linked_to(self, volid: str) -> list[Volume]:
-        """The linked clones' volumes whose base is `volid`, on any node."""
-        return [v for v in self._items.values() if v.base == volid]
-
     def free(self, node: str, volid: str) -> None:
         """Remove the volume (`vdisk_free`); an unknown volid is left alone."""
         volume = self.find(node, volid)
@@ -226,15 +197,16 @@ class Volumes:
             del self._items[(volume.scope, volume.volid)]
 
     def content(self, storage: Storage, node: str, vmid: int | None) -> list[dict[str, Any]]:
-        """GET .../content: PVE's `volume_list` items for the guests' volumes."""
+        """GET .../content: PVE's `volume_list` items for the guests' volumes and the
+        media (ISOs, container templates), which belong to no guest (`vmid` 0, not shown)."""
         return [
             {
                 "volid": v.volid,
                 "content": v.content,
                 "format": v.format,
                 "size": v.size,
-                "used": 0 if v.base else v.size,
-                "vmid": v.vmid,
+                "used": v.size,
+                **({"vmid": v.vmid} if v.vmid else {}),
                 "ctime": v.ctime,
             }
             for v in self.on(storage, node)
@@ -257,6 +229,16 @@ def seed_volumes(volumes: Volumes, guests: Iterable[Guest], at: float) -> None:
             content = "images" if guest.kind == "qemu" else "rootdir"
             volume = Volume(storage, "", volname, guest.vmid, size, fmt, content, int(at))
             volumes.add(guest.node, volume)
+
+
+def seed_media(volumes: Volumes, media: Iterable[tuple[str, str, int]], at: float) -> None:
+    """Record the seeded ISO images and container templates, (volid, content type, size),
+    on every node that has their storage (a `dir` storage is local to each node)."""
+    for volid, content, size in media:
+        storage, _, volname = volid.partition(":")
+        fmt = "iso" if content == "iso" else "t" + volname.rsplit(".", 1)[-1]  # tar.zst: tzst
+        for node in volumes.storages[storage].usage:
+            volumes.add(node, Volume(storage, "", volname, 0, size, fmt, content, int(at)))
 
 
 def _size_option(value: ConfigValue) -> int:

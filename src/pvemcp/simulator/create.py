@@ -1,0 +1,272 @@
+"""Creating and destroying VMs and containers.
+
+POST `/nodes/{node}/qemu` and `/nodes/{node}/lxc` take the guest's config keys (the same
+table as a config update, `confkeys`) plus the create-only parameters; new disks given as
+`storage:size` are allocated through `volumes.attach_new`, which frees what it made when
+one allocation fails, so a failed create leaves no orphan volume. DELETE
+`/nodes/{node}/qemu|lxc/{vmid}` frees the guest's volumes. The checks and their wording
+follow qemu-server's `src/PVE/API2/Qemu.pm` (`create_vm`, `destroy_vm`) and
+pve-container's `src/PVE/API2/LXC.pm` (`create_vm`, `destroy_vm`); where the simulator is
+not sure of the exact text, the comment says so.
+
+What the simulator does not model yet: HA resources, replication and backup jobs (so
+`purge` has only the pool membership to remove), linked clones pinning a template's base
+volumes, restore from an archive, and `force` overwriting an existing container (refused,
+said rather than faked).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import replace
+
+from .confkeys import config_keys
+from .errors import ApiError, failure
+from .guestconfig import _with_mac
+from .locks import check_lock
+from .model import ConfigValue, Guest, GuestKind
+from .params import NODE, VMID, Param
+from .power import request_power_action
+from .router import Context, Handler, Params, Result, Route, integer, text
+from .tasks import Plan, fail
+from .volumes import Volume, attach_new, drive_file, is_cdrom, is_disk_key
+
+CREATE_SECONDS = 2.0
+"""How long a create worker runs, before the time scale."""
+DESTROY_SECONDS = 1.0
+"""How long a destroy worker runs, before the time scale."""
+
+_OPT_BOOL = Param("boolean", optional=True)
+_OPT_STORAGE = Param("string", optional=True, format="pve-storage-id")
+_POOL = Param("string", optional=True, format="pve-poolid")
+
+
+def _word(kind: GuestKind) -> str:
+    return "VM" if kind == "qemu" else "CT"
+
+
+def check_vmid_unused(ctx: Context, vmid: int) -> None:
+    """pve-cluster's `PVE::Cluster::check_vmid_unused` wording (`CT 108 already exists on
+    node 'proxmox'`)."""
+    existing = ctx.state.guests.get(vmid)
+    if existing is not None:
+        raise failure(f"{_word(existing.kind)} {vmid} already exists on node '{existing.node}'")
+
+
+def _check_pool(ctx: Context, params: Params) -> str | None:
+    pool = params.get("pool")
+    if pool is None:
+        return None
+    if str(pool) not in ctx.state.pools:
+        # PVE::RPCEnvironment `check_pool_exist`: raise_perm_exc("pool '$pool' does not exist")
+        raise ApiError(403, f"Permission check failed (pool '{pool}' does not exist)")
+    return str(pool)
+
+
+def _check_existing_volume(ctx: Context, node: str, volid: str) -> None:
+    """A referenced volume (an ISO, a container template) must be in the storage's content;
+    `PVE::Storage` answers an unknown one like this (wording not verified for every path)."""
+    storage = volid.split(":", 1)[0]
+    ctx.state.volumes.storage_on(storage, node)
+    if ctx.state.volumes.find(node, volid) is None:
+        raise failure(f"volume '{volid}' does not exist")
+
+
+def _config_values(kind: GuestKind, params: Params) -> dict[str, ConfigValue]:
+    """The parameters that are config keys (`net0` for `net[n]`), booleans as PVE writes
+    them (0/1)."""
+    keys = config_keys(kind)
+    values: dict[str, ConfigValue] = {}
+    for name, value in params.items():
+        indexed = name.rstrip("0123456789")
+        if isinstance(value, list) or not (name in keys or f"{indexed}[n]" in keys):
+            continue
+        values[name] = int(value) if isinstance(value, bool) else value
+    return values
+
+
+def _maxdisk(volumes: list[Volume]) -> int:
+    return volumes[0].size if volumes else 0
+
+
+def _create(kind: GuestKind) -> Handler:
+    word = _word(kind)
+    type_ = "qmcreate" if kind == "qemu" else "vzcreate"
+
+    def handler(ctx: Context, params: Params) -> Result:
+        node, vmid = text(params, "node"), integer(params, "vmid")
+        ctx.state.node(node)
+        if kind == "lxc" and params.get("force") and vmid in ctx.state.guests:
+            raise failure("overwriting an existing container (force) is not simulated")
+        if (kind == "lxc" and params.get("restore")) or (kind == "qemu" and "archive" in params):
+            raise failure("restoring from a backup archive is not simulated")
+        check_vmid_unused(ctx, vmid)
+        pool = _check_pool(ctx, params)
+        values = _config_values(kind, params)
+        if kind == "lxc":
+            ostemplate = text(params, "ostemplate")
+            _check_existing_volume(ctx, node, ostemplate)
+            # LXC.pm: `$param->{rootfs} = "$storage:4"; # defaults to 4GB`
+            values.setdefault("rootfs", f"{params.get('storage', 'local')}:4")
+            values.setdefault("hostname", f"CT{vmid}")
+            values.setdefault("ostype", ostemplate.split("/")[-1].split("-")[0])
+            values.setdefault("arch", "amd64")
+        for key, value in values.items():
+            if is_disk_key(kind, key) and is_cdrom(value):
+                volid = drive_file(value)
+                if ":" in volid and volid.split(":", 1)[1] not in ("cloudinit",):
+                    _check_existing_volume(ctx, node, volid)
+
+        def job(_begin: float) -> Plan:
+            try:
+                check_vmid_unused(ctx, vmid)  # again under the lock
+            except ApiError as err:
+                return fail(err.reason)
+            guest = Guest(vmid, kind, node, {}, "stopped", pool=pool)
+            config = dict(values)
+            try:
+                made = attach_new(ctx, guest, config)
+            except ApiError as err:
+                # Qemu.pm/LXC.pm: `die "$emsg $err"` after cleaning up what was allocated
+                return fail(f"unable to create {word} {vmid} - {err.reason}")
+            for key, value in list(config.items()):
+                if key.startswith("net"):
+                    config[key] = _with_mac(guest, key, str(value))
+            if kind == "qemu":
+                seed = hashlib.sha1(f"{vmid}/{_begin}".encode(), usedforsecurity=False).hexdigest()
+                config.setdefault("smbios1", f"uuid={seed[:8]}-{seed[8:12]}-{seed[12:16]}-"
+                                             f"{seed[16:20]}-{seed[20:32]}")  # fmt: skip
+                config.setdefault("vmgenid", seed[::-1][:8] + "-0000-4000-8000-" + seed[:12])
+                config["meta"] = f"creation-qemu=9.2.0,ctime={int(_begin)}"
+            config["lock"] = "create"
+            guest.config = config
+            guest.maxdisk = _maxdisk(made)
+            ctx.state.guests[vmid] = guest
+            lines = tuple((0.5, f'  Logical volume "{v.volname}" created.') for v in made)
+
+            def finish(_at: float) -> None:
+                guest.config.pop("lock", None)
+
+            return Plan(CREATE_SECONDS, lines=lines, apply=finish)
+
+        upid = ctx.state.start_task(node, type_, vmid, ctx.user, job).upid
+        if params.get("start"):
+            # PVE forks the start from the create worker once it succeeded; here it is
+            # queued behind the create's flock now (after a failed create it fails too).
+            request_power_action(ctx.state, kind, node, vmid, "start", params={}, user=ctx.user)
+        return Result(upid)
+
+    return handler
+
+
+def _destroy_checks(ctx: Context, guest: Guest, params: Params) -> None:
+    """qemu-server `destroy_vm` / pve-container `destroy_vm`, in their order and words."""
+    if guest.kind == "lxc" or not params.get("skiplock"):
+        check_lock(guest)
+    if guest.config.get("protection"):
+        # AbstractConfig.pm check_protection: "$err_prefix - protection mode enabled"
+        raise failure(f"can't remove {_word(guest.kind)} {guest.vmid} - protection mode enabled")
+    if guest.status == "running":
+        if guest.kind == "qemu":
+            raise failure(f"VM {guest.vmid} is running - destroy failed")
+        if not params.get("force"):
+            raise failure(f"unable to destroy CT {guest.vmid} - container is running")
+
+
+def _destroy(kind: GuestKind) -> Handler:
+    type_ = "qmdestroy" if kind == "qemu" else "vzdestroy"
+
+    def handler(ctx: Context, params: Params) -> Result:
+        node, vmid = text(params, "node"), integer(params, "vmid")
+        ctx.state.node(node)
+        guest = ctx.state.require_guest(node, kind, vmid)
+        _destroy_checks(ctx, guest, params)  # early checks, repeated after locking
+
+        def job(_begin: float) -> Plan:
+            if ctx.state.guest_on(node, kind, vmid) is not guest:
+                return fail(f"Configuration file of {vmid} does not exist")
+            try:
+                _destroy_checks(ctx, guest, params)
+            except ApiError as err:
+                return fail(err.reason)
+            volumes = ctx.state.volumes
+            owned = [
+                drive_file(value)
+                for config in (guest.config, guest.pending)
+                for key, value in config.items()
+                if is_disk_key(kind, key) and not is_cdrom(value)
+            ]
+            if params.get("destroy-unreferenced-disks", kind == "lxc"):
+                owned += [
+                    v.volid
+                    for storage in volumes.storages.values()
+                    if node in storage.usage
+                    for v in volumes.on(storage, node)
+                    if v.vmid == vmid
+                ]
+            lines = tuple((0.5, f'  Logical volume "{v.split(":")[-1]}" successfully removed.')
+                          for v in sorted(set(owned)) if volumes.find(node, v))  # fmt: skip
+
+            def finish(_at: float) -> None:
+                for volid in set(owned):
+                    volumes.free(node, volid)
+                del ctx.state.guests[vmid]
+
+            return Plan(DESTROY_SECONDS, lines=lines, apply=finish)
+
+        return Result(ctx.state.start_task(node, type_, vmid, ctx.user, job).upid)
+
+    return handler
+
+
+def _create_params(kind: GuestKind) -> dict[str, Param]:
+    common = {
+        "node": NODE,
+        "vmid": VMID,
+        **config_keys(kind),
+        "ha-managed": _OPT_BOOL,
+        "pool": _POOL,
+        "start": _OPT_BOOL,
+        "unique": Param(
+            "boolean", optional=True, requires="archive" if kind == "qemu" else "restore"
+        ),
+        "storage": _OPT_STORAGE,
+    }
+    if kind == "qemu":
+        return {
+            **common,
+            "archive": Param("string", optional=True, max_length=255),
+            "bwlimit": Param("integer", optional=True, minimum=0),
+            "force": Param("boolean", optional=True, requires="archive"),
+            "import-working-storage": _OPT_STORAGE,
+            "live-restore": _OPT_BOOL,
+        }
+    return {
+        **common,
+        "bwlimit": Param("number", optional=True, minimum=0),
+        "force": _OPT_BOOL,
+        "ignore-unpack-errors": _OPT_BOOL,
+        "ostemplate": Param("string", max_length=255),
+        "password": Param("string", optional=True),
+        "restore": _OPT_BOOL,
+        "ssh-public-keys": Param("string", optional=True),
+    }
+
+
+def _destroy_params(kind: GuestKind) -> Mapping[str, Param]:
+    params = {"node": NODE, "vmid": VMID, "purge": _OPT_BOOL,
+              "destroy-unreferenced-disks": _OPT_BOOL}  # fmt: skip
+    if kind == "qemu":
+        params["skiplock"] = replace(_OPT_BOOL, root_only=True)
+    else:
+        params["force"] = _OPT_BOOL
+    return params
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("POST", "/nodes/{node}/qemu", _create_params("qemu"), _create("qemu")),
+    Route("POST", "/nodes/{node}/lxc", _create_params("lxc"), _create("lxc")),
+    Route("DELETE", "/nodes/{node}/qemu/{vmid}", _destroy_params("qemu"), _destroy("qemu")),
+    Route("DELETE", "/nodes/{node}/lxc/{vmid}", _destroy_params("lxc"), _destroy("lxc")),
+)
