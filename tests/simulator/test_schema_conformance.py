@@ -149,6 +149,15 @@ CHANGE_CASES: list[tuple[str, str, dict[str, Any]]] = [
       "bwlimit": "1024"}),
     ("POST", "/nodes/pve1/qemu/103/template", {"disk": "scsi0"}),
     ("POST", "/nodes/pve3/lxc/204/template", {}),
+    # Clones (simulator/clone.py): linked from a template, full of a running VM and a CT.
+    ("POST", "/nodes/pve2/qemu/9000/clone",
+     {"newid": "170", "name": "linked", "description": "d", "pool": "dev", "full": "0",
+      "bwlimit": "0"}),
+    ("POST", "/nodes/pve1/qemu/102/clone",
+     {"newid": "171", "storage": "local", "format": "qcow2", "target": "pve1"}),
+    ("POST", "/nodes/pve1/lxc/201/clone",
+     {"newid": "270", "hostname": "ct-copy", "full": "1", "storage": "local-lvm",
+      "bwlimit": "1024"}),
     # Create and destroy (simulator/create.py).
     ("POST", "/nodes/pve1/qemu",
      {"vmid": "160", "name": "new", "scsi0": "local-lvm:1", "net0": "virtio,bridge=vmbr0",

@@ -14,7 +14,7 @@ import re
 from dataclasses import replace
 from typing import Any
 
-from . import agent, cloudinit, create, guestconfig, lifecycle, migrate, snapshots, volumes
+from . import agent, clone, cloudinit, create, guestconfig, lifecycle, migrate, snapshots, volumes
 from .errors import failure, param_error
 from .model import Guest, GuestKind
 from .params import NODE, SKIPLOCK, UPID, VMID, Param
@@ -439,6 +439,7 @@ ROUTES: tuple[Route, ...] = (
     *lifecycle.ROUTES,
     *create.ROUTES,
     *volumes.ROUTES,
+    *clone.ROUTES,
 )
 
 ROUTER = Router(ROUTES)

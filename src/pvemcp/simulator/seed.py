@@ -137,6 +137,9 @@ def _qemu_config(spec: _GuestSpec, rng: random.Random, ctime: int) -> dict[str, 
         config["tags"] = spec.tags
     if spec.template:
         config["template"] = 1
+        # A template's disks are base volumes (pve-storage `create_base`), so it can be
+        # cloned linked (simulator/clone.py).
+        config["scsi0"] = f"local-lvm:base-{spec.vmid}-disk-0,iothread=1,size={spec.disk_gib}G"
         config["ide2"] = "local-lvm:vm-9000-cloudinit,media=cdrom"
         config["ciuser"] = "debian"
     return config

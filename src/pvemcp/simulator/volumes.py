@@ -76,6 +76,9 @@ class Volume:
     content: str
     """`images` for a VM's disk, `rootdir` for a container's volume."""
     ctime: int
+    base: str = ""
+    """For a linked clone's volume, the base volume's volid it is a copy-on-write child
+    of (`simulator/clone.py`): it takes no space of its own until written."""
 
     @property
     def volid(self) -> str:
@@ -147,7 +150,7 @@ class Volumes:
     def usage(self, storage: Storage, node: str) -> tuple[int, int]:
         """(total, used) bytes: the seeded other usage plus every volume's size."""
         total, other = storage.usage[node]
-        return total, other + sum(v.size for v in self.on(storage, node))
+        return total, other + sum(v.size for v in self.on(storage, node) if not v.base)
 
     def find(self, node: str, volid: str) -> Volume | None:
         """The volume `volid` as `node` sees it."""
@@ -176,12 +179,7 @@ class Volumes:
             raise param_error({"storage": f"storage '{name}' does not support {what}"})
         block = storage.type in BLOCK_TYPES
         fmt = "raw" if block or kind == "lxc" else "qcow2"
-        taken = {
-            int(found.group(1))
-            for v in self.on(storage, node)
-            if (found := re.search(rf"vm-{vmid}-disk-(\d+)", v.volname))
-        }
-        number = next(i for i in range(len(taken) + 1) if i not in taken)
+        number = self._free_number(storage, node, vmid)
         volname = f"vm-{vmid}-disk-{number}" if block else f"{vmid}/vm-{vmid}-disk-{number}.{fmt}"
         total, used = self.usage(storage, node)
         if size > total - used:
@@ -189,6 +187,37 @@ class Volumes:
             raise failure(f"not enough free space ({total - used} < {size})")
         volume = Volume(name, "", volname, vmid, size, fmt, wanted, int(at))
         return self.add(node, volume)
+
+    def _free_number(self, storage: Storage, node: str, vmid: int) -> int:
+        """`find_free_diskname`: the first `n` no `vm-<vmid>-disk-<n>` there uses."""
+        taken = {
+            int(found.group(1))
+            for v in self.on(storage, node)
+            if (found := re.search(rf"vm-{vmid}-disk-(\d+)", v.volname))
+        }
+        return next(i for i in range(len(taken) + 1) if i not in taken)
+
+    def link(self, node: str, base: Volume, vmid: int, *, at: float) -> Volume:
+        """A linked clone of the base volume `base` for `vmid`, named as the storage's
+        `clone_image` names it: ZFS `base-9000-disk-0/vm-120-disk-0` (ZFSPoolPlugin.pm),
+        a directory `9000/base-9000-disk-0.qcow2/120/vm-120-disk-0.qcow2` (Plugin.pm, a
+        qcow2 backed by the base), LVM-thin a plain `vm-120-disk-0` thin snapshot."""
+        storage = self.storages[base.storage]
+        number = self._free_number(storage, node, vmid)
+        if storage.type == "zfspool":
+            volname = f"{base.volname}/vm-{vmid}-disk-{number}"
+        elif storage.type in BLOCK_TYPES:
+            volname = f"vm-{vmid}-disk-{number}"
+        else:
+            volname = f"{base.volname}/{vmid}/vm-{vmid}-disk-{number}.qcow2"
+        fmt = "qcow2" if storage.type not in BLOCK_TYPES else base.format
+        volume = Volume(base.storage, "", volname, vmid, base.size, fmt, base.content, int(at))
+        volume.base = base.volid
+        return self.add(node, volume)
+
+    def linked_to(self, volid: str) -> list[Volume]:
+        """The linked clones' volumes whose base is `volid`, on any node."""
+        return [v for v in self._items.values() if v.base == volid]
 
     def free(self, node: str, volid: str) -> None:
         """Remove the volume (`vdisk_free`); an unknown volid is left alone."""
@@ -205,7 +234,7 @@ class Volumes:
                 "content": v.content,
                 "format": v.format,
                 "size": v.size,
-                "used": v.size,
+                "used": 0 if v.base else v.size,
                 **({"vmid": v.vmid} if v.vmid else {}),
                 "ctime": v.ctime,
             }
