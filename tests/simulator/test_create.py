@@ -159,3 +159,27 @@ async def test_destroy_frees_the_volumes(fresh_client: httpx2.AsyncClient) -> No
     assert await _avail(fresh_client, "pve3", "local-lvm") == before + 40 * GiB
     resources = await get_data(fresh_client, "/cluster/resources", type="vm")
     assert 107 not in {r["vmid"] for r in resources}
+
+
+async def test_a_template_with_a_linked_clone_is_not_destroyed(
+    fresh_client: httpx2.AsyncClient,
+) -> None:
+    # On a directory storage the linked clone's qcow2 is backed by the template's base
+    # volume (on LVM-thin PVE lets the base go, so that case is not refused).
+    upid = await post_upid(fresh_client, "/nodes/pve1/qemu", vmid="170", scsi0="local:1")
+    assert (await task_status(fresh_client, upid))["exitstatus"] == "OK"
+    upid = await post_upid(fresh_client, "/nodes/pve1/qemu/170/template")
+    assert (await task_status(fresh_client, upid))["exitstatus"] == "OK"
+    upid = await post_upid(fresh_client, "/nodes/pve1/qemu/170/clone", newid="171", full="0")
+    assert (await task_status(fresh_client, upid))["exitstatus"] == "OK"
+    response = await fresh_client.delete("/nodes/pve1/qemu/170")
+    status = await task_status(fresh_client, response.json()["data"])
+    assert status["exitstatus"] == (
+        "base volume 'local:170/base-170-disk-0.qcow2' is still in use by linked cloned"
+    )
+    config = await get_data(fresh_client, "/nodes/pve1/qemu/170/config")
+    assert config["template"] == 1
+    upid = (await fresh_client.delete("/nodes/pve1/qemu/171")).json()["data"]
+    assert (await task_status(fresh_client, upid))["exitstatus"] == "OK"
+    upid = (await fresh_client.delete("/nodes/pve1/qemu/170")).json()["data"]
+    assert (await task_status(fresh_client, upid))["exitstatus"] == "OK"

@@ -10,9 +10,8 @@ pve-container's `src/PVE/API2/LXC.pm` (`create_vm`, `destroy_vm`); where the sim
 not sure of the exact text, the comment says so.
 
 What the simulator does not model yet: HA resources, replication and backup jobs (so
-`purge` has only the pool membership to remove), linked clones pinning a template's base
-volumes, restore from an archive, and `force` overwriting an existing container (refused,
-said rather than faked).
+`purge` has only the pool membership to remove), restore from an archive, and `force`
+overwriting an existing container (refused, said rather than faked).
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import replace
 
+from .clone import base_in_use
 from .confkeys import config_keys
 from .errors import ApiError, failure
 from .guestconfig import _with_mac
@@ -160,6 +160,18 @@ def _create(kind: GuestKind) -> Handler:
     return handler
 
 
+def _pinned_base(ctx: Context, guest: Guest) -> str | None:
+    """A base volume of the template that a linked clone still uses, or None: qemu-server's
+    `destroy_vm` checks every drive of a template with `volume_is_base_and_used` first
+    (`clone.base_in_use`, which finds none on LVM-thin, as pve-storage does)."""
+    for key, value in guest.config.items():
+        if is_disk_key(guest.kind, key) and not is_cdrom(value):
+            volid = drive_file(value)
+            if base_in_use(ctx.state, volid):
+                return volid
+    return None
+
+
 def _destroy_checks(ctx: Context, guest: Guest, params: Params) -> None:
     """qemu-server `destroy_vm` / pve-container `destroy_vm`, in their order and words."""
     if guest.kind == "lxc" or not params.get("skiplock"):
@@ -190,6 +202,9 @@ def _destroy(kind: GuestKind) -> Handler:
                 _destroy_checks(ctx, guest, params)
             except ApiError as err:
                 return fail(err.reason)
+            if guest.template and (pinned := _pinned_base(ctx, guest)):
+                # QemuServer.pm destroy_vm (pve-container's goes through vdisk_free's check)
+                return fail(f"base volume '{pinned}' is still in use by linked cloned")
             volumes = ctx.state.volumes
             owned = [
                 drive_file(value)
