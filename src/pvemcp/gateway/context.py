@@ -40,6 +40,7 @@ from pvemcp.secrets.redaction import Redactor
 
 if TYPE_CHECKING:
     from pvemcp.gateway.toolsets import SessionToolsets
+    from pvemcp.gateway.undo import UndoDesk
 
 ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
 Authorizer = Callable[[str | None, tuple[str, ...]], None]
@@ -214,6 +215,8 @@ class ToolContext:
         """The command this call ran on a node or guest, for the audit outcome."""
         self.toolsets: SessionToolsets | None = None
         """The caller's session toolsets, set by the gateway (for the toolset tool)."""
+        self.undo: UndoDesk | None = None
+        """The caller's undoable calls and the pipeline to undo one (for proxmox_call_undo)."""
 
     @property
     def backend_name(self) -> str:

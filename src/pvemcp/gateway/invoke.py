@@ -23,14 +23,15 @@ from pydantic import ValidationError
 
 from pvemcp.gateway.artifacts import ArtifactStore
 from pvemcp.gateway.clusters import ClusterPool
-from pvemcp.gateway.confirm import ConfirmationTokens, binding
+from pvemcp.gateway.confirm import CONFIRM_FIELD, ConfirmationTokens, binding
 from pvemcp.gateway.context import ProgressFn, ToolContext
 from pvemcp.gateway.errors import ToolFailure
 from pvemcp.gateway.plan import Plan
-from pvemcp.gateway.registry import AnySpec, ToolInput, WriteInput
+from pvemcp.gateway.registry import AnySpec, ToolInput, ToolOutput, WriteInput
 from pvemcp.gateway.run import run_planned
 from pvemcp.gateway.schema import compact_schema, field_hint
 from pvemcp.gateway.toolsets import Catalogue, SessionToolsets
+from pvemcp.gateway.undo import Undo, UndoDesk, Undoing
 from pvemcp.policy.audit import AuditLog, AuditUnavailable, new_event_id, utc_now
 from pvemcp.policy.decision import Decision, Effect
 from pvemcp.policy.engine import PolicyEngine, PolicyRequest
@@ -102,10 +103,17 @@ class _Call:
     intent record and any refusal."""
     approval: dict[str, Any] | None = None
     """How a confirmed call was approved: `decision.approval` of its intent and outcome."""
+    undoing: Undoing | None = None
+    """The call this one undoes (`proxmox_call_undo`), and what its guest must still be."""
+    undo: Undo | None = None
+    """What undoes this call, once it succeeded (its tool's `inverse`)."""
 
     def approval_detail(self) -> dict[str, Any]:
-        """The audit keyword for the approval, empty when the call needed none."""
-        return {"approval": self.approval} if self.approval is not None else {}
+        """The audit keywords for the approval and the undone call, empty when none."""
+        detail: dict[str, Any] = {"approval": self.approval} if self.approval else {}
+        if self.undoing is not None:
+            detail["undoes"] = self.undoing.event_id
+        return detail
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +198,22 @@ def _risky_output_schema(base: dict[str, Any]) -> dict[str, Any]:
         "plan": {"type": "object"},
     }
     return schema
+
+
+def _passed_on(error: Mapping[str, Any]) -> ToolFailure:
+    """An inner call's (already redacted) error as the failure of the call that made it
+    (`proxmox_call_undo`): the same code, message and hint; a confirmation token it issued stays
+    issued, so redacting the outer answer does not mask it."""
+    details = dict(error.get("details") or {})
+    token = details.pop(CONFIRM_FIELD, None)
+    return ToolFailure(
+        str(error["code"]),
+        str(error["message"]),
+        hint=error.get("hint"),
+        field=error.get("field"),
+        details=details,
+        issued={CONFIRM_FIELD: token} if isinstance(token, str) else None,
+    )
 
 
 def shown_tool_name(name: str) -> str:
@@ -355,8 +379,10 @@ class Gateway:
         *,
         progress: ProgressFn | None = None,
         confirmer: Confirmer | None = None,
+        undoing: Undoing | None = None,
     ) -> ToolResult:
-        """Run one tool call end to end and return its (redacted) result or error."""
+        """Run one tool call end to end and return its (redacted) result or error;
+        `undoing` when it is the inverse of an earlier call (`proxmox_call_undo`)."""
         found = self.catalogue.find(name)
         if found is None:
             shown = shown_tool_name(name)
@@ -379,7 +405,7 @@ class Gateway:
                 ),
             )
         prepared = self._prepare(found)
-        call = _Call(new_event_id(), principal, name, prepared.spec.tier)
+        call = _Call(new_event_id(), principal, name, prepared.spec.tier, undoing=undoing)
         spec = prepared.spec
         try:
             args = self._validate(prepared, arguments)
@@ -432,6 +458,21 @@ class Gateway:
             principal,
             lambda spec: self.policy.could_allow(principal, spec.name, spec.tier),
         )
+
+        async def apply(
+            undo: Undo, undone: Undoing, passed: Mapping[str, Any]
+        ) -> tuple[str, dict[str, Any]]:
+            """An undo is a new call of the same caller, through this whole pipeline."""
+            arguments = {**undo.arguments, **passed}
+            result = await self.invoke(
+                principal, undo.tool, arguments, progress=progress, confirmer=confirmer,
+                undoing=undone,
+            )  # fmt: skip
+            if result.error is not None:
+                raise _passed_on(result.error)
+            return result.event_id, result.data or {}
+
+        ctx.undo = UndoDesk(self.audit.path, principal, apply)
         if spec.planner is None or not isinstance(args, WriteInput):
             call.decision = self.policy.decide(principal, request)
             if call.decision.effect is not Effect.ALLOW:
@@ -473,6 +514,11 @@ class Gateway:
         target = plan.target
         call.target = {"node": target.node, "vmid": target.vmid}
         call.planned = _planned(plan, self.redactor)
+        if call.undoing is not None:
+            try:
+                call.undoing.check(plan)
+            except ToolFailure as failure:
+                return self._refused(call, failure)
         call.decision = decision = self.policy.decide(
             call.principal,
             dataclasses.replace(
@@ -617,6 +663,8 @@ class Gateway:
                 output = await run_planned(ctx, args, plan)
             data = self.redactor.value(output.model_dump(mode="json", exclude_none=True))
             status = "ok"
+            if plan is not None and spec.inverse is not None:
+                call.undo = await self._inverse(call, spec, ctx, plan, output)
             exitstatus = ctx.task.exitstatus if ctx.task is not None else None
             result = ToolResult(call.event_id, data=data)
         except anyio.get_cancelled_exc_class():
@@ -629,7 +677,10 @@ class Gateway:
             known = _naming_task(known, ctx.upids)
             error_code = known.code
             exitstatus = known.details.get("exitstatus")
-            result = ToolResult(call.event_id, error=self.redactor.value(known.payload()))
+            error = self.redactor.value(known.payload())
+            if known.issued:  # a confirmation token an inner call issued (proxmox_call_undo)
+                error.setdefault("details", {}).update(known.issued)
+            result = ToolResult(call.event_id, error=error)
         finally:
             if spec.tier is not Tier.READ:  # it may have changed the cluster, even failing
                 self.clusters.read_cache(ctx.cluster_name).invalidate()
@@ -639,6 +690,26 @@ class Gateway:
         if unrecorded is not None and spec.tier is Tier.READ and self.audit.require_for_reads:
             return self._audit_down(call, unrecorded)
         return result
+
+    async def _inverse(
+        self, call: _Call, spec: AnySpec, ctx: ToolContext, plan: Plan, output: ToolOutput
+    ) -> Undo | None:
+        """What undoes the call that just succeeded, for its outcome record: the tool's
+        inverse, in the call's cluster. None when there is none, when it holds a value the
+        redactor masks (a secret is never written to the log, so it cannot be undone), or
+        when working it out failed: the call happened, and its answer is due regardless."""
+        assert spec.inverse is not None
+        try:
+            undo = await spec.inverse(ctx, plan, output)
+        except Exception:
+            log.exception("undo_inverse_failed", tool=call.tool, event_id=call.event_id)
+            return None
+        if undo is None:
+            return None
+        arguments = {**undo.arguments, "cluster": call.cluster}
+        if self.redactor.value(arguments) != arguments:
+            return None
+        return undo.model_copy(update={"arguments": arguments})
 
     def _audit_down(self, call: _Call, exc: AuditUnavailable) -> ToolResult:
         """The answer to a call whose audit record cannot be written: a risky call before it
@@ -678,6 +749,7 @@ class Gateway:
             upids=ctx.upids,
             backend=ctx.backend_name,
             exitstatus=exitstatus,
+            undo=call.undo.model_dump(mode="json") if call.undo is not None else None,
             **(call.target | command | call.approval_detail()),
         )
         log.info(
@@ -748,6 +820,7 @@ class Gateway:
             policy_hash=self.policy.bundle_hash,
             **call.target,
             **call.planned,
+            **call.approval_detail(),
         )
         log.info(
             "tool_refused" if error_code else "tool_call",

@@ -18,6 +18,7 @@ from pvemcp.policy.tiers import Tier
 if TYPE_CHECKING:
     from pvemcp.gateway.context import ToolContext
     from pvemcp.gateway.plan import Plan
+    from pvemcp.gateway.undo import Inverse
 
 CLUSTER_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
@@ -106,6 +107,9 @@ class ToolSpec(Generic[InputT]):
     rejects: tuple[Reject, ...] = ()
     """Arguments the gateway refuses with the given error code before it sends any write:
     the bad inputs a tool promises to catch, checked the same way."""
+    inverse: Inverse | None = None
+    """What undoes a successful call (`gateway/undo.py`): the gateway records it in the
+    audit outcome, and `proxmox_call_undo` applies it. None: the write records no undo."""
 
     @property
     def read_only(self) -> bool:
@@ -171,6 +175,7 @@ def action(
     idempotent: bool = False,
     examples: Sequence[Example] = (),
     rejects: Sequence[Reject] = (),
+    inverse: Inverse | None = None,
 ) -> ToolSpec[WriteT]:
     """Declare a write that needs no handler: its planner puts the exact API calls in the
     plan, and the gateway's default runner sends them, waiting for tasks with progress."""
@@ -189,6 +194,7 @@ def action(
         planner=planner,
         examples=tuple(examples),
         rejects=tuple(rejects),
+        inverse=inverse,
     )
 
 

@@ -84,7 +84,8 @@ class CallDetails(TypedDict, total=False):
     never stored), `schema_sha256` (the tool's input schema), `rpc_id`. who: `source_ip`,
     `client` (MCP client name/version), `stated_reason`. decision: `approval` (how a confirmed
     call was approved: method, by, at, token id and hash). envelope: `policy_hash` (the
-    policy bundle that decided).
+    policy bundle that decided). `undoes`: the event id of the call this one undoes
+    (`proxmox_call_undo`).
     """
 
     node: str
@@ -102,6 +103,7 @@ class CallDetails(TypedDict, total=False):
     stated_reason: str
     approval: Mapping[str, Any]
     policy_hash: str
+    undoes: str
 
 
 class _Secret(Protocol):
@@ -261,13 +263,15 @@ class AuditLog:
         err_bytes: int | None = None,
         err_sha256: str | None = None,
         truncated: bool | None = None,
+        undo: Mapping[str, Any] | None = None,
         **details: Unpack[CallDetails],
     ) -> None:
         """Record how a call ended (`phase="outcome"`) or, for reads and refusals, the one
         record of it (`phase="record"`); raises `AuditUnavailable`.
 
         Not fsync'd: the intent already is, and a lost outcome shows as an intent without
-        its pair, which `audit verify` lists.
+        its pair, which `audit verify` lists. `undo` is the call that reverses this one
+        (tool, arguments, expect: `gateway/undo.py`), for `proxmox_call_undo`.
         """
         record = self._call_record(
             event_id,
@@ -296,6 +300,7 @@ class AuditLog:
                 "err_bytes": err_bytes,
                 "err_sha256": err_sha256,
                 "truncated": truncated,
+                "undo": jsonable(undo) if undo is not None else None,
             }
         )
         self._append(record, durable=False)
@@ -439,6 +444,7 @@ class AuditLog:
                 ),
                 "schema_sha256": details.get("schema_sha256"),
                 "rpc_id": details.get("rpc_id"),
+                "undoes": details.get("undoes"),
             }
         )
         argv = details.get("argv")

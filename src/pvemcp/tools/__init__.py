@@ -15,9 +15,9 @@ from pvemcp.gateway.toolsets import Catalogue
 
 
 def _core() -> Sequence[AnySpec]:
-    from pvemcp.tools import cluster, toolsets  # noqa: PLC0415 - a toolset loads on first need
+    from pvemcp.tools import cluster, toolsets, undo  # noqa: PLC0415 - loads on first need
 
-    return (*cluster.TOOLS, *toolsets.TOOLS)
+    return (*cluster.TOOLS, *toolsets.TOOLS, *undo.TOOLS)
 
 
 def _guests() -> Sequence[AnySpec]:
@@ -63,7 +63,7 @@ def _escape() -> Sequence[AnySpec]:
 
 
 TOOLSETS = (
-    Toolset("core", "Cluster and node status, the next free VMID, toolsets.", _core),
+    Toolset("core", "Cluster and node status, the next free VMID, toolsets, undo.", _core),
     Toolset(
         "guests",
         "VMs and containers: list, inspect, configure, power, migrate, make templates.",

@@ -24,6 +24,7 @@ from pvemcp.tools.kit import (
     planners,
     read_as,
     tool,
+    undo,
 )
 
 _KEY = r"[a-z][a-z0-9_-]{0,31}"
@@ -154,6 +155,7 @@ guest_config_update = action(
     input=UpdateArgs,
     output=TaskOutcome,
     planner=_plan_update,
+    inverse=undo.config_inverse,
     examples=[
         {"vmid": 102, "values": {"memory": 3072, "description": "test box"}, "delete": ["onboot"]},
         {"name": "proxy01", "values": {"cores": 2}, "dry_run": True},

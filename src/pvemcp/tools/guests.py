@@ -31,6 +31,7 @@ from pvemcp.tools.kit import (
     planners,
     tag_list,
     tool,
+    undo,
 )
 
 ExtraField = Literal[
@@ -309,6 +310,25 @@ async def _plan_stop(ctx: ToolContext, args: StopArgs) -> Plan:
     )
 
 
+# The action that takes a guest back to the state each action found it in (a reboot
+# leaves it as it was: nothing to undo).
+_REVERSE = {"start": "shutdown", "shutdown": "start", "suspend": "resume", "resume": "suspend"}
+
+
+async def _undo_power(ctx: ToolContext, plan: Plan, output: ToolOutput) -> undo.Undo | None:
+    done = plan.calls[-1].path.rsplit("/", 1)[-1]
+    if done not in _REVERSE:
+        return None
+    return undo.guest_undo(
+        plan, output, "proxmox_guest_power", {"action": _REVERSE[done]}, status=True
+    )
+
+
+async def _undo_stop(ctx: ToolContext, plan: Plan, output: ToolOutput) -> undo.Undo | None:
+    """A hard stop's undo is a start: the guest runs again, though what it lost is lost."""
+    return undo.guest_undo(plan, output, "proxmox_guest_power", {"action": "start"}, status=True)
+
+
 guest_power = action(
     "proxmox_guest_power",
     title="Start, shut down, reboot, suspend or resume a guest",
@@ -321,6 +341,7 @@ guest_power = action(
     input=PowerArgs,
     output=TaskOutcome,
     planner=_plan_power,
+    inverse=_undo_power,
     examples=[{"vmid": 101, "action": "start"}, {"name": "db02", "action": "resume"}],
     rejects=[
         ({"vmid": 200, "action": "suspend"}, "unsupported"),
@@ -339,6 +360,7 @@ guest_stop = action(
     input=StopArgs,
     output=TaskOutcome,
     planner=_plan_stop,
+    inverse=_undo_stop,
     examples=[{"vmid": 102}],
     rejects=[({"vmid": 99}, "invalid_argument"), ({"name": "nope"}, "not_found")],
 )

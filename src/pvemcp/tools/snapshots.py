@@ -32,6 +32,7 @@ from pvemcp.tools.kit import (
     planners,
     read_as,
     tool,
+    undo,
 )
 
 SnapName = Annotated[
@@ -347,6 +348,14 @@ async def _plan_delete(ctx: ToolContext, args: DeleteArgs) -> Plan:
     )
 
 
+async def _undo_create(ctx: ToolContext, plan: Plan, output: ToolOutput) -> undo.Undo | None:
+    """A new snapshot's undo deletes it (the guest's present state is kept)."""
+    name = plan.after("snapshot")
+    if not isinstance(name, str):
+        return None
+    return undo.guest_undo(plan, output, "proxmox_snapshot_delete", {"snapname": name})
+
+
 snapshot_create = action(
     "proxmox_snapshot_create",
     title="Take a snapshot",
@@ -357,6 +366,7 @@ snapshot_create = action(
     input=CreateArgs,
     output=TaskOutcome,
     planner=_plan_create,
+    inverse=_undo_create,
     examples=[
         {"vmid": 102, "snapname": "sim-check", "description": "before the test"},
         {"name": "web01", "snapname": "with-ram", "vmstate": True},
