@@ -26,6 +26,12 @@ def _guests() -> Sequence[AnySpec]:
     return (*guests.TOOLS, *guest_config.TOOLS, *migrate.TOOLS)
 
 
+def _lifecycle() -> Sequence[AnySpec]:
+    from pvemcp.tools import clone  # noqa: PLC0415
+
+    return clone.TOOLS
+
+
 def _tasks() -> Sequence[AnySpec]:
     from pvemcp.tools import tasks  # noqa: PLC0415
 
@@ -69,6 +75,7 @@ TOOLSETS = (
         "VMs and containers: list, inspect, configure, power, migrate, make templates.",
         _guests,
     ),
+    Toolset("lifecycle", "Clone VMs and containers, full or linked.", _lifecycle),
     Toolset("tasks", "Status, log and completion of Proxmox tasks.", _tasks),
     Toolset(
         "snapshots", "Snapshots of VMs and containers: list, take, roll back, delete.", _snapshots
