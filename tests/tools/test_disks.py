@@ -142,7 +142,7 @@ async def test_move_keeps_the_source_until_detach_deletes_it(session: Session) -
     ask = _refused(await _call(session, "proxmox_disk_detach", vmid=VM, disk="unused0"))
     assert ask["code"] == "confirmation_required"
     assert ask["details"]["plan"]["warnings"] == [
-        "the data on local-lvm:vm-101-disk-0 (32.0 GiB) is deleted for good"
+        "the data on local-lvm:vm-101-disk-0 (32.0 GiB) is deleted for good: this cannot be undone"
     ]
     token = ask["details"]["confirm_token"]
     _ok(await _call(session, "proxmox_disk_detach", vmid=VM, disk="unused0", confirm_token=token))

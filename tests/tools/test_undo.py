@@ -210,3 +210,44 @@ async def test_a_call_that_did_not_wait_or_changed_nothing_records_no_undo(
     _ok(await _call(me, "proxmox_guest_power", vmid=STOPPED_VM, action="start", wait=False))
     _ok(await _call(me, "proxmox_guest_power", vmid=RUNNING_VM, action="reboot"))
     assert await _undoable(me) == []
+
+
+async def test_a_migration_is_undone_and_an_older_undo_refused_where_it_left(
+    callers: Callers,
+) -> None:
+    me = callers.me
+    _ok(await _call(me, "proxmox_guest_power", vmid=STOPPED_VM, action="start"))
+    [started] = await _undoable(me)
+    moved = _ok(await _call(me, "proxmox_guest_migrate", vmid=STOPPED_VM, target="pve2"))
+    assert moved["node"] == "pve2"
+    [migrated, _] = await _undoable(me)
+    assert migrated["undo"] == f"proxmox_guest_migrate target=pve1 vmid={STOPPED_VM}"
+    # The start's undo was recorded on pve1: the guest is not where that call left it.
+    error = _refused(
+        await _call(me, "proxmox_call_undo", event_id=started["event_id"]), "state_changed"
+    )
+    assert "pve2" in error["message"]
+    back = _ok(await _call(me, "proxmox_call_undo", event_id=migrated["event_id"]))
+    assert back["result"]["node"] == "pve1"
+
+
+async def test_a_disk_move_is_undone_by_moving_it_back(callers: Callers) -> None:
+    me = callers.me
+    _ok(await _call(me, "proxmox_disk_move", vmid=STOPPED_VM, disk="scsi0", storage="local"))
+    [moved] = await _undoable(me)
+    assert moved["undo"] == f"proxmox_disk_move disk=scsi0 storage=local-lvm vmid={STOPPED_VM}"
+    _ok(await _call(me, "proxmox_call_undo", event_id=moved["event_id"]))
+    assert (await _config(me, STOPPED_VM))["scsi0"].startswith("local-lvm:")
+
+
+async def test_irreversible_writes_say_so_in_their_plan(callers: Callers) -> None:
+    plans = [
+        _ok(await _call(callers.me, tool, **arguments, dry_run=True))["plan"]
+        for tool, arguments in (
+            ("proxmox_snapshot_delete", {"vmid": RUNNING_VM, "snapname": "pre-upgrade"}),
+            ("proxmox_snapshot_rollback", {"vmid": RUNNING_VM, "snapname": "pre-upgrade"}),
+            ("proxmox_guest_template", {"vmid": 103}),
+        )
+    ]
+    for plan in plans:
+        assert any(w.endswith("this cannot be undone") for w in plan["warnings"]), plan

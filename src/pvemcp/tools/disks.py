@@ -29,11 +29,13 @@ from pvemcp.tools.kit import (
     Tier,
     ToolContext,
     ToolFailure,
+    ToolOutput,
     WaitInput,
     action,
     check_api_request,
     planners,
     read_as,
+    undo,
 )
 
 GiB = 1024**3
@@ -473,6 +475,17 @@ async def _plan_move(ctx: ToolContext, args: DiskMoveArgs) -> Plan:
     )
 
 
+async def _undo_move(ctx: ToolContext, plan: Plan, output: ToolOutput) -> undo.Undo | None:
+    """A disk move's undo copies the disk back to the storage it was on (a new volume
+    there: the old source, kept as unusedN, is not reattached)."""
+    params = plan.calls[-1].params
+    disk = params.get("disk", params.get("volume"))
+    source = next((c.before for c in plan.changes if c.field == f"{disk} storage"), None)
+    if not isinstance(disk, str) or not isinstance(source, str):
+        return None
+    return undo.guest_undo(plan, output, "proxmox_disk_move", {"disk": disk, "storage": source})
+
+
 disk_move = action(
     "proxmox_disk_move",
     title="Move a guest's disk to another storage",
@@ -484,6 +497,7 @@ disk_move = action(
     input=DiskMoveArgs,
     output=TaskOutcome,
     planner=_plan_move,
+    inverse=_undo_move,
     examples=[{"vmid": 101, "disk": "scsi0", "storage": "local"}],
     rejects=[
         ({"vmid": 101, "disk": "scsi0", "storage": "local-lvm"}, "invalid_argument"),
@@ -536,7 +550,7 @@ async def _plan_detach(ctx: ToolContext, args: DiskDetachArgs) -> Plan:
         changes=changes,
         target=guest.target,
         calls=calls,
-        warnings=[f"the data on {lost} is deleted for good"] if deleting else [],
+        warnings=[undo.irreversible(f"the data on {lost} is deleted for good")] if deleting else [],
     )  # fmt: skip
 
 

@@ -19,6 +19,7 @@ from pvemcp.tools.kit import (
     Tier,
     ToolContext,
     ToolFailure,
+    ToolOutput,
     WaitInput,
     action,
     gib,
@@ -26,6 +27,7 @@ from pvemcp.tools.kit import (
     planners,
     read_as,
     tool,
+    undo,
 )
 
 
@@ -225,6 +227,16 @@ async def _plan_migrate(ctx: ToolContext, args: MigrateArgs) -> Plan:
     return plan.model_copy(update={"summary": f"{plan.summary} to {args.target}, {mode}"})
 
 
+async def _undo_migrate(ctx: ToolContext, plan: Plan, output: ToolOutput) -> undo.Undo | None:
+    """A migration's undo moves the guest back to its source node. None when the call
+    chose a target storage: the disks' storages before cannot be named in one argument."""
+    source = next((c.before for c in plan.changes if c.field == "node"), None)
+    params = plan.calls[-1].params
+    if not isinstance(source, str) or "targetstorage" in params or "target-storage" in params:
+        return None
+    return undo.guest_undo(plan, output, "proxmox_guest_migrate", {"target": source})
+
+
 guest_migrate = action(
     "proxmox_guest_migrate",
     title="Migrate a guest to another node",
@@ -236,6 +248,7 @@ guest_migrate = action(
     input=MigrateArgs,
     output=TaskOutcome,
     planner=_plan_migrate,
+    inverse=_undo_migrate,
     examples=[{"vmid": 101, "target": "pve2"}, {"name": "dns01", "target": "pve3"}],
     rejects=[
         ({"vmid": 101, "target": "pve1"}, "invalid_argument"),
@@ -288,8 +301,10 @@ async def _plan_template(ctx: ToolContext, args: TemplateArgs) -> Plan:
         target=target,
         calls=[call],
         warnings=[
-            "irreversible: a template can never be started again as a guest, only cloned; "
-            "its disks become read-only base volumes"
+            undo.irreversible(
+                "a template can never be started again as a guest, only cloned; its disks "
+                "become read-only base volumes"
+            )
         ],
     )
 

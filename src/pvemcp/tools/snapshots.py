@@ -304,8 +304,10 @@ async def _plan_rollback(ctx: ToolContext, args: RollbackArgs) -> Plan:
     after = "running" if resumes or args.start else "stopped"
     since = _stamp(snap.snaptime) or "the snapshot"
     warnings = [
-        f"everything the guest changed since {since} (disks and configuration) is lost; "
-        "snapshots are kept"
+        undo.irreversible(
+            f"everything the guest changed since {since} (disks and configuration) is lost; "
+            "snapshots are kept"
+        )
     ]
     if now != "stopped":
         warnings.append(f"the guest is {now}: it is stopped hard first (unsaved data is lost)")
@@ -329,7 +331,7 @@ async def _plan_delete(ctx: ToolContext, args: DeleteArgs) -> Plan:
     planners.require_unlocked(row, _field(args))
     _no_template(row, args, "delete")
     children = [s.name for s in snaps if s.parent == snap.name]
-    warnings = [f"rolling back to '{snap.name}' is no longer possible"]
+    warnings = [undo.irreversible(f"rolling back to '{snap.name}' is no longer possible")]
     if children:
         warnings.append(f"{', '.join(children)} then descend from {snap.parent or 'no snapshot'}")
     if args.force:
