@@ -155,3 +155,22 @@ async def test_a_linked_clone_pins_its_base_volume(
     lvm = await post_upid(client, "/nodes/pve2/qemu/9000/clone", newid="127")
     assert (await task_status(client, lvm))["exitstatus"] == "OK"
     assert base_in_use(fresh_sim.state, "local-lvm:base-9000-disk-0") == []
+
+
+async def test_a_vm_clone_locks_the_new_vm_not_its_source(
+    timed_sim: SimulatorHandle, clock: FakeClock
+) -> None:
+    """qemu-server writes the new VM's config as `lock: clone` first; the source keeps
+    only a config flock (no `lock` property), so its config can still be read and set."""
+    async with client_for(timed_sim) as client:
+        upid = await post_upid(client, "/nodes/pve1/qemu/101/clone", newid="128")
+        rows = {r["vmid"]: r for r in await get_data(client, "/cluster/resources", type="vm")}
+        assert rows[128].get("lock") == "clone" and "lock" not in rows[101]
+        locked = await client.put("/nodes/pve1/qemu/128/config", data={"memory": "1024"})
+        assert locked.status_code == 500
+        assert locked.json()["message"] == "VM is locked (clone)\n"
+        clock.advance(600)
+        assert (await task_status(client, upid))["exitstatus"] == "OK"
+        config = await get_data(client, "/nodes/pve1/qemu/128/config")
+        # Drives are cloned in key order (`sort keys %$drives`): efidisk0 takes disk-0.
+        assert "lock" not in config and config["scsi0"].startswith("local-lvm:vm-128-disk-1,")
