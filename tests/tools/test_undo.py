@@ -25,7 +25,7 @@ from pvemcp.policy.audit_verify import verify_files
 from pvemcp.policy.loader import load_policy
 from pvemcp.policy.principal import Principal
 from pvemcp.secrets.redaction import Redactor
-from pvemcp.simulator.server import SimulatorOptions, simulator_in_thread
+from pvemcp.simulator.server import SimulatorHandle, SimulatorOptions, simulator_in_thread
 from pvemcp.tools import tier_map
 from pvemcp.transports.mcp_app import build_mcp_server
 from pvemcp.transports.stdio import local_principal
@@ -45,6 +45,22 @@ class Callers:
     me: Client
     alice: Client
     audit: Path
+    sim: SimulatorHandle
+
+
+def _gateway(sim: SimulatorHandle, audit: Path) -> Gateway:
+    return Gateway(
+        tools=TOOLS,
+        clusters=ClusterPool({"demo": cluster_for(sim)}),
+        policy=load_policy(
+            profile="operator",
+            profile_subjects=["local", "sub:alice"],
+            file=None,
+            known_tools=tier_map(),
+        ),
+        audit=AuditLog(audit),
+        redactor=Redactor((sim.token_secret,)),
+    )
 
 
 @pytest.fixture
@@ -52,24 +68,13 @@ async def callers(tmp_path: Path) -> AsyncIterator[Callers]:
     """Two callers on one gateway over a fresh simulator: the local operator and alice."""
     audit = tmp_path / "audit.jsonl"
     with simulator_in_thread(SimulatorOptions(time_scale=TIME_SCALE)) as sim:
-        gateway = Gateway(
-            tools=TOOLS,
-            clusters=ClusterPool({"demo": cluster_for(sim)}),
-            policy=load_policy(
-                profile="operator",
-                profile_subjects=["local", "sub:alice"],
-                file=None,
-                known_tools=tier_map(),
-            ),
-            audit=AuditLog(audit),
-            redactor=Redactor((sim.token_secret,)),
-        )
+        gateway = _gateway(sim, audit)
         try:
             async with (
                 Client(build_mcp_server(gateway, local_principal)) as me,
                 Client(build_mcp_server(gateway, lambda _: ALICE)) as alice,
             ):
-                yield Callers(me, alice, audit)
+                yield Callers(me, alice, audit, sim)
         finally:
             await gateway.aclose()
 
@@ -251,3 +256,18 @@ async def test_irreversible_writes_say_so_in_their_plan(callers: Callers) -> Non
     ]
     for plan in plans:
         assert any(w.endswith("this cannot be undone") for w in plan["warnings"]), plan
+
+
+async def test_an_undo_survives_a_restart_of_the_gateway(callers: Callers) -> None:
+    """The audit log is the system of record: a new gateway on the same log undoes a call
+    the previous one made."""
+    _ok(await _call(callers.me, "proxmox_guest_power", vmid=STOPPED_VM, action="start"))
+    restarted = _gateway(callers.sim, callers.audit)
+    try:
+        async with Client(build_mcp_server(restarted, local_principal)) as me:
+            [started] = await _undoable(me)
+            _ok(await _call(me, "proxmox_call_undo", event_id=started["event_id"]))
+            assert await _status(me, STOPPED_VM) == "stopped"
+    finally:
+        await restarted.aclose()
+    assert verify_files([callers.audit]).ok
