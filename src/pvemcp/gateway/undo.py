@@ -108,7 +108,6 @@ class UndoableCall:
     event_id: str
     time: str
     tool: str
-    cluster: str | None
     undo: Undo
 
 
@@ -160,13 +159,11 @@ def read_undoable(path: Path | None, principal: Principal) -> tuple[list[Undoabl
             parsed = Undo.model_validate(undo)
         except ValueError:
             continue
-        where = record.get("where") or {}
         found.append(
             UndoableCall(
                 event_id=str(record.get("event_id")),
                 time=str(record.get("time")),
                 tool=str(what.get("tool")),
-                cluster=where.get("cluster"),
                 undo=parsed,
             )
         )
