@@ -27,9 +27,9 @@ def _guests() -> Sequence[AnySpec]:
 
 
 def _lifecycle() -> Sequence[AnySpec]:
-    from pvemcp.tools import clone  # noqa: PLC0415
+    from pvemcp.tools import clone, lifecycle  # noqa: PLC0415
 
-    return clone.TOOLS
+    return (*lifecycle.TOOLS, *clone.TOOLS)
 
 
 def _tasks() -> Sequence[AnySpec]:
@@ -75,7 +75,7 @@ TOOLSETS = (
         "VMs and containers: list, inspect, configure, power, migrate, make templates.",
         _guests,
     ),
-    Toolset("lifecycle", "Clone VMs and containers, full or linked.", _lifecycle),
+    Toolset("lifecycle", "Create, clone and delete VMs and containers.", _lifecycle),
     Toolset("tasks", "Status, log and completion of Proxmox tasks.", _tasks),
     Toolset(
         "snapshots", "Snapshots of VMs and containers: list, take, roll back, delete.", _snapshots
