@@ -125,3 +125,16 @@ async def test_pve_refuses_what_the_plan_cannot_see(client: Client) -> None:
     """A full clone of a running container needs a snapshot: PVE's words come back."""
     failure = error(await client.call_tool("proxmox_guest_clone", {"name": "dns01"}))
     assert "Full clone of a running container is only possible from a snapshot" in str(failure)
+
+
+async def test_a_clone_is_undone_by_a_confirmed_delete_of_the_clone(client: Client) -> None:
+    await _call(client, "proxmox_guest_clone", {"vmid": 9000, "newid": 130})
+    [made, *_] = (await _call(client, "proxmox_call_undo", {}))["calls"]
+    assert made["undo"] == "proxmox_guest_delete vmid=130"
+    # The delete is destructive: the undo asks for the same confirmation it would.
+    ask = error(await client.call_tool("proxmox_call_undo", {"event_id": made["event_id"]}))
+    assert ask["code"] == "confirmation_required"
+    token = ask["details"]["confirm_token"]
+    await _call(client, "proxmox_call_undo", {"event_id": made["event_id"], "confirm_token": token})
+    gone = error(await client.call_tool("proxmox_guest_get", {"vmid": 130}))
+    assert gone["code"] == "not_found"

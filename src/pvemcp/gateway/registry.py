@@ -132,6 +132,7 @@ def tool(
     planner: Planner[InputT] | None = None,
     examples: Sequence[Example] = (),
     rejects: Sequence[Reject] = (),
+    inverse: Inverse | None = None,
 ) -> Callable[[Handler[InputT]], ToolSpec[InputT]]:
     """Declare a tool; the handler's docstring becomes the description the model reads."""
 
@@ -154,6 +155,7 @@ def tool(
             planner=planner,
             examples=tuple(examples),
             rejects=tuple(rejects),
+            inverse=inverse,
         )
 
     return wrap

@@ -28,12 +28,14 @@ from pvemcp.tools.kit import (
     Tier,
     ToolContext,
     ToolFailure,
+    ToolOutput,
     WaitInput,
     gib,
     matching,
     planners,
     read_as,
     tool,
+    undo,
 )
 
 _DISK = {
@@ -232,6 +234,18 @@ async def _plan(ctx: ToolContext, args: CloneArgs) -> Plan:
     )
 
 
+async def _undo_clone(ctx: ToolContext, plan: Plan, output: ToolOutput) -> undo.Undo | None:
+    """A clone's undo deletes the clone (destructive, so confirmed again), while it is
+    still on the node the clone left it on. None unless the task was waited for and OK."""
+    if not isinstance(output, TaskOutcome) or output.vmid is None:
+        return None
+    if output.task_status != "stopped" or output.exitstatus != "OK":
+        return None
+    return undo.Undo(
+        tool="proxmox_guest_delete", arguments={"vmid": output.vmid}, expect={"node": output.node}
+    )
+
+
 @tool(
     "proxmox_guest_clone",
     title="Clone a VM or container",
@@ -240,6 +254,7 @@ async def _plan(ctx: ToolContext, args: CloneArgs) -> Plan:
     input=CloneArgs,
     output=TaskOutcome,
     planner=_plan,
+    inverse=_undo_clone,
     examples=[
         {"vmid": 9000, "new_name": "web03"},
         {"vmid": 101, "newid": 150, "storage": "local"},
