@@ -38,6 +38,8 @@ GET_CASES: list[tuple[str, dict[str, str]]] = [
     ("/nodes/pve1/storage/local-lvm/status", {}),
     ("/nodes/pve2/storage/nfs-backup/status", {}),
     ("/nodes/pve1/storage/local-lvm/content", {}),
+    ("/nodes/pve1/network", {}),
+    ("/nodes/pve2/network", {"type": "any_bridge"}),
     ("/nodes/pve1/qemu", {}),
     ("/nodes/pve2/qemu", {"full": "1"}),
     ("/nodes/pve1/lxc", {}),

@@ -83,6 +83,11 @@ async def test_vm_create_refusals_name_the_field(session: Session) -> None:
                                   nics=[{"bridge": "vmbr0; rm"}]))  # fmt: skip
     assert bridge is not None and bridge["code"] == "invalid_argument"
     assert "bridge" in bridge["field"]
+    unknown = error_of(await _call(session, "proxmox_vm_create", node="pve1",
+                                   nics=[{"bridge": "vmbr0"}, {"bridge": "vmbr9"}]))  # fmt: skip
+    assert unknown is not None
+    assert (unknown["code"], unknown["field"]) == ("not_found", "nics[1].bridge")
+    assert "vmbr0, vmbr1" in unknown["hint"]
     unset = error_of(await _call(session, "proxmox_vm_create", node="pve1",
                                  disks=[{"size_gib": 1}]))  # fmt: skip
     assert unset is not None and (unset["code"], unset["field"]) == ("storage_required", "storage")

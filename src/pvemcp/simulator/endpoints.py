@@ -14,7 +14,18 @@ import re
 from dataclasses import replace
 from typing import Any
 
-from . import agent, clone, cloudinit, create, guestconfig, lifecycle, migrate, snapshots, volumes
+from . import (
+    agent,
+    clone,
+    cloudinit,
+    create,
+    guestconfig,
+    lifecycle,
+    migrate,
+    network,
+    snapshots,
+    volumes,
+)
 from .errors import failure, param_error
 from .model import Guest, GuestKind
 from .params import NODE, SKIPLOCK, UPID, VMID, Param
@@ -438,6 +449,7 @@ ROUTES: tuple[Route, ...] = (
     *migrate.ROUTES,
     *lifecycle.ROUTES,
     *create.ROUTES,
+    *network.ROUTES,
     *volumes.ROUTES,
     *clone.ROUTES,
 )

@@ -2,8 +2,8 @@
 
 A create's plan is the guest it makes: every config key it sends, and each storage's free
 space before and after its new volumes; it is refused before anything is sent for a vmid
-in use, an unknown node, pool, ISO or template, a storage that is unknown, cannot hold the
-volumes or has no room. A `start` is planned as a second call (POST .../status/start
+in use, an unknown node, pool, ISO, template or bridge, a storage that is unknown, cannot
+hold the volumes or has no room. A `start` is planned as a second call (POST .../status/start
 after the create task), so the result reports the guest's state once it runs. A
 container's password is only the name of an operator-provided secret
 (`ToolContext.guest_secret`, as `proxmox_cloudinit_set`): its value is in no argument,
@@ -251,10 +251,32 @@ async def _require_volume(
         )
 
 
-def _nics(ctx: ToolContext, nics: Sequence[NewNic], lxc: bool) -> dict[str, str]:
+class _Iface(Answer):
+    iface: str
+
+
+_IFACES = TypeAdapter(list[_Iface])
+
+
+async def _nics(
+    ctx: ToolContext, node: str, nics: Sequence[NewNic], *, lxc: bool
+) -> dict[str, str]:
+    """The `netN` values; a bridge the node does not have is refused here, since PVE
+    accepts it at create and fails only when the guest starts."""
+    if not nics:
+        return {}
+    found = await read_as(ctx, _IFACES, f"/nodes/{node}/network", {"type": "any_bridge"})
+    bridges = sorted(item.iface for item in found)
     values = {}
     for index, nic in enumerate(nics):
         bridge = _default(nic.bridge, ctx.cluster.default_bridge, "bridge", "e.g. vmbr0")
+        if bridge not in bridges:
+            raise ToolFailure(
+                "not_found",
+                f"bridge {bridge!r} does not exist on node {node}",
+                field=f"nics[{index}].bridge",
+                hint=f"Use one of the node's bridges: {', '.join(bridges) or 'none'}.",
+            )
         head = f"name=eth{index},bridge={bridge},ip=dhcp" if lxc else f"{nic.model},bridge={bridge}"
         values[f"net{index}"] = head + (f",tag={nic.vlan}" if nic.vlan else "")
     return values
@@ -325,7 +347,7 @@ async def _plan_vm_create(ctx: ToolContext, args: VmCreateArgs) -> Plan:
     if args.iso:
         await _require_volume(ctx, node, args.iso, "iso", "iso")
         params["ide2"] = f"{args.iso},media=cdrom"
-    params.update(_nics(ctx, args.nics, lxc=False))
+    params.update(await _nics(ctx, node, args.nics, lxc=False))
     if args.disks:
         params["boot"] = f"order={next(k for k in params if k[:-1] in counts)}"
     room = await _room(ctx, node, wanted, "images")
@@ -357,7 +379,7 @@ async def _plan_ct_create(ctx: ToolContext, args: CtCreateArgs) -> Plan:
         params["features"] = ",".join(f"{feature}=1" for feature in args.features)
     if args.password_secret is not None:
         params["password"] = ctx.guest_secret(args.password_secret, field="password_secret")
-    params.update(_nics(ctx, args.nics, lxc=True))
+    params.update(await _nics(ctx, node, args.nics, lxc=True))
     field = "rootfs_storage" if args.rootfs_storage else "rootfs_gib"
     room = await _room(ctx, node, [(storage, args.rootfs_gib * _GIB, field)], "rootdir")
     return _create_plan(
@@ -396,6 +418,7 @@ vm_create = action(
         ({"node": "pve1", "disks": [{"storage": "nope", "size_gib": 1}]}, "not_found"),
         ({"node": "pve1", "disks": [{"storage": "local-lvm", "size_gib": 60000}]}, "storage_full"),
         ({"node": "pve1", "iso": "local:iso/nope.iso"}, "not_found"),
+        ({"node": "pve1", "nics": [{"bridge": "vmbr9"}]}, "not_found"),
         ({"node": "pve1", "disks": [{"storage": "nfs-backup", "size_gib": 1}]}, "invalid_argument"),
     ],
 )
