@@ -55,9 +55,13 @@ async def test_a_vm_is_created_with_its_disks_nics_and_cdrom(
     assert config["scsi0"] == "local-lvm:vm-150-disk-0,discard=on,size=32G"
     assert config["net0"].startswith("virtio=BC:24:11:")
     assert config["ide2"] == "local:iso/debian-12.9.0-amd64-netinst.iso,media=cdrom"
+    assert config["ide0"] == "local-lvm:vm-150-cloudinit,media=cdrom"
     assert "lock" not in config
-    assert await _volids(fresh_client, "pve1", "local-lvm", 150) == {"local-lvm:vm-150-disk-0"}
-    assert await _avail(fresh_client, "pve1", "local-lvm") == before - 32 * GiB
+    assert await _volids(fresh_client, "pve1", "local-lvm", 150) == {
+        "local-lvm:vm-150-disk-0",
+        "local-lvm:vm-150-cloudinit",
+    }
+    assert await _avail(fresh_client, "pve1", "local-lvm") == before - 32 * GiB - 4 * 1024**2
     resources = await get_data(fresh_client, "/cluster/resources", type="vm")
     row = next(r for r in resources if r["vmid"] == 150)
     assert (row["name"], row["status"], row["pool"], row["node"]) == (

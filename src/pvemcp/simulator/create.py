@@ -25,12 +25,12 @@ from .confkeys import config_keys
 from .errors import ApiError, failure
 from .guestconfig import _with_mac
 from .locks import check_lock
-from .model import ConfigValue, Guest, GuestKind
+from .model import ConfigValue, Guest, GuestKind, MiB
 from .params import NODE, VMID, Param
 from .power import request_power_action
 from .router import Context, Handler, Params, Result, Route, integer, text
 from .tasks import Plan, fail
-from .volumes import Volume, attach_new, drive_file, is_cdrom, is_disk_key
+from .volumes import BLOCK_TYPES, Volume, attach_new, drive_file, is_cdrom, is_disk_key
 
 CREATE_SECONDS = 2.0
 """How long a create worker runs, before the time scale."""
@@ -86,6 +86,47 @@ def _config_values(kind: GuestKind, params: Params) -> dict[str, ConfigValue]:
     return values
 
 
+CLOUDINIT_SIZE = 4 * MiB
+"""qemu-server's `CLOUDINIT_DISK_SIZE`."""
+
+
+def _cloudinit_drives(ctx: Context, guest: Guest, config: dict[str, ConfigValue]) -> list[Volume]:
+    """A `storage:cloudinit` drive becomes the guest's cloud-init volume, `vm-N-cloudinit`
+    (qemu-server `create_disks`: `$name = "vm-$vmid-cloudinit"`, `.qcow2` in the guest's
+    directory on a file storage), a CD-ROM of 4 MiB."""
+    made = []
+    for key, value in list(config.items()):
+        storage_name, _, rest = drive_file(value).partition(":")
+        if guest.kind != "qemu" or rest != "cloudinit" or not is_disk_key("qemu", key):
+            continue
+        volumes = ctx.state.volumes
+        storage = volumes.storage_on(storage_name, guest.node)
+        if "images" not in storage.content:
+            raise failure(f"storage '{storage_name}' does not support vm images")
+        total, used = volumes.usage(storage, guest.node)
+        if total - used < CLOUDINIT_SIZE:
+            raise failure(f"not enough free space ({total - used} < {CLOUDINIT_SIZE})")
+        block = storage.type in BLOCK_TYPES
+        name = f"vm-{guest.vmid}-cloudinit"
+        volname = name if block else f"{guest.vmid}/{name}.qcow2"
+        fmt = "raw" if block else "qcow2"
+        volume = Volume(storage_name, "", volname, guest.vmid, CLOUDINIT_SIZE, fmt, "images",
+                        int(ctx.now))  # fmt: skip
+        made.append(volumes.add(guest.node, volume))
+        config[key] = f"{volume.volid},media=cdrom"
+    return made
+
+
+def _qemu_identity(config: dict[str, ConfigValue], vmid: int, at: float) -> None:
+    """What qemu-server adds to a new VM's config: an SMBIOS UUID, a VM generation id and
+    the `meta` line (creation QEMU version and time)."""
+    seed = hashlib.sha1(f"{vmid}/{at}".encode(), usedforsecurity=False).hexdigest()
+    uuid = f"{seed[:8]}-{seed[8:12]}-{seed[12:16]}-{seed[16:20]}-{seed[20:32]}"
+    config.setdefault("smbios1", f"uuid={uuid}")
+    config.setdefault("vmgenid", seed[::-1][:8] + "-0000-4000-8000-" + seed[:12])
+    config["meta"] = f"creation-qemu=9.2.0,ctime={int(at)}"
+
+
 def _maxdisk(volumes: list[Volume]) -> int:
     return volumes[0].size if volumes else 0
 
@@ -125,20 +166,20 @@ def _create(kind: GuestKind) -> Handler:
                 return fail(err.reason)
             guest = Guest(vmid, kind, node, {}, "stopped", pool=pool)
             config = dict(values)
+            made: list[Volume] = []
             try:
-                made = attach_new(ctx, guest, config)
+                made += attach_new(ctx, guest, config)
+                made += _cloudinit_drives(ctx, guest, config)
             except ApiError as err:
+                for volume in made:
+                    ctx.state.volumes.free(node, volume.volid)
                 # Qemu.pm/LXC.pm: `die "$emsg $err"` after cleaning up what was allocated
                 return fail(f"unable to create {word} {vmid} - {err.reason}")
             for key, value in list(config.items()):
                 if key.startswith("net"):
                     config[key] = _with_mac(guest, key, str(value))
             if kind == "qemu":
-                seed = hashlib.sha1(f"{vmid}/{_begin}".encode(), usedforsecurity=False).hexdigest()
-                config.setdefault("smbios1", f"uuid={seed[:8]}-{seed[8:12]}-{seed[12:16]}-"
-                                             f"{seed[16:20]}-{seed[20:32]}")  # fmt: skip
-                config.setdefault("vmgenid", seed[::-1][:8] + "-0000-4000-8000-" + seed[:12])
-                config["meta"] = f"creation-qemu=9.2.0,ctime={int(_begin)}"
+                _qemu_identity(config, vmid, _begin)
             config["lock"] = "create"
             guest.config = config
             guest.maxdisk = _maxdisk(made)
