@@ -28,7 +28,6 @@ from pvemcp.tools.kit import (
     Answer,
     ApiCall,
     Change,
-    GuestName,
     GuestRef,
     GuestTarget,
     Plan,
@@ -59,6 +58,9 @@ def _one_of(*values: str) -> AfterValidator:
     return matching("|".join(map(re.escape, values)), "one of " + ", ".join(values))
 
 
+_DNS_NAME = Annotated[
+    str, matching(r"[a-zA-Z0-9]([a-zA-Z0-9.-]{0,61}[a-zA-Z0-9])?", "a DNS name (PVE's dns-name)")
+]
 _NODE = Annotated[str, matching(r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?", "a node name")]
 
 
@@ -93,7 +95,7 @@ class _CreateCommon(WaitInput):
 
 
 class VmCreateArgs(_CreateCommon):
-    name: GuestName | None = None
+    name: _DNS_NAME | None = None
     sockets: Annotated[int, Field(ge=1, le=4)] = 1
     balloon_mib: Annotated[int | None, Field(ge=0)] = None
     disks: Annotated[list[NewDisk], Field(default_factory=list, max_length=8)]
@@ -118,7 +120,7 @@ class CtCreateArgs(_CreateCommon):
     template: Annotated[
         str, matching(_STORAGE_RE + r":vztmpl/[^/,]+", "storage:vztmpl/file"), Field()
     ]
-    hostname: GuestName | None = None
+    hostname: _DNS_NAME | None = None
     rootfs_storage: StorageId | None = None
     rootfs_gib: Annotated[int, Field(ge=1, le=65536)] = 8
     unprivileged: bool = True
@@ -419,6 +421,7 @@ vm_create = action(
         ({"node": "pve1", "disks": [{"storage": "local-lvm", "size_gib": 60000}]}, "storage_full"),
         ({"node": "pve1", "iso": "local:iso/nope.iso"}, "not_found"),
         ({"node": "pve1", "nics": [{"bridge": "vmbr9"}]}, "not_found"),
+        ({"node": "pve1", "name": "web 03"}, "invalid_argument"),
         ({"node": "pve1", "disks": [{"storage": "nfs-backup", "size_gib": 1}]}, "invalid_argument"),
     ],
 )
