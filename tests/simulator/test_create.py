@@ -7,11 +7,14 @@ from typing import Any
 import httpx2
 import pytest
 
+from pvemcp.simulator import SimulatorHandle
+
 from .conftest import get_data, post_upid, task_status
 
 pytestmark = pytest.mark.anyio
 
 GiB = 1024**3
+TEMPLATE = "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"
 
 
 async def _volids(client: httpx2.AsyncClient, node: str, storage: str, vmid: int) -> set[str]:
@@ -194,3 +197,27 @@ async def test_a_nodes_bridges_are_listed(client: httpx2.AsyncClient) -> None:
     assert [(b["iface"], b["type"]) for b in bridges] == [("vmbr0", "bridge"), ("vmbr1", "bridge")]
     every = await get_data(client, "/nodes/pve2/network")
     assert {i["iface"] for i in every} == {"eno1", "vmbr0", "vmbr1"}
+
+
+async def test_unreferenced_disks_go_only_when_asked(
+    fresh_sim: SimulatorHandle, fresh_client: httpx2.AsyncClient
+) -> None:
+    state = fresh_sim.state
+    with state.lock:  # volumes of 201 that its config does not name (a failed task's)
+        stray = {
+            state.volumes.allocate("pve1", "local-lvm", 201, GiB, kind="lxc", at=0.0).volid
+            for _ in range(2)
+        }
+    assert stray <= await _volids(fresh_client, "pve1", "local-lvm", 201)
+    upid = (await fresh_client.delete("/nodes/pve1/lxc/201")).json()["data"]
+    assert (await task_status(fresh_client, upid))["exitstatus"] == "OK"
+    assert await _volids(fresh_client, "pve1", "local-lvm", 201) == stray
+    upid = await post_upid(
+        fresh_client, "/nodes/pve1/lxc", vmid="201", ostemplate=TEMPLATE, rootfs="local-lvm:1"
+    )
+    assert (await task_status(fresh_client, upid))["exitstatus"] == "OK"
+    response = await fresh_client.delete(
+        "/nodes/pve1/lxc/201", params={"destroy-unreferenced-disks": "1"}
+    )
+    assert (await task_status(fresh_client, response.json()["data"]))["exitstatus"] == "OK"
+    assert await _volids(fresh_client, "pve1", "local-lvm", 201) == set()

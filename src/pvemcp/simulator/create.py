@@ -253,7 +253,9 @@ def _destroy(kind: GuestKind) -> Handler:
                 for key, value in config.items()
                 if is_disk_key(kind, key) and not is_cdrom(value)
             ]
-            if params.get("destroy-unreferenced-disks", kind == "lxc"):
+            # Off unless asked, as qemu-server's schema default (0) says; pve-container's
+            # declares no default, and the simulator assumes the same there.
+            if params.get("destroy-unreferenced-disks"):
                 owned += [
                     v.volid
                     for storage in volumes.storages.values()
