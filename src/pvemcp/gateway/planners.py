@@ -19,6 +19,7 @@ from pvemcp.gateway.context import ToolContext, check_api_request
 from pvemcp.gateway.errors import ToolFailure
 from pvemcp.gateway.plan import ApiCall, Change, GuestTarget, Plan
 from pvemcp.proxmox.backend import Method
+from pvemcp.proxmox.errors import ProxmoxError
 from pvemcp.secrets.redaction import MASK, is_secret_key
 
 
@@ -360,3 +361,87 @@ async def guest_config_change(
         calls=[call],
         warnings=warnings,
     )
+
+
+# -- storages: where a plan puts new volumes ----------------------------------------------
+
+_GIB = 1024**3
+
+
+class StorageStatus(Answer):
+    """GET /nodes/{node}/storage/{storage}/status: what a plan that puts volumes there reads."""
+
+    content: str = ""
+    total: int = 0
+    avail: int = 0
+
+
+_STORAGE_STATUS = TypeAdapter(StorageStatus)
+
+
+def _gib(size: int) -> float:
+    return round(size / _GIB, 2)
+
+
+async def storage_status(
+    ctx: ToolContext, node: str, storage: str, *, field: str, content: str | None = None
+) -> StorageStatus:
+    """The storage's status on `node`; an unknown one, or one whose content does not include
+    `content` (images, rootdir...), is refused naming `field`."""
+    try:
+        status = await read_as(ctx, _STORAGE_STATUS, f"/nodes/{node}/storage/{storage}/status")
+    except ProxmoxError:
+        raise ToolFailure(
+            "not_found",
+            f"storage {storage!r} does not exist on node {node}",
+            field=field,
+            hint="The node's storages are listed by proxmox_node_status.",
+        ) from None
+    if content is not None and content not in status.content.split(","):
+        raise ToolFailure(
+            "invalid_argument",
+            f"storage {storage!r} does not hold {content}",
+            field=field,
+            hint=f"Choose a storage whose content includes {content}.",
+        )
+    return status
+
+
+async def storage_room(
+    ctx: ToolContext,
+    node: str,
+    wanted: Sequence[tuple[str, int, str]],
+    *,
+    content: str | None = None,
+    storage_field: str | None = None,
+) -> list[Change]:
+    """Each storage's free GiB before and after the new volumes `wanted` ((storage, bytes,
+    field) each), or `storage_full` naming the field of the first volume that does not fit:
+    the plan shows what a create, clone or new disk leaves, and PVE's own refusal (after
+    part of the work) is not reached. An unknown or unfit storage is refused naming
+    `storage_field` (default: the volume's field)."""
+    statuses: dict[str, StorageStatus] = {}
+    taken: dict[str, int] = {}
+    for storage, size, field in wanted:
+        if storage not in statuses:
+            statuses[storage] = await storage_status(
+                ctx, node, storage, field=storage_field or field, content=content
+            )
+        taken[storage] = taken.get(storage, 0) + size
+        avail = statuses[storage].avail
+        if taken[storage] > avail:
+            raise ToolFailure(
+                "storage_full",
+                f"storage {storage!r} on {node} has {_gib(avail)} GiB free, "
+                f"{_gib(taken[storage])} GiB needed",
+                field=field,
+                hint="Choose another storage or smaller sizes, or free space first.",
+            )
+    return [
+        Change(
+            field=f"{storage} free GiB",
+            before=_gib(statuses[storage].avail),
+            after=_gib(statuses[storage].avail - size),
+        )
+        for storage, size in taken.items()
+    ]

@@ -24,6 +24,7 @@ from pvemcp.tools.kit import (
     GuestTarget,
     Plan,
     ProxmoxError,
+    StorageId,
     TaskOutcome,
     Tier,
     ToolContext,
@@ -57,8 +58,7 @@ class CloneArgs(WaitInput, GuestRef):
         Field(description="Node for the clone (needs shared storage)."),
     ] = None
     storage: Annotated[
-        str | None,
-        matching(r"[a-zA-Z][\w.-]*[a-zA-Z0-9]", "a storage id"),
+        StorageId | None,
         Field(description="Storage for a full clone's disks."),
     ] = None
     full: Annotated[bool | None, Field(description="Default: linked from a template.")] = None
@@ -70,16 +70,11 @@ class _Node(Answer):
     node: str
 
 
-class _StorageStatus(Answer):
-    avail: int = 0
-
-
 class _Guest(Answer):
     vmid: int
 
 
 _NODES = TypeAdapter(list[_Node])
-_STATUS = TypeAdapter(_StorageStatus)
 _GUESTS = TypeAdapter(list[_Guest])
 
 
@@ -127,31 +122,6 @@ async def _check_node(ctx: ToolContext, target: str) -> None:
             field="target",
             hint="Nodes: " + ", ".join(nodes),
         )
-
-
-async def _room(ctx: ToolContext, node: str, needs: dict[str, int]) -> list[Change]:
-    """Each storage's free space before and after a full copy, or a refusal."""
-    changes = []
-    for storage, size in sorted(needs.items()):
-        try:
-            status = await read_as(ctx, _STATUS, f"/nodes/{node}/storage/{storage}/status")
-        except ProxmoxError:
-            raise ToolFailure(
-                "not_found",
-                f"storage {storage!r} does not exist on node {node}",
-                field="storage",
-                hint="Choose a storage of the source's node that holds guest disks.",
-            ) from None
-        if size > status.avail:
-            raise ToolFailure(
-                "storage_full",
-                f"storage {storage!r} has {gib(status.avail)} GiB free, {gib(size)} GiB needed",
-                field="storage",
-                hint="Choose another storage, or free space first.",
-            )
-        free = f"{storage} free GiB"
-        changes.append(Change(field=free, before=gib(status.avail), after=gib(status.avail - size)))
-    return changes
 
 
 def _refuse(args: CloneArgs, source: GuestTarget, template: bool, full: bool) -> None:
@@ -205,7 +175,8 @@ async def _plan(ctx: ToolContext, args: CloneArgs) -> Plan:
             needs[storage] = needs.get(storage, 0) + size
         how = f"copy of {volid}" if full else f"linked to {volid}"
         changes.append(Change(field=key, after=f"new volume on {storage}, {gib(size)} GiB, {how}"))
-    changes += await _room(ctx, source.node, needs)
+    wanted = [(storage, size, "storage") for storage, size in sorted(needs.items())]
+    changes += await planners.storage_room(ctx, source.node, wanted)
     node = args.target or source.node
     if node != source.node:
         changes.append(Change(field="node", before=source.node, after=node))

@@ -41,6 +41,10 @@ def matching(pattern: str, what: str) -> AfterValidator:
     return AfterValidator(check)
 
 
+StorageId = Annotated[str, matching(r"[a-zA-Z][\w.-]*[a-zA-Z0-9]", "a storage id")]
+"""A storage's id (PVE's pve-storage-id format), checked in code, not in the schema."""
+
+
 def _printable(value: str) -> str:
     if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
         raise ValueError("must not contain control characters")

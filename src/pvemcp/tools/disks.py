@@ -25,6 +25,7 @@ from pvemcp.tools.kit import (
     GuestRef,
     Plan,
     ProxmoxError,
+    StorageId,
     TaskOutcome,
     Tier,
     ToolContext,
@@ -51,18 +52,6 @@ _SET_BY_TOOL = frozenset({"file", "volume", "size", "mp", "media", "import-from"
 DiskKey = Annotated[
     str, Field(pattern=r"^[a-z]+\d{0,3}$", description="Config key: scsi0, rootfs, mp0, unused0.")
 ]
-StorageId = Annotated[str, Field(pattern=r"^[\w.-]+$", max_length=64)]
-
-
-class _StorageStatus(Answer):
-    """GET /nodes/{node}/storage/{storage}/status, the fields a disk plan needs."""
-
-    content: str = ""
-    total: int = 0
-    avail: int = 0
-
-
-_STATUS = TypeAdapter(_StorageStatus)
 
 
 def _gib(size: int) -> float:
@@ -150,41 +139,18 @@ async def _guest(ctx: ToolContext, ref: GuestRef) -> _Guest:
     return _Guest(row, dict(config))
 
 
-async def _storage(ctx: ToolContext, guest: _Guest, storage: str) -> _StorageStatus:
-    """The storage's status on the guest's node; an unknown one is refused by name, and
-    one that cannot hold the guest's disks too."""
-    node = guest.target.node
-    try:
-        status = await read_as(ctx, _STATUS, f"/nodes/{node}/storage/{storage}/status")
-    except ProxmoxError:
-        raise ToolFailure(
-            "not_found",
-            f"storage {storage!r} does not exist on node {node}",
-            field="storage",
-            hint="List storages with proxmox_cluster_status or the node's storage list.",
-        ) from None
-    wanted, what = ("images", "VM disks") if guest.target.type == "qemu" else ("rootdir", "volumes")
-    if wanted not in status.content.split(","):
-        raise ToolFailure(
-            "invalid_argument",
-            f"storage {storage!r} does not hold {what}",
-            field="storage",
-            hint=f"Choose a storage whose content includes {wanted}.",
-        )
-    return status
-
-
-def _room(storage: str, status: _StorageStatus, size: int, field: str) -> Change:
-    """The storage's free space before and after taking `size` bytes, or a refusal."""
-    if size > status.avail:
-        raise ToolFailure(
-            "storage_full",
-            f"storage {storage!r} has {_gib(status.avail)} GiB free, {_gib(size)} GiB needed",
-            field=field,
-            hint="Choose another storage or a smaller size, or free space first.",
-        )
-    return Change(
-        field=f"{storage} free GiB", before=_gib(status.avail), after=_gib(status.avail - size)
+async def _room(
+    ctx: ToolContext, guest: _Guest, storage: str, size: int, *, field: str, storage_field: str
+) -> list[Change]:
+    """The storage's free space before and after `size` more bytes there, on the guest's
+    node (see `planners.storage_room`); it must hold the guest's kind of disks."""
+    content = "images" if guest.target.type == "qemu" else "rootdir"
+    return await planners.storage_room(
+        ctx,
+        guest.target.node,
+        [(storage, size, field)],
+        content=content,
+        storage_field=storage_field,
     )
 
 
@@ -292,8 +258,9 @@ async def _plan_add(ctx: ToolContext, args: DiskAddArgs) -> Plan:
         )
     storage = _default_storage(ctx, args.storage)
     key = _slot_key(guest, args)
-    status = await _storage(ctx, guest, storage)
-    room = _room(storage, status, args.size_gib * GiB, "size_gib")
+    room = await _room(
+        ctx, guest, storage, args.size_gib * GiB, field="size_gib", storage_field="storage"
+    )
     value = ",".join(
         part
         for part in (
@@ -307,7 +274,7 @@ async def _plan_add(ctx: ToolContext, args: DiskAddArgs) -> Plan:
     cold = not lxc and args.bus in ("sata", "ide") and guest.row.get("status") == "running"
     return Plan(
         summary=f"add a {args.size_gib} GiB disk {key} on {storage} to {guest.label}",
-        changes=[Change(field=key, after=value), room],
+        changes=[Change(field=key, after=value), *room],
         target=guest.target,
         calls=[call],
         # qemu-server hotplugs only SCSI and VirtIO disks; the volume is made at once.
@@ -380,13 +347,17 @@ async def _plan_resize(ctx: ToolContext, args: DiskResizeArgs) -> Plan:
             target=guest.target,
         )
     storage = _volume(value).split(":", 1)[0]
-    status = await _storage(ctx, guest, storage)
-    room = _room(storage, status, wanted - current, "size_gib")
+    room = await _room(
+        ctx, guest, storage, wanted - current, field="size_gib", storage_field="disk"
+    )
     size = f"{args.size_gib:g}G" if args.size_gib == int(args.size_gib) else f"{wanted // 1024**2}M"
     call = guest.call("PUT", "resize", {"disk": args.disk, "size": size})
     return Plan(
         summary=f"grow {args.disk} of {guest.label} by {_gib(wanted - current)} GiB",
-        changes=[Change(field=f"{args.disk} GiB", before=_gib(current), after=_gib(wanted)), room],
+        changes=[
+            Change(field=f"{args.disk} GiB", before=_gib(current), after=_gib(wanted)),
+            *room,
+        ],
         target=guest.target,
         calls=[call],
         warnings=["the filesystem inside a VM is not grown: extend it in the guest"]
@@ -452,9 +423,9 @@ async def _plan_move(ctx: ToolContext, args: DiskMoveArgs) -> Plan:
                 field="disk",
                 hint="Move rootfs or an mpN.",
             )
-    status = await _storage(ctx, guest, args.storage)
-    size = _size_of(value)
-    room = _room(args.storage, status, size, "storage")
+    room = await _room(
+        ctx, guest, args.storage, _size_of(value), field="storage", storage_field="storage"
+    )
     rest = "move_disk" if guest.target.type == "qemu" else "move_volume"
     key = "disk" if guest.target.type == "qemu" else "volume"
     call = guest.call("POST", rest, {key: args.disk, "storage": args.storage, "delete": 0})
@@ -464,7 +435,7 @@ async def _plan_move(ctx: ToolContext, args: DiskMoveArgs) -> Plan:
             Change(
                 field=f"{args.disk} storage", before=volume.split(":", 1)[0], after=args.storage
             ),
-            room,
+            *room,
         ],
         target=guest.target,
         calls=[call],

@@ -32,6 +32,7 @@ from pvemcp.tools.kit import (
     GuestTarget,
     Plan,
     ProxmoxError,
+    StorageId,
     TaskOutcome,
     Tier,
     ToolContext,
@@ -47,7 +48,6 @@ from pvemcp.tools.kit import (
 )
 
 _STORAGE_RE = r"[a-zA-Z][\w.-]*[a-zA-Z0-9]"
-StorageId = Annotated[str, matching(_STORAGE_RE, "a storage id")]
 Tags = Annotated[list[Annotated[str, matching(r"[\w][\w+.-]*", "a tag")]], Field(max_length=16)]
 _GIB = 1 << 30
 
@@ -136,17 +136,11 @@ class CtCreateArgs(_CreateCommon):
     ] = None
 
 
-class _StorageStatus(Answer):
-    content: str = ""
-    avail: int = 0
-
-
 class _Content(Answer):
     volid: str
     size: int = 0
 
 
-_STATUS = TypeAdapter(_StorageStatus)
 _CONTENT = TypeAdapter(list[_Content])
 _ROWS = TypeAdapter(list[dict[str, Any]])
 
@@ -186,61 +180,11 @@ async def _check_pool(ctx: ToolContext, pool: str | None) -> None:
         )
 
 
-async def _storage(
-    ctx: ToolContext, node: str, storage: str, field: str, content: str
-) -> _StorageStatus:
-    try:
-        status = await read_as(ctx, _STATUS, f"/nodes/{node}/storage/{storage}/status")
-    except ProxmoxError:
-        raise ToolFailure(
-            "not_found",
-            f"storage {storage!r} does not exist on node {node}",
-            field=field,
-            hint="The node's storage list (proxmox_cluster_status) names them.",
-        ) from None
-    if content not in status.content.split(","):
-        raise ToolFailure(
-            "invalid_argument",
-            f"storage {storage!r} does not hold {content}",
-            field=field,
-            hint=f"Choose a storage whose content includes {content}.",
-        )
-    return status
-
-
-async def _room(
-    ctx: ToolContext, node: str, wanted: Sequence[tuple[str, int, str]], content: str
-) -> list[Change]:
-    """Each storage's free GiB before and after the new volumes ((storage, bytes, field)),
-    or `storage_full` naming the field of the volume that does not fit."""
-    changes: list[Change] = []
-    taken: dict[str, int] = {}
-    statuses: dict[str, _StorageStatus] = {}
-    for storage, size, field in wanted:
-        if storage not in statuses:
-            statuses[storage] = await _storage(ctx, node, storage, field, content)
-        taken[storage] = taken.get(storage, 0) + size
-        if taken[storage] > statuses[storage].avail:
-            raise ToolFailure(
-                "storage_full",
-                f"storage {storage!r} on {node} has {gib(statuses[storage].avail)} GiB free, "
-                f"{gib(taken[storage])} GiB needed",
-                field=field,
-                hint="Choose another storage or smaller sizes, or free space first.",
-            )
-    for storage, size in taken.items():
-        avail = statuses[storage].avail
-        changes.append(
-            Change(field=f"{storage} free GiB", before=gib(avail), after=gib(avail - size))
-        )
-    return changes
-
-
 async def _require_volume(
     ctx: ToolContext, node: str, volid: str, content: str, field: str
 ) -> None:
     storage = volid.split(":", 1)[0]
-    await _storage(ctx, node, storage, field, content)
+    await planners.storage_status(ctx, node, storage, field=field, content=content)
     items = await read_as(
         ctx, _CONTENT, f"/nodes/{node}/storage/{storage}/content", {"content": content}
     )
@@ -345,14 +289,14 @@ async def _plan_vm_create(ctx: ToolContext, args: VmCreateArgs) -> Plan:
         first = wanted[0][0] if wanted else None
         drive = _default(first, ctx.cluster.default_storage, "storage", "for cloud-init")
         params["ide0"] = f"{drive}:cloudinit"
-        await _storage(ctx, node, drive, "cloudinit", "images")
+        await planners.storage_status(ctx, node, drive, field="cloudinit", content="images")
     if args.iso:
         await _require_volume(ctx, node, args.iso, "iso", "iso")
         params["ide2"] = f"{args.iso},media=cdrom"
     params.update(await _nics(ctx, node, args.nics, lxc=False))
     if args.disks:
         params["boot"] = f"order={next(k for k in params if k[:-1] in counts)}"
-    room = await _room(ctx, node, wanted, "images")
+    room = await planners.storage_room(ctx, node, wanted, content="images")
     return _create_plan(
         "qemu", node=node, vmid=vmid, name=args.name, args=args, params=params, room=room
     )
@@ -383,7 +327,8 @@ async def _plan_ct_create(ctx: ToolContext, args: CtCreateArgs) -> Plan:
         params["password"] = ctx.guest_secret(args.password_secret, field="password_secret")
     params.update(await _nics(ctx, node, args.nics, lxc=True))
     field = "rootfs_storage" if args.rootfs_storage else "rootfs_gib"
-    room = await _room(ctx, node, [(storage, args.rootfs_gib * _GIB, field)], "rootdir")
+    wanted = [(storage, args.rootfs_gib * _GIB, field)]
+    room = await planners.storage_room(ctx, node, wanted, content="rootdir")
     return _create_plan(
         "lxc", node=node, vmid=vmid, name=args.hostname, args=args, params=params, room=room
     )

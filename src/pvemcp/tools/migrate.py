@@ -15,6 +15,7 @@ from pvemcp.tools.kit import (
     GuestRef,
     GuestTarget,
     Plan,
+    StorageId,
     TaskOutcome,
     Tier,
     ToolContext,
@@ -42,8 +43,7 @@ class MigrateArgs(WaitInput, GuestRef):
         bool | None, Field(description="Copy local disks live; default: yes.")
     ] = None
     target_storage: Annotated[
-        str | None,
-        matching(r"[a-zA-Z][\w.-]*[a-zA-Z0-9]", "a storage id"),
+        StorageId | None,
         Field(description="Storage for local disks."),
     ] = None
 
