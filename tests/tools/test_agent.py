@@ -4,35 +4,16 @@ simulator each. What the agent reports, and PVE's three reasons it cannot answer
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from mcp.types import CallToolResult
 
-from tests.tools.test_examples import Session, error_of, fresh_session
+from tests.tools.calls import call, ok
+from tests.tools.test_examples import Session, error_of
 
 pytestmark = pytest.mark.anyio
 
 RUNNING_VM = 100  # pve1, web01: agent 1, one NIC, a 32 GiB disk
-
-
-@pytest.fixture
-async def session(tmp_path: Path) -> AsyncIterator[Session]:
-    async with fresh_session(tmp_path) as opened:
-        yield opened
-
-
-def ok(result: CallToolResult) -> dict[str, Any]:
-    assert not result.is_error, error_of(result)
-    structured: dict[str, Any] | None = result.structured_content
-    assert structured is not None
-    return structured
-
-
-async def call(session: Session, tool: str, **arguments: Any) -> CallToolResult:
-    return await session.client.call_tool(tool, arguments)
 
 
 async def test_info_and_lists(session: Session) -> None:

@@ -5,15 +5,14 @@ and found in no plan, result or audit record, and a regeneration with its plan."
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
-from mcp.types import CallToolResult
 
-from tests.tools.test_examples import Session, error_of, fresh_session
+from tests.tools.calls import call, ok
+from tests.tools.test_examples import Session, error_of
 
 pytestmark = pytest.mark.anyio
 
@@ -23,23 +22,6 @@ KEYS = [
     "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTY= backup key",
 ]
 PASSWORD = "correct horse battery staple"
-
-
-@pytest.fixture
-async def session(tmp_path: Path) -> AsyncIterator[Session]:
-    async with fresh_session(tmp_path) as opened:
-        yield opened
-
-
-def ok(result: CallToolResult) -> dict[str, Any]:
-    assert not result.is_error, error_of(result)
-    structured: dict[str, Any] | None = result.structured_content
-    assert structured is not None
-    return structured
-
-
-async def call(session: Session, tool: str, **arguments: Any) -> CallToolResult:
-    return await session.client.call_tool(tool, arguments)
 
 
 async def test_set_stores_keys_as_pve_wants_and_the_password_only_from_a_secret(

@@ -7,43 +7,20 @@ the storages, the confirmation of a delete, and a guest locked by another task.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from mcp.types import CallToolResult
 
-from tests.tools.test_examples import Session, error_of, fresh_session
+from tests.tools.calls import call as _call
+from tests.tools.calls import ok as _ok
+from tests.tools.calls import refused as _refused
+from tests.tools.test_examples import Session
 
 pytestmark = pytest.mark.anyio
 
 VM = 101  # pve1, web02, stopped: scsi0 local-lvm 32G, efidisk0, tpmstate0
 CT = 201  # pve1, proxy01, stopped: rootfs local-lvm 8G
 RUNNING_VM = 100  # pve1, web01
-
-
-@pytest.fixture
-async def session(tmp_path: Path) -> AsyncIterator[Session]:
-    async with fresh_session(tmp_path) as opened:
-        yield opened
-
-
-def _ok(result: CallToolResult) -> dict[str, Any]:
-    assert not result.is_error, error_of(result)
-    content: dict[str, Any] | None = result.structured_content
-    assert content is not None
-    return content
-
-
-def _refused(result: CallToolResult) -> dict[str, Any]:
-    error = error_of(result)
-    assert error is not None, result.structured_content
-    return error
-
-
-async def _call(session: Session, tool: str, **arguments: Any) -> CallToolResult:
-    return await session.client.call_tool(tool, arguments)
 
 
 async def _config(session: Session, vmid: int) -> dict[str, Any]:

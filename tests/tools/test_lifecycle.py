@@ -8,36 +8,19 @@ says is lost and what it leaves behind.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from mcp.types import CallToolResult
 
-from tests.tools.test_examples import Session, error_of, fresh_session
+from tests.tools.calls import call as _call
+from tests.tools.calls import ok as _ok
+from tests.tools.test_examples import Session, error_of
 
 pytestmark = pytest.mark.anyio
 
 TEMPLATE = "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"
 SECRET = "Pw-never-shown-4711"
-
-
-@pytest.fixture
-async def session(tmp_path: Path) -> AsyncIterator[Session]:
-    async with fresh_session(tmp_path) as opened:
-        yield opened
-
-
-def _ok(result: CallToolResult) -> dict[str, Any]:
-    assert not result.is_error, error_of(result)
-    structured: dict[str, Any] | None = result.structured_content
-    assert structured is not None
-    return structured
-
-
-async def _call(session: Session, tool: str, **arguments: Any) -> CallToolResult:
-    return await session.client.call_tool(tool, arguments)
 
 
 async def test_vm_create_plans_the_config_and_space_then_starts_it(session: Session) -> None:

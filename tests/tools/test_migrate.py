@@ -2,38 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from mcp import Client
 
-from pvemcp.gateway.invoke import Gateway
-from pvemcp.simulator.server import SimulatorHandle, SimulatorOptions, simulator_in_thread
-from pvemcp.transports.mcp_app import build_mcp_server
-from pvemcp.transports.stdio import local_principal
-from tests.conftest import cluster_for, make_gateway, read_audit
+from pvemcp.simulator.server import SimulatorHandle
+from tests.conftest import read_audit
 from tests.e2e.test_tools_inmemory import data, error
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def own_sim() -> Iterator[SimulatorHandle]:
-    """A simulator of the test's own: migrations move the seeded guests."""
-    with simulator_in_thread(SimulatorOptions(time_scale=0.05)) as handle:
-        yield handle
-
-
-@pytest.fixture
-async def client(own_sim: SimulatorHandle, audit_path: Path) -> AsyncIterator[Client]:
-    gateway: Gateway = make_gateway({"demo": cluster_for(own_sim)}, audit_path)
-    try:
-        async with Client(build_mcp_server(gateway, local_principal)) as c:
-            yield c
-    finally:
-        await gateway.aclose()
 
 
 async def _call(client: Client, name: str, args: dict[str, Any]) -> dict[str, Any]:

@@ -9,38 +9,20 @@ running snapshot holds.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from mcp.types import CallToolResult
 
 from tests.simulator.test_snapshots import move_disks_to_zfs
-from tests.tools.test_examples import Session, error_of, fresh_session
+from tests.tools.calls import call as _call
+from tests.tools.calls import ok as _ok
+from tests.tools.test_examples import Session, error_of
 
 pytestmark = pytest.mark.anyio
 
 RUNNING_VM = 100  # pve1, web01: pre-upgrade <- after-upgrade (with RAM)
 STOPPED_VM = 101  # pve1, web02: no snapshots
 RUNNING_CT = 202  # pve2, monitoring: pre-update
-
-
-@pytest.fixture
-async def session(tmp_path: Path) -> AsyncIterator[Session]:
-    async with fresh_session(tmp_path) as opened:
-        yield opened
-
-
-def _ok(result: CallToolResult) -> dict[str, Any]:
-    assert not result.is_error, error_of(result)
-    structured: dict[str, Any] | None = result.structured_content
-    assert structured is not None
-    return structured
-
-
-async def _call(session: Session, tool: str, **arguments: Any) -> CallToolResult:
-    return await session.client.call_tool(tool, arguments)
 
 
 async def _tree(session: Session, vmid: int) -> dict[str, Any]:
