@@ -102,6 +102,20 @@ class WaitInput(WriteInput):
     timeout: Timeout | None = None
 
 
+def cluster_default(value: str | None, default: str | None, field: str, what: str) -> str:
+    """`value`, else the cluster's `default_<field>`; with neither, `<field>_required`
+    naming the field, `what` saying which kind to pass."""
+    chosen = value or default
+    if chosen is None:
+        raise ToolFailure(
+            f"{field}_required",
+            f"no {field} given and the cluster has no default_{field}",
+            field=field,
+            hint=f"Pass {field} ({what}).",
+        )
+    return chosen
+
+
 def node_or_default(ctx: ToolContext, node: str | None) -> str:
     """The node a call targets: the argument, else the cluster's configured default."""
     chosen = node or ctx.cluster.default_node

@@ -34,6 +34,7 @@ from pvemcp.tools.kit import (
     WaitInput,
     action,
     check_api_request,
+    cluster_default,
     planners,
     read_as,
     undo,
@@ -175,15 +176,12 @@ async def _stored_size(ctx: ToolContext, guest: _Guest, value: Any) -> int:
 
 
 def _default_storage(ctx: ToolContext, storage: str | None) -> str:
-    chosen = storage or ctx.cluster.default_storage
-    if chosen is None:
-        raise ToolFailure(
-            "storage_required",
-            "no storage given and the cluster has no default_storage",
-            field="storage",
-            hint="Pass storage (one whose content includes images or rootdir).",
-        )
-    return chosen
+    return cluster_default(
+        storage,
+        ctx.cluster.default_storage,
+        "storage",
+        "one whose content includes images or rootdir",
+    )
 
 
 # --- add -----------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from pvemcp.tools.kit import (
     ToolFailure,
     WaitInput,
     action,
+    cluster_default,
     gib,
     matching,
     node_or_default,
@@ -145,18 +146,6 @@ _CONTENT = TypeAdapter(list[_Content])
 _ROWS = TypeAdapter(list[dict[str, Any]])
 
 
-def _default(value: str | None, default: str | None, field: str, what: str) -> str:
-    chosen = value or default
-    if chosen is None:
-        raise ToolFailure(
-            f"{field}_required",
-            f"no {field} given and the cluster has no default_{field}",
-            field=field,
-            hint=f"Pass {field} ({what}).",
-        )
-    return chosen
-
-
 async def _new_vmid(ctx: ToolContext, vmid: int | None) -> int:
     if vmid is None:
         return int(await ctx.get("/cluster/nextid"))
@@ -215,7 +204,7 @@ async def _nics(
     bridges = sorted(item.iface for item in found)
     values = {}
     for index, nic in enumerate(nics):
-        bridge = _default(nic.bridge, ctx.cluster.default_bridge, "bridge", "e.g. vmbr0")
+        bridge = cluster_default(nic.bridge, ctx.cluster.default_bridge, "bridge", "e.g. vmbr0")
         if bridge not in bridges:
             raise ToolFailure(
                 "not_found",
@@ -280,14 +269,16 @@ async def _plan_vm_create(ctx: ToolContext, args: VmCreateArgs) -> Plan:
     wanted: list[tuple[str, int, str]] = []
     counts: dict[str, int] = {}
     for index, disk in enumerate(args.disks):
-        storage = _default(disk.storage, ctx.cluster.default_storage, "storage", "for VM disks")
+        storage = cluster_default(
+            disk.storage, ctx.cluster.default_storage, "storage", "for VM disks"
+        )
         key = f"{disk.bus}{counts.get(disk.bus, 0)}"
         counts[disk.bus] = counts.get(disk.bus, 0) + 1
         params[key] = f"{storage}:{disk.size_gib}"
         wanted.append((storage, disk.size_gib * _GIB, f"disks[{index}].storage"))
     if args.cloudinit:
         first = wanted[0][0] if wanted else None
-        drive = _default(first, ctx.cluster.default_storage, "storage", "for cloud-init")
+        drive = cluster_default(first, ctx.cluster.default_storage, "storage", "for cloud-init")
         params["ide0"] = f"{drive}:cloudinit"
         await planners.storage_status(ctx, node, drive, field="cloudinit", content="images")
     if args.iso:
@@ -307,7 +298,7 @@ async def _plan_ct_create(ctx: ToolContext, args: CtCreateArgs) -> Plan:
     vmid = await _new_vmid(ctx, args.vmid)
     await _check_pool(ctx, args.pool)
     await _require_volume(ctx, node, args.template, "vztmpl", "template")
-    storage = _default(args.rootfs_storage, ctx.cluster.default_storage, "storage", "rootfs")
+    storage = cluster_default(args.rootfs_storage, ctx.cluster.default_storage, "storage", "rootfs")
     params: dict[str, Any] = {
         "ostemplate": args.template,
         "rootfs": f"{storage}:{args.rootfs_gib}",
