@@ -12,6 +12,7 @@ from typing import Any
 from .model import Guest, MiB, Node, Storage
 from .state import ClusterState
 from .tasks import Task
+from .volumes import storage_status
 
 JsonObject = dict[str, Any]
 
@@ -240,14 +241,7 @@ def node_storage_entry(storage: Storage, usage: tuple[int, int], with_formats: b
     total, used = usage
     entry: JsonObject = {
         "storage": storage.name,
-        "type": storage.type,
-        "content": ",".join(storage.content),
-        "active": 1,
-        "enabled": 1,
-        "shared": 1 if storage.shared else 0,
-        "total": total,
-        "used": used,
-        "avail": total - used,
+        **storage_status(storage, usage),
         "used_fraction": round(used / total, 6),
     }
     if with_formats and "images" in storage.content:

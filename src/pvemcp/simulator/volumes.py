@@ -363,22 +363,26 @@ def referenced(guest: Guest, volid: str) -> bool:
 # --- handlers ------------------------------------------------------------------------
 
 
+def storage_status(storage: Storage, usage: tuple[int, int]) -> dict[str, object]:
+    """A storage's status on a node as GET .../storage/{storage}/status answers it (and
+    each item of GET /nodes/{node}/storage starts with); `usage` is (total, used) bytes."""
+    total, used = usage
+    return {
+        "type": storage.type,
+        "content": ",".join(storage.content),
+        "active": 1,
+        "enabled": 1,
+        "shared": 1 if storage.shared else 0,
+        "total": total,
+        "used": used,
+        "avail": total - used,
+    }
+
+
 def _storage_status(ctx: Context, params: Params) -> Result:
     node = ctx.state.node(text(params, "node")).name
     storage = ctx.state.volumes.storage_on(text(params, "storage"), node)
-    total, used = ctx.state.volumes.usage(storage, node)
-    return Result(
-        {
-            "type": storage.type,
-            "content": ",".join(storage.content),
-            "active": 1,
-            "enabled": 1,
-            "shared": 1 if storage.shared else 0,
-            "total": total,
-            "used": used,
-            "avail": total - used,
-        }
-    )
+    return Result(storage_status(storage, ctx.state.volumes.usage(storage, node)))
 
 
 def _storage_content(ctx: Context, params: Params) -> Result:
