@@ -205,6 +205,11 @@ def guest_call(
     )
 
 
+def ref_field(ref: GuestLookup) -> str:
+    """The argument that named the guest (`vmid` or `name`): what an error about it names."""
+    return "vmid" if ref.vmid is not None else "name"
+
+
 def require_unlocked(row: Mapping[str, Any], field: str = "vmid") -> None:
     """Refuse a guest that holds a config `lock` (a snapshot, backup, clone or migration
     is running on it, or one failed and left it): PVE's `check_lock` would fail the call
@@ -294,7 +299,7 @@ async def guest_config_change(
                 hint=f"Either set a key or {name} it, not both.",
             )
     row = await resolve_guest(ctx, ref)
-    require_unlocked(row, "vmid" if ref.vmid is not None else "name")
+    require_unlocked(row, ref_field(ref))
     target = guest_target(row)
     config = await read_config(ctx, target)
     now, pending, found_digest = config.effective(), config.pending, config.digest

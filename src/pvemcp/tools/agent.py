@@ -45,7 +45,7 @@ async def _vm(ctx: ToolContext, ref: GuestRef) -> GuestTarget:
         raise ToolFailure(
             "unsupported",
             f"{target.vmid} is a container: only VMs have a QEMU guest agent",
-            field="vmid" if ref.vmid is not None else "name",
+            field=planners.ref_field(ref),
             hint="Read a container with proxmox_guest_get.",
         )
     return target
@@ -139,7 +139,7 @@ async def agent_info(ctx: ToolContext, args: InfoArgs) -> AgentInfo:
     and its hostname as the guest itself reports them. Fails with agent_unavailable, and
     what to do, when the agent is not configured, the VM stopped or the agent silent."""
     target = await _vm(ctx, args)
-    field = "vmid" if args.vmid is not None else "name"
+    field = planners.ref_field(args)
     info = AgentInfo(vmid=target.vmid, node=target.node)
     if "ping" in args.fields:
         await _agent(ctx, target, "ping", field, _ANY)
@@ -220,7 +220,7 @@ async def agent_list(ctx: ToolContext, args: ListArgs) -> AgentList:
     or mounted filesystems (mountpoint, type, size and use), as its QEMU guest agent
     reports them: the guest's own view, with the addresses DHCP gave it."""
     target = await _vm(ctx, args)
-    field = "vmid" if args.vmid is not None else "name"
+    field = planners.ref_field(args)
     result = AgentList(vmid=target.vmid, node=target.node)
     if args.what == "network":
         nics = await _agent(ctx, target, "network-get-interfaces", field, _INTERFACES)

@@ -124,7 +124,7 @@ class SetArgs(WriteInput, GuestRef):
 
 async def _plan_set(ctx: ToolContext, args: SetArgs) -> Plan:
     target = planners.guest_target(await planners.resolve_guest(ctx, args))
-    _vm_only(target, "vmid" if args.vmid is not None else "name")
+    _vm_only(target, planners.ref_field(args))
     values: dict[str, str] = {}
     if args.user is not None:
         values["ciuser"] = args.user
@@ -210,7 +210,7 @@ async def cloudinit_show(ctx: ToolContext, args: ShowArgs) -> CloudinitData:
     """The cloud-init user-data, network config or meta-data PVE generates for a VM, and
     `changed`: keys that differ from what its drive holds now (regenerate to apply)."""
     target = planners.guest_target(await planners.resolve_guest(ctx, args))
-    _vm_only(target, "vmid" if args.vmid is not None else "name")
+    _vm_only(target, planners.ref_field(args))
     data = await ctx.get(f"{target.path}/cloudinit/dump", {"type": args.what})
     changed = await _drive_changes(ctx, target)
     return CloudinitData(
@@ -225,7 +225,7 @@ class RegenerateArgs(WriteInput, GuestRef):
 async def _plan_regenerate(ctx: ToolContext, args: RegenerateArgs) -> Plan:
     row = await planners.resolve_guest(ctx, args)
     target = planners.guest_target(row)
-    field = "vmid" if args.vmid is not None else "name"
+    field = planners.ref_field(args)
     _vm_only(target, field)
     planners.require_unlocked(row, field)
     config = (await planners.read_config(ctx, target)).current

@@ -135,7 +135,7 @@ class _Guest:
 
 async def _guest(ctx: ToolContext, ref: GuestRef) -> _Guest:
     row = await planners.resolve_guest(ctx, ref)
-    planners.require_unlocked(row, "vmid" if ref.vmid is not None else "name")
+    planners.require_unlocked(row, planners.ref_field(ref))
     config = await read_as(ctx, OBJECT, f"/nodes/{row['node']}/{row['type']}/{row['vmid']}/config")
     return _Guest(row, dict(config))
 

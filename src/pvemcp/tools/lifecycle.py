@@ -449,7 +449,7 @@ def _is_disk(kind: str, key: str) -> bool:
 
 async def _plan_delete(ctx: ToolContext, args: DeleteArgs) -> Plan:
     row = await planners.resolve_guest(ctx, args)
-    field = "vmid" if args.vmid is not None else "name"
+    field = planners.ref_field(args)
     planners.require_unlocked(row, field)
     target = planners.guest_target(row)
     if row.get("status") != "stopped":

@@ -175,16 +175,12 @@ async def snapshot_list(ctx: ToolContext, args: GuestRef) -> SnapshotTree:
     )
 
 
-def _field(args: GuestRef) -> str:
-    return "vmid" if args.vmid is not None else "name"
-
-
 def _no_template(row: dict[str, Any], args: GuestRef, what: str) -> None:
     if row.get("template"):
         raise ToolFailure(
             "unsupported",
             f"{row['vmid']} is a template: PVE cannot {what} a template's snapshots",
-            field=_field(args),
+            field=planners.ref_field(args),
             hint="Clone the template to work on a guest made from it.",
         )
 
@@ -204,7 +200,7 @@ def _named(snaps: list[_Snapshot], args: SnapshotArgs) -> _Snapshot:
 
 async def _plan_create(ctx: ToolContext, args: CreateArgs) -> Plan:
     row, snaps, current = await _read(ctx, args)
-    planners.require_unlocked(row, _field(args))
+    planners.require_unlocked(row, planners.ref_field(args))
     _no_template(row, args, "take")
     qemu = row["type"] == "qemu"
     # Qemu.pm refuses 'current' and 'pending' (any case); LXC/Snapshot.pm 'current', 'vzdump'.
@@ -298,7 +294,7 @@ async def _plan_rollback(ctx: ToolContext, args: RollbackArgs) -> Plan:
             field="snapname",
             hint="A snapshot task failed or is running; delete this snapshot (force) instead.",
         )
-    planners.require_unlocked(row, _field(args))
+    planners.require_unlocked(row, planners.ref_field(args))
     now = str(row.get("status", "unknown"))
     resumes = bool(snap.vmstate) and row["type"] == "qemu"
     after = "running" if resumes or args.start else "stopped"
@@ -328,7 +324,7 @@ async def _plan_rollback(ctx: ToolContext, args: RollbackArgs) -> Plan:
 async def _plan_delete(ctx: ToolContext, args: DeleteArgs) -> Plan:
     row, snaps, current = await _read(ctx, args)
     snap = _named(snaps, args)
-    planners.require_unlocked(row, _field(args))
+    planners.require_unlocked(row, planners.ref_field(args))
     _no_template(row, args, "delete")
     children = [s.name for s in snaps if s.parent == snap.name]
     warnings = [undo.irreversible(f"rolling back to '{snap.name}' is no longer possible")]
