@@ -162,6 +162,9 @@ async def test_a_locked_guest_is_refused_before_anything_is_sent(
     ):
         refused = error(await client.call_tool(name, args))
         assert (refused["code"], refused["field"]) == ("guest_locked", "vmid"), name
+        by_name = {"name": "web02", **{k: v for k, v in args.items() if k != "vmid"}}
+        refused = error(await client.call_tool(name, by_name))
+        assert (refused["code"], refused["field"]) == ("guest_locked", "name"), name
     assert own_sim.state.find_guest(101) is guest and guest.node == "pve1"
 
 

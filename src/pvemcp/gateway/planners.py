@@ -210,7 +210,7 @@ def ref_field(ref: GuestLookup) -> str:
     return "vmid" if ref.vmid is not None else "name"
 
 
-def require_unlocked(row: Mapping[str, Any], field: str = "vmid") -> None:
+def require_unlocked(row: Mapping[str, Any], field: str) -> None:
     """Refuse a guest that holds a config `lock` (a snapshot, backup, clone or migration
     is running on it, or one failed and left it): PVE's `check_lock` would fail the call
     with `VM is locked (snapshot)`, so it is refused before anything is sent."""
@@ -226,6 +226,14 @@ def require_unlocked(row: Mapping[str, Any], field: str = "vmid") -> None:
         "left by a failed task is removed on the node (qm unlock / pct unlock).",
         details={"lock": lock},
     )
+
+
+async def resolve_unlocked(ctx: ToolContext, ref: GuestLookup) -> dict[str, Any]:
+    """The guest's resource row (`resolve_guest`) for a write that PVE would refuse on a
+    locked guest: a lock is refused naming the argument that named the guest."""
+    row = await resolve_guest(ctx, ref)
+    require_unlocked(row, ref_field(ref))
+    return row
 
 
 class _PendingItem(Answer):
@@ -298,8 +306,7 @@ async def guest_config_change(
                 field=name,
                 hint=f"Either set a key or {name} it, not both.",
             )
-    row = await resolve_guest(ctx, ref)
-    require_unlocked(row, ref_field(ref))
+    row = await resolve_unlocked(ctx, ref)
     target = guest_target(row)
     config = await read_config(ctx, target)
     now, pending, found_digest = config.effective(), config.pending, config.digest

@@ -144,8 +144,7 @@ def _refuse(args: CloneArgs, source: GuestTarget, template: bool, full: bool) ->
 
 
 async def _plan(ctx: ToolContext, args: CloneArgs) -> Plan:
-    row = await planners.resolve_guest(ctx, args)
-    planners.require_unlocked(row, planners.ref_field(args))
+    row = await planners.resolve_unlocked(ctx, args)
     source = planners.guest_target(row)
     template = bool(row.get("template"))
     full = args.full if args.full is not None else not template

@@ -223,11 +223,10 @@ class RegenerateArgs(WriteInput, GuestRef):
 
 
 async def _plan_regenerate(ctx: ToolContext, args: RegenerateArgs) -> Plan:
-    row = await planners.resolve_guest(ctx, args)
+    row = await planners.resolve_unlocked(ctx, args)
     target = planners.guest_target(row)
     field = planners.ref_field(args)
     _vm_only(target, field)
-    planners.require_unlocked(row, field)
     config = (await planners.read_config(ctx, target)).current
     if not any(f"vm-{target.vmid}-cloudinit" in value for value in config.values()):
         # PVE answers success and does nothing (vmconfig_update_cloudinit_drive).

@@ -134,8 +134,7 @@ class _Guest:
 
 
 async def _guest(ctx: ToolContext, ref: GuestRef) -> _Guest:
-    row = await planners.resolve_guest(ctx, ref)
-    planners.require_unlocked(row, planners.ref_field(ref))
+    row = await planners.resolve_unlocked(ctx, ref)
     config = await read_as(ctx, OBJECT, f"/nodes/{row['node']}/{row['type']}/{row['vmid']}/config")
     return _Guest(row, dict(config))
 

@@ -448,9 +448,8 @@ def _is_disk(kind: str, key: str) -> bool:
 
 
 async def _plan_delete(ctx: ToolContext, args: DeleteArgs) -> Plan:
-    row = await planners.resolve_guest(ctx, args)
+    row = await planners.resolve_unlocked(ctx, args)
     field = planners.ref_field(args)
-    planners.require_unlocked(row, field)
     target = planners.guest_target(row)
     if row.get("status") != "stopped":
         raise ToolFailure(

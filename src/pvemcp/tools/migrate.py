@@ -159,8 +159,7 @@ async def _refuse_stuck_snapshots(
 
 
 async def _plan_migrate(ctx: ToolContext, args: MigrateArgs) -> Plan:
-    row = await planners.resolve_guest(ctx, args)
-    planners.require_unlocked(row)
+    row = await planners.resolve_unlocked(ctx, args)
     target = planners.guest_target(row)
     await _check_target(ctx, target.node, args.target)
     running = row.get("status") == "running"
@@ -283,8 +282,7 @@ def _templatable(target: GuestTarget, status: str, template: bool) -> None:
 
 
 async def _plan_template(ctx: ToolContext, args: TemplateArgs) -> Plan:
-    row = await planners.resolve_guest(ctx, args)
-    planners.require_unlocked(row)
+    row = await planners.resolve_unlocked(ctx, args)
     target = planners.guest_target(row)
     _templatable(target, str(row.get("status", "unknown")), bool(row.get("template")))
     call = ApiCall.to(

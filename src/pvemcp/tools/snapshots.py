@@ -129,16 +129,13 @@ def _tree_order(snaps: list[_Snapshot]) -> list[_Snapshot]:
     return ordered
 
 
-async def _read(
-    ctx: ToolContext, args: GuestRef
-) -> tuple[dict[str, Any], list[_Snapshot], str | None]:
-    """The guest's resource row, its snapshots (without PVE's `current` entry) and the
-    snapshot its current state descends from."""
-    row = await planners.resolve_guest(ctx, args)
+async def _read(ctx: ToolContext, row: dict[str, Any]) -> tuple[list[_Snapshot], str | None]:
+    """The resolved guest's snapshots (without PVE's `current` entry) and the snapshot its
+    current state descends from."""
     path = planners.guest_target(row).path + "/snapshot"
     entries = await read_as(ctx, _SNAPSHOTS, path)
     current = next((e.parent for e in entries if e.name == "current"), None)
-    return row, [e for e in entries if e.name != "current"], current
+    return [e for e in entries if e.name != "current"], current
 
 
 @tool(
@@ -155,7 +152,8 @@ async def _read(
 async def snapshot_list(ctx: ToolContext, args: GuestRef) -> SnapshotTree:
     """A VM's or container's snapshots as a tree (parent, time UTC, RAM state,
     description); `current`: the snapshot the guest's present state descends from."""
-    row, snaps, current = await _read(ctx, args)
+    row = await planners.resolve_guest(ctx, args)
+    snaps, current = await _read(ctx, row)
     return SnapshotTree(
         vmid=int(row["vmid"]),
         node=str(row["node"]),
@@ -199,8 +197,8 @@ def _named(snaps: list[_Snapshot], args: SnapshotArgs) -> _Snapshot:
 
 
 async def _plan_create(ctx: ToolContext, args: CreateArgs) -> Plan:
-    row, snaps, current = await _read(ctx, args)
-    planners.require_unlocked(row, planners.ref_field(args))
+    row = await planners.resolve_unlocked(ctx, args)
+    snaps, current = await _read(ctx, row)
     _no_template(row, args, "take")
     qemu = row["type"] == "qemu"
     # Qemu.pm refuses 'current' and 'pending' (any case); LXC/Snapshot.pm 'current', 'vzdump'.
@@ -283,7 +281,8 @@ async def _blocking(
 
 
 async def _plan_rollback(ctx: ToolContext, args: RollbackArgs) -> Plan:
-    row, snaps, current = await _read(ctx, args)
+    row = await planners.resolve_guest(ctx, args)
+    snaps, current = await _read(ctx, row)
     _no_template(row, args, "roll back to")
     snap = _named(snaps, args)
     await _blocking(ctx, row, snaps, snap)
@@ -294,6 +293,8 @@ async def _plan_rollback(ctx: ToolContext, args: RollbackArgs) -> Plan:
             field="snapname",
             hint="A snapshot task failed or is running; delete this snapshot (force) instead.",
         )
+    # Not resolve_unlocked: PVE's snapshot_rollback (pve-guest-common AbstractConfig.pm)
+    # refuses an incomplete snapshot before it checks the lock that its failed task left.
     planners.require_unlocked(row, planners.ref_field(args))
     now = str(row.get("status", "unknown"))
     resumes = bool(snap.vmstate) and row["type"] == "qemu"
@@ -322,9 +323,9 @@ async def _plan_rollback(ctx: ToolContext, args: RollbackArgs) -> Plan:
 
 
 async def _plan_delete(ctx: ToolContext, args: DeleteArgs) -> Plan:
-    row, snaps, current = await _read(ctx, args)
+    row = await planners.resolve_unlocked(ctx, args)
+    snaps, current = await _read(ctx, row)
     snap = _named(snaps, args)
-    planners.require_unlocked(row, planners.ref_field(args))
     _no_template(row, args, "delete")
     children = [s.name for s in snaps if s.parent == snap.name]
     warnings = [undo.irreversible(f"rolling back to '{snap.name}' is no longer possible")]
