@@ -83,6 +83,19 @@ GET_CASES: list[tuple[str, dict[str, str]]] = [
     ("/nodes/pve1/qemu/101/migrate", {}),
     ("/nodes/pve1/qemu/100/migrate", {"target": "pve2"}),
     ("/nodes/pve1/lxc/201/migrate", {"target": "pve3"}),
+    # Monitoring (simulator/metrics.py, simulator/logs.py).
+    ("/nodes/pve1/rrddata", {"timeframe": "hour"}),
+    ("/nodes/pve2/rrddata", {"timeframe": "decade", "cf": "MAX"}),
+    ("/nodes/pve1/qemu/100/rrddata", {"timeframe": "day", "cf": "AVERAGE"}),
+    ("/nodes/pve1/lxc/201/rrddata", {"timeframe": "week"}),
+    ("/nodes/pve1/storage/local-lvm/rrddata", {"timeframe": "month", "cf": "MAX"}),
+    ("/nodes/pve1/syslog", {}),
+    ("/nodes/pve1/syslog", {"start": "3", "limit": "5", "service": "pvedaemon",
+                            "since": "2000-01-01", "until": "2100-01-01 00:00:00"}),
+    ("/nodes/pve2/journal", {}),
+    ("/nodes/pve2/journal", {"lastentries": "5", "until": "4000000000"}),
+    ("/nodes/pve3/journal", {"since": "0", "endcursor": "t=0"}),
+    ("/nodes/pve3/journal", {"startcursor": "t=0", "until": "4000000000"}),
 ]  # fmt: skip
 
 CHANGE_CASES: list[tuple[str, str, dict[str, Any]]] = [

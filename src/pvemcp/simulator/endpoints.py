@@ -21,6 +21,8 @@ from . import (
     create,
     guestconfig,
     lifecycle,
+    logs,
+    metrics,
     migrate,
     network,
     snapshots,
@@ -107,11 +109,6 @@ def _nextid(ctx: Context, params: Params) -> Result:
     while vmid in guests:
         vmid += 1
     return Result(vmid)
-
-
-def _cluster_tasks(ctx: Context, params: Params) -> Result:
-    tasks = sorted(ctx.state.tasks, key=lambda task: task.starttime, reverse=True)
-    return Result([task_entry(task) for task in tasks])
 
 
 # --- nodes ---------------------------------------------------------------------------
@@ -377,7 +374,6 @@ ROUTES: tuple[Route, ...] = (
         _cluster_resources,
     ),
     Route("GET", "/cluster/nextid", {"vmid": replace(VMID, optional=True)}, _nextid),
-    Route("GET", "/cluster/tasks", {}, _cluster_tasks),
     Route("GET", "/nodes", {}, _nodes),
     Route("GET", "/nodes/{node}/status", _NODE_ONLY, _node_status),
     Route(
@@ -452,6 +448,8 @@ ROUTES: tuple[Route, ...] = (
     *network.ROUTES,
     *volumes.ROUTES,
     *clone.ROUTES,
+    *metrics.ROUTES,
+    *logs.ROUTES,
 )
 
 ROUTER = Router(ROUTES)
