@@ -233,10 +233,13 @@ async def test_unknown_node_is_500(client: httpx2.AsyncClient) -> None:
     [
         ("/nodes/pve1/qemu/abc/status/current", {},
          {"vmid": "type check ('integer') failed - got 'abc'"}),
+        # pve-common check_prop checks the format before the range: pve-vmid's own words.
         ("/nodes/pve1/qemu/99/status/current", {},
-         {"vmid": "value must have a minimum value of 100"}),
+         {"vmid": "invalid format - value does not look like a valid VM ID\n"}),
         ("/nodes/pve1/qemu/1000000000/config", {},
-         {"vmid": "value must have a maximum value of 999999999"}),
+         {"vmid": "invalid format - value does not look like a valid VM ID\n"}),
+        ("/nodes/pve1/qemu/100/config", {"snapshot": "x" * 41},
+         {"snapshot": "value may only be 40 characters long"}),
         ("/nodes/pve1/qemu", {"bogus": "1"}, {"bogus": (
             "property is not defined in schema and the schema does not allow additional "
             "properties")}),

@@ -240,3 +240,52 @@ async def test_snapshot_and_current_do_not_go_together(client: httpx2.AsyncClien
     assert response.status_code == 400
     both = "cannot use 'snapshot' parameter with 'current'"
     assert response.json()["errors"] == {"snapshot": both, "current": both}
+
+
+async def test_property_string_keys_come_from_the_index(fresh_client: httpx2.AsyncClient) -> None:
+    # The hand-kept key table this replaced had the same top-level keys as the schema but
+    # kept every property string verbatim, knowing none of its keys; the index knows them
+    # (agent's fstrim_cloned_disks, a NIC's tag and firewall, PVE's on/off booleans).
+    response = await _put(
+        fresh_client,
+        VM,
+        agent="1,fstrim_cloned_disks=1,type=isa",
+        net1="virtio,bridge=vmbr0,tag=20,firewall=on",
+        memory="current=2048",
+    )
+    assert response.status_code == 200, response.text
+    config = await get_data(fresh_client, f"{VM}/config")
+    assert config["agent"] == "1,fstrim_cloned_disks=1,type=isa"
+    assert config["net1"].endswith(",bridge=vmbr0,tag=20,firewall=on")
+
+
+@pytest.mark.parametrize(
+    ("params", "errors"),
+    [
+        # pve-common JSONSchema.pm parse_property_string's die, under check_prop's prefix.
+        ({"agent": "1,fstrim=1"},
+         {"agent": "invalid format - invalid key in comma-separated list property: fstrim\n"}),
+        ({"net1": "virtio,bridge=vmbr0,tag=5000"},
+         {"net1": "invalid format - format error\n"
+                  "net1.tag: value must have a maximum value of 4094\n"}),
+        ({"agent": "fstrim_cloned_disks=1"},
+         {"agent": "invalid format - format error\n"
+                   "agent.enabled: property is missing and it is not optional\n"}),
+        ({"agent": "1,type=pci"},
+         {"agent": "invalid format - format error\n"
+                   "agent.type: value 'pci' does not have a value in the enumeration "
+                   "'virtio, isa'\n"}),
+        ({"agent": "1,0"},
+         {"agent": "invalid format - duplicate key in comma-separated list property: enabled\n"}),
+        ({"agent": "1,=x"},
+         {"agent": "invalid format - missing key in comma-separated list property\n"}),
+        ({"ciuserx": "ops"}, {"ciuserx": NOT_IN_SCHEMA}),
+    ],
+)  # fmt: skip
+async def test_what_the_index_does_not_know_is_refused_with_pve_texts(
+    client: httpx2.AsyncClient, params: dict[str, Any], errors: dict[str, str]
+) -> None:
+    response = await _put(client, VM, **params)
+    assert response.status_code == 400, response.text
+    assert response.json()["errors"] == errors
+    assert response.json()["message"].startswith("Parameter verification failed.")

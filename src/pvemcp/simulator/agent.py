@@ -26,8 +26,7 @@ from typing import Any
 
 from .errors import ApiError, failure
 from .model import Guest
-from .params import NODE, VMID, Param
-from .router import Context, Handler, Params, Result, Route, integer, text
+from .router import Context, Handler, Params, Result, Route, api, integer, text
 
 FIRST_PID = 1200
 
@@ -227,13 +226,10 @@ def _read(command: str) -> Handler:
     return handler
 
 
-_GUEST: dict[str, Param] = {"node": NODE, "vmid": VMID}
-
 ROUTES: tuple[Route, ...] = tuple(
-    Route(
+    api(
         "POST" if command == "ping" else "GET",
         f"/nodes/{{node}}/qemu/{{vmid}}/agent/{command}",
-        _GUEST,
         _read(command),
     )
     for command in _READS

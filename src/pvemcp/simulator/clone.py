@@ -29,8 +29,7 @@ from dataclasses import dataclass, field, replace
 from .errors import ApiError, failure, param_error
 from .locks import check_lock, remove_lock, set_lock
 from .model import ConfigValue, GiB, Guest, GuestKind
-from .params import NODE, VMID, Param
-from .router import Context, Handler, Params, Result, Route, integer, text
+from .router import Context, Handler, Params, Result, Route, for_kinds, integer, text
 from .state import ClusterState
 from .tasks import Plan, fail, guest_lock
 from .volumes import BLOCK_TYPES, MOVE_SECONDS_PER_GIB, Volume, drive_file, is_cdrom, is_disk_key
@@ -331,38 +330,6 @@ def _handler(kind: GuestKind) -> Handler:
     return handler
 
 
-_COMMON = {
-    "node": NODE,
-    "vmid": VMID,
-    "newid": VMID,
-    "description": Param("string", optional=True),
-    "pool": Param("string", optional=True, format="pve-poolid"),
-    "snapname": Param("string", optional=True, format="pve-configid", max_length=40),
-    "storage": Param("string", optional=True, format="pve-storage-id"),
-    "full": Param("boolean", optional=True),
-    "target": replace(NODE, optional=True),
-}
-
-ROUTES: tuple[Route, ...] = (
-    Route(
-        "POST",
-        "/nodes/{node}/qemu/{vmid}/clone",
-        {
-            **_COMMON,
-            "name": Param("string", optional=True, format="dns-name"),
-            "format": Param("string", optional=True, enum=("raw", "qcow2", "vmdk")),
-            "bwlimit": Param("integer", optional=True, minimum=0),
-        },
-        _handler("qemu"),
-    ),
-    Route(
-        "POST",
-        "/nodes/{node}/lxc/{vmid}/clone",
-        {
-            **_COMMON,
-            "hostname": Param("string", optional=True, format="dns-name"),
-            "bwlimit": Param("number", optional=True, minimum=0),
-        },
-        _handler("lxc"),
-    ),
+ROUTES: tuple[Route, ...] = tuple(
+    for_kinds("POST", "/nodes/{node}/{kind}/{vmid}/clone", None, _handler)
 )

@@ -23,8 +23,7 @@ from urllib.parse import unquote
 from .errors import failure
 from .locks import check_lock
 from .model import ConfigValue, Guest
-from .params import NODE, VMID, Param
-from .router import Context, Params, Result, Route, integer, text
+from .router import Context, Params, Result, Route, api, integer, text
 
 OPTIONS = ("cicustom", "cipassword", "citype", "ciuser", "ciupgrade", "nameserver",
            "searchdomain", "sshkeys")  # fmt: skip
@@ -291,15 +290,8 @@ def _dump(ctx: Context, params: Params) -> Result:
     return Result(dump(_vm(ctx, params), text(params, "type")))
 
 
-_VM: dict[str, Param] = {"node": NODE, "vmid": VMID}
-
 ROUTES: tuple[Route, ...] = (
-    Route("GET", "/nodes/{node}/qemu/{vmid}/cloudinit", _VM, _get),
-    Route("PUT", "/nodes/{node}/qemu/{vmid}/cloudinit", _VM, _put),
-    Route(
-        "GET",
-        "/nodes/{node}/qemu/{vmid}/cloudinit/dump",
-        {**_VM, "type": Param("string", enum=("user", "network", "meta"))},
-        _dump,
-    ),
+    api("GET", "/nodes/{node}/qemu/{vmid}/cloudinit", _get),
+    api("PUT", "/nodes/{node}/qemu/{vmid}/cloudinit", _put),
+    api("GET", "/nodes/{node}/qemu/{vmid}/cloudinit/dump", _dump),
 )

@@ -1,7 +1,7 @@
 """Creating and destroying VMs and containers.
 
-POST `/nodes/{node}/qemu` and `/nodes/{node}/lxc` take the guest's config keys (the same
-table as a config update, `confkeys`) plus the create-only parameters; new disks given as
+POST `/nodes/{node}/qemu` and `/nodes/{node}/lxc` take the guest's config keys (those of a
+config update, `confkeys`) plus the create-only parameters; new disks given as
 `storage:size` are allocated through `volumes.attach_new`, which frees what it made when
 one allocation fails, so a failed create leaves no orphan volume. DELETE
 `/nodes/{node}/qemu|lxc/{vmid}` frees the guest's volumes. The checks and their wording
@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import replace
 
 from .clone import base_in_use
-from .confkeys import config_keys
+from .confkeys import COUNTS, config_keys
 from .errors import ApiError, failure
 from .guestconfig import _with_mac
 from .locks import check_lock
 from .model import ConfigValue, Guest, GuestKind, MiB
-from .params import NODE, VMID, Param
+from .params import Param, SchemaParams
 from .power import request_power_action
 from .router import Context, Handler, Params, Result, Route, integer, text
 from .tasks import Plan, fail
@@ -36,10 +35,6 @@ CREATE_SECONDS = 2.0
 """How long a create worker runs, before the time scale."""
 DESTROY_SECONDS = 1.0
 """How long a destroy worker runs, before the time scale."""
-
-_OPT_BOOL = Param("boolean", optional=True)
-_OPT_STORAGE = Param("string", optional=True, format="pve-storage-id")
-_POOL = Param("string", optional=True, format="pve-poolid")
 
 
 def _word(kind: GuestKind) -> str:
@@ -278,48 +273,14 @@ def _destroy(kind: GuestKind) -> Handler:
     return handler
 
 
-def _create_params(kind: GuestKind) -> dict[str, Param]:
-    common = {
-        "node": NODE,
-        "vmid": VMID,
-        **config_keys(kind),
-        "ha-managed": _OPT_BOOL,
-        "pool": _POOL,
-        "start": _OPT_BOOL,
-        "unique": Param(
-            "boolean", optional=True, requires="archive" if kind == "qemu" else "restore"
-        ),
-        "storage": _OPT_STORAGE,
-    }
-    if kind == "qemu":
-        return {
-            **common,
-            "archive": Param("string", optional=True, max_length=255),
-            "bwlimit": Param("integer", optional=True, minimum=0),
-            "force": Param("boolean", optional=True, requires="archive"),
-            "import-working-storage": _OPT_STORAGE,
-            "live-restore": _OPT_BOOL,
-        }
-    return {
-        **common,
-        "bwlimit": Param("number", optional=True, minimum=0),
-        "force": _OPT_BOOL,
-        "ignore-unpack-errors": _OPT_BOOL,
-        "ostemplate": Param("string", max_length=255),
-        "password": Param("string", optional=True),
-        "restore": _OPT_BOOL,
-        "ssh-public-keys": Param("string", optional=True),
-    }
+def _create_params(kind: GuestKind) -> Mapping[str, Param]:
+    """The config keys plus the create-only parameters, as PVE's schema declares them."""
+    return SchemaParams("POST", f"/nodes/{{node}}/{kind}", counts=COUNTS[kind])
 
 
 def _destroy_params(kind: GuestKind) -> Mapping[str, Param]:
-    params = {"node": NODE, "vmid": VMID, "purge": _OPT_BOOL,
-              "destroy-unreferenced-disks": _OPT_BOOL}  # fmt: skip
-    if kind == "qemu":
-        params["skiplock"] = replace(_OPT_BOOL, root_only=True)
-    else:
-        params["force"] = _OPT_BOOL
-    return params
+    root_only = ("skiplock",) if kind == "qemu" else ()
+    return SchemaParams("DELETE", f"/nodes/{{node}}/{kind}/{{vmid}}", root_only=root_only)
 
 
 ROUTES: tuple[Route, ...] = (

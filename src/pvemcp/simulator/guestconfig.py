@@ -34,7 +34,7 @@ from .confkeys import option_exists, update_params
 from .errors import ApiError, failure, param_error
 from .locks import check_lock
 from .model import ConfigValue, Guest, GuestKind
-from .params import NODE, VMID, Param, Value
+from .params import Value
 from .router import Context, Handler, Params, Result, Route, for_kinds, integer, text
 from .snapshots import snapshot_config
 from .state import qemu_config_missing
@@ -441,19 +441,9 @@ def _post_config(ctx: Context, params: Params) -> Result:
     return Result(task.upid)
 
 
-def _read_params(kind: GuestKind) -> dict[str, Param]:
-    snapshot = Param("string", optional=True, max_length=40, format="pve-configid")
-    return {"node": NODE, "vmid": VMID, "current": Param("boolean", optional=True),
-            "snapshot": snapshot}  # fmt: skip
-
-
-def _guest_params(kind: GuestKind) -> dict[str, Param]:
-    return {"node": NODE, "vmid": VMID}
-
-
 ROUTES: tuple[Route, ...] = (
-    *for_kinds("GET", "/nodes/{node}/{kind}/{vmid}/config", _read_params, _get_config),
-    *for_kinds("GET", "/nodes/{node}/{kind}/{vmid}/pending", _guest_params, _get_pending),
+    *for_kinds("GET", "/nodes/{node}/{kind}/{vmid}/config", None, _get_config),
+    *for_kinds("GET", "/nodes/{node}/{kind}/{vmid}/pending", None, _get_pending),
     *for_kinds("PUT", "/nodes/{node}/{kind}/{vmid}/config", update_params, _put_config),
     Route(
         "POST",

@@ -18,22 +18,12 @@ from .errors import failure
 from .locks import locked_message
 from .migrate import guest_volumes
 from .model import Guest, GuestKind
-from .params import NODE, VMID, Param
-from .router import Context, Params, Result, Route, integer, text
+from .router import Context, Params, Result, Route, api, integer, text
 from .state import ClusterState, lxc_config_missing, qemu_config_missing
 from .tasks import Plan, fail
 
 SECONDS = 2.0
 """A realistic duration of the conversion, before the time scale."""
-_DRIVES = (
-    *(f"ide{i}" for i in range(4)),
-    *(f"scsi{i}" for i in range(31)),
-    *(f"virtio{i}" for i in range(16)),
-    *(f"sata{i}" for i in range(6)),
-    "efidisk0",
-    "tpmstate0",
-)
-"""qemu-server's `valid_drive_names()`: the `disk` parameter's enum."""
 
 
 def refusal(guest: Guest, running: bool, disk: str | None = None) -> str | None:
@@ -134,11 +124,6 @@ def _post_lxc(ctx: Context, params: Params) -> Result:
 
 
 ROUTES: tuple[Route, ...] = (
-    Route(
-        "POST",
-        "/nodes/{node}/qemu/{vmid}/template",
-        {"node": NODE, "vmid": VMID, "disk": Param("string", optional=True, enum=_DRIVES)},
-        _post_qemu,
-    ),
-    Route("POST", "/nodes/{node}/lxc/{vmid}/template", {"node": NODE, "vmid": VMID}, _post_lxc),
+    api("POST", "/nodes/{node}/qemu/{vmid}/template", _post_qemu),
+    api("POST", "/nodes/{node}/lxc/{vmid}/template", _post_lxc),
 )

@@ -28,8 +28,7 @@ from typing import Any
 from .errors import ApiError, failure, param_error
 from .locks import check_lock, locked_message, remove_lock, set_lock
 from .model import GiB, Guest, GuestKind, KiB, MiB, Storage, TiB
-from .params import NODE, VMID, Param
-from .router import Context, Handler, Params, Result, Route, for_kinds, integer, text
+from .router import Context, Handler, Params, Result, Route, api, for_kinds, integer, text
 from .state import ClusterState
 from .tasks import Plan
 from .volumes import Volume as StoredVolume
@@ -41,7 +40,6 @@ ABORT_SECONDS = 0.5
 _DISK_RE = re.compile(r"(?:scsi|virtio|sata|ide|efidisk|tpmstate|unused)\d+|rootfs|mp\d+")
 _SIZE_RE = re.compile(r"(?:^|,)size=(\d+(?:\.\d+)?)([KMGT]?)(?:,|$)")
 _UNITS = {"": 1, "K": KiB, "M": MiB, "G": GiB, "T": TiB}
-_PAIR_LIST = Param("string", optional=True, format="storage-pair-list")
 _UNREACHABLE = "Can't connect to destination address using public key"
 """QemuMigrate.pm / LXC/Migrate.pm `prepare`: the ssh test to the target failed."""
 
@@ -460,37 +458,14 @@ def _precondition(kind: GuestKind) -> Handler:
     return handler
 
 
-def _get_params(kind: GuestKind) -> dict[str, Param]:
-    return {"node": NODE, "vmid": VMID, "target": replace(NODE, optional=True)}
-
-
-_QEMU_POST = {
-    "node": NODE,
-    "vmid": VMID,
-    "target": NODE,
-    "online": Param("boolean", optional=True),
-    "force": Param("boolean", optional=True, root_only=True),
-    "migration_type": Param("string", optional=True, enum=("secure", "insecure"), root_only=True),
-    "migration_network": Param("string", optional=True, format="CIDR", root_only=True),
-    "with-local-disks": Param("boolean", optional=True),
-    "targetstorage": _PAIR_LIST,
-    "bwlimit": Param("integer", optional=True, minimum=0),
-    "with-conntrack-state": Param("boolean", optional=True),
-}
-_LXC_POST = {
-    "node": NODE,
-    "vmid": VMID,
-    "target": NODE,
-    "target-storage": _PAIR_LIST,
-    "online": Param("boolean", optional=True),
-    "restart": Param("boolean", optional=True),
-    "timeout": Param("integer", optional=True),
-    "bwlimit": Param("number", optional=True, minimum=0),
-}
-
-
 ROUTES: tuple[Route, ...] = (
-    *for_kinds("GET", "/nodes/{node}/{kind}/{vmid}/migrate", _get_params, _precondition),
-    Route("POST", "/nodes/{node}/qemu/{vmid}/migrate", _QEMU_POST, _post_qemu),
-    Route("POST", "/nodes/{node}/lxc/{vmid}/migrate", _LXC_POST, _post_lxc),
+    *for_kinds("GET", "/nodes/{node}/{kind}/{vmid}/migrate", None, _precondition),
+    # qemu-server Qemu.pm migrate_vm: "Only root may use this option." for these three.
+    api(
+        "POST",
+        "/nodes/{node}/qemu/{vmid}/migrate",
+        _post_qemu,
+        root_only=("force", "migration_type", "migration_network"),
+    ),
+    api("POST", "/nodes/{node}/lxc/{vmid}/migrate", _post_lxc),
 )

@@ -14,13 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from .model import Node
-from .params import NODE, Param
-from .router import Context, Params, Result, Route, text
+from .router import Context, Params, Result, Route, api, text
 
-_TYPES = (
-    "bridge", "bond", "eth", "alias", "vlan", "fabric", "OVSBridge", "OVSBond", "OVSPort",
-    "OVSIntPort", "vnet", "any_bridge", "any_local_bridge", "include_sdn",
-)  # fmt: skip
 _BRIDGES = frozenset({"bridge", "OVSBridge"})
 
 
@@ -52,11 +47,4 @@ def _list(ctx: Context, params: Params) -> Result:
     return Result(found)
 
 
-ROUTES: tuple[Route, ...] = (
-    Route(
-        "GET",
-        "/nodes/{node}/network",
-        {"node": NODE, "type": Param("string", optional=True, enum=_TYPES)},
-        _list,
-    ),
-)
+ROUTES: tuple[Route, ...] = (api("GET", "/nodes/{node}/network", _list),)

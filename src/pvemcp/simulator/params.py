@@ -1,18 +1,24 @@
 """Parameter specs for the simulated endpoints and PVE's way of checking them.
 
 PVE validates every request against the method's JSON schema before the handler runs and
-answers 400 with one message per bad parameter. The simulator cannot read the apidoc at run
-time, so each route declares its parameters here in a small spec (the conformance test
-compares these specs with the real schema); `validate` then reproduces PVE's checks, their
-order and their error texts, and converts the strings of a query or form into typed values.
+answers 400 with one message per bad parameter. A route's specs come from the structural
+index of the PVE API that pvemcp ships (`pvemcp.pveapi`, the one copy of the schema):
+`schema_params` reads them on first use, adding only the facts the schema states in prose
+(which options only root may set, how many `net[n]` there are). `validate` then reproduces
+PVE's checks (pve-common `PVE::JSONSchema::check_prop`), their order and their error
+texts, property strings included, and converts the strings of a query or form into typed
+values.
 """
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Literal, cast
+
+from pvemcp.pveapi import load_index
 
 from .errors import param_error
 
@@ -38,12 +44,21 @@ class Param:
 
     type: ParamType
     optional: bool = False
-    minimum: int | None = None
-    maximum: int | None = None
+    minimum: int | float | None = None
+    maximum: int | float | None = None
     enum: tuple[str, ...] | None = None
     pattern: str | None = None
     format: str | None = None
     max_length: int | None = None
+    min_length: int | None = None
+    keys: Mapping[str, Param] | None = None
+    """For a property string (`scsi0: local-lvm:32,discard=on`): its keys."""
+    default_key: bool = False
+    """This key of a property string may be given without `key=` (`scsi0`'s `file`)."""
+    alias: str | None = None
+    """This key of a property string stands for another (`volume` for `file`)."""
+    key_alias: str | None = None
+    """Where an alias keeps its own name (`virtio=MAC` sets `macaddr`, and `model=virtio`)."""
     root_only: bool = False
     """The handler refuses a true value from anyone but root@pam (a token is not root@pam)."""
     count: int | None = None
@@ -164,29 +179,115 @@ def _python_pattern(pattern: str) -> str:
     return _PERL_FLAGS_RE.sub(lambda m: f"(?{m.group(1)}:" if m.group(1) else "(?:", pattern)
 
 
-def _check_value(spec: Param, raw: object) -> tuple[Value | None, str | None]:
-    """The converted value and the first problem, checked in PVE's order."""
+def _check_value(spec: Param, raw: object, path: str) -> tuple[Value | None, str | None]:
+    """The converted value and the first problem, checked in PVE's order (`check_prop`:
+    type, format, pattern, length, range, enum)."""
     value = _string_array(raw) if spec.type == "array" else _convert(spec, raw)
     if value is None:
         return None, f"type check ('{spec.type}') failed - got '{_shown(raw)}'"
     if isinstance(value, list):
         return value, None
-    if isinstance(value, str) and spec.max_length is not None and len(value) > spec.max_length:
+    text = _shown(value)
+    if spec.keys is not None and (problem := _property_string(spec.keys, text, path)):
+        return None, f"invalid format - {problem}"
+    if spec.format is not None and (problem := _check_format(spec.format, text)) is not None:
+        return None, f"invalid format - {problem}\n"
+    if spec.pattern is not None and not re.fullmatch(_python_pattern(spec.pattern), text):
+        return None, "value does not match the regex pattern"
+    if spec.max_length is not None and len(text) > spec.max_length:
         return None, f"value may only be {spec.max_length} characters long"
+    if spec.min_length is not None and len(text) < spec.min_length:
+        return None, f"value must be at least {spec.min_length} characters long"
     if isinstance(value, int | float) and not isinstance(value, bool):
-        if spec.minimum is not None and value < spec.minimum:
-            return None, f"value must have a minimum value of {spec.minimum}"
         if spec.maximum is not None and value > spec.maximum:
             return None, f"value must have a maximum value of {spec.maximum}"
-    text = _shown(value)
+        if spec.minimum is not None and value < spec.minimum:
+            return None, f"value must have a minimum value of {spec.minimum}"
     if spec.enum is not None and text not in spec.enum:
         allowed = ", ".join(spec.enum)
         return None, f"value '{text}' does not have a value in the enumeration '{allowed}'"
-    if spec.pattern is not None and not re.fullmatch(_python_pattern(spec.pattern), text):
-        return None, "value does not match the regex pattern"
-    if spec.format is not None and (problem := _check_format(spec.format, text)) is not None:
-        return None, f"invalid format - {problem}\n"
     return value, None
+
+
+def _boolean_text(value: str) -> str:
+    """pve-common's `parse_boolean` on a property-string value, or the value unchanged."""
+    lowered = value.lower()
+    if lowered in ("1", "on", "yes", "true"):
+        return "1"
+    if lowered in ("0", "off", "no", "false"):
+        return "0"
+    return value
+
+
+def _set_key(keys: Mapping[str, Param], parsed: dict[str, str], key: str, value: str) -> str | None:
+    """One `key=value` of a property string into `parsed`, or the message PVE dies with."""
+    if key in parsed:
+        return f"duplicate key in comma-separated list property: {key}\n"
+    spec = keys.get(key)
+    if spec is not None and spec.alias is not None:
+        if spec.key_alias is not None:
+            if spec.key_alias in parsed:
+                return f"key alias '{spec.key_alias}' is already defined\n"
+            parsed[spec.key_alias] = key
+        key, spec = spec.alias, keys.get(spec.alias)
+        if key in parsed:
+            return f"key '{key}' is already defined (via alias)\n"
+    if spec is None:
+        return f"invalid key in comma-separated list property: {key}\n"
+    parsed[key] = _boolean_text(value) if spec.type == "boolean" else value
+    return None
+
+
+def _parse_property_string(keys: Mapping[str, Param], text: str) -> dict[str, str] | str:
+    """The keys and values of `text` as pve-common's `parse_property_string` splits them
+    (aliases resolved, booleans normalised), or the message it dies with."""
+    parsed: dict[str, str] = {}
+    default_key: str | None = None
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        key, equals, value = part.partition("=")
+        if key and value:  # /^([^=]+)=(.+)$/
+            if (problem := _set_key(keys, parsed, key, value)) is not None:
+                return problem
+        elif not equals:
+            if default_key is not None:
+                return f"duplicate key in comma-separated list property: {default_key}\n"
+            default_key = next((name for name, spec in keys.items() if spec.default_key), None)
+            if default_key is None:
+                return "value without key, but schema does not define a default key\n"
+            if parsed.get(default_key) not in (None, "", "0"):  # Perl: `if !$res->{$key}`
+                return f"duplicate key in comma-separated list property: {default_key}\n"
+            boolean = keys[default_key].type == "boolean"
+            parsed[default_key] = _boolean_text(part) if boolean else part
+        else:
+            return "missing key in comma-separated list property\n"
+    return parsed
+
+
+def _property_string(keys: Mapping[str, Param], text: str, path: str) -> str | None:
+    """What checking a property string dies with, or None: the parse, then `check_object`
+    on its keys, whose errors PVE's exception prints one per line after `format error`."""
+    parsed = _parse_property_string(keys, text)
+    if isinstance(parsed, str):
+        return parsed
+    errors: dict[str, str] = {}
+    for name, spec in keys.items():
+        where = f"{path}.{name}"
+        if spec.alias is not None:
+            continue
+        if name not in parsed:
+            if not spec.optional:
+                errors[where] = MISSING
+            continue
+        _, problem = _check_value(spec, parsed[name], where)
+        if problem is not None:
+            errors[where] = problem
+        if spec.requires is not None and spec.requires not in parsed:
+            errors[f"{path}.{spec.requires}"] = f"missing property required by '{where}'"
+    if not errors:
+        return None
+    return "format error\n" + "".join(f"{where}: {errors[where]}\n" for where in sorted(errors))
 
 
 def validate(specs: Mapping[str, Param], raw: Mapping[str, object]) -> dict[str, Value]:
@@ -212,7 +313,7 @@ def validate(specs: Mapping[str, Param], raw: Mapping[str, object]) -> dict[str,
             if not spec.optional:
                 errors[name] = MISSING
             continue
-        value, problem = _check_value(spec, item)
+        value, problem = _check_value(spec, item, name)
         if problem is not None:
             errors[name] = problem
         elif value is not None:
@@ -256,3 +357,92 @@ def refuse_root_only(specs: Mapping[str, Param], values: Mapping[str, Value], us
     }
     if errors:
         raise param_error(errors)
+
+
+_TYPES = frozenset({"string", "integer", "number", "boolean", "array"})
+
+
+def _number(value: object) -> int | float | None:
+    """A bound as the index holds it (PVE writes some as strings: `minimum => '0'`)."""
+    if value is None or isinstance(value, int | float):
+        return value
+    number = float(str(value))
+    return int(number) if number.is_integer() else number
+
+
+def from_schema(schema: Mapping[str, Any]) -> Param:
+    """The spec of one parameter (or property-string key) as the index declares it."""
+    kind = schema.get("type", "string")
+    if kind not in _TYPES:
+        raise ValueError(f"the simulator does not check parameters of type {kind!r}")
+    fmt, enum, requires = schema.get("format"), schema.get("enum"), schema.get("requires")
+    return Param(
+        cast(ParamType, kind),
+        optional=bool(schema.get("optional")),
+        minimum=_number(schema.get("minimum")),
+        maximum=_number(schema.get("maximum")),
+        enum=tuple(str(option) for option in enum) if isinstance(enum, list) else None,
+        pattern=schema.get("pattern"),
+        format=fmt if isinstance(fmt, str) else None,
+        max_length=schema.get("maxLength"),
+        min_length=schema.get("minLength"),
+        keys={k: from_schema(v) for k, v in fmt.items()} if isinstance(fmt, Mapping) else None,
+        default_key=bool(schema.get("default_key")),
+        alias=schema.get("alias"),
+        key_alias=schema.get("keyAlias"),
+        requires=requires if isinstance(requires, str) else None,
+    )
+
+
+class SchemaParams(Mapping[str, Param]):
+    """The parameters of one PVE method, read from the shipped index of the API on first
+    use (so a simulator pays the index's load once, at its first request, not at import).
+
+    The schema states two facts only in prose, so a route gives them: `root_only`, the
+    options its handler refuses to anyone but root@pam, and `counts`, how many of each
+    indexed name PVE allows (`net[n]`: 32, from qemu-server's and pve-container's `MAX_*`).
+    A name in either that the method lacks, or an indexed name without a count, fails at
+    the first use (the conformance test uses every route's specs)."""
+
+    def __init__(
+        self,
+        method: str,
+        template: str,
+        *,
+        root_only: Iterable[str] = (),
+        counts: Mapping[str, int] | None = None,
+    ) -> None:
+        self.method = method
+        self.template = template
+        self._root_only = frozenset(root_only)
+        self._counts = dict(counts or {})
+
+    @functools.cached_property
+    def _specs(self) -> dict[str, Param]:
+        where = f"{self.method} {self.template}"
+        endpoint = load_index().endpoint(self.method, self.template)
+        if endpoint is None:
+            raise LookupError(f"{where} is not a method of PVE's API")
+        specs: dict[str, Param] = {}
+        for name, schema in endpoint.properties.items():
+            spec = from_schema(schema)
+            if "[n]" in name:
+                if name not in self._counts:
+                    raise ValueError(f"{where}: how many {name} PVE allows is not given")
+                spec = replace(spec, count=self._counts[name])
+            if name in self._root_only:
+                spec = replace(spec, root_only=True)
+            specs[name] = spec
+        unknown = sorted((self._root_only | set(self._counts)) - set(specs))
+        if unknown:
+            raise ValueError(f"{where} has no parameters {unknown}")
+        return specs
+
+    def __getitem__(self, name: str) -> Param:
+        return self._specs[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._specs)
+
+    def __len__(self) -> int:
+        return len(self._specs)

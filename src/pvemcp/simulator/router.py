@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .model import GuestKind
-from .params import Param, Value
+from .params import Param, SchemaParams, Value
 
 if TYPE_CHECKING:
     from .state import ClusterState
@@ -59,22 +59,32 @@ class Route:
     handler: Handler
 
 
+def api(method: str, path: str, handler: Handler, *, root_only: Iterable[str] = ()) -> Route:
+    """A route taking exactly PVE's parameters for the method, from the index of the API
+    (read on first use); `root_only` names the options only root@pam may set, which the
+    schema says in prose only."""
+    return Route(method, path, SchemaParams(method, path, root_only=root_only), handler)
+
+
 def for_kinds(
     method: str,
     template: str,
-    params: Callable[[GuestKind], Mapping[str, Param]],
+    params: Callable[[GuestKind], Mapping[str, Param]] | None,
     handler: Callable[[GuestKind], Handler],
     kinds: Iterable[GuestKind] = KINDS,
 ) -> list[Route]:
     """One route per guest kind for a template with `{kind}` (qemu and lxc by default).
 
     PVE's qemu and lxc trees are separate methods with their own parameters, so each kind
-    gets its own specs and a handler that knows its kind.
+    gets its own specs (`params`, or None for PVE's own from the index) and a handler that
+    knows its kind.
     """
-    return [
-        Route(method, template.replace("{kind}", kind), params(kind), handler(kind))
-        for kind in kinds
-    ]
+    routes = []
+    for kind in kinds:
+        path = template.replace("{kind}", kind)
+        specs = params(kind) if params is not None else SchemaParams(method, path)
+        routes.append(Route(method, path, specs, handler(kind)))
+    return routes
 
 
 @dataclass

@@ -24,7 +24,6 @@ from typing import Any
 from .errors import failure
 from .locks import check_lock, locked_message, remove_lock, set_lock
 from .model import ConfigValue, GiB, Guest, GuestKind, Snapshot
-from .params import NODE, VMID, Param
 from .power import halt, start_running
 from .router import Context, Handler, Params, Result, Route, for_kinds, integer, text
 from .state import ClusterState, lxc_config_missing, qemu_config_missing
@@ -32,7 +31,6 @@ from .tasks import Plan, fail
 
 SECONDS = {"snapshot": 2.0, "vmstate": 6.0, "rollback": 3.0, "delete": 2.0}
 """Realistic durations of the workers, before the time scale."""
-SNAPNAME = Param("string", max_length=40, format="pve-configid")
 _NOT_SAVED = re.compile(r"lock|digest|description|unused\d+")
 """Keys `__snapshot_copy_config` leaves out of a snapshot (and a rollback keeps)."""
 _DISK_RE = re.compile(r"(?:scsi|virtio|sata|ide|efidisk|tpmstate)\d+|rootfs|mp\d+")
@@ -343,40 +341,13 @@ def _delete(kind: GuestKind) -> Handler:
     return handler
 
 
-def _guest_params(kind: GuestKind) -> dict[str, Param]:
-    return {"node": NODE, "vmid": VMID}
-
-
-def _snap_params(kind: GuestKind) -> dict[str, Param]:
-    return {"node": NODE, "vmid": VMID, "snapname": SNAPNAME}
-
-
-def _create_params(kind: GuestKind) -> dict[str, Param]:
-    params = {**_snap_params(kind), "description": Param("string", optional=True)}
-    if kind == "qemu":
-        params["vmstate"] = Param("boolean", optional=True)
-    return params
-
-
-def _describe_params(kind: GuestKind) -> dict[str, Param]:
-    return {**_snap_params(kind), "description": Param("string", optional=True)}
-
-
-def _rollback_params(kind: GuestKind) -> dict[str, Param]:
-    return {**_snap_params(kind), "start": Param("boolean", optional=True)}
-
-
-def _delete_params(kind: GuestKind) -> dict[str, Param]:
-    return {**_snap_params(kind), "force": Param("boolean", optional=True)}
-
-
 _BASE = "/nodes/{node}/{kind}/{vmid}/snapshot"
 ROUTES: tuple[Route, ...] = (
-    *for_kinds("GET", _BASE, _guest_params, _list),
-    *for_kinds("POST", _BASE, _create_params, _create),
-    *for_kinds("GET", _BASE + "/{snapname}", _snap_params, _commands),
-    *for_kinds("DELETE", _BASE + "/{snapname}", _delete_params, _delete),
-    *for_kinds("GET", _BASE + "/{snapname}/config", _snap_params, _get_config),
-    *for_kinds("PUT", _BASE + "/{snapname}/config", _describe_params, _put_config),
-    *for_kinds("POST", _BASE + "/{snapname}/rollback", _rollback_params, _rollback),
+    *for_kinds("GET", _BASE, None, _list),
+    *for_kinds("POST", _BASE, None, _create),
+    *for_kinds("GET", _BASE + "/{snapname}", None, _commands),
+    *for_kinds("DELETE", _BASE + "/{snapname}", None, _delete),
+    *for_kinds("GET", _BASE + "/{snapname}/config", None, _get_config),
+    *for_kinds("PUT", _BASE + "/{snapname}/config", None, _put_config),
+    *for_kinds("POST", _BASE + "/{snapname}/rollback", None, _rollback),
 )

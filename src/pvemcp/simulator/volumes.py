@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import ApiError, failure, param_error
 from .locks import check_lock, locked_message, remove_lock, set_lock
 from .model import ConfigValue, GiB, Guest, GuestKind, Storage
-from .params import NODE, SKIPLOCK, VMID, Param
-from .router import Context, Handler, Params, Result, Route, integer, text
+from .router import Context, Handler, Params, Result, Route, api, integer, text
 from .tasks import Plan, fail
 
 RESIZE_SECONDS = 1.0
@@ -49,17 +48,6 @@ _UNUSED_RE = re.compile(r"unused(\d+)")
 _NEW_VOLUME_RE = re.compile(r"([a-z][a-z0-9\-_.]*[a-z0-9]):(\d+(?:\.\d+)?)", re.IGNORECASE)
 _SIZE_RE = re.compile(r"(\+)?(\d+(?:\.\d+)?)([KMGT])?")
 _UNITS = {"K": 1024, "M": 1024**2, "G": GiB, "T": 1024 * GiB, None: 1}
-
-_QEMU_DRIVES = (
-    *(f"ide{i}" for i in range(4)),
-    *(f"scsi{i}" for i in range(31)),
-    *(f"virtio{i}" for i in range(16)),
-    *(f"sata{i}" for i in range(6)),
-    "efidisk0",
-    "tpmstate0",
-)
-_LXC_VOLUMES = ("rootfs", *(f"mp{i}" for i in range(256)))
-_UNUSED = tuple(f"unused{i}" for i in range(256))
 
 
 @dataclass
@@ -84,6 +72,19 @@ class Volume:
     def volid(self) -> str:
         """PVE's volume id, `storage:volname`."""
         return f"{self.storage}:{self.volname}"
+
+    def item(self) -> dict[str, Any]:
+        """The volume as an item of GET .../content (`PVE::Storage::volume_list`); a
+        backup (`simulator/backups.py`) adds its own fields."""
+        return {
+            "volid": self.volid,
+            "content": self.content,
+            "format": self.format,
+            "size": self.size,
+            "used": 0 if self.base else self.size,
+            **({"vmid": self.vmid} if self.vmid else {}),
+            "ctime": self.ctime,
+        }
 
 
 def is_disk_key(kind: GuestKind, key: str) -> bool:
@@ -226,21 +227,10 @@ class Volumes:
             del self._items[(volume.scope, volume.volid)]
 
     def content(self, storage: Storage, node: str, vmid: int | None) -> list[dict[str, Any]]:
-        """GET .../content: PVE's `volume_list` items for the guests' volumes and the
-        media (ISOs, container templates), which belong to no guest (`vmid` 0, not shown)."""
-        return [
-            {
-                "volid": v.volid,
-                "content": v.content,
-                "format": v.format,
-                "size": v.size,
-                "used": 0 if v.base else v.size,
-                **({"vmid": v.vmid} if v.vmid else {}),
-                "ctime": v.ctime,
-            }
-            for v in self.on(storage, node)
-            if vmid is None or v.vmid == vmid
-        ]
+        """GET .../content: PVE's `volume_list` items for the guests' volumes, their
+        backups and the media (ISOs, container templates), which belong to no guest
+        (`vmid` 0, not shown)."""
+        return [v.item() for v in self.on(storage, node) if vmid is None or v.vmid == vmid]
 
 
 def seed_volumes(volumes: Volumes, guests: Iterable[Guest], at: float) -> None:
@@ -593,77 +583,14 @@ def _unlink(ctx: Context, params: Params) -> Result:
     return Result(None)
 
 
-_STORAGE = {"node": NODE, "storage": Param("string", format="pve-storage-id")}
-_DIGEST = Param("string", optional=True, max_length=40)
-_SIZE = Param("string", pattern=r"\+?\d+(\.\d+)?[KMGT]?")
-_OPT_VMID = replace(VMID, optional=True)
-
-
-def _resize_params(kind: GuestKind) -> dict[str, Param]:
-    disks = _QEMU_DRIVES if kind == "qemu" else _LXC_VOLUMES
-    params = {"node": NODE, "vmid": VMID, "disk": Param("string", enum=disks), "size": _SIZE,
-              "digest": _DIGEST}  # fmt: skip
-    if kind == "qemu":
-        params["skiplock"] = SKIPLOCK
-    return params
-
-
-_MOVE_COMMON = {
-    "node": NODE,
-    "vmid": VMID,
-    "storage": Param("string", optional=True, format="pve-storage-id"),
-    "delete": Param("boolean", optional=True),
-    "digest": _DIGEST,
-    "target-digest": _DIGEST,
-    "target-vmid": _OPT_VMID,
-}
-
 ROUTES: tuple[Route, ...] = (
-    Route("GET", "/nodes/{node}/storage/{storage}/status", _STORAGE, _storage_status),
-    Route(
-        "GET",
-        "/nodes/{node}/storage/{storage}/content",
-        {
-            **_STORAGE,
-            "content": Param("string", optional=True, format="pve-storage-content"),
-            "vmid": _OPT_VMID,
-        },
-        _storage_content,
-    ),
-    Route("PUT", "/nodes/{node}/qemu/{vmid}/resize", _resize_params("qemu"), _resize("qemu")),
-    Route("PUT", "/nodes/{node}/lxc/{vmid}/resize", _resize_params("lxc"), _resize("lxc")),
-    Route(
-        "POST",
-        "/nodes/{node}/qemu/{vmid}/move_disk",
-        {
-            **_MOVE_COMMON,
-            "disk": Param("string", enum=(*_QEMU_DRIVES, *_UNUSED)),
-            "target-disk": Param("string", optional=True, enum=(*_QEMU_DRIVES, *_UNUSED)),
-            "format": Param("string", optional=True, enum=("raw", "qcow2", "vmdk")),
-            "bwlimit": Param("integer", optional=True, minimum=0),
-        },
-        _move("qemu"),
-    ),
-    Route(
-        "POST",
-        "/nodes/{node}/lxc/{vmid}/move_volume",
-        {
-            **_MOVE_COMMON,
-            "volume": Param("string", enum=(*_LXC_VOLUMES, *_UNUSED)),
-            "target-volume": Param("string", optional=True, enum=(*_LXC_VOLUMES, *_UNUSED)),
-            "bwlimit": Param("number", optional=True, minimum=0),
-        },
-        _move("lxc"),
-    ),
-    Route(
-        "PUT",
-        "/nodes/{node}/qemu/{vmid}/unlink",
-        {
-            "node": NODE,
-            "vmid": VMID,
-            "idlist": Param("string", format="pve-configid-list"),
-            "force": Param("boolean", optional=True),
-        },
-        _unlink,
-    ),
+    api("GET", "/nodes/{node}/storage/{storage}/status", _storage_status),
+    api("GET", "/nodes/{node}/storage/{storage}/content", _storage_content),
+    # qemu-server's resize_vm: skiplock "Only root may use this option.", pve-container's
+    # has no skiplock.
+    api("PUT", "/nodes/{node}/qemu/{vmid}/resize", _resize("qemu"), root_only=("skiplock",)),
+    api("PUT", "/nodes/{node}/lxc/{vmid}/resize", _resize("lxc")),
+    api("POST", "/nodes/{node}/qemu/{vmid}/move_disk", _move("qemu")),
+    api("POST", "/nodes/{node}/lxc/{vmid}/move_volume", _move("lxc")),
+    api("PUT", "/nodes/{node}/qemu/{vmid}/unlink", _unlink),
 )
