@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 import httpx2
 import pytest
@@ -17,6 +18,10 @@ from pvemcp.simulator import SimulatorHandle
 from pvemcp.simulator.endpoints import ROUTES, find_route
 from pvemcp.simulator.params import Param
 from tests.pveschema import ApiSchema, require_schema
+
+VM_BACKUP = "nfs-backup:backup/vzdump-qemu-101-2026_11_30-23_00_02.vma.zst"
+CT_BACKUP = "nfs-backup:backup/vzdump-lxc-201-2026_11_30-23_01_40.tar.zst"
+"""The seeded monthly archives (`simulator/backups.py` SEEDED)."""
 
 GET_CASES: list[tuple[str, dict[str, str]]] = [
     ("/version", {}),
@@ -83,6 +88,13 @@ GET_CASES: list[tuple[str, dict[str, str]]] = [
     ("/nodes/pve1/qemu/101/migrate", {}),
     ("/nodes/pve1/qemu/100/migrate", {"target": "pve2"}),
     ("/nodes/pve1/lxc/201/migrate", {"target": "pve3"}),
+    # Backups (simulator/backups.py): the seeded monthly archives.
+    ("/nodes/pve1/storage/nfs-backup/content", {"content": "backup"}),
+    ("/nodes/pve3/storage/nfs-backup/content", {"content": "backup", "vmid": "201"}),
+    ("/nodes/pve1/vzdump/extractconfig", {"volume": VM_BACKUP}),
+    ("/nodes/pve2/vzdump/extractconfig", {"volume": CT_BACKUP}),
+    ("/nodes/pve1/storage/nfs-backup/content/" + quote(VM_BACKUP, safe=""), {}),
+    ("/nodes/pve2/storage/local/content/iso%2Fdebian-12.9.0-amd64-netinst.iso", {}),
     # Monitoring (simulator/metrics.py, simulator/logs.py).
     ("/nodes/pve1/rrddata", {"timeframe": "hour"}),
     ("/nodes/pve2/rrddata", {"timeframe": "decade", "cf": "MAX"}),
@@ -184,6 +196,21 @@ CHANGE_CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("GET", "/nodes/pve1/storage/local/content", {"content": "iso"}),
     ("DELETE", "/nodes/pve1/qemu/160", {"purge": "1", "destroy-unreferenced-disks": "1"}),
     ("DELETE", "/nodes/pve1/lxc/260", {"purge": "1", "force": "0"}),
+    # Backups and restores (simulator/backups.py).
+    ("POST", "/nodes/pve1/vzdump",
+     {"vmid": "102", "storage": "nfs-backup", "mode": "stop", "compress": "gzip",
+      "notes-template": "{{guestname}} on {{cluster}}", "protected": "1", "remove": "0",
+      "ionice": "7", "lockwait": "1", "stdexcludes": "1", "bwlimit": "0", "stopwait": "10",
+      "quiet": "0", "mailnotification": "failure", "notification-mode": "auto"}),
+    ("POST", "/nodes/pve2/vzdump", {"vmid": "100,102", "compress": "zstd", "zstd": "1"}),
+    ("GET", "/nodes/pve1/storage/nfs-backup/content", {"content": "backup", "vmid": "102"}),
+    ("POST", "/nodes/pve1/qemu",
+     {"vmid": "161", "archive": VM_BACKUP, "storage": "local-lvm", "unique": "1", "start": "1",
+      "pool": "dev", "bwlimit": "0", "live-restore": "0"}),
+    ("POST", "/nodes/pve1/qemu", {"vmid": "102", "archive": VM_BACKUP, "force": "1"}),
+    ("POST", "/nodes/pve1/lxc",
+     {"vmid": "261", "ostemplate": CT_BACKUP, "restore": "1", "storage": "local-lvm",
+      "unique": "1", "unprivileged": "1", "ignore-unpack-errors": "1"}),
 ]  # fmt: skip
 
 

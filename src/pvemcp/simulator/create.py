@@ -9,9 +9,9 @@ follow qemu-server's `src/PVE/API2/Qemu.pm` (`create_vm`, `destroy_vm`) and
 pve-container's `src/PVE/API2/LXC.pm` (`create_vm`, `destroy_vm`); where the simulator is
 not sure of the exact text, the comment says so.
 
-What the simulator does not model yet: HA resources, replication and backup jobs (so
-`purge` has only the pool membership to remove), restore from an archive, and `force`
-overwriting an existing container (refused, said rather than faked).
+A restore from a backup archive (`archive`, or `restore` with `force` over an existing
+guest) is `backups.restore`. What the simulator does not model yet: HA resources,
+replication and backup jobs (so `purge` has only the pool membership to remove).
 """
 
 from __future__ import annotations
@@ -133,11 +133,11 @@ def _create(kind: GuestKind) -> Handler:
     def handler(ctx: Context, params: Params) -> Result:
         node, vmid = text(params, "node"), integer(params, "vmid")
         ctx.state.node(node)
-        if kind == "lxc" and params.get("force") and vmid in ctx.state.guests:
-            raise failure("overwriting an existing container (force) is not simulated")
         if (kind == "lxc" and params.get("restore")) or (kind == "qemu" and "archive" in params):
-            raise failure("restoring from a backup archive is not simulated")
-        check_vmid_unused(ctx, vmid)
+            from .backups import restore  # noqa: PLC0415 - backups imports this module
+
+            return restore(ctx, kind, params)
+        check_vmid_unused(ctx, vmid)  # without `restore`, `force` overwrites nothing
         pool = _check_pool(ctx, params)
         values = _config_values(kind, params)
         if kind == "lxc":

@@ -16,6 +16,7 @@ from typing import Any
 
 from . import (
     agent,
+    backups,
     clone,
     cloudinit,
     create,
@@ -448,6 +449,7 @@ ROUTES: tuple[Route, ...] = (
     *network.ROUTES,
     *volumes.ROUTES,
     *clone.ROUTES,
+    *backups.ROUTES,
     *metrics.ROUTES,
     *logs.ROUTES,
 )

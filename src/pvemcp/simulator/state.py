@@ -57,6 +57,9 @@ class ClusterState:
         self.volumes = Volumes(self.storages)
         seed_volumes(self.volumes, self.guests.values(), self._clock())
         seed_media(self.volumes, MEDIA, self._clock())
+        from .backups import seed_backups  # noqa: PLC0415 - backups imports power, which imports this
+
+        seed_backups(self.volumes, self.guests.values())
         self.pools = demo.pools
         self.tasks = TaskTable(time_scale)
         self.agents = GuestAgents()
@@ -110,7 +113,7 @@ class ClusterState:
         self,
         node_name: str,
         type_: str,
-        vmid: int,
+        vmid: int | None,
         user: str,
         job: Callable[[float], Plan],
         *,
@@ -121,7 +124,8 @@ class ClusterState:
 
         The locks default to the guest's own config flock; a worker that also needs
         another guest, a storage or a node names them all. `hold=False`: the worker
-        takes them only to start (see `TaskTable.add`).
+        takes them only to start (see `TaskTable.add`). A task of no one guest (vzdump
+        of several) has `vmid` None and an empty id in its UPID, as PVE's.
         """
         with self.lock:
             now = self._clock()
@@ -130,7 +134,7 @@ class ClusterState:
             pstart = int((now - node.boot_time) * 100)
             starttime = int(now)
             upid = encode_upid(
-                node_name, pid, pstart, starttime, type_=type_, id_=str(vmid), user=user
+                node_name, pid, pstart, starttime, type_=type_, id_=str(vmid or ""), user=user
             )
             task = Task(
                 upid=upid,
@@ -139,11 +143,14 @@ class ClusterState:
                 pstart=pstart,
                 starttime=starttime,
                 type=type_,
-                id=str(vmid),
+                id=str(vmid or ""),
                 user=user,
                 created=now,
                 job=job,
             )
-            self.tasks.add(task, (guest_lock(vmid),) if locks is None else locks, hold=hold)
+            if locks is None:
+                assert vmid is not None, "a task of no guest names its locks"
+                locks = (guest_lock(vmid),)
+            self.tasks.add(task, locks, hold=hold)
             self.tasks.advance(now)
             return task

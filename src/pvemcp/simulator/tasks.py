@@ -63,6 +63,9 @@ class Plan:
     """Log lines before the final one: (fraction of the duration when written, text)."""
     apply: Callable[[float], None] | None = None
     """The state change, called with the completion time when the task ends OK."""
+    cleanup: Callable[[float], None] | None = None
+    """What the worker does at its end whatever happened (after `apply`): vzdump keeps the
+    archives made before a later guest failed, unlocks and restarts its guests."""
 
 
 def fail(message: str) -> Plan:
@@ -210,12 +213,11 @@ class TaskTable:
     def _finish(self, task: Task) -> None:
         assert task.plan is not None
         assert task.end is not None
-        if task.plan.error is not None:
-            task.exitstatus = task.plan.error
-            return
-        if task.plan.apply is not None:
+        if task.plan.error is None and task.plan.apply is not None:
             task.plan.apply(task.end)
-        task.exitstatus = "OK"
+        if task.plan.cleanup is not None:
+            task.plan.cleanup(task.end)
+        task.exitstatus = task.plan.error or "OK"
 
     def interrupt(self, task: Task, now: float) -> None:
         """DELETE .../tasks/{upid}: a running worker dies; its state change never happens."""
