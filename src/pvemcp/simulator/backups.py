@@ -32,7 +32,7 @@ import calendar
 import re
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from .create import (
@@ -46,7 +46,7 @@ from .errors import ApiError, failure, param_error
 from .guestconfig import _with_mac
 from .locks import locked_message, remove_lock, set_lock
 from .model import ConfigValue, GiB, Guest, GuestKind, Storage
-from .params import NODE, Param
+from .params import SchemaParams
 from .power import halt, request_power_action, start_running
 from .router import Context, Params, Result, Route, integer, text
 from .tasks import Plan, fail
@@ -616,65 +616,26 @@ def restore(ctx: Context, kind: GuestKind, params: Params) -> Result:
     return Result(upid)
 
 
-_OPT_STRING = Param("string", optional=True)
-_OPT_BOOL = Param("boolean", optional=True)
-_OPT_COUNT = Param("integer", optional=True, minimum=0)
-_OPT_STORAGE = Param("string", optional=True, format="pve-storage-id")
-
-_VZDUMP_PARAMS = {
-    "node": replace(NODE, optional=True),
-    "all": _OPT_BOOL,
-    "bwlimit": _OPT_COUNT,
-    "compress": Param("string", optional=True, enum=("0", "1", "gzip", "lzo", "zstd")),
-    "dumpdir": _OPT_STRING,
-    "exclude": Param("string", optional=True, format="pve-vmid-list"),
-    "exclude-path": Param("array", optional=True),
-    "fleecing": Param("string", optional=True, format="backup-fleecing"),
-    "ionice": Param("integer", optional=True, minimum=0, maximum=8),
-    "job-id": Param("string", optional=True, pattern=r"\S+", max_length=50),
-    "lockwait": _OPT_COUNT,
-    "mailnotification": Param("string", optional=True, enum=("always", "failure")),
-    "mailto": Param("string", optional=True, format="email-or-username-list"),
-    "mode": Param("string", optional=True, enum=("snapshot", "suspend", "stop")),
-    "notes-template": Param("string", optional=True, max_length=1024, requires="storage"),
-    "notification-mode": Param(
-        "string", optional=True, enum=("auto", "legacy-sendmail", "notification-system")
-    ),
-    "pbs-change-detection-mode": Param(
-        "string", optional=True, enum=("legacy", "data", "metadata")
-    ),
-    "performance": Param("string", optional=True, format="backup-performance"),
-    "pigz": Param("integer", optional=True),
-    "pool": _OPT_STRING,
-    "protected": Param("boolean", optional=True, requires="storage"),
-    "prune-backups": Param("string", optional=True, format="prune-backups"),
-    "quiet": _OPT_BOOL,
-    "remove": _OPT_BOOL,
-    "script": _OPT_STRING,
-    "stdexcludes": _OPT_BOOL,
-    "stdout": _OPT_BOOL,
-    "stop": _OPT_BOOL,
-    "stopwait": _OPT_COUNT,
-    "storage": _OPT_STORAGE,
-    "tmpdir": _OPT_STRING,
-    "vmid": Param("string", optional=True, format="pve-vmid-list"),
-    "zstd": Param("integer", optional=True),
-}
-"""POST /nodes/{node}/vzdump as PVE 9.2 declares it (`node` is optional there: the path's
-node is the one the API proxies to)."""
-
 ROUTES: tuple[Route, ...] = (
-    Route("POST", "/nodes/{node}/vzdump", _VZDUMP_PARAMS, _vzdump),
+    # The options PVE restricts to root@pam (API2/VZDump.pm's permissions).
+    Route(
+        "POST",
+        "/nodes/{node}/vzdump",
+        SchemaParams(
+            "POST", "/nodes/{node}/vzdump", root_only=("dumpdir", "job-id", "script", "tmpdir")
+        ),
+        _vzdump,
+    ),
     Route(
         "GET",
         "/nodes/{node}/vzdump/extractconfig",
-        {"node": NODE, "volume": Param("string")},
+        SchemaParams("GET", "/nodes/{node}/vzdump/extractconfig"),
         _extractconfig,
     ),
     Route(
         "GET",
         "/nodes/{node}/storage/{storage}/content/{volume}",
-        {"node": NODE, "storage": _OPT_STORAGE, "volume": Param("string")},
+        SchemaParams("GET", "/nodes/{node}/storage/{storage}/content/{volume}"),
         _volume_info,
     ),
 )
