@@ -62,6 +62,12 @@ def _agent() -> Sequence[AnySpec]:
     return agent.TOOLS
 
 
+def _monitoring() -> Sequence[AnySpec]:
+    from pvemcp.tools import monitoring  # noqa: PLC0415
+
+    return monitoring.TOOLS
+
+
 def _escape() -> Sequence[AnySpec]:
     from pvemcp.tools import files, guest_exec, node_cli  # noqa: PLC0415
 
@@ -83,6 +89,11 @@ TOOLSETS = (
     Toolset("disks", "Add, grow, move and detach guests' disks on storages.", _disks),
     Toolset("cloudinit", "VM cloud-init: user, SSH keys, IPs, DNS, generated data.", _cloudinit),
     Toolset("agent", "Read a VM through its guest agent: OS, hostname, NICs, filesystems.", _agent),
+    Toolset(
+        "monitoring",
+        "Metrics over time (nodes, guests, storages), task history, node system logs.",
+        _monitoring,
+    ),
     Toolset(
         "escape",
         "Commands, shells and files on nodes and in guests (policy must name you).",
