@@ -70,8 +70,9 @@ async def test_tools_list_is_compact_and_honest(client: Client) -> None:
     stop = by_name["proxmox_guest_stop"].annotations
     listing = by_name["proxmox_guest_list"].annotations
     assert power is not None and stop is not None and listing is not None
-    assert listing.read_only_hint is True and listing.destructive_hint is False
-    assert power.read_only_hint is False and power.destructive_hint is False
+    # Only hints that differ from MCP's defaults are sent (destructiveHint always on a write).
+    assert listing.read_only_hint is True and listing.destructive_hint is None
+    assert power.read_only_hint is None and power.destructive_hint is False
     assert stop.destructive_hint is True
 
 

@@ -28,7 +28,7 @@ from pvemcp.policy.tiers import Tier
 from pvemcp.secrets.redaction import Redactor
 from pvemcp.simulator.server import SimulatorHandle
 from pvemcp.tools import TOOLSETS, all_tools, catalogue, tier_map
-from pvemcp.transports.mcp_app import annotations_for, build_mcp_server
+from pvemcp.transports.mcp_app import INSTRUCTIONS, annotations_for, build_mcp_server
 from pvemcp.transports.stdio import local_principal
 from tests.conftest import cluster_for
 
@@ -36,6 +36,7 @@ pytestmark = pytest.mark.anyio
 
 GOLDEN = Path(__file__).with_name("catalogue.golden")
 NAME = re.compile(r"^proxmox_[a-z]+(_[a-z]+)+$")
+VALIDATION_ONLY = {"pattern", "maxLength", "minLength", "maxItems", "minItems"}
 BUDGET_BYTES = 33_000
 """The most the default tools/list may cost (compact JSON): about 8k tokens of context."""
 
@@ -85,13 +86,31 @@ def test_declaration(spec: AnySpec) -> None:
     assert spec.output_model.model_fields, "an output model with fields"
 
 
+HINT_DEFAULTS = {
+    "readOnlyHint": False,
+    "destructiveHint": True,
+    "idempotentHint": False,
+    "openWorldHint": True,
+}
+"""MCP's ToolAnnotations defaults: what a client reads for a hint that is not sent."""
+
+
 @pytest.mark.parametrize("spec", TOOLS, ids=lambda s: s.name)
 def test_hints_follow_the_tier(spec: AnySpec) -> None:
-    hints = annotations_for(spec)
-    assert hints.read_only_hint is (spec.tier is Tier.READ)
-    assert hints.destructive_hint is (spec.tier in (Tier.DESTRUCTIVE, Tier.ESCAPE))
-    assert hints.idempotent_hint is spec.idempotent
-    assert hints.open_world_hint is False
+    """Read with MCP's defaults, the hints say the tier; only non-defaults are sent, and
+    `destructiveHint` always on a tool that changes something (a client may ask the user
+    only when it reads it true)."""
+    sent = annotations_for(spec).model_dump(by_alias=True, exclude_none=True)
+    hints = {**HINT_DEFAULTS, **sent}
+    read = spec.tier is Tier.READ
+    assert hints["readOnlyHint"] is read
+    assert hints["openWorldHint"] is False
+    if read:
+        assert sent == {"readOnlyHint": True, "openWorldHint": False}, "meaningless ones left out"
+        return
+    assert sent["destructiveHint"] is (spec.tier in (Tier.DESTRUCTIVE, Tier.ESCAPE))
+    assert hints["idempotentHint"] is spec.idempotent
+    assert all(HINT_DEFAULTS[k] != v for k, v in sent.items() if k != "destructiveHint")
 
 
 def test_each_toolset_loads_exactly_its_tools() -> None:
@@ -115,6 +134,39 @@ async def test_schemas_are_compact(full: Gateway, spec: AnySpec) -> None:
     for name in bare_fields(spec.input_model) & set(properties):
         assert list(properties[name]) == ["type"], f"{name} is advertised bare"
     assert full.output_schema(spec.name).get("properties"), "an output schema"
+    for node in _walk(full.input_schema(spec.name)):
+        assert not VALIDATION_ONLY & set(node), "only validation reads these"
+        assert node.get("default") is not False, "an unset flag is false anyway"
+    for node in _walk(full.output_schema(spec.name)):
+        assert not {"required", "default"} & set(node), "a result carries its values"
+        assert "description" not in node or "properties" not in node, "no model docstrings"
+    for schema in (full.input_schema(spec.name), full.output_schema(spec.name)):
+        text = _compact(schema)
+        for name in schema.get("$defs", {}):
+            assert text.count(f'"#/$defs/{name}"') > 1, "a model used once is written in place"
+
+
+@pytest.mark.parametrize("spec", TOOLS, ids=lambda s: s.name)
+async def test_fields_left_out_of_an_output_schema_are_explained_once(
+    full: Gateway, spec: AnySpec
+) -> None:
+    """A result's `unadvertised` fields (the shared write outcome's) are still answered,
+    so the server instructions must say what they are."""
+    hidden = getattr(spec.output_model, "unadvertised", ())
+    assert set(hidden) <= set(spec.output_model.model_fields)
+    assert not set(hidden) & set(full.output_schema(spec.name)["properties"])
+    for name in hidden:
+        assert re.search(rf"\b{name}\b", INSTRUCTIONS), f"the instructions explain {name}"
+
+
+async def test_a_constraint_not_advertised_is_named_when_broken(full: Gateway) -> None:
+    """A tag's pattern and length are left out of tools/list, yet a tag that breaks one is
+    refused naming the field and the constraint, before anything is sent."""
+    tag = full.input_schema("proxmox_guest_list")["properties"]["tag"]
+    assert tag == {"type": "string"}
+    result = await full.invoke(local_principal(None), "proxmox_guest_list", {"tag": "a b"})
+    assert result.error is not None and result.error["code"] == "invalid_argument"
+    assert result.error["field"] == "tag" and "matching" in result.error["hint"], result.error
 
 
 def _golden_line(gateway: Gateway, spec: AnySpec) -> str:

@@ -9,7 +9,7 @@ start is `guest_status: running`, whatever the task's own `stopped` means.
 
 from __future__ import annotations
 
-from typing import Literal, Protocol, runtime_checkable
+from typing import ClassVar, Literal, Protocol, runtime_checkable
 
 import anyio
 from pydantic import TypeAdapter
@@ -43,6 +43,12 @@ class Waits(Protocol):
 # What a write that started a task did: the task, and the guest's resulting state. (A
 # comment, not a docstring: it would be the schema's description, in every tools/list.)
 class TaskOutcome(ToolOutput):
+    unadvertised: ClassVar[tuple[str, ...]] = ("type", "task_status", "seconds")
+    """Fields answered but left out of the output schema (`gateway/schema.py`): about 20
+    write tools share this outcome, and the server instructions describe all of it once.
+    Left out: what the caller named (`type`), what `exitstatus` implies (`task_status`:
+    running until there is one) and the time taken."""
+
     vmid: int | None = None
     node: str | None = None
     type: str | None = None

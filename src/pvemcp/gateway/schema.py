@@ -49,8 +49,10 @@ def _strip(node: Any) -> Any:
             continue
         if key == "default" and value is None:
             continue
-        if key == "additionalProperties" and value is False:
-            continue  # strictness is enforced server-side; saying so costs bytes per tool
+        if key == "additionalProperties" and isinstance(value, bool):
+            # false: strictness is enforced server-side, saying so costs bytes per tool;
+            # true is JSON Schema's default.
+            continue
         out[key] = (
             _strip(value)
             if key not in ("properties", "$defs")
@@ -59,20 +61,99 @@ def _strip(node: Any) -> Any:
     return out
 
 
+_REF = "#/$defs/"
+
+
+def _refs(node: Any) -> list[str]:
+    """The names of the `$defs` entries `node` refers to, once per reference."""
+    if isinstance(node, list):
+        return [name for item in node for name in _refs(item)]
+    if not isinstance(node, dict):
+        return []
+    ref = node.get("$ref")
+    own = [ref.removeprefix(_REF)] if isinstance(ref, str) and ref.startswith(_REF) else []
+    return own + [name for value in node.values() for name in _refs(value)]
+
+
+def _inline(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` with each `$defs` entry used once written in place of its `$ref` (every
+    nested model of a tool is): a reference costs bytes and a client a lookup. A
+    definition used twice, or by itself, stays."""
+    defs: dict[str, Any] = schema.get("$defs", {})
+    used = _refs(schema)
+    once = {name for name, sub in defs.items() if used.count(name) == 1 and name not in _refs(sub)}
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.removeprefix(_REF) in once:
+            node = {**walk(defs[ref.removeprefix(_REF)]), **node}
+            del node["$ref"]
+        return {key: walk(value) for key, value in node.items() if key != "$defs"}
+
+    out: dict[str, Any] = walk(schema)
+    kept = {name: walk(sub) for name, sub in defs.items() if name not in once}
+    if kept:
+        out["$defs"] = kept
+    return out
+
+
+_VALIDATION_ONLY = frozenset({"pattern", "maxLength", "minLength", "maxItems", "minItems"})
+"""Input keywords the gateway enforces and a model does not need to read: a value that
+breaks one is refused with the field and the constraint (`field_hint` reads the full
+schema). Ranges (`minimum`, `maximum`), enums and defaults stay: they tell what to send."""
+
+
+def _advertised(node: Any, *, output: bool) -> Any:
+    """What a model reads of a compact schema: an input without `_VALIDATION_ONLY`
+    keywords and without `default: false` (what an unset flag means anyway); an output
+    without `required`, defaults (a result carries its values) and its models' docstrings
+    (written for the code's readers; a field's own description stays)."""
+    if isinstance(node, list):
+        return [_advertised(item, output=output) for item in node]
+    if not isinstance(node, dict):
+        return node
+
+    def left_out(key: str, value: Any) -> bool:
+        if output:
+            docstring = key == "description" and "properties" in node
+            return key in ("required", "default") or docstring
+        return key in _VALIDATION_ONLY or (key == "default" and value is False)
+
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in ("properties", "$defs"):
+            out[key] = {name: _advertised(sub, output=output) for name, sub in value.items()}
+        elif not left_out(key, value):
+            out[key] = _advertised(value, output=output)
+    return out
+
+
 def compact_schema(model: type[BaseModel], *, bare: bool = True) -> dict[str, Any]:
-    """The model's JSON schema without titles, null branches or null defaults; a tool
-    input's `bare_fields` with their type alone (unless `bare` is false: the reference
-    docs describe them)."""
-    schema: dict[str, Any] = _strip(model.model_json_schema())
+    """The model's JSON schema without titles, null branches or null defaults, nested
+    models in place; as advertised (`bare`, the default) also without what only validation
+    or the code's readers need (`_advertised`), and with a tool input's `bare_fields` as
+    their type alone. `bare=False` is the full schema, for the reference docs and the hints
+    of a refused argument."""
+    schema: dict[str, Any] = _inline(_strip(model.model_json_schema()))
     schema.setdefault("type", "object")
-    if issubclass(model, ToolInput):
+    is_input = issubclass(model, ToolInput)
+    if is_input:
         # The tool's description is what the model reads; an input class's docstring is
         # for the code's readers.
         schema.pop("description", None)
-        properties = schema.get("properties", {})
-        for name in bare_fields(model) if bare else ():
-            if "type" in properties.get(name, {}):
-                properties[name] = {"type": properties[name]["type"]}
+    if not bare:
+        return schema
+    schema = _advertised(schema, output=not is_input)
+    properties = schema.get("properties", {})
+    for name in bare_fields(model) if is_input else ():
+        if "type" in properties.get(name, {}):
+            properties[name] = {"type": properties[name]["type"]}
+    for name in getattr(model, "unadvertised", ()):
+        properties.pop(name, None)
     return schema
 
 

@@ -52,15 +52,18 @@ CallObserver = Callable[[str, ToolResult, float], None]
 INSTRUCTIONS = (
     "pvemcp operates Proxmox VE clusters. Every call is checked by the gateway's policy and "
     "recorded in its audit log. Look before acting: proxmox_cluster_status, "
-    "proxmox_guest_list. Power actions return a task upid; proxmox_task_log shows why a task "
-    "failed. Errors carry a code, a message and a hint on what to do next. "
+    "proxmox_guest_list. Errors carry a code, a message and a hint on what to do next. "
     "Arguments every tool shares: cluster = a configured cluster's name (omit for the "
     "default). Tools that change something also take dry_run (true: answer {dry_run, plan} "
     "with the plan's summary, changes, calls, target and warnings; change nothing) and "
     "confirm_token (from a confirmation_required answer, once the user "
     "approved the plan). A guest is named by vmid or by its exact name (one of the two). "
     "Tools that start a Proxmox task take wait (default true: return when the task ends, "
-    "reporting progress) and timeout (seconds to wait; default the cluster's task_timeout). "
+    "reporting progress) and timeout (seconds to wait; default the cluster's task_timeout), "
+    "and answer vmid, node, type, upid, task_status (running until the task ends), "
+    "exitstatus, guest_status (the guest's state after it: running, stopped...), note (read "
+    "it: e.g. an HA request not yet applied) and seconds; a failed task is an error with its "
+    "upid (proxmox_task_log shows why). "
     "Tools come in toolsets: proxmox_toolset_enable lists them and enables one for this "
     "session."
 )
@@ -71,12 +74,19 @@ def _dumps(value: Any) -> str:
 
 
 def annotations_for(spec: AnySpec) -> ToolAnnotations:
-    """Client hints derived from the declared tier, so they can never disagree with it."""
+    """Client hints derived from the declared tier, so they can never disagree with it.
+
+    Only what differs from MCP's defaults is sent (readOnly false, destructive true,
+    idempotent false, openWorld true), and a read-only tool's destructive and idempotent
+    hints, which MCP says mean nothing then, are left out; `destructiveHint` is always sent
+    for a tool that changes something, true included, because a client that asks the user
+    only when it reads `destructiveHint: true` would otherwise never ask."""
     # The title travels once, as the tool's own `title` (clients prefer it to the hint's).
+    if spec.read_only:
+        return ToolAnnotations(read_only_hint=True, open_world_hint=False)
     return ToolAnnotations(
-        read_only_hint=spec.read_only,
         destructive_hint=spec.destructive,
-        idempotent_hint=spec.idempotent,
+        idempotent_hint=True if spec.idempotent else None,
         open_world_hint=False,
     )
 
