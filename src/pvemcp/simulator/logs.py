@@ -33,8 +33,7 @@ from typing import Any
 
 from .errors import failure
 from .model import Node
-from .params import NODE, Param
-from .router import Context, Params, Result, Route, integer, text
+from .router import Context, Params, Result, Route, api, integer, text
 from .state import ClusterState
 from .tasks import Task
 from .views import task_entry
@@ -42,7 +41,6 @@ from .views import task_entry
 RETENTION = 2 * 86_400
 """Seconds of journal a node keeps."""
 _HOUR = 3600
-_DATE_TIME = r"^\d{4}-\d{2}-\d{2}( \d{2}:\d{2}(:\d{2})?)?$"
 _SERVICE_ALIASES = {"postfix": "postfix@-", "sshd": "ssh"}
 _CRON_SECRET = "5f0b8e3c-91d2-4a7e-b6c4-2d9e7a10c3f4"  # noqa: S105 - seeded demo data
 """The token secret a careless cron job on pve1 puts on its command line (the journal logs
@@ -329,34 +327,8 @@ def _cluster_tasks(ctx: Context, params: Params) -> Result:
     return Result(items)
 
 
-_TIME = Param("integer", optional=True, minimum=0)
-
 ROUTES: tuple[Route, ...] = (
-    Route("GET", "/cluster/tasks", {}, _cluster_tasks),
-    Route(
-        "GET",
-        "/nodes/{node}/syslog",
-        {
-            "node": NODE,
-            "start": Param("integer", optional=True, minimum=0),
-            "limit": Param("integer", optional=True, minimum=0),
-            "since": Param("string", optional=True, pattern=_DATE_TIME),
-            "until": Param("string", optional=True, pattern=_DATE_TIME),
-            "service": Param("string", optional=True, max_length=128),
-        },
-        _syslog,
-    ),
-    Route(
-        "GET",
-        "/nodes/{node}/journal",
-        {
-            "node": NODE,
-            "since": _TIME,
-            "until": _TIME,
-            "lastentries": _TIME,
-            "startcursor": Param("string", optional=True),
-            "endcursor": Param("string", optional=True),
-        },
-        _journal,
-    ),
+    api("GET", "/cluster/tasks", _cluster_tasks),
+    api("GET", "/nodes/{node}/syslog", _syslog),
+    api("GET", "/nodes/{node}/journal", _journal),
 )

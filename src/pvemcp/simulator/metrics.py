@@ -36,8 +36,7 @@ from typing import Any
 
 from .errors import failure
 from .model import Guest, Node, Storage
-from .params import NODE, VMID, Param
-from .router import Context, Handler, Params, Result, Route, integer, text
+from .router import Context, Params, Result, Route, api, for_kinds, integer, text
 from .state import ClusterState
 from .tasks import Task
 
@@ -300,31 +299,8 @@ def _storage_rrd(ctx: Context, params: Params) -> Result:
     return Result(_rows(timeframe, ctx.now, storage_sampler(storage, node, usage, ctx.now, peak)))
 
 
-_CF = Param("string", optional=True, enum=("AVERAGE", "MAX"))
-_GUEST_FRAMES = ("hour", "day", "week", "month", "year")
-
-
-def _params(frames: tuple[str, ...], **path: Param) -> dict[str, Param]:
-    return {**path, "timeframe": Param("string", enum=frames), "cf": _CF}
-
-
-def _guest_route(kind: str, handler: Handler) -> Route:
-    return Route(
-        "GET",
-        f"/nodes/{{node}}/{kind}/{{vmid}}/rrddata",
-        _params(_GUEST_FRAMES, node=NODE, vmid=VMID),
-        handler,
-    )
-
-
 ROUTES: tuple[Route, ...] = (
-    Route("GET", "/nodes/{node}/rrddata", _params(tuple(TIMEFRAMES), node=NODE), _node_rrd),
-    _guest_route("qemu", _guest_rrd),
-    _guest_route("lxc", _guest_rrd),
-    Route(
-        "GET",
-        "/nodes/{node}/storage/{storage}/rrddata",
-        _params(_GUEST_FRAMES, node=NODE, storage=Param("string", format="pve-storage-id")),
-        _storage_rrd,
-    ),
+    api("GET", "/nodes/{node}/rrddata", _node_rrd),
+    *for_kinds("GET", "/nodes/{node}/{kind}/{vmid}/rrddata", None, lambda kind: _guest_rrd),
+    api("GET", "/nodes/{node}/storage/{storage}/rrddata", _storage_rrd),
 )
