@@ -86,7 +86,8 @@ async def test_metrics_bad_targets_name_their_field(session: Session) -> None:
         ({"node": "pve9"}, "not_found", "node"),
         ({"node": "pve1", "storage": "nope"}, "not_found", "storage"),
         ({"vmid": 100, "timeframe": "decade"}, "invalid_argument", "timeframe"),
-        ({"vmid": 100, "series": ["bogus"]}, "invalid_argument", "series"),
+        ({"vmid": 100, "series": ["cpu", "bogus"]}, "invalid_argument", "series"),
+        ({"node": "pve1", "timeframe": "minute"}, "invalid_argument", "timeframe"),
     ]
     for arguments, code, field in cases:
         error = refused(await call(session, "proxmox_metrics_get", **arguments))

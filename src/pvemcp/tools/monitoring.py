@@ -193,24 +193,20 @@ async def metrics(ctx: ToolContext, args: MetricsArgs) -> Metrics:
     base, target = await _metrics_target(ctx, args)
     path = f"{base}/rrddata"
     rows = await read_as(ctx, _ROWS, path, {"timeframe": args.timeframe, "cf": args.cf})
-    wanted = set(args.series) if args.series else None
+    known = {key for row in rows for key in row if key != "time"}
+    wanted = set(args.series) if args.series else known
+    if rows and wanted - known:
+        raise ToolFailure(
+            "invalid_argument",
+            f"no series {', '.join(sorted(wanted - known))} in this RRD",
+            field="series",
+            hint=f"Its series: {', '.join(sorted(known))}.",
+        )
     columns: dict[str, list[float]] = {}
     for row in rows:
         for key, value in row.items():
-            if (
-                key != "time"
-                and isinstance(value, int | float)
-                and (wanted is None or key in wanted)
-            ):
+            if key in wanted and isinstance(value, int | float):
                 columns.setdefault(key, []).append(float(value))
-    if wanted is not None and not columns and rows:
-        known = sorted({key for row in rows for key in row if key != "time"})
-        raise ToolFailure(
-            "invalid_argument",
-            f"no series {sorted(wanted)} in this RRD",
-            field="series",
-            hint=f"Its series: {', '.join(known)}.",
-        )
     times = [int(row["time"]) for row in rows if isinstance(row.get("time"), int | float)]
     step = times[1] - times[0] if len(times) > 1 else 0
     result = Metrics(
