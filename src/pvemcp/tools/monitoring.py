@@ -92,14 +92,12 @@ class MetricsArgs(ToolInput):
     node: NodeName | None = None
     vmid: Vmid | None = None
     name: GuestName | None = None
-    storage: Annotated[StorageId | None, Field(description="Storage id (with node).")] = None
+    storage: StorageId | None = None
     timeframe: Literal["hour", "day", "week", "month", "year", "decade"] = "hour"
-    cf: Annotated[
-        Literal["AVERAGE", "MAX"], Field(description="Per-row consolidation: mean or peak.")
-    ] = "AVERAGE"
+    cf: Annotated[Literal["AVERAGE", "MAX"], Field(description="Rows: mean or peak.")] = "AVERAGE"
     series: Annotated[
         list[Annotated[str, matching(r"[a-z]{2,24}", "a series name")]] | None,
-        Field(max_length=20, description="Only these series (e.g. cpu, mem)."),
+        Field(max_length=20, description="Only these (e.g. cpu, mem)."),
     ] = None
     points: Annotated[bool, Field(description=f"Also return rows (newest {MAX_ROWS}).")] = False
 
@@ -180,9 +178,8 @@ async def _metrics_target(ctx: ToolContext, args: MetricsArgs) -> tuple[str, str
     ],
 )
 async def metrics(ctx: ToolContext, args: MetricsArgs) -> Metrics:
-    """CPU, memory, disk and network of a node, guest (vmid/name) or storage over a
-    timeframe: min/avg/max/last per series, with units; rows only with points. Current
-    values: proxmox_node_status, proxmox_guest_get."""
+    """A node's, guest's (vmid/name) or storage's CPU, memory, disk and network over a
+    timeframe, as min/avg/max/last per series; raw rows only with points."""
     if args.timeframe == "decade" and (args.vmid or args.name or args.storage):
         raise ToolFailure(
             "invalid_argument",
@@ -254,7 +251,7 @@ class TaskListArgs(ToolInput):
     since: Annotated[
         str | None,
         AfterValidator(_instant),
-        Field(description="Started at or after (ISO 8601; UTC without a zone)."),
+        Field(description="ISO 8601 (UTC if no zone)."),
     ] = None
     offset: Annotated[int, Field(ge=0)] = 0
     limit: Annotated[int, Field(ge=1, le=200)] = 20
@@ -326,9 +323,8 @@ def _task_params(args: TaskListArgs, wanted: int) -> dict[str, Any]:
     rejects=[({"node": "pve9"}, "not_found"), ({"status": "failed"}, "invalid_argument")],
 )
 async def task_list(ctx: ToolContext, args: TaskListArgs) -> TaskList:
-    """Recent Proxmox tasks, newest first, of one node or the whole cluster, filtered by
-    type, vmid, user, status or start time, paged (total, next_offset). Use
-    proxmox_task_log for one task's output."""
+    """Recent tasks, newest first, cluster-wide or of one node, filtered by type, vmid,
+    user, status or start; paged. One task's output: proxmox_task_log."""
     if args.node is not None:
         nodes = [await _known_node(ctx, args.node)]
     else:
@@ -371,11 +367,7 @@ async def task_list(ctx: ToolContext, args: TaskListArgs) -> TaskList:
 # --- node log ------------------------------------------------------------------------
 
 _LOCAL_TIME = r"\d{4}-\d{2}-\d{2}( \d{2}:\d{2}(:\d{2})?)?"
-LocalTime = Annotated[
-    str,
-    matching(_LOCAL_TIME, "a time as YYYY-MM-DD[ HH:MM[:SS]]"),
-    Field(description="Node time, YYYY-MM-DD[ HH:MM[:SS]]."),
-]
+LocalTime = Annotated[str, matching(_LOCAL_TIME, "a time as YYYY-MM-DD[ HH:MM[:SS]]")]
 
 
 class NodeLogArgs(ToolInput):
@@ -389,8 +381,10 @@ class NodeLogArgs(ToolInput):
         matching(r"[\w.@-]{1,128}", "a systemd unit name"),
         Field(description="syslog only: one unit, e.g. pvedaemon."),
     ] = None
-    since: LocalTime | None = None
-    until: LocalTime | None = None
+    since: Annotated[LocalTime | None, Field(description="Node time, YYYY-MM-DD[ HH:MM[:SS]].")] = (
+        None
+    )
+    until: Annotated[LocalTime | None, Field(description="As since.")] = None
     start: Annotated[int, Field(ge=0, description="syslog: line offset.")] = 0
     cursor: Annotated[
         str | None, Field(max_length=256, description="journal: lines after this cursor.")
@@ -434,9 +428,9 @@ def _epoch(local: str) -> int:
     ],
 )
 async def node_log(ctx: ToolContext, args: NodeLogArgs) -> NodeLog:
-    """A node's system log (journal), oldest first: syslog filtered by service and time,
-    paged by start; or journal's newest lines, then the lines after a cursor. Use
-    proxmox_task_log for a task's own output."""
+    """A node's system log, oldest first: syslog by service and time, paged by start; or
+    the journal's newest lines, then those after a cursor. A task's output:
+    proxmox_task_log."""
     if (
         args.since is not None
         and args.until is not None
