@@ -135,9 +135,9 @@ _ANY: TypeAdapter[Any] = TypeAdapter(Any)
     ],
 )
 async def agent_info(ctx: ToolContext, args: InfoArgs) -> AgentInfo:
-    """Ask a running VM's QEMU guest agent whether it responds (`ping`), the guest's OS
-    and its hostname as the guest itself reports them. Fails with agent_unavailable, and
-    what to do, when the agent is not configured, the VM stopped or the agent silent."""
+    """Ask a running VM's QEMU guest agent: ping, OS and hostname as the guest reports them.
+    agent_unavailable says what to do when the agent is not configured or silent, or the VM
+    stopped."""
     target = await _vm(ctx, args)
     field = planners.ref_field(args)
     info = AgentInfo(vmid=target.vmid, node=target.node)
@@ -216,9 +216,9 @@ class AgentList(ToolOutput):
     rejects=[({"vmid": 100, "what": "disks"}, "invalid_argument")],
 )
 async def agent_list(ctx: ToolContext, args: ListArgs) -> AgentList:
-    """A running VM's network interfaces (name, MAC, IP/prefix; the loopback left out)
-    or mounted filesystems (mountpoint, type, size and use), as its QEMU guest agent
-    reports them: the guest's own view, with the addresses DHCP gave it."""
+    """A running VM's network interfaces (name, MAC, IPs; no loopback) or mounted
+    filesystems (type, size, use), as its QEMU guest agent reports them: e.g. the address
+    DHCP gave it."""
     target = await _vm(ctx, args)
     field = planners.ref_field(args)
     result = AgentList(vmid=target.vmid, node=target.node)

@@ -151,10 +151,9 @@ async def _plan_set(ctx: ToolContext, args: SetArgs) -> Plan:
 cloudinit_set = action(
     "proxmox_cloudinit_set",
     title="Set a VM's cloud-init user, keys, IPs and DNS",
-    description="""Set a VM's cloud-init user, SSH keys (replacing the current ones), IP
-    config per NIC, nameserver, search domain; a password only as the name of an
-    operator-provided secret. A running VM sees them after proxmox_cloudinit_regenerate
-    and a boot.""",
+    description="""Set a VM's cloud-init user, SSH keys (replacing them), IP config per NIC,
+    DNS; a password only as the name of an operator-provided secret. A running VM sees them
+    after proxmox_cloudinit_regenerate and a boot.""",
     tier=Tier.WRITE,
     toolset="cloudinit",
     input=SetArgs,
@@ -208,7 +207,7 @@ class CloudinitData(ToolOutput):
 )
 async def cloudinit_show(ctx: ToolContext, args: ShowArgs) -> CloudinitData:
     """The cloud-init user-data, network config or meta-data PVE generates for a VM, and
-    `changed`: keys that differ from what its drive holds now (regenerate to apply)."""
+    changed: keys that differ from what its drive holds (regenerate to apply)."""
     target = planners.guest_target(await planners.resolve_guest(ctx, args))
     _vm_only(target, planners.ref_field(args))
     data = await ctx.get(f"{target.path}/cloudinit/dump", {"type": args.what})
@@ -255,9 +254,8 @@ async def _plan_regenerate(ctx: ToolContext, args: RegenerateArgs) -> Plan:
 cloudinit_regenerate = action(
     "proxmox_cloudinit_regenerate",
     title="Regenerate a VM's cloud-init drive",
-    description="""Rewrite a VM's cloud-init drive from its current cloud-init settings (the
-    plan lists what changes on the drive). A stopped VM gets it at its next start anyway;
-    use this for a running VM or to check the result with proxmox_cloudinit_show.""",
+    description="""Rewrite a VM's cloud-init drive from its current settings (the plan lists
+    what changes on it): for a running VM; a stopped one gets them at its next start anyway.""",
     tier=Tier.WRITE,
     toolset="cloudinit",
     input=RegenerateArgs,

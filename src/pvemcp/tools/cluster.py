@@ -108,8 +108,8 @@ class ClusterStatus(ToolOutput):
     examples=[{}],
 )
 async def cluster_status(ctx: ToolContext, args: Empty) -> ClusterStatus:
-    """Cluster name, quorum, which nodes are online, and the PVE version. Start here to see
-    whether the cluster is healthy before acting on it."""
+    """Cluster name, quorum, online nodes and PVE version. Call it first to check that the
+    cluster is healthy before acting on it."""
     status, version = await ctx.get_many("/cluster/status", "/version")
     entries = answer_as(_STATUS_ENTRIES, status, method="GET", path="/cluster/status")
     cluster = next((e for e in entries if e.type == "cluster"), None)
@@ -263,8 +263,8 @@ class NextVmid(ToolOutput):
     examples=[{}],
 )
 async def next_vmid(ctx: ToolContext, args: Empty) -> NextVmid:
-    """The lowest free guest id in the cluster, for creating a VM or container. It is not
-    reserved: another caller may take it first."""
+    """The lowest free guest id, for a new VM or container. Not reserved: another caller may
+    take it first."""
     return NextVmid(vmid=await read_as(ctx, _NEXT_ID, "/cluster/nextid"))
 
 

@@ -37,9 +37,7 @@ Argv = Annotated[
 CommandTimeout = Annotated[
     float,
     # At least 1 s, as `wire_command` requires: a shorter one is no limit a node can keep.
-    Field(
-        ge=1, le=3600, description="Seconds before it is killed (1-3600); default: the cluster's."
-    ),
+    Field(ge=1, le=3600, description="Seconds before it is killed; default: the cluster's."),
 ]
 
 

@@ -19,13 +19,7 @@ MIB = 1024 * 1024
 GIB = 1024 * MIB
 
 Vmid = Annotated[int, Field(ge=100, le=999_999_999, description="Guest id (VMID).")]
-NodeName = Annotated[
-    str,
-    Field(
-        pattern=r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$",
-        description="Node name.",
-    ),
-]
+NodeName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$")]
 
 
 def matching(pattern: str, what: str) -> AfterValidator:
@@ -62,7 +56,7 @@ Upid = Annotated[
     Field(
         pattern=r"^UPID:[a-zA-Z0-9-]+:[0-9A-Fa-f]{8}:[0-9A-Fa-f]{8,9}:[0-9A-Fa-f]{8}:[^:\s]+:[^:\s]*:[^:\s]+:$",
         max_length=256,
-        description="Task id (UPID) as returned by a tool that started a task.",
+        description="As the tool that started the task returned it.",
     ),
 ]
 Timeout = Annotated[

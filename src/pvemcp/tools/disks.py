@@ -195,7 +195,7 @@ class DiskAddArgs(WaitInput, GuestRef):
     slot: Annotated[int | None, Field(ge=0, le=255, description="Default: next free.")] = None
     options: Annotated[
         str | None,
-        Field(max_length=200, description="e.g. discard=on,ssd=1 (checked by the PVE API index)"),
+        Field(max_length=200, description="PVE drive options, e.g. discard=on,ssd=1."),
     ] = None
     mount_path: Annotated[
         str | None,
@@ -282,10 +282,9 @@ async def _plan_add(ctx: ToolContext, args: DiskAddArgs) -> Plan:
 disk_add = action(
     "proxmox_disk_add",
     title="Add a disk to a guest",
-    description="""Add a disk to a VM (bus; next free slot unless given) or a mount point to a
-    container (mount_path): size_gib on storage (default: default_storage). The plan shows
-    the storage's free space after; refused when it lacks room. To grow a disk use
-    proxmox_disk_resize.""",
+    description="""Add a disk to a VM (bus; next free slot) or a mount point to a container
+    (mount_path), size_gib on a storage; refused when the storage lacks room. To grow a disk
+    use proxmox_disk_resize.""",
     tier=Tier.WRITE,
     toolset="disks",
     input=DiskAddArgs,
@@ -366,9 +365,8 @@ async def _plan_resize(ctx: ToolContext, args: DiskResizeArgs) -> Plan:
 disk_resize = action(
     "proxmox_disk_resize",
     title="Grow a guest's disk",
-    description="""Grow a VM disk or container volume (disk: scsi0, rootfs, mp0...) to size_gib
-    in total; the plan says by how much. A smaller size is refused: disks only grow. Extend
-    a VM's filesystem inside the guest afterwards.""",
+    description="""Grow a VM disk or container volume (scsi0, rootfs, mp0...) to size_gib in
+    total; a smaller size is refused. Extend a VM's filesystem inside the guest afterwards.""",
     tier=Tier.WRITE,
     toolset="disks",
     input=DiskResizeArgs,
@@ -458,7 +456,7 @@ disk_move = action(
     "proxmox_disk_move",
     title="Move a guest's disk to another storage",
     description="""Copy a VM disk (even running) or a stopped container's volume to another
-    storage and switch to the copy. The source stays as unusedN: delete it afterwards with
+    storage and switch to the copy. The source stays as unusedN: delete it with
     proxmox_disk_detach.""",
     tier=Tier.WRITE,
     toolset="disks",

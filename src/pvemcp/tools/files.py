@@ -282,9 +282,9 @@ def _planned(ctx: ToolContext) -> tuple[str, str]:
     planner=_plan_read,
 )
 async def file_read(ctx: ToolContext, args: FileReadArgs) -> FileContent:
-    """Read a regular file on a node. Policy judges the canonical path (symlinks
-    resolved); some paths (keys, shadow) are always refused. Text comes back as is, binary
-    as base64; beyond the inline cap the whole file is an artifact."""
+    """Read a regular file on a node: text, or base64 if binary. Policy judges the path with
+    symlinks resolved; keys and shadow are always refused. A file beyond the inline cap is
+    an artifact."""
     node, path = _planned(ctx)
     data = await ctx.read_file(node, args.path, canonical=path)
     cap = ctx.output_limits.output_cap
@@ -317,10 +317,9 @@ async def file_read(ctx: ToolContext, args: FileReadArgs) -> FileContent:
     planner=_plan_write,
 )
 async def file_write(ctx: ToolContext, args: FileWriteArgs) -> FileWritten:
-    """Create or replace a file on a node atomically (temp file + rename; never through a
-    symlink), keeping owner and mode (less set-uid/set-gid) unless mode is given. The plan
-    shows a diff; use dry_run to see it and expected_sha256 to guard against concurrent
-    edits."""
+    """Create or replace a file on a node atomically, never through a symlink, keeping owner
+    and mode unless mode is set. dry_run shows the diff; expected_sha256 guards against
+    concurrent edits."""
     node, path = _planned(ctx)
     assert ctx.plan is not None
     # Apply exactly the change that was planned (and maybe confirmed): the content the

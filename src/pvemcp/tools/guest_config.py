@@ -78,9 +78,9 @@ class GuestConfig(ToolOutput):
     rejects=[({"vmid": 100, "name": "web01"}, "invalid_argument"), ({"vmid": 999}, "not_found")],
 )
 async def guest_config(ctx: ToolContext, args: ConfigArgs) -> GuestConfig:
-    """A VM's or container's configuration (by vmid or name): keys in effect, `pending`
-    values and `pending_delete` keys that apply at the next start, and the `digest` to
-    pass to proxmox_guest_config_update. With `snapshot`, that snapshot's saved config."""
+    """A guest's configuration: keys in effect, pending values and deletions (applied at the
+    next start), and the digest for proxmox_guest_config_update. With snapshot: that
+    snapshot's config."""
     target = planners.guest_target(await planners.resolve_guest(ctx, args))
     found = dict(vmid=target.vmid, type=target.type, node=target.node)
     if args.snapshot is None:
@@ -146,10 +146,9 @@ async def _plan_update(ctx: ToolContext, args: UpdateArgs) -> Plan:
 guest_config_update = action(
     "proxmox_guest_config_update",
     title="Change a guest's configuration",
-    description="""Set, delete or revert pending changes of a VM's or container's config keys
-    (memory, cores, net0, tags... in PVE's syntax). The plan shows each key before and
-    after; a running guest may keep some changes pending until its next start. Not for
-    disk sizes or passwords.""",
+    description="""Set or delete a guest's config keys (memory, cores, net0, tags... in
+    PVE's syntax) or revert pending ones; the plan shows before and after. A running guest
+    may apply some at next start. Not for disk sizes or passwords.""",
     tier=Tier.WRITE,
     toolset="guests",
     input=UpdateArgs,

@@ -117,9 +117,8 @@ def _planned(ctx: ToolContext) -> tuple[str, int]:
     planner=_plan_ct,
 )
 async def ct_exec(ctx: ToolContext, args: CtExecArgs) -> CommandOutput:
-    """Run an argv inside an LXC container (by vmid or name) with `pct exec` on its node.
-    Policy sees argv ["pct", "exec", "<vmid>", "--", ...]. Returns exit code and capped
-    output (the rest as an artifact); a command past its timeout is killed."""
+    """Run an argv (no shell) inside an LXC container with pct exec on its node; policy sees
+    ["pct", "exec", "<vmid>", "--", ...]. Returns exit code and capped output."""
     node, vmid = _planned(ctx)
     argv = [*ctx.ssh_config.cli_prefix, *_pct_exec(vmid, list(args.argv))]
     return await run_on_node(ctx, node, argv, args.timeout)
@@ -135,9 +134,8 @@ async def ct_exec(ctx: ToolContext, args: CtExecArgs) -> CommandOutput:
     planner=_plan_vm,
 )
 async def vm_exec(ctx: ToolContext, args: VmExecArgs) -> CommandOutput:
-    """Run an argv inside a QEMU VM (by vmid or name) through its guest agent and wait for
-    it to exit. Policy sees argv ["qm", "guest", "exec", "<vmid>", "--", ...]. Returns
-    exit code and capped output (the rest as an artifact)."""
+    """Run an argv inside a QEMU VM through its guest agent and wait for it to exit; policy
+    sees ["qm", "guest", "exec", "<vmid>", "--", ...]. Returns exit code and capped output."""
     node, vmid = _planned(ctx)
     base = f"/nodes/{node}/qemu/{vmid}/agent"
     seconds = args.timeout if args.timeout is not None else ctx.output_limits.command_timeout

@@ -161,9 +161,9 @@ class GuestList(ToolOutput):
     rejects=[({"limit": 0}, "invalid_argument"), ({"fields": ["ram"]}, "invalid_argument")],
 )
 async def guest_list(ctx: ToolContext, args: GuestListArgs) -> GuestList:
-    """List VMs and containers across the cluster, filtered by node, status, type, name or
-    tag, sorted by vmid and paged (`total`, `next_offset`). Use proxmox_guest_get for one
-    guest's configuration."""
+    """VMs and containers across the cluster, filtered by node, status, type, name or tag,
+    sorted by vmid and paged (total, next_offset). For one guest's details use
+    proxmox_guest_get."""
     wanted = frozenset(args.fields or ())
     needle = args.name.lower() if args.name else None
     matches = [
@@ -222,8 +222,8 @@ class GuestDetails(ToolOutput):
     rejects=[({"name": "test"}, "ambiguous_name"), ({"vmid": 999}, "not_found")],
 )
 async def guest_get(ctx: ToolContext, args: GuestGetArgs) -> GuestDetails:
-    """One VM or container by vmid or exact name: current status and, by default, its
-    configuration. A name that several guests share is an error listing their vmids."""
+    """One VM or container: its status and, by default, its configuration. A name that
+    several guests share is an error listing their vmids."""
     row = await planners.resolve_guest(ctx, args)
     base = f"/nodes/{row['node']}/{row['type']}/{row['vmid']}"
     paths = [f"{base}/status/current", *([f"{base}/config"] if args.include_config else [])]
@@ -332,10 +332,8 @@ async def _undo_stop(ctx: ToolContext, plan: Plan, output: ToolOutput) -> undo.U
 guest_power = action(
     "proxmox_guest_power",
     title="Start, shut down, reboot, suspend or resume a guest",
-    description="""Start, cleanly shut down, reboot, suspend or resume a VM or container (by
-    vmid or name). With wait (default) it returns when the Proxmox task ends, reporting
-    progress, with the guest's resulting state (guest_status); a failed task is an error
-    carrying its upid. For a hard power-off use proxmox_guest_stop.""",
+    description="""Start, cleanly shut down, reboot, suspend or resume a VM or container;
+    guest_status is its state afterwards. For a hard power-off use proxmox_guest_stop.""",
     tier=Tier.WRITE,
     toolset="guests",
     input=PowerArgs,
@@ -352,9 +350,8 @@ guest_power = action(
 guest_stop = action(
     "proxmox_guest_stop",
     title="Hard-stop a guest",
-    description="""Power a VM or container off immediately, like pulling the plug: unsaved
-    data in the guest is lost. Prefer proxmox_guest_power with action shutdown; use this
-    only when the guest does not respond to a shutdown.""",
+    description="""Power a guest off at once, like pulling the plug: unsaved data is lost.
+    Use it only when the guest ignores proxmox_guest_power action shutdown.""",
     tier=Tier.DESTRUCTIVE,
     toolset="guests",
     input=StopArgs,

@@ -325,16 +325,12 @@ async def _plan_ct_create(ctx: ToolContext, args: CtCreateArgs) -> Plan:
     )
 
 
-_CREATE_NOTE = """With wait (default) it returns once created (and started, with start),
-    with the guest's state."""
-
 vm_create = action(
     "proxmox_vm_create",
     title="Create a VM",
-    description=f"""Create a QEMU VM: CPUs, memory, new disks on storages, NICs on bridges,
-    an ISO, OS type, BIOS, cloud-init drive. Unset vmid/node/storage/bridge take the next
-    free id and the cluster's defaults. To copy a template use proxmox_guest_clone.
-    {_CREATE_NOTE}""",
+    description="""Create a QEMU VM: CPUs, memory, disks on storages, NICs on bridges, ISO,
+    OS type, BIOS, cloud-init drive. Unset vmid/node/storage/bridge: the next free id, the
+    cluster's defaults. To copy a template use proxmox_guest_clone.""",
     tier=Tier.WRITE,
     toolset="lifecycle",
     input=VmCreateArgs,
@@ -365,9 +361,9 @@ vm_create = action(
 ct_create = action(
     "proxmox_ct_create",
     title="Create a container",
-    description=f"""Create an LXC container from a template (storage:vztmpl/...): rootfs
-    size and storage, unprivileged by default, NICs, DNS, SSH keys, features; a root
-    password only as the name of an operator-provided secret. {_CREATE_NOTE}""",
+    description="""Create an LXC container from a template (storage:vztmpl/...): rootfs,
+    unprivileged by default, NICs, DNS, SSH keys, features; a root password only as the
+    name of an operator-provided secret.""",
     tier=Tier.WRITE,
     toolset="lifecycle",
     input=CtCreateArgs,
@@ -485,8 +481,8 @@ guest_delete = action(
     "proxmox_guest_delete",
     title="Delete a VM or container",
     description="""Delete a stopped VM or container for good: its disks and snapshots are
-    destroyed (the plan lists them with sizes); backups are kept. A running guest is
-    refused: shut it down first. purge (default) also drops it from pools, HA and jobs.""",
+    destroyed (the plan lists them), backups kept. Shut a running guest down first. purge
+    (default) drops it from pools, HA and jobs.""",
     tier=Tier.DESTRUCTIVE,
     toolset="lifecycle",
     input=DeleteArgs,

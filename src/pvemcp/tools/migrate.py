@@ -240,8 +240,7 @@ guest_migrate = action(
     "proxmox_guest_migrate",
     title="Migrate a guest to another node",
     description="""Move a VM or container to another node: a running VM live, a running
-    container by restart, a stopped guest offline. Waits with progress; the result gives
-    the new node and the guest's state. Snapshots on local storage block a move.""",
+    container by restart, a stopped guest offline. Snapshots on local storage block a move.""",
     tier=Tier.WRITE,
     toolset="guests",
     input=MigrateArgs,
@@ -326,9 +325,8 @@ _WORKERS = TypeAdapter(list[_Worker])
     rejects=[({"vmid": 100}, "precondition_failed"), ({"vmid": 9000}, "precondition_failed")],
 )
 async def guest_template(ctx: ToolContext, args: TemplateArgs) -> TaskOutcome:
-    """Turn a stopped VM or container into a template to clone from. Irreversible: it can
-    never start again as a guest. Refused for a running guest, a template, or a guest with
-    snapshots. Waits for the task with progress."""
+    """Turn a stopped VM or container into a template to clone from. Irreversible: it never
+    starts again. Refused for a running guest, a template, or a guest with snapshots."""
     plan = ctx.plan
     assert plan is not None
     assert isinstance(plan.target, GuestTarget)

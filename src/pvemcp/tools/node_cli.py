@@ -119,9 +119,9 @@ def _node(ctx: ToolContext) -> str:
     planner=_plan_cli,
 )
 async def cli_run(ctx: ToolContext, args: CliRunArgs) -> CommandOutput:
-    """Run a Proxmox command (qm, pct, pvesm, pvecm, pvesh, vzdump, ha-manager, ...) on a
-    node as an argv, no shell. Policy must allow the exact argv. Returns exit code, capped
-    output (rest as an artifact) and parsed JSON when it printed JSON. Prefer typed tools."""
+    """Run a Proxmox command (qm, pct, pvesm, pvesh, vzdump, ha-manager...) on a node as an
+    argv, no shell; policy must allow the exact argv. Returns exit code, capped output and
+    its JSON parsed. Prefer typed tools."""
     program = [*ctx.ssh_config.cli_prefix, *args.argv]
     return await run_on_node(ctx, _node(ctx), program, args.timeout)
 
@@ -136,9 +136,9 @@ async def cli_run(ctx: ToolContext, args: CliRunArgs) -> CommandOutput:
     planner=_plan_shell,
 )
 async def shell_run(ctx: ToolContext, args: ShellRunArgs) -> CommandOutput:
-    """Run a command line with `sh -c` on a node: the broadest escape hatch, for host
-    diagnostics nothing else covers. Policy sees argv ["sh", "-c", command]. Returns exit
-    code and capped output (rest as an artifact). Prefer proxmox_cli_run or typed tools."""
+    """Run a command line with sh -c on a node: the broadest escape hatch, for host
+    diagnostics nothing else covers; policy sees ["sh", "-c", command]. Prefer
+    proxmox_cli_run or typed tools."""
     return await run_on_node(ctx, _node(ctx), ["sh", "-c", args.command], args.timeout)
 
 

@@ -150,8 +150,8 @@ async def _read(ctx: ToolContext, row: dict[str, Any]) -> tuple[list[_Snapshot],
     rejects=[({"vmid": 999}, "not_found"), ({"vmid": 100, "name": "web01"}, "invalid_argument")],
 )
 async def snapshot_list(ctx: ToolContext, args: GuestRef) -> SnapshotTree:
-    """A VM's or container's snapshots as a tree (parent, time UTC, RAM state,
-    description); `current`: the snapshot the guest's present state descends from."""
+    """A guest's snapshots as a tree (parent, time UTC, RAM state, description); current:
+    the snapshot its present state descends from."""
     row = await planners.resolve_guest(ctx, args)
     snaps, current = await _read(ctx, row)
     return SnapshotTree(
@@ -358,8 +358,8 @@ async def _undo_create(ctx: ToolContext, plan: Plan, output: ToolOutput) -> undo
 snapshot_create = action(
     "proxmox_snapshot_create",
     title="Take a snapshot",
-    description="""Snapshot a VM or container (disks and config; with vmstate a running
-    VM's RAM too). A taken name or a locked guest is refused before anything is sent.""",
+    description="""Snapshot a guest's disks and config; with vmstate, a running VM's RAM
+    too. A taken name or a locked guest is refused.""",
     tier=Tier.WRITE,
     toolset="snapshots",
     input=CreateArgs,
@@ -383,9 +383,9 @@ snapshot_create = action(
 snapshot_rollback = action(
     "proxmox_snapshot_rollback",
     title="Roll a guest back to a snapshot",
-    description="""Roll a VM or container back to a snapshot: what changed since is lost; a
-    running guest is stopped hard first and stays stopped unless start or the snapshot has
-    RAM state. Refused past a newer snapshot on ZFS.""",
+    description="""Roll a guest back to a snapshot: what changed since is lost; a running
+    guest is stopped hard first and stays stopped unless start or the snapshot has RAM.
+    Refused past a newer snapshot on ZFS.""",
     tier=Tier.DESTRUCTIVE,
     toolset="snapshots",
     input=RollbackArgs,
@@ -402,8 +402,8 @@ snapshot_rollback = action(
 snapshot_delete = action(
     "proxmox_snapshot_delete",
     title="Delete a snapshot",
-    description="""Delete a snapshot of a VM or container (its disk snapshots and saved
-    RAM); the guest's present state and other snapshots are kept.""",
+    description="""Delete a guest's snapshot (its disk snapshots and saved RAM); the guest's
+    present state and its other snapshots are kept.""",
     tier=Tier.DESTRUCTIVE,
     toolset="snapshots",
     input=DeleteArgs,

@@ -85,9 +85,8 @@ class TaskLog(ToolOutput):
     idempotent=True,
 )
 async def task_log(ctx: ToolContext, args: TaskLogArgs) -> TaskLog:
-    """A page of a task's log lines (the last line of a finished task is `TASK OK` or
-    `TASK ERROR: ...`). Page with start/next_start; when the server gives no total,
-    may_have_more says a full page may be followed by more."""
+    """A page of a task's log lines; a finished task's last line is TASK OK or TASK ERROR:
+    .... Page with start and next_start; may_have_more when the total is unknown."""
     lines, total = await ctx.task_log(args.upid, args.start, args.limit)
     end = args.start + len(lines)
     if total is None:

@@ -52,9 +52,9 @@ def _info(entry: ToolsetEntry) -> ToolsetInfo:
     rejects=[({"toolset": "nope"}, "invalid_argument")],
 )
 async def toolset_enable(ctx: ToolContext, args: ToolsetArgs) -> Toolsets:
-    """Without `toolset`: every toolset, whether it is enabled and the tools it holds for
-    you. With `toolset`: enable it for this session (tools/list then shows its tools; each
-    call is still decided by policy)."""
+    """Without toolset: each toolset, whether it is enabled, and its tools. With toolset:
+    enable it for this session (tools/list then shows its tools; policy still decides each
+    call)."""
     if ctx.toolsets is None:
         raise ToolFailure("internal_error", "this gateway serves no toolsets")
     if args.toolset is None:

@@ -62,9 +62,9 @@ def _line(tool_name: str, arguments: dict[str, Any]) -> str:
     ],
 )
 async def undo_call(ctx: ToolContext, args: UndoArgs) -> UndoResult:
-    """No event_id: your recent undoable writes, newest first. With one: undo it by its
-    inverse call, which has its own tier, policy and confirmation (dry_run: its plan);
-    refused once undone or if the guest changed since."""
+    """Without event_id: your recent undoable writes, newest first. With one: undo that
+    write by its inverse call, planned and confirmed like any write; refused once undone or
+    if the guest changed since."""
     if ctx.undo is None:
         raise ToolFailure("internal_error", "this gateway records no undo")
     if args.event_id is None:

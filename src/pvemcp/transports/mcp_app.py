@@ -63,7 +63,8 @@ INSTRUCTIONS = (
     "and answer vmid, node, type, upid, task_status (running until the task ends), "
     "exitstatus, guest_status (the guest's state after it: running, stopped...), note (read "
     "it: e.g. an HA request not yet applied) and seconds; a failed task is an error with its "
-    "upid (proxmox_task_log shows why). "
+    "upid (proxmox_task_log shows why). Output cut at a tool's inline cap is readable as the "
+    "resource its *artifact field names. "
     "Tools come in toolsets: proxmox_toolset_enable lists them and enables one for this "
     "session."
 )
