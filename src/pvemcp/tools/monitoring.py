@@ -26,6 +26,7 @@ from pvemcp.tools.kit import (
     ToolInput,
     ToolOutput,
     Vmid,
+    answer_as,
     matching,
     node_or_default,
     planners,
@@ -340,7 +341,8 @@ async def task_list(ctx: ToolContext, args: TaskListArgs) -> TaskList:
             if args.node is not None:
                 raise
             continue  # an offline node's tasks cannot be read; the others still can
-        rows += _TASKS.validate_python(answer.data)
+        found: list[_Task] = answer_as(_TASKS, answer.data, method="GET", path=path)
+        rows += found
         total += answer.total if answer.total is not None else len(answer.data)
     rows.sort(key=lambda task: task.starttime, reverse=True)
     page = rows[args.offset : args.offset + args.limit]
@@ -402,6 +404,14 @@ class NodeLog(ToolOutput):
     truncated: bool | None = None
 
 
+class _Line(Answer):
+    t: str
+
+
+_LINES = TypeAdapter(list[_Line])
+_STRINGS = TypeAdapter(list[str])
+
+
 def _epoch(local: str) -> int:
     """A node time as epoch seconds, read as UTC (PVE's journal takes epochs; its syslog
     takes the node's local time, which the tool cannot know)."""
@@ -455,8 +465,9 @@ async def node_log(ctx: ToolContext, args: NodeLogArgs) -> NodeLog:
         for key in ("service", "since", "until"):
             if getattr(args, key) is not None:
                 params[key] = getattr(args, key)
-        answer = await ctx.call("GET", f"/nodes/{node}/syslog", params)
-        lines = [str(item.get("t", "")) for item in answer.data if isinstance(item, dict)]
+        path = f"/nodes/{node}/syslog"
+        answer = await ctx.call("GET", path, params)
+        lines = [line.t for line in answer_as(_LINES, answer.data, method="GET", path=path)]
         total = answer.total
         end = args.start + len(lines)
         return NodeLog(
@@ -481,8 +492,7 @@ async def node_log(ctx: ToolContext, args: NodeLogArgs) -> NodeLog:
         params["lastentries"] = args.limit
     if args.until is not None:
         params["until"] = _epoch(args.until)
-    data = await ctx.get(f"/nodes/{node}/journal", params)
-    items = [str(item) for item in data] if isinstance(data, list) else []
+    items = await read_as(ctx, _STRINGS, f"/nodes/{node}/journal", params)
     # mini-journalreader's answer: the first line's cursor, the lines, the last cursor.
     last_cursor = items[-1] if items else args.cursor
     lines = items[1:-1]
