@@ -174,3 +174,14 @@ async def test_node_log_bad_inputs_name_their_field(session: Session) -> None:
         error = refused(await call(session, "proxmox_node_log", **arguments))
         assert (error["code"], error.get("field")) == (code, field), (arguments, error)
     assert session.writes() == []
+
+
+async def test_running_tasks_are_listed_as_running(session: Session) -> None:
+    """A reboot (8 s, scaled) started without waiting is still running when listed."""
+    started = ok(await call(session, "proxmox_guest_power", vmid=100, action="reboot", wait=False))
+    running = ok(await call(session, "proxmox_task_list", status="running"))
+    assert [(t["upid"], t["status"]) for t in running["tasks"]] == [(started["upid"], "running")]
+    assert "end" not in running["tasks"][0]
+    log = ok(await call(session, "proxmox_node_log", node="pve1", service="pvedaemon"))
+    assert any(line.endswith(f"starting task {started['upid']}") for line in log["lines"])
+    assert not any(f"end task {started['upid']}" in line for line in log["lines"])
