@@ -102,6 +102,23 @@ async def test_a_full_storage_fails_the_task_and_leaves_no_orphan(
     assert response.status_code == 500
 
 
+async def test_a_storage_fault_fails_the_worker_and_a_failed_free_leaves_the_volume(
+    fresh_sim: SimulatorHandle, fresh_client: httpx2.AsyncClient
+) -> None:
+    # `Volumes.faults`: scsi1 on a failing storage after scsi0 was made; freeing scsi0
+    # fails too, so it stays, as PVE's `eval { vdisk_free(...) }; warn $@` leaves it.
+    in_use = "lvremove 'pve/vm-153-disk-0' error:   Logical volume pve/vm-153-disk-0 in use."
+    fresh_sim.state.volumes.faults["local", "alloc"] = "Read-only file system"
+    fresh_sim.state.volumes.faults["local-lvm", "free"] = in_use
+    upid = await post_upid(
+        fresh_client, "/nodes/pve1/qemu", vmid="153", scsi0="local-lvm:1", scsi1="local:1"
+    )
+    status = await task_status(fresh_client, upid)
+    assert status["exitstatus"] == "unable to create VM 153 - Read-only file system"
+    assert await _volids(fresh_client, "pve1", "local-lvm", 153) == {"local-lvm:vm-153-disk-0"}
+    assert (await fresh_client.get("/nodes/pve1/qemu/153/config")).status_code == 500
+
+
 async def test_unknown_iso_storage_and_pool_are_refused(fresh_client: httpx2.AsyncClient) -> None:
     iso = {"vmid": "153", "ide2": "local:iso/nope.iso,media=cdrom"}
     response = await fresh_client.post("/nodes/pve1/qemu", data=iso)

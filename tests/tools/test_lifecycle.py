@@ -13,6 +13,9 @@ from typing import Any
 
 import pytest
 
+from pvemcp.gateway import leftovers
+from pvemcp.gateway.plan import ApiCall
+from pvemcp.proxmox.errors import TaskFailed
 from tests.tools.calls import call as _call
 from tests.tools.calls import ok as _ok
 from tests.tools.test_examples import Session, error_of
@@ -124,3 +127,123 @@ async def test_delete_says_what_is_lost_and_frees_it(session: Session) -> None:
     state = session.sim.state
     assert state.find_guest(107) is None
     assert state.volumes.find("pve3", "local-lvm:vm-107-disk-0") is None
+
+
+# --- a create whose task fails: what it left behind -----------------------------------
+
+_READ_ONLY = (
+    "unable to create image: qemu-img: /var/lib/vz/images/{vmid}/vm-{vmid}-disk-0.qcow2: "
+    "Could not create: Read-only file system"
+)
+_IN_USE = "lvremove 'pve/vm-{vmid}-disk-0' error:   Logical volume pve/vm-{vmid}-disk-0 in use."
+
+
+def _create_two_disks(vmid: int) -> dict[str, Any]:
+    """scsi0 on local-lvm is allocated first, then virtio0 on local (qemu-server's
+    create_disks goes through the drives in order)."""
+    return {"vmid": vmid, "node": "pve1", "disks": [
+        {"storage": "local-lvm", "size_gib": 1}, {"storage": "local", "size_gib": 1,
+                                                  "bus": "virtio"}]}  # fmt: skip
+
+
+async def test_a_failed_create_that_pve_cleaned_up_says_nothing_was_left(
+    session: Session,
+) -> None:
+    # The second disk cannot be made after the first was: PVE frees the first again.
+    volumes = session.sim.state.volumes
+    volumes.faults["local", "alloc"] = _READ_ONLY.format(vmid=151)
+    error = error_of(await _call(session, "proxmox_vm_create", **_create_two_disks(151)))
+    assert error is not None and error["code"] == "task_failed", error
+    assert error["message"].startswith("VM 151 was not created: unable to create VM 151 - ")
+    assert "Nothing was left behind" in error["message"]
+    assert error["details"]["left_behind"] == {"config": False, "volumes": []}
+    assert error["details"]["upid"].startswith("UPID:pve1:")
+    assert volumes.find("pve1", "local-lvm:vm-151-disk-0") is None
+
+
+async def test_a_failed_create_whose_cleanup_failed_names_what_is_left(
+    session: Session,
+) -> None:
+    # PVE's cleanup is `eval { vdisk_free(...) }; warn $@`: a volume the storage cannot
+    # free stays, and only the task log says so. The tool finds it and says how to free it.
+    volumes = session.sim.state.volumes
+    volumes.faults["local", "alloc"] = _READ_ONLY.format(vmid=152)
+    volumes.faults["local-lvm", "free"] = _IN_USE.format(vmid=152)
+    error = error_of(await _call(session, "proxmox_vm_create", **_create_two_disks(152)))
+    assert error is not None and error["code"] == "task_failed", error
+    assert "Left behind: volumes local-lvm:vm-152-disk-0." in error["message"]
+    assert error["details"]["left_behind"] == {
+        "config": False, "volumes": ["local-lvm:vm-152-disk-0"]}  # fmt: skip
+    assert "pvesm free" in error["hint"] and "pve1" in error["hint"]
+    assert volumes.find("pve1", "local-lvm:vm-152-disk-0") is not None
+    assert session.sim.state.find_guest(152) is None
+
+
+async def test_a_failed_ct_create_is_checked_too(session: Session) -> None:
+    session.sim.state.volumes.faults["local-lvm", "alloc"] = "lvcreate 'pve/vm-253-disk-0' error"
+    error = error_of(await _call(session, "proxmox_ct_create", vmid=253, node="pve1",
+                                 template=TEMPLATE, rootfs_storage="local-lvm"))  # fmt: skip
+    assert error is not None and error["code"] == "task_failed", error
+    assert error["message"].startswith("CT 253 was not created: unable to create CT 253 - ")
+    assert error["details"]["left_behind"] == {"config": False, "volumes": []}
+
+
+async def test_a_failed_clone_says_what_it_left(session: Session) -> None:
+    session.sim.state.volumes.faults["local", "alloc"] = _READ_ONLY.format(vmid=153)
+    error = error_of(await _call(session, "proxmox_guest_clone", vmid=101, newid=153,
+                                 storage="local"))  # fmt: skip
+    assert error is not None and error["code"] == "task_failed", error
+    assert error["message"].startswith("VM 153 was not created: clone failed: ")
+    assert error["details"]["left_behind"] == {"config": False, "volumes": []}
+
+
+@pytest.mark.parametrize(
+    ("call", "expected"),
+    [
+        (ApiCall.to("POST", "/nodes/{node}/qemu", params={"vmid": 150}, task=True, node="pve1"),
+         ("pve1", "qemu", 150)),
+        (ApiCall.to("POST", "/nodes/{node}/lxc", params={"vmid": 250, "restore": 1}, task=True,
+                    node="pve2"), ("pve2", "lxc", 250)),
+        # A clone's worker runs (and allocates) on the source's node, whatever its target.
+        (ApiCall.to("POST", "/nodes/{node}/qemu/{vmid}/clone",
+                    params={"newid": 160, "target": "pve2"}, task=True, node="pve1", vmid=9000),
+         ("pve1", "qemu", 160)),
+        (ApiCall.to("POST", "/nodes/{node}/qemu/{vmid}/status/start", task=True, node="pve1",
+                    vmid=100), None),
+        (ApiCall.to("DELETE", "/nodes/{node}/qemu/{vmid}", task=True, node="pve1", vmid=100),
+         None),
+    ],
+)  # fmt: skip
+def test_the_calls_that_create_a_guest(call: ApiCall, expected: tuple[Any, ...] | None) -> None:
+    assert leftovers.created_guest(call) == expected
+
+
+def _failed(vmid: int, exitstatus: str) -> TaskFailed:
+    upid = f"UPID:pve1:00001234:00005678:6A000000:qmrestore:{vmid}:root@pam:"
+    return TaskFailed(f"task failed: {exitstatus}", upid=upid, exitstatus=exitstatus)
+
+
+def test_a_config_left_behind_is_deleted_with_the_delete_tool_after_unlocking() -> None:
+    # A failed restore keeps its config (qemu-server: "VM 170 state is NOT cleaned up");
+    # the simulator's restore checks room first and leaves nothing, so this is the words.
+    guest = leftovers.CreatedGuest("pve1", "qemu", 170)
+    left = leftovers.LeftBehind("pve1", "create", ("local-lvm:vm-170-disk-0",))
+    failure = leftovers._explained(_failed(170, "command 'zstd' failed: exit code 1"), guest, left)
+    assert failure.message == (
+        "VM 170 was not created: command 'zstd' failed: exit code 1. Left behind: its config "
+        "on pve1, locked (create) and volumes local-lvm:vm-170-disk-0."
+    )
+    assert failure.hint is not None
+    assert failure.hint.startswith("To remove it, unlock it first on pve1 (`qm unlock 170`)")
+    assert "proxmox_guest_delete with vmid 170" in failure.hint
+    assert failure.details["left_behind"] == {
+        "config": True, "config_node": "pve1", "lock": "create",
+        "volumes": ["local-lvm:vm-170-disk-0"]}  # fmt: skip
+
+
+def test_a_vmid_taken_meanwhile_is_not_reported_as_left_behind() -> None:
+    guest = leftovers.CreatedGuest("pve1", "qemu", 171)
+    taken = leftovers._vmid_taken(_failed(171, "VM 171 already exists on node 'pve2'"), guest)
+    assert taken is not None and "left_behind" not in taken.details
+    assert taken.hint is not None and "proxmox_next_vmid" in taken.hint
+    assert leftovers._vmid_taken(_failed(171, "unable to create VM 171 - x"), guest) is None

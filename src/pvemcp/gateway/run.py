@@ -14,6 +14,7 @@ from typing import ClassVar, Literal, Protocol, runtime_checkable
 import anyio
 from pydantic import TypeAdapter
 
+from pvemcp.gateway import leftovers
 from pvemcp.gateway.answers import Answer, read_as
 from pvemcp.gateway.context import ToolContext
 from pvemcp.gateway.plan import ApiCall, GuestTarget, Plan
@@ -137,7 +138,8 @@ async def _settle(
 async def run_planned(ctx: ToolContext, args: WriteInput, plan: Plan) -> TaskOutcome:
     """Send `plan.calls` in order; wait for each task (with MCP progress) unless the call
     asked not to (only the last task is left running then: the next call could collide
-    with it); then report the guest's resulting state."""
+    with it); then report the guest's resulting state. A create or restore whose task
+    fails says what it left behind (`leftovers.wait_creating`)."""
     wait = args.wait if isinstance(args, Waits) else True
     timeout = (args.timeout if isinstance(args, Waits) else None) or ctx.cluster.task_timeout
     started = anyio.current_time()
@@ -151,7 +153,8 @@ async def run_planned(ctx: ToolContext, args: WriteInput, plan: Plan) -> TaskOut
             continue
         outcome.upid, outcome.task_status = upid, "running"
         if wait or index < len(plan.calls) - 1:
-            task = await ctx.wait_task(upid, max(deadline - anyio.current_time(), 0.001))
+            budget = max(deadline - anyio.current_time(), 0.001)
+            task = await leftovers.wait_creating(ctx, call, upid, budget)
             outcome.task_status, outcome.exitstatus = task.status, task.exitstatus
     moved = plan.after("node")
     # A migration: the guest's config, and so its API path, is on the new node now (an HA

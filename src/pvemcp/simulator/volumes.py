@@ -130,6 +130,13 @@ class Volumes:
     def __init__(self, storages: Sequence[Storage]) -> None:
         self.storages = {storage.name: storage for storage in storages}
         self._items: dict[tuple[str, str], Volume] = {}
+        self.faults: dict[tuple[str, str], str] = {}
+        """`(storage, "alloc" | "free")` -> the error that operation fails with there, as a
+        broken storage's plugin fails (LVM's `lvremove ... Logical volume ... in use`, an
+        NFS server that stopped answering). Empty unless a test sets it: the simulator's
+        way to reproduce a worker that fails after allocating and a cleanup that cannot
+        free (docs/architecture.md, "Create and delete"); the plugin's own checks (content,
+        free space) come first."""
 
     def _scope(self, storage: Storage, node: str) -> str:
         return "" if storage.shared else node
@@ -186,6 +193,8 @@ class Volumes:
         if size > total - used:
             # LVMPlugin.pm alloc_lvm_image: die "not enough free space ($free < $size)\n"
             raise failure(f"not enough free space ({total - used} < {size})")
+        if (fault := self.faults.get((name, "alloc"))) is not None:
+            raise failure(fault)
         volume = Volume(name, "", volname, vmid, size, fmt, wanted, int(at))
         return self.add(node, volume)
 
@@ -220,11 +229,17 @@ class Volumes:
         """The linked clones' volumes whose base is `volid`, on any node."""
         return [v for v in self._items.values() if v.base == volid]
 
-    def free(self, node: str, volid: str) -> None:
-        """Remove the volume (`vdisk_free`); an unknown volid is left alone."""
+    def free(self, node: str, volid: str) -> str | None:
+        """Remove the volume (`vdisk_free`); an unknown volid is left alone. When its
+        storage cannot free it (`faults`), the volume stays and the error is returned: PVE's
+        workers wrap each cleanup `vdisk_free` in `eval { ... }; warn $@` and go on."""
         volume = self.find(node, volid)
-        if volume is not None:
-            del self._items[(volume.scope, volume.volid)]
+        if volume is None:
+            return None
+        if (fault := self.faults.get((volume.storage, "free"))) is not None:
+            return fault
+        del self._items[(volume.scope, volume.volid)]
+        return None
 
     def content(self, storage: Storage, node: str, vmid: int | None) -> list[dict[str, Any]]:
         """GET .../content: PVE's `volume_list` items for the guests' volumes, their

@@ -32,6 +32,7 @@ from pvemcp.tools.kit import (
     ToolOutput,
     WaitInput,
     gib,
+    leftovers,
     matching,
     planners,
     read_as,
@@ -239,9 +240,9 @@ async def _undo_clone(ctx: ToolContext, plan: Plan, output: ToolOutput) -> undo.
     ],
 )
 async def guest_clone(ctx: ToolContext, args: CloneArgs) -> TaskOutcome:
-    """Copy a VM or container to a new vmid: linked from a template (shares its disks), else
-    a full copy; the plan lists the new volumes and free space. To move a guest use
-    proxmox_guest_migrate."""
+    """Copy a VM or container to a new vmid: linked from a template (shares its disks),
+    else a full copy. The plan lists the new volumes and free space. Waits with progress;
+    the result is the new guest. Not for moving a guest (proxmox_guest_migrate)."""
     plan = ctx.plan
     assert plan is not None
     assert isinstance(plan.target, GuestTarget)
@@ -254,7 +255,7 @@ async def guest_clone(ctx: ToolContext, args: CloneArgs) -> TaskOutcome:
     outcome.task_status = "running"
     outcome.note = f"clone of {source.type} {source.vmid}"
     if args.wait:
-        task = await ctx.wait_task(upid, args.timeout)
+        task = await leftovers.wait_creating(ctx, call, upid, args.timeout)
         outcome.task_status, outcome.exitstatus = task.status, task.exitstatus
         state = await read_as(ctx, OBJECT, f"/nodes/{node}/{source.type}/{newid}/status/current")
         outcome.guest_status = str(state.get("status", "unknown"))

@@ -8,7 +8,7 @@ and no handler: the gateway's default runner sends the calls and answers a `Task
 
 from __future__ import annotations
 
-from pvemcp.gateway import planners, undo
+from pvemcp.gateway import leftovers, planners, undo
 from pvemcp.gateway.answers import OBJECT, Answer, answer_as, read_as, tag_list
 from pvemcp.gateway.context import CommandRecord, ToolContext, check_api_request
 from pvemcp.gateway.errors import ToolFailure
@@ -74,6 +74,7 @@ __all__ = [
     "cluster_default",
     "gib",
     "is_secret",
+    "leftovers",
     "matching",
     "mib",
     "node_or_default",
