@@ -240,9 +240,9 @@ async def _undo_clone(ctx: ToolContext, plan: Plan, output: ToolOutput) -> undo.
     ],
 )
 async def guest_clone(ctx: ToolContext, args: CloneArgs) -> TaskOutcome:
-    """Copy a VM or container to a new vmid: linked from a template (shares its disks),
-    else a full copy. The plan lists the new volumes and free space. Waits with progress;
-    the result is the new guest. Not for moving a guest (proxmox_guest_migrate)."""
+    """Copy a VM or container to a new vmid: linked from a template (shares its disks), else
+    a full copy; the plan lists the new volumes and free space. To move a guest use
+    proxmox_guest_migrate."""
     plan = ctx.plan
     assert plan is not None
     assert isinstance(plan.target, GuestTarget)
