@@ -207,3 +207,17 @@ async def test_journal_range_conflicts_fail(client: httpx2.AsyncClient) -> None:
         client, "/nodes/pve1/journal", since=int(START) - 3600, until=int(START)
     )
     assert 2 < len(window) < 40
+
+
+async def test_a_new_guest_has_no_values_before_it_was_created(
+    fresh_client: httpx2.AsyncClient,
+) -> None:
+    """Its RRD starts at creation (qemu's meta ctime): older rows carry only `time`."""
+    upid = await post_upid(
+        fresh_client, "/nodes/pve1/qemu", vmid=160, name="new", scsi0="local-lvm:1"
+    )
+    status = await get_data(fresh_client, f"/nodes/pve1/tasks/{upid}/status")
+    assert status["exitstatus"] == "OK"
+    rows = await _rrd(fresh_client, "/nodes/pve1/qemu/160", timeframe="hour")
+    assert rows and all(set(row) == {"time"} for row in rows)
+    assert len(await _rrd(fresh_client, "/nodes/pve1/qemu/100", timeframe="hour")) == 60
