@@ -208,6 +208,10 @@ class ClusterConfig(BaseModel):
     default_storage: Annotated[
         str | None, Field(description="Storage used when a tool needs one and none is given.")
     ] = None
+    default_backup_storage: Annotated[
+        str | None,
+        Field(description="Storage (with `backup` content) that backups go to by default."),
+    ] = None
     default_bridge: Annotated[
         str | None, Field(description="Bridge used for new network devices by default.")
     ] = None
@@ -759,6 +763,9 @@ class Settings(BaseSettings):
     default_storage: Annotated[
         str | None, Field(description="One-cluster shortcut: default storage.")
     ] = None
+    default_backup_storage: Annotated[
+        str | None, Field(description="One-cluster shortcut: default backup storage.")
+    ] = None
     default_bridge: Annotated[
         str | None, Field(description="One-cluster shortcut: default bridge.")
     ] = None
@@ -822,6 +829,7 @@ class Settings(BaseSettings):
             fingerprint=self.fingerprint,
             default_node=self.default_node,
             default_storage=self.default_storage,
+            default_backup_storage=self.default_backup_storage,
             default_bridge=self.default_bridge,
         )
 

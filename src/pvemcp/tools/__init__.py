@@ -44,6 +44,12 @@ def _snapshots() -> Sequence[AnySpec]:
     return snapshots.TOOLS
 
 
+def _backup() -> Sequence[AnySpec]:
+    from pvemcp.tools import backup  # noqa: PLC0415
+
+    return backup.TOOLS
+
+
 def _disks() -> Sequence[AnySpec]:
     from pvemcp.tools import disks  # noqa: PLC0415
 
@@ -86,6 +92,7 @@ TOOLSETS = (
     Toolset(
         "snapshots", "Snapshots of VMs and containers: list, take, roll back, delete.", _snapshots
     ),
+    Toolset("backup", "Back up guests (vzdump), list backups, restore them.", _backup),
     Toolset("disks", "Add, grow, move and detach guests' disks on storages.", _disks),
     Toolset("cloudinit", "VM cloud-init: user, SSH keys, IPs, DNS, generated data.", _cloudinit),
     Toolset("agent", "Read a VM through its guest agent: OS, hostname, NICs, filesystems.", _agent),
