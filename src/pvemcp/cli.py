@@ -199,12 +199,16 @@ def _settings(config: Path | None, **overrides: Any) -> Settings:
 def _serve(settings: Settings, args: argparse.Namespace, *, simulate: bool) -> int:
     from pvemcp.logsetup import configure_logging
     from pvemcp.runtime import open_gateway
-    from pvemcp.transports.serve import listen, serve
+    from pvemcp.transports.serve import serve
 
     overrides = {"host": args.host, "port": args.port}
     http = settings.http.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     # Bind first: a refused configuration or a busy port fails before anything starts.
-    listener, http = listen(http) if args.mode != "stdio" else (None, http)
+    listener = None
+    if args.mode != "stdio":
+        from pvemcp.transports.edge import listen
+
+        listener, http = listen(http)
     redactor = Redactor(key.get_secret_value() for key in settings.http.static_keys.values())
     configure_logging(settings.log_level, redactor)
     if args.mode != "http" and sys.stdin.isatty():

@@ -17,7 +17,6 @@ from pvemcp.policy.engine import PolicyEngine
 from pvemcp.policy.loader import PolicyError, load_policy
 from pvemcp.secrets.manager import SecretsManager, install_sighup
 from pvemcp.secrets.redaction import Redactor
-from pvemcp.simulator.server import SimulatorOptions, simulator_in_thread
 from pvemcp.tools import catalogue, tier_map
 
 log = structlog.get_logger(__name__)
@@ -39,6 +38,9 @@ def build_policy(settings: Settings) -> PolicyEngine:
 
 
 def _simulated_cluster(stack: ExitStack, settings: Settings) -> dict[str, ClusterConfig]:
+    # The simulator (and the web server it runs on) loads only for `pvemcp demo`.
+    from pvemcp.simulator.server import SimulatorOptions, simulator_in_thread  # noqa: PLC0415
+
     sim = stack.enter_context(
         simulator_in_thread(
             SimulatorOptions(time_scale=settings.simulator.time_scale, seed=settings.simulator.seed)

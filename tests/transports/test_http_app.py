@@ -34,10 +34,10 @@ from pvemcp.secrets.redaction import Redactor
 from pvemcp.simulator.server import SimulatorHandle
 from pvemcp.tools import all_tools, tier_map
 from pvemcp.transports.auth import token_sha256
+from pvemcp.transports.edge import http_server, listen
 from pvemcp.transports.http import HttpFrontend, build_http
 from pvemcp.transports.metrics import PVE_ERROR_CODES
 from pvemcp.transports.principals import token_principal
-from pvemcp.transports.serve import http_server, listen
 from tests.conftest import cluster_for, make_gateway, read_audit
 
 pytestmark = pytest.mark.anyio

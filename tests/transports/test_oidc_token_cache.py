@@ -10,7 +10,8 @@ import pytest
 from joserfc import jwt
 
 from pvemcp.transports import oidc
-from pvemcp.transports.oidc import TOKEN_CACHE_SECONDS, token_sha256
+from pvemcp.transports.claims import token_sha256
+from pvemcp.transports.oidc import TOKEN_CACHE_SECONDS
 from tests.support.oidc import TestIssuer
 from tests.transports.test_auth_oidc import (
     LEEWAY,

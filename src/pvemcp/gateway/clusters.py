@@ -12,6 +12,7 @@ the same manager, read at every connect.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -20,12 +21,13 @@ from pvemcp.gateway.errors import ToolFailure
 from pvemcp.gateway.readcache import ReadCache
 from pvemcp.proxmox.backend import ProxmoxBackend
 from pvemcp.proxmox.errors import CredentialsUnavailable
-from pvemcp.proxmox.pvesh import PveshBackend
 from pvemcp.proxmox.rest import ApiCredential, RestBackend
-from pvemcp.proxmox.ssh import CredentialSource, SshPool
-from pvemcp.proxmox.ssh.pool import NodeLister
 from pvemcp.secrets.manager import SecretsManager
 from pvemcp.secrets.types import SshCredentials
+
+if TYPE_CHECKING:
+    from pvemcp.proxmox.ssh import CredentialSource, SshPool
+    from pvemcp.proxmox.ssh.pool import NodeLister
 
 log = structlog.get_logger(__name__)
 
@@ -121,6 +123,9 @@ class ClusterPool:
                     hint="An operator must add an [clusters.NAME.ssh] section and SSH "
                     "credentials (ssh_user, ssh_private_key, ssh_host_keys); see docs/ssh.md.",
                 )
+            # The SSH stack (asyncssh) loads only for a cluster that uses it.
+            from pvemcp.proxmox.ssh import SshPool  # noqa: PLC0415
+
             pool = SshPool(
                 name,
                 cluster.ssh,
@@ -140,6 +145,8 @@ class ClusterPool:
         if self._factory is not None:
             return self._factory(cluster)
         if cluster.ssh is not None and cluster.ssh.backend == "pvesh":
+            from pvemcp.proxmox.pvesh import PveshBackend  # noqa: PLC0415
+
             return PveshBackend(cluster, self.ssh_pool(name), pvesh=cluster.ssh.pvesh_command)
         secrets = self.secrets
         if secrets is None or not secrets.manages(name):

@@ -25,7 +25,7 @@ from pvemcp.gateway.readcache import ReadCache
 from pvemcp.policy.principal import Principal
 from pvemcp.proxmox.backend import ApiResult, Method, Params, ProxmoxBackend
 from pvemcp.proxmox.errors import SshTimeout
-from pvemcp.proxmox.ssh import CommandResult, SshPool, printable, wire_command
+from pvemcp.proxmox.ssh import CommandResult, printable, wire_command
 from pvemcp.proxmox.ssh.fileops import (
     NodeFiles,
     RemoteFileNotFound,
@@ -41,6 +41,7 @@ from pvemcp.secrets.redaction import Redactor
 if TYPE_CHECKING:
     from pvemcp.gateway.toolsets import SessionToolsets
     from pvemcp.gateway.undo import UndoDesk
+    from pvemcp.proxmox.ssh import SshPool
 
 ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
 Authorizer = Callable[[str | None, tuple[str, ...]], None]

@@ -11,8 +11,9 @@ from __future__ import annotations
 from mcp.server.auth.provider import TokenVerifier
 
 from pvemcp.config import HttpConfig
+from pvemcp.transports.claims import groups_from_claims, token_sha256
 from pvemcp.transports.jwks import JwksCache
-from pvemcp.transports.oidc import FailureHook, OidcVerifier, groups_from_claims, token_sha256
+from pvemcp.transports.oidc import FailureHook, OidcVerifier
 from pvemcp.transports.static_keys import StaticKeyVerifier
 
 __all__ = [

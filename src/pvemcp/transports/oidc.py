@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import math
 import re
@@ -37,6 +36,7 @@ from joserfc.jws import JWSRegistry
 from mcp.server.auth.provider import AccessToken
 
 from pvemcp.config import ConfigError, OidcConfig
+from pvemcp.transports.claims import token_sha256
 from pvemcp.transports.jwks import JwksCache, JwksUnavailable
 
 log = structlog.get_logger(__name__)
@@ -74,11 +74,6 @@ class TokenRejected(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-def token_sha256(token: str) -> str:
-    """The hex SHA-256 of a bearer token: how logs and audit name a token, never by value."""
-    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def report_failure(hook: FailureHook | None, reason: str, token: str) -> None:
@@ -159,20 +154,6 @@ def _looks_like_id_token(claims: Mapping[str, Any]) -> bool:
     """A plain `JWT` may be an ID token replayed as an access token: those carry `nonce` or
     `at_hash` (Keycloak also says `typ: ID`), and no scope (checked later)."""
     return "nonce" in claims or "at_hash" in claims or claims.get("typ") == "ID"
-
-
-def groups_from_claims(claims: Mapping[str, Any] | None, claim: str) -> frozenset[str]:
-    """The caller's groups from `claim` (a list of strings, or one string), for policy.
-
-    Anything else yields no groups rather than an error: groups only ever add matches to
-    `group:` rules, so a malformed claim must not widen nor break access.
-    """
-    value = (claims or {}).get(claim)
-    if isinstance(value, str):
-        return frozenset({value})
-    if isinstance(value, list):
-        return frozenset(item for item in value if isinstance(item, str))
-    return frozenset()
 
 
 @dataclass(frozen=True, slots=True)

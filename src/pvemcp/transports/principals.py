@@ -16,7 +16,7 @@ from mcp.server.context import ServerRequestContext
 from starlette.requests import Request
 
 from pvemcp.policy.principal import Principal
-from pvemcp.transports.auth import groups_from_claims, token_sha256
+from pvemcp.transports.claims import groups_from_claims, token_sha256
 from pvemcp.transports.mcp_app import PrincipalResolver
 from pvemcp.transports.stdio import local_principal
 

@@ -34,12 +34,14 @@ import secrets
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from importlib.resources import files
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pvemcp.proxmox.errors import SshError, SshTimeout
 from pvemcp.proxmox.ssh.command import printable
-from pvemcp.proxmox.ssh.pool import SshPool
 from pvemcp.proxmox.ssh.result import CommandResult
+
+if TYPE_CHECKING:
+    from pvemcp.proxmox.ssh.pool import SshPool
 
 DENIED: tuple[str, ...] = (
     "/etc/pve/priv",
