@@ -161,3 +161,28 @@ async def test_the_default_backup_storage_comes_from_the_config(
     assert sent["path"] == "/nodes/pve1/vzdump"
     assert sent["params"] == {"vmid": "200", "storage": "nfs-backup", "mode": "snapshot",
                               "compress": "zstd"}  # fmt: skip
+
+
+async def test_a_restored_guest_migrates_and_is_deleted_like_any_other(session: Session) -> None:
+    restored = ok(await call(session, "proxmox_backup_restore", volid=VM_BACKUP, vmid=150))
+    assert restored["exitstatus"] == "OK"
+    moved = ok(await call(session, "proxmox_guest_migrate", vmid=150, target="pve2"))
+    assert (moved["exitstatus"], moved["node"]) == ("OK", "pve2")
+    assert session.sim.state.volumes.find("pve2", "local-lvm:vm-150-disk-1") is not None
+    ask = refused(await call(session, "proxmox_guest_delete", vmid=150))
+    token = ask["details"]["confirm_token"]
+    deleted = ok(await call(session, "proxmox_guest_delete", vmid=150, confirm_token=token))
+    assert deleted["exitstatus"] == "OK"
+    assert session.sim.state.find_guest(150) is None
+    assert session.sim.state.volumes.find("pve2", "local-lvm:vm-150-disk-1") is None
+
+
+async def test_a_guest_locked_by_another_task_is_refused_before_sending(
+    session: Session,
+) -> None:
+    session.sim.state.guests[101].config["lock"] = "snapshot"
+    error = refused(await call(session, "proxmox_backup_start", vmid=101, storage="local"))
+    assert (error["code"], error["field"]) == ("guest_locked", "vmid")
+    error = refused(await call(session, "proxmox_backup_start", vmids=[100, 101],
+                               storage="local"))  # fmt: skip
+    assert (error["code"], error["field"]) == ("guest_locked", "vmids")
