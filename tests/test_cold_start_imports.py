@@ -1,0 +1,86 @@
+"""A stdio server imports only what stdio needs (issue 15's cold start).
+
+The real `pvemcp serve` runs as a subprocess over stdio against a configured REST cluster,
+answers initialize and tools/list, and stops at stdin EOF; on exit it writes the modules it
+had imported. None of the stacks a stdio start against a REST cluster does not use may be
+among them: each is a few dozen modules and tens of milliseconds on every client launch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+NOT_FOR_STDIO = (
+    "asyncssh",  # only a cluster with [ssh]
+    "joserfc",  # only HTTP with OIDC
+    "prometheus_client",  # only the HTTP app's /metrics
+    "pvemcp.simulator",  # only `pvemcp demo`
+    "pvemcp.transports.edge",  # only http / both
+    "pvemcp.transports.http",
+    "hvac",  # only a Vault secret source
+)
+
+RUN = """
+import atexit, runpy, sys
+out = sys.argv[1]
+atexit.register(lambda: open(out, "w").write("\\n".join(sorted(sys.modules))))
+sys.argv = ["pvemcp", "serve"]
+runpy.run_module("pvemcp", run_name="__main__")
+"""
+
+
+def test_a_stdio_start_imports_no_unused_stack(tmp_path: Path) -> None:
+    modules = tmp_path / "modules.txt"
+    env = {
+        **os.environ,
+        "PVEMCP_API_URL": "https://127.0.0.1:9",
+        "PVEMCP_TOKEN_ID": "pvemcp@pve!gateway",
+        "PVEMCP_TOKEN_SECRET": "00000000-0000-0000-0000-000000000000",
+        "PVEMCP_AUDIT__PATH": str(tmp_path / "audit.jsonl"),
+    }
+    env.pop("PVEMCP_CONFIG", None)
+    hello = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "test", "version": "1"},
+        },
+    }
+    requests: list[dict[str, object]] = [
+        hello,
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+    ]
+    with subprocess.Popen(
+        [sys.executable, "-c", RUN, str(modules)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        text=True,
+    ) as server:
+        assert server.stdin is not None and server.stdout is not None
+        answers = []
+        for request in requests:
+            server.stdin.write(json.dumps(request) + "\n")
+            server.stdin.flush()
+            if "id" in request:
+                answers.append(json.loads(server.stdout.readline()))
+        server.stdin.close()
+        assert server.wait(timeout=30) == 0
+    assert answers[1]["result"]["tools"], "the server answered tools/list"
+    loaded = set(modules.read_text().split())
+    assert "mcp" in loaded, "the module list is the server's"
+    found = sorted(m for m in loaded if m.split(".")[0] in NOT_FOR_STDIO or m in NOT_FOR_STDIO)
+    assert found == [], f"a stdio start imported {found}"
