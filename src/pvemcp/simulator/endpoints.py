@@ -11,7 +11,6 @@ power methods; each further domain keeps its routes beside its behaviour
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 from typing import Any
 
 from . import (
@@ -31,9 +30,8 @@ from . import (
 )
 from .errors import failure, param_error
 from .model import Guest, GuestKind
-from .params import NODE, SKIPLOCK, UPID, VMID, Param
 from .power import ACTIONS, request_power_action
-from .router import Context, Handler, Params, Result, Route, Router, integer, text
+from .router import Context, Handler, Params, Result, Route, Router, api, integer, text
 from .tasks import Task, is_upid, status_kind
 from .views import (
     PVE_RELEASE,
@@ -288,157 +286,50 @@ def _task_matches(task: Task, params: Params) -> bool:
 
 # --- the table -----------------------------------------------------------------------
 
-_NODE_ONLY = {"node": NODE}
-_GUEST = {"node": NODE, "vmid": VMID}
-_TASK = {"node": NODE, "upid": UPID}
-_OPT_BOOL = Param("boolean", optional=True)
-_ROOT_BOOL = Param("boolean", optional=True, root_only=True)
-_TIMEOUT = Param("integer", optional=True, minimum=0)
-_OPT_NODE = replace(NODE, optional=True)
-_ROOT_NODE = replace(NODE, optional=True, root_only=True)
-
-_POWER_PARAMS: dict[tuple[GuestKind, str], dict[str, Param]] = {
-    ("qemu", "start"): {
-        "skiplock": SKIPLOCK,
-        "stateuri": Param("string", optional=True, max_length=128, root_only=True),
-        "migratedfrom": _ROOT_NODE,
-        "migration_type": Param(
-            "string", optional=True, enum=("secure", "insecure"), root_only=True
-        ),
-        "migration_network": Param("string", optional=True, format="CIDR", root_only=True),
-        "machine": Param("string", optional=True),
-        "force-cpu": Param("string", optional=True, root_only=True),
-        "targetstorage": Param("string", optional=True, format="storage-pair-list", root_only=True),
-        "timeout": _TIMEOUT,
-        "nets-host-mtu": Param("string", optional=True, pattern=r"net\d+=\d+(,net\d+=\d+)*"),
-        "with-conntrack-state": _OPT_BOOL,
-    },
-    ("qemu", "stop"): {
-        "skiplock": SKIPLOCK,
-        "migratedfrom": _ROOT_NODE,
-        "timeout": _TIMEOUT,
-        "keepActive": _ROOT_BOOL,
-        "overrule-shutdown": _OPT_BOOL,
-    },
-    ("qemu", "shutdown"): {
-        "skiplock": SKIPLOCK,
-        "timeout": _TIMEOUT,
-        "forceStop": _OPT_BOOL,
-        "keepActive": _ROOT_BOOL,
-    },
-    ("qemu", "reboot"): {"timeout": _TIMEOUT},
-    ("qemu", "suspend"): {
-        "skiplock": SKIPLOCK,
-        "todisk": _OPT_BOOL,
-        "statestorage": Param("string", optional=True, format="pve-storage-id"),
-    },
-    ("qemu", "resume"): {"skiplock": SKIPLOCK, "nocheck": _ROOT_BOOL},
-    ("lxc", "start"): {"skiplock": SKIPLOCK, "debug": _OPT_BOOL},
-    ("lxc", "stop"): {"skiplock": SKIPLOCK, "overrule-shutdown": _OPT_BOOL},
-    ("lxc", "shutdown"): {"timeout": _TIMEOUT, "forceStop": _OPT_BOOL},
-    ("lxc", "reboot"): {"timeout": _TIMEOUT},
-    ("lxc", "suspend"): {},
-    ("lxc", "resume"): {},
-}
+_ROOT_ONLY: dict[tuple[GuestKind, str], tuple[str, ...]] = {
+    # qemu-server API2/Qemu.pm and pve-container API2/LXC/Status.pm: the options whose
+    # description says "Only root may use this option" (the schema says it in prose only).
+    ("qemu", "start"): ("skiplock", "stateuri", "migratedfrom", "migration_type",
+                        "migration_network", "force-cpu", "targetstorage"),
+    ("qemu", "stop"): ("skiplock", "migratedfrom", "keepActive"),
+    ("qemu", "shutdown"): ("skiplock", "keepActive"),
+    ("qemu", "suspend"): ("skiplock",),
+    ("qemu", "resume"): ("skiplock", "nocheck"),
+    ("lxc", "start"): ("skiplock",),
+    ("lxc", "stop"): ("skiplock",),
+}  # fmt: skip
 
 
 def _guest_routes(kind: GuestKind) -> list[Route]:
     base = f"/nodes/{{node}}/{kind}"
-    routes = [
-        Route(
-            "GET",
-            base,
-            {**_NODE_ONLY, "full": _OPT_BOOL} if kind == "qemu" else _NODE_ONLY,
-            _guest_list(kind),
-        ),
-        Route("GET", f"{base}/{{vmid}}/status/current", _GUEST, _guest_status(kind)),
-    ]
-    routes += [
-        Route(
-            "POST",
-            f"{base}/{{vmid}}/status/{action}",
-            {**_GUEST, **_POWER_PARAMS[kind, action]},
-            _power(kind, action),
-        )
+    power = [
+        api("POST", f"{base}/{{vmid}}/status/{action}", _power(kind, action),
+            root_only=_ROOT_ONLY.get((kind, action), ()))
         for action in ACTIONS
+    ]  # fmt: skip
+    return [
+        api("GET", base, _guest_list(kind)),
+        api("GET", f"{base}/{{vmid}}/status/current", _guest_status(kind)),
+        *power,
     ]
-    return routes
 
 
 ROUTES: tuple[Route, ...] = (
-    Route("GET", "/version", {}, _version),
-    Route("GET", "/cluster/status", {}, _cluster_status),
-    Route(
-        "GET",
-        "/cluster/resources",
-        {"type": Param("string", optional=True, enum=("vm", "storage", "node", "sdn"))},
-        _cluster_resources,
-    ),
-    Route("GET", "/cluster/nextid", {"vmid": replace(VMID, optional=True)}, _nextid),
-    Route("GET", "/nodes", {}, _nodes),
-    Route("GET", "/nodes/{node}/status", _NODE_ONLY, _node_status),
-    Route(
-        "GET",
-        "/nodes/{node}/storage",
-        {
-            **_NODE_ONLY,
-            "content": Param("string", optional=True, format="pve-storage-content-list"),
-            "enabled": _OPT_BOOL,
-            "format": _OPT_BOOL,
-            "storage": Param("string", optional=True, format="pve-storage-id"),
-            "target": _OPT_NODE,
-        },
-        _storage_list,
-    ),
+    api("GET", "/version", _version),
+    api("GET", "/cluster/status", _cluster_status),
+    api("GET", "/cluster/resources", _cluster_resources),
+    api("GET", "/cluster/nextid", _nextid),
+    api("GET", "/nodes", _nodes),
+    api("GET", "/nodes/{node}/status", _node_status),
+    api("GET", "/nodes/{node}/storage", _storage_list),
     *_guest_routes("qemu"),
     *_guest_routes("lxc"),
-    Route(
-        "POST",
-        "/nodes/{node}/qemu/{vmid}/agent/exec",
-        {
-            **_GUEST,
-            "command": Param("array"),
-            "input-data": Param("string", optional=True, max_length=65536),
-        },
-        _agent_exec,
-    ),
-    Route(
-        "GET",
-        "/nodes/{node}/qemu/{vmid}/agent/exec-status",
-        {**_GUEST, "pid": Param("integer")},
-        _agent_exec_status,
-    ),
-    Route(
-        "GET",
-        "/nodes/{node}/tasks",
-        {
-            **_NODE_ONLY,
-            "start": Param("integer", optional=True, minimum=0),
-            "limit": Param("integer", optional=True, minimum=0),
-            "userfilter": Param("string", optional=True),
-            "typefilter": Param("string", optional=True),
-            "vmid": replace(VMID, optional=True),
-            "errors": _OPT_BOOL,
-            "source": Param("string", optional=True, enum=("archive", "active", "all")),
-            "statusfilter": Param("string", optional=True, format="pve-task-status-type-list"),
-            "since": Param("integer", optional=True),
-            "until": Param("integer", optional=True),
-        },
-        _node_tasks,
-    ),
-    Route("GET", "/nodes/{node}/tasks/{upid}/status", _TASK, _task_status),
-    Route(
-        "GET",
-        "/nodes/{node}/tasks/{upid}/log",
-        {
-            **_TASK,
-            "start": Param("integer", optional=True, minimum=0),
-            "limit": Param("integer", optional=True, minimum=0),
-            "download": _OPT_BOOL,
-        },
-        _task_log,
-    ),
-    Route("DELETE", "/nodes/{node}/tasks/{upid}", _TASK, _task_stop),
+    api("POST", "/nodes/{node}/qemu/{vmid}/agent/exec", _agent_exec),
+    api("GET", "/nodes/{node}/qemu/{vmid}/agent/exec-status", _agent_exec_status),
+    api("GET", "/nodes/{node}/tasks", _node_tasks),
+    api("GET", "/nodes/{node}/tasks/{upid}/status", _task_status),
+    api("GET", "/nodes/{node}/tasks/{upid}/log", _task_log),
+    api("DELETE", "/nodes/{node}/tasks/{upid}", _task_stop),
     *guestconfig.ROUTES,
     *agent.ROUTES,
     *cloudinit.ROUTES,

@@ -67,12 +67,6 @@ class Param:
     """Another parameter that must be given with this one (qemu config's `force`)."""
 
 
-NODE = Param("string", format="pve-node")
-VMID = Param("integer", minimum=100, maximum=999_999_999, format="pve-vmid")
-UPID = Param("string")
-SKIPLOCK = Param("boolean", optional=True, root_only=True)
-
-
 def _node_name(value: str) -> str | None:
     if re.fullmatch(r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?", value):
         return None
