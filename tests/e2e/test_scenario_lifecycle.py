@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.types import CallToolResult
@@ -140,14 +140,10 @@ async def test_a_guest_from_clone_to_delete_through_mcp(tmp_path: Path) -> None:
                 "not_found"
             )
 
-    verified = subprocess.run(
-        [sys.executable, "-m", "pvemcp", "audit", "verify", str(audit)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    verified = await anyio.run_process(
+        [sys.executable, "-m", "pvemcp", "audit", "verify", str(audit)], check=False
     )
-    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert verified.returncode == 0, (verified.stdout + verified.stderr).decode()
     records = [json.loads(line) for line in audit.read_text().splitlines()]
     # A read is one `record`; a write an fsync'd `intent` before it runs and an `outcome`.
     finished = [r["what"]["tool"] for r in records if r["phase"] in ("record", "outcome")]
