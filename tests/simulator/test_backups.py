@@ -165,7 +165,7 @@ async def test_guests_of_other_nodes_are_skipped_silently(
     ("params", "field", "message"),
     [
         ({"vmid": "100", "storage": "local", "notes-template": "{{name}}"}, "notes-template",
-         "found unknown: variable 'name' at char 2"),
+         "found unknown: variable 'name' at char 4"),
         ({"storage": "local"}, "vmid", "property is missing"),
         ({"vmid": "100", "all": "1"}, "all", "option conflicts with option 'vmid'"),
     ],

@@ -191,7 +191,8 @@ def seed_backups(volumes: Volumes, guests: Iterable[Guest]) -> None:
 
 
 def _notes_problems(template: str) -> str | None:
-    """pve-manager `$verify_notes_template`, its words."""
+    """pve-manager `$verify_notes_template`, its words and its positions (`pos()` after
+    the match, less 2 for an escape, less the name's length for a variable)."""
     if "\n" in template:
         return "contains a line feed"
     problems = [
@@ -200,7 +201,7 @@ def _notes_problems(template: str) -> str | None:
         if m.group(1) not in ("n", "\\")
     ]
     problems += [
-        f"variable '{m.group(1)}' at char {m.start(1)}"
+        f"variable '{m.group(1)}' at char {m.end() - len(m.group(1))}"
         for m in re.finditer(r"\{\{([^\s{}]+)\}\}", template)
         if m.group(1) not in _NOTES_VARS
     ]
@@ -588,13 +589,15 @@ def restore(ctx: Context, kind: GuestKind, params: Params) -> Result:
             if is_disk_key("qemu", key) and not key.startswith("unused"):
                 raise param_error({key: "option conflicts with option 'archive'"})
     force = bool(params.get("force"))
-    if kind == "lxc":
-        _existing(ctx, node, kind, vmid, force)  # the API's checks before storage ones
+    # In PVE's order: pve-container checks the existing guest first, qemu-server the
+    # pool and the archive first (then `create_and_lock_config`).
+    old = _existing(ctx, node, kind, vmid, force) if kind == "lxc" else None
     _check_pool(ctx, params)
     backup = find_backup(ctx, node, archive)
     if kind == "lxc":
         _restore_storage(ctx, node, kind, str(params.get("storage", "local")))
-    old = _existing(ctx, node, kind, vmid, force)
+    else:
+        old = _existing(ctx, node, kind, vmid, force)
     guest = old or Guest(vmid, kind, node, {}, "stopped")
     set_lock(guest, "create")
     ctx.state.guests[vmid] = guest
