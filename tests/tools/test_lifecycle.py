@@ -247,3 +247,15 @@ def test_a_vmid_taken_meanwhile_is_not_reported_as_left_behind() -> None:
     assert taken is not None and "left_behind" not in taken.details
     assert taken.hint is not None and "proxmox_next_vmid" in taken.hint
     assert leftovers._vmid_taken(_failed(171, "unable to create VM 171 - x"), guest) is None
+
+
+async def test_a_failed_restore_is_checked_like_a_create(session: Session) -> None:
+    # proxmox_backup_restore is a create with `archive` on the default runner.
+    session.sim.state.volumes.faults["local", "alloc"] = _READ_ONLY.format(vmid=154)
+    error = error_of(await _call(session, "proxmox_backup_restore", vmid=154, storage="local",
+                                 volid="nfs-backup:backup/vzdump-qemu-101-2026_11_30-23_00_02"
+                                       ".vma.zst"))  # fmt: skip
+    assert error is not None and error["code"] == "task_failed", error
+    assert error["message"].startswith("VM 154 was not created: ")
+    assert error["details"]["left_behind"] == {"config": False, "volumes": []}
+    assert session.sim.state.find_guest(154) is None
