@@ -321,3 +321,16 @@ async def test_a_restore_that_does_not_fit_leaves_nothing(
     assert not await get_data(fresh_client, "/nodes/pve2/storage/local/content", vmid=155)
     resources = await get_data(fresh_client, "/cluster/resources", type="vm")
     assert 155 not in {row["vmid"] for row in resources}
+
+
+async def test_deleting_a_guest_keeps_its_backups(fresh_client: httpx2.AsyncClient) -> None:
+    upid = await post_upid(fresh_client, "/nodes/pve1/vzdump", vmid="101", storage="local")
+    assert await _exit(fresh_client, upid) == "OK"
+    (item,) = await _backups(fresh_client, "pve1", "local", vmid=101)
+    response = await fresh_client.delete(
+        "/nodes/pve1/qemu/101", params={"purge": "1", "destroy-unreferenced-disks": "1"}
+    )
+    assert await _exit(fresh_client, response.json()["data"]) == "OK"
+    # `destroy-unreferenced-disks` scans the guest's images (`vdisk_list`), not its backups.
+    assert await _backups(fresh_client, "pve1", "local", vmid=101) == [item]
+    assert len(await _backups(fresh_client, "pve1", "nfs-backup", vmid=101)) == 1

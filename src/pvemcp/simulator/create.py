@@ -249,14 +249,15 @@ def _destroy(kind: GuestKind) -> Handler:
                 if is_disk_key(kind, key) and not is_cdrom(value)
             ]
             # Off unless asked, as qemu-server's schema default (0) says; pve-container's
-            # declares no default, and the simulator assumes the same there.
+            # declares no default, and the simulator assumes the same there. The guest's
+            # images only (`vdisk_list`): its backups stay.
             if params.get("destroy-unreferenced-disks"):
                 owned += [
                     v.volid
                     for storage in volumes.storages.values()
                     if node in storage.usage
                     for v in volumes.on(storage, node)
-                    if v.vmid == vmid
+                    if v.vmid == vmid and v.content in ("images", "rootdir")
                 ]
             lines = tuple((0.5, f'  Logical volume "{v.split(":")[-1]}" successfully removed.')
                           for v in sorted(set(owned)) if volumes.find(node, v))  # fmt: skip
