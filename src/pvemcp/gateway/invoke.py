@@ -192,11 +192,8 @@ def _risky_output_schema(base: dict[str, Any]) -> dict[str, Any]:
     The plan is a bare object: the server instructions say once what it holds, and its
     schema would cost hundreds of bytes per write tool in every tools/list."""
     schema = {k: v for k, v in base.items() if k != "required"}
-    schema["properties"] = {
-        **schema.get("properties", {}),
-        "dry_run": {"type": "boolean"},
-        "plan": {"type": "object"},
-    }
+    # `plan` alone marks a dry run's answer; the instructions say it also holds dry_run.
+    schema["properties"] = {**schema.get("properties", {}), "plan": {"type": "object"}}
     return schema
 
 
@@ -284,6 +281,7 @@ class Gateway:
         self._tools: dict[str, _Prepared] = {}
         """Each tool's schemas, built when the tool is first listed or called."""
         self.clusters = clusters
+        self._single_cluster = len(clusters.names) == 1
         self.policy = policy
         self.audit = audit
         self.redactor = redactor
@@ -295,6 +293,10 @@ class Gateway:
         prepared = self._tools.get(spec.name)
         if prepared is None:
             schema = compact_schema(spec.input_model)
+            if self._single_cluster:
+                # One cluster: `cluster` can only name it, so a model is not shown a choice
+                # it does not have (it is still accepted, and checked, when sent).
+                schema.get("properties", {}).pop("cluster", None)
             output = compact_schema(spec.output_model)
             if spec.tier is not Tier.READ:
                 output = _risky_output_schema(output)
