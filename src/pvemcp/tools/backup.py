@@ -42,6 +42,7 @@ from pvemcp.tools.kit import (
     WaitInput,
     action,
     gib,
+    guest_disks,
     matching,
     node_or_default,
     planners,
@@ -54,11 +55,6 @@ VM_BACKUP = "nfs-backup:backup/vzdump-qemu-101-2026_11_30-23_00_02.vma.zst"
 CT_BACKUP = "nfs-backup:backup/vzdump-lxc-201-2026_11_30-23_01_40.tar.zst"
 """The simulator's seeded archives, which the examples and rejects name."""
 
-_DISK = {
-    "qemu": re.compile(r"(?:ide|sata|scsi|virtio)\d+|efidisk0|tpmstate0"),
-    "lxc": re.compile(r"rootfs|mp\d+"),
-}
-_SIZE = re.compile(r"(?:^|,)size=(\d+(?:\.\d+)?)([KMGT]?)(?:,|$)")
 _NOTES_VARIABLE = re.compile(r"\{\{([^\s{}]+)\}\}")
 _COMPRESS = {"zstd": "zstd", "gzip": "gzip", "lzo": "lzo", "none": "0"}
 
@@ -104,21 +100,6 @@ async def _backups(
     if vmid is not None:
         params["vmid"] = vmid
     return await read_as(ctx, _ITEMS, _content_path(node, storage), params)
-
-
-def _size(value: str) -> int:
-    found = _SIZE.search(value)
-    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    return int(float(found.group(1)) * units[found.group(2)]) if found else 0
-
-
-def _disks(kind: str, config: dict[str, str]) -> list[tuple[str, str, int]]:
-    """(key, volid, bytes) of a config's volumes (not CD-ROMs)."""
-    found = []
-    for key, value in sorted(config.items()):
-        if _DISK[kind].fullmatch(key) and "media=cdrom" not in value.split(","):
-            found.append((key, value.split(",", 1)[0], _size(value)))
-    return found
 
 
 # --- list ------------------------------------------------------------------------------
@@ -424,7 +405,7 @@ async def _restore_plan(
     (`freed`: what a restore over a guest frees there first, as PVE does)."""
     item, config = archive
     kind = _kind(item)
-    disks = _disks(kind, config)
+    disks = guest_disks(kind, config)
     if kind == "lxc":  # pve-container puts them all on `storage`, which defaults to `local`
         rootfs = next((v.split(":", 1)[0] for k, v, _ in disks if k == "rootfs"), "local")
         storage = storage or rootfs
@@ -562,7 +543,7 @@ async def _losses(ctx: ToolContext, target: GuestTarget) -> tuple[list[Change], 
     shown = {k: v for k, v in config.items() if not planners.is_secret(k)}
     changes = [Change(field="config", before=shown, after="the backup's")]
     freed: dict[str, int] = {}
-    disks = _disks(target.type, {k: str(v) for k, v in config.items()})
+    disks = guest_disks(target.type, config)
     unused = [(k, str(v), 0) for k, v in sorted(config.items()) if k.startswith("unused")]
     for key, volid, config_size in disks + unused:
         storage = volid.split(":", 1)[0]

@@ -10,7 +10,6 @@ a vmid in use, an unknown node, a full storage, a locked source.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter
@@ -32,6 +31,7 @@ from pvemcp.tools.kit import (
     ToolOutput,
     WaitInput,
     gib,
+    guest_disks,
     leftovers,
     matching,
     planners,
@@ -39,13 +39,6 @@ from pvemcp.tools.kit import (
     tool,
     undo,
 )
-
-_DISK = {
-    "qemu": re.compile(r"(?:ide|sata|scsi|virtio)\d+|efidisk0|tpmstate0"),
-    "lxc": re.compile(r"rootfs|mp\d+"),
-}
-_SIZE = re.compile(r"(?:^|,)size=(\d+(?:\.\d+)?)([KMGT]?)(?:,|$)")
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
 class CloneArgs(WaitInput, GuestRef):
@@ -77,25 +70,6 @@ class _Guest(Answer):
 
 _NODES = TypeAdapter(list[_Node])
 _GUESTS = TypeAdapter(list[_Guest])
-
-
-def _size(value: str) -> int:
-    found = _SIZE.search(value)
-    return int(float(found.group(1)) * _UNITS[found.group(2)]) if found else 0
-
-
-def _disks(kind: str, config: dict[str, Any]) -> list[tuple[str, str, int]]:
-    """(key, volid, bytes) of the volumes a clone copies or links (not CD-ROMs, not
-    `unusedN`: PVE's `clone_vm` skips both)."""
-    found = []
-    for key, value in sorted(config.items()):
-        text = str(value)
-        if not _DISK[kind].fullmatch(key) or "media=cdrom" in text.split(","):
-            continue
-        volid = text.split(",", 1)[0].removeprefix("volume=")
-        if ":" in volid and not volid.startswith("/"):
-            found.append((key, volid, _size(text)))
-    return found
 
 
 async def _newid(ctx: ToolContext, wanted: int | None) -> int:
@@ -165,7 +139,7 @@ async def _plan(ctx: ToolContext, args: CloneArgs) -> Plan:
             hint="List them with proxmox_snapshot_list.",
         ) from None
     newid = await _newid(ctx, args.newid)
-    disks = _disks(source.type, config)
+    disks = guest_disks(source.type, config)  # `clone_vm` skips CD-ROMs and unusedN too
     needs: dict[str, int] = {}
     changes = [Change(field="vmid", after=newid), Change(field="clone", after="full" if full else
                                                          "linked")]  # fmt: skip

@@ -7,6 +7,7 @@ domain module never depends on a sibling.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import AfterValidator, Field, model_validator
@@ -121,6 +122,35 @@ def node_or_default(ctx: ToolContext, node: str | None) -> str:
             hint="Pass node (proxmox_node_list lists them).",
         )
     return chosen
+
+
+_DISK_KEY = {
+    "qemu": re.compile(r"(?:ide|sata|scsi|virtio)\d+|efidisk0|tpmstate0"),
+    "lxc": re.compile(r"rootfs|mp\d+"),
+}
+_SIZE_OPTION = re.compile(r"(?:^|,)size=(\d+(?:\.\d+)?)([KMGT]?)(?:,|$)")
+
+
+def size_option(value: str) -> int:
+    """The bytes a drive value's `size=` option says (`size=32G`), 0 without one."""
+    found = _SIZE_OPTION.search(value)
+    if found is None:
+        return 0
+    return int(float(found.group(1)) * 1024 ** " KMGT".index(found.group(2) or " "))
+
+
+def guest_disks(kind: str, config: Mapping[str, Any]) -> list[tuple[str, str, int]]:
+    """(key, volid, bytes) of a guest config's volumes: its disks and mount points, not
+    CD-ROMs, `unusedN` or bind mounts (what PVE's clone and vzdump take along)."""
+    found = []
+    for key, value in sorted(config.items()):
+        text = str(value)
+        if not _DISK_KEY[kind].fullmatch(key) or "media=cdrom" in text.split(","):
+            continue
+        volid = text.split(",", 1)[0].removeprefix("volume=")
+        if ":" in volid and not volid.startswith("/"):
+            found.append((key, volid, size_option(text)))
+    return found
 
 
 def as_int(value: Any) -> int | None:
