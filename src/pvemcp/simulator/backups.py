@@ -50,7 +50,16 @@ from .params import SchemaParams
 from .power import halt, request_power_action, start_running
 from .router import Context, Params, Result, Route, integer, text
 from .tasks import Plan, fail
-from .volumes import BLOCK_TYPES, Volume, Volumes, drive_file, is_cdrom, is_disk_key, with_size
+from .volumes import (
+    BLOCK_TYPES,
+    Volume,
+    Volumes,
+    drive_file,
+    is_cdrom,
+    is_disk_key,
+    size_option,
+    with_size,
+)
 
 SECONDS_PER_GUEST = 2.0
 """How long vzdump spends on one guest besides its data, before the time scale."""
@@ -69,9 +78,6 @@ COMPRESSORS: dict[str, tuple[str, float]] = {
 """vzdump's `compress` values: the archive's extension (`compressor_info`) and the share
 of the disks' sizes the simulated archive takes."""
 
-_ARCHIVE_RE = re.compile(
-    r"backup/vzdump-(qemu|lxc)-(\d+)-(\d{4})_(\d\d)_(\d\d)-(\d\d)_(\d\d)_(\d\d)\.(vma|tar)(\.\w+)?"
-)
 _NOTES_VARS = ("cluster", "guestname", "node", "vmid")
 _LIST_SPLIT_RE = re.compile(r"[;,\s]+")
 
@@ -117,15 +123,6 @@ def backed_up(kind: GuestKind, key: str, value: ConfigValue) -> bool:
     if kind == "qemu":
         return "backup=0" not in options
     return key == "rootfs" or "backup=1" in options
-
-
-def size_option(value: ConfigValue) -> int:
-    """The bytes a drive value's `size=` option says (`size=32G`), 0 without one."""
-    for part in str(value).split(","):
-        if found := re.fullmatch(r"size=(\d+(?:\.\d+)?)([KMGT]?)", part):
-            exponent = " KMGT".index(found.group(2) or " ")
-            return int(float(found.group(1)) * 1024**exponent)
-    return 0
 
 
 def dump_dir(storage: Storage) -> str:

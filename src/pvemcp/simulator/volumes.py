@@ -258,7 +258,7 @@ def seed_volumes(volumes: Volumes, guests: Iterable[Guest], at: float) -> None:
             storage, _, volname = volid.partition(":")
             if storage not in volumes.storages or not volname:
                 continue
-            size = _size_option(value)
+            size = size_option(value)
             fmt = "raw" if volumes.storages[storage].type in BLOCK_TYPES else "qcow2"
             content = "images" if guest.kind == "qemu" else "rootdir"
             volume = Volume(storage, "", volname, guest.vmid, size, fmt, content, int(at))
@@ -275,7 +275,8 @@ def seed_media(volumes: Volumes, media: Iterable[tuple[str, str, int]], at: floa
             volumes.add(node, Volume(storage, "", volname, 0, size, fmt, content, int(at)))
 
 
-def _size_option(value: ConfigValue) -> int:
+def size_option(value: ConfigValue) -> int:
+    """The bytes a drive value's `size=` option says (`size=32G`), 0 without one."""
     for part in str(value).split(","):
         if part.startswith("size="):
             found = _SIZE_RE.fullmatch(part[5:])
