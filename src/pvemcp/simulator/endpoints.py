@@ -19,6 +19,7 @@ from . import (
     clone,
     cloudinit,
     create,
+    firewall,
     guestconfig,
     lifecycle,
     logs,
@@ -343,6 +344,7 @@ ROUTES: tuple[Route, ...] = (
     *backups.ROUTES,
     *metrics.ROUTES,
     *logs.ROUTES,
+    *firewall.ROUTES,
 )
 
 ROUTER = Router(ROUTES)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 from .agent import GuestAgents
 from .errors import ApiError, failure
+from .firewall import Firewall, demo_firewall
 from .model import Guest, GuestKind, Node
 from .seed import CLUSTER_NAME, MEDIA, build_demo
 from .tasks import LockKey, Plan, Task, TaskTable, encode_upid, guest_lock
@@ -61,6 +62,7 @@ class ClusterState:
 
         seed_backups(self.volumes, self.guests.values())
         self.pools = demo.pools
+        self.firewall: Firewall = demo_firewall()
         self.tasks = TaskTable(time_scale)
         self.agents = GuestAgents()
         for task in demo.history:
