@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from . import (
+    access,
     agent,
     backups,
     clone,
@@ -344,6 +345,7 @@ ROUTES: tuple[Route, ...] = (
     *backups.ROUTES,
     *metrics.ROUTES,
     *logs.ROUTES,
+    *access.ROUTES,
     *firewall.ROUTES,
 )
 

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from .access import AccessStore, demo_store
 from .agent import GuestAgents
 from .errors import ApiError, failure
 from .firewall import Firewall, demo_firewall
@@ -61,7 +62,10 @@ class ClusterState:
         from .backups import seed_backups  # noqa: PLC0415 - backups imports power, which imports this
 
         seed_backups(self.volumes, self.guests.values())
-        self.pools = demo.pools
+        self.access: AccessStore = demo_store(demo.pools)
+        """Users, groups, tokens, ACLs, realms and pools (`access.py`)."""
+        self.pools = self.access.pools
+        """The pools by name (the same dict as `access.pools`)."""
         self.firewall: Firewall = demo_firewall()
         self.tasks = TaskTable(time_scale)
         self.agents = GuestAgents()
