@@ -334,3 +334,23 @@ async def test_deleting_a_guest_keeps_its_backups(fresh_client: httpx2.AsyncClie
     # `destroy-unreferenced-disks` scans the guest's images (`vdisk_list`), not its backups.
     assert await _backups(fresh_client, "pve1", "local", vmid=101) == [item]
     assert len(await _backups(fresh_client, "pve1", "nfs-backup", vmid=101)) == 1
+
+
+async def test_each_guest_is_locked_for_its_own_part_of_the_job(
+    timed_client: httpx2.AsyncClient, clock: FakeClock
+) -> None:
+    upid = await post_upid(timed_client, "/nodes/pve1/vzdump", vmid="100,101", storage="local")
+
+    async def lock(vmid: int) -> str | None:
+        config = await get_data(timed_client, f"/nodes/pve1/qemu/{vmid}/config")
+        return config.get("lock")
+
+    assert (await lock(100), await lock(101)) == ("backup", None)
+    assert not await _backups(timed_client, "pve1", "local")
+    clock.advance(4)  # 100's part (32 GiB of disks) is done, 101's has begun
+    assert (await lock(100), await lock(101)) == (None, "backup")
+    assert [i["vmid"] for i in await _backups(timed_client, "pve1", "local")] == [100]
+    clock.advance(60)
+    assert await _exit(timed_client, upid) == "OK"
+    assert (await lock(100), await lock(101)) == (None, None)
+    assert len(await _backups(timed_client, "pve1", "local")) == 2

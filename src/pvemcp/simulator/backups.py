@@ -12,11 +12,11 @@ pve-container `API2/LXC.pm` `create_vm`). GET `/nodes/{node}/vzdump/extractconfi
 an archive's config; GET `.../storage/{storage}/content/{volume}` one volume.
 
 Where the simulator is simpler than PVE (said here once):
-- vzdump locks (`lock: backup`) and, in `stop` mode, stops every guest of the job when
-  the worker starts, and unlocks and restarts them when it ends; PVE does this for each
-  guest in turn. So a conflicting call fails for the whole job, not only during that
-  guest's part. The node's one-vzdump-at-a-time lock (`/var/run/vzdump.lock`) is a task
-  lock key: a second job queues behind the first.
+- vzdump plans its whole run when the worker starts (the checks, the log, how long each
+  guest takes); each guest's part then happens at its own time (`Plan.steps`): the guest
+  holds `lock: backup` (and in `stop` mode is stopped) only during its part, and its
+  archive appears when its part ends. The node's one-vzdump-at-a-time lock
+  (`/var/run/vzdump.lock`) is a task lock key: a second job queues behind the first.
 - An archive's size is a fixed fraction of the backed-up disks' sizes per compressor (a
   real archive holds the used blocks, compressed).
 - A restore checks the target storages' room before it touches anything, so a failed
@@ -31,7 +31,7 @@ from __future__ import annotations
 import calendar
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -265,22 +265,55 @@ def _stamp(at: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(at))
 
 
+Step = Callable[[float], None]
+
+
 @dataclass
 class _Job:
-    """What one vzdump worker did, for its log and its end."""
+    """One vzdump worker's run, planned when it starts: its log and what it changes as
+    it goes (each guest's part at its own time)."""
 
     node: str
     storage: str
     lines: list[tuple[float, str]] = field(default_factory=list)
     """(seconds after the start, text)."""
-    made: list[Backup] = field(default_factory=list)
-    locked: list[Guest] = field(default_factory=list)
-    stopped: list[Guest] = field(default_factory=list)
+    steps: list[tuple[float, Step]] = field(default_factory=list)
+    """(seconds after the start, change)."""
+    planned: int = 0
+    """Bytes of the archives the job makes before the guest being planned."""
     errors: int = 0
     elapsed: float = 0.0
 
     def log(self, text: str) -> None:
         self.lines.append((self.elapsed, text))
+
+
+def _guest_part(
+    ctx: Context, job: _Job, guest: Guest, backup: Backup | None, *, stop: bool, began: float
+) -> None:
+    """The guest's part of the job, from `began` to now (seconds into the job): locked
+    (`lock_vm`) and, in stop mode, stopped when it begins; the archive kept, the guest
+    unlocked and started again when it ends. A guest that another task locked meanwhile
+    is left alone (the log, planned when the job started, does not say so)."""
+    mine: list[bool] = []
+
+    def begin(_at: float) -> None:
+        if guest.lock is None:
+            set_lock(guest, "backup")
+            mine.append(True)
+            if stop:
+                halt(guest)
+
+    def end(at: float) -> None:
+        if not mine:
+            return
+        if backup is not None:
+            ctx.state.volumes.add(job.node, backup)
+        remove_lock(guest)
+        if stop and guest.status == "stopped":
+            start_running(ctx.state, guest, at)  # "restarting vm"
+
+    job.steps += [(began, begin), (job.elapsed, end)]
 
 
 def _back_up(ctx: Context, job: _Job, vmid: int, params: Params, begin: float) -> None:
@@ -292,32 +325,30 @@ def _back_up(ctx: Context, job: _Job, vmid: int, params: Params, begin: float) -
     job.log(f"INFO: Backup started at {_stamp(begin + job.elapsed)}")
     error: str | None = None
     if guest is None or guest.node != job.node:
+        job.elapsed += SECONDS_PER_GUEST
         error = f"unable to find VM '{vmid}'"
     elif message := locked_message(guest):
+        job.elapsed += SECONDS_PER_GUEST
         error = message  # the plugin's `lock_vm` is AbstractConfig `set_lock`: check_lock
     else:
         compress = str(params.get("compress", "0"))
         storage = state.volumes.storages[job.storage]
         total, used = state.volumes.usage(storage, job.node)
-        room = total - used - sum(b.size for b in job.made)
         mode = str(params.get("mode", "snapshot")) if guest.status == "running" else "stop"
         job.log(f"INFO: status = {guest.status}")
-        set_lock(guest, "backup")
-        job.locked.append(guest)
         job.log(f"INFO: backup mode: {mode}")
         job.log(f"INFO: ionice priority: {params.get('ionice', 7)}")
-        if mode == "stop" and guest.status == "running":
+        stop, began = mode == "stop" and guest.status == "running", job.elapsed
+        if stop:
             job.log("INFO: stopping virtual guest")
-            halt(guest)
-            job.stopped.append(guest)
         notes = params.get("notes-template")
         backup = _new_backup(guest, job.storage, begin + job.elapsed, compress,
                              _notes(str(notes), state.name, guest) if notes else "")  # fmt: skip
         backup.protected = bool(params.get("protected"))
         path = f"{dump_dir(storage)}/{backup.volname.removeprefix('backup/')}"
         job.log(f"INFO: creating vzdump archive '{path}'")
-        job.elapsed += SECONDS_PER_GIB * backup.size / GiB
-        if backup.size > room:
+        job.elapsed += SECONDS_PER_GUEST + SECONDS_PER_GIB * backup.size / GiB
+        if backup.size > total - used - job.planned:
             # The tool that meets the full disk fails the guest's backup: vma for a VM, tar
             # for a container (the words are theirs; not verified on a node).
             error = (
@@ -325,14 +356,15 @@ def _back_up(ctx: Context, job: _Job, vmid: int, params: Params, begin: float) -
                 if guest.kind == "qemu"
                 else "tar: -: Cannot write: No space left on device"
             )
+            _guest_part(ctx, job, guest, None, stop=stop, began=began)
         else:
             job.log(f"INFO: archive file size: {backup.size // (1024 * 1024)}MB")
             if notes:
                 job.log("INFO: adding notes to backup")
             if backup.protected:
                 job.log("INFO: marking backup as protected")
-            job.made.append(backup)
-    job.elapsed += SECONDS_PER_GUEST
+            job.planned += backup.size
+            _guest_part(ctx, job, guest, backup, stop=stop, began=began)
     if error is not None:
         job.errors += 1
         job.log(f"ERROR: Backup of VM {vmid} failed - {error}")
@@ -362,19 +394,10 @@ def _vzdump(ctx: Context, params: Params) -> Result:
             _back_up(ctx, job, vmid, params, begin)
         job.log(f"INFO: Backup job finished {'with errors' if job.errors else 'successfully'}")
         seconds = max(job.elapsed, SECONDS_PER_GUEST)
-
-        def end(at: float) -> None:
-            for backup in job.made:
-                ctx.state.volumes.add(node, backup)
-            for guest in job.locked:
-                remove_lock(guest)
-            for guest in job.stopped:
-                if guest.status == "stopped":
-                    start_running(ctx.state, guest, at)  # "restarting vm"
-
         lines = tuple((at / seconds, line) for at, line in job.lines)
+        steps = tuple((at / seconds, step) for at, step in job.steps)
         return Plan(seconds, error="job errors" if job.errors else None, lines=lines,
-                    cleanup=end)  # fmt: skip
+                    steps=steps)  # fmt: skip
 
     taskid = local[0] if len(local) == 1 else None
     task = ctx.state.start_task(node, "vzdump", taskid, ctx.user, work, locks=[("vzdump", node)])
@@ -606,8 +629,8 @@ def restore(ctx: Context, kind: GuestKind, params: Params) -> Result:
             plan = fail(err.reason)
         if plan.error is not None and old is None:
             del ctx.state.guests[vmid]  # pve-container destroys it; see the module's note
-        return Plan(plan.seconds, plan.error, plan.lines, plan.apply,
-                    cleanup=lambda _at: remove_lock(guest))  # fmt: skip
+        unlock = ((1.0, lambda _at: remove_lock(guest)),)  # at the end, OK or not
+        return Plan(plan.seconds, plan.error, plan.lines, plan.apply, steps=unlock)
 
     type_ = "qmrestore" if kind == "qemu" else "vzrestore"
     upid = ctx.state.start_task(node, type_, vmid, ctx.user, work).upid

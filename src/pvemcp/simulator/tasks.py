@@ -63,9 +63,11 @@ class Plan:
     """Log lines before the final one: (fraction of the duration when written, text)."""
     apply: Callable[[float], None] | None = None
     """The state change, called with the completion time when the task ends OK."""
-    cleanup: Callable[[float], None] | None = None
-    """What the worker does at its end whatever happened (after `apply`): vzdump keeps the
-    archives made before a later guest failed, unlocks and restarts its guests."""
+    steps: tuple[tuple[float, Callable[[float], None]], ...] = ()
+    """What the worker changes as it goes, whatever its outcome: (fraction of the
+    duration, change called with its time), e.g. vzdump locking each guest in turn and
+    keeping the archives made before a later guest failed. Due steps run when the state
+    is read; the rest run at the end, before `apply`; none after an interrupt."""
 
 
 def fail(message: str) -> Plan:
@@ -100,6 +102,8 @@ class Task:
     """The full log of a seeded task, final line excluded."""
     lines_at: list[tuple[float, str]] = field(default_factory=list)
     """(clock time, text) of the live log lines, filled from the plan."""
+    steps_at: list[tuple[float, Callable[[float], None]]] = field(default_factory=list)
+    """(clock time, change) of the plan's steps not made yet, in time order."""
 
     @property
     def running(self) -> bool:
@@ -199,6 +203,7 @@ class TaskTable:
                 continue
             if task.plan is None:
                 self._start(task, task.begin)
+            self._run_steps(task, now)
             if task.end is not None and task.end <= now:
                 self._finish(task)
 
@@ -209,14 +214,22 @@ class TaskTable:
         task.plan = plan
         task.end = begin + duration
         task.lines_at = [(begin + fraction * duration, text) for fraction, text in plan.lines]
+        steps = [(begin + fraction * duration, step) for fraction, step in plan.steps]
+        task.steps_at = sorted(steps, key=lambda timed: timed[0])
+
+    @staticmethod
+    def _run_steps(task: Task, now: float) -> None:
+        """Make the task's steps that are due by `now` (each at its own time)."""
+        while task.steps_at and task.steps_at[0][0] <= now:
+            at, step = task.steps_at.pop(0)
+            step(at)
 
     def _finish(self, task: Task) -> None:
         assert task.plan is not None
         assert task.end is not None
+        self._run_steps(task, task.end)
         if task.plan.error is None and task.plan.apply is not None:
             task.plan.apply(task.end)
-        if task.plan.cleanup is not None:
-            task.plan.cleanup(task.end)
         task.exitstatus = task.plan.error or "OK"
 
     def interrupt(self, task: Task, now: float) -> None:
@@ -227,4 +240,5 @@ class TaskTable:
             task.begin = now
         task.end = now
         task.lines_at = [(at, text) for at, text in task.lines_at if at <= now]
+        task.steps_at.clear()
         task.exitstatus = INTERRUPTED
