@@ -343,7 +343,7 @@ async def test_each_guest_is_locked_for_its_own_part_of_the_job(
 
     async def lock(vmid: int) -> str | None:
         config = await get_data(timed_client, f"/nodes/pve1/qemu/{vmid}/config")
-        return config.get("lock")
+        return None if "lock" not in config else str(config["lock"])
 
     assert (await lock(100), await lock(101)) == ("backup", None)
     assert not await _backups(timed_client, "pve1", "local")
