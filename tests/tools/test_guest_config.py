@@ -98,3 +98,84 @@ async def test_a_locked_guest_is_refused_before_anything_is_sent(session: Sessio
     assert locked is not None and locked["code"] == "guest_locked", locked
     assert locked["field"] == "vmid" and locked["details"]["lock"] == "snapshot"
     assert [w for w in session.writes() if w.endswith("/config")] == []
+
+
+STOPPED_VM = 101  # pve1, web02: memory 4096, every disk on local-lvm (LVM-thin)
+TEMPLATE = 9000
+STOPPED_CT = 201  # pve1, proxy01: rootfs on local-lvm
+
+
+async def _confirmed(session: Session, tool: str, **arguments: Any) -> dict[str, Any]:
+    """A destructive call as a user approves it: the plan, then the call with the token."""
+    ask = error_of(await call(session, tool, **arguments))
+    assert ask is not None and ask["code"] == "confirmation_required", ask
+    return ok(await call(session, tool, **arguments, confirm_token=ask["details"]["confirm_token"]))
+
+
+async def test_snapshot_first_then_the_change_and_a_rollback_restores_it(
+    session: Session,
+) -> None:
+    change = {"vmid": STOPPED_VM, "values": {"memory": 3072}, "snapshot_first": True}
+    plan = ok(await call(session, "proxmox_guest_config_update", **change, dry_run=True))["plan"]
+    snap, put = plan["calls"]
+    name = snap["params"]["snapname"]
+    assert (snap["method"], snap["path"]) == ("POST", "/nodes/pve1/qemu/101/snapshot")
+    assert name.startswith("pre-config-") and len(name) <= 40
+    assert put["method"] == "PUT" and put["params"]["memory"] == 3072
+    assert plan["changes"] == [{"field": "memory", "before": "4096", "after": 3072}]
+    assert any(name in w and "proxmox_snapshot_rollback" in w for w in plan["warnings"])
+    assert session.writes() == []
+
+    done = ok(await call(session, "proxmox_guest_config_update", **change))
+    assert done["snapshot"] == name and "proxmox_snapshot_rollback" in done["note"]
+    assert session.writes() == [
+        "POST /nodes/pve1/qemu/101/snapshot",
+        "PUT /nodes/pve1/qemu/101/config",
+    ]
+    assert (await read(session, vmid=STOPPED_VM))["config"]["memory"] == "3072"
+    saved = await read(session, vmid=STOPPED_VM, snapshot=name)
+    assert saved["config"]["memory"] == "4096"
+
+    # The undo recorded is the config's inverse (the snapshot is kept for a rollback).
+    listed = ok(await call(session, "proxmox_call_undo"))["calls"]
+    assert listed[0]["tool"] == "proxmox_guest_config_update"
+    assert "proxmox_guest_config_update" in listed[0]["undo"]
+
+    rolled = await _confirmed(session, "proxmox_snapshot_rollback", vmid=STOPPED_VM, snapname=name)
+    assert rolled["exitstatus"] == "OK"
+    assert (await read(session, vmid=STOPPED_VM))["config"]["memory"] == "4096"
+
+
+async def test_snapshot_first_is_refused_where_pve_cannot_snapshot(session: Session) -> None:
+    template = error_of(await call(session, "proxmox_guest_config_update", vmid=TEMPLATE,
+                                   values={"cores": 4}, snapshot_first=True))  # fmt: skip
+    assert template is not None and template["code"] == "unsupported"
+    assert template["field"] == "snapshot_first" and "template" in template["message"]
+
+    # A container volume on a directory storage is a raw file: no snapshots there.
+    ok(await call(session, "proxmox_guest_config_update", vmid=STOPPED_CT,
+                  values={"mp0": "local:1,mp=/data"}))  # fmt: skip
+    before = session.writes()
+    raw = error_of(await call(session, "proxmox_guest_config_update", vmid=STOPPED_CT,
+                              values={"memory": 2048}, snapshot_first=True))  # fmt: skip
+    assert raw is not None and raw["code"] == "unsupported", raw
+    assert raw["field"] == "snapshot_first"
+    assert raw["message"].startswith("snapshot feature is not available for CT 201")
+    assert raw["details"]["disks"] == ["mp0 (local:201/vm-201-disk-0.raw on local, dir)"]
+    assert session.writes() == before
+    # PVE's own refusal, which the check spares: the snapshot task fails.
+    failed = error_of(await call(session, "proxmox_snapshot_create", vmid=STOPPED_CT,
+                                 snapname="direct"))  # fmt: skip
+    assert failed is not None and failed["code"] == "task_failed"
+    assert failed["details"]["exitstatus"] == "snapshot feature is not available"
+
+
+async def test_a_failed_snapshot_sends_no_change(session: Session) -> None:
+    session.sim.state.volumes.faults["local-lvm", "snapshot"] = "thin pool is full"
+    failed = error_of(await call(session, "proxmox_guest_config_update", vmid=STOPPED_VM,
+                                 values={"memory": 3072}, snapshot_first=True))  # fmt: skip
+    assert failed is not None and failed["code"] == "task_failed", failed
+    assert "the change was not sent" in failed["message"]
+    assert failed["details"]["exitstatus"] == "thin pool is full"
+    assert session.writes() == ["POST /nodes/pve1/qemu/101/snapshot"]
+    assert (await read(session, vmid=STOPPED_VM))["config"]["memory"] == "4096"

@@ -8,6 +8,8 @@ will send. Tools never build REST paths in their handlers.
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -18,8 +20,10 @@ from pvemcp.gateway.answers import Answer, read_as, tag_list
 from pvemcp.gateway.context import ToolContext, check_api_request
 from pvemcp.gateway.errors import ToolFailure
 from pvemcp.gateway.plan import ApiCall, Change, GuestTarget, Plan
+from pvemcp.gateway.registry import WriteInput
+from pvemcp.gateway.run import TaskOutcome, Waits, run_planned
 from pvemcp.proxmox.backend import Method
-from pvemcp.proxmox.errors import ProxmoxError
+from pvemcp.proxmox.errors import ProxmoxError, TaskFailed
 from pvemcp.secrets.redaction import MASK, is_secret_key
 
 
@@ -372,6 +376,186 @@ async def guest_config_change(
         target=target,
         calls=[call],
         warnings=warnings,
+    )
+
+
+# -- a snapshot before a risky change ---------------------------------------------------
+
+SNAPSHOT_TYPES = frozenset({"lvmthin", "zfspool", "zfs", "rbd", "btrfs"})
+"""Storage types that snapshot every volume (pve-storage `volume_has_feature` of
+LvmThinPlugin, ZFSPoolPlugin, ZFSPlugin, RBDPlugin, BTRFSPlugin)."""
+
+QCOW2_TYPES = frozenset({"dir", "nfs", "cifs", "glusterfs", "lvm"})
+"""Storage types that snapshot only qcow2 volumes (Plugin.pm: `snapshot => {current =>
+{qcow2 => 1}}`, so a raw or vmdk file cannot; LVMPlugin.pm the same: qcow2 on LVM is PVE
+9's `snapshot-as-volume-chain`). Other types (iSCSI, a bind mount, a device) cannot."""
+
+_VOLUME_KEY = re.compile(r"(?:scsi|virtio|sata|ide|efidisk|tpmstate)\d+|rootfs|mp\d+")
+
+
+class _NodeStorage(Answer):
+    storage: str
+    type: str
+
+
+_NODE_STORAGES = TypeAdapter(list[_NodeStorage])
+
+
+def _unsnapshottable(config: Mapping[str, str], types: Mapping[str, str]) -> list[str]:
+    """The disks PVE's `has_feature('snapshot')` would refuse (qemu-server QemuConfig.pm
+    and pve-container LXC/Config.pm: every volume but CD-ROMs must have the feature), as
+    `key (volid on storage, type)`. A storage the node does not list (the token may not
+    audit it) is left to PVE: its task then fails before anything else is sent."""
+    found = []
+    for key, value in sorted(config.items()):
+        if not _VOLUME_KEY.fullmatch(key) or "media=cdrom" in value:
+            continue
+        volid = value.split(",", 1)[0].removeprefix("volume=").removeprefix("file=")
+        storage, colon, volname = volid.partition(":")
+        kind = types.get(storage) if colon else "not a storage volume"
+        if kind is None or kind in SNAPSHOT_TYPES:
+            continue
+        if kind in QCOW2_TYPES and volname.endswith(".qcow2"):
+            continue
+        found.append(f"{key} ({volid}{f' on {storage}, {kind}' if colon else ''})")
+    return found
+
+
+async def snapshot_first(ctx: ToolContext, plan: Plan, *, short: str, field: str) -> Plan:
+    """`plan` with a snapshot of the guest taken first, so the change can be rolled back
+    (proxmox_snapshot_rollback). The name, `pre-<short>-<digest>`, follows from the config
+    it saves: planning again for a confirmation token gives the same calls. Refused naming
+    `field` before anything is sent where PVE cannot snapshot: a template, a disk on
+    storage without snapshots (`_unsnapshottable`), a taken name. A plan that changes
+    nothing gets no snapshot. `run_snapshot_first` runs the result."""
+    target = plan.target
+    if not plan.calls or not isinstance(target, GuestTarget):
+        return plan
+    word = "VM" if target.type == "qemu" else "CT"
+    config = await read_config(ctx, target)
+    if config.current.get("template") == "1":
+        raise ToolFailure(
+            "unsupported",
+            f"{_label(target)} is a template: PVE cannot take a template's snapshots",
+            field=field,
+            hint=f"Call without {field}; a template's config can be restored from a backup.",
+        )
+    # Not the time: a confirmation plans again, and must find the same name.
+    stamp = (config.digest or time.strftime("%Y%m%d%H%M%S", time.gmtime()))[:12]
+    name = f"pre-{short}-{stamp}"
+    storages = await read_as(ctx, _NODE_STORAGES, f"/nodes/{target.node}/storage")
+    blocked = _unsnapshottable(config.current, {s.storage: s.type for s in storages})
+    if blocked:
+        raise ToolFailure(
+            "unsupported",
+            f"snapshot feature is not available for {word} {target.vmid}: " + ", ".join(blocked),
+            field=field,
+            hint=f"Call without {field} (a backup, proxmox_backup_start, can be the way "
+            "back), or move the disk to storage with snapshots (LVM-thin, ZFS, Ceph RBD, "
+            "qcow2 on a directory).",
+            details={"disks": blocked},
+        )
+    taken = await read_as(ctx, _NAMES, f"{target.path}/snapshot")
+    if any(snap.name == name for snap in taken):
+        raise ToolFailure(
+            "already_exists",
+            f"snapshot name '{name}' already used",
+            field=field,
+            hint=f"A snapshot of this exact config exists: roll back to {name} or call "
+            f"without {field}.",
+        )
+    call = ApiCall.to(
+        "POST",
+        _endpoint(target, "snapshot"),
+        params={"snapname": name, "description": f"before {plan.summary}"[:200]},
+        task=True,
+        node=target.node,
+        vmid=target.vmid,
+    )
+    return plan.model_copy(
+        update={
+            "summary": f"take snapshot '{name}', then {plan.summary}",
+            "calls": [call, *plan.calls],
+            "warnings": [
+                *plan.warnings,
+                f"snapshot '{name}' is taken first and kept: proxmox_snapshot_rollback to "
+                "it restores the disks and config as they are now",
+            ],
+        }
+    )
+
+
+class _Named(Answer):
+    name: str
+
+
+_NAMES = TypeAdapter(list[_Named])
+
+
+# What a change that took a snapshot first did: the outcome of the change, and the
+# snapshot to roll back to. (A comment: a docstring would be the schema's description.)
+class SnapshottedOutcome(TaskOutcome):
+    snapshot: str | None = None
+
+
+async def run_snapshot_first(ctx: ToolContext, args: WriteInput, plan: Plan) -> TaskOutcome:
+    """Run a plan: as the default runner does, or, when `snapshot_first` put a snapshot
+    first, take it (always waited for), then send the rest. A failed snapshot sends
+    nothing else. A snapshot changes the config's `digest`, so the change's digest is
+    replaced by the one the snapshot left, once the config is shown to be as planned:
+    the planned digest before the snapshot, and the same keys and values after it."""
+    first = plan.calls[0] if plan.calls else None
+    target = plan.target
+    if (
+        first is None
+        or not first.template.endswith("/snapshot")
+        or not isinstance(target, GuestTarget)
+    ):
+        return await run_planned(ctx, args, plan)
+    name = str(first.params["snapname"])
+    rest = plan.calls[1:]
+    before = await read_config(ctx, target)
+    planned = next((c.params["digest"] for c in rest if "digest" in c.params), None)
+    if planned is not None and before.digest != planned:
+        raise _changed(target, "since it was planned; nothing was sent")
+    waiting = args.model_copy(update={"wait": True}) if isinstance(args, Waits) else args
+    try:
+        await run_planned(ctx, waiting, plan.model_copy(update={"calls": [first]}))
+    except TaskFailed as exc:
+        raise ToolFailure(
+            "task_failed",
+            f"snapshot '{name}' failed ({exc.message}); the change was not sent",
+            hint="Read the task log (proxmox_task_log); call without snapshot_first only if "
+            "no way back is needed.",
+            details={"upid": exc.upid, "exitstatus": exc.exitstatus},
+        ) from exc
+    after = await read_config(ctx, target)
+    unchanged = {k: v for k, v in before.current.items() if k != "parent"} == {
+        k: v for k, v in after.current.items() if k != "parent"
+    } and before.pending == after.pending
+    if not unchanged:
+        raise _changed(target, f"while snapshot '{name}' was taken; the change was not sent")
+    sent = [
+        c.model_copy(update={"params": {**c.params, "digest": after.digest}})
+        if "digest" in c.params and after.digest is not None
+        else c
+        for c in rest
+    ]
+    outcome = await run_planned(ctx, args, plan.model_copy(update={"calls": sent}))
+    rollback = f"proxmox_snapshot_rollback snapname {name} goes back"
+    return SnapshottedOutcome(
+        **outcome.model_dump(exclude={"note"}),
+        note=f"{outcome.note}; {rollback}" if outcome.note else rollback,
+        snapshot=name,
+    )
+
+
+def _changed(target: GuestTarget, when: str) -> ToolFailure:
+    return ToolFailure(
+        "config_changed",
+        f"the configuration of {_label(target)} changed {when}",
+        field="digest",
+        hint="Read it again with proxmox_guest_config and plan the change on what it is now.",
     )
 
 

@@ -36,6 +36,9 @@ _NOT_SAVED = re.compile(r"lock|digest|description|unused\d+")
 _DISK_RE = re.compile(r"(?:scsi|virtio|sata|ide|efidisk|tpmstate)\d+|rootfs|mp\d+")
 LATEST_ONLY = frozenset({"zfspool", "lvm"})
 """Storage types whose volumes roll back only to their most recent snapshot."""
+SNAPSHOT_TYPES = frozenset({"lvmthin", "zfspool", "zfs", "rbd", "btrfs"})
+"""Storage types that snapshot any volume; directories and LVM snapshot only qcow2
+(pve-storage `volume_has_feature` of each plugin)."""
 
 
 def _task_type(kind: GuestKind, action: str) -> str:
@@ -61,6 +64,23 @@ def _volumes(config: dict[str, ConfigValue]) -> list[tuple[str, str]]:
         if _DISK_RE.fullmatch(key) and ":" in volid and not cdrom:
             found.append((key, volid))
     return found
+
+
+def _cannot_snapshot(state: ClusterState, guest: Guest) -> str | None:
+    """Why `__snapshot_prepare` (AbstractConfig.pm) refuses: `snapshot feature is not
+    available` when a disk's storage cannot snapshot it (`has_feature('snapshot')`), or the
+    error a test set in `volumes.faults[(storage, "snapshot")]`, the way a failing
+    `volume_snapshot` (a full thin pool) fails the task; None when it can go ahead."""
+    types = {storage.name: storage.type for storage in state.storages}
+    for _key, volid in _volumes(guest.config):
+        storage = volid.split(":", 1)[0]
+        kind = types.get(storage)
+        if kind not in SNAPSHOT_TYPES and not (kind and volid.endswith(".qcow2")):
+            return "snapshot feature is not available"
+    for _key, volid in _volumes(guest.config):
+        if (fault := state.volumes.faults.get((volid.split(":", 1)[0], "snapshot"))) is not None:
+            return fault
+    return None
 
 
 def _not_most_recent(state: ClusterState, guest: Guest, snap: Snapshot) -> str | None:
@@ -173,6 +193,8 @@ class _Worker:
             return fail(locked)
         if _find(guest, name) is not None:
             return fail(f"snapshot name '{name}' already used")
+        if refused := _cannot_snapshot(self.state, guest):
+            return fail(refused)
         # RAM state only for a running VM (`__snapshot_prepare` ignores it otherwise).
         with_ram = vmstate and guest.kind == "qemu" and guest.status == "running"
         set_lock(guest, "snapshot")

@@ -131,12 +131,13 @@ class Volumes:
         self.storages = {storage.name: storage for storage in storages}
         self._items: dict[tuple[str, str], Volume] = {}
         self.faults: dict[tuple[str, str], str] = {}
-        """`(storage, "alloc" | "free")` -> the error that operation fails with there, as a
-        broken storage's plugin fails (LVM's `lvremove ... Logical volume ... in use`, an
-        NFS server that stopped answering). Empty unless a test sets it: the simulator's
-        way to reproduce a worker that fails after allocating and a cleanup that cannot
-        free (docs/architecture.md, "Create and delete"); the plugin's own checks (content,
-        free space) come first."""
+        """`(storage, "alloc" | "free" | "snapshot")` -> the error that operation fails with
+        there, as a broken storage's plugin fails (LVM's `lvremove ... Logical volume ... in
+        use`, an NFS server that stopped answering, a full thin pool). Empty unless a test
+        sets it: the simulator's way to reproduce a worker that fails after allocating, a
+        cleanup that cannot free (docs/architecture.md, "Create and delete") and a snapshot
+        task that fails (`snapshots.py`); the plugin's own checks (content, free space,
+        whether it can snapshot) come first."""
 
     def _scope(self, storage: Storage, node: str) -> str:
         return "" if storage.shared else node

@@ -18,7 +18,6 @@ from pvemcp.tools.kit import (
     ToolFailure,
     ToolOutput,
     WriteInput,
-    action,
     is_secret,
     matching,
     planners,
@@ -115,6 +114,9 @@ class UpdateArgs(WriteInput, GuestRef):
         matching(r"[0-9a-f]{40,64}", "a digest"),
         Field(description="From proxmox_guest_config: refuse if the config changed since."),
     ] = None
+    snapshot_first: Annotated[
+        bool, Field(description="Snapshot the guest first, to roll back to.")
+    ] = False
 
 
 def _no_secrets(values: dict[str, Any]) -> None:
@@ -138,33 +140,42 @@ async def _plan_update(ctx: ToolContext, args: UpdateArgs) -> Plan:
             field="values",
             hint="Read the keys with proxmox_guest_config first.",
         )
-    return await planners.guest_config_change(
+    plan = await planners.guest_config_change(
         ctx, args, args.values, args.delete, revert=args.revert, digest=args.digest
     )
+    if not args.snapshot_first:
+        return plan
+    return await planners.snapshot_first(ctx, plan, short="config", field="snapshot_first")
 
 
-guest_config_update = action(
+@tool(
     "proxmox_guest_config_update",
     title="Change a guest's configuration",
-    description="""Set or delete a guest's config keys (memory, cores, net0, tags... in
-    PVE's syntax) or revert pending ones; the plan shows before and after. A running guest
-    may apply some at next start. Not for disk sizes or passwords.""",
     tier=Tier.WRITE,
     toolset="guests",
     input=UpdateArgs,
-    output=TaskOutcome,
+    output=planners.SnapshottedOutcome,
     planner=_plan_update,
     inverse=undo.config_inverse,
     examples=[
         {"vmid": 102, "values": {"memory": 3072, "description": "test box"}, "delete": ["onboot"]},
         {"name": "proxy01", "values": {"cores": 2}, "dry_run": True},
+        {"vmid": 102, "values": {"memory": 3072}, "snapshot_first": True},
     ],
     rejects=[
         ({"vmid": 102, "values": {"memroy": 3072}}, "invalid_argument"),
         ({"vmid": 102, "values": {"cipassword": "x"}}, "invalid_argument"),
         ({"vmid": 102, "values": {"cores": 2}, "digest": "0" * 40}, "config_changed"),
         ({"vmid": 102}, "invalid_argument"),
+        ({"vmid": 9000, "values": {"cores": 4}, "snapshot_first": True}, "unsupported"),
     ],
 )
+async def guest_config_update(ctx: ToolContext, args: UpdateArgs) -> TaskOutcome:
+    """Set or delete a guest's config keys (memory, cores, net0, tags... in PVE's syntax)
+    or revert pending ones; the plan shows before and after. A running guest may apply
+    some at next start. Not for disk sizes or passwords."""
+    assert ctx.plan is not None  # a write's handler runs on its confirmed plan
+    return await planners.run_snapshot_first(ctx, args, ctx.plan)
+
 
 TOOLS = (guest_config, guest_config_update)
