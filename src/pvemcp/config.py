@@ -215,6 +215,14 @@ class ClusterConfig(BaseModel):
     default_bridge: Annotated[
         str | None, Field(description="Bridge used for new network devices by default.")
     ] = None
+    snapshot_before_change: Annotated[
+        bool,
+        Field(
+            description="Take a snapshot before every guest config change, as if the caller "
+            "gave `snapshot_first`; a guest PVE cannot snapshot (a template, a raw disk on a "
+            "directory) then cannot be changed through the gateway."
+        ),
+    ] = False
     connect_timeout: Annotated[
         float, Field(gt=0, le=120, description="Seconds to establish a connection.")
     ] = 5.0

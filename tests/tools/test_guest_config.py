@@ -6,10 +6,16 @@ diff, and an unknown key refused before anything is sent."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+from mcp import Client
 
+from pvemcp.simulator.server import SimulatorHandle
+from pvemcp.transports.mcp_app import build_mcp_server
+from pvemcp.transports.stdio import local_principal
+from tests.conftest import cluster_for, make_gateway
 from tests.tools.calls import call, ok
 from tests.tools.test_examples import Session, error_of
 
@@ -179,3 +185,32 @@ async def test_a_failed_snapshot_sends_no_change(session: Session) -> None:
     assert failed["details"]["exitstatus"] == "thin pool is full"
     assert session.writes() == ["POST /nodes/pve1/qemu/101/snapshot"]
     assert (await read(session, vmid=STOPPED_VM))["config"]["memory"] == "4096"
+
+
+async def test_a_cluster_can_require_a_snapshot_before_each_change(
+    own_sim: SimulatorHandle, audit_path: Path
+) -> None:
+    required = cluster_for(own_sim, snapshot_before_change=True)
+    gateway = make_gateway({"demo": required}, audit_path)
+    try:
+        async with Client(build_mcp_server(gateway, local_principal)) as client:
+            done = await client.call_tool(
+                "proxmox_guest_config_update", {"vmid": STOPPED_VM, "values": {"cores": 3}}
+            )
+            assert not done.is_error and done.structured_content is not None
+            name = done.structured_content["snapshot"]
+            assert name.startswith("pre-config-")
+            guest = own_sim.state.guests[STOPPED_VM]
+            assert [s.name for s in guest.snapshots] == [name]
+            assert guest.config["cores"] == 3
+
+            refused = error_of(
+                await client.call_tool(
+                    "proxmox_guest_config_update", {"vmid": TEMPLATE, "values": {"cores": 4}}
+                )
+            )
+            assert refused is not None and refused["code"] == "unsupported"
+            assert "snapshot_before_change" in refused["hint"]
+            assert own_sim.state.guests[TEMPLATE].config["cores"] == 2
+    finally:
+        await gateway.aclose()

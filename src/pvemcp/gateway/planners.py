@@ -421,16 +421,26 @@ def _unsnapshottable(config: Mapping[str, str], types: Mapping[str, str]) -> lis
     return found
 
 
-async def snapshot_first(ctx: ToolContext, plan: Plan, *, short: str, field: str) -> Plan:
+async def snapshot_first(
+    ctx: ToolContext, plan: Plan, *, asked: bool, short: str, field: str
+) -> Plan:
     """`plan` with a snapshot of the guest taken first, so the change can be rolled back
-    (proxmox_snapshot_rollback). The name, `pre-<short>-<digest>`, follows from the config
-    it saves: planning again for a confirmation token gives the same calls. Refused naming
-    `field` before anything is sent where PVE cannot snapshot: a template, a disk on
-    storage without snapshots (`_unsnapshottable`), a taken name. A plan that changes
-    nothing gets no snapshot. `run_snapshot_first` runs the result."""
+    (proxmox_snapshot_rollback), when the caller `asked` (argument `field`) or the
+    cluster's `snapshot_before_change` requires it. The name, `pre-<short>-<digest>`,
+    follows from the config it saves: planning again for a confirmation token gives the
+    same calls. Refused naming `field` before anything is sent where PVE cannot snapshot:
+    a template, a disk on storage without snapshots (`_unsnapshottable`), a taken name. A
+    plan that changes nothing gets no snapshot. `run_snapshot_first` runs the result."""
     target = plan.target
-    if not plan.calls or not isinstance(target, GuestTarget):
+    required = ctx.cluster.snapshot_before_change
+    if not (asked or required) or not plan.calls or not isinstance(target, GuestTarget):
         return plan
+    without = (
+        f"Ask an operator: cluster {ctx.cluster_name} requires a snapshot before a change "
+        "(snapshot_before_change)"
+        if required
+        else f"Call without {field}"
+    )
     word = "VM" if target.type == "qemu" else "CT"
     config = await read_config(ctx, target)
     if config.current.get("template") == "1":
@@ -438,9 +448,10 @@ async def snapshot_first(ctx: ToolContext, plan: Plan, *, short: str, field: str
             "unsupported",
             f"{_label(target)} is a template: PVE cannot take a template's snapshots",
             field=field,
-            hint=f"Call without {field}; a template's config can be restored from a backup.",
+            hint=f"{without}; a template's config can be restored from a backup.",
         )
-    # Not the time: a confirmation plans again, and must find the same name.
+    # Not the clock: a confirmation plans again and must find the same name (a server
+    # that sends no digest gets the time).
     stamp = (config.digest or time.strftime("%Y%m%d%H%M%S", time.gmtime()))[:12]
     name = f"pre-{short}-{stamp}"
     storages = await read_as(ctx, _NODE_STORAGES, f"/nodes/{target.node}/storage")
@@ -450,9 +461,9 @@ async def snapshot_first(ctx: ToolContext, plan: Plan, *, short: str, field: str
             "unsupported",
             f"snapshot feature is not available for {word} {target.vmid}: " + ", ".join(blocked),
             field=field,
-            hint=f"Call without {field} (a backup, proxmox_backup_start, can be the way "
-            "back), or move the disk to storage with snapshots (LVM-thin, ZFS, Ceph RBD, "
-            "qcow2 on a directory).",
+            hint=f"{without} (a backup, proxmox_backup_start, can be the way back), or "
+            "move the disk to storage with snapshots (LVM-thin, ZFS, Ceph RBD, qcow2 on a "
+            "directory).",
             details={"disks": blocked},
         )
     taken = await read_as(ctx, _NAMES, f"{target.path}/snapshot")
@@ -461,8 +472,8 @@ async def snapshot_first(ctx: ToolContext, plan: Plan, *, short: str, field: str
             "already_exists",
             f"snapshot name '{name}' already used",
             field=field,
-            hint=f"A snapshot of this exact config exists: roll back to {name} or call "
-            f"without {field}.",
+            hint=f"A snapshot of this exact config exists: roll back to {name}, or delete "
+            "it (proxmox_snapshot_delete) and call again.",
         )
     call = ApiCall.to(
         "POST",

@@ -143,9 +143,9 @@ async def _plan_update(ctx: ToolContext, args: UpdateArgs) -> Plan:
     plan = await planners.guest_config_change(
         ctx, args, args.values, args.delete, revert=args.revert, digest=args.digest
     )
-    if not args.snapshot_first:
-        return plan
-    return await planners.snapshot_first(ctx, plan, short="config", field="snapshot_first")
+    return await planners.snapshot_first(
+        ctx, plan, asked=args.snapshot_first, short="config", field="snapshot_first"
+    )
 
 
 @tool(
