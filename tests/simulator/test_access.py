@@ -63,7 +63,7 @@ async def test_builtin_roles_are_pves() -> None:
 
 async def test_seeded_pools_list_their_members(fresh_client: httpx2.AsyncClient) -> None:
     pools = await get_data(fresh_client, "/pools")
-    assert [p["poolid"] for p in pools] == ["dev", "prod"]
+    assert [p["poolid"] for p in pools] == ["dev", "prod", "staging"]
     (prod,) = await get_data(fresh_client, "/pools", poolid="prod")
     ids = [m["id"] for m in prod["members"]]
     assert ids == ["qemu/100", "qemu/101", "qemu/104", "qemu/105", "storage/pve1/nfs-backup"]

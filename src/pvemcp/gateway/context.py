@@ -13,7 +13,7 @@ import json
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
@@ -168,6 +168,23 @@ def check_api_request(method: Method, path: str, params: Params | None) -> None:
     )
 
 
+class SecretSink(Protocol):
+    """Where a secret that the model must never see goes: to the person at the caller's
+    client (MCP elicitation, `transports/mcp_app.py`). A PVE API token's secret is shown
+    by PVE once, when it is created, so the tool that creates one hands it over here."""
+
+    @property
+    def available(self) -> bool:
+        """Whether this client can show the person a secret at all (asked before any
+        change is made, so a call that could not hand it over changes nothing)."""
+        ...
+
+    async def hand_over(self, message: str, secret: str) -> bool:
+        """Show `message` and `secret` to the person; True once they confirmed they have
+        stored it, False when they declined, cancelled or could not be asked."""
+        ...
+
+
 GUEST_SECRET_PREFIX = "PVEMCP_GUEST_SECRET_"  # noqa: S105 - a name prefix, not a secret
 """Environment variables that hold secrets a tool may put into a guest (`guest_secret`)."""
 
@@ -218,6 +235,8 @@ class ToolContext:
         """The caller's session toolsets, set by the gateway (for the toolset tool)."""
         self.undo: UndoDesk | None = None
         """The caller's undoable calls and the pipeline to undo one (for proxmox_call_undo)."""
+        self.secret_sink: SecretSink | None = None
+        """How this caller's client shows a secret to its person (None: it cannot)."""
 
     @property
     def backend_name(self) -> str:
@@ -252,6 +271,20 @@ class ToolContext:
             )
         self._redactor.add(value)
         return value
+
+    @property
+    def can_hand_over_secret(self) -> bool:
+        """Whether `hand_over_secret` can reach the person at this caller's client."""
+        return self.secret_sink is not None and self.secret_sink.available
+
+    async def hand_over_secret(self, message: str, secret: str) -> bool:
+        """Give `secret` to the person at the client, never to the model: it joins the
+        redaction set first, so no result, log line or audit record of this process can
+        show it, then goes to the client's person only. True once they stored it."""
+        self._redactor.add(secret)
+        if self.secret_sink is None or not self.secret_sink.available:
+            return False
+        return await self.secret_sink.hand_over(message, secret)
 
     async def get(self, path: str, params: Params | None = None) -> Any:
         """`GET path`'s data. For a read tool it may come from the cluster's read cache and

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from pvemcp.gateway.artifacts import ArtifactStore
 from pvemcp.gateway.clusters import ClusterPool
 from pvemcp.gateway.confirm import CONFIRM_FIELD, ConfirmationTokens, binding
-from pvemcp.gateway.context import ProgressFn, ToolContext
+from pvemcp.gateway.context import ProgressFn, SecretSink, ToolContext
 from pvemcp.gateway.errors import ToolFailure
 from pvemcp.gateway.plan import Plan
 from pvemcp.gateway.registry import AnySpec, ToolInput, ToolOutput, WriteInput
@@ -382,9 +382,11 @@ class Gateway:
         progress: ProgressFn | None = None,
         confirmer: Confirmer | None = None,
         undoing: Undoing | None = None,
+        secret_sink: SecretSink | None = None,
     ) -> ToolResult:
         """Run one tool call end to end and return its (redacted) result or error;
-        `undoing` when it is the inverse of an earlier call (`proxmox_call_undo`)."""
+        `undoing` when it is the inverse of an earlier call (`proxmox_call_undo`);
+        `secret_sink` how the caller's client shows a secret to its person."""
         found = self.catalogue.find(name)
         if found is None:
             shown = shown_tool_name(name)
@@ -455,6 +457,7 @@ class Gateway:
             authorize=authorize,
             may_read=may_read,
         )
+        ctx.secret_sink = secret_sink
         ctx.toolsets = SessionToolsets(
             self.catalogue,
             principal,

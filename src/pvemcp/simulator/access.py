@@ -311,10 +311,11 @@ def demo_store(
     pools: Iterable[str],
     gateway_token: str = "root@pam!pvemcp",  # noqa: S107 - a token id, not its secret
 ) -> AccessStore:
-    """The demo cluster's access configuration: PVE's two standard realms, root@pam with
-    the gateway's token (no privilege separation, so it keeps root's rights), a few people
-    in groups with roles on the whole cluster, a pool and a storage, and a monitoring token
-    with privilege separation."""
+    """The demo cluster's access configuration: the demo's pools and an empty one
+    (`staging`), PVE's two standard realms, root@pam with the gateway's token (no
+    privilege separation, so it keeps root's rights), a few people in groups with roles on
+    the whole cluster, a pool and a storage, and a monitoring token with privilege
+    separation."""
     store = AccessStore(
         realms={
             "pam": Realm("pam", "Linux PAM standard authentication"),
@@ -346,6 +347,7 @@ def demo_store(
         store.pools["prod"] = Pool("production services", {"nfs-backup"})
     if "dev" in store.pools:
         store.pools["dev"].comment = "development"
+    store.pools["staging"] = Pool("empty, for services not yet in production")
     store.grant("/", ("group", "admins"), "Administrator")
     store.grant("/", ("user", "bob@pve"), "PVEAuditor")
     store.grant("/pool/prod", ("group", "ops"), "PVEVMUser")

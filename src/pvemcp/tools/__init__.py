@@ -74,6 +74,12 @@ def _monitoring() -> Sequence[AnySpec]:
     return monitoring.TOOLS
 
 
+def _access() -> Sequence[AnySpec]:
+    from pvemcp.tools import access  # noqa: PLC0415
+
+    return access.TOOLS
+
+
 def _escape() -> Sequence[AnySpec]:
     from pvemcp.tools import files, guest_exec, node_cli  # noqa: PLC0415
 
@@ -100,6 +106,11 @@ TOOLSETS = (
         "monitoring",
         "Metrics over time (nodes, guests, storages), task history, node system logs.",
         _monitoring,
+    ),
+    Toolset(
+        "access",
+        "Pools, users, groups, roles, ACLs, API tokens, realms; who may do what where.",
+        _access,
     ),
     Toolset(
         "escape",

@@ -114,6 +114,35 @@ async def ask_user(context: Context[Any, Any], tool: str, plan: Plan) -> bool | 
     return False
 
 
+class SecretStored(BaseModel):
+    """What the person answers when a secret is handed over."""
+
+    stored: bool = Field(description="I have stored it safely (it cannot be shown again).")
+
+
+class ElicitedSecrets:
+    """Hands a secret to the person at the client through MCP elicitation: the client
+    shows the message to its user, and no MCP message carries it to the model (a tool
+    result, which the model reads, never holds it). A client without elicitation, or a
+    request without a back channel (stateless HTTP), cannot be handed one."""
+
+    def __init__(self, context: Context[Any, Any]) -> None:
+        self._context = context
+
+    @property
+    def available(self) -> bool:
+        capabilities = self._context.client_capabilities
+        return capabilities is not None and capabilities.elicitation is not None
+
+    async def hand_over(self, message: str, secret: str) -> bool:
+        text = f"{message}\n\n{secret}\n\nStore it now: Proxmox never shows it again."
+        try:
+            answer = await self._context.elicit(text, SecretStored)
+        except NoBackChannelError:
+            return False
+        return isinstance(answer, AcceptedElicitation) and answer.data.stored
+
+
 async def forward(
     gateway: Gateway,
     principal_of: PrincipalResolver,
@@ -142,6 +171,7 @@ async def forward(
         arguments,
         progress=progress,
         confirmer=lambda tool, plan: ask_user(context, tool, plan),
+        secret_sink=ElicitedSecrets(context),
     )
     if observer is not None:
         observer(counted_as or name, result, time.perf_counter() - started)
