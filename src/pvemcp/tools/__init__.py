@@ -80,6 +80,12 @@ def _access() -> Sequence[AnySpec]:
     return access.TOOLS
 
 
+def _firewall() -> Sequence[AnySpec]:
+    from pvemcp.tools import firewall  # noqa: PLC0415
+
+    return firewall.TOOLS
+
+
 def _escape() -> Sequence[AnySpec]:
     from pvemcp.tools import files, guest_exec, node_cli  # noqa: PLC0415
 
@@ -111,6 +117,11 @@ TOOLSETS = (
         "access",
         "Pools, users, groups, roles, ACLs, API tokens, realms; who may do what where.",
         _access,
+    ),
+    Toolset(
+        "firewall",
+        "Firewall of the cluster, nodes and guests: rules, IP sets, aliases, groups, log.",
+        _firewall,
     ),
     Toolset(
         "escape",
