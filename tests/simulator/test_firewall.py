@@ -15,7 +15,7 @@ import pytest
 
 from pvemcp.simulator.firewall import Item, list_digest
 
-from .conftest import get_data
+from .conftest import get_data, post_upid
 
 pytestmark = pytest.mark.anyio
 
@@ -224,3 +224,19 @@ async def test_the_log_holds_the_drops_of_logging_guests_paged(client: httpx2.As
     assert node == lines
     response = await client.get("/nodes/pve9/firewall/log")
     assert response.status_code == 500
+
+
+async def test_a_clone_copies_the_firewall_file_and_a_destroy_removes_it(
+    fresh_client: httpx2.AsyncClient,
+) -> None:
+    """qemu-server's clone calls `clone_vmfw_conf`, its destroy `remove_vmfw_conf`: a
+    guest that later gets the vmid must not inherit the old rules."""
+    rules = await get_data(fresh_client, f"{WEB01}/rules")
+    await post_upid(fresh_client, "/nodes/pve1/qemu/100/clone", newid="150", name="copy")
+    copied = "/nodes/pve1/qemu/150/firewall"
+    assert await get_data(fresh_client, f"{copied}/rules") == rules
+    assert (await get_data(fresh_client, f"{copied}/options"))["log_level_in"] == "info"
+    response = await fresh_client.delete("/nodes/pve1/qemu/150")
+    assert response.status_code == 200, response.text
+    assert await get_data(fresh_client, f"{copied}/rules") == []
+    assert await get_data(fresh_client, f"{WEB01}/rules") == rules

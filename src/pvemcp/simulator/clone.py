@@ -315,6 +315,7 @@ def _handler(kind: GuestKind) -> Handler:
         # LXC's `create_and_lock_config` writes `lock: create` (and locks the source).
         placeholder: dict[str, ConfigValue] = {"lock": "clone" if kind == "qemu" else "create"}
         ctx.state.guests[request.newid] = Guest(request.newid, kind, node, placeholder, "stopped")
+        ctx.state.firewall.clone_guest(vmid, request.newid)
         if kind == "lxc":
             set_lock(source, "disk")
         locks = (guest_lock(vmid), guest_lock(request.newid))

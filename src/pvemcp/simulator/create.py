@@ -266,6 +266,7 @@ def _destroy(kind: GuestKind) -> Handler:
                 for volid in set(owned):
                     volumes.free(node, volid)
                 del ctx.state.guests[vmid]
+                ctx.state.firewall.forget_guest(vmid)
 
             return Plan(DESTROY_SECONDS, lines=lines, apply=finish)
 

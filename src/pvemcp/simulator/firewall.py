@@ -34,6 +34,7 @@ Where this module is unsure of PVE's exact words (Net::IP's error texts), it say
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import ipaddress
 import re
@@ -145,6 +146,17 @@ class Firewall:
 
     def guest(self, vmid: int) -> FwConf:
         return self.guests.setdefault(vmid, FwConf())
+
+    def clone_guest(self, vmid: int, newid: int) -> None:
+        """`clone_vmfw_conf` (qemu-server's and pve-container's clone, before the worker
+        forks): the clone starts with a copy of the source's firewall file."""
+        if vmid in self.guests:
+            self.guests[newid] = copy.deepcopy(self.guests[vmid])
+
+    def forget_guest(self, vmid: int) -> None:
+        """`remove_vmfw_conf` (both destroys): the guest's firewall file goes with it, so
+        a guest that later gets the vmid starts without its rules."""
+        self.guests.pop(vmid, None)
 
 
 def _rule(type_: str, action: str, **keys: str | int) -> Item:
