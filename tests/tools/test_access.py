@@ -255,6 +255,24 @@ async def test_without_elicitation_nothing_is_created(session: Session) -> None:
     assert session.sim.state.access.token("carol@pve!ci") is None
 
 
+async def test_no_back_channel_no_token(own_sim: SimulatorHandle, audit_path: Path) -> None:
+    """A 2026-07-28 client with elicitation still cannot be pushed one mid-request."""
+    person = Person(stores)
+    gateway = make_gateway({"demo": cluster_for(own_sim)}, audit_path)
+    server = build_mcp_server(gateway, local_principal)
+    try:
+        async with Client(server, elicitation_callback=person.on_elicit) as client:
+            result = await client.call_tool(
+                "proxmox_token_create", {"user": "carol@pve", "name": "ci"}
+            )
+    finally:
+        await gateway.aclose()
+    error = error_of(result)
+    assert error is not None and error["code"] == "secret_handover_unavailable"
+    assert person.shown == []
+    assert own_sim.state.access.token("carol@pve!ci") is None
+
+
 async def test_delete_user_plan_lists_lost_access(session: Session) -> None:
     plan = ok(
         await call(session, "proxmox_access_delete", kind="user", id="bob@pve", dry_run=True)

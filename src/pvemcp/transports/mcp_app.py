@@ -131,6 +131,10 @@ class ElicitedSecrets:
 
     @property
     def available(self) -> bool:
+        # A 2026-07-28 request has no back channel for a pushed elicitation (as for
+        # confirmations, which take the token path there).
+        if self._context.request_context.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            return False
         capabilities = self._context.client_capabilities
         return capabilities is not None and capabilities.elicitation is not None
 
