@@ -87,6 +87,9 @@ async def test_adding_at_a_position_is_create_then_moveto(session: Session) -> N
     done = ok(await call(session, "proxmox_firewall_rule", vmid=100, type="in", action="DROP",
                          proto="tcp", dport="23", pos=3))  # fmt: skip
     assert done["now"] == [*SEEDED, "3: IN DROP -p tcp -dport 23"]
+    group = ok(await call(session, "proxmox_firewall_rule", group="webserver", type="in",
+                          action="ACCEPT", macro="ssh", pos=1))  # fmt: skip
+    assert group["now"] == ["0: IN HTTPS(ACCEPT)", "1: IN SSH(ACCEPT)", "2: IN HTTP(ACCEPT)"]
 
 
 @pytest.mark.parametrize(

@@ -393,6 +393,15 @@ class Applied(ToolOutput):
     """What the changed list or object is now (rules numbered, entries, options)."""
 
 
+OF = " the firewall of "
+"""Every write's plan summary ends with `OF` and the scope's label, which the handler's
+result repeats (`scope_label`)."""
+
+
+def scope_label(plan: Plan) -> str:
+    return plan.summary.rsplit(OF, 1)[-1]
+
+
 async def _send(ctx: ToolContext, plan: Plan) -> None:
     for call in plan.calls:
         await ctx.call(call.method, call.path, call.params or None)
@@ -625,7 +634,7 @@ async def _plan_rule(ctx: ToolContext, args: RuleArgs) -> Plan:
     for call in calls:
         check_api_request(call.method, call.path, call.params)
     return Plan(
-        summary=f"{verb} the firewall of {scope.label}",
+        summary=f"{verb}{OF}{scope.label}",
         changes=[Change(field="rules", before=numbered(rules), after=numbered(after))],
         target=scope.target,
         calls=calls,
@@ -636,7 +645,7 @@ def _scope_of(plan: Plan) -> tuple[str, str]:
     """The rule list's path and label, from the plan's first call."""
     call = plan.calls[0]
     path = call.path if call.method == "POST" else call.path.rsplit("/", 1)[0]
-    return path, plan.summary.split(" the firewall of ", 1)[-1]
+    return path, scope_label(plan)
 
 
 @tool(
@@ -703,8 +712,9 @@ async def firewall_rule(ctx: ToolContext, args: RuleArgs) -> Applied:
         await ctx.call(first.method, first.path, first.params)
         if len(plan.calls) > 1:
             added, _ = await rule_list(ctx, path)
-            sent = {k: str(v) for k, v in first.params.items() if k != "digest"}
-            if not added or any(str(added[0].get(k)) != v for k, v in sent.items()):
+            # PVE stores a macro in its preferred spelling (ssh -> SSH): compare caseless.
+            sent = {k: str(v).lower() for k, v in first.params.items() if k != "digest"}
+            if not added or any(str(added[0].get(k)).lower() != v for k, v in sent.items()):
                 raise ToolFailure(
                     "config_changed",
                     f"rule 0 of {label} is not the rule just added: it was not moved",
@@ -734,7 +744,7 @@ async def _plan_rule_delete(ctx: ToolContext, args: RuleDeleteArgs) -> Plan:
     after = [rule for pos, rule in enumerate(rules) if pos != args.pos]
     params = {"digest": digest} if digest else {}
     return Plan(
-        summary=f"delete rule {args.pos} of the firewall of {scope.label}",
+        summary=f"delete rule {args.pos} of{OF}{scope.label}",
         changes=[Change(field="rules", before=numbered(rules), after=numbered(after))],
         target=scope.target,
         calls=[scope.call("DELETE", f"{scope.rules_at}/{{pos}}", params, pos=args.pos)],
@@ -867,7 +877,7 @@ async def _plan_ipset(ctx: ToolContext, args: IpSetArgs) -> Plan:
     for call in calls:
         check_api_request(call.method, call.path, call.params)
     return Plan(
-        summary=f"{args.op} IP set {name} in the firewall of {scope.label}",
+        summary=f"{args.op} IP set {name} in{OF}{scope.label}",
         changes=[
             Change(
                 field=f"ipset {name}", before=before if args.op != "create" else None, after=after
@@ -934,11 +944,7 @@ async def firewall_ipset(ctx: ToolContext, args: IpSetArgs) -> Applied:
     await _send(ctx, plan)
     path = ApiCall.to("GET", _under(plan, "ipset") + "/{name}", name=args.ipset).path
     entries = await read_as(ctx, _ITEMS, path)
-    return Applied(scope=_label(plan), now=[_entry(item) for item in entries])
-
-
-def _label(plan: Plan) -> str:
-    return plan.summary.split(" the firewall of ", 1)[-1]
+    return Applied(scope=scope_label(plan), now=[_entry(item) for item in entries])
 
 
 class AliasArgs(GuestScope, WriteInput):
@@ -964,7 +970,7 @@ async def _plan_alias(ctx: ToolContext, args: AliasArgs) -> Plan:
         after = [line if a["name"] == found["name"] else _alias_line(a) for a in items]
     check_api_request(call.method, call.path, call.params)
     return Plan(
-        summary=f"set alias {args.alias} in the firewall of {scope.label}",
+        summary=f"set alias {args.alias} in{OF}{scope.label}",
         changes=[Change(field="aliases", before=before, after=after)],
         target=scope.target,
         calls=[call],
@@ -996,7 +1002,7 @@ async def firewall_alias(ctx: ToolContext, args: AliasArgs) -> Applied:
     assert plan is not None
     await _send(ctx, plan)
     aliases = await read_as(ctx, _ITEMS, _under(plan, "aliases"))
-    return Applied(scope=_label(plan), now=[_alias_line(item) for item in aliases])
+    return Applied(scope=scope_label(plan), now=[_alias_line(item) for item in aliases])
 
 
 class GroupArgs(WriteInput):
@@ -1019,7 +1025,7 @@ async def _plan_group(ctx: ToolContext, args: GroupArgs) -> Plan:
         "POST", "/cluster/firewall/groups", params={"group": args.group, **_comment(args)}
     )
     return Plan(
-        summary=f"create security group {args.group} in the firewall of cluster",
+        summary=f"create security group {args.group} in{OF}cluster",
         changes=[Change(field="groups", before=groups, after=sorted([*groups, args.group]))],
         calls=[call],
     )
@@ -1172,7 +1178,7 @@ async def _plan_delete(ctx: ToolContext, args: DeleteArgs) -> Plan:
         lost = []
         call = ApiCall.to("DELETE", "/cluster/firewall/groups/{group}", group=name)
     return Plan(
-        summary=f"delete {kind} {name} from the firewall of {scope.label}",
+        summary=f"delete {kind} {name} from{OF}{scope.label}",
         changes=[Change(field=f"{kind} {name}", before=lost or name)],
         target=scope.target,
         calls=[call],
@@ -1203,7 +1209,7 @@ async def firewall_delete(ctx: ToolContext, args: DeleteArgs) -> Applied:
     plan = ctx.plan
     assert plan is not None
     await _send(ctx, plan)
-    return Applied(scope=_label(plan), now=[f"deleted {plan.changes[0].field}"])
+    return Applied(scope=scope_label(plan), now=[f"deleted {plan.changes[0].field}"])
 
 
 # --- options -------------------------------------------------------------------------
@@ -1301,9 +1307,7 @@ async def _plan_options(ctx: ToolContext, args: OptionsArgs) -> Plan:
     setting = {k: v for k, v in values.items() if str(now.get(k)) != str(v)}
     changes = [Change(field=k, before=now.get(k), after=v) for k, v in sorted(setting.items())]
     if not changes:
-        return Plan(
-            summary=f"no change to the firewall options of {scope.label}", target=scope.target
-        )
+        return Plan(summary=f"no change to the options of{OF}{scope.label}", target=scope.target)
     after = {**now, **setting}
     if scope.env == "cluster":
         risk = await _lockout_risk(ctx, {"cluster": after})
@@ -1315,7 +1319,7 @@ async def _plan_options(ctx: ToolContext, args: OptionsArgs) -> Plan:
     call = scope.call("PUT", "options", {**setting, **({"digest": digest} if digest else {})})
     check_api_request(call.method, call.path, call.params)
     return Plan(
-        summary=f"change {len(changes)} option(s) of the firewall of {scope.label}",
+        summary=f"change {len(changes)} option(s){OF}{scope.label}",
         changes=changes,
         target=scope.target,
         calls=[call],
@@ -1350,9 +1354,8 @@ async def firewall_options(ctx: ToolContext, args: OptionsArgs) -> Applied:
     plan = ctx.plan
     assert plan is not None
     await _send(ctx, plan)
-    label = plan.summary.split(" the firewall of ", 1)[-1]
+    label = scope_label(plan)
     if not plan.calls:
-        label = plan.summary.split(" options of ", 1)[-1]
         return Applied(scope=label, now=[])
     options = await read_as(ctx, OBJECT, plan.calls[0].path)
     return Applied(
