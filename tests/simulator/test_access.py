@@ -237,3 +237,16 @@ async def test_realms_read(fresh_client: httpx2.AsyncClient) -> None:
     assert (await _send(fresh_client, "GET", "/access/domains/ldap"))[1] == (
         "domain 'ldap' does not exist\n"
     )
+
+
+async def test_destroying_a_guest_removes_its_acl(fresh_client: httpx2.AsyncClient) -> None:
+    # qemu-server's destroy calls remove_vm_access, with or without purge.
+    await _send(
+        fresh_client, "PUT", "/access/acl", path="/vms/101", roles="PVEVMUser", users="carol@pve"
+    )
+    await _send(
+        fresh_client, "PUT", "/access/acl", path="/vms", roles="PVEAuditor", users="carol@pve"
+    )
+    assert (await _send(fresh_client, "DELETE", "/nodes/pve1/qemu/101"))[0] == 200
+    paths = {entry["path"] for entry in await get_data(fresh_client, "/access/acl")}
+    assert "/vms/101" not in paths and "/vms" in paths

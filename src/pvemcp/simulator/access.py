@@ -216,6 +216,12 @@ class AccessStore:
         user = self.users.get(userid)
         return user.tokens.get(name) if user is not None and name else None
 
+    def forget_guest(self, vmid: int) -> None:
+        """AccessControl.pm `remove_vm_access`, which qemu-server's and pve-container's
+        destroy call whether or not `purge` is set: the guest's ACL entries go (its pool
+        membership went with the guest)."""
+        self.acl.pop(f"/vms/{vmid}", None)
+
     def grant(self, path: str, who: AclKey, role: str, propagate: bool = True) -> None:
         self.acl.setdefault(path, {}).setdefault(who, {})[role] = propagate
 

@@ -267,6 +267,7 @@ def _destroy(kind: GuestKind) -> Handler:
                     volumes.free(node, volid)
                 del ctx.state.guests[vmid]
                 ctx.state.firewall.forget_guest(vmid)
+                ctx.state.access.forget_guest(vmid)
 
             return Plan(DESTROY_SECONDS, lines=lines, apply=finish)
 
