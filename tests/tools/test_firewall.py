@@ -211,3 +211,17 @@ async def test_the_log_pages_a_guests_drops(session: Session) -> None:
     assert second["lines"][0] != first["lines"][-1] and second["next_start"] == 10
     quiet = ok(await call(session, "proxmox_firewall_log", name="db01"))
     assert (quiet["lines"], quiet["total"]) == ([], 0) and "next_start" not in quiet
+
+
+async def test_update_sets_and_clears_fields_as_pve_names_them(session: Session) -> None:
+    added = ok(await call(session, "proxmox_firewall_rule", vmid=102, type="in", action="ACCEPT",
+                          proto="icmp", icmp_type="echo-request", log="info"))  # fmt: skip
+    assert added["now"] == ["0: IN ACCEPT -p icmp -icmp-type echo-request -log info"]
+    change = {"op": "update", "pos": 0, "clear": ["icmp_type", "log"], "comment": "ping"}
+    plan = ok(await call(session, "proxmox_firewall_rule", vmid=102, **change, dry_run=True))
+    assert plan["plan"]["calls"][0]["params"]["delete"] == "icmp-type,log"
+    done = ok(await call(session, "proxmox_firewall_rule", vmid=102, **change))
+    assert done["now"] == ["0: IN ACCEPT -p icmp # ping"]
+    wrong = refused(await call(session, "proxmox_firewall_rule", vmid=102, op="update", pos=0,
+                               clear=["action"]))  # fmt: skip
+    assert (wrong["code"], wrong["field"]) == ("invalid_argument", "clear.0")

@@ -465,7 +465,7 @@ class RuleFields(ToolInput):
         return out
 
 
-CLEARABLE = ("macro", "proto", "source", "dest", "dport", "sport", "iface", "icmp-type", "log",
+CLEARABLE = ("macro", "proto", "source", "dest", "dport", "sport", "iface", "icmp_type", "log",
              "comment")  # fmt: skip
 
 
@@ -609,7 +609,7 @@ async def _plan_change(
         after, moveto = _moved(rules, pos, args.to)
         calls = [scope.call("PUT", one, {"moveto": moveto, **check}, pos=pos)]
         return after, calls, f"move rule {pos} to {args.to} in"
-    fields, cleared = args.pve(), list(args.clear or [])
+    fields, cleared = args.pve(), [key.replace("_", "-") for key in args.clear or []]
     if not fields and not cleared:
         raise ToolFailure(
             "invalid_argument",
