@@ -126,6 +126,13 @@ async def test_users_groups_and_their_errors(fresh_client: httpx2.AsyncClient) -
     await _send(fresh_client, "POST", "/access/users", userid="erin@pve", groups="qa,ops")
     user = await get_data(fresh_client, "/access/users/erin@pve")
     assert user["groups"] == ["ops", "qa"] and user["enable"] == 1
+    brief = next(
+        u for u in await get_data(fresh_client, "/access/users") if u["userid"] == "erin@pve"
+    )
+    assert "groups" not in brief and "tokens" not in brief  # only with full, as User.pm
+    users = await get_data(fresh_client, "/access/users", full=1)
+    full = next(u for u in users if u["userid"] == "erin@pve")
+    assert (full["groups"], full["tokens"], full["realm-type"]) == ("ops,qa", [], "pve")
     await _send(fresh_client, "PUT", "/access/users/erin@pve", groups="admins")
     assert (await get_data(fresh_client, "/access/users/erin@pve"))["groups"] == ["admins"]
     status, message, _ = await _send(fresh_client, "POST", "/access/users", userid="erin")

@@ -440,9 +440,10 @@ def _users(ctx: Context, params: Params) -> Result:
         if "enabled" in params and bool(params["enabled"]) != user.enable:
             continue
         entry = user.data() | {"userid": userid}
-        if groups := store.groups_of(userid):
-            entry["groups"] = ",".join(groups)
+        # User.pm index: `$extract_user_data` adds groups and tokens only with `full`.
         if params.get("full"):
+            if groups := store.groups_of(userid):
+                entry["groups"] = ",".join(groups)
             entry["tokens"] = [
                 {"tokenid": name} | token.info() for name, token in sorted(user.tokens.items())
             ]
