@@ -39,6 +39,7 @@ from pvemcp.pveapi import RouteError, check_request, load_index
 from pvemcp.secrets.redaction import Redactor
 
 if TYPE_CHECKING:
+    from pvemcp.gateway.registry import AnySpec
     from pvemcp.gateway.toolsets import SessionToolsets
     from pvemcp.gateway.undo import UndoDesk
     from pvemcp.proxmox.ssh import SshPool
@@ -235,6 +236,9 @@ class ToolContext:
         """The caller's session toolsets, set by the gateway (for the toolset tool)."""
         self.undo: UndoDesk | None = None
         """The caller's undoable calls and the pipeline to undo one (for proxmox_call_undo)."""
+        self.endpoint_tools: Callable[[str, str], tuple[AnySpec, ...]] = lambda m, t: ()
+        """The typed tools that send `method template`, set by the gateway (for the
+        generic API tools: which tool covers an endpoint, and so its least tier)."""
         self.secret_sink: SecretSink | None = None
         """How this caller's client shows a secret to its person (None: it cannot)."""
 

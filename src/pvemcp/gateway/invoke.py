@@ -26,7 +26,7 @@ from pvemcp.gateway.clusters import ClusterPool
 from pvemcp.gateway.confirm import CONFIRM_FIELD, ConfirmationTokens, binding
 from pvemcp.gateway.context import ProgressFn, SecretSink, ToolContext
 from pvemcp.gateway.errors import ToolFailure
-from pvemcp.gateway.plan import Plan
+from pvemcp.gateway.plan import ApiCall, Plan
 from pvemcp.gateway.registry import AnySpec, ToolInput, ToolOutput, WriteInput
 from pvemcp.gateway.run import run_planned
 from pvemcp.gateway.schema import compact_schema, field_hint
@@ -46,6 +46,7 @@ from pvemcp.proxmox.errors import (
     TaskStatusUnknown,
     TaskTimeout,
 )
+from pvemcp.pveapi import tier_floor
 from pvemcp.secrets.redaction import Redactor
 
 log = structlog.get_logger(__name__)
@@ -288,6 +289,8 @@ class Gateway:
         self.tokens = ConfirmationTokens(confirm_ttl)
         self.token_confirmation = token_confirmation
         self.artifacts = artifacts or ArtifactStore()
+        self._covering: dict[tuple[str, str], tuple[AnySpec, ...]] | None = None
+        """The typed tools declaring each endpoint (`endpoint_tools`), built on first need."""
 
     def _prepare(self, spec: AnySpec) -> _Prepared:
         prepared = self._tools.get(spec.name)
@@ -318,8 +321,65 @@ class Gateway:
         return [
             spec
             for spec in self.catalogue.specs(self.catalogue.enabled_for(principal))
-            if self.policy.could_allow(principal, spec.name, spec.tier)
+            if self._could_allow(principal, spec)
         ]
+
+    def _could_allow(self, principal: Principal, spec: AnySpec) -> bool:
+        """Whether policy could allow `principal` some call of `spec`: at its tier, or for
+        a generic API tool (whose tier is its call's) at any tier its calls can have."""
+        return any(self.policy.could_allow(principal, spec.name, tier) for tier in spec.tiers)
+
+    def endpoint_tools(self, method: str, template: str) -> tuple[AnySpec, ...]:
+        """The typed tools that declare `method template` in their `api` (loads every
+        toolset the first time: only the generic API tools ask)."""
+        if self._covering is None:
+            covering: dict[tuple[str, str], list[AnySpec]] = {}
+            for spec in self.catalogue.all_specs():
+                if spec.calls_of is None:
+                    for endpoint in spec.api:
+                        covering.setdefault(endpoint, []).append(spec)
+            self._covering = {key: tuple(specs) for key, specs in covering.items()}
+        return self._covering.get((method, template), ())
+
+    def call_tier(self, calls: list[ApiCall]) -> Tier:
+        """The tier of a generic API call: for each request the riskiest of its method's
+        floor (`pveapi.tier_floor`: GET read, POST/PUT write, DELETE destructive, raised
+        for escapes) and the tier of every typed tool that sends the same endpoint, so a
+        hard stop is destructive through either door."""
+        return Tier.most(
+            tier
+            for call in calls
+            for tier in (
+                Tier(tier_floor(call.method, call.template)),
+                *(spec.tier for spec in self.endpoint_tools(call.method, call.template)),
+            )
+        )
+
+    def _endpoint_request(self, request: PolicyRequest, calls: list[ApiCall]) -> PolicyRequest:
+        """`request` for a generic API call sending `calls`: their tier, the endpoints
+        `api` rules see, and the typed tools whose deny and confirm rules apply too."""
+        return dataclasses.replace(
+            request,
+            tier=Tier.most((request.tier, self.call_tier(calls))),
+            api=tuple((call.method, call.template, call.path) for call in calls),
+            covered_by=frozenset(
+                spec.name
+                for call in calls
+                for spec in self.endpoint_tools(call.method, call.template)
+            ),
+        )
+
+    def _planned_request(self, spec: AnySpec, request: PolicyRequest, plan: Plan) -> PolicyRequest:
+        """`request` with the endpoints the plan will really send: for a generic API tool
+        decided again on them (never a lower tier), for a typed tool its planned calls in
+        place of its declared endpoints."""
+        if spec.calls_of is not None:
+            return self._endpoint_request(request, plan.calls)
+        if not plan.calls:
+            return request
+        return dataclasses.replace(
+            request, api=tuple((c.method, c.template, c.path) for c in plan.calls)
+        )
 
     def _spec(self, name: str) -> AnySpec:
         spec = self.catalogue.find(name)
@@ -419,8 +479,22 @@ class Gateway:
         call.raw_arguments = args.model_dump(mode="json", exclude_none=True)
         call.arguments = self.redactor.value(call.raw_arguments)
         request = PolicyRequest(
-            tool=name, tier=spec.tier, cluster=call.cluster, arguments=args.model_dump()
+            tool=name,
+            tier=spec.tier,
+            cluster=call.cluster,
+            arguments=args.model_dump(),
+            api=tuple((method, template, None) for method, template in spec.api),
         )
+        if spec.calls_of is not None:
+            # A generic API tool: its tier and endpoints are the call's, known from the
+            # arguments and the index alone, so the decision is made on them before any
+            # request (a planner's reads included) is sent.
+            try:
+                calls = list(spec.calls_of(args))
+            except ToolFailure as failure:
+                return self._refused(call, failure)
+            request = self._endpoint_request(dataclasses.replace(request, tier=Tier.READ), calls)
+            call.tier = request.tier
         cluster_name = call.cluster
 
         def authorize(node: str | None, paths: tuple[str, ...]) -> None:
@@ -449,7 +523,7 @@ class Gateway:
             cluster=cluster,
             backend=self.clusters.backend(cluster_name),
             read_cache=self.clusters.read_cache(cluster_name),
-            cached_reads=spec.tier is Tier.READ,
+            cached_reads=request.tier is Tier.READ,
             progress=progress,
             ssh=lambda: self.clusters.ssh_pool(cluster_name),
             artifacts=self.artifacts,
@@ -458,10 +532,11 @@ class Gateway:
             may_read=may_read,
         )
         ctx.secret_sink = secret_sink
+        ctx.endpoint_tools = self.endpoint_tools
         ctx.toolsets = SessionToolsets(
             self.catalogue,
             principal,
-            lambda spec: self.policy.could_allow(principal, spec.name, spec.tier),
+            lambda spec: self._could_allow(principal, spec),
         )
 
         async def apply(
@@ -496,13 +571,13 @@ class Gateway:
         confirmer: Confirmer | None,
     ) -> ToolResult:
         """Plan, decide on the resolved target, then dry-run, confirm or run."""
-        if not self.policy.could_allow(call.principal, call.tool, spec.tier):
+        if not self.policy.could_allow(call.principal, call.tool, request.tier):
             call.decision = self.policy.decide(call.principal, request)
             return self._refused(call, self._denial(call.decision))
         # A planner may reach the node over SSH/SFTP (a file's canonical path): decide on
         # the node the arguments name first, so a refused node sees no connection at all.
         node = _named_node(args, ctx.cluster.default_node)
-        if node is not None:
+        if node is not None or spec.calls_of is not None:
             denial = self.policy.refuses(call.principal, dataclasses.replace(request, node=node))
             if denial is not None:
                 call.decision = denial
@@ -524,6 +599,8 @@ class Gateway:
                 call.undoing.check(plan)
             except ToolFailure as failure:
                 return self._refused(call, failure)
+        request = self._planned_request(spec, request, plan)
+        call.tier = request.tier
         call.decision = decision = self.policy.decide(
             call.principal,
             dataclasses.replace(
@@ -635,13 +712,14 @@ class Gateway:
         outcome."""
         assert call.cluster is not None
         assert call.decision is not None
-        if spec.tier.records_intent:
+        tier = Tier(call.tier)  # the tool's, or a generic API call's own
+        if tier.records_intent:
             try:
                 await self.audit.intent(
                     call.event_id,
                     call.principal,
                     tool=call.tool,
-                    tier=spec.tier,
+                    tier=tier,
                     cluster=call.cluster,
                     arguments=call.arguments or {},
                     decision=call.decision,
@@ -687,12 +765,12 @@ class Gateway:
                 error.setdefault("details", {}).update(known.issued)
             result = ToolResult(call.event_id, error=error)
         finally:
-            if spec.tier is not Tier.READ:  # it may have changed the cluster, even failing
+            if tier is not Tier.READ:  # it may have changed the cluster, even failing
                 self.clusters.read_cache(ctx.cluster_name).invalidate()
             unrecorded = self._finish(call, status, error_code, ctx, exitstatus)
         # A risky call's intent is on record and it ran: its answer is due. A read whose one
         # record failed is answered only if unrecorded reads are acceptable.
-        if unrecorded is not None and spec.tier is Tier.READ and self.audit.require_for_reads:
+        if unrecorded is not None and tier is Tier.READ and self.audit.require_for_reads:
             return self._audit_down(call, unrecorded)
         return result
 

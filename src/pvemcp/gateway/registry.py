@@ -17,7 +17,7 @@ from pvemcp.policy.tiers import Tier
 
 if TYPE_CHECKING:
     from pvemcp.gateway.context import ToolContext
-    from pvemcp.gateway.plan import Plan
+    from pvemcp.gateway.plan import ApiCall, Plan
     from pvemcp.gateway.undo import Inverse
 
 CLUSTER_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
@@ -81,6 +81,26 @@ Reject = tuple[Mapping[str, Any], str]
 """Arguments and the error code the gateway must answer them with before sending a write."""
 Handler = Callable[["ToolContext", InputT], Awaitable[ToolOutput]]
 Planner = Callable[["ToolContext", InputT], Awaitable["Plan"]]
+Endpoint = tuple[str, str]
+"""An API method a tool sends: (HTTP method, the index's path template)."""
+CallsOf = Callable[[InputT], Sequence["ApiCall"]]
+"""The API calls a call's arguments name, worked out from the API index alone."""
+
+GUEST_TYPES = ("qemu", "lxc")
+
+
+def endpoints(declared: Sequence[str]) -> tuple[Endpoint, ...]:
+    """`api=` as declared (`"POST /nodes/{node}/{type}/{vmid}/snapshot"`) as (method,
+    template) pairs, `{type}` written once for the qemu and lxc methods, as the tools share
+    one declaration for both where PVE's API is symmetric."""
+    pairs: list[Endpoint] = []
+    for text in declared:
+        method, _, template = text.partition(" ")
+        if method not in ("GET", "POST", "PUT", "DELETE") or not template.startswith("/"):
+            raise ValueError(f"api entry {text!r} is not 'METHOD /path/{{template}}'")
+        kinds = GUEST_TYPES if "{type}" in template else ("",)
+        pairs += [(method, template.replace("{type}", kind)) for kind in kinds]
+    return tuple(dict.fromkeys(pairs))
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +130,16 @@ class ToolSpec(Generic[InputT]):
     inverse: Inverse | None = None
     """What undoes a successful call (`gateway/undo.py`): the gateway records it in the
     audit outcome, and `proxmox_call_undo` applies it. None: the write records no undo."""
+    api: tuple[Endpoint, ...] = ()
+    """The API methods the tool sends, as (method, template): policy's `api` rules and a
+    rule naming the tool apply to them (a deny on the tool also stops the generic API
+    call of the same endpoints), and the generic call's tier of an endpoint is never
+    below the tier of a tool declaring it. A contract test checks the writes the tool's
+    examples send are declared."""
+    calls_of: CallsOf[Any] | None = None
+    """For the generic API tools only: the calls a call's arguments name. The gateway then
+    decides on those endpoints and on their tier (`gateway/invoke.py`), and `tier` is only
+    the most cautious one, for the tool's hints and its place in tools/list."""
 
     @property
     def read_only(self) -> bool:
@@ -118,6 +148,15 @@ class ToolSpec(Generic[InputT]):
     @property
     def destructive(self) -> bool:
         return self.tier in (Tier.DESTRUCTIVE, Tier.ESCAPE)
+
+    @property
+    def tiers(self) -> tuple[Tier, ...]:
+        """The tiers a call of the tool can have: its own, or for a generic API tool
+        (`calls_of`) every tier from read (GET only) or write upwards."""
+        if self.calls_of is None:
+            return (self.tier,)
+        least = Tier.READ if self.tier is Tier.READ else Tier.WRITE
+        return tuple(tier for tier in Tier if tier.rank >= least.rank)
 
 
 def tool(
@@ -133,6 +172,8 @@ def tool(
     examples: Sequence[Example] = (),
     rejects: Sequence[Reject] = (),
     inverse: Inverse | None = None,
+    api: Sequence[str] = (),
+    calls_of: CallsOf[InputT] | None = None,
 ) -> Callable[[Handler[InputT]], ToolSpec[InputT]]:
     """Declare a tool; the handler's docstring becomes the description the model reads."""
 
@@ -156,6 +197,8 @@ def tool(
             examples=tuple(examples),
             rejects=tuple(rejects),
             inverse=inverse,
+            api=endpoints(api),
+            calls_of=calls_of,
         )
 
     return wrap
@@ -178,6 +221,8 @@ def action(
     examples: Sequence[Example] = (),
     rejects: Sequence[Reject] = (),
     inverse: Inverse | None = None,
+    api: Sequence[str] = (),
+    calls_of: CallsOf[WriteT] | None = None,
 ) -> ToolSpec[WriteT]:
     """Declare a write that needs no handler: its planner puts the exact API calls in the
     plan, and the gateway's default runner sends them, waiting for tasks with progress."""
@@ -197,6 +242,8 @@ def action(
         examples=tuple(examples),
         rejects=tuple(rejects),
         inverse=inverse,
+        api=endpoints(api),
+        calls_of=calls_of,
     )
 
 

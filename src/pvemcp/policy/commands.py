@@ -20,7 +20,8 @@ from pvemcp.policy.engine import PolicyEngine, PolicyRequest
 from pvemcp.policy.loader import PolicyError, load_policy, policy_schema, read_policy
 from pvemcp.policy.principal import Principal
 from pvemcp.policy.profiles import ENGINE_RULES
-from pvemcp.policy.tiers import Tier
+from pvemcp.policy.rules import ApiRef, parse_api_pattern
+from pvemcp.policy.tiers import Tier, parse_tiers
 
 EXIT_ALLOW, EXIT_DENY, EXIT_INVALID, EXIT_CONFIRM = 0, 1, 2, 3
 _EXIT = {Effect.ALLOW: EXIT_ALLOW, Effect.DENY: EXIT_DENY, Effect.CONFIRM: EXIT_CONFIRM}
@@ -89,9 +90,11 @@ def explain(
 
     `subject="local"` is the stdio operator; anything else is an HTTP caller with that `sub`
     and the given groups, scopes and client id. `args_json` holds the call's arguments;
-    the target keys `cluster`, `node`, `vmid`, `pool`, `tags`, `argv`, `paths` (or `path`)
-    and `hosts` (or `url`) are read from it, so a resolved target (a guest's pool and tags)
-    can be supplied there too. Exit: 0 allow, 3 confirm, 1 deny, 2 invalid input or policy.
+    the target keys `cluster`, `node`, `vmid`, `pool`, `tags`, `argv`, `paths` (or `path`),
+    `hosts` (or `url`), `api` (`["POST /nodes/pve1/qemu/100/migrate"]`), `covered_by` (typed
+    tools sending those endpoints) and `tier` (for a generic API tool) are read from it, so
+    a resolved target (a guest's pool and tags) can be supplied there too. Exit: 0 allow,
+    3 confirm, 1 deny, 2 invalid input or policy.
     """
     try:
         engine = load_policy(
@@ -131,7 +134,7 @@ def _request(tool: str, known_tools: Mapping[str, str], args_json: str) -> Polic
     url = _text(args, "url")
     return PolicyRequest(
         tool=tool,
-        tier=Tier(known_tools[tool]),
+        tier=_tier(known_tools[tool], _text(args, "tier")),
         cluster=_text(args, "cluster"),
         arguments=args,
         node=_text(args, "node"),
@@ -142,7 +145,29 @@ def _request(tool: str, known_tools: Mapping[str, str], args_json: str) -> Polic
         paths=tuple(_texts(args, "paths") or _texts(args, "path")),
         hosts=tuple(_texts(args, "hosts"))
         or ((urllib.parse.urlsplit(url).hostname or url,) if url else ()),
+        api=tuple(_api(text) for text in _texts(args, "api")),
+        covered_by=frozenset(_texts(args, "covered_by")),
     )
+
+
+def _tier(registered: str, asked: str | None) -> Tier:
+    """The tier to decide on: the tool's, or for a generic API tool (several tiers) the
+    one `--args` names, else its riskiest."""
+    tiers = parse_tiers(registered)
+    if asked is None:
+        return Tier.most(tiers)
+    if asked not in tiers:
+        raise ValueError(f"--args: tier must be one of {', '.join(sorted(tiers))} for this tool")
+    return Tier(asked)
+
+
+def _api(text: str) -> ApiRef:
+    """`METHOD /path` from `--args` api: matched as both the template and the path."""
+    method, path = parse_api_pattern(text)
+    if method == "*":
+        raise ValueError(f"--args: api {text!r} needs the request's method, not *")
+    joined = "/" + "/".join(path)
+    return method, joined, joined
 
 
 def _text(args: Mapping[str, Any], key: str) -> str | None:
@@ -211,6 +236,8 @@ def _as_text(
             ("argv", None if request.argv is None else " ".join(request.argv)),
             ("paths", ",".join(request.paths) or None),
             ("hosts", ",".join(request.hosts) or None),
+            ("api", ",".join(f"{m} {t}" for m, t, _ in request.api) or None),
+            ("covered_by", ",".join(sorted(request.covered_by)) or None),
         )
         if value is not None
     )

@@ -18,7 +18,7 @@ from typing import Any
 from pvemcp.policy.decision import Decision, Effect
 from pvemcp.policy.principal import Principal
 from pvemcp.policy.profiles import BUILTIN_RULES
-from pvemcp.policy.rules import Rule, canonical_host, split_path
+from pvemcp.policy.rules import ApiRef, Rule, canonical_host, split_path
 from pvemcp.policy.tiers import Tier
 
 BUNDLE_FORMAT = "pvemcp.policy/1"
@@ -45,6 +45,12 @@ class PolicyRequest:
     argv: tuple[str, ...] | None = None
     paths: tuple[str, ...] = ()
     hosts: tuple[str, ...] = ()
+    api: tuple[ApiRef, ...] = ()
+    """The API requests the call sends (a write's planned calls, a read tool's declared
+    endpoints): what `api` rules are checked against."""
+    covered_by: frozenset[str] = frozenset()
+    """For the generic API tools: the typed tools that send the same endpoints, whose deny
+    and confirm rules apply to this call too."""
 
 
 TARGET_ATTRIBUTES = frozenset({"cluster", "node", "vmid", "pool", "tags"})

@@ -31,11 +31,12 @@ from pvemcp.policy.rules import (
     Rule,
     Selector,
     VmidRange,
+    parse_api_pattern,
     parse_argv_pattern,
     parse_host_pattern,
     parse_path_glob,
 )
-from pvemcp.policy.tiers import Tier
+from pvemcp.policy.tiers import Tier, parse_tiers
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +100,18 @@ VmidItem = Annotated[
 ArgvPattern = Annotated[list[Name], Field(min_length=1), AfterValidator(_argv)]
 PathGlob = Annotated[str, AfterValidator(_path_glob)]
 HostPattern = Annotated[str, AfterValidator(parse_host_pattern)]
+
+
+def _api_pattern(text: str) -> str:
+    parse_api_pattern(text)
+    return text
+
+
+ApiPatternText = Annotated[
+    str,
+    AfterValidator(_api_pattern),
+    Field(json_schema_extra={"pattern": r"^(\*|GET|POST|PUT|DELETE) /\S*$"}),
+]
 
 
 class RuleSpec(BaseModel):
@@ -171,6 +184,17 @@ class RuleSpec(BaseModel):
         Field(
             min_length=1,
             description="Host names for URL-taking tools: `example.com` or `*.example.com`.",
+        ),
+    ] = None
+    api: Annotated[
+        list[ApiPatternText] | None,
+        Field(
+            min_length=1,
+            description="API requests, any of: a method (`GET`, `POST`, `PUT`, `DELETE` or "
+            "`*`), a space and a path glob matched by component against the endpoint's "
+            "template (`/nodes/{node}/qemu/{vmid}/migrate`) or the concrete path, e.g. "
+            "`POST /nodes/*/qemu/*/migrate`. Applies to the generic API tools and to every "
+            "tool that declares the endpoint.",
         ),
     ] = None
 
@@ -299,7 +323,7 @@ def _validation_problems(
     return problems
 
 
-def _tool_problem(glob: str, known: Mapping[str, Tier]) -> str | None:
+def _tool_problem(glob: str, known: Mapping[str, frozenset[Tier]]) -> str | None:
     if any(fnmatchcase(name, glob) for name in known):
         return None
     if not any(char in glob for char in "*?["):
@@ -310,7 +334,7 @@ def _tool_problem(glob: str, known: Mapping[str, Tier]) -> str | None:
 
 
 def _rule_problems(
-    index: int, spec: RuleSpec, known: Mapping[str, Tier], seen: dict[str, int]
+    index: int, spec: RuleSpec, known: Mapping[str, frozenset[Tier]], seen: dict[str, int]
 ) -> list[tuple[str, str]]:
     """(key, reason) for what the file format alone cannot check: names against the registry,
     unique ids, and escape grants that could never take effect."""
@@ -324,14 +348,14 @@ def _rule_problems(
     found += [("tools", problem) for problem in bad]
     if spec.tools is not None and spec.tiers is not None and not bad:
         tools = [name for name in known if any(fnmatchcase(name, g) for g in spec.tools)]
-        if not any(known[name] in spec.tiers for name in tools):
+        if not any(known[name] & {Tier(t) for t in spec.tiers} for name in tools):
             found.append(
                 (
                     "tiers",
                     f"none of the tools matched by 'tools' is of tier {', '.join(spec.tiers)}",
                 )
             )
-    literal_escape = any(known.get(name) is Tier.ESCAPE for name in spec.tools or ())
+    literal_escape = any(known.get(name) == frozenset({Tier.ESCAPE}) for name in spec.tools or ())
     if spec.effect == "allow" and ("escape" in (spec.tiers or ()) or literal_escape):
         selectors = [Selector.parse(text) for text in spec.subjects]
         if any(s.kind == "any" for s in selectors) or not any(s.explicit for s in selectors):
@@ -364,16 +388,18 @@ def _compile(spec: RuleSpec) -> Rule:
         argv=None if spec.argv is None else tuple(parse_argv_pattern(p) for p in spec.argv),
         paths=None if spec.paths is None else tuple(parse_path_glob(p) for p in spec.paths),
         hosts=None if spec.hosts is None else tuple(spec.hosts),
+        api=None if spec.api is None else tuple(parse_api_pattern(p) for p in spec.api),
     )
 
 
 def parse_policy(text: str, *, source: str, known_tools: Mapping[str, str]) -> tuple[Rule, ...]:
     """The rules of a policy file's text; `PolicyError` listing every problem with its line.
 
-    `known_tools` maps each registered tool name to its tier, so rules naming a tool that does
+    `known_tools` maps each registered tool name to its tier (or, for a generic API tool, its
+    tiers comma-separated: `parse_tiers`), so rules naming a tool that does
     not exist (or a tier none of the named tools has) are refused here.
     """
-    known = {name: Tier(tier) for name, tier in known_tools.items()}
+    known = {name: parse_tiers(tiers) for name, tiers in known_tools.items()}
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -222,6 +222,39 @@ def path_matches(glob: tuple[str, ...], path: tuple[str, ...]) -> bool:
     return bool(path) and fnmatchcase(path[0], head) and path_matches(rest, path[1:])
 
 
+API_METHODS = ("GET", "POST", "PUT", "DELETE")
+ApiRef = tuple[str, str, str | None]
+"""An API request as policy sees it: method, the API's path template
+(`/nodes/{node}/qemu/{vmid}/migrate`) and the concrete path when known."""
+ApiPattern = tuple[str, tuple[str, ...]]
+"""A compiled `api` pattern: a method (or `*`) and a path glob's components."""
+
+
+def parse_api_pattern(text: str) -> ApiPattern:
+    """`POST /nodes/*/qemu/*/migrate`: a method (`*` for any) and a path glob, matched by
+    component as `paths` globs are (`*` one segment, `**` any depth)."""
+    method, space, glob = text.partition(" ")
+    if not space or (method != "*" and method not in API_METHODS):
+        raise ValueError(
+            f"{text!r} is not an API pattern: write a method ({', '.join(API_METHODS)} or *), "
+            "a space and a path glob, as in 'POST /nodes/*/qemu/*/migrate'"
+        )
+    return method, parse_path_glob(glob.strip())
+
+
+def api_matches(pattern: ApiPattern, ref: ApiRef) -> bool:
+    """Whether a request fits a pattern: its method, and its path template or its concrete
+    path (a literal node name in the pattern matches that node's calls only)."""
+    method, glob = pattern
+    if method not in ("*", ref[0]):
+        return False
+    for path in (ref[1], ref[2]):
+        parts = split_path(path) if path is not None else None
+        if parts is not None and path_matches(glob, parts):
+            return True
+    return False
+
+
 def canonical_host(host: str) -> str | None:
     """A host name lowercased without its trailing dot, or None if it is not a DNS name."""
     name = host.lower().removesuffix(".")
@@ -275,6 +308,7 @@ class Rule:
     argv: tuple[tuple[str, ...], ...] | None = None
     paths: tuple[tuple[str, ...], ...] | None = None
     hosts: tuple[str, ...] | None = None
+    api: tuple[ApiPattern, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.tags is not None:
@@ -312,8 +346,23 @@ class Rule:
         return Match(frozenset(), any(selector.explicit for selector in matched))
 
     def match(self, principal: Principal, request: PolicyRequest) -> Match | None:
-        """The rule against a full request, target and argument constraints included."""
+        """The rule against a full request, target and argument constraints included.
+
+        A deny or confirm rule naming a typed tool also applies to a call of the generic API
+        tools that sends one of that tool's endpoints (`request.covered_by`), so what a
+        rule forbids through the typed tool cannot be done through the back door. Allow
+        rules do not carry over: a grant of a curated tool is not a grant of every
+        parameter of its endpoints."""
         applies = self.applies(principal, request.tool, request.tier)
+        if applies is None and self.effect is not Effect.ALLOW:
+            applies = next(
+                (
+                    found
+                    for tool in sorted(request.covered_by)
+                    if (found := self.applies(principal, tool, request.tier)) is not None
+                ),
+                None,
+            )
         if applies is None:
             return None
         missing = self._missing(request)
@@ -356,6 +405,9 @@ class Rule:
             "argv": None if self.argv is None else [list(p) for p in self.argv],
             "paths": None if self.paths is None else ["/" + "/".join(p) for p in self.paths],
             "hosts": self.hosts,
+            "api": None
+            if self.api is None
+            else [f"{method} /{'/'.join(glob)}" for method, glob in self.api],
         }
         for key, value in plain.items():
             if value is not None:
@@ -368,6 +420,11 @@ def _covers(globs: tuple[tuple[str, ...], ...], paths: tuple[str, ...], every: b
         parts is not None and any(path_matches(glob, parts) for glob in globs)
         for parts in map(split_path, paths)
     )
+    return all(hits) if every else any(hits)
+
+
+def _api_covered(patterns: tuple[ApiPattern, ...], refs: tuple[ApiRef, ...], every: bool) -> bool:
+    hits = (any(api_matches(pattern, ref) for pattern in patterns) for ref in refs)
     return all(hits) if every else any(hits)
 
 
@@ -389,6 +446,7 @@ _CONSTRAINTS: tuple[tuple[str, str, _Fits], ...] = (
     ("argv", "argv", lambda patterns, argv, _: any(argv_matches(p, argv) for p in patterns)),
     ("paths", "paths", _covers),
     ("hosts", "hosts", _hosts_covered),
+    ("api", "api", _api_covered),
 )
 """Each target or argument constraint: the request attribute, the rule field, and the test
 of a carried value (the flag says a grant must cover every value rather than any)."""

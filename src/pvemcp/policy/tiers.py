@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
 
 
@@ -18,6 +19,26 @@ class Tier(StrEnum):
     """Runs commands or touches files on a node or guest: off unless policy names the subject."""
 
     @property
+    def rank(self) -> int:
+        """0 for read up to 3 for escape: tiers compare by how much harm they can do."""
+        return _ORDER.index(self)
+
+    @classmethod
+    def most(cls, tiers: Iterable[Tier]) -> Tier:
+        """The riskiest of `tiers` (read when there are none)."""
+        return max(tiers, key=lambda tier: tier.rank, default=cls.READ)
+
+    @property
     def records_intent(self) -> bool:
         """Whether a durable intent record must exist before the call runs."""
         return self is not Tier.READ
+
+
+_ORDER = tuple(Tier)
+
+
+def parse_tiers(text: str) -> frozenset[Tier]:
+    """A tool's tiers as the registry gives them to the policy loader: one tier, or several
+    comma-separated for a generic API tool, whose tier is its call's (`write,destructive,
+    escape`); `ValueError` for a name that is not a tier."""
+    return frozenset(Tier(name.strip()) for name in text.split(","))

@@ -127,6 +127,27 @@ RAISED: Mapping[tuple[str, str], tuple[TierName, str]] = {
 }
 """Methods whose tier is above their HTTP method's, with the reason."""
 
+CREDENTIALS: Mapping[tuple[str, str], str] = {
+    ("POST", "/access/ticket"): "a login ticket and CSRF token",
+    ("POST", "/access/openid/login"): "a login ticket and CSRF token",
+    ("POST", "/access/vncticket"): "a console ticket",
+    ("POST", "/access/tfa/{userid}"): "second-factor recovery keys",
+    ("POST", "/access/users/{userid}/token/{tokenid}"): "an API token secret",
+    ("PUT", "/access/users/{userid}/token/{tokenid}"): "an API token secret",
+    ("POST", "/cluster/config/nodes/{node}"): "the cluster's corosync key",
+    ("POST", "/nodes/{node}/termproxy"): "a console ticket",
+    ("POST", "/nodes/{node}/vncshell"): "a console ticket",
+    ("POST", "/nodes/{node}/spiceshell"): "a console password",
+    **{
+        ("POST", f"{guest}/{name}"): "a console ticket or password"
+        for guest in _GUEST
+        for name in ("termproxy", "vncproxy", "spiceproxy", "mtunnel")
+    },
+}
+"""Methods whose answer is a credential (the schema's return properties say so): the
+generic API call refuses them whatever policy says, since nothing it returns may hand a
+model a way around the gateway."""
+
 _ORDER: tuple[TierName, ...] = ("read", "write", "destructive", "escape")
 
 

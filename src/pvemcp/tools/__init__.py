@@ -86,6 +86,12 @@ def _firewall() -> Sequence[AnySpec]:
     return firewall.TOOLS
 
 
+def _api() -> Sequence[AnySpec]:
+    from pvemcp.tools import api  # noqa: PLC0415
+
+    return api.TOOLS
+
+
 def _escape() -> Sequence[AnySpec]:
     from pvemcp.tools import files, guest_exec, node_cli  # noqa: PLC0415
 
@@ -124,6 +130,11 @@ TOOLSETS = (
         _firewall,
     ),
     Toolset(
+        "api",
+        "Any PVE API method, checked against PVE's schema; find and describe methods.",
+        _api,
+    ),
+    Toolset(
         "escape",
         "Commands, shells and files on nodes and in guests (policy must name you).",
         _escape,
@@ -152,7 +163,8 @@ class _TierMap(Mapping[str, str]):
 
     def _load(self) -> dict[str, str]:
         if self._tiers is None:
-            self._tiers = {spec.name: str(spec.tier) for spec in all_tools()}
+            # A generic API tool's tier is its call's: the loader gets every one it can be.
+            self._tiers = {spec.name: ",".join(spec.tiers) for spec in all_tools()}
         return self._tiers
 
     def __getitem__(self, name: str) -> str:

@@ -1,0 +1,196 @@
+"""The generic API tools end to end: the MCP SDK client, the gateway and a fresh simulator
+each. The declared examples and rejects run in test_examples.py; these are issue 13's
+story (an agent that knows nothing finds how to set a VM's description and does it), its
+bad inputs with nothing sent, the per-call tier, endpoint rules in policy (a rule on a
+typed tool reaches the generic call), and that no credential comes back.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client
+
+from pvemcp.config import ClusterConfig
+from pvemcp.gateway.clusters import ClusterPool
+from pvemcp.gateway.invoke import Gateway
+from pvemcp.policy.audit import AuditLog
+from pvemcp.policy.loader import load_policy
+from pvemcp.proxmox.rest import RestBackend
+from pvemcp.secrets.redaction import Redactor
+from pvemcp.simulator.server import SimulatorOptions, simulator_in_thread
+from pvemcp.tools import catalogue, tier_map
+from pvemcp.transports.mcp_app import build_mcp_server
+from pvemcp.transports.stdio import local_principal
+from tests.conftest import TIME_SCALE, cluster_for
+from tests.e2e.test_client_schema import RecordingBackend
+from tests.tools.calls import call, ok, refused
+from tests.tools.test_examples import Session
+
+pytestmark = pytest.mark.anyio
+
+CONFIG = "/nodes/pve1/qemu/100/config"  # web01, running, pool prod, tags prod;web
+
+
+@asynccontextmanager
+async def gateway_session(
+    tmp_path: Path, rules: str = "", toolsets: tuple[str, ...] | None = None
+) -> AsyncIterator[Session]:
+    """A client on a gateway over a fresh simulator, with the operator profile plus
+    `rules` (a policy file's text) and the configured `toolsets` (None: all)."""
+    recorders: list[RecordingBackend] = []
+
+    def factory(cluster: ClusterConfig) -> RecordingBackend:
+        recorders.append(RecordingBackend(RestBackend(cluster)))
+        return recorders[-1]
+
+    policy_file = None
+    if rules:
+        policy_file = tmp_path / "policy.toml"
+        policy_file.write_text(rules)
+    with simulator_in_thread(SimulatorOptions(time_scale=TIME_SCALE)) as sim:
+        gateway = Gateway(
+            tools=catalogue(toolsets),
+            clusters=ClusterPool({"demo": cluster_for(sim)}, backend_factory=factory),
+            policy=load_policy(
+                profile="operator",
+                profile_subjects=["local"],
+                file=policy_file,
+                known_tools=tier_map(),
+            ),
+            audit=AuditLog(tmp_path / "audit.jsonl"),
+            redactor=Redactor((sim.token_secret,)),
+        )
+        try:
+            async with Client(build_mcp_server(gateway, local_principal)) as client:
+                yield Session(client, recorders, sim)
+        finally:
+            await gateway.aclose()
+
+
+def audit_records(tmp_path: Path) -> list[dict[str, Any]]:
+    lines = (tmp_path / "audit.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def size(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":")))
+
+
+async def test_an_agent_that_knows_nothing_sets_a_vms_description(tmp_path: Path) -> None:
+    """Issue 13's "done when": from the default toolsets, through MCP only."""
+    async with gateway_session(tmp_path, toolsets=("core", "guests")) as session:
+        listed = {tool.name for tool in (await session.client.list_tools()).tools}
+        assert "proxmox_api_search" not in listed
+        ok(await call(session, "proxmox_toolset_enable", toolset="api"))
+
+        found = ok(
+            await call(session, "proxmox_api_search", query="how do I set a VM's description")
+        )
+        assert size(found) < 1600, "a few hundred tokens"
+        top = found["endpoints"][0]
+        assert (top["method"], top["path"]) == ("PUT", "/nodes/{node}/qemu/{vmid}/config")
+        assert "description" in top["summary"]
+
+        described = ok(await call(session, "proxmox_api_describe", method="PUT",
+                                  path=top["path"], match="description"))  # fmt: skip
+        assert described["params"] == {"description": "string, <=8192 chars"}
+        assert described["tier"] == "write" and described["task"] is False
+        assert "VM.Config.Options" in described["permission"]
+
+        done = ok(await call(session, "proxmox_api_call", method="PUT", path=CONFIG,
+                             params={"description": "the public web server"}))  # fmt: skip
+        assert done["path"] == CONFIG
+        assert [w for w in session.writes()] == [f"PUT {CONFIG}"]
+
+        config = ok(await call(session, "proxmox_api_read", path=CONFIG))
+        assert config["data"]["description"] == "the public web server"
+    intent = next(r for r in audit_records(tmp_path) if r["phase"] == "intent")
+    assert intent["what"]["tool"] == "proxmox_api_call" and intent["what"]["tier"] == "write"
+    assert intent["where"]["target"]["calls"][0]["template"] == "/nodes/{node}/qemu/{vmid}/config"
+
+
+async def test_describe_is_capped_and_says_so(session: Session) -> None:
+    described = ok(await call(session, "proxmox_api_describe", method="PUT",
+                              path="/nodes/pve1/qemu/100/config"))  # fmt: skip
+    assert size(described) < 2400, "a few hundred tokens for a method of 88 parameters"
+    assert described["params_total"] == 88 and described["params_more"] == 88 - 16
+    assert "narrow with match" in described["note"]
+    stop = ok(await call(session, "proxmox_api_describe", method="POST",
+                         path="/nodes/{node}/qemu/{vmid}/status/stop"))  # fmt: skip
+    assert stop["tier"] == "destructive" and stop["task"] is True
+
+
+BAD = [
+    ("POST", "/nodes/pve1/qemu/100/snapshots", None, "path", "snapshot"),
+    ("DELETE", "/version", None, "method", "it has GET"),
+    ("PUT", CONFIG, {"cores": "four"}, "params.cores", "must be an integer"),
+    ("PUT", CONFIG, {"descripton": "x"}, "params.descripton", "description"),
+    ("PUT", CONFIG, {"vmid": 101}, "params.vmid", "given by the path"),
+    ("PUT", "/nodes/pve1/qemu/100/../101/config", None, "path", "traversal"),
+    ("PUT", "/nodes/pve1/qemu/%2e%2e/config", None, "path", "encoded"),
+    ("PUT", "/nodes/pve1/qemu//100/config", None, "path", "traversal"),
+    ("PUT", "/nodes/pve1/qemu/100/config?description=x", None, "path", "query"),
+    ("POST", "/access/ticket", {"username": "root@pam", "password": "x"}, "path", "credential"),
+]
+
+
+@pytest.mark.parametrize("case", BAD, ids=[f"{m} {p}" for m, p, *_ in BAD])
+async def test_bad_calls_are_refused_with_nothing_sent(
+    session: Session, case: tuple[str, str, Any, str, str]
+) -> None:
+    method, path, params, field, said = case
+    arguments: dict[str, Any] = {"method": method, "path": path}
+    if params is not None:
+        arguments["params"] = params
+    error = refused(await call(session, "proxmox_api_call", **arguments, dry_run=True))
+    assert error["field"] == field, error
+    assert said in error["message"] + error["hint"], error
+    assert session.calls == [], "checked against the index alone: no request at all"
+
+
+async def test_a_guest_on_another_node_is_refused_before_sending(session: Session) -> None:
+    error = refused(await call(session, "proxmox_api_call", method="PUT",
+                               path="/nodes/pve2/qemu/100/config",
+                               params={"description": "x"}))  # fmt: skip
+    assert error["field"] == "path" and "/nodes/pve1/qemu/100" in error["hint"]
+    assert session.writes() == []
+
+
+async def test_an_escape_endpoint_needs_a_rule_naming_the_caller(session: Session) -> None:
+    error = refused(await call(session, "proxmox_api_call", method="POST",
+                               path="/nodes/pve1/execute", params={"commands": "[]"}))  # fmt: skip
+    assert error["code"] == "denied" and "builtin.no-escape" in error["details"]["rules"]
+    read = refused(await call(session, "proxmox_api_read",
+                              path="/nodes/pve1/qemu/100/agent/file-read",
+                              params={"file": "/etc/shadow"}))  # fmt: skip
+    assert read["code"] == "denied"
+    assert session.calls == []
+
+
+async def test_no_credential_comes_back(session: Session, tmp_path: Path) -> None:
+    ok(await call(session, "proxmox_api_call", method="PUT", path=CONFIG,
+                  params={"cipassword": "hunter2-secret"}))  # fmt: skip
+    config = ok(await call(session, "proxmox_api_read", path=CONFIG))
+    assert "hunter2-secret" not in json.dumps(config)
+    assert config["data"].get("cipassword") in (None, "[REDACTED]", "**********")
+    token = refused(await call(session, "proxmox_api_call", method="POST",
+                               path="/access/users/root@pam/token/agent"))  # fmt: skip
+    assert token["code"] == "unsupported" and "token secret" in token["message"]
+    assert "hunter2-secret" not in (tmp_path / "audit.jsonl").read_text()
+
+
+async def test_a_read_pages_a_list(session: Session) -> None:
+    first = ok(await call(session, "proxmox_api_read", path="/cluster/resources",
+                          params={"type": "vm"}, limit=5))  # fmt: skip
+    assert len(first["data"]) == 5 and first["next_offset"] == 5 and first["total"] > 5
+    rest = ok(await call(session, "proxmox_api_read", path="/cluster/resources",
+                         params={"type": "vm"}, offset=5, limit=100))  # fmt: skip
+    assert "next_offset" not in rest
+    vmids = {row["vmid"] for row in first["data"] + rest["data"]}
+    assert len(vmids) == first["total"]
