@@ -49,7 +49,7 @@ from .model import ConfigValue, GiB, Guest, GuestKind, Storage
 from .params import SchemaParams
 from .power import halt, request_power_action, start_running
 from .router import Context, Params, Result, Route, integer, text
-from .tasks import Plan, fail
+from .tasks import Plan, Task, fail
 from .volumes import (
     BLOCK_TYPES,
     Volume,
@@ -173,15 +173,43 @@ SEEDED = ((101, "2026_11_30-23_00_02"), (201, "2026_11_30-23_01_40"))
 can name them): (vmid, time stamp)."""
 
 
-def seed_backups(volumes: Volumes, guests: Iterable[Guest]) -> None:
-    """Record the seeded protected monthly archives with their guests' configs."""
+_NIGHTLY_RE = re.compile(
+    r"INFO: creating vzdump archive '/mnt/pve/([\w.-]+)/dump/"
+    r"(vzdump-(?:qemu|lxc)-(\d+)-(\d{4}_\d\d_\d\d-\d\d_\d\d_\d\d)\.([\w.]+))'"
+)
+_SIZE_LINE_RE = re.compile(r"INFO: archive file size: (\d+)MB")
+
+
+def _stamp_time(stamp: str) -> int:
+    return calendar.timegm(time.strptime(stamp, "%Y_%m_%d-%H_%M_%S"))
+
+
+def seed_backups(volumes: Volumes, guests: Iterable[Guest], history: Iterable[Task]) -> None:
+    """Record the seeded archives with their guests' configs: the protected monthly ones,
+    and those the seeded nightly vzdump jobs' logs say they made (with the size the log
+    gives and the job's `{{guestname}}` notes), so the content agrees with the history."""
     by_vmid = {guest.vmid: guest for guest in guests}
     for vmid, stamp in SEEDED:
         guest = by_vmid[vmid]
-        at = calendar.timegm(time.strptime(stamp, "%Y_%m_%d-%H_%M_%S"))
-        backup = _new_backup(guest, "nfs-backup", at, "zstd", f"monthly {guest.name}")
+        backup = _new_backup(guest, "nfs-backup", _stamp_time(stamp), "zstd",
+                             f"monthly {guest.name}")  # fmt: skip
         backup.protected = True
         volumes.add(guest.node, backup)
+    for task in history:
+        lines = task.history_lines if task.type == "vzdump" else ()
+        for index, line in enumerate(lines):
+            found = _NIGHTLY_RE.fullmatch(line)
+            owner = by_vmid.get(int(found.group(3))) if found else None
+            if found is None or owner is None:
+                continue
+            storage, name, _vmid, stamp, fmt = found.groups()
+            sizes = (m for m in map(_SIZE_LINE_RE.fullmatch, lines[index:]) if m)
+            size = int(next(sizes).group(1)) * 1024 * 1024
+            config = {k: v for k, v in owner.config.items() if k != "lock"}
+            backup = Backup(storage, "", f"backup/{name}", owner.vmid, size, fmt, "backup",
+                            _stamp_time(stamp), kind=owner.kind, config=config,
+                            notes=owner.name)  # fmt: skip
+            volumes.add(owner.node, backup)
 
 
 # --- vzdump ----------------------------------------------------------------------------

@@ -61,7 +61,7 @@ class ClusterState:
         seed_media(self.volumes, MEDIA, self._clock())
         from .backups import seed_backups  # noqa: PLC0415 - backups imports power, which imports this
 
-        seed_backups(self.volumes, self.guests.values())
+        seed_backups(self.volumes, self.guests.values(), demo.history)
         self.access: AccessStore = demo_store(demo.pools)
         """Users, groups, tokens, ACLs, realms and pools (`access.py`)."""
         self.pools = self.access.pools
