@@ -286,3 +286,27 @@ async def test_delete_user_plan_lists_lost_access(session: Session) -> None:
     ]
     assert "its API tokens stop working: monitoring" in plan["warnings"]
     assert "it leaves groups ops" in plan["warnings"]
+
+
+async def test_grant_plan_replaces_an_entry_it_changes(session: Session) -> None:
+    plan = ok(
+        await call(
+            session,
+            "proxmox_acl_grant",
+            path="/storage/nfs-backup/",
+            roles=["PVEDatastoreUser", "PVEAuditor"],
+            groups=["ops"],
+            dry_run=True,
+        )
+    )["plan"]
+    assert plan["changes"] == [
+        {
+            "field": "acl",
+            "before": ["/storage/nfs-backup: group ops PVEDatastoreUser (not propagated)"],
+            "after": [
+                "/storage/nfs-backup: group ops PVEAuditor",
+                "/storage/nfs-backup: group ops PVEDatastoreUser",
+            ],
+        }
+    ]
+    assert plan["calls"][0]["params"]["path"] == "/storage/nfs-backup"

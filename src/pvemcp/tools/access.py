@@ -862,21 +862,24 @@ def _normal_path(path: str) -> str:
     return normal
 
 
-async def _acl_target(ctx: ToolContext, path: str) -> Target:
-    """The object an ACL path names, checked to exist (a pool or a guest), as policy's
-    target; other paths target the cluster."""
+async def _acl_target(ctx: ToolContext, path: str, *, strict: bool) -> Target:
+    """The object an ACL path names (a pool or a guest) as policy's target; other paths
+    target the cluster. `strict`: one that does not exist is `not_found` (a grant; PVE
+    would accept it, but a typo would then grant nothing). A revoke may remove a stale
+    entry of a guest or pool that is gone."""
     parts = path.split("/")
     if len(parts) == 3 and parts[1] == "pool":
         names = await _pool_names(ctx)
-        if parts[2] not in names:
+        if strict and parts[2] not in names:
             raise _missing("path", "pool", parts[2], names, "proxmox_pool_list")
         return Target(pool=parts[2])
     if len(parts) == 3 and parts[1] == "vms" and parts[2].isdigit():
-        guests = await _guest_pools(ctx)
-        row = guests.get(int(parts[2]))
-        if row is None:
+        row = (await _guest_pools(ctx)).get(int(parts[2]))
+        if row is not None:
+            return planners.guest_target(row)
+        if strict:
             raise _missing("path", "guest", parts[2], [], "proxmox_guest_list")
-        return planners.guest_target(row)
+        return Target(vmid=int(parts[2]))
     return Target()
 
 
@@ -919,17 +922,23 @@ def _acl_call(path: str, args: AclArgs, extra: dict[str, Any]) -> ApiCall:
 
 async def _plan_acl_grant(ctx: ToolContext, args: AclGrantArgs) -> Plan:
     path = _normal_path(args.path)
-    target = await _acl_target(ctx, path)
+    target = await _acl_target(ctx, path, strict=True)
     await _check_principals(ctx, args)
-    here = [e for e in await _acl(ctx) if e.path == path]
     who = _who(args)
-    before = [_acl_text(e) for e in here if (e.type, e.ugid) in who]
-    added = [
-        _acl_text(_Acl(path=path, type=t, ugid=u, roleid=r, propagate=int(args.propagate)))
-        for t, u in who
-        for r in args.roles
-    ]
-    after = sorted(set(before) - {a.replace(" (not propagated)", "") for a in added} | set(added))
+    current = {
+        (e.type, e.ugid, e.roleid): e.propagate
+        for e in await _acl(ctx)
+        if e.path == path and (e.type, e.ugid) in who
+    }
+    wanted = current | {(t, u, r): int(args.propagate) for t, u in who for r in args.roles}
+
+    def shown(entries: dict[tuple[str, str, str], int]) -> list[str]:
+        return [
+            _acl_text(_Acl(path=path, type=t, ugid=u, roleid=r, propagate=p))
+            for (t, u, r), p in sorted(entries.items())
+        ]
+
+    before, after = shown(current), shown(wanted)
     return Plan(
         summary=f"Grant {', '.join(args.roles)} on {path}",
         changes=[Change(field="acl", before=before, after=after)],
@@ -996,7 +1005,7 @@ async def _plan_acl_revoke(ctx: ToolContext, args: AclArgs) -> Plan:
     return Plan(
         summary=f"Revoke {', '.join(args.roles)} on {path}",
         changes=[Change(field="acl", before=[_acl_text(e) for e in removed], after=[])],
-        target=await _acl_target(ctx, path) if path.count("/") == 2 else Target(),
+        target=await _acl_target(ctx, path, strict=False),
         calls=[_acl_call(path, args, {"delete": 1})],
         warnings=warnings,
     )
