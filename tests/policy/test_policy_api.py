@@ -3,8 +3,12 @@ path), and typed-tool rules that reach the generic API call of the same endpoint
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
+from pvemcp.policy import commands
 from pvemcp.policy.decision import Effect
 from pvemcp.policy.engine import PolicyEngine, PolicyRequest
 from pvemcp.policy.loader import PolicyError, parse_policy
@@ -156,3 +160,31 @@ def test_api_rules_are_conditional_and_in_the_canonical_form() -> None:
     )
     assert rules[0].conditional, "a deny on endpoints hides no tool from tools/list"
     assert rules[0].canonical()["api"] == ["* /access/**", "POST /nodes/*/qemu/*/migrate"]
+
+
+def test_explain_shows_endpoint_matches(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text(
+        '[[rules]]\nid = "no-prod-migrate"\neffect = "deny"\nsubjects = ["*"]\n'
+        'tools = ["proxmox_guest_migrate"]\ntags = ["prod"]\n'
+    )
+
+    def explain(args: dict[str, object]) -> int:
+        return commands.explain(
+            known_tools=KNOWN,
+            file=path,
+            profile="operator",
+            tool="proxmox_api_call",
+            args_json=json.dumps(args),
+        )
+
+    migrate = {"api": ["POST /nodes/pve1/qemu/100/migrate"], "tier": "write", "tags": ["prod"]}
+    assert explain({**migrate, "covered_by": ["proxmox_guest_migrate"]}) == 1
+    out = capsys.readouterr().out
+    assert "api=POST /nodes/pve1/qemu/100/migrate covered_by=proxmox_guest_migrate" in out
+    assert "denied by rule 'no-prod-migrate'" in out
+    assert explain(migrate) == 0, "not a migration through the typed tool's rules"
+    assert explain({**migrate, "tier": "read"}) == commands.EXIT_INVALID
+    assert explain({"api": ["* /nodes"]}) == commands.EXIT_INVALID
+    # No tier given: the riskiest a generic call can have (escape needs a rule naming you).
+    assert explain({"api": ["POST /nodes/pve1/execute"]}) == 1
