@@ -218,9 +218,9 @@ class ClusterConfig(BaseModel):
     snapshot_before_change: Annotated[
         bool,
         Field(
-            description="Take a snapshot before every guest config change, as if the caller "
-            "gave `snapshot_first`; a guest PVE cannot snapshot (a template, a raw disk on a "
-            "directory) then cannot be changed through the gateway."
+            description="Take a snapshot before every guest config change and disk move, as "
+            "if the caller gave `snapshot_first`; a guest PVE cannot snapshot (a template, a "
+            "raw disk on a directory) then cannot be changed so through the gateway."
         ),
     ] = False
     connect_timeout: Annotated[

@@ -180,3 +180,51 @@ async def test_an_unknown_storage_and_a_missing_default(session: Session) -> Non
     assert (unknown["code"], unknown["field"]) == ("not_found", "storage")
     missing = _refused(await _call(session, "proxmox_disk_add", vmid=VM, size_gib=1))
     assert (missing["code"], missing["field"]) == ("storage_required", "storage")
+
+
+async def test_move_with_snapshot_first_and_a_rollback_to_it(session: Session) -> None:
+    args = {"vmid": VM, "disk": "scsi0", "storage": "local", "snapshot_first": True}
+    plan = _ok(await _call(session, "proxmox_disk_move", **args, dry_run=True))["plan"]
+    snap, move = plan["calls"]
+    name = snap["params"]["snapname"]
+    assert snap["path"] == "/nodes/pve1/qemu/101/snapshot" and name.startswith("pre-move-")
+    assert move["path"] == "/nodes/pve1/qemu/101/move_disk" and move["params"]["delete"] == 0
+
+    done = _ok(await _call(session, "proxmox_disk_move", **args))
+    assert done["snapshot"] == name and done["exitstatus"] == "OK"
+    assert session.writes() == [
+        "POST /nodes/pve1/qemu/101/snapshot",
+        "POST /nodes/pve1/qemu/101/move_disk",
+    ]
+    config = await _config(session, VM)
+    assert config["scsi0"].startswith("local:101/vm-101-disk-0.qcow2,")
+    assert config["unused0"] == "local-lvm:vm-101-disk-0"
+
+    # The rollback goes back to the source (which holds the snapshot) and keeps the copy
+    # made since as unusedN, as PVE's __snapshot_rollback_get_unused does.
+    ask = _refused(await _call(session, "proxmox_snapshot_rollback", vmid=VM, snapname=name))
+    token = ask["details"]["confirm_token"]
+    rolled = _ok(
+        await _call(
+            session, "proxmox_snapshot_rollback", vmid=VM, snapname=name, confirm_token=token
+        )
+    )
+    assert rolled["exitstatus"] == "OK"
+    config = await _config(session, VM)
+    assert config["scsi0"].startswith("local-lvm:vm-101-disk-0,")
+    assert "local:101/vm-101-disk-0.qcow2" in config.values()
+
+
+async def test_move_with_snapshot_first_is_refused_on_a_template(session: Session) -> None:
+    refused = _refused(
+        await _call(
+            session,
+            "proxmox_disk_move",
+            vmid=9000,
+            disk="scsi0",
+            storage="local",
+            snapshot_first=True,
+        )
+    )
+    assert refused["code"] == "unsupported" and refused["field"] == "snapshot_first"
+    assert session.writes() == []

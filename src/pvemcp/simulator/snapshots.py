@@ -99,6 +99,21 @@ def _not_most_recent(state: ClusterState, guest: Guest, snap: Snapshot) -> str |
     return None
 
 
+def _attached_since(config: dict[str, ConfigValue], saved: dict[str, ConfigValue]) -> list[str]:
+    """The volumes of the config that the snapshot's config does not hold (a disk added or
+    moved since): `__snapshot_rollback_get_unused` (qemu-server QemuConfig.pm,
+    pve-container LXC/Config.pm), which a rollback keeps as unusedN."""
+    held = {volid for _key, volid in _volumes(saved)}
+    return [volid for _key, volid in _volumes(config) if volid not in held]
+
+
+def _add_unused(config: dict[str, ConfigValue], volid: str) -> None:
+    """AbstractConfig.pm `add_unused_volume`: the lowest free unusedN, no duplicate."""
+    if volid in config.values():
+        return
+    config[next(f"unused{n}" for n in range(256) if f"unused{n}" not in config)] = volid
+
+
 def _create_lines(guest: Guest, with_ram: bool) -> tuple[tuple[float, str], ...]:
     """What a QEMU snapshot worker prints (qemu-server `PVE/QemuConfig.pm`: the savevm
     progress, then `__snapshot_create_vol_snapshot` per disk); a container's prints none."""
@@ -234,6 +249,8 @@ class _Worker:
 
         def finish(at: float) -> None:
             kept = {k: v for k, v in guest.config.items() if k.startswith("unused")}
+            for volid in _attached_since(guest.config, snap.config):
+                _add_unused(kept, volid)
             if "description" in guest.config:
                 kept["description"] = guest.config["description"]
             guest.config = {**kept, **snap.config}

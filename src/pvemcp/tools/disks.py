@@ -37,6 +37,7 @@ from pvemcp.tools.kit import (
     cluster_default,
     planners,
     read_as,
+    tool,
     undo,
 )
 
@@ -390,6 +391,9 @@ disk_resize = action(
 class DiskMoveArgs(WaitInput, GuestRef):
     disk: DiskKey
     storage: StorageId
+    snapshot_first: Annotated[
+        bool, Field(description="Snapshot the guest first, to roll back to.")
+    ] = False
 
 
 async def _plan_move(ctx: ToolContext, args: DiskMoveArgs) -> Plan:
@@ -424,7 +428,7 @@ async def _plan_move(ctx: ToolContext, args: DiskMoveArgs) -> Plan:
     rest = "move_disk" if guest.target.type == "qemu" else "move_volume"
     key = "disk" if guest.target.type == "qemu" else "volume"
     call = guest.call("POST", rest, {key: args.disk, "storage": args.storage, "delete": 0})
-    return Plan(
+    plan = Plan(
         summary=f"move {args.disk} of {guest.label} from {volume} to storage {args.storage}",
         changes=[
             Change(
@@ -439,6 +443,9 @@ async def _plan_move(ctx: ToolContext, args: DiskMoveArgs) -> Plan:
             "proxmox_disk_detach (delete) once the guest works from the new storage"
         ],
     )
+    return await planners.snapshot_first(
+        ctx, plan, asked=args.snapshot_first, short="move", field="snapshot_first"
+    )
 
 
 async def _undo_move(ctx: ToolContext, plan: Plan, output: ToolOutput) -> undo.Undo | None:
@@ -452,25 +459,33 @@ async def _undo_move(ctx: ToolContext, plan: Plan, output: ToolOutput) -> undo.U
     return undo.guest_undo(plan, output, "proxmox_disk_move", {"disk": disk, "storage": source})
 
 
-disk_move = action(
+@tool(
     "proxmox_disk_move",
     title="Move a guest's disk to another storage",
-    description="""Copy a VM disk (even running) or a stopped container's volume to another
-    storage and switch to the copy. The source stays as unusedN: delete it with
-    proxmox_disk_detach.""",
     tier=Tier.WRITE,
     toolset="disks",
     input=DiskMoveArgs,
-    output=TaskOutcome,
+    output=planners.SnapshottedOutcome,
     planner=_plan_move,
     inverse=_undo_move,
-    examples=[{"vmid": 101, "disk": "scsi0", "storage": "local"}],
+    examples=[
+        {"vmid": 101, "disk": "scsi0", "storage": "local"},
+        {"vmid": 101, "disk": "scsi0", "storage": "local", "snapshot_first": True},
+    ],
     rejects=[
         ({"vmid": 101, "disk": "scsi0", "storage": "local-lvm"}, "invalid_argument"),
         ({"vmid": 200, "disk": "rootfs", "storage": "local"}, "guest_running"),
         ({"vmid": 101, "disk": "scsi0", "storage": "nfs-backup"}, "invalid_argument"),
+        ({"vmid": 9000, "disk": "scsi0", "storage": "local", "snapshot_first": True},
+         "unsupported"),
     ],
-)
+)  # fmt: skip
+async def disk_move(ctx: ToolContext, args: DiskMoveArgs) -> TaskOutcome:
+    """Copy a VM disk (even running) or a stopped container's volume to another storage
+    and switch to the copy. The source stays as unusedN: delete it with
+    proxmox_disk_detach."""
+    assert ctx.plan is not None  # a write's handler runs on its confirmed plan
+    return await planners.run_snapshot_first(ctx, args, ctx.plan)
 
 
 # --- detach --------------------------------------------------------------------------
