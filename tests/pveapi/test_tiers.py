@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pvemcp.pveapi import load_index, tier_floor
-from pvemcp.pveapi.tiers import RAISED
+from pvemcp.pveapi.tiers import CREDENTIALS, LOWERED, RAISED
 
 
 @pytest.mark.parametrize(
@@ -21,6 +21,9 @@ from pvemcp.pveapi.tiers import RAISED
         ("POST", "/nodes/{node}/termproxy", "escape"),
         ("GET", "/nodes/{node}/qemu/{vmid}/agent/file-read", "escape"),
         ("POST", "/access/ticket", "escape"),
+        # Lowered: a guest-agent ping is a POST in PVE's API that changes nothing.
+        ("POST", "/nodes/{node}/qemu/{vmid}/agent/ping", "read"),
+        ("POST", "/nodes/{node}/qemu/{vmid}/agent/fsfreeze-freeze", "write"),
     ],
 )
 def test_floor(method: str, template: str, tier: str) -> None:
@@ -40,3 +43,26 @@ def test_a_raise_never_lowers_the_method_floor() -> None:
         order = ("read", "write", "destructive", "escape")
         by_method = {"GET": 0, "POST": 1, "PUT": 1, "DELETE": 2}[method]
         assert order.index(tier_floor(method, template)) >= by_method
+
+
+def test_every_lowered_or_credential_method_exists() -> None:
+    index = load_index()
+    listed = [*LOWERED, *CREDENTIALS]
+    assert [f"{m} {t}" for m, t in listed if index.endpoint(m, t) is None] == []
+    assert not set(LOWERED) & set(RAISED), "a method is raised or lowered, not both"
+
+
+def test_credential_methods_are_those_whose_answer_holds_one() -> None:
+    """The schema's return properties name what each answers: a method the list misses
+    would hand a ticket or a secret to the generic call's caller."""
+    secret = ("ticket", "password", "csrfpreventiontoken", "recovery", "authkey")
+    found = set()
+    for endpoint in load_index():
+        if endpoint.method == "GET":
+            continue  # reads: the redactor masks the keys (tested in tests/tools/test_api.py)
+        names = [name.lower() for name in endpoint.returns.get("properties") or {}]
+        if endpoint.template.endswith("/token/{tokenid}") and "value" in names:
+            names.append("password")  # the token's secret is its `value`
+        if any(word in name for name in names for word in secret):
+            found.add((endpoint.method, endpoint.template))
+    assert found <= set(CREDENTIALS), sorted(found - set(CREDENTIALS))

@@ -19,9 +19,12 @@ from mcp import Client
 from pvemcp.config import ClusterConfig
 from pvemcp.gateway.clusters import ClusterPool
 from pvemcp.gateway.invoke import Gateway
+from pvemcp.gateway.registry import AnySpec
 from pvemcp.policy.audit import AuditLog
 from pvemcp.policy.loader import load_policy
+from pvemcp.policy.tiers import Tier
 from pvemcp.proxmox.rest import RestBackend
+from pvemcp.pveapi import load_index, tier_floor
 from pvemcp.secrets.redaction import Redactor
 from pvemcp.simulator.server import SimulatorOptions, simulator_in_thread
 from pvemcp.tools import catalogue, tier_map
@@ -30,6 +33,7 @@ from pvemcp.transports.stdio import local_principal
 from tests.conftest import TIME_SCALE, cluster_for
 from tests.e2e.test_client_schema import RecordingBackend
 from tests.tools.calls import call, ok, refused
+from tests.tools.test_catalogue import TOOLS
 from tests.tools.test_examples import Session
 
 pytestmark = pytest.mark.anyio
@@ -132,6 +136,7 @@ BAD = [
     ("PUT", CONFIG, {"cores": "four"}, "params.cores", "must be an integer"),
     ("PUT", CONFIG, {"descripton": "x"}, "params.descripton", "description"),
     ("PUT", CONFIG, {"vmid": 101}, "params.vmid", "given by the path"),
+    ("PUT", CONFIG, {"description": {"text": "x"}}, "params.description", "got an object"),
     ("PUT", "/nodes/pve1/qemu/100/../101/config", None, "path", "traversal"),
     ("PUT", "/nodes/pve1/qemu/%2e%2e/config", None, "path", "encoded"),
     ("PUT", "/nodes/pve1/qemu//100/config", None, "path", "traversal"),
@@ -194,3 +199,18 @@ async def test_a_read_pages_a_list(session: Session) -> None:
     assert "next_offset" not in rest
     vmids = {row["vmid"] for row in first["data"] + rest["data"]}
     assert len(vmids) == first["total"]
+
+
+@pytest.mark.parametrize("spec", TOOLS, ids=lambda spec: spec.name)
+def test_declared_endpoints_exist_and_the_tier_is_not_below_theirs(spec: AnySpec) -> None:
+    """Every endpoint a tool declares is a method of PVE's API, and the tool's tier is at
+    least the method's floor (a hard stop is destructive whichever tool sends it)."""
+    index = load_index()
+    for method, template in spec.api:
+        assert index.endpoint(method, template), (
+            f"{spec.name}: {method} {template} is not in the API"
+        )
+        floor = Tier(tier_floor(method, template))
+        assert spec.tier.rank >= floor.rank, (
+            f"{spec.name} is {spec.tier}, below {method} {template} ({floor}): raise its tier"
+        )

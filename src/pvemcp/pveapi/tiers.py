@@ -92,11 +92,12 @@ RAISED: Mapping[tuple[str, str], tuple[TierName, str]] = {
         "escape",
         "replaces the node's TLS key and certificate",
     ),
-    # Credentials: minting or changing them hands out access beyond this gateway's view.
+    # Credentials: minting or changing them hands out access beyond this gateway's view. (A
+    # new API token's secret too, but the typed tool hands it to the person, never the
+    # model, so it is a write; the generic call refuses it: see CREDENTIALS.)
     ("POST", "/access/ticket"): ("escape", "mints a login ticket"),
     ("POST", "/access/vncticket"): ("escape", "mints a console ticket"),
     ("PUT", "/access/password"): ("escape", "changes a user's password"),
-    ("POST", "/access/users/{userid}/token/{tokenid}"): ("escape", "mints an API token secret"),
     ("POST", "/access/tfa/{userid}"): ("escape", "adds a second factor to an account"),
     ("PUT", "/access/tfa/{userid}/{id}"): ("escape", "changes a second factor"),
     # Writes whose effect is lost data or availability, not a reversible change.
@@ -148,11 +149,24 @@ CREDENTIALS: Mapping[tuple[str, str], str] = {
 generic API call refuses them whatever policy says, since nothing it returns may hand a
 model a way around the gateway."""
 
+LOWERED: Mapping[tuple[str, str], tuple[TierName, str]] = {
+    ("POST", "/nodes/{node}/qemu/{vmid}/agent/ping"): ("read", "only asks if the agent answers"),
+    ("POST", "/nodes/{node}/qemu/{vmid}/agent/fsfreeze-status"): (
+        "read",
+        "only reads the filesystems' freeze state",
+    ),
+}
+"""POSTs that change nothing (PVE makes every guest-agent command a POST), with the reason:
+a read tool may send them, and the generic call decides them as reads."""
+
 _ORDER: tuple[TierName, ...] = ("read", "write", "destructive", "escape")
 
 
 def tier_floor(method: str, template: str) -> TierName:
     """The least tier a call of `method` on the path `template` can have."""
+    lowered = LOWERED.get((method, template))
+    if lowered is not None:
+        return lowered[0]
     by_method = BY_METHOD.get(method, "escape")
     raised = RAISED.get((method, template))
     if raised is None:

@@ -29,12 +29,11 @@ from pvemcp.tools.kit import (
     Plan,
     Target,
     Tier,
-    Timeout,
     ToolContext,
     ToolFailure,
     ToolInput,
     ToolOutput,
-    WriteInput,
+    WaitInput,
     planners,
     tag_list,
     tool,
@@ -45,9 +44,11 @@ ApiPath = Annotated[
     Field(min_length=1, max_length=512, description="API path, e.g. /nodes/pve1/qemu/100/config."),
 ]
 Params = Annotated[
-    dict[str, str | int | float | bool | list[str]] | None,
+    dict[str, Any] | None,
     Field(description="The method's parameters, as PVE names them."),
 ]
+"""Values are checked against the method's schema (`route`), not by type here: a list or
+an object where PVE takes none is refused naming the parameter, as PVE would."""
 
 HttpMethod = Literal["GET", "POST", "PUT", "DELETE"]
 
@@ -147,12 +148,10 @@ class ReadArgs(ToolInput):
     limit: Annotated[int, Field(ge=1, le=500, description="Rows of a list answer.")] = 50
 
 
-class CallArgs(WriteInput):
+class CallArgs(WaitInput):
     method: Literal["POST", "PUT", "DELETE"]
     path: ApiPath
     params: Params = None
-    wait: Annotated[bool, Field(description="Wait for a task it starts.")] = True
-    timeout: Timeout | None = None
 
 
 class ApiAnswer(ToolOutput):
