@@ -4,6 +4,7 @@ path), and typed-tool rules that reach the generic API call of the same endpoint
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -169,7 +170,7 @@ def test_explain_shows_endpoint_matches(tmp_path: Path, capsys: pytest.CaptureFi
         'tools = ["proxmox_guest_migrate"]\ntags = ["prod"]\n'
     )
 
-    def explain(args: dict[str, object]) -> int:
+    def explain(args: Mapping[str, object]) -> int:
         return commands.explain(
             known_tools=KNOWN,
             file=path,
@@ -178,7 +179,11 @@ def test_explain_shows_endpoint_matches(tmp_path: Path, capsys: pytest.CaptureFi
             args_json=json.dumps(args),
         )
 
-    migrate = {"api": ["POST /nodes/pve1/qemu/100/migrate"], "tier": "write", "tags": ["prod"]}
+    migrate: dict[str, object] = {
+        "api": ["POST /nodes/pve1/qemu/100/migrate"],
+        "tier": "write",
+        "tags": ["prod"],
+    }
     assert explain({**migrate, "covered_by": ["proxmox_guest_migrate"]}) == 1
     out = capsys.readouterr().out
     assert "api=POST /nodes/pve1/qemu/100/migrate covered_by=proxmox_guest_migrate" in out
