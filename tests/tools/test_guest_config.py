@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from mcp import Client
 
@@ -185,6 +186,32 @@ async def test_a_failed_snapshot_sends_no_change(session: Session) -> None:
     assert failed["details"]["exitstatus"] == "thin pool is full"
     assert session.writes() == ["POST /nodes/pve1/qemu/101/snapshot"]
     assert (await read(session, vmid=STOPPED_VM))["config"]["memory"] == "4096"
+
+
+async def test_an_edit_made_while_the_snapshot_runs_is_not_overwritten(
+    session: Session,
+) -> None:
+    guest = session.sim.state.guests[STOPPED_VM]
+
+    async def meddle() -> None:
+        # root's `qm set --skiplock` while the snapshot task holds the lock (bounded: if
+        # the lock is never seen, the assertions below fail rather than the test hang)
+        for _ in range(2000):
+            if guest.config.get("lock") == "snapshot":
+                guest.config["cores"] = 4
+                return
+            await anyio.sleep(0.005)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(meddle)
+        result = await call(session, "proxmox_guest_config_update", vmid=STOPPED_VM,
+                            values={"memory": 3072}, snapshot_first=True)  # fmt: skip
+    changed = error_of(result)
+    assert changed is not None and changed["code"] == "config_changed", changed
+    assert "while snapshot 'pre-config-" in changed["message"]
+    assert "the change was not sent" in changed["message"]
+    assert session.writes() == ["POST /nodes/pve1/qemu/101/snapshot"]
+    assert str(guest.config["memory"]) == "4096" and len(guest.snapshots) == 1
 
 
 async def test_a_cluster_can_require_a_snapshot_before_each_change(
