@@ -45,6 +45,8 @@ GET_CASES: list[tuple[str, dict[str, str]]] = [
     ("/nodes/pve1/storage/local-lvm/content", {}),
     ("/nodes/pve1/network", {}),
     ("/nodes/pve2/network", {"type": "any_bridge"}),
+    ("/nodes/pve3/network", {"type": "eth"}),
+    ("/nodes/pve1/network/vmbr0", {}),
     ("/nodes/pve1/qemu", {}),
     ("/nodes/pve2/qemu", {"full": "1"}),
     ("/nodes/pve1/lxc", {}),

@@ -144,6 +144,8 @@ def create_app(
         answer: dict[str, object] = {"data": result.data}
         if result.total is not None:
             answer["total"] = result.total
+        if result.changes is not None:
+            answer["changes"] = result.changes
         return _json(200, answer)
 
     methods = [*_METHODS, "PATCH", "OPTIONS", "HEAD"]

@@ -39,10 +39,12 @@ class Context:
 
 @dataclass(frozen=True)
 class Result:
-    """PVE's `data`, and `total` for paged lists."""
+    """PVE's `data`, `total` for paged lists, and `changes` (the pending diff a node's
+    network list carries, as PVE's `set_result_attrib`)."""
 
     data: Any
     total: int | None = None
+    changes: str | None = None
 
 
 Params = Mapping[str, Value]

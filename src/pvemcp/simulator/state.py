@@ -17,6 +17,7 @@ from .agent import GuestAgents
 from .errors import ApiError, failure
 from .firewall import Firewall, demo_firewall
 from .model import Guest, GuestKind, Node
+from .network import NodeNetwork, demo_networks
 from .seed import CLUSTER_NAME, MEDIA, build_demo
 from .tasks import LockKey, Plan, Task, TaskTable, encode_upid, guest_lock
 from .volumes import Volumes, seed_media, seed_volumes
@@ -67,6 +68,8 @@ class ClusterState:
         self.pools = self.access.pools
         """The pools by name (the same dict as `access.pools`)."""
         self.firewall: Firewall = demo_firewall()
+        self.networks: dict[str, NodeNetwork] = demo_networks(self.nodes.values())
+        """Each node's interfaces, active and pending (`network.py`)."""
         self.tasks = TaskTable(time_scale)
         self.agents = GuestAgents()
         for task in demo.history:
@@ -119,7 +122,7 @@ class ClusterState:
         self,
         node_name: str,
         type_: str,
-        vmid: int | None,
+        vmid: int | str | None,
         user: str,
         job: Callable[[float], Plan],
         *,
@@ -131,7 +134,8 @@ class ClusterState:
         The locks default to the guest's own config flock; a worker that also needs
         another guest, a storage or a node names them all. `hold=False`: the worker
         takes them only to start (see `TaskTable.add`). A task of no one guest (vzdump
-        of several) has `vmid` None and an empty id in its UPID, as PVE's.
+        of several) has `vmid` None and an empty id in its UPID, as PVE's; a task of
+        something else names it (`networking` for a network reload).
         """
         with self.lock:
             now = self._clock()
@@ -155,7 +159,7 @@ class ClusterState:
                 job=job,
             )
             if locks is None:
-                assert vmid is not None, "a task of no guest names its locks"
+                assert isinstance(vmid, int), "a task of no guest names its locks"
                 locks = (guest_lock(vmid),)
             self.tasks.add(task, locks, hold=hold)
             self.tasks.advance(now)
