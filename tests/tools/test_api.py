@@ -214,3 +214,25 @@ def test_declared_endpoints_exist_and_the_tier_is_not_below_theirs(spec: AnySpec
         assert spec.tier.rank >= floor.rank, (
             f"{spec.name} is {spec.tier}, below {method} {template} ({floor}): raise its tier"
         )
+
+
+async def test_a_typed_tools_planned_calls_carry_the_apis_template(tmp_path: Path) -> None:
+    """An `api` rule written with the API's own template matches a snapshot rollback and
+    delete: their plans named the template with the snapshot filled in before."""
+    rules = """
+    [[rules]]
+    id = "no-rollback"
+    effect = "deny"
+    subjects = ["*"]
+    api = ["POST /nodes/{node}/qemu/{vmid}/snapshot/{snapname}/rollback"]
+    """
+    async with gateway_session(tmp_path, rules.replace("\n    ", "\n")) as session:
+        denied = refused(await call(session, "proxmox_snapshot_rollback", vmid=100,
+                                    snapname="pre-upgrade"))  # fmt: skip
+        assert denied["code"] == "denied" and denied["details"]["rules"] == ["no-rollback"]
+        plan = ok(await call(session, "proxmox_snapshot_delete", vmid=100,
+                             snapname="pre-upgrade", dry_run=True))["plan"]  # fmt: skip
+        (planned,) = plan["calls"]
+        assert planned["template"] == "/nodes/{node}/qemu/{vmid}/snapshot/{snapname}"
+        assert planned["path"] == "/nodes/pve1/qemu/100/snapshot/pre-upgrade"
+        assert session.writes() == []

@@ -180,19 +180,16 @@ def guest_call(
     status: tuple[str, str] | None = None,
     changes: Sequence[Change] = (),
     warnings: Sequence[str] = (),
+    where: Mapping[str, str] | None = None,
 ) -> Plan:
     """The plan of one task call on a guest already resolved (`resolve_guest`), for a
     planner that reads more of the guest first (its snapshots) to refuse or explain the
-    call: `guest_action` without the lookup, with the planner's own `changes`."""
+    call: `guest_action` without the lookup, with the planner's own `changes`. `where`
+    fills the endpoint's other placeholders (`snapshot/{snapname}/rollback`): the call's
+    template stays the API's, which policy's `api` rules and the audit know it by."""
     target = guest_target(row)
-    call = ApiCall.to(
-        method,
-        _endpoint(target, endpoint),
-        params=params,
-        task=True,
-        node=target.node,
-        vmid=target.vmid,
-    )
+    values: dict[str, str | int] = {**(where or {}), "node": target.node, "vmid": target.vmid}
+    call = ApiCall.to(method, _endpoint(target, endpoint), params=params, task=True, **values)
     planned, noted = list(changes), list(warnings)
     if status is not None:
         expected, after = status

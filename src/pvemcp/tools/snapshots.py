@@ -314,11 +314,12 @@ async def _plan_rollback(ctx: ToolContext, args: RollbackArgs) -> Plan:
     return planners.guest_call(
         row,
         f"roll back to snapshot '{args.snapname}'",
-        f"snapshot/{args.snapname}/rollback",
+        "snapshot/{snapname}/rollback",
         params=params,
         status=(now, after),
         changes=[Change(field="parent", before=current, after=args.snapname)],
         warnings=warnings,
+        where={"snapname": args.snapname},
     )
 
 
@@ -339,11 +340,12 @@ async def _plan_delete(ctx: ToolContext, args: DeleteArgs) -> Plan:
     return planners.guest_call(
         row,
         f"delete snapshot '{args.snapname}'{' with its RAM state' if snap.vmstate else ''} of",
-        f"snapshot/{args.snapname}",
+        "snapshot/{snapname}",
         method="DELETE",
         params={"force": 1} if args.force else None,
         changes=changes,
         warnings=warnings,
+        where={"snapname": args.snapname},
     )
 
 
