@@ -34,6 +34,7 @@ from .errors import failure, param_error
 from .model import Guest, GuestKind
 from .power import ACTIONS, request_power_action
 from .router import Context, Handler, Params, Result, Route, Router, api, integer, text
+from .storage import ROUTES as STORAGE_ROUTES
 from .tasks import Task, is_upid, status_kind
 from .views import (
     PVE_RELEASE,
@@ -347,6 +348,7 @@ ROUTES: tuple[Route, ...] = (
     *logs.ROUTES,
     *access.ROUTES,
     *firewall.ROUTES,
+    *STORAGE_ROUTES,
 )
 
 ROUTER = Router(ROUTES)

@@ -80,8 +80,10 @@ MEDIA: tuple[tuple[str, str, int], ...] = (
     ("local:iso/ubuntu-24.04.1-live-server-amd64.iso", "iso", 2_773 * 1024 * 1024),
     ("local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst", "vztmpl", 123 * 1024 * 1024),
     ("local:vztmpl/alpine-3.20-default_20240908_amd64.tar.xz", "vztmpl", 3 * 1024 * 1024),
+    ("local:snippets/web-user-data.yaml", "snippets", 1_337),
 )
-"""ISO images and container templates on each node's `local` storage: (volid, content, size)."""
+"""ISO images, container templates and a cloud-init snippet on each node's `local` storage:
+(volid, content, size)."""
 
 
 @dataclass
@@ -233,7 +235,7 @@ def _storages(rng: random.Random, nodes: Iterable[str]) -> list[Storage]:
         Storage(
             "local",
             "dir",
-            ("backup", "images", "iso", "rootdir", "vztmpl"),
+            ("backup", "images", "iso", "rootdir", "snippets", "vztmpl"),
             shared=False,
             usage={n: (96 * GiB, rng.randrange(12, 30) * GiB) for n in names},
         ),

@@ -271,7 +271,8 @@ def seed_media(volumes: Volumes, media: Iterable[tuple[str, str, int]], at: floa
     on every node that has their storage (a `dir` storage is local to each node)."""
     for volid, content, size in media:
         storage, _, volname = volid.partition(":")
-        fmt = "iso" if content == "iso" else "t" + volname.rsplit(".", 1)[-1]  # tar.zst: tzst
+        # tar.zst: tzst; a snippet's format is `snippet` (Plugin.pm `get_subdir_files`)
+        fmt = {"iso": "iso", "snippets": "snippet"}.get(content, "t" + volname.rsplit(".", 1)[-1])
         for node in volumes.storages[storage].usage:
             volumes.add(node, Volume(storage, "", volname, 0, size, fmt, content, int(at)))
 
