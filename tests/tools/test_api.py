@@ -236,3 +236,19 @@ async def test_a_typed_tools_planned_calls_carry_the_apis_template(tmp_path: Pat
         assert planned["template"] == "/nodes/{node}/qemu/{vmid}/snapshot/{snapname}"
         assert planned["path"] == "/nodes/pve1/qemu/100/snapshot/pre-upgrade"
         assert session.writes() == []
+
+
+async def test_pool_rules_see_the_pool_a_call_changes(tmp_path: Path) -> None:
+    rules = '[[rules]]\nid = "prod-pool-frozen"\neffect = "deny"\nsubjects = ["*"]\n'
+    rules += 'pools = ["prod"]\ntiers = ["write", "destructive"]\n'
+    async with gateway_session(tmp_path, rules) as session:
+        denied = refused(await call(session, "proxmox_api_call", method="PUT", path="/pools",
+                                    params={"poolid": "prod", "comment": "x"}))  # fmt: skip
+        assert denied["code"] == "denied" and denied["details"]["rules"] == ["prod-pool-frozen"]
+        ok(await call(session, "proxmox_api_call", method="PUT", path="/pools",
+                      params={"poolid": "dev", "comment": "x"}))  # fmt: skip
+        # A guest's write is decided on the guest's pool, read from /cluster/resources.
+        guest = refused(await call(session, "proxmox_api_call", method="POST",
+                                   path="/nodes/pve1/qemu/101/status/start"))  # fmt: skip
+        assert guest["code"] == "denied"
+        assert session.writes() == ["PUT /pools"]

@@ -219,14 +219,17 @@ async def api_read(ctx: ToolContext, args: ReadArgs) -> ApiAnswer:
 
 async def _target(ctx: ToolContext, call: ApiCall) -> Target:
     """What the call acts on, for policy: the node of its path and, for a guest's path (or
-    a new guest's `vmid`), the guest with its pool and tags, read fresh."""
+    a new guest's `vmid`), the guest with its pool and tags, read fresh; for a pool's
+    methods, the pool."""
     values = _path_values(call)
     node = values.get("node")
     vmid = values.get("vmid")
     if vmid is None:
         created = call.params.get("vmid")
         if created is None:
-            return Target(node=node)
+            # A pool's own methods (/pools, /pools/{poolid}) act on that pool.
+            pool = values.get("poolid", call.params.get("poolid"))
+            return Target(node=node, pool=str(pool) if pool is not None else None)
         pool = call.params.get("pool")
         return Target(
             node=node,
