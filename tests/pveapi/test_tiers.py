@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pvemcp.pveapi import load_index, tier_floor
-from pvemcp.pveapi.tiers import CREDENTIALS, LOWERED, RAISED
+from pvemcp.pveapi.tiers import CREDENTIALS, GENERIC_ONLY, LOWERED, RAISED, generic_floor
 
 
 @pytest.mark.parametrize(
@@ -47,7 +47,7 @@ def test_a_raise_never_lowers_the_method_floor() -> None:
 
 def test_every_lowered_or_credential_method_exists() -> None:
     index = load_index()
-    listed = [*LOWERED, *CREDENTIALS]
+    listed = [*LOWERED, *CREDENTIALS, *GENERIC_ONLY]
     assert [f"{m} {t}" for m, t in listed if index.endpoint(m, t) is None] == []
     assert not set(LOWERED) & set(RAISED), "a method is raised or lowered, not both"
 
@@ -66,3 +66,14 @@ def test_credential_methods_are_those_whose_answer_holds_one() -> None:
         if any(word in name for name in names for word in secret):
             found.add((endpoint.method, endpoint.template))
     assert found <= set(CREDENTIALS), sorted(found - set(CREDENTIALS))
+
+
+def test_the_generic_call_is_raised_where_only_a_typed_tool_checks() -> None:
+    """A URL download is a write through the typed tool (HTTPS, allowed hosts, checksum)
+    and an escape through the generic call, which checks none of it."""
+    download = ("POST", "/nodes/{node}/storage/{storage}/download-url")
+    assert tier_floor(*download) == "write"
+    assert generic_floor(*download) == "escape"
+    assert generic_floor("POST", "/nodes/{node}/execute") == "escape"
+    assert generic_floor("GET", "/cluster/resources") == "read"
+    assert tier_floor("DELETE", "/nodes/{node}/network") == "write", "drops staged changes"

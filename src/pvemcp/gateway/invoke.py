@@ -46,7 +46,7 @@ from pvemcp.proxmox.errors import (
     TaskStatusUnknown,
     TaskTimeout,
 )
-from pvemcp.pveapi import tier_floor
+from pvemcp.pveapi import generic_floor
 from pvemcp.secrets.redaction import Redactor
 
 log = structlog.get_logger(__name__)
@@ -343,14 +343,14 @@ class Gateway:
 
     def call_tier(self, calls: list[ApiCall]) -> Tier:
         """The tier of a generic API call: for each request the riskiest of its method's
-        floor (`pveapi.tier_floor`: GET read, POST/PUT write, DELETE destructive, raised
+        floor (`pveapi.generic_floor`: GET read, POST/PUT write, DELETE destructive, raised
         for escapes) and the tier of every typed tool that sends the same endpoint, so a
         hard stop is destructive through either door."""
         return Tier.most(
             tier
             for call in calls
             for tier in (
-                Tier(tier_floor(call.method, call.template)),
+                Tier(generic_floor(call.method, call.template)),
                 *(spec.tier for spec in self.endpoint_tools(call.method, call.template)),
             )
         )

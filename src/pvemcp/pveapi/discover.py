@@ -43,7 +43,7 @@ SYNONYMS: Mapping[str, tuple[str, ...]] = {
     "note": ("description", "notes"),
     "notes": ("description", "notes"),
     "comment": ("comment", "description"),
-    "rename": ("name",),
+    "rename": ("name", "hostname"),
 }
 """Operator words and the index words they stand for (path segments, parameter names)."""
 
@@ -67,6 +67,7 @@ VERBS: Mapping[str, tuple[str, ...]] = {
     "delete": ("DELETE",),
     "remove": ("DELETE",),
     "destroy": ("DELETE",),
+    "rename": ("PUT", "POST"),
 }
 """Words that say which HTTP method a searcher wants; the first is the likelier one."""
 
@@ -87,41 +88,64 @@ def _words(query: str) -> list[str]:
     return [word for word in _WORD.findall(query.lower()) if word not in STOP]
 
 
-def _segments(template: str) -> list[str]:
-    return [part.strip("{}") for part in template.split("/") if part]
+def _parts(endpoint: Endpoint) -> tuple[list[str], set[str], set[str]]:
+    """An endpoint's literal path segments, its names (path variables and parameters,
+    `net[n]` as `net`) and the keys of its property strings (`bridge`, `discard`)."""
+    literals = [part for part in endpoint.template.split("/") if part and part[0] != "{"]
+    names = {part.strip("{}") for part in endpoint.template.split("/") if part[:1] == "{"}
+    names |= {name.replace("[n]", "") for name in endpoint.properties}
+    keys = {
+        key
+        for prop in endpoint.properties.values()
+        if isinstance(prop.get("format"), Mapping)
+        for key in prop["format"]
+    }
+    return literals, names, keys
+
+
+def _forms(word: str) -> tuple[str, ...]:
+    """A query word and what it may stand for: synonyms, and `net0` as `net`."""
+    base = word.rstrip("0123456789")
+    extra = (base,) if base and base != word else ()
+    return (word, *extra, *SYNONYMS.get(word, ()))
 
 
 def _score(endpoint: Endpoint, words: list[str]) -> float:
     """How well `endpoint` fits the query's `words`: each word counts where it is found
-    (a path segment, a parameter, the method's name), a verb by the method it implies."""
-    segments = _segments(endpoint.template)
-    params = [name.replace("[n]", "") for name in endpoint.properties]
-    name = endpoint.name.lower()
+    (a literal path segment most, the last one more; a path variable or parameter; the
+    method's name; a property-string key), a verb by the method it implies."""
+    literals, names, keys = _parts(endpoint)
+    method_words = endpoint.name.lower().split("_")
     score = 0.0
+    said = {form for word in words for form in _forms(word)}
     for word in words:
         verbs = VERBS.get(word)
         if verbs is not None:
             if endpoint.method in verbs:
                 score += 1.0 if endpoint.method == verbs[0] else 0.5
-            if word in segments or word in name.split("_"):
-                score += 1.5
-            continue
+            if word in literals:
+                score += 0.5
+            if word not in SYNONYMS:
+                continue
         best = 0.0
-        for form in (word, *SYNONYMS.get(word, ())):
-            if form in segments:
+        for form in _forms(word)[1:] if verbs is not None else _forms(word):
+            if form in literals:
                 # The last segment is what the method is about (said, not implied).
-                best = max(best, 3.5 if form == word == segments[-1] else 3.0)
-            elif form in params:
+                best = max(best, 3.5 if form == word == literals[-1] else 3.0)
+            elif form in names:
                 best = max(best, 2.0)
-            elif form in name.split("_"):
+            elif form in method_words:
                 best = max(best, 1.5)
-            elif len(form) >= 3 and any(form in part for part in segments):
+            elif form in keys or (len(form) >= 3 and any(form in p for p in literals)):
                 best = max(best, 1.0)
-            elif len(form) >= 3 and any(form in param for param in params):
+            elif len(form) >= 3 and any(form in name for name in names):
                 best = max(best, 0.5)
         score += best
-    # Among equals, the shorter path is the more general method.
-    return score - len(segments) * 0.01 if score else 0.0
+    if not score:
+        return 0.0
+    # Among equals, the path with fewer segments nobody asked for is the one meant.
+    unasked = sum(1 for part in literals if part not in said)
+    return score - unasked * 0.2 - len(endpoint.template.split("/")) * 0.01
 
 
 def search(index: Index, query: str, limit: int = SEARCH_LIMIT) -> tuple[list[Endpoint], int]:

@@ -83,10 +83,6 @@ RAISED: Mapping[tuple[str, str], tuple[TierName, str]] = {
         "escape",
         "puts an uploaded file on the node",
     ),
-    ("POST", "/nodes/{node}/storage/{storage}/download-url"): (
-        "escape",
-        "fetches any URL onto the node",
-    ),
     ("POST", "/nodes/{node}/hosts"): ("escape", "rewrites the node's /etc/hosts"),
     ("POST", "/nodes/{node}/certificates/custom"): (
         "escape",
@@ -149,15 +145,26 @@ CREDENTIALS: Mapping[tuple[str, str], str] = {
 generic API call refuses them whatever policy says, since nothing it returns may hand a
 model a way around the gateway."""
 
+GENERIC_ONLY: Mapping[tuple[str, str], tuple[TierName, str]] = {
+    ("POST", "/nodes/{node}/storage/{storage}/download-url"): (
+        "escape",
+        "fetches any URL onto the node",
+    ),
+}
+"""Methods raised for the generic API call only: a typed tool that sends them makes the
+checks that keep them a plain write (`proxmox_storage_download`: HTTPS, a public host
+that policy's `hosts` allow, a checksum), the generic call makes none."""
+
 LOWERED: Mapping[tuple[str, str], tuple[TierName, str]] = {
     ("POST", "/nodes/{node}/qemu/{vmid}/agent/ping"): ("read", "only asks if the agent answers"),
     ("POST", "/nodes/{node}/qemu/{vmid}/agent/fsfreeze-status"): (
         "read",
         "only reads the filesystems' freeze state",
     ),
+    ("DELETE", "/nodes/{node}/network"): ("write", "drops pending, unapplied changes only"),
 }
-"""POSTs that change nothing (PVE makes every guest-agent command a POST), with the reason:
-a read tool may send them, and the generic call decides them as reads."""
+"""Methods whose HTTP verb overstates them, with the reason: POSTs that change nothing (PVE
+makes every guest-agent command a POST), a DELETE that only drops staged changes."""
 
 _ORDER: tuple[TierName, ...] = ("read", "write", "destructive", "escape")
 
@@ -172,3 +179,13 @@ def tier_floor(method: str, template: str) -> TierName:
     if raised is None:
         return by_method
     return max(by_method, raised[0], key=_ORDER.index)
+
+
+def generic_floor(method: str, template: str) -> TierName:
+    """The least tier of a call of `method template` through the generic API call: its
+    floor, raised further where only a typed tool's own checks keep it lower."""
+    floor = tier_floor(method, template)
+    raised = GENERIC_ONLY.get((method, template))
+    if raised is None:
+        return floor
+    return max(floor, raised[0], key=_ORDER.index)

@@ -21,9 +21,9 @@ from urllib.parse import unquote
 
 from pydantic import Field
 
-from pvemcp.pveapi import CREDENTIALS, RouteError, load_index, tier_floor, validate
+from pvemcp.pveapi import CREDENTIALS, RouteError, generic_floor, load_index, validate
 from pvemcp.pveapi.discover import SEARCH_LIMIT, describe, search
-from pvemcp.pveapi.tiers import RAISED
+from pvemcp.pveapi.tiers import GENERIC_ONLY, RAISED
 from pvemcp.tools.kit import (
     ApiCall,
     Plan,
@@ -273,8 +273,9 @@ async def _plan_call(ctx: ToolContext, args: CallArgs) -> Plan:
     call = _write_calls(args)[0]
     target = await _target(ctx, call)
     warnings = []
-    raised = RAISED.get((call.method, call.template))
-    tier = tier_floor(call.method, call.template)
+    endpoint = (call.method, call.template)
+    raised = RAISED.get(endpoint) or GENERIC_ONLY.get(endpoint)
+    tier = generic_floor(call.method, call.template)
     covering = [spec for spec in ctx.endpoint_tools(call.method, call.template)]
     if raised is not None:
         warnings.append(f"tier {tier}: it {raised[1]}")
@@ -400,7 +401,7 @@ async def api_search(ctx: ToolContext, args: SearchArgs) -> SearchResult:
             summary += f" incl. {', '.join(matched)}"
         if endpoint.upid:
             summary += ", task"
-        summary += f", {tier_floor(endpoint.method, endpoint.template)}"
+        summary += f", {generic_floor(endpoint.method, endpoint.template)}"
         covering = ctx.endpoint_tools(endpoint.method, endpoint.template)
         rows.append(
             Found(
@@ -476,7 +477,7 @@ async def api_describe(ctx: ToolContext, args: DescribeArgs) -> Description:
         ) from None
     covering = ctx.endpoint_tools(endpoint.method, endpoint.template)
     tier = Tier.most(
-        (Tier(tier_floor(endpoint.method, endpoint.template)), *(s.tier for s in covering))
+        (Tier(generic_floor(endpoint.method, endpoint.template)), *(s.tier for s in covering))
     )
     shown = describe(
         endpoint, match=args.match, covered_by=[s.name for s in covering], tier=str(tier)
