@@ -223,6 +223,15 @@ class ClusterConfig(BaseModel):
             "raw disk on a directory) then cannot be changed so through the gateway."
         ),
     ] = False
+    download_internal_hosts: Annotated[
+        list[str],
+        Field(
+            description="Hosts a URL download (`proxmox_storage_download`) may name although "
+            "they are or resolve to a loopback, private, link-local or other non-public "
+            "address (a mirror on the LAN): exact DNS names or IP addresses. Empty: public "
+            "addresses only. Which hosts may be named at all is policy's `hosts` rules."
+        ),
+    ] = []
     connect_timeout: Annotated[
         float, Field(gt=0, le=120, description="Seconds to establish a connection.")
     ] = 5.0

@@ -57,6 +57,7 @@ _CONFIG: dict[str, dict[str, Any]] = {
     "dir": {"path": "/var/lib/vz"},
     "lvmthin": {"vgname": "pve", "thinpool": "data"},
     "nfs": {"server": "10.10.10.50", "export": "/export/pve", "options": "vers=4.2"},
+    "zfspool": {"pool": "rpool/data", "sparse": 1},
 }
 """The storage.cfg keys of the seeded storage types besides type and content."""
 

@@ -50,6 +50,12 @@ def _backup() -> Sequence[AnySpec]:
     return backup.TOOLS
 
 
+def _storage() -> Sequence[AnySpec]:
+    from pvemcp.tools import storage  # noqa: PLC0415
+
+    return storage.TOOLS
+
+
 def _disks() -> Sequence[AnySpec]:
     from pvemcp.tools import disks  # noqa: PLC0415
 
@@ -111,6 +117,11 @@ TOOLSETS = (
         "snapshots", "Snapshots of VMs and containers: list, take, roll back, delete.", _snapshots
     ),
     Toolset("backup", "Back up guests (vzdump), list backups, restore them.", _backup),
+    Toolset(
+        "storage",
+        "Storages and usage, content, volumes (delete), URL downloads, appliance templates.",
+        _storage,
+    ),
     Toolset("disks", "Add, grow, move and detach guests' disks on storages.", _disks),
     Toolset("cloudinit", "VM cloud-init: user, SSH keys, IPs, DNS, generated data.", _cloudinit),
     Toolset("agent", "Read a VM through its guest agent: OS, hostname, NICs, filesystems.", _agent),
