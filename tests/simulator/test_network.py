@@ -50,8 +50,10 @@ async def test_the_seed_has_vmbr0_with_the_node_address_and_vmbr1_on_some_nodes(
     assert pve1["vmbr0"]["cidr"] == pve1["vmbr0"]["address"] + "/24"
     assert pve1["vmbr0"]["bridge_ports"] == "eno1" and pve1["vmbr0"]["active"] == 1
     assert pve1["vmbr1"]["bridge_vlan_aware"] == 1 and pve1["eno1"]["exists"] == 1
-    pve3 = _by_name(await get_data(client, "/nodes/pve3/network"))
-    assert set(pve3) == {"eno1", "eno2", "vmbr0"}
+    pve3 = await _ok(client, "GET", "/nodes/pve3/network")
+    assert set(_by_name(pve3["data"])) == {"eno1", "eno2", "vmbr0", "vmbr1"}
+    assert "active" not in _by_name(pve3["data"])["vmbr1"]
+    assert "+iface vmbr1 inet manual" in pve3["changes"]
     assert [i["iface"] for i in await get_data(client, NET, type="eth")] == ["eno1"]
 
 

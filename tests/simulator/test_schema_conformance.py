@@ -355,7 +355,9 @@ CHANGE_CASES: list[tuple[str, str, dict[str, Any]]] = [
      {"start": "0", "limit": "10", "since": "0", "until": "4000000000"}),
     *[case for kind, vmid in (("qemu", "102"), ("lxc", "200"))
       for case in _guest_firewall_cases(f"/nodes/pve1/{kind}/{vmid}/firewall")],
-    # Node interfaces (simulator/network.py): pending changes, revert, then apply.
+    # Node interfaces (simulator/network.py): the seeded pending change reverted, new
+    # pending changes, another revert, then an apply.
+    ("DELETE", "/nodes/pve3/network", {}),
     ("POST", "/nodes/pve3/network",
      {"iface": "bond0", "type": "bond", "slaves": "eno2", "bond_mode": "active-backup",
       "bond-primary": "eno2", "mtu": "9000", "autostart": "1", "comments": "c"}),

@@ -16,10 +16,12 @@ Params = Mapping[str, Any]
 
 @dataclass(frozen=True, slots=True)
 class ApiResult:
-    """PVE's answer: `data`, plus `total` on paged lists (task lists, task logs)."""
+    """PVE's answer: `data`, plus `total` on paged lists (task lists, task logs) and
+    `changes` on a node's network list (the diff of its pending interfaces file)."""
 
     data: Any
     total: int | None = None
+    changes: str | None = None
 
 
 class ProxmoxBackend(Protocol):

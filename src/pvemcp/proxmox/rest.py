@@ -547,7 +547,12 @@ class RestBackend:
                     path=path,
                     status=answer.status,
                 )
-            return ApiResult(data=body["data"], total=_total(body))
+            changes = body.get("changes")
+            return ApiResult(
+                data=body["data"],
+                total=_total(body),
+                changes=changes if isinstance(changes, str) else None,
+            )
         raise self._status_error(answer, body, method, path, credential, reread=reread)
 
     @staticmethod

@@ -14,7 +14,8 @@ installed) as parameter errors or dies before the write, then the writer's
 fail the whole request so nothing is half-written.
 
 Seed: every node has `eno1` (pve3 also `eno2`), `vmbr0` on `eno1` with the node's address
-and gateway, and pve1 and pve2 a VLAN-aware `vmbr1` without ports. The `type`
+and gateway, and pve1 and pve2 a VLAN-aware `vmbr1` without ports; pve3 has a VLAN-aware
+`vmbr1` on `eno2` pending, not applied. The `type`
 filter follows `index`: `any_bridge`/`any_local_bridge` are Linux and OVS bridges (plus
 SDN VNets for `any_bridge`, which the simulator has none of).
 
@@ -97,7 +98,14 @@ def demo_networks(nodes: Iterable[Node]) -> dict[str, NodeNetwork]:
         for iface in ifaces.values():
             iface.setdefault("families", ["inet"])
             iface.setdefault("method6", "manual")
-        networks[node.name] = NodeNetwork(ifaces, physical=frozenset(physical))
+        net = NodeNetwork(ifaces, physical=frozenset(physical))
+        if index == 2:
+            # An operator's change not applied yet, as the web UI leaves it after "Create".
+            net.pending = {**copy.deepcopy(ifaces), "vmbr1": {
+                "type": "bridge", "method": "manual", "method6": "manual", "autostart": 1,
+                "bridge_ports": "eno2", "bridge_vlan_aware": 1, "families": ["inet"],
+            }}  # fmt: skip
+        networks[node.name] = net
     return networks
 
 

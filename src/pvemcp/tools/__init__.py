@@ -92,6 +92,12 @@ def _firewall() -> Sequence[AnySpec]:
     return firewall.TOOLS
 
 
+def _network() -> Sequence[AnySpec]:
+    from pvemcp.tools import network  # noqa: PLC0415
+
+    return network.TOOLS
+
+
 def _api() -> Sequence[AnySpec]:
     from pvemcp.tools import api  # noqa: PLC0415
 
@@ -139,6 +145,11 @@ TOOLSETS = (
         "firewall",
         "Firewall of the cluster, nodes and guests: rules, IP sets, aliases, groups, log.",
         _firewall,
+    ),
+    Toolset(
+        "network",
+        "Node interfaces (bridges, bonds, VLANs): pending changes, apply, revert.",
+        _network,
     ),
     Toolset(
         "api",

@@ -188,6 +188,9 @@ async def _require_volume(
 
 class _Iface(Answer):
     iface: str
+    active: int = 0
+    """1 once the node runs it: a bridge only in the pending interfaces file is listed
+    too, but a guest cannot use it until the network config is applied."""
 
 
 _IFACES = TypeAdapter(list[_Iface])
@@ -201,7 +204,7 @@ async def _nics(
     if not nics:
         return {}
     found = await read_as(ctx, _IFACES, f"/nodes/{node}/network", {"type": "any_bridge"})
-    bridges = sorted(item.iface for item in found)
+    bridges = sorted(item.iface for item in found if item.active)
     values = {}
     for index, nic in enumerate(nics):
         bridge = cluster_default(nic.bridge, ctx.cluster.default_bridge, "bridge", "e.g. vmbr0")
