@@ -27,6 +27,7 @@ from . import (
     metrics,
     migrate,
     network,
+    nodes,
     snapshots,
     volumes,
 )
@@ -65,7 +66,12 @@ def _version(ctx: Context, params: Params) -> Result:
 
 
 def _cluster_status(ctx: Context, params: Params) -> Result:
-    return Result(cluster_status(ctx.state, LOCAL_NODE))
+    entries = cluster_status(ctx.state, LOCAL_NODE)
+    # Quorum is a majority of the votes (one per node here): nodes that are down count
+    # against it.
+    online = sum(1 for node in ctx.state.nodes.values() if node.online)
+    entries[0]["quorate"] = 1 if 2 * online > len(ctx.state.nodes) else 0
+    return Result(entries)
 
 
 def _cluster_resources(ctx: Context, params: Params) -> Result:
@@ -73,7 +79,10 @@ def _cluster_resources(ctx: Context, params: Params) -> Result:
     wanted = params.get("type")
     items: list[dict[str, Any]] = []
     if wanted in (None, "node"):
-        items += [node_resource(state, node, now) for node in state.nodes.values()]
+        items += [
+            _node_entry(node_resource(state, node, now), node.online)
+            for node in state.nodes.values()
+        ]
     if wanted in (None, "storage"):
         for storage in state.storages:
             items += [
@@ -81,12 +90,35 @@ def _cluster_resources(ctx: Context, params: Params) -> Result:
                 for node in storage.usage
             ]
     if wanted in (None, "vm"):
-        items += [guest_resource(g, now) for g in sorted(state.guests.values(), key=_vmid)]
+        items += [_guest_resource(ctx, g) for g in sorted(state.guests.values(), key=_vmid)]
     if wanted in (None, "sdn"):
         items += [_sdn_zone(node) for node in state.nodes]
     if wanted is None:
         items += [{"id": f"/pool/{pool}", "type": "pool", "pool": pool} for pool in state.pools]
     return Result(items)
+
+
+_LIVE_KEYS = ("cpu", "mem", "disk", "uptime", "netin", "netout", "diskread", "diskwrite")
+"""What pvestatd reports of a live node or guest, which nobody reports while it is down."""
+
+
+def _guest_resource(ctx: Context, guest: Guest) -> dict[str, Any]:
+    """A guest's resource entry; on a node that is down, PVE knows its config only: its
+    status is `unknown` and it has no live figures."""
+    entry = guest_resource(guest, ctx.now)
+    if not ctx.state.nodes[guest.node].online:
+        entry["status"] = "unknown"
+        for key in _LIVE_KEYS:
+            entry.pop(key, None)
+    return entry
+
+
+def _node_entry(entry: dict[str, Any], online: bool) -> dict[str, Any]:
+    """A node's entry in /nodes and /cluster/resources, without live figures when down."""
+    if not online:
+        for key in (*_LIVE_KEYS, "maxcpu", "maxmem", "maxdisk"):
+            entry.pop(key, None)
+    return entry
 
 
 def _sdn_zone(node: str) -> dict[str, Any]:
@@ -118,7 +150,12 @@ def _nextid(ctx: Context, params: Params) -> Result:
 
 def _nodes(ctx: Context, params: Params) -> Result:
     state = ctx.state
-    return Result([node_list_entry(state, node, ctx.now) for node in state.nodes.values()])
+    return Result(
+        [
+            _node_entry(node_list_entry(state, node, ctx.now), node.online)
+            for node in state.nodes.values()
+        ]
+    )
 
 
 def _node_status(ctx: Context, params: Params) -> Result:
@@ -348,6 +385,7 @@ ROUTES: tuple[Route, ...] = (
     *logs.ROUTES,
     *access.ROUTES,
     *firewall.ROUTES,
+    *nodes.ROUTES,
     *STORAGE_ROUTES,
 )
 

@@ -68,6 +68,10 @@ class ClusterState:
         self.pools = self.access.pools
         """The pools by name (the same dict as `access.pools`)."""
         self.firewall: Firewall = demo_firewall()
+        from .nodes import Systems, demo_systems  # noqa: PLC0415 - nodes imports power, which imports this
+
+        self.systems: Systems = demo_systems(self.nodes.values(), time_scale)
+        """Each node's services, packages, disks and power state (`nodes.py`)."""
         self.networks: dict[str, NodeNetwork] = demo_networks(self.nodes.values())
         """Each node's interfaces, active and pending (`network.py`)."""
         self.tasks = TaskTable(time_scale)
@@ -80,17 +84,29 @@ class ClusterState:
         with self.lock:
             now = self._clock()
             self.tasks.advance(now)
+            self._wake(now)
             return now
 
     def node(self, name: str) -> Node:
-        """The node, or PVE's 500 for a name it cannot resolve (every node route proxies)."""
+        """The node, or PVE's 500 for a name it cannot resolve, or the proxy's 595 for a
+        node that is down (every node route proxies)."""
         node = self.nodes.get(name)
         if node is None:
             raise failure(
                 f"hostname lookup '{name}' failed - failed to get address info for: "
                 f"{name}: Name or service not known"
             )
+        if not node.online:
+            from .nodes import offline  # noqa: PLC0415
+
+            raise offline()
         return node
+
+    def _wake(self, now: float) -> None:
+        """Bring back the rebooted nodes whose boot is over (`nodes.wake`)."""
+        from .nodes import wake  # noqa: PLC0415
+
+        wake(self, now)
 
     def guest_on(self, node: str, kind: GuestKind, vmid: int) -> Guest | None:
         """The guest if its config lives on `node` with that kind (PVE reads local configs)."""
