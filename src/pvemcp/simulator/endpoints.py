@@ -28,6 +28,7 @@ from . import (
     migrate,
     network,
     nodes,
+    sdn,
     snapshots,
     volumes,
 )
@@ -92,7 +93,7 @@ def _cluster_resources(ctx: Context, params: Params) -> Result:
     if wanted in (None, "vm"):
         items += [_guest_resource(ctx, g) for g in sorted(state.guests.values(), key=_vmid)]
     if wanted in (None, "sdn"):
-        items += [_sdn_zone(node) for node in state.nodes]
+        items += sdn.sdn_resources(state.sdn, state.nodes)
     if wanted is None:
         items += [{"id": f"/pool/{pool}", "type": "pool", "pool": pool} for pool in state.pools]
     return Result(items)
@@ -119,17 +120,6 @@ def _node_entry(entry: dict[str, Any], online: bool) -> dict[str, Any]:
         for key in (*_LIVE_KEYS, "maxcpu", "maxmem", "maxdisk"):
             entry.pop(key, None)
     return entry
-
-
-def _sdn_zone(node: str) -> dict[str, Any]:
-    # Every PVE 8+ node has the built-in `localnetwork` SDN zone.
-    return {
-        "id": f"sdn/{node}/localnetwork",
-        "type": "sdn",
-        "sdn": "localnetwork",
-        "node": node,
-        "status": "ok",
-    }
 
 
 def _nextid(ctx: Context, params: Params) -> Result:
@@ -378,6 +368,7 @@ ROUTES: tuple[Route, ...] = (
     *lifecycle.ROUTES,
     *create.ROUTES,
     *network.ROUTES,
+    *sdn.ROUTES,
     *volumes.ROUTES,
     *clone.ROUTES,
     *backups.ROUTES,

@@ -17,7 +17,7 @@ Seed: every node has `eno1` (pve3 also `eno2`), `vmbr0` on `eno1` with the node'
 and gateway, and pve1 and pve2 a VLAN-aware `vmbr1` without ports; pve3 has a VLAN-aware
 `vmbr1` on `eno2` pending, not applied. The `type`
 filter follows `index`: `any_bridge`/`any_local_bridge` are Linux and OVS bridges (plus
-SDN VNets for `any_bridge`, which the simulator has none of).
+the running SDN VNets for `any_bridge`, `include_sdn` and `vnet`, see `sdn.py`).
 
 Not modelled: a reload does not touch guests. PVE does not either: a running guest's NIC
 on a bridge the reload removes loses its link, and its next start fails in
@@ -174,6 +174,8 @@ def _list(ctx: Context, params: Params) -> Result:
         found = [item for item in found if item["type"] in _BRIDGES]
     elif wanted not in (None, "include_sdn"):
         found = [item for item in found if item["type"] == wanted]
+    if wanted in ("any_bridge", "include_sdn", "vnet"):
+        found += ctx.state.sdn.local_vnets(text(params, "node"))
     return Result(found, changes=net.changes())
 
 

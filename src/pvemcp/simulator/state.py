@@ -18,6 +18,7 @@ from .errors import ApiError, failure
 from .firewall import Firewall, demo_firewall
 from .model import Guest, GuestKind, Node
 from .network import NodeNetwork, demo_networks
+from .sdn import Sdn, demo_sdn
 from .seed import CLUSTER_NAME, MEDIA, build_demo
 from .tasks import LockKey, Plan, Task, TaskTable, encode_upid, guest_lock
 from .volumes import Volumes, seed_media, seed_volumes
@@ -74,6 +75,8 @@ class ClusterState:
         """Each node's services, packages, disks and power state (`nodes.py`)."""
         self.networks: dict[str, NodeNetwork] = demo_networks(self.nodes.values())
         """Each node's interfaces, active and pending (`network.py`)."""
+        self.sdn: Sdn = demo_sdn()
+        """SDN zones, VNets and subnets: the config and what the last apply made run."""
         self.tasks = TaskTable(time_scale)
         self.agents = GuestAgents()
         for task in demo.history:
