@@ -156,6 +156,32 @@ GET_CASES: list[tuple[str, dict[str, str]]] = [
     ("/nodes/pve2/qemu/104/firewall/ipset", {}),
     ("/nodes/pve2/qemu/104/firewall/ipset/app-servers", {}),
     ("/nodes/pve2/qemu/104/firewall/ipset/app-servers/10.10.20.100", {}),
+    # The node's own system (simulator/nodes.py).
+    ("/nodes/pve1/services", {}),
+    ("/nodes/pve1/services/sshd", {}),
+    ("/nodes/pve2/services/postfix/state", {}),
+    ("/nodes/pve1/services/systemd-timesyncd/state", {}),
+    ("/nodes/pve1/apt/update", {}),
+    ("/nodes/pve1/apt/versions", {}),
+    ("/nodes/pve1/apt/changelog", {"name": "pve-manager"}),
+    ("/nodes/pve1/apt/changelog", {"name": "qemu-server", "version": "9.1.3"}),
+    ("/nodes/pve1/disks/list", {}),
+    ("/nodes/pve2/disks/list", {"include-partitions": "0", "skipsmart": "1", "type": "unused"}),
+    ("/nodes/pve1/disks/smart", {"disk": "/dev/nvme0n1"}),
+    ("/nodes/pve3/disks/smart", {"disk": "/dev/sdb", "healthonly": "0"}),
+    ("/nodes/pve1/disks/zfs", {}),
+    ("/nodes/pve3/disks/zfs", {}),
+    ("/nodes/pve3/disks/zfs/rpool", {}),
+    ("/nodes/pve1/disks/lvm", {}),
+    ("/nodes/pve2/disks/lvmthin", {}),
+    ("/nodes/pve1/certificates/info", {}),
+    ("/nodes/pve1/dns", {}),
+    ("/nodes/pve1/time", {}),
+    ("/nodes/pve1/hosts", {}),
+    ("/nodes/pve1/subscription", {}),
+    ("/nodes/pve3/subscription", {}),
+    ("/cluster/config/join", {}),
+    ("/cluster/config/join", {"node": "pve2"}),
     # Pools and access (simulator/access.py).
     ("/pools", {}),
     ("/pools", {"poolid": "prod"}),
@@ -384,6 +410,13 @@ CHANGE_CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("DELETE", "/nodes/pve3/network", {}),
     ("POST", "/nodes/pve3/network", {"iface": "vmbr3", "type": "bridge"}),
     ("PUT", "/nodes/pve3/network", {"regenerate-frr": "0"}),
+    # The node's own system (simulator/nodes.py): services, an APT refresh.
+    ("POST", "/nodes/pve2/services/chrony/stop", {}),
+    ("POST", "/nodes/pve2/services/chrony/start", {}),
+    ("POST", "/nodes/pve2/services/cron/restart", {}),
+    ("POST", "/nodes/pve2/services/pveproxy/reload", {}),
+    ("POST", "/nodes/pve2/apt/update", {"notify": "0", "quiet": "1"}),
+    ("GET", "/nodes/pve2/apt/update", {}),
     # SDN (simulator/sdn.py): a VLAN zone, a VNet and subnet, changes seen pending, an
     # apply, then every removal applied.
     ("POST", "/cluster/sdn/zones",
@@ -446,6 +479,8 @@ CHANGE_CASES: list[tuple[str, str, dict[str, Any]]] = [
       "checksum": "0" * 64, "checksum-algorithm": "sha256", "verify-certificates": "0"}),
     ("POST", "/nodes/pve1/aplinfo",
      {"storage": "local", "template": "alpine-3.22-default_20250617_amd64.tar.xz"}),
+    # Keep last: the node goes down (simulator/nodes.py), and calls to it fail until back.
+    ("POST", "/nodes/pve3/status", {"command": "reboot"}),
 ]  # fmt: skip
 
 
