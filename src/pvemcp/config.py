@@ -223,13 +223,20 @@ class ClusterConfig(BaseModel):
             "raw disk on a directory) then cannot be changed so through the gateway."
         ),
     ] = False
+    download_hosts: Annotated[
+        list[str],
+        Field(
+            description="The hosts a URL download (`proxmox_storage_download`) may come "
+            "from: exact names or IP addresses, or `*.example.org` for any subdomain. "
+            "Empty: any host whose addresses are all public."
+        ),
+    ] = []
     download_internal_hosts: Annotated[
         list[str],
         Field(
-            description="Hosts a URL download (`proxmox_storage_download`) may name although "
-            "they are or resolve to a loopback, private, link-local or other non-public "
-            "address (a mirror on the LAN): exact DNS names or IP addresses. Empty: public "
-            "addresses only. Which hosts may be named at all is policy's `hosts` rules."
+            description="Hosts a URL download may name although they are or resolve to a "
+            "loopback, private, link-local or other non-public address (a mirror on the "
+            "LAN): exact names or IP addresses. Empty: public addresses only."
         ),
     ] = []
     connect_timeout: Annotated[

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +37,25 @@ def files() -> Iterator[FileServer]:
         yield server
 
 
-@pytest.fixture
-async def allowed(own_sim: SimulatorHandle, audit_path: Path) -> AsyncIterator[Session]:
-    """A session whose cluster lists 127.0.0.1 in download_internal_hosts."""
-    cluster = cluster_for(own_sim, download_internal_hosts=["127.0.0.1"])
-    gateway = make_gateway({"demo": cluster}, audit_path, (own_sim.token_secret,))
+@asynccontextmanager
+async def listing(
+    sim: SimulatorHandle, audit_path: Path, hosts: list[str], internal: list[str]
+) -> AsyncIterator[Session]:
+    """A session whose cluster sets download_hosts and download_internal_hosts."""
+    cluster = cluster_for(sim, download_hosts=hosts, download_internal_hosts=internal)
+    gateway = make_gateway({"demo": cluster}, audit_path, (sim.token_secret,))
     try:
         async with Client(build_mcp_server(gateway, local_principal)) as client:
-            yield Session(client, [], own_sim)
+            yield Session(client, [], sim)
     finally:
         await gateway.aclose()
+
+
+@pytest.fixture
+async def allowed(own_sim: SimulatorHandle, audit_path: Path) -> AsyncIterator[Session]:
+    """A session whose cluster allow-lists 127.0.0.1, an internal address."""
+    async with listing(own_sim, audit_path, ["127.0.0.1"], ["127.0.0.1"]) as session:
+        yield session
 
 
 async def _confirmed(session: Session, tool: str, **arguments: Any) -> dict[str, Any]:
@@ -67,7 +77,7 @@ async def test_scenario_download_from_loopback_see_it_delete_it(
     digest = hashlib.sha512(ISO).hexdigest()
     url = files.url("/isos/netinst.iso")
     done = ok(await call(allowed, "proxmox_storage_download", url=url, storage="local",
-                         checksum=digest, checksum_algorithm="sha512"))  # fmt: skip
+                         checksum=digest))  # fmt: skip
     assert done["exitstatus"] == "OK"
     assert (done["volid"], done["size"]) == ("local:iso/netinst.iso", len(ISO))
     assert "local:iso/netinst.iso" in await _isos(allowed)
@@ -93,6 +103,26 @@ async def test_loopback_is_refused_unless_listed(session: Session, files: FileSe
     assert session.writes() == []
 
 
+async def test_download_hosts_is_an_allow_list(
+    own_sim: SimulatorHandle, audit_path: Path, files: FileServer
+) -> None:
+    url = files.url("/isos/netinst.iso")
+    public = "93.184.215.14"
+    async with listing(own_sim, audit_path, ["*.debian.org", public], ["127.0.0.1"]) as session:
+        for refused_url in (url, "https://debian.org.evil.example/x.iso"):
+            error = refused(await call(session, "proxmox_storage_download", url=refused_url,
+                                       storage="local"))  # fmt: skip
+            assert (error["code"], error["field"]) == ("url_not_allowed", "url")
+            assert "download_hosts" in error["message"] and "*.debian.org" in error["hint"]
+        plan = ok(await call(session, "proxmox_storage_download", storage="local", dry_run=True,
+                             url=f"https://{public}/x.iso"))  # fmt: skip
+        assert plan["plan"]["hosts"] == [public]
+        assert session.writes() == []
+    async with listing(own_sim, audit_path, ["127.0.0.1"], []) as session:
+        error = refused(await call(session, "proxmox_storage_download", url=url, storage="local"))
+        assert "loopback" in error["message"], "listed, but not as an internal host"
+
+
 @pytest.mark.parametrize(
     ("url", "words"),
     [
@@ -106,10 +136,11 @@ async def test_loopback_is_refused_unless_listed(session: Session, files: FileSe
     ],
 )
 async def test_ssrf_urls_are_refused_naming_the_field(
-    allowed: Session, url: str, words: str
+    own_sim: SimulatorHandle, audit_path: Path, url: str, words: str
 ) -> None:
-    """Even with 127.0.0.1 listed: the list names hosts, not ranges."""
-    error = refused(await call(allowed, "proxmox_storage_download", url=url, storage="local"))
+    """Even with 127.0.0.1 an internal host: the list names hosts, not ranges."""
+    async with listing(own_sim, audit_path, [], ["127.0.0.1"]) as session:
+        error = refused(await call(session, "proxmox_storage_download", url=url, storage="local"))
     assert (error["code"], error["field"]) == ("url_not_allowed", "url")
     assert words in error["message"], error
 
@@ -134,14 +165,14 @@ async def test_a_wrong_checksum_fails_the_task_and_leaves_nothing(
 ) -> None:
     failed = refused(await call(allowed, "proxmox_storage_download",
                                 url=files.url("/isos/netinst.iso"), storage="local",
-                                checksum="0" * 64, checksum_algorithm="sha256"))  # fmt: skip
+                                checksum="0" * 64))  # fmt: skip
     assert failed["code"] == "task_failed"
     assert failed["details"]["exitstatus"].startswith("checksum mismatch: got '")
     assert "local:iso/netinst.iso" not in await _isos(allowed)
     error = refused(await call(allowed, "proxmox_storage_download", url=files.url("/a.iso"),
-                               storage="local", checksum="0" * 63,
-                               checksum_algorithm="sha256"))  # fmt: skip
-    assert error["code"] == "invalid_argument" and "64 hex digits" in error["message"]
+                               storage="local", checksum="0" * 63))  # fmt: skip
+    assert (error["code"], error["field"]) == ("invalid_argument", "checksum")
+    assert "sha256" in error["message"]
 
 
 async def test_a_volume_in_use_is_refused_naming_guest_and_key(session: Session) -> None:

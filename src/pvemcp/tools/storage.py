@@ -7,10 +7,11 @@ reads the configs that could name it (its owner's with snapshots, or every guest
 sees the storage for an ISO or snippet) and refuses naming the guest and the key.
 
 A download is checked before anything is sent (SSRF): http or https only, no credentials
-in the URL, and every address the host resolves to must be public unless the cluster's
-`download_internal_hosts` lists the host; policy's `hosts` rules decide which hosts may be
-named at all. The node fetches the URL itself (wget) and follows redirects, which PVE
-gives no way to refuse: the gateway cannot see them, and the plan says so.
+in the URL, the host in the cluster's `download_hosts` when that is set, and every address
+the host resolves to public unless `download_internal_hosts` lists the host; the plan
+carries the host, so policy's `hosts` rules apply too. The node fetches the URL itself
+(wget) and follows redirects, which PVE gives no way to refuse: the gateway cannot see
+them, and the plan says so.
 
 Snippets (cloud-init user data) are listed and removed here; PVE's API has no way to
 write a snippet's text (`upload` takes iso, vztmpl and import only) and none to read it,
@@ -23,10 +24,10 @@ import asyncio
 import ipaddress
 import re
 import socket
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal
 from urllib.parse import quote, unquote, urlsplit
 
-from pydantic import Field, TypeAdapter, model_validator
+from pydantic import AfterValidator, Field, TypeAdapter
 
 from pvemcp.tools.kit import (
     OBJECT,
@@ -474,7 +475,19 @@ _EXTENSIONS = {
     "import": re.compile(r"[a-zA-Z0-9\-.+=_]+\.(?:ova|qcow2|raw|vmdk)"),
 }
 """What PVE's download-url accepts as a file name per content (pve-storage Storage.pm)."""
-_HEX_LENGTH = {"md5": 32, "sha1": 40, "sha224": 56, "sha256": 64, "sha384": 96, "sha512": 128}
+_ALGORITHM = {32: "md5", 40: "sha1", 56: "sha224", 64: "sha256", 96: "sha384", 128: "sha512"}
+"""PVE's checksum algorithms by the length of their hex digest, which tells them apart."""
+
+
+def _algorithm(checksum: str) -> str:
+    """The checksum's algorithm, from its length (the argument's validator has checked it)."""
+    return _ALGORITHM[len(checksum)]
+
+
+def _hex_digest(value: str) -> str:
+    if not re.fullmatch(r"[0-9a-fA-F]+", value) or len(value) not in _ALGORITHM:
+        raise ValueError("is not an md5, sha1, sha224, sha256, sha384 or sha512 hex digest")
+    return value
 
 
 class DownloadArgs(WaitInput):
@@ -484,19 +497,12 @@ class DownloadArgs(WaitInput):
     filename: Annotated[
         str | None, Field(max_length=255, description="Default: the URL's last part.")
     ] = None
-    checksum: Annotated[str | None, Field(max_length=128, description="Hex digest.")] = None
-    checksum_algorithm: Literal["md5", "sha1", "sha224", "sha256", "sha384", "sha512"] | None = None
+    checksum: Annotated[
+        str | None,
+        AfterValidator(_hex_digest),
+        Field(max_length=128, description="Hex md5/sha1/sha2 digest (known by length)."),
+    ] = None
     node: NodeName | None = None
-
-    @model_validator(mode="after")
-    def _pair(self) -> Self:
-        if (self.checksum is None) != (self.checksum_algorithm is None):
-            raise ValueError("give checksum and checksum_algorithm together")
-        if self.checksum and self.checksum_algorithm:
-            wanted = _HEX_LENGTH[self.checksum_algorithm]
-            if not re.fullmatch(rf"[0-9a-fA-F]{{{wanted}}}", self.checksum):
-                raise ValueError(f"checksum is not {wanted} hex digits ({self.checksum_algorithm})")
-        return self
 
 
 def _url_refused(message: str, hint: str) -> ToolFailure:
@@ -526,6 +532,12 @@ async def _addresses(host: str, port: int) -> list[str]:
     return sorted({str(info[4][0]) for info in infos})
 
 
+def _host_fits(pattern: str, host: str) -> bool:
+    """`example.org` is that host, `*.example.org` any subdomain (not the apex), as
+    policy's `hosts` patterns are matched."""
+    return host.endswith(pattern[1:]) if pattern.startswith("*.") else host == pattern
+
+
 async def check_url(ctx: ToolContext, url: str) -> str:
     """The URL's host once the URL may be sent to a node, else `url_not_allowed` (or
     `invalid_argument` for a URL that does not parse) naming `url`: the SSRF guard."""
@@ -551,6 +563,12 @@ async def check_url(ctx: ToolContext, url: str) -> str:
             "the URL has no valid host or port",
             field="url",
             hint="Give a full URL such as https://example.org/file.iso.",
+        )
+    listed = [h.lower().rstrip(".") for h in ctx.cluster.download_hosts]
+    if listed and not any(_host_fits(pattern, host) for pattern in listed):
+        raise _url_refused(
+            f"host {host!r} is not in the cluster's download_hosts",
+            f"Download from one of: {', '.join(listed)} (an operator changes the list).",
         )
     addresses = await _addresses(host, port)
     if not addresses:
@@ -633,8 +651,8 @@ async def _plan_download(ctx: ToolContext, args: DownloadArgs) -> Plan:
     volid = f"{args.storage}:{args.content}/{filename}"
     await _absent(ctx, node, volid, "filename")
     params: dict[str, Any] = {"url": args.url, "content": args.content, "filename": filename}
-    if args.checksum and args.checksum_algorithm:
-        params |= {"checksum": args.checksum, "checksum-algorithm": args.checksum_algorithm}
+    if args.checksum:
+        params |= {"checksum": args.checksum, "checksum-algorithm": _algorithm(args.checksum)}
     call = ApiCall.to(
         "POST",
         "/nodes/{node}/storage/{storage}/download-url",
@@ -678,7 +696,6 @@ class Downloaded(TaskOutcome):
             "url": "https://93.184.215.14/debian-13.iso",
             "storage": "local",
             "checksum": "ab" * 32,
-            "checksum_algorithm": "sha256",
             "dry_run": True,
         }
     ],
