@@ -116,6 +116,8 @@ async def test_snippets_are_content_of_local(client: httpx2.AsyncClient) -> None
     assert [(i["volid"], i["format"]) for i in items] == [
         ("local:snippets/web-user-data.yaml", "snippet")
     ]
+    info = await get_data(client, _content("local:snippets/web-user-data.yaml"))
+    assert info["path"] == "/var/lib/vz/snippets/web-user-data.yaml"  # was under images/
 
 
 async def test_download_fetches_checks_the_checksum_and_adds_the_iso(

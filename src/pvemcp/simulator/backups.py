@@ -141,7 +141,8 @@ def volume_path(storage: Storage, volname: str) -> str:
         return f"/dev/pve/{volname}"
     kind, _, rest = volname.partition("/")
     base = dump_dir(storage).removesuffix("/dump")
-    subdir = {"backup": "dump", "iso": "template/iso", "vztmpl": "template/cache"}
+    subdir = {"backup": "dump", "iso": "template/iso", "vztmpl": "template/cache",
+              "snippets": "snippets", "import": "import"}  # fmt: skip
     if kind in subdir:
         return f"{base}/{subdir[kind]}/{rest}"
     return f"{base}/images/{volname}"
