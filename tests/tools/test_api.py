@@ -22,11 +22,12 @@ from pvemcp.gateway.invoke import Gateway
 from pvemcp.gateway.registry import AnySpec
 from pvemcp.policy.audit import AuditLog
 from pvemcp.policy.loader import load_policy
+from pvemcp.policy.principal import Principal
 from pvemcp.policy.tiers import Tier
 from pvemcp.proxmox.rest import RestBackend
 from pvemcp.pveapi import load_index, tier_floor
 from pvemcp.secrets.redaction import Redactor
-from pvemcp.simulator.server import SimulatorOptions, simulator_in_thread
+from pvemcp.simulator.server import SimulatorHandle, SimulatorOptions, simulator_in_thread
 from pvemcp.tools import catalogue, tier_map
 from pvemcp.transports.mcp_app import build_mcp_server
 from pvemcp.transports.stdio import local_principal
@@ -252,3 +253,37 @@ async def test_pool_rules_see_the_pool_a_call_changes(tmp_path: Path) -> None:
                                    path="/nodes/pve1/qemu/101/status/start"))  # fmt: skip
         assert guest["code"] == "denied"
         assert session.writes() == ["PUT /pools"]
+
+
+async def test_the_generic_call_is_listed_for_whoever_policy_could_allow_some_call(
+    tmp_path: Path, sim: SimulatorHandle
+) -> None:
+    """Its static tier (destructive) is only for the hints: a grant of write alone is
+    enough to see it, and a read-only caller sees the reads only."""
+    grant = (
+        '[[rules]]\nid = "alice-api-writes"\neffect = "allow"\nsubjects = ["sub:alice"]\n'
+        'tools = ["proxmox_api_call"]\ntiers = ["write"]\n'
+    )
+    (tmp_path / "policy.toml").write_text(grant)
+    policy = load_policy(
+        profile="read-only",
+        profile_subjects=[],
+        file=tmp_path / "policy.toml",
+        known_tools=tier_map(),
+    )
+    gateway = Gateway(
+        tools=catalogue(["api"]),
+        clusters=ClusterPool({"demo": cluster_for(sim)}),
+        policy=policy,
+        audit=AuditLog(tmp_path / "audit.jsonl"),
+        redactor=Redactor(),
+    )
+    alice = Principal("alice", "http")
+    bob = Principal("bob", "http")
+    assert {spec.name for spec in gateway.visible_specs(alice)} >= {
+        "proxmox_api_read",
+        "proxmox_api_call",
+    }
+    assert "proxmox_api_call" not in {spec.name for spec in gateway.visible_specs(bob)}
+    assert "proxmox_api_read" in {spec.name for spec in gateway.visible_specs(bob)}
+    await gateway.aclose()
