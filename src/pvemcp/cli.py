@@ -60,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     tools_format.add_argument(
         "--markdown", action="store_true", help="print docs/tools.md (the tools reference)"
     )
+    tools_format.add_argument(
+        "--readme", action="store_true", help="print README.md's table of toolsets"
+    )
 
     _policy_parser(commands)
     _audit_parser(commands)
@@ -255,13 +258,15 @@ def _freeze_startup_heap() -> None:
     gc.freeze()
 
 
-def _tools(as_json: bool, markdown: bool) -> int:
+def _tools(as_json: bool, markdown: bool, readme: bool) -> int:
     from pvemcp import tooldoc
 
     if as_json:
         print(json.dumps(tooldoc.definitions(), indent=2))
     elif markdown:
         sys.stdout.write(tooldoc.render())
+    elif readme:
+        sys.stdout.write(tooldoc.readme_table())
     else:
         sys.stdout.write(tooldoc.listing())
     return 0
@@ -343,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
                 overrides["simulator"] = {"time_scale": args.time_scale}
             return _serve(_settings(None, **overrides), args, simulate=True)
         if args.command == "tools":
-            return _tools(args.json, args.markdown)
+            return _tools(args.json, args.markdown, args.readme)
         if args.command == "policy":
             return _policy(args)
         if args.command == "audit":

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pvemcp.cli import main
-from pvemcp.tooldoc import render
+from pvemcp.tooldoc import README_BEGIN, README_END, readme_table, render
 from pvemcp.tools import TOOLSETS, all_tools
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -17,6 +17,16 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_tools_reference_is_current() -> None:
     committed = (ROOT / "docs" / "tools.md").read_text()
     assert committed == render(), "docs/tools.md is stale: run `pvemcp tools --markdown`"
+
+
+def test_readme_lists_every_toolset_and_tool() -> None:
+    readme = (ROOT / "README.md").read_text()
+    start, end = readme.find(README_BEGIN), readme.find(README_END)
+    assert 0 <= start < end, "README.md lost its toolsets table markers"
+    block = readme[start : end + len(README_END)] + "\n"
+    assert block == readme_table(), "README.md's toolsets table is stale: `pvemcp tools --readme`"
+    for spec in all_tools():
+        assert f"`{spec.name}`" in block
 
 
 def test_every_tool_and_argument_is_documented() -> None:
@@ -40,3 +50,5 @@ def test_tools_command_groups_by_toolset(capsys: pytest.CaptureFixture[str]) -> 
     ]
     assert main(["tools", "--markdown"]) == 0
     assert capsys.readouterr().out == render()
+    assert main(["tools", "--readme"]) == 0
+    assert capsys.readouterr().out == readme_table()
