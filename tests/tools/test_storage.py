@@ -242,3 +242,20 @@ async def test_appliance_index_and_fetch(session: Session) -> None:
     error = refused(await call(session, "proxmox_appliance_fetch", template="rockylinux-10",
                                storage="local"))  # fmt: skip
     assert error["field"] == "template" and rocky["template"] in error["hint"]
+
+
+async def test_a_protected_backup_is_unprotected_then_deleted(session: Session) -> None:
+    backup = "nfs-backup:backup/vzdump-qemu-101-2026_11_30-23_00_02.vma.zst"
+    error = refused(await call(session, "proxmox_storage_volume_delete", volid=backup))
+    assert (error["code"], error["field"]) == ("protected", "volid")
+    assert "proxmox_storage_volume_update" in error["hint"]
+    ok(await call(session, "proxmox_storage_volume_update", volid=backup, protected=False,
+                  notes="monthly, released"))  # fmt: skip
+    info = ok(await call(session, "proxmox_storage_volume_get", volid=backup))
+    assert (info.get("protected"), info["notes"]) == (None, "monthly, released")
+    assert info["used_by"] == [], "a backup is no guest's config"
+    assert (await _confirmed(session, "proxmox_storage_volume_delete", volid=backup))[
+        "exitstatus"
+    ] == "OK"
+    listed = ok(await call(session, "proxmox_storage_content", storage="nfs-backup", vmid=101))
+    assert backup not in {v["volid"] for v in listed["volumes"]}

@@ -24,10 +24,10 @@ import asyncio
 import ipaddress
 import re
 import socket
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 from urllib.parse import quote, unquote, urlsplit
 
-from pydantic import AfterValidator, Field, TypeAdapter
+from pydantic import AfterValidator, Field, TypeAdapter, model_validator
 
 from pvemcp.tools.kit import (
     OBJECT,
@@ -406,8 +406,8 @@ async def _plan_delete(ctx: ToolContext, args: DeleteArgs) -> Plan:
             "protected",
             f"{args.volid} is protected",
             field="volid",
-            hint="Protection keeps a backup from removal and pruning; remove it first only "
-            "if the backup really may go (PUT .../content/{volume} protected=0).",
+            hint="Protection keeps a backup from removal and pruning; only if it really may "
+            "go, unprotect it first (proxmox_storage_volume_update protected=false).",
         )
     config = await _config(ctx, args.volid.split(":", 1)[0], "volid")
     users = await _users(ctx, node, volume, bool(config.shared))
@@ -463,6 +463,70 @@ volume_delete = action(
         ({"volid": VM_BACKUP}, "protected"),
         ({"volid": "local:iso/nope.iso"}, "not_found"),
         ({"volid": "nope:iso/x.iso"}, "not_found"),
+    ],
+)
+
+
+# --- notes and protection ----------------------------------------------------------------
+
+
+class UpdateArgs(WriteInput, VolumeArgs):
+    notes: Annotated[str | None, Field(max_length=1024, description="New notes.")] = None
+    protected: bool | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> Self:
+        if self.notes is None and self.protected is None:
+            raise ValueError("give notes or protected")
+        return self
+
+
+async def _plan_update(ctx: ToolContext, args: UpdateArgs) -> Plan:
+    node = node_or_default(ctx, args.node)
+    volume = await _find(ctx, node, args.volid)
+    if volume.content != "backup":
+        raise ToolFailure(
+            "invalid_argument",
+            f"{args.volid} is {volume.content}: only backups have notes and protection",
+            field="volid",
+            hint="Name a backup (proxmox_storage_content content=backup).",
+        )
+    params: dict[str, Any] = {}
+    changes = []
+    if args.notes is not None:
+        params["notes"] = args.notes
+        changes.append(Change(field="notes", before=volume.notes or "", after=args.notes))
+    if args.protected is not None:
+        params["protected"] = int(args.protected)
+        changes.append(Change(field="protected", before=bool(volume.protected),
+                              after=args.protected))  # fmt: skip
+    storage = args.volid.split(":", 1)[0]
+    call = ApiCall.to("PUT", "/nodes/{node}/storage/{storage}/content/{volume}", params=params,
+                      node=node, storage=storage, volume=args.volid)  # fmt: skip
+    return Plan(
+        summary=f"set {', '.join(params)} of {args.volid}",
+        changes=changes,
+        target=Target(node=node, vmid=volume.vmid or None),
+        calls=[call],
+    )
+
+
+volume_update = action(
+    "proxmox_storage_volume_update",
+    title="Set a backup's notes or protection",
+    description="""Set a backup volume's notes or its protection (a protected backup is
+    never pruned or deleted).""",
+    tier=Tier.WRITE,
+    toolset="storage",
+    input=UpdateArgs,
+    output=TaskOutcome,
+    planner=_plan_update,
+    api=["PUT /nodes/{node}/storage/{storage}/content/{volume}"],
+    examples=[{"volid": VM_BACKUP, "notes": "before the upgrade", "protected": False}],
+    rejects=[
+        ({"volid": ISO, "notes": "x"}, "invalid_argument"),
+        ({"volid": VM_BACKUP}, "invalid_argument"),
+        ({"volid": "nfs-backup:backup/nope.vma.zst", "protected": True}, "not_found"),
     ],
 )
 
@@ -888,6 +952,7 @@ TOOLS = (
     storage_content,
     volume_get,
     volume_delete,
+    volume_update,
     storage_download,
     appliance_list,
     appliance_fetch,
