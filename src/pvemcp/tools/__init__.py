@@ -98,6 +98,12 @@ def _network() -> Sequence[AnySpec]:
     return network.TOOLS
 
 
+def _nodes() -> Sequence[AnySpec]:
+    from pvemcp.tools import nodes  # noqa: PLC0415
+
+    return nodes.TOOLS
+
+
 def _api() -> Sequence[AnySpec]:
     from pvemcp.tools import api  # noqa: PLC0415
 
@@ -150,6 +156,11 @@ TOOLSETS = (
         "network",
         "Node interfaces (bridges, bonds, VLANs): pending changes, apply, revert.",
         _network,
+    ),
+    Toolset(
+        "nodes",
+        "Node services, APT updates, disks/SMART/ZFS/LVM, certificates, reboot/shutdown.",
+        _nodes,
     ),
     Toolset(
         "api",
