@@ -239,6 +239,15 @@ class ClusterConfig(BaseModel):
             "LAN): exact names or IP addresses. Empty: public addresses only."
         ),
     ] = []
+    api_schema: Annotated[
+        Path | None,
+        Field(
+            description="The PVE API schema of this cluster's version when it is not the "
+            "shipped PVE 9.2 one: the JSON array of pve-docs' `apidoc.js`, or an index as "
+            "`scripts/gen_pveapi_index.py` writes it (at most 64 MiB). Every request, and "
+            "the generic API tools' paths and parameters, are checked against it."
+        ),
+    ] = None
     connect_timeout: Annotated[
         float, Field(gt=0, le=120, description="Seconds to establish a connection.")
     ] = 5.0

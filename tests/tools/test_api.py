@@ -7,6 +7,7 @@ typed tool reaches the generic call), and that no credential comes back.
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,6 +27,7 @@ from pvemcp.policy.principal import Principal
 from pvemcp.policy.tiers import Tier
 from pvemcp.proxmox.rest import RestBackend
 from pvemcp.pveapi import load_index, tier_floor
+from pvemcp.pveapi.index import data_path
 from pvemcp.secrets.redaction import Redactor
 from pvemcp.simulator.server import SimulatorHandle, SimulatorOptions, simulator_in_thread
 from pvemcp.tools import catalogue, tier_map
@@ -33,6 +35,7 @@ from pvemcp.transports.mcp_app import build_mcp_server
 from pvemcp.transports.stdio import local_principal
 from tests.conftest import TIME_SCALE, cluster_for
 from tests.e2e.test_client_schema import RecordingBackend
+from tests.pveschema import schema_dir
 from tests.tools.calls import call, ok, refused
 from tests.tools.test_catalogue import TOOLS
 from tests.tools.test_examples import Session
@@ -40,14 +43,19 @@ from tests.tools.test_examples import Session
 pytestmark = pytest.mark.anyio
 
 CONFIG = "/nodes/pve1/qemu/100/config"  # web01, running, pool prod, tags prod;web
+OLDER_APIDOC = schema_dir() / "pve-9.1-apidoc.json"
 
 
 @asynccontextmanager
 async def gateway_session(
-    tmp_path: Path, rules: str = "", toolsets: tuple[str, ...] | None = None
+    tmp_path: Path,
+    rules: str = "",
+    toolsets: tuple[str, ...] | None = None,
+    **cluster: Any,
 ) -> AsyncIterator[Session]:
     """A client on a gateway over a fresh simulator, with the operator profile plus
-    `rules` (a policy file's text) and the configured `toolsets` (None: all)."""
+    `rules` (a policy file's text), the configured `toolsets` (None: all) and `cluster`
+    settings."""
     recorders: list[RecordingBackend] = []
 
     def factory(cluster: ClusterConfig) -> RecordingBackend:
@@ -61,7 +69,7 @@ async def gateway_session(
     with simulator_in_thread(SimulatorOptions(time_scale=TIME_SCALE)) as sim:
         gateway = Gateway(
             tools=catalogue(toolsets),
-            clusters=ClusterPool({"demo": cluster_for(sim)}, backend_factory=factory),
+            clusters=ClusterPool({"demo": cluster_for(sim, **cluster)}, backend_factory=factory),
             policy=load_policy(
                 profile="operator",
                 profile_subjects=["local"],
@@ -287,3 +295,44 @@ async def test_the_generic_call_is_listed_for_whoever_policy_could_allow_some_ca
     assert "proxmox_api_call" not in {spec.name for spec in gateway.visible_specs(bob)}
     assert "proxmox_api_read" in {spec.name for spec in gateway.visible_specs(bob)}
     await gateway.aclose()
+
+
+async def test_a_configured_schema_is_what_calls_are_checked_against(tmp_path: Path) -> None:
+    """A cluster whose PVE has no `description` on a VM's config (an index written as
+    the generator writes it, here the shipped one less that parameter)."""
+    data = json.loads(gzip.decompress(data_path("9.2").read_bytes()))
+    del data["paths"]["/nodes/{node}/qemu/{vmid}/config"]["PUT"]["parameters"]["properties"][
+        "description"
+    ]
+    schema = tmp_path / "pve-old.index.json"
+    schema.write_text(json.dumps(data))
+    async with gateway_session(tmp_path, api_schema=schema) as session:
+        error = refused(await call(session, "proxmox_api_call", method="PUT", path=CONFIG,
+                                   params={"description": "x"}))  # fmt: skip
+        assert error["field"] == "params.description" and "unknown parameter" in error["message"]
+        described = ok(await call(session, "proxmox_api_describe", method="PUT",
+                                  path=CONFIG, match="desc"))  # fmt: skip
+        assert described["params"] == {}
+        # The typed tools' requests are checked against it too, when they are sent.
+        typed = refused(await call(session, "proxmox_guest_config_update", vmid=100,
+                                   values={"description": "x"}))  # fmt: skip
+        assert typed["code"] == "invalid_argument" and "description" in typed["message"]
+        assert session.writes() == []
+
+
+async def test_a_schema_that_cannot_be_read_refuses_naming_the_setting(tmp_path: Path) -> None:
+    schema = tmp_path / "broken.json"
+    schema.write_text("{not json")
+    async with gateway_session(tmp_path, api_schema=schema) as session:
+        error = refused(await call(session, "proxmox_api_read", path=CONFIG))
+        assert error["code"] == "schema_unavailable" and "api_schema" in error["message"]
+        assert session.calls == []
+
+
+@pytest.mark.skipif(not OLDER_APIDOC.is_file(), reason="../shared/pve-api is not here")
+async def test_a_pve_9_1_apidoc_knows_no_9_2_method(tmp_path: Path) -> None:
+    async with gateway_session(tmp_path, api_schema=OLDER_APIDOC) as session:
+        error = refused(await call(session, "proxmox_api_read", path="/cluster/qemu"))
+        assert error["field"] == "path" and "'qemu'" in error["message"]
+        assert session.calls == []
+        ok(await call(session, "proxmox_api_read", path="/cluster/resources"))

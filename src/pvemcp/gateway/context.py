@@ -35,7 +35,7 @@ from pvemcp.proxmox.ssh.fileops import (
 )
 from pvemcp.proxmox.tasks import TaskStatus, get_task_log, get_task_status, wait_for_task
 from pvemcp.proxmox.upid import is_upid
-from pvemcp.pveapi import RouteError, check_request, load_index
+from pvemcp.pveapi import Index, RouteError, check_request, schema_index
 from pvemcp.secrets.redaction import Redactor
 
 if TYPE_CHECKING:
@@ -133,15 +133,18 @@ class ShapedOutput:
     parsed: Any = None
 
 
-def check_api_request(method: Method, path: str, params: Params | None) -> None:
+def check_api_request(
+    method: Method, path: str, params: Params | None, *, index: Index | None = None
+) -> None:
     """Refuse a request the PVE API would refuse, with `invalid_argument` naming the PVE
     parameter (`scsi0.discrad`) or `path`/`method`, and the closest valid names.
 
     Typed tools validate their own arguments first, in words for a model; this is the
     second line, for what they pass through to PVE (config keys, property strings) and for
-    their own mistakes. The index is loaded on the first request, not at import."""
+    their own mistakes. The index (`index`, default the shipped one) is loaded on the
+    first request, not at import."""
     try:
-        endpoint, problems = check_request(load_index(), method, path, params)
+        endpoint, problems = check_request(index or schema_index(None), method, path, params)
     except RouteError as exc:
         hint = f"Closest valid: {', '.join(exc.closest)}." if exc.closest else None
         raise ToolFailure("invalid_argument", exc.message, field=exc.field, hint=hint) from None
@@ -184,6 +187,20 @@ class SecretSink(Protocol):
         """Show `message` and `secret` to the person; True once they confirmed they have
         stored it, False when they declined, cancelled or could not be asked."""
         ...
+
+
+def cluster_index(name: str, cluster: ClusterConfig) -> Index:
+    """The PVE API index a cluster's requests are checked against: its configured
+    `api_schema` file, or the shipped one (read once, on first use). A file that cannot
+    be read refuses every request of the cluster, naming the setting."""
+    try:
+        return schema_index(cluster.api_schema)
+    except (OSError, ValueError) as exc:
+        raise ToolFailure(
+            "schema_unavailable",
+            f"cluster {name}: api_schema {cluster.api_schema} cannot be used: {exc}",
+            hint="An operator fixes or removes api_schema in the cluster's configuration.",
+        ) from None
 
 
 GUEST_SECRET_PREFIX = "PVEMCP_GUEST_SECRET_"  # noqa: S105 - a name prefix, not a secret
@@ -243,13 +260,18 @@ class ToolContext:
         """How this caller's client shows a secret to its person (None: it cannot)."""
 
     @property
+    def api_index(self) -> Index:
+        """The PVE API index this cluster's requests are checked against (`cluster_index`)."""
+        return cluster_index(self.cluster_name, self.cluster)
+
+    @property
     def backend_name(self) -> str:
         return self._backend.name
 
     async def call(self, method: Method, path: str, params: Params | None = None) -> ApiResult:
         """Send one API request, after checking it against the PVE API's index (see
         `check_api_request`): what PVE would refuse is refused here, before any request."""
-        check_api_request(method, path, params)
+        check_api_request(method, path, params, index=self.api_index)
         if method == "GET" and self._cached_reads:
             return await self._read_cache.get(
                 path, params, lambda: self._backend.call("GET", path, params)

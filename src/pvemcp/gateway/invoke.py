@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from pvemcp.gateway.artifacts import ArtifactStore
 from pvemcp.gateway.clusters import ClusterPool
 from pvemcp.gateway.confirm import CONFIRM_FIELD, ConfirmationTokens, binding
-from pvemcp.gateway.context import ProgressFn, SecretSink, ToolContext
+from pvemcp.gateway.context import ProgressFn, SecretSink, ToolContext, cluster_index
 from pvemcp.gateway.errors import ToolFailure
 from pvemcp.gateway.plan import ApiCall, Plan
 from pvemcp.gateway.registry import AnySpec, ToolInput, ToolOutput, WriteInput
@@ -490,7 +490,7 @@ class Gateway:
             # arguments and the index alone, so the decision is made on them before any
             # request (a planner's reads included) is sent.
             try:
-                calls = list(spec.calls_of(args))
+                calls = list(spec.calls_of(args, cluster_index(call.cluster, cluster)))
             except ToolFailure as failure:
                 return self._refused(call, failure)
             request = self._endpoint_request(dataclasses.replace(request, tier=Tier.READ), calls)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from pvemcp.gateway.context import ToolContext
     from pvemcp.gateway.plan import ApiCall, Plan
     from pvemcp.gateway.undo import Inverse
+    from pvemcp.pveapi import Index
 
 CLUSTER_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
@@ -83,8 +84,8 @@ Handler = Callable[["ToolContext", InputT], Awaitable[ToolOutput]]
 Planner = Callable[["ToolContext", InputT], Awaitable["Plan"]]
 Endpoint = tuple[str, str]
 """An API method a tool sends: (HTTP method, the index's path template)."""
-CallsOf = Callable[[InputT], Sequence["ApiCall"]]
-"""The API calls a call's arguments name, worked out from the API index alone."""
+CallsOf = Callable[[InputT, "Index"], Sequence["ApiCall"]]
+"""The API calls a call's arguments name, worked out from the cluster's API index alone."""
 
 GUEST_TYPES = ("qemu", "lxc")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import io
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -224,13 +225,24 @@ def _no_path(path: str, wrong: str | None, parent: _Node) -> RouteError:
     return RouteError("path", message, near or tuple(options[:10]))
 
 
+MAX_SCHEMA_BYTES = 64 * 1024 * 1024
+"""The largest schema file read (PVE 9.2's whole apidoc is 2.3 MB)."""
+
+
 def read_index_file(path: Path) -> Index:
     """An index from a file: an index as the generator writes it (gzip'd or not), or a
     raw apidoc tree (a JSON list, as `apidoc.js` carries it), whose UPID methods are then
-    taken from the shipped index (the schema alone cannot tell them)."""
-    raw = path.read_bytes()
+    taken from the shipped index (the schema alone cannot tell them). `ValueError` for a
+    file larger than `MAX_SCHEMA_BYTES` or one that is neither."""
+    with path.open("rb") as file:
+        raw = file.read(MAX_SCHEMA_BYTES + 1)
+    if len(raw) > MAX_SCHEMA_BYTES:
+        raise ValueError(f"{path}: larger than {MAX_SCHEMA_BYTES} bytes")
     if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as unzipped:
+            raw = unzipped.read(MAX_SCHEMA_BYTES + 1)
+        if len(raw) > MAX_SCHEMA_BYTES:
+            raise ValueError(f"{path}: larger than {MAX_SCHEMA_BYTES} bytes once unzipped")
     data = json.loads(raw)
     if isinstance(data, list):
         known = {(endpoint.method, endpoint.template) for endpoint in load_index() if endpoint.upid}
@@ -240,6 +252,13 @@ def read_index_file(path: Path) -> Index:
                 if (method, template) in known:
                     info["upid"] = 1
     return Index(data)
+
+
+@functools.cache
+def schema_index(path: Path | None) -> Index:
+    """The index a cluster's requests are checked against: its configured schema file
+    (`api_schema`), read once, or the shipped one."""
+    return load_index() if path is None else read_index_file(path)
 
 
 @functools.cache

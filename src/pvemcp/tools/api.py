@@ -21,7 +21,7 @@ from urllib.parse import unquote
 
 from pydantic import Field
 
-from pvemcp.pveapi import CREDENTIALS, RouteError, generic_floor, load_index, validate
+from pvemcp.pveapi import CREDENTIALS, Index, RouteError, generic_floor, validate
 from pvemcp.pveapi.discover import SEARCH_LIMIT, describe, search
 from pvemcp.pveapi.tiers import GENERIC_ONLY, RAISED
 from pvemcp.tools.kit import (
@@ -84,12 +84,12 @@ def _plain(path: str) -> None:
             raise _bad_path(path, "has an empty, '.' or '..' segment (no traversal)")
 
 
-def route(method: HttpMethod, path: str, params: dict[str, Any] | None) -> ApiCall:
+def route(method: HttpMethod, path: str, params: dict[str, Any] | None, index: Index) -> ApiCall:
     """The one request `method path params` is, checked against the PVE API index as PVE
     would check it; `invalid_argument` naming the path, method or parameter (with the
-    closest names) otherwise, and `unsupported` for a method that answers a credential."""
+    closest names) otherwise, and `unsupported` for a method that answers a credential.
+    `index` is the cluster's (`ToolContext.api_index`)."""
     _plain(path)
-    index = load_index()
     try:
         endpoint, values = index.match(method, path)
     except RouteError as exc:
@@ -181,12 +181,12 @@ def _shaped(answer: ApiAnswer, data: Any, offset: int, limit: int) -> ApiAnswer:
     return answer
 
 
-def _read_calls(args: ReadArgs) -> list[ApiCall]:
-    return [route("GET", args.path, args.params)]
+def _read_calls(args: ReadArgs, index: Index) -> list[ApiCall]:
+    return [route("GET", args.path, args.params, index)]
 
 
-def _write_calls(args: CallArgs) -> list[ApiCall]:
-    return [route(args.method, args.path, args.params)]
+def _write_calls(args: CallArgs, index: Index) -> list[ApiCall]:
+    return [route(args.method, args.path, args.params, index)]
 
 
 @tool(
@@ -212,7 +212,7 @@ def _write_calls(args: CallArgs) -> list[ApiCall]:
 async def api_read(ctx: ToolContext, args: ReadArgs) -> ApiAnswer:
     """GET one PVE API path not covered by a typed tool (prefer those); checked against
     PVE's schema first. Lists are paged (offset, limit). Find paths: proxmox_api_search."""
-    call = _read_calls(args)[0]
+    call = _read_calls(args, ctx.api_index)[0]
     data = await ctx.get(call.path, call.params or None)
     return _shaped(ApiAnswer(method="GET", path=call.path), data, args.offset, args.limit)
 
@@ -270,7 +270,7 @@ def _path_values(call: ApiCall) -> dict[str, str]:
 
 
 async def _plan_call(ctx: ToolContext, args: CallArgs) -> Plan:
-    call = _write_calls(args)[0]
+    call = _write_calls(args, ctx.api_index)[0]
     target = await _target(ctx, call)
     warnings = []
     endpoint = (call.method, call.template)
@@ -391,7 +391,7 @@ class SearchResult(ToolOutput):
 async def api_search(ctx: ToolContext, args: SearchArgs) -> SearchResult:
     """Find PVE API methods by words, path fragments or parameter names, best first; tool
     names a typed tool that does it (prefer it). Then proxmox_api_describe."""
-    found, total = search(load_index(), args.query, args.limit)
+    found, total = search(ctx.api_index, args.query, args.limit)
     words = set(args.query.lower().replace("/", " ").split())
     rows = []
     for endpoint in found:
@@ -465,7 +465,7 @@ async def api_describe(ctx: ToolContext, args: DescribeArgs) -> Description:
     returns, the PVE permission it needs, whether it starts a task, its tier and the
     typed tools that send it."""
     try:
-        endpoint, _ = load_index().match(args.method, args.path)
+        endpoint, _ = ctx.api_index.match(args.method, args.path)
     except RouteError as exc:
         raise ToolFailure(
             "invalid_argument",
