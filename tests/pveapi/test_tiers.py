@@ -77,3 +77,8 @@ def test_the_generic_call_is_raised_where_only_a_typed_tool_checks() -> None:
     assert generic_floor("POST", "/nodes/{node}/execute") == "escape"
     assert generic_floor("GET", "/cluster/resources") == "read"
     assert tier_floor("DELETE", "/nodes/{node}/network") == "write", "drops staged changes"
+    cidr = "/nodes/{node}/qemu/{vmid}/firewall/ipset/{name}/{cidr}"
+    assert tier_floor("DELETE", cidr) == "write", "an entry of a set, like a rule edit"
+    assert tier_floor("DELETE", "/nodes/{node}/qemu/{vmid}/firewall/ipset/{name}") == (
+        "destructive"
+    ), "a whole set stays destructive"

@@ -162,9 +162,17 @@ LOWERED: Mapping[tuple[str, str], tuple[TierName, str]] = {
         "only reads the filesystems' freeze state",
     ),
     ("DELETE", "/nodes/{node}/network"): ("write", "drops pending, unapplied changes only"),
+    **{
+        ("DELETE", f"{base}/firewall/ipset/{{name}}/{{cidr}}"): (
+            "write",
+            "takes one address out of a set, as a rule edit does",
+        )
+        for base in ("/cluster", *_GUEST)
+    },
 }
 """Methods whose HTTP verb overstates them, with the reason: POSTs that change nothing (PVE
-makes every guest-agent command a POST), a DELETE that only drops staged changes."""
+makes every guest-agent command a POST), DELETEs that only drop staged changes or edit
+an entry of a firewall set (as changing a rule does, a write)."""
 
 _ORDER: tuple[TierName, ...] = ("read", "write", "destructive", "escape")
 
