@@ -30,6 +30,7 @@ Refusals, decided here and documented in docs/architecture.md:
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Self
 
@@ -62,13 +63,21 @@ from pvemcp.tools.kit import (
 TOOLSET = "nodes"
 GIB = 1024**3
 
-ServiceName = Literal[
+SERVICES = (
     "chrony", "corosync", "cron", "ksmtuned", "lxcfs", "postfix", "proxmox-firewall",
     "pve-cluster", "pve-firewall", "pve-ha-crm", "pve-ha-lrm", "pve-lxc-syscalld",
     "pvedaemon", "pvefw-logger", "pveproxy", "pvescheduler", "pvestatd", "qmeventd",
     "spiceproxy", "sshd", "syslog", "systemd-journald", "systemd-timesyncd",
-]  # fmt: skip
-"""pve-manager `PVE/API2/Services.pm`'s `$service_name_list`: the units its API manages."""
+)  # fmt: skip
+"""pve-manager `PVE/API2/Services.pm`'s `$service_name_list`: the units its API manages
+(checked in code, not advertised as an enum: the list would cost 400 bytes of schema)."""
+ServiceName = Annotated[
+    str,
+    matching(
+        "|".join(map(re.escape, SERVICES)), "one of PVE's services (" + ", ".join(SERVICES) + ")"
+    ),
+    Field(description="e.g. chrony, cron, pveproxy (node info kind services lists them)."),
+]
 ESSENTIAL = frozenset({"pveproxy", "pvedaemon", "pve-cluster"})
 """Services.pm's `$essential_services`: PVE refuses to stop them."""
 KEEP_RUNNING = {
