@@ -44,12 +44,14 @@ async def test_the_seed_is_one_applied_simple_zone_with_a_vnet_and_subnet(
     client: httpx2.AsyncClient,
 ) -> None:
     assert [z["zone"] for z in await get_data(client, f"{SDN}/zones")] == ["lab"]
-    (vnet,) = await get_data(client, f"{SDN}/vnets", pending="1")
-    assert vnet["vnet"] == "labnet" and "state" not in vnet
+    vnets = {v["vnet"]: v for v in await get_data(client, f"{SDN}/vnets", pending="1")}
+    assert "state" not in vnets["labnet"]
+    assert vnets["dmz"]["state"] == "new"
+    assert vnets["dmz"]["pending"] == {"zone": "lab", "alias": "DMZ"}
     (subnet,) = await get_data(client, f"{SDN}/vnets/labnet/subnets")
     assert (subnet["subnet"], subnet["cidr"], subnet["gateway"]) == (
         "lab-10.20.0.0-24", "10.20.0.0/24", "10.20.0.1")  # fmt: skip
-    assert "labnet" in await _bridges(client)
+    assert "labnet" in await _bridges(client) and "dmz" not in await _bridges(client)
     zones = await get_data(client, "/cluster/resources", type="sdn")
     assert {z["sdn"] for z in zones if z["node"] == "pve2"} == {"localnetwork", "lab"}
 
@@ -64,13 +66,16 @@ async def test_a_vnet_and_subnet_are_pending_until_applied(
     assert pending["web"]["state"] == "new"
     assert pending["web"]["pending"] == {"zone": "lab", "alias": "web tier"}
     assert "web" not in await _bridges(fresh_client)
-    assert [v["vnet"] for v in await get_data(fresh_client, f"{SDN}/vnets", running="1")] == [
-        "labnet"
-    ]
+    running = await get_data(fresh_client, f"{SDN}/vnets", running="1")
+    assert [v["vnet"] for v in running] == ["labnet"]
     upid = await _ok(fresh_client, "PUT", SDN)
     assert upid.split(":")[5] == "reloadnetworkall"
     assert (await task_status(fresh_client, upid))["exitstatus"] == "OK"
     assert "web" in await _bridges(fresh_client)
+    # Each node's reload is PUT /nodes/<node>/network: pve3's pending vmbr1 went live too.
+    pve3 = (await _send(fresh_client, "GET", "/nodes/pve3/network")).json()
+    assert "changes" not in pve3
+    assert [i.get("active") for i in pve3["data"] if i["iface"] == "vmbr1"] == [1]
     subnets = await get_data(fresh_client, f"{SDN}/vnets/web/subnets", pending="1")
     assert [(s["subnet"], s.get("state")) for s in subnets] == [("lab-10.30.0.0-24", None)]
     await _ok(fresh_client, "PUT", f"{SDN}/vnets/web", alias="web", delete="isolate-ports")
@@ -83,14 +88,15 @@ async def test_deletes_are_refused_while_used_and_pending_once_made(
     fresh_client: httpx2.AsyncClient,
 ) -> None:
     assert await _refused(fresh_client, "DELETE", f"{SDN}/zones/lab") == (
-        "delete sdn zone object failed: zone lab is used by vnet labnet\n")  # fmt: skip
+        "delete sdn zone object failed: zone lab is used by vnet dmz\n")  # fmt: skip
     message = await _refused(fresh_client, "DELETE", f"{SDN}/vnets/labnet")
     assert message == ("delete sdn vnet object failed: 400 Parameter verification failed.\n"
                        "vnet: Can't delete vnet if subnets exists\n")  # fmt: skip
     await _ok(fresh_client, "DELETE", f"{SDN}/vnets/labnet/subnets/lab-10.20.0.0-24")
     await _ok(fresh_client, "DELETE", f"{SDN}/vnets/labnet")
-    (gone,) = await get_data(fresh_client, f"{SDN}/vnets", pending="1")
-    assert (gone["vnet"], gone["state"]) == ("labnet", "deleted")
+    states = {v["vnet"]: v["state"] for v in await get_data(fresh_client, f"{SDN}/vnets",
+                                                            pending="1")}  # fmt: skip
+    assert states == {"labnet": "deleted", "dmz": "new"}
     assert "labnet" in await _bridges(fresh_client)
     await _ok(fresh_client, "PUT", SDN)
     assert "labnet" not in await _bridges(fresh_client)

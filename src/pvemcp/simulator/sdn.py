@@ -73,7 +73,8 @@ class Sdn:
 
 
 def demo_sdn() -> Sdn:
-    """A simple zone `lab` with the VNet `labnet` and its subnet 10.20.0.0/24, applied."""
+    """A simple zone `lab` with the VNet `labnet` and its subnet 10.20.0.0/24, applied,
+    and a VNet `dmz` in it not applied yet."""
     config: dict[str, dict[str, Section]] = {
         "zones": {"lab": {"type": "simple", "ipam": "pve"}},
         "vnets": {"labnet": {"type": "vnet", "zone": "lab", "alias": "lab network"}},
@@ -83,7 +84,10 @@ def demo_sdn() -> Sdn:
             }
         },
     }  # fmt: skip
-    return Sdn(config, copy.deepcopy(config))
+    running = copy.deepcopy(config)
+    # Created in the web UI, not applied yet.
+    config["vnets"]["dmz"] = {"type": "vnet", "zone": "lab", "alias": "DMZ"}
+    return Sdn(config, running)
 
 
 def _shown(sdn: Sdn, kind: str, id_: str, values: Section) -> Section:
@@ -434,7 +438,7 @@ def _index(ctx: Context, params: Params) -> Result:
 
 def _apply(ctx: Context, params: Params) -> Result:
     """`reload`: commit the config as the running one now, then a worker that reloads
-    every node's network (the local node's task)."""
+    every node's network (the local node's task), pending interface changes included."""
     from .endpoints import LOCAL_NODE  # noqa: PLC0415 - endpoints imports this module
 
     sdn = ctx.state.sdn
@@ -444,7 +448,15 @@ def _apply(ctx: Context, params: Params) -> Result:
     def work(_: float) -> Plan:
         lines = tuple((i / len(nodes), f"{node}: reloading network config")
                       for i, node in enumerate(nodes))  # fmt: skip
-        return Plan(RELOAD_SECONDS, lines=lines)
+
+        def apply(_: float) -> None:
+            # Each node's reload is `pvesh set /nodes/<node>/network`, which also renames
+            # the node's pending interfaces file over the active one.
+            for net in ctx.state.networks.values():
+                if net.pending is not None:
+                    net.active, net.pending = net.pending, None
+
+        return Plan(RELOAD_SECONDS, lines=lines, apply=apply)
 
     task = ctx.state.start_task(LOCAL_NODE, "reloadnetworkall", None, ctx.user, work,
                                 locks=[("sdn", "reload")])  # fmt: skip

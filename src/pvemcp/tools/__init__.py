@@ -104,6 +104,12 @@ def _nodes() -> Sequence[AnySpec]:
     return nodes.TOOLS
 
 
+def _sdn() -> Sequence[AnySpec]:
+    from pvemcp.tools import sdn  # noqa: PLC0415
+
+    return sdn.TOOLS
+
+
 def _api() -> Sequence[AnySpec]:
     from pvemcp.tools import api  # noqa: PLC0415
 
@@ -162,6 +168,7 @@ TOOLSETS = (
         "Node services, APT updates, disks/SMART/ZFS/LVM, certificates, reboot/shutdown.",
         _nodes,
     ),
+    Toolset("sdn", "SDN zones, VNets and subnets of the cluster; apply them.", _sdn),
     Toolset(
         "api",
         "Any PVE API method, checked against PVE's schema; find and describe methods.",

@@ -94,50 +94,29 @@ def _address(version: int) -> AfterValidator:
 # --- reading ----------------------------------------------------------------------------
 
 
-class Iface(ToolOutput):
-    iface: str
-    type: str
-    active: bool
-    """False for an interface that exists only in the pending config."""
-    cidr: str | None = None
-    gateway: str | None = None
-    cidr6: str | None = None
-    gateway6: str | None = None
-    ports: str | None = None
-    """Bridge ports, bond slaves, or a VLAN's raw device."""
-    bond_mode: str | None = None
-    vlan_id: int | None = None
-    vlan_aware: bool | None = None
-    vids: str | None = None
-    mtu: int | None = None
-    autostart: bool | None = None
-    comments: str | None = None
+_LINE_KEYS = (
+    ("cidr", "cidr"), ("gateway", "gw"), ("cidr6", "cidr6"), ("gateway6", "gw6"),
+    ("bridge_ports", "ports"), ("slaves", "slaves"), ("bond_mode", "mode"),
+    ("vlan-raw-device", "raw"), ("vlan-id", "tag"), ("bridge_vids", "vids"), ("mtu", "mtu"),
+)  # fmt: skip
 
 
-def iface_row(item: dict[str, Any]) -> Iface:
-    """An interface as PVE lists it, in the tools' compact shape."""
-    ports = item.get("bridge_ports") or item.get("slaves") or item.get("vlan-raw-device")
-    vlan_id = item.get("vlan-id")
-    if vlan_id is None and item.get("type") == "vlan" and "." in str(item["iface"]):
-        vlan_id = str(item["iface"]).rsplit(".", 1)[1]
-    flag = item.get("bridge_vlan_aware")
-    return Iface(
-        iface=str(item["iface"]),
-        type=str(item.get("type", "unknown")),
-        active=bool(item.get("active")),
-        cidr=item.get("cidr"),
-        gateway=item.get("gateway"),
-        cidr6=item.get("cidr6"),
-        gateway6=item.get("gateway6"),
-        ports=str(ports) if ports else None,
-        bond_mode=item.get("bond_mode"),
-        vlan_id=int(vlan_id) if vlan_id is not None else None,
-        vlan_aware=bool(int(flag)) if flag is not None else None,
-        vids=item.get("bridge_vids"),
-        mtu=int(item["mtu"]) if item.get("mtu") is not None else None,
-        autostart=bool(int(item["autostart"])) if item.get("autostart") is not None else None,
-        comments=item.get("comments"),
-    )
+def iface_line(item: dict[str, Any]) -> str:
+    """An interface in one line: `vmbr1 bridge pending vlan-aware vids=10 20 # lab`
+    (`pending`: only in the pending config, not running yet)."""
+    parts = [str(item["iface"]), str(item.get("type", "unknown"))]
+    if not item.get("active"):
+        parts.append("pending")
+    if str(item.get("bridge_vlan_aware", "")) in ("1", "True"):
+        parts.append("vlan-aware")
+    parts += [
+        f"{short}={item[key]}" for key, short in _LINE_KEYS if item.get(key) not in (None, "")
+    ]
+    if str(item.get("autostart", "1")) in ("0", "False"):
+        parts.append("no-autostart")
+    if item.get("comments"):
+        parts.append(f"# {str(item['comments']).strip()}")
+    return " ".join(parts)
 
 
 _OPTION_FIELDS = {
@@ -226,7 +205,8 @@ class ListArgs(ToolInput):
 
 class NetworkView(ToolOutput):
     node: str
-    ifaces: list[Iface]
+    ifaces: list[str]
+    """One line each: name, type, `pending` if not running yet, settings, # comment."""
     pending: list[str]
     """PVE's diff of the pending config against the running one; empty: nothing pending."""
 
@@ -244,15 +224,15 @@ class NetworkView(ToolOutput):
 )
 async def network_list(ctx: ToolContext, args: ListArgs) -> NetworkView:
     """A node's interfaces (bridges, bonds, VLANs, NICs) as configured, pending changes
-    included (active: false until applied), with the pending diff. SDN VNets: proxmox_sdn_list."""
+    included (marked pending until applied), with the pending diff. SDN: proxmox_sdn_list."""
     node = node_or_default(ctx, args.node)
     params = {"type": args.type} if args.type else None
     path = ApiCall.to("GET", LIST, node=node).path
     answer = await ctx.call("GET", path, params)
-    items = [iface_row(item) for item in answer_as(_ITEMS, answer.data, method="GET", path=path)]
+    found = answer_as(_ITEMS, answer.data, method="GET", path=path)
     if args.iface is not None:
-        items = [item for item in items if item.iface == args.iface]
-        if not items:
+        found = [item for item in found if item.get("iface") == args.iface]
+        if not found:
             raise ToolFailure(
                 "not_found",
                 f"node {node} has no interface {args.iface}",
@@ -260,7 +240,7 @@ async def network_list(ctx: ToolContext, args: ListArgs) -> NetworkView:
                 hint="List the node's interfaces without iface.",
             )
     pending = Pending(node, [], answer.changes)
-    return NetworkView(node=node, ifaces=items, pending=pending.diff)
+    return NetworkView(node=node, ifaces=[iface_line(i) for i in found], pending=pending.diff)
 
 
 # --- create and update -----------------------------------------------------------------
@@ -439,7 +419,8 @@ async def _plan_iface(ctx: ToolContext, args: IfaceArgs) -> Plan:
 
 class Changed(ToolOutput):
     node: str
-    iface: Iface | None
+    iface: str | None
+    """The interface now (one line, as proxmox_network_list shows it)."""
     pending: list[str]
     """Interfaces with pending changes, applied by proxmox_network_apply."""
 
@@ -452,7 +433,7 @@ async def _after(ctx: ToolContext, plan: Plan) -> Changed:
     item = pending.items.get(str(name))
     return Changed(
         node=node,
-        iface=iface_row(item) if item else None,
+        iface=iface_line(item) if item else None,
         pending=pending.touched(),
     )
 
