@@ -89,7 +89,6 @@ _ONESHOT = frozenset({"postfix"})
 """Since postfix 3.1 its unit only manages instances: `exited` while active."""
 ESSENTIAL = frozenset({"pveproxy", "pvedaemon", "pve-cluster"})
 """Services.pm's `$essential_services`: never stopped."""
-_UNITS = {"sshd": "ssh", "syslog": "syslog", "postfix": "postfix"}
 
 
 @dataclass
@@ -346,11 +345,12 @@ def _service_plan(service: Service, command: str) -> Plan:
         return fail(
             f"invalid service cmd '{service.name} stop': refusing to stop essential service!"
         )
-    unit = _UNITS.get(service.name, service.name)
+    unit = service.name
     if service.unit_state == "not-found" and command != "stop":
+        # systemd's words for a unit that is not installed; exit code 5 (not loaded)
         return Plan(
             1.0,
-            error=f"command 'systemctl {systemctl} {service.name}' failed: exit code 5",
+            error=f"command 'systemctl {systemctl} {unit}' failed: exit code 5",
             lines=((0.5, f"Failed to {command} {unit}.service: Unit {unit}.service not found."),),
         )
 
@@ -474,9 +474,9 @@ def _disk_list(ctx: Context, params: Params) -> Result:
     _, system = _system(ctx, params)
     items = []
     for disk in system.disks.values():
-        if params.get("type") == "unused" and disk.used is not None:
-            continue
-        if params.get("type") == "journal_disks" and disk.used is not None:
+        # `unused` and `journal_disks` both leave out disks in use (PVE also offers a
+        # used SSD with room as a journal disk; no simulated disk has any)
+        if params.get("type") and disk.used is not None:
             continue
         item: dict[str, Any] = {
             "devpath": disk.devpath,
@@ -512,7 +512,7 @@ def _smart(ctx: Context, params: Params) -> Result:
         raise failure("not a valid block device")
     if params.get("healthonly"):
         return Result({"health": disk.smart["health"]})
-    return Result({key: value for key, value in disk.smart.items() if key != "wearout"})
+    return Result(dict(disk.smart))  # with `wearout` for NVMe, as get_smart_data adds it
 
 
 def _zfs_usage(ctx: Context, node: str) -> tuple[int, int]:
