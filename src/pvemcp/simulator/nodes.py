@@ -764,6 +764,8 @@ def wake(state: ClusterState, now: float) -> None:
             for i, g in enumerate(onboot)
         )
         steps = tuple(((i + 0.9) / count, _starter(state, g)) for i, g in enumerate(onboot))
+        # Forked when the state is next read after the boot (the simulator is lazy), so
+        # the guests start a little later than a real node would start them.
         plan = Plan(1.0 + 3.0 * len(onboot), lines=lines, steps=steps)
         state.start_task(name, "startall", None, "root@pam", _constant(plan), locks=())
 

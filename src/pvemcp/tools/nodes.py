@@ -88,7 +88,7 @@ KEEP_RUNNING = {
 """Services this gateway refuses to stop, and why (see the module docstring)."""
 _TOTEM_KEYS = (
     "cluster_name", "config_version", "ip_version", "link_mode", "secauth", "version",
-    "crypto_cipher", "crypto_hash", "token", "transport",
+    "crypto_cipher", "crypto_hash", "transport",
 )  # fmt: skip
 """Totem settings passed on; anything else (an inline `key`) is not."""
 
