@@ -211,7 +211,8 @@ async def test_a_template_with_a_linked_clone_is_not_destroyed(
 
 async def test_a_nodes_bridges_are_listed(client: httpx2.AsyncClient) -> None:
     bridges = await get_data(client, "/nodes/pve2/network", type="any_bridge")
-    assert [(b["iface"], b["type"]) for b in bridges] == [("vmbr0", "bridge"), ("vmbr1", "bridge")]
+    assert [(b["iface"], b["type"]) for b in bridges] == [
+        ("vmbr0", "bridge"), ("vmbr1", "bridge"), ("labnet", "vnet")]  # fmt: skip
     every = await get_data(client, "/nodes/pve2/network")
     assert {i["iface"] for i in every} == {"eno1", "vmbr0", "vmbr1"}
 
