@@ -112,7 +112,7 @@ async def test_disks_smart_zfs_and_lvm_agree(fresh_client: httpx2.AsyncClient) -
     assert detail["state"] == "DEGRADED" and "Replace the faulted device" in detail["action"]
     assert await get_data(fresh_client, "/nodes/pve1/disks/zfs") == []
     thin = (await get_data(fresh_client, "/nodes/pve1/disks/lvmthin"))[0]
-    lvm = (await get_data(fresh_client, "/nodes/pve1/storage/local-lvm/status"))
+    lvm = await get_data(fresh_client, "/nodes/pve1/storage/local-lvm/status")
     assert (thin["lv_size"], thin["used"]) == (lvm["total"], lvm["used"])
 
 
@@ -147,6 +147,9 @@ async def test_reboot_stops_the_guests_and_the_node_comes_back(
     assert (down.status_code, down.json()["message"]) == (595, "No route to host\n")
     guests = await get_data(timed_client, "/cluster/resources", type="vm")
     assert {g["vmid"]: g["status"] for g in guests}[100] == "unknown"
+    storages = await get_data(timed_client, "/cluster/resources", type="storage")
+    local = next(s for s in storages if s["id"] == "storage/pve1/local")
+    assert local["status"] == "unknown" and "disk" not in local
     status = await get_data(timed_client, "/cluster/status")
     assert status[0]["quorate"] == 1
     clock.advance(BOOT_SECONDS + 30)

@@ -87,7 +87,10 @@ def _cluster_resources(ctx: Context, params: Params) -> Result:
     if wanted in (None, "storage"):
         for storage in state.storages:
             items += [
-                storage_resource(storage, node, state.volumes.usage(storage, node))
+                _node_entry(
+                    storage_resource(storage, node, state.volumes.usage(storage, node)),
+                    state.nodes[node].online,
+                )
                 for node in storage.usage
             ]
     if wanted in (None, "vm"):
@@ -115,10 +118,13 @@ def _guest_resource(ctx: Context, guest: Guest) -> dict[str, Any]:
 
 
 def _node_entry(entry: dict[str, Any], online: bool) -> dict[str, Any]:
-    """A node's entry in /nodes and /cluster/resources, without live figures when down."""
+    """A node's (or a node's storage's) entry in /nodes and /cluster/resources: without
+    live figures when the node is down, and a storage's status `unknown` then."""
     if not online:
         for key in (*_LIVE_KEYS, "maxcpu", "maxmem", "maxdisk"):
             entry.pop(key, None)
+        if entry.get("type") == "storage":
+            entry["status"] = "unknown"
     return entry
 
 
