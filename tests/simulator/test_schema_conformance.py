@@ -203,6 +203,12 @@ GET_CASES: list[tuple[str, dict[str, str]]] = [
     ("/access/permissions", {}),
     ("/access/permissions", {"userid": "bob@pve"}),
     ("/access/permissions", {"userid": "bob@pve!monitoring", "path": "/vms/100"}),
+    # Backup jobs (simulator/jobs.py): the seeded nightly job.
+    ("/cluster/backup", {}),
+    ("/cluster/backup/backup-nightly", {}),
+    ("/cluster/backup/backup-nightly/included_volumes", {}),
+    ("/cluster/backup-info", {}),
+    ("/cluster/backup-info/not-backed-up", {}),
 ]  # fmt: skip
 
 
@@ -479,6 +485,15 @@ CHANGE_CASES: list[tuple[str, str, dict[str, Any]]] = [
       "checksum": "0" * 64, "checksum-algorithm": "sha256", "verify-certificates": "0"}),
     ("POST", "/nodes/pve1/aplinfo",
      {"storage": "local", "template": "alpine-3.22-default_20250617_amd64.tar.xz"}),
+    # Backup jobs (simulator/jobs.py): a job made, changed and removed.
+    ("POST", "/cluster/backup",
+     {"id": "weekly", "schedule": "sat 02:30", "pool": "prod", "storage": "local",
+      "mode": "snapshot", "compress": "zstd", "enabled": "1", "comment": "c",
+      "notes-template": "{{guestname}}", "protected": "0", "repeat-missed": "1"}),
+    ("PUT", "/cluster/backup/weekly",
+     {"vmid": "100,101", "delete": "comment", "schedule": "mon..fri 22:00", "enabled": "0"}),
+    ("GET", "/cluster/backup/weekly/included_volumes", {}),
+    ("DELETE", "/cluster/backup/weekly", {}),
     # Keep last: the node goes down (simulator/nodes.py), and calls to it fail until back.
     ("POST", "/nodes/pve3/status", {"command": "reboot"}),
 ]  # fmt: skip

@@ -22,6 +22,7 @@ from . import (
     create,
     firewall,
     guestconfig,
+    jobs,
     lifecycle,
     logs,
     metrics,
@@ -383,6 +384,7 @@ ROUTES: tuple[Route, ...] = (
     *access.ROUTES,
     *firewall.ROUTES,
     *nodes.ROUTES,
+    *jobs.ROUTES,
     *STORAGE_ROUTES,
 )
 

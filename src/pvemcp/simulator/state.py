@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from .access import AccessStore, demo_store
 from .agent import GuestAgents
@@ -22,6 +23,9 @@ from .sdn import Sdn, demo_sdn
 from .seed import CLUSTER_NAME, MEDIA, build_demo
 from .tasks import LockKey, Plan, Task, TaskTable, encode_upid, guest_lock
 from .volumes import Volumes, seed_media, seed_volumes
+
+if TYPE_CHECKING:
+    from .jobs import BackupJobs
 
 Clock = Callable[[], float]
 
@@ -77,6 +81,10 @@ class ClusterState:
         """Each node's interfaces, active and pending (`network.py`)."""
         self.sdn: Sdn = demo_sdn()
         """SDN zones, VNets and subnets: the config and what the last apply made run."""
+        from .jobs import demo_jobs  # noqa: PLC0415 - jobs imports backups (power)
+
+        self.backup_jobs: BackupJobs = demo_jobs()
+        """The cluster's backup jobs (`jobs.py`)."""
         self.tasks = TaskTable(time_scale)
         self.agents = GuestAgents()
         for task in demo.history:
