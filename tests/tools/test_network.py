@@ -133,6 +133,8 @@ async def test_update_shows_the_diff_and_clears_settings_by_pve_names(session: S
         ({"iface": "vmbr1", "op": "update", "cidr": "192.0.2.9/24", "gateway": "192.0.2.1"},
          "already_exists", "gateway"),
         ({"iface": "vmbr5", "op": "create", "type": "OVSBridge"}, "invalid_argument", "type"),
+        ({"iface": "uplink", "op": "create", "type": "bond", "ports": "eno1"},
+         "invalid_argument", "iface"),
     ],
 )  # fmt: skip
 async def test_bad_interfaces_are_refused_naming_the_field_and_send_nothing(
@@ -176,3 +178,17 @@ def test_a_change_the_diff_context_does_not_place_is_reported_as_unknown() -> No
     assert Pending("pve1", items, unplaced).touched() == ["?"]
     stanza = "@@ -1,2 +1,5 @@\n iface lo inet loopback\n+\n+auto vmbr2\n+iface vmbr2 inet manual\n"
     assert Pending("pve1", items, stanza).touched() == ["vmbr2"]
+
+
+async def test_a_bond_on_the_spare_nic_and_a_vlan_bridge_on_it(session: Session) -> None:
+    ok(await call(session, "proxmox_network_revert", node="pve3"))
+    bond = ok(await call(session, "proxmox_network_iface", node="pve3", iface="bond0",
+                         op="create", type="bond", ports="eno2",
+                         bond_mode="active-backup"))  # fmt: skip
+    assert bond["iface"] == "bond0 bond pending slaves=eno2 mode=active-backup"
+    bridge = ok(await call(session, "proxmox_network_iface", node="pve3", iface="vmbr3",
+                           op="create", type="bridge", ports="bond0", vlan_aware=True))  # fmt: skip
+    assert bridge["pending"] == ["bond0", "vmbr3"]
+    taken = refused(await call(session, "proxmox_network_iface", node="pve3", iface="vmbr4",
+                               op="create", type="bridge", ports="bond0"))  # fmt: skip
+    assert (taken["code"], taken["message"]) == ("in_use", "bond0 is already a port of vmbr3")

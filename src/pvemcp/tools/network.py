@@ -23,6 +23,7 @@ the apply is refused with the fix instead of an upstream error.
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, TypeAdapter
@@ -394,6 +395,14 @@ async def _plan_iface(ctx: ToolContext, args: IfaceArgs) -> Plan:
             "invalid_argument", "creating an interface needs its type", field="type",
             hint="bridge, bond, vlan or eth.",
         )  # fmt: skip
+    if kind == "bond" and found is None and not re.fullmatch(r"bond\d+", args.iface):
+        # Interfaces.pm reads a stanza back as a bond only when it is named bondN.
+        raise ToolFailure(
+            "invalid_argument",
+            f"a bond must be named bondN, not {args.iface}",
+            field="iface",
+            hint="e.g. bond0.",
+        )
     values = _fields(args, kind)
     _check(pending, args.iface, kind, values, creating=found is None)
     before = _shown(found)
