@@ -17,6 +17,7 @@ from . import (
     access,
     agent,
     backups,
+    ceph,
     clone,
     cloudinit,
     create,
@@ -384,6 +385,7 @@ ROUTES: tuple[Route, ...] = (
     *access.ROUTES,
     *firewall.ROUTES,
     *nodes.ROUTES,
+    *ceph.ROUTES,
     *jobs.ROUTES,
     *STORAGE_ROUTES,
 )
