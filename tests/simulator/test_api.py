@@ -113,7 +113,7 @@ async def test_cluster_resources_hold_the_demo_guests(client: httpx2.AsyncClient
     assert {"running", "stopped"} <= on_pve1
 
 
-@pytest.mark.parametrize(("kind", "count"), [("node", 3), ("storage", 9), ("sdn", 6)])
+@pytest.mark.parametrize(("kind", "count"), [("node", 3), ("storage", 11), ("sdn", 6)])
 async def test_cluster_resources_type_filter(
     client: httpx2.AsyncClient, kind: str, count: int
 ) -> None:

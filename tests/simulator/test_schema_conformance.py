@@ -7,23 +7,17 @@ accept and `data` in the shape of PVE's `returns`. Skips when the schema is not 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
 import httpx2
 import pytest
 
-from pvemcp.simulator import (
-    SimulatorHandle,
-    SimulatorOptions,
-    serve_simulator,
-    simulator_in_thread,
-)
+from pvemcp.simulator import SimulatorHandle
 from pvemcp.simulator.endpoints import ROUTES, find_route
 from pvemcp.simulator.params import Param
 from tests.pveschema import ApiSchema, require_schema
-from tests.simulator.conftest import FakeClock
 
 VM_BACKUP = "nfs-backup:backup/vzdump-qemu-101-2026_11_30-23_00_02.vma.zst"
 CT_BACKUP = "nfs-backup:backup/vzdump-lxc-201-2026_11_30-23_01_40.tar.zst"
@@ -209,24 +203,31 @@ GET_CASES: list[tuple[str, dict[str, str]]] = [
     ("/access/permissions", {}),
     ("/access/permissions", {"userid": "bob@pve"}),
     ("/access/permissions", {"userid": "bob@pve!monitoring", "path": "/vms/100"}),
+    # HA and replication (simulator/ha.py, replication.py): the seeded container 203.
+    ("/cluster/ha", {}),
+    ("/cluster/ha/resources", {}),
+    ("/cluster/ha/resources", {"type": "ct"}),
+    ("/cluster/ha/resources/ct:203", {}),
+    ("/cluster/ha/resources/203", {}),
+    ("/cluster/ha/rules", {}),
+    ("/cluster/ha/rules", {"type": "node-affinity", "resource": "ct:203"}),
+    ("/cluster/ha/rules/prefer-pve3", {}),
+    ("/cluster/ha/status", {}),
+    ("/cluster/ha/status/current", {}),
+    ("/cluster/ha/status/manager_status", {}),
+    ("/cluster/replication", {}),
+    ("/cluster/replication/203-0", {}),
+    ("/nodes/pve3/replication", {}),
+    ("/nodes/pve3/replication", {"guest": "203"}),
+    ("/nodes/pve3/replication/203-0", {}),
+    ("/nodes/pve3/replication/203-0/status", {}),
+    ("/nodes/pve3/replication/203-0/log", {"start": "0", "limit": "5"}),
     # Backup jobs (simulator/jobs.py): the seeded nightly job.
     ("/cluster/backup", {}),
     ("/cluster/backup/backup-nightly", {}),
     ("/cluster/backup/backup-nightly/included_volumes", {}),
     ("/cluster/backup-info", {}),
     ("/cluster/backup-info/not-backed-up", {}),
-    # Ceph (simulator/ceph.py; this module's simulators have it).
-    ("/cluster/ceph/status", {}),
-    ("/cluster/ceph/flags", {}),
-    ("/nodes/pve1/ceph/status", {}),
-    ("/nodes/pve1/ceph/mon", {}),
-    ("/nodes/pve2/ceph/mgr", {}),
-    ("/nodes/pve1/ceph/mds", {}),
-    ("/nodes/pve1/ceph/fs", {}),
-    ("/nodes/pve3/ceph/osd", {}),
-    ("/nodes/pve1/ceph/pool", {}),
-    ("/nodes/pve1/ceph/pool/rbd", {}),
-    ("/nodes/pve1/ceph/pool/rbd/status", {}),
 ]  # fmt: skip
 
 
@@ -503,6 +504,40 @@ CHANGE_CASES: list[tuple[str, str, dict[str, Any]]] = [
       "checksum": "0" * 64, "checksum-algorithm": "sha256", "verify-certificates": "0"}),
     ("POST", "/nodes/pve1/aplinfo",
      {"storage": "local", "template": "alpine-3.22-default_20250617_amd64.tar.xz"}),
+    # HA (simulator/ha.py): a VM put under HA, rules on it, relocated, migrated, removed.
+    ("POST", "/cluster/ha/resources",
+     {"sid": "vm:102", "type": "vm", "state": "started", "comment": "c", "max_restart": "2",
+      "max_relocate": "1", "failback": "1", "auto-rebalance": "1"}),
+    ("PUT", "/cluster/ha/resources/vm:102",
+     {"comment": "d", "delete": "max_restart", "state": "started", "max_relocate": "2",
+      "failback": "0", "auto-rebalance": "0", "digest": "{digest}"}),
+    ("POST", "/cluster/ha/rules",
+     {"rule": "apart", "type": "resource-affinity", "resources": "vm:102,ct:203",
+      "affinity": "negative", "comment": "c", "disable": "0"}),
+    ("PUT", "/cluster/ha/rules/apart",
+     {"type": "resource-affinity", "affinity": "positive", "delete": "comment",
+      "resources": "vm:102,ct:203", "disable": "0", "digest": "{digest}"}),
+    ("POST", "/cluster/ha/rules",
+     {"rule": "pin", "type": "node-affinity", "resources": "vm:102", "nodes": "pve1:2,pve2",
+      "strict": "1"}),
+    ("PUT", "/cluster/ha/rules/pin",
+     {"type": "node-affinity", "nodes": "pve1", "strict": "0", "comment": "one node"}),
+    ("POST", "/cluster/ha/resources/vm:102/relocate", {"node": "pve2"}),
+    ("POST", "/cluster/ha/resources/ct:203/migrate", {"node": "pve2"}),
+    ("DELETE", "/cluster/ha/rules/pin", {}),
+    ("DELETE", "/cluster/ha/resources/vm:102", {"purge": "1"}),
+    # Replication (simulator/replication.py): container 203, now on pve2, replicated back
+    # to pve3 by a new job, run now, removed.
+    ("DELETE", "/cluster/replication/203-0", {"force": "1"}),
+    ("POST", "/cluster/replication",
+     {"id": "203-1", "type": "local", "target": "pve3", "schedule": "*/30", "rate": "10",
+      "comment": "c", "disable": "0", "source": "pve2"}),
+    ("PUT", "/cluster/replication/203-1",
+     {"comment": "d", "delete": "rate", "schedule": "*/15", "disable": "0", "source": "pve2",
+      "digest": "{digest}"}),
+    ("POST", "/nodes/pve2/replication/203-1/schedule_now", {}),
+    ("GET", "/nodes/pve2/replication/203-1/log", {}),
+    ("DELETE", "/cluster/replication/203-1", {"keep": "1"}),
     # Backup jobs (simulator/jobs.py): a job made, changed and removed.
     ("POST", "/cluster/backup",
      {"id": "weekly", "schedule": "sat 02:30", "pool": "prod", "storage": "local",
@@ -513,29 +548,8 @@ CHANGE_CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("GET", "/cluster/backup/weekly/included_volumes", {}),
     ("DELETE", "/cluster/backup/weekly", {}),
     # Keep last: the node goes down (simulator/nodes.py), and calls to it fail until back.
-    # Ceph (simulator/ceph.py): an OSD out and in, a pool created with its storage, deleted.
-    ("POST", "/nodes/pve3/ceph/osd/4/out", {}),
-    ("POST", "/nodes/pve3/ceph/osd/4/in", {}),
-    ("POST", "/nodes/pve1/ceph/pool",
-     {"name": "bench", "size": "3", "min_size": "2", "pg_num": "32", "application": "rbd",
-      "pg_autoscale_mode": "on", "add_storages": "1"}),
-    ("DELETE", "/nodes/pve1/ceph/pool/bench", {"remove_storages": "1", "force": "0"}),
     ("POST", "/nodes/pve3/status", {"command": "reboot"}),
 ]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def shared_sim() -> Iterator[SimulatorHandle]:
-    """conftest's, with Ceph, so the Ceph routes answer (they fail without it)."""
-    with simulator_in_thread(SimulatorOptions(time_scale=0.0, clock=FakeClock(), ceph=True)) as sim:
-        yield sim
-
-
-@pytest.fixture
-async def fresh_sim(anyio_backend: str) -> AsyncIterator[SimulatorHandle]:
-    """conftest's, with Ceph."""
-    async with serve_simulator(SimulatorOptions(time_scale=0.0, ceph=True)) as simulator:
-        yield simulator
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,9 @@ pve-container's `src/PVE/API2/LXC.pm` (`create_vm`, `destroy_vm`); where the sim
 not sure of the exact text, the comment says so.
 
 A restore from a backup archive (`archive`, or `restore` with `force` over an existing
-guest) is `backups.restore`. What the simulator does not model yet: HA resources,
-replication and backup jobs (so `purge` has only the pool membership to remove).
+guest) is `backups.restore`. A guest under HA or with replication jobs is destroyed only
+with `purge`, which removes those too (`ha.py`, `replication.py`); backup jobs are not
+modelled yet.
 """
 
 from __future__ import annotations
@@ -215,6 +216,15 @@ def _destroy_checks(ctx: Context, guest: Guest, params: Params) -> None:
     if guest.config.get("protection"):
         # AbstractConfig.pm check_protection: "$err_prefix - protection mode enabled"
         raise failure(f"can't remove {_word(guest.kind)} {guest.vmid} - protection mode enabled")
+    if not params.get("purge"):
+        label = "VM" if guest.kind == "qemu" else "CT"
+        if ctx.state.ha.service_of(guest.vmid) is not None:
+            raise failure(f"unable to remove {label} {guest.vmid} - used in HA resources and "
+                          "purge parameter not set.")  # fmt: skip
+        # ReplicationConfig.pm check_for_existing_jobs
+        if jobs := ctx.state.replication.of_guest(guest.vmid):
+            raise failure(f"There is a replication job '{jobs[0].id}' for guest "
+                          f"'{guest.vmid}' - Please remove that first.")  # fmt: skip
     if guest.status == "running":
         if guest.kind == "qemu":
             raise failure(f"VM {guest.vmid} is running - destroy failed")
@@ -268,6 +278,11 @@ def _destroy(kind: GuestKind) -> Handler:
                 del ctx.state.guests[vmid]
                 ctx.state.firewall.forget_guest(vmid)
                 ctx.state.access.forget_guest(vmid)
+                if params.get("purge"):
+                    # purge: the HA resource (and its place in rules) and replication jobs
+                    ctx.state.ha.drop(vmid)
+                    for job in ctx.state.replication.of_guest(vmid):
+                        del ctx.state.replication.jobs[job.id]
 
             return Plan(DESTROY_SECONDS, lines=lines, apply=finish)
 

@@ -17,12 +17,12 @@ from . import (
     access,
     agent,
     backups,
-    ceph,
     clone,
     cloudinit,
     create,
     firewall,
     guestconfig,
+    ha,
     jobs,
     lifecycle,
     logs,
@@ -30,6 +30,7 @@ from . import (
     migrate,
     network,
     nodes,
+    replication,
     sdn,
     snapshots,
     volumes,
@@ -112,6 +113,8 @@ def _guest_resource(ctx: Context, guest: Guest) -> dict[str, Any]:
     """A guest's resource entry; on a node that is down, PVE knows its config only: its
     status is `unknown` and it has no live figures."""
     entry = guest_resource(guest, ctx.now)
+    if (fields := ha.guest_fields(ctx.state, guest.vmid)) is not None:
+        entry["hastate"] = fields[0]
     if not ctx.state.nodes[guest.node].online:
         entry["status"] = "unknown"
         for key in _LIVE_KEYS:
@@ -200,7 +203,10 @@ def _guest_status(kind: GuestKind) -> Handler:
     def handler(ctx: Context, params: Params) -> Result:
         ctx.state.node(text(params, "node"))
         guest = ctx.state.require_guest(text(params, "node"), kind, integer(params, "vmid"))
-        return Result(guest_status(guest, ctx.now))
+        status = guest_status(guest, ctx.now)
+        if (fields := ha.guest_fields(ctx.state, guest.vmid)) is not None:
+            status["ha"] = fields[1]
+        return Result(status)
 
     return handler
 
@@ -385,7 +391,8 @@ ROUTES: tuple[Route, ...] = (
     *access.ROUTES,
     *firewall.ROUTES,
     *nodes.ROUTES,
-    *ceph.ROUTES,
+    *ha.ROUTES,
+    *replication.ROUTES,
     *jobs.ROUTES,
     *STORAGE_ROUTES,
 )

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -345,6 +345,22 @@ class _Worker:
         if stored.size > total - used:
             raise failure(f"not enough free space ({total - used} < {stored.size})")
         return volumes.add(target, replace(stored))
+
+
+def worker(
+    state: ClusterState,
+    kind: GuestKind,
+    node: str,
+    vmid: int,
+    target: str,
+    *,
+    online: bool,
+    restart: bool,
+) -> tuple[str, Callable[[float], Plan]]:
+    """The migration worker the HA manager's LRM runs (`ha.py`): the task type and job,
+    without the API's checks (the CRM asks only for a managed guest on a known node)."""
+    request = _Request(kind, node, vmid, target, online, restart, False, {})
+    return ("qmigrate" if kind == "qemu" else "vzmigrate"), _Worker(state, request)
 
 
 def _start(ctx: Context, request: _Request) -> str:

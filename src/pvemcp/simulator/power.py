@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from . import ha
 from .errors import failure
 from .locks import locked_message
 from .model import GiB, Guest, GuestKind
@@ -316,17 +317,38 @@ def request_power_action(
     params: Mapping[str, Value],
     user: str,
 ) -> str:
-    """Run the handler's own checks (raising ApiError 500) and fork the task; its UPID."""
+    """Run the handler's own checks (raising ApiError 500) and fork the task; its UPID.
+    For an HA-managed guest, start, stop and shutdown fork the `hastart`/`hastop` worker
+    that hands the request to ha-manager instead (`ha.request`)."""
     with state.lock:
         state.node(node)
-        handlers = _Qemu(state, node, vmid) if kind == "qemu" else _Lxc(state, node, vmid)
-        actions: dict[str, Action] = {
-            "start": handlers.start,
-            "stop": handlers.stop,
-            "shutdown": handlers.shutdown,
-            "reboot": handlers.reboot,
-            "suspend": handlers.suspend,
-            "resume": handlers.resume,
-        }
-        task_type, job = actions[action](params)
+        if action == "suspend" and params.get("todisk") and state.ha.managed(vmid):
+            raise failure("Cannot suspend HA managed VM to disk")  # qemu-server vm_suspend
+        handed = ha.request(state, kind, node, vmid, action, user=user)
+        if handed is not None:
+            return handed
+        task_type, job = worker(state, kind, node, vmid, action, params=params)
         return state.start_task(node, task_type, vmid, user, job).upid
+
+
+def worker(
+    state: ClusterState,
+    kind: GuestKind,
+    node: str,
+    vmid: int,
+    action: str,
+    *,
+    params: Mapping[str, Value] | None = None,
+) -> tuple[str, Job]:
+    """The API handler's checks (raising ApiError 500) and the worker it would fork: the
+    task type and job. The HA manager's LRM runs these directly (`ha.py`)."""
+    handlers = _Qemu(state, node, vmid) if kind == "qemu" else _Lxc(state, node, vmid)
+    actions: dict[str, Action] = {
+        "start": handlers.start,
+        "stop": handlers.stop,
+        "shutdown": handlers.shutdown,
+        "reboot": handlers.reboot,
+        "suspend": handlers.suspend,
+        "resume": handlers.resume,
+    }
+    return actions[action](params or {})

@@ -67,6 +67,10 @@ _GUESTS = (
 _SECURE_BOOT = frozenset({100, 101})
 """Linux VMs set up with UEFI secure boot and a TPM, like the Windows one."""
 
+_ON_ZFS = frozenset({203, 204})
+"""Containers whose root is on `local-zfs` (pve2 and pve3 only): 203 is HA-managed and
+replicated to pve2 (`simulator/ha.py`, `replication.py`); 204 has no replication job yet."""
+
 _SNAPSHOTS = {
     100: (("pre-upgrade", "before the Debian 13 upgrade", 20.0, False),
           ("after-upgrade", "upgrade done, services checked", 19.0, True)),
@@ -155,7 +159,9 @@ def _lxc_config(spec: _GuestSpec, rng: random.Random) -> dict[str, ConfigValue]:
         "memory": spec.memory_mib,
         "swap": 512,
         "ostype": spec.ostype,
-        "rootfs": f"local-lvm:vm-{spec.vmid}-disk-0,size={spec.disk_gib}G",
+        "rootfs": f"local-lvm:vm-{spec.vmid}-disk-0,size={spec.disk_gib}G"
+        if spec.vmid not in _ON_ZFS
+        else f"local-zfs:subvol-{spec.vmid}-disk-0,size={spec.disk_gib}G",
         "net0": f"name=eth0,bridge=vmbr0,firewall=1,hwaddr={_mac(rng)},ip=dhcp,type=veth",
         "features": "nesting=1",
         "unprivileged": 1,
@@ -245,6 +251,15 @@ def _storages(rng: random.Random, nodes: Iterable[str]) -> list[Storage]:
             ("images", "rootdir"),
             shared=False,
             usage={n: (1_700 * GiB, rng.randrange(200, 900) * GiB) for n in names},
+        ),
+        # A ZFS pool on pve2 and pve3 only (no random figures: the seed's draws stay as
+        # they were), the storage replication needs.
+        Storage(
+            "local-zfs",
+            "zfspool",
+            ("images", "rootdir"),
+            shared=False,
+            usage={n: (900 * GiB, 120 * GiB) for n in names if n != "pve1"},
         ),
         Storage(
             "nfs-backup",

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 
 from .access import AccessStore, demo_store
 from .agent import GuestAgents
-from .ceph import Ceph, demo_ceph
 from .errors import ApiError, failure
 from .firewall import Firewall, demo_firewall
 from .model import Guest, GuestKind, Node
@@ -26,9 +25,19 @@ from .tasks import LockKey, Plan, Task, TaskTable, encode_upid, guest_lock
 from .volumes import Volumes, seed_media, seed_volumes
 
 if TYPE_CHECKING:
+    from .ha import HaStore
     from .jobs import BackupJobs
+    from .replication import Replication
 
 Clock = Callable[[], float]
+
+
+def replication_advance(state: ClusterState, now: float) -> None:
+    """Due replication runs and removals (`replication.advance`), imported on first use
+    for the same reason as the stores."""
+    from .replication import advance  # noqa: PLC0415
+
+    advance(state, now)
 
 
 def qemu_config_missing(node: str, vmid: int) -> str:
@@ -51,7 +60,6 @@ class ClusterState:
         clock: Clock | None = None,
         time_scale: float = 1.0,
         ssl_fingerprint: str | None = None,
-        ceph: bool = False,
     ) -> None:
         if time_scale < 0:
             raise ValueError("time_scale must be >= 0")
@@ -64,10 +72,6 @@ class ClusterState:
         self.nodes: dict[str, Node] = demo.nodes
         self.guests: dict[int, Guest] = demo.guests
         self.storages = demo.storages
-        self.ceph: Ceph | None = (
-            demo_ceph(self.storages, list(self.nodes), self._clock()) if ceph else None
-        )
-        """Ceph on the nodes (`ceph.py`), only when asked for: most clusters run without."""
         self.volumes = Volumes(self.storages)
         seed_volumes(self.volumes, self.guests.values(), self._clock())
         seed_media(self.volumes, MEDIA, self._clock())
@@ -87,6 +91,15 @@ class ClusterState:
         """Each node's interfaces, active and pending (`network.py`)."""
         self.sdn: Sdn = demo_sdn()
         """SDN zones, VNets and subnets: the config and what the last apply made run."""
+        self.time_scale = time_scale
+        """Real seconds per simulated second of work (tasks, the HA manager, replication)."""
+        from .ha import demo_ha  # noqa: PLC0415 - ha imports power, which imports this
+        from .replication import demo_replication  # noqa: PLC0415 - likewise (migrate)
+
+        self.ha: HaStore = demo_ha(self.guests)
+        """HA resources and rules, and the manager's view of them (`ha.py`)."""
+        self.replication: Replication = demo_replication(self._clock())
+        """Storage replication jobs and their state (`replication.py`)."""
         from .jobs import demo_jobs  # noqa: PLC0415 - jobs imports backups (power)
 
         self.backup_jobs: BackupJobs = demo_jobs()
@@ -102,6 +115,8 @@ class ClusterState:
             now = self._clock()
             self.tasks.advance(now)
             self._wake(now)
+            self.ha.settle(self, now)
+            replication_advance(self, now)
             return now
 
     def node(self, name: str) -> Node:
@@ -161,6 +176,7 @@ class ClusterState:
         *,
         locks: Sequence[LockKey] | None = None,
         hold: bool = True,
+        at: float | None = None,
     ) -> Task:
         """Fork a worker for `vmid`: a UPID now, the plan when it gets its locks.
 
@@ -168,10 +184,12 @@ class ClusterState:
         another guest, a storage or a node names them all. `hold=False`: the worker
         takes them only to start (see `TaskTable.add`). A task of no one guest (vzdump
         of several) has `vmid` None and an empty id in its UPID, as PVE's; a task of
-        something else names it (`networking` for a network reload).
+        something else names it (`networking` for a network reload). `at`: the time a
+        worker forked from another task's end says it started (the HA manager's), since
+        a task's end is applied when the state is next read, maybe later.
         """
         with self.lock:
-            now = self._clock()
+            now = self._clock() if at is None else at
             node = self.node(node_name)
             pid = self.new_worker_pid(node)
             pstart = int((now - node.boot_time) * 100)

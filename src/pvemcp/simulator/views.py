@@ -23,7 +23,7 @@ KERNEL_RELEASE = "6.17.4-2-pve"
 KERNEL_VERSION = "#1 SMP PREEMPT_DYNAMIC PMX 6.17.4-2 (2026-04-21T09:12Z)"
 QEMU_VERSION = "9.2.0"
 QEMU_MACHINE = "pc-i440fx-9.2+pve0"
-FORMATS = {"dir": "qcow2", "nfs": "qcow2", "lvmthin": "raw", "rbd": "raw"}
+FORMATS = {"dir": "qcow2", "nfs": "qcow2", "lvmthin": "raw", "zfspool": "raw", "rbd": "raw"}
 
 
 def _guest_live(guest: Guest, now: float) -> JsonObject:
