@@ -82,3 +82,24 @@ def test_the_generic_call_is_raised_where_only_a_typed_tool_checks() -> None:
     assert tier_floor("DELETE", "/nodes/{node}/qemu/{vmid}/firewall/ipset/{name}") == (
         "destructive"
     ), "a whole set stays destructive"
+
+
+@pytest.mark.parametrize(
+    ("method", "template", "params", "tier"),
+    [
+        ("PUT", "/nodes/{node}/qemu/{vmid}/config", {"description": "x"}, "write"),
+        ("PUT", "/nodes/{node}/qemu/{vmid}/config", {"delete": "description,scsi1"}, "write"),
+        ("PUT", "/nodes/{node}/qemu/{vmid}/config", {"delete": "numa,unused0"}, "destructive"),
+        ("POST", "/nodes/{node}/qemu/{vmid}/config", {"delete": "unused1"}, "destructive"),
+        ("PUT", "/nodes/{node}/lxc/{vmid}/config", {"delete": "unused0"}, "destructive"),
+        ("POST", "/nodes/{node}/qemu", {"vmid": 120}, "write"),
+        ("POST", "/nodes/{node}/qemu", {"archive": "x", "force": 1}, "destructive"),
+        ("POST", "/nodes/{node}/lxc", {"restore": 1, "force": True}, "destructive"),
+        ("POST", "/nodes/{node}/lxc", {"force": 0}, "write"),
+    ],
+)
+def test_parameters_that_make_a_write_a_loss_raise_the_generic_call(
+    method: str, template: str, params: dict[str, object], tier: str
+) -> None:
+    assert generic_floor(method, template, params) == tier
+    assert tier_floor(method, template) == "write", "the method alone stays a write"

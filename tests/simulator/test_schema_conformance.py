@@ -7,17 +7,23 @@ accept and `data` in the shape of PVE's `returns`. Skips when the schema is not 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
 import httpx2
 import pytest
 
-from pvemcp.simulator import SimulatorHandle
+from pvemcp.simulator import (
+    SimulatorHandle,
+    SimulatorOptions,
+    serve_simulator,
+    simulator_in_thread,
+)
 from pvemcp.simulator.endpoints import ROUTES, find_route
 from pvemcp.simulator.params import Param
 from tests.pveschema import ApiSchema, require_schema
+from tests.simulator.conftest import FakeClock
 
 VM_BACKUP = "nfs-backup:backup/vzdump-qemu-101-2026_11_30-23_00_02.vma.zst"
 CT_BACKUP = "nfs-backup:backup/vzdump-lxc-201-2026_11_30-23_01_40.tar.zst"
@@ -228,6 +234,18 @@ GET_CASES: list[tuple[str, dict[str, str]]] = [
     ("/cluster/backup/backup-nightly/included_volumes", {}),
     ("/cluster/backup-info", {}),
     ("/cluster/backup-info/not-backed-up", {}),
+    # Ceph (simulator/ceph.py; this module's simulators have it).
+    ("/cluster/ceph/status", {}),
+    ("/cluster/ceph/flags", {}),
+    ("/nodes/pve1/ceph/status", {}),
+    ("/nodes/pve1/ceph/mon", {}),
+    ("/nodes/pve2/ceph/mgr", {}),
+    ("/nodes/pve1/ceph/mds", {}),
+    ("/nodes/pve1/ceph/fs", {}),
+    ("/nodes/pve3/ceph/osd", {}),
+    ("/nodes/pve1/ceph/pool", {}),
+    ("/nodes/pve1/ceph/pool/rbd", {}),
+    ("/nodes/pve1/ceph/pool/rbd/status", {}),
 ]  # fmt: skip
 
 
@@ -548,8 +566,29 @@ CHANGE_CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("GET", "/cluster/backup/weekly/included_volumes", {}),
     ("DELETE", "/cluster/backup/weekly", {}),
     # Keep last: the node goes down (simulator/nodes.py), and calls to it fail until back.
+    # Ceph (simulator/ceph.py): an OSD out and in, a pool created with its storage, deleted.
+    ("POST", "/nodes/pve3/ceph/osd/4/out", {}),
+    ("POST", "/nodes/pve3/ceph/osd/4/in", {}),
+    ("POST", "/nodes/pve1/ceph/pool",
+     {"name": "bench", "size": "3", "min_size": "2", "pg_num": "32", "application": "rbd",
+      "pg_autoscale_mode": "on", "add_storages": "1"}),
+    ("DELETE", "/nodes/pve1/ceph/pool/bench", {"remove_storages": "1", "force": "0"}),
     ("POST", "/nodes/pve3/status", {"command": "reboot"}),
 ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def shared_sim() -> Iterator[SimulatorHandle]:
+    """conftest's, with Ceph, so the Ceph routes answer (they fail without it)."""
+    with simulator_in_thread(SimulatorOptions(time_scale=0.0, clock=FakeClock(), ceph=True)) as sim:
+        yield sim
+
+
+@pytest.fixture
+async def fresh_sim(anyio_backend: str) -> AsyncIterator[SimulatorHandle]:
+    """conftest's, with Ceph."""
+    async with serve_simulator(SimulatorOptions(time_scale=0.0, ceph=True)) as simulator:
+        yield simulator
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from pvemcp.gateway.confirm import CONFIRM_FIELD, ConfirmationTokens, binding
 from pvemcp.gateway.context import ProgressFn, SecretSink, ToolContext, cluster_index
 from pvemcp.gateway.errors import ToolFailure
 from pvemcp.gateway.plan import ApiCall, Plan
-from pvemcp.gateway.registry import AnySpec, ToolInput, ToolOutput, WriteInput
+from pvemcp.gateway.registry import AnySpec, ToolInput, ToolOutput, WriteInput, generic_tier
 from pvemcp.gateway.run import run_planned
 from pvemcp.gateway.schema import compact_schema, field_hint
 from pvemcp.gateway.toolsets import Catalogue, SessionToolsets
@@ -46,7 +46,6 @@ from pvemcp.proxmox.errors import (
     TaskStatusUnknown,
     TaskTimeout,
 )
-from pvemcp.pveapi import generic_floor
 from pvemcp.secrets.redaction import Redactor
 
 log = structlog.get_logger(__name__)
@@ -342,17 +341,15 @@ class Gateway:
         return self._covering.get((method, template), ())
 
     def call_tier(self, calls: list[ApiCall]) -> Tier:
-        """The tier of a generic API call: for each request the riskiest of its method's
-        floor (`pveapi.generic_floor`: GET read, POST/PUT write, DELETE destructive, raised
-        for escapes) and the tier of every typed tool that sends the same endpoint, so a
-        hard stop is destructive through either door."""
+        """The tier of a generic API call: its riskiest request's (`generic_tier`)."""
         return Tier.most(
-            tier
-            for call in calls
-            for tier in (
-                Tier(generic_floor(call.method, call.template)),
-                *(spec.tier for spec in self.endpoint_tools(call.method, call.template)),
+            generic_tier(
+                call.method,
+                call.template,
+                call.params,
+                self.endpoint_tools(call.method, call.template),
             )
+            for call in calls
         )
 
     def _endpoint_request(self, request: PolicyRequest, calls: list[ApiCall]) -> PolicyRequest:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Generic, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from pvemcp.policy.tiers import Tier
+from pvemcp.pveapi import generic_floor
 
 if TYPE_CHECKING:
     from pvemcp.gateway.context import ToolContext
@@ -249,6 +250,20 @@ def action(
 
 
 AnySpec = ToolSpec[Any]
+
+
+def generic_tier(
+    method: str, template: str, params: Mapping[str, Any] | None, typed: Sequence[AnySpec]
+) -> Tier:
+    """The tier of one request of the generic API tools: the riskier of its floor
+    (`pveapi.generic_floor`: GET read, POST/PUT write, DELETE destructive, raised for
+    escapes and for parameters that make it a loss) and the least tier of the `typed`
+    tools that send the same endpoint, so the generic door is never easier than the
+    easiest typed one (a template conversion is destructive through either). The least,
+    not the most: a destructive restore that starts the guest afterwards must not make
+    every start destructive."""
+    least = min((spec.tier for spec in typed), key=lambda tier: tier.rank, default=Tier.READ)
+    return Tier.most((Tier(generic_floor(method, template, params)), least))
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,8 +10,9 @@ the back door what a typed tool asks a confirmation for. Tier names are the poli
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 
 TierName = Literal["read", "write", "destructive", "escape"]
 
@@ -189,11 +190,38 @@ def tier_floor(method: str, template: str) -> TierName:
     return max(by_method, raised[0], key=_ORDER.index)
 
 
-def generic_floor(method: str, template: str) -> TierName:
-    """The least tier of a call of `method template` through the generic API call: its
-    floor, raised further where only a typed tool's own checks keep it lower."""
-    floor = tier_floor(method, template)
-    raised = GENERIC_ONLY.get((method, template))
-    if raised is None:
-        return floor
-    return max(floor, raised[0], key=_ORDER.index)
+_UNUSED = re.compile(r"unused\d+")
+_CREATES = ("/nodes/{node}/qemu", "/nodes/{node}/lxc")
+_CONFIGS = tuple(f"{guest}/config" for guest in _GUEST)
+
+
+def params_raise(
+    method: str, template: str, params: Mapping[str, Any] | None
+) -> tuple[TierName, str] | None:
+    """The tier a call's parameters raise it to, with the reason, where the same method is
+    a write or a loss depending on them: a restore with `force` over an existing guest, a
+    config change whose `delete` names an unused disk (PVE frees its volume). The typed
+    tools split such calls into two tools of two tiers; the generic call is decided on
+    what it sends."""
+    given = params or {}
+    if method == "POST" and template in _CREATES and str(given.get("force", "")) in _TRUE:
+        return "destructive", "restores over an existing guest (force)"
+    if method in ("PUT", "POST") and template in _CONFIGS and "delete" in given:
+        deleted = re.split(r"[,;\s\0]+", str(given["delete"]))
+        if any(_UNUSED.fullmatch(key) for key in deleted):
+            return "destructive", "deletes an unused disk's volume"
+    return None
+
+
+_TRUE = ("1", "True", "true", "on", "yes")
+
+
+def generic_floor(method: str, template: str, params: Mapping[str, Any] | None = None) -> TierName:
+    """The least tier of a call of `method template` with `params` through the generic API
+    call: its floor, raised further where only a typed tool's own checks keep it lower
+    (`GENERIC_ONLY`) and where its parameters make it a loss (`params_raise`)."""
+    tiers = [tier_floor(method, template)]
+    for raised in (GENERIC_ONLY.get((method, template)), params_raise(method, template, params)):
+        if raised is not None:
+            tiers.append(raised[0])
+    return max(tiers, key=_ORDER.index)

@@ -17,6 +17,7 @@ from . import (
     access,
     agent,
     backups,
+    ceph,
     clone,
     cloudinit,
     create,
@@ -393,6 +394,7 @@ ROUTES: tuple[Route, ...] = (
     *nodes.ROUTES,
     *ha.ROUTES,
     *replication.ROUTES,
+    *ceph.ROUTES,
     *jobs.ROUTES,
     *STORAGE_ROUTES,
 )

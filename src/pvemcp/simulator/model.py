@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -181,3 +181,5 @@ class Storage:
     usage: dict[str, tuple[int, int]]
     """Node name -> (total bytes, bytes used by other things than the guests' volumes, which
     `volumes.Volumes` adds); a shared storage shows the same on every node."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Further storage.cfg keys of this storage (an RBD storage's `pool`)."""

@@ -54,6 +54,8 @@ class SimulatorOptions:
     """Seconds to wait before a 401 (real PVE waits about 3)."""
     clock: Clock | None = None
     """Seconds since the epoch; inject one to make task timing deterministic."""
+    ceph: bool = False
+    """Give the demo cluster Ceph (monitors, OSDs, pools, a CephFS and an RBD storage)."""
 
 
 @dataclass(frozen=True)
@@ -161,6 +163,7 @@ async def serve_simulator(
         clock=options.clock,
         time_scale=options.time_scale,
         ssl_fingerprint=cert.fingerprint_colons,
+        ceph=options.ceph,
     )
     app = create_app(state, options.token_id, secret, options.auth_fail_delay)
     with (
@@ -291,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         "--time-scale", type=float, default=1.0, help="task duration multiplier, 0 = instant"
     )
     parser.add_argument("--seed", type=int, default=1, help="seed of the demo cluster's data")
+    parser.add_argument("--ceph", action="store_true", help="give the demo cluster Ceph")
     parser.add_argument("--token-secret", help="the API token secret (default: a random UUID)")
     parser.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host")
     parser.add_argument(
@@ -313,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         time_scale=args.time_scale,
         seed=args.seed,
         token_secret=args.token_secret,
+        ceph=args.ceph,
     )
     try:
         asyncio.run(_foreground(options, args.cert_out))

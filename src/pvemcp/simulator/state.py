@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from .access import AccessStore, demo_store
 from .agent import GuestAgents
+from .ceph import Ceph, demo_ceph
 from .errors import ApiError, failure
 from .firewall import Firewall, demo_firewall
 from .model import Guest, GuestKind, Node
@@ -60,6 +61,7 @@ class ClusterState:
         clock: Clock | None = None,
         time_scale: float = 1.0,
         ssl_fingerprint: str | None = None,
+        ceph: bool = False,
     ) -> None:
         if time_scale < 0:
             raise ValueError("time_scale must be >= 0")
@@ -72,6 +74,10 @@ class ClusterState:
         self.nodes: dict[str, Node] = demo.nodes
         self.guests: dict[int, Guest] = demo.guests
         self.storages = demo.storages
+        self.ceph: Ceph | None = (
+            demo_ceph(self.storages, list(self.nodes), self._clock()) if ceph else None
+        )
+        """Ceph on the nodes (`ceph.py`), only when asked for: most clusters run without."""
         self.volumes = Volumes(self.storages)
         seed_volumes(self.volumes, self.guests.values(), self._clock())
         seed_media(self.volumes, MEDIA, self._clock())

@@ -77,6 +77,7 @@ def storage_config(storage: Storage) -> dict[str, Any]:
         "type": storage.type,
         "content": ",".join(sorted(storage.content)),
         **_CONFIG.get(storage.type, {}),
+        **storage.extra,
     }
     if storage.type == "nfs":
         entry["path"] = f"/mnt/pve/{storage.name}"

@@ -45,9 +45,9 @@ def _snapshots() -> Sequence[AnySpec]:
 
 
 def _backup() -> Sequence[AnySpec]:
-    from pvemcp.tools import backup  # noqa: PLC0415
+    from pvemcp.tools import backup, backup_jobs  # noqa: PLC0415
 
-    return backup.TOOLS
+    return (*backup.TOOLS, *backup_jobs.TOOLS)
 
 
 def _storage() -> Sequence[AnySpec]:
@@ -134,7 +134,7 @@ TOOLSETS = (
     Toolset(
         "snapshots", "Snapshots of VMs and containers: list, take, roll back, delete.", _snapshots
     ),
-    Toolset("backup", "Back up guests (vzdump), list backups, restore them.", _backup),
+    Toolset("backup", "Back up guests (vzdump), list and restore backups; backup jobs.", _backup),
     Toolset(
         "storage",
         "Storages and usage, content, volumes (delete), URL downloads, appliance templates.",

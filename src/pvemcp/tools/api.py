@@ -21,9 +21,9 @@ from urllib.parse import unquote
 
 from pydantic import Field
 
-from pvemcp.pveapi import CREDENTIALS, Index, RouteError, generic_floor, validate
+from pvemcp.pveapi import CREDENTIALS, Index, RouteError, validate
 from pvemcp.pveapi.discover import SEARCH_LIMIT, describe, search
-from pvemcp.pveapi.tiers import GENERIC_ONLY, RAISED
+from pvemcp.pveapi.tiers import GENERIC_ONLY, RAISED, params_raise
 from pvemcp.tools.kit import (
     ApiCall,
     Plan,
@@ -34,6 +34,7 @@ from pvemcp.tools.kit import (
     ToolInput,
     ToolOutput,
     WaitInput,
+    generic_tier,
     planners,
     tag_list,
     tool,
@@ -274,14 +275,18 @@ async def _plan_call(ctx: ToolContext, args: CallArgs) -> Plan:
     target = await _target(ctx, call)
     warnings = []
     endpoint = (call.method, call.template)
-    raised = RAISED.get(endpoint) or GENERIC_ONLY.get(endpoint)
-    tier = generic_floor(call.method, call.template)
-    covering = [spec for spec in ctx.endpoint_tools(call.method, call.template)]
+    covering = ctx.endpoint_tools(call.method, call.template)
+    tier = generic_tier(call.method, call.template, call.params, covering)
+    raised = (
+        RAISED.get(endpoint)
+        or GENERIC_ONLY.get(endpoint)
+        or params_raise(call.method, call.template, call.params)
+    )
     if raised is not None:
         warnings.append(f"tier {tier}: it {raised[1]}")
     if covering:
         tools = ", ".join(spec.name for spec in covering)
-        warnings.append(f"{tools} does this with its own checks and plan: prefer it")
+        warnings.append(f"typed tools with their own checks and plan send this: {tools}")
     return Plan(
         summary=f"{call.method} {call.path}", target=target, calls=[call], warnings=warnings
     )
@@ -401,8 +406,8 @@ async def api_search(ctx: ToolContext, args: SearchArgs) -> SearchResult:
             summary += f" incl. {', '.join(matched)}"
         if endpoint.upid:
             summary += ", task"
-        summary += f", {generic_floor(endpoint.method, endpoint.template)}"
         covering = ctx.endpoint_tools(endpoint.method, endpoint.template)
+        summary += f", {generic_tier(endpoint.method, endpoint.template, None, covering)}"
         rows.append(
             Found(
                 method=endpoint.method,
@@ -476,9 +481,7 @@ async def api_describe(ctx: ToolContext, args: DescribeArgs) -> Description:
             else "Find paths with proxmox_api_search.",
         ) from None
     covering = ctx.endpoint_tools(endpoint.method, endpoint.template)
-    tier = Tier.most(
-        (Tier(generic_floor(endpoint.method, endpoint.template)), *(s.tier for s in covering))
-    )
+    tier = generic_tier(endpoint.method, endpoint.template, None, covering)
     shown = describe(
         endpoint, match=args.match, covered_by=[s.name for s in covering], tier=str(tier)
     )

@@ -14,7 +14,14 @@ from pvemcp.gateway.context import CommandRecord, ToolContext, check_api_request
 from pvemcp.gateway.errors import ToolFailure
 from pvemcp.gateway.plan import ApiCall, Change, GuestTarget, Plan, Target
 from pvemcp.gateway.planners import is_secret
-from pvemcp.gateway.registry import ToolInput, ToolOutput, WriteInput, action, tool
+from pvemcp.gateway.registry import (
+    ToolInput,
+    ToolOutput,
+    WriteInput,
+    action,
+    generic_tier,
+    tool,
+)
 from pvemcp.gateway.run import TaskOutcome
 from pvemcp.policy.tiers import Tier
 from pvemcp.proxmox.errors import ProxmoxError
@@ -73,6 +80,7 @@ __all__ = [
     "as_int",
     "check_api_request",
     "cluster_default",
+    "generic_tier",
     "gib",
     "guest_disks",
     "is_secret",
