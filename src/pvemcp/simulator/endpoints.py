@@ -31,6 +31,7 @@ from . import (
     migrate,
     network,
     nodes,
+    notify,
     replication,
     sdn,
     snapshots,
@@ -396,6 +397,7 @@ ROUTES: tuple[Route, ...] = (
     *replication.ROUTES,
     *ceph.ROUTES,
     *jobs.ROUTES,
+    *notify.ROUTES,
     *STORAGE_ROUTES,
 )
 

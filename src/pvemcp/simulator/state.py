@@ -20,6 +20,7 @@ from .errors import ApiError, failure
 from .firewall import Firewall, demo_firewall
 from .model import Guest, GuestKind, Node
 from .network import NodeNetwork, demo_networks
+from .notify import Notify, demo_notify
 from .sdn import Sdn, demo_sdn
 from .seed import CLUSTER_NAME, MEDIA, build_demo
 from .tasks import LockKey, Plan, Task, TaskTable, encode_upid, guest_lock
@@ -110,6 +111,8 @@ class ClusterState:
 
         self.backup_jobs: BackupJobs = demo_jobs()
         """The cluster's backup jobs (`jobs.py`)."""
+        self.notify: Notify = demo_notify()
+        """Notification endpoints and matchers, and the tests sent (`notify.py`)."""
         self.tasks = TaskTable(time_scale)
         self.agents = GuestAgents()
         for task in demo.history:

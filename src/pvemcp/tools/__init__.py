@@ -110,6 +110,12 @@ def _sdn() -> Sequence[AnySpec]:
     return sdn.TOOLS
 
 
+def _notifications() -> Sequence[AnySpec]:
+    from pvemcp.tools import notifications  # noqa: PLC0415
+
+    return notifications.TOOLS
+
+
 def _api() -> Sequence[AnySpec]:
     from pvemcp.tools import api  # noqa: PLC0415
 
@@ -169,6 +175,11 @@ TOOLSETS = (
         _nodes,
     ),
     Toolset("sdn", "SDN zones, VNets and subnets of the cluster; apply them.", _sdn),
+    Toolset(
+        "notifications",
+        "Notification targets (sendmail, gotify, smtp, webhook) and matchers; test a target.",
+        _notifications,
+    ),
     Toolset(
         "api",
         "Any PVE API method, checked against PVE's schema; find and describe methods.",
