@@ -4,7 +4,8 @@ fresh demo simulator.
 Adding a tool adds no test here: a tool declares `examples=` (arguments that must
 succeed) and `rejects=` (arguments and the error code they must get), and this file runs
 them all. Each case gets a simulator of its own (about 15 ms to start), so an example that
-changes the cluster (a start, a snapshot) cannot change what another case finds.
+changes the cluster (a start, a snapshot) cannot change what another case finds. The
+`ceph` toolset's cases run on a simulator started with Ceph (the demo has none).
 
 - An example must succeed (a destructive one after the two-step confirmation, as a user
   approving it would), its structured result is checked against the tool's output schema
@@ -118,14 +119,15 @@ def error_of(result: CallToolResult) -> dict[str, Any] | None:
 
 
 @asynccontextmanager
-async def fresh_session(tmp_path: Path) -> AsyncIterator[Session]:
+async def fresh_session(tmp_path: Path, *, ceph: bool = False) -> AsyncIterator[Session]:
+    """A client on a gateway over a fresh demo simulator (`ceph`: one with Ceph)."""
     recorders: list[RecordingBackend] = []
 
     def factory(cluster: ClusterConfig) -> RecordingBackend:
         recorders.append(RecordingBackend(RestBackend(cluster)))
         return recorders[-1]
 
-    with simulator_in_thread(SimulatorOptions(time_scale=TIME_SCALE)) as sim:
+    with simulator_in_thread(SimulatorOptions(time_scale=TIME_SCALE, ceph=ceph)) as sim:
         gateway = Gateway(
             tools=TOOLS,
             clusters=ClusterPool({"demo": cluster_for(sim)}, backend_factory=factory),
@@ -142,7 +144,7 @@ async def fresh_session(tmp_path: Path) -> AsyncIterator[Session]:
 
 @pytest.mark.parametrize(("spec", "example"), EXAMPLES)
 async def test_example_succeeds(spec: AnySpec, example: Mapping[str, Any], tmp_path: Path) -> None:
-    async with fresh_session(tmp_path) as session:
+    async with fresh_session(tmp_path, ceph=spec.toolset == "ceph") as session:
         result = await session.call(spec, example)
         assert not result.is_error, error_of(result)
         assert result.structured_content is not None
@@ -153,7 +155,7 @@ async def test_example_succeeds(spec: AnySpec, example: Mapping[str, Any], tmp_p
 async def test_reject_fails_before_any_write(
     spec: AnySpec, arguments: Mapping[str, Any], code: str, tmp_path: Path
 ) -> None:
-    async with fresh_session(tmp_path) as session:
+    async with fresh_session(tmp_path, ceph=spec.toolset == "ceph") as session:
         result = await session.call(spec, arguments)
         error = error_of(result)
         assert error is not None, f"{spec.name} accepted {arguments}"

@@ -116,6 +116,12 @@ def _notifications() -> Sequence[AnySpec]:
     return notifications.TOOLS
 
 
+def _ceph() -> Sequence[AnySpec]:
+    from pvemcp.tools import ceph  # noqa: PLC0415
+
+    return ceph.TOOLS
+
+
 def _api() -> Sequence[AnySpec]:
     from pvemcp.tools import api  # noqa: PLC0415
 
@@ -175,6 +181,9 @@ TOOLSETS = (
         _nodes,
     ),
     Toolset("sdn", "SDN zones, VNets and subnets of the cluster; apply them.", _sdn),
+    Toolset(
+        "ceph", "Ceph: status and health, OSDs, pools, daemons, CephFS; OSD in/out, pools.", _ceph
+    ),
     Toolset(
         "notifications",
         "Notification targets (sendmail, gotify, smtp, webhook) and matchers; test a target.",
