@@ -339,7 +339,7 @@ async def _plan_osd(ctx: ToolContext, args: OsdArgs) -> Plan:
     call = ApiCall.to(
         "POST",
         "/nodes/{node}/ceph/osd/{osdid}/" + args.action,
-        node=str(osd.host),
+        node=node,  # a monitor command: any node with Ceph sends it, the OSD's may be down
         osdid=str(args.osd),
     )
     return Plan(
@@ -447,6 +447,15 @@ async def _plan_pool(ctx: ToolContext, args: PoolArgs) -> Plan:
             if getattr(args, key) is not None:
                 params[key] = getattr(args, key)
         if args.add_storage:
+            # PVE adds the storage after creating the pool: a name taken fails it half-done.
+            taken = {s.storage for s in await read_as(ctx, _STORAGES, "/storage")}
+            if args.name in taken:
+                raise ToolFailure(
+                    "already_exists",
+                    f"storage ID '{args.name}' already defined",
+                    field="add_storage",
+                    hint="Choose another pool name, or create the pool without add_storage.",
+                )
             params["add_storages"] = 1
         return Plan(
             summary=f"Create Ceph pool {args.name}",
@@ -523,6 +532,7 @@ POOL = action(
     ],
     rejects=[
         ({"action": "create", "name": "rbd"}, "already_exists"),
+        ({"action": "create", "name": "local", "add_storage": True}, "already_exists"),
         ({"action": "delete", "name": "nope"}, "not_found"),
         ({"action": "delete", "name": "rbd"}, "in_use"),
         ({"action": "delete", "name": "cephfs_data"}, "in_use"),
