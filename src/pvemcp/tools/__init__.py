@@ -80,6 +80,12 @@ def _monitoring() -> Sequence[AnySpec]:
     return monitoring.TOOLS
 
 
+def _diagnostics() -> Sequence[AnySpec]:
+    from pvemcp.tools import diagnostics  # noqa: PLC0415
+
+    return diagnostics.TOOLS
+
+
 def _access() -> Sequence[AnySpec]:
     from pvemcp.tools import access  # noqa: PLC0415
 
@@ -159,6 +165,11 @@ TOOLSETS = (
         "monitoring",
         "Metrics over time (nodes, guests, storages), task history, node system logs.",
         _monitoring,
+    ),
+    Toolset(
+        "diagnostics",
+        "What needs attention: node pressure, guest health (backups, snapshots, agents).",
+        _diagnostics,
     ),
     Toolset(
         "access",
