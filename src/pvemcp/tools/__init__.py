@@ -104,6 +104,18 @@ def _network() -> Sequence[AnySpec]:
     return network.TOOLS
 
 
+def _ha() -> Sequence[AnySpec]:
+    from pvemcp.tools import ha  # noqa: PLC0415
+
+    return ha.TOOLS
+
+
+def _replication() -> Sequence[AnySpec]:
+    from pvemcp.tools import replication  # noqa: PLC0415
+
+    return replication.TOOLS
+
+
 def _nodes() -> Sequence[AnySpec]:
     from pvemcp.tools import nodes  # noqa: PLC0415
 
@@ -185,6 +197,16 @@ TOOLSETS = (
         "network",
         "Node interfaces (bridges, bonds, VLANs): pending changes, apply, revert.",
         _network,
+    ),
+    Toolset(
+        "ha",
+        "High availability: manager status, HA resources and their moves, HA rules (PVE 9).",
+        _ha,
+    ),
+    Toolset(
+        "replication",
+        "Storage replication jobs between nodes (ZFS): list, status and log, create, run, delete.",
+        _replication,
     ),
     Toolset(
         "nodes",
