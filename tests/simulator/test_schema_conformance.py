@@ -242,6 +242,12 @@ GET_CASES: list[tuple[str, dict[str, str]]] = [
     ("/cluster/notifications/targets", {}),
     ("/cluster/notifications/matchers", {}),
     ("/cluster/notifications/matchers/default-matcher", {}),
+    # Hardware mappings (simulator/mappings.py): the seeded GPU on pve1.
+    ("/cluster/mapping", {}),
+    ("/cluster/mapping/pci", {}),
+    ("/cluster/mapping/pci", {"check-node": "pve2"}),
+    ("/cluster/mapping/pci/gpu", {}),
+    ("/cluster/mapping/usb", {}),
     # Ceph (simulator/ceph.py; this module's simulators have it).
     ("/cluster/ceph/status", {}),
     ("/cluster/ceph/flags", {}),
@@ -610,6 +616,21 @@ CHANGE_CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("DELETE", "/cluster/notifications/endpoints/gotify/phone", {}),
     ("DELETE", "/cluster/notifications/endpoints/smtp/relay", {}),
     ("DELETE", "/cluster/notifications/endpoints/webhook/chat", {}),
+    # Hardware mappings (simulator/mappings.py): a USB mapping made, changed, deleted.
+    ("POST", "/cluster/mapping/usb",
+     {"id": "dongle", "map": ["node=pve1,id=046d:c52b,path=1-1.2"], "description": "d"}),
+    ("PUT", "/cluster/mapping/usb/dongle",
+     {"map": ["node=pve1,id=046d:c52b"], "description": "e", "digest": "{digest}"}),
+    ("GET", "/cluster/mapping/usb", {"check-node": "pve1"}),
+    ("GET", "/cluster/mapping/usb/dongle", {}),
+    ("DELETE", "/cluster/mapping/usb/dongle", {}),
+    ("POST", "/cluster/mapping/pci",
+     {"id": "nic", "map": ["node=pve2,path=0000:03:00.1,id=8086:1521,iommugroup=20"],
+      "mdev": "0", "live-migration-capable": "0"}),
+    ("PUT", "/cluster/mapping/pci/nic",
+     {"map": ["node=pve2,path=0000:03:00.1,id=8086:1521"], "description": "x",
+      "mdev": "0", "live-migration-capable": "1"}),
+    ("DELETE", "/cluster/mapping/pci/nic", {}),
     # Keep last: the node goes down (simulator/nodes.py), and calls to it fail until back.
     # Ceph (simulator/ceph.py): an OSD out and in, a pool created with its storage, deleted.
     ("POST", "/nodes/pve3/ceph/osd/4/out", {}),

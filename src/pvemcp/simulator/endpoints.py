@@ -27,6 +27,7 @@ from . import (
     jobs,
     lifecycle,
     logs,
+    mappings,
     metrics,
     migrate,
     network,
@@ -398,6 +399,7 @@ ROUTES: tuple[Route, ...] = (
     *ceph.ROUTES,
     *jobs.ROUTES,
     *notify.ROUTES,
+    *mappings.ROUTES,
     *STORAGE_ROUTES,
 )
 

@@ -233,7 +233,7 @@ def node_sampler(state: ClusterState, node: Node, peak: bool) -> Callable[[float
             "memused": mem,
             "memavailable": node.mem_total - mem,
             "swaptotal": node.swap_total,
-            "swapused": node.swap_used,
+            "swapused": 0,
             "roottotal": node.rootfs_total,
             "rootused": node.rootfs_used,
             "netin": round(net, 2),

@@ -18,6 +18,7 @@ from .agent import GuestAgents
 from .ceph import Ceph, demo_ceph
 from .errors import ApiError, failure
 from .firewall import Firewall, demo_firewall
+from .mappings import Mappings, demo_mappings
 from .model import Guest, GuestKind, Node
 from .network import NodeNetwork, demo_networks
 from .notify import Notify, demo_notify
@@ -113,6 +114,8 @@ class ClusterState:
         """The cluster's backup jobs (`jobs.py`)."""
         self.notify: Notify = demo_notify()
         """Notification endpoints and matchers, and the tests sent (`notify.py`)."""
+        self.mappings: Mappings = demo_mappings()
+        """PCI and USB hardware mappings (`mappings.py`)."""
         self.tasks = TaskTable(time_scale)
         self.agents = GuestAgents()
         for task in demo.history:

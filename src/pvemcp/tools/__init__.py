@@ -80,12 +80,6 @@ def _monitoring() -> Sequence[AnySpec]:
     return monitoring.TOOLS
 
 
-def _diagnostics() -> Sequence[AnySpec]:
-    from pvemcp.tools import diagnostics  # noqa: PLC0415
-
-    return diagnostics.TOOLS
-
-
 def _access() -> Sequence[AnySpec]:
     from pvemcp.tools import access  # noqa: PLC0415
 
@@ -102,18 +96,6 @@ def _network() -> Sequence[AnySpec]:
     from pvemcp.tools import network  # noqa: PLC0415
 
     return network.TOOLS
-
-
-def _ha() -> Sequence[AnySpec]:
-    from pvemcp.tools import ha  # noqa: PLC0415
-
-    return ha.TOOLS
-
-
-def _replication() -> Sequence[AnySpec]:
-    from pvemcp.tools import replication  # noqa: PLC0415
-
-    return replication.TOOLS
 
 
 def _nodes() -> Sequence[AnySpec]:
@@ -138,6 +120,12 @@ def _ceph() -> Sequence[AnySpec]:
     from pvemcp.tools import ceph  # noqa: PLC0415
 
     return ceph.TOOLS
+
+
+def _mappings() -> Sequence[AnySpec]:
+    from pvemcp.tools import mappings  # noqa: PLC0415
+
+    return mappings.TOOLS
 
 
 def _api() -> Sequence[AnySpec]:
@@ -179,11 +167,6 @@ TOOLSETS = (
         _monitoring,
     ),
     Toolset(
-        "diagnostics",
-        "What needs attention: node pressure, guest health (backups, snapshots, agents).",
-        _diagnostics,
-    ),
-    Toolset(
         "access",
         "Pools, users, groups, roles, ACLs, API tokens, realms; who may do what where.",
         _access,
@@ -199,16 +182,6 @@ TOOLSETS = (
         _network,
     ),
     Toolset(
-        "ha",
-        "High availability: manager status, HA resources and their moves, HA rules (PVE 9).",
-        _ha,
-    ),
-    Toolset(
-        "replication",
-        "Storage replication jobs between nodes (ZFS): list, status and log, create, run, delete.",
-        _replication,
-    ),
-    Toolset(
         "nodes",
         "Node services, APT updates, disks/SMART/ZFS/LVM, certificates, reboot/shutdown.",
         _nodes,
@@ -222,6 +195,7 @@ TOOLSETS = (
         "Notification targets (sendmail, gotify, smtp, webhook) and matchers; test a target.",
         _notifications,
     ),
+    Toolset("mappings", "PCI and USB hardware mappings for passthrough to VMs.", _mappings),
     Toolset(
         "api",
         "Any PVE API method, checked against PVE's schema; find and describe methods.",
