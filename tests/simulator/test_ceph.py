@@ -4,7 +4,13 @@ deletes pools in tasks with PVE's checks."""
 
 from __future__ import annotations
 
+import signal
+import ssl
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -14,6 +20,7 @@ from pvemcp.simulator import SimulatorHandle, SimulatorOptions, serve_simulator
 from pvemcp.simulator.endpoints import ROUTES
 
 from .conftest import client_for, get_data, post_upid, task_status
+from .test_server import _banner, _lines
 
 pytestmark = pytest.mark.anyio
 
@@ -153,3 +160,24 @@ async def test_pool_delete_as_pve_checks_it(ceph: httpx2.AsyncClient) -> None:
     response = await ceph.delete("/nodes/pve1/ceph/pool/scratch", params={"remove_storages": 1})
     assert (await task_status(ceph, response.json()["data"]))["exitstatus"] == "OK"
     assert "scratch" not in [s["storage"] for s in await get_data(ceph, "/storage")]
+
+
+@pytest.mark.slow
+def test_simulate_ceph_flag_gives_the_cluster_ceph(tmp_path: Path) -> None:
+    cert_out = tmp_path / "simulator.pem"
+    command = [sys.executable, "-m", "pvemcp.simulator", "--port", "0", "--time-scale", "0",
+               "--ceph", "--token-secret", "s3cr3t", "--cert-out", str(cert_out)]  # fmt: skip
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
+        try:
+            assert process.stdout is not None
+            url = _banner(_lines(process.stdout), time.monotonic() + 20)["URL"]
+            response = httpx2.get(
+                f"{url}/api2/json/cluster/ceph/status",
+                verify=ssl.create_default_context(cafile=str(cert_out)),
+                headers={"Authorization": "PVEAPIToken=root@pam!pvemcp=s3cr3t"},
+            )
+            assert response.status_code == 200
+            assert response.json()["data"]["health"]["status"] == "HEALTH_WARN"
+        finally:
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=10) == 0

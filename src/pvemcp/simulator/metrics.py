@@ -233,7 +233,7 @@ def node_sampler(state: ClusterState, node: Node, peak: bool) -> Callable[[float
             "memused": mem,
             "memavailable": node.mem_total - mem,
             "swaptotal": node.swap_total,
-            "swapused": 0,
+            "swapused": node.swap_used,
             "roottotal": node.rootfs_total,
             "rootused": node.rootfs_used,
             "netin": round(net, 2),

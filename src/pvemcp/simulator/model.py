@@ -47,6 +47,8 @@ class Node:
     online: bool = True
     """False for a node that has left the quorum: listed as offline, and a migration to it
     cannot reach it (tests switch it off)."""
+    swap_used: int = 0
+    """Swap in use: none on the demo's nodes (tests set it to see a node under pressure)."""
 
 
 @dataclass

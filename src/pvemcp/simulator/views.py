@@ -171,7 +171,11 @@ def node_status(state: ClusterState, node: Node, now: float) -> JsonObject:
             "free": node.mem_total - mem,
             "available": node.mem_total - mem,
         },
-        "swap": {"total": node.swap_total, "used": 0, "free": node.swap_total},
+        "swap": {
+            "total": node.swap_total,
+            "used": node.swap_used,
+            "free": node.swap_total - node.swap_used,
+        },
         "rootfs": {
             "total": node.rootfs_total,
             "used": node.rootfs_used,

@@ -80,6 +80,12 @@ def _monitoring() -> Sequence[AnySpec]:
     return monitoring.TOOLS
 
 
+def _diagnostics() -> Sequence[AnySpec]:
+    from pvemcp.tools import diagnostics  # noqa: PLC0415
+
+    return diagnostics.TOOLS
+
+
 def _access() -> Sequence[AnySpec]:
     from pvemcp.tools import access  # noqa: PLC0415
 
@@ -96,6 +102,18 @@ def _network() -> Sequence[AnySpec]:
     from pvemcp.tools import network  # noqa: PLC0415
 
     return network.TOOLS
+
+
+def _ha() -> Sequence[AnySpec]:
+    from pvemcp.tools import ha  # noqa: PLC0415
+
+    return ha.TOOLS
+
+
+def _replication() -> Sequence[AnySpec]:
+    from pvemcp.tools import replication  # noqa: PLC0415
+
+    return replication.TOOLS
 
 
 def _nodes() -> Sequence[AnySpec]:
@@ -167,6 +185,11 @@ TOOLSETS = (
         _monitoring,
     ),
     Toolset(
+        "diagnostics",
+        "What needs attention: node pressure, guest health (backups, snapshots, agents).",
+        _diagnostics,
+    ),
+    Toolset(
         "access",
         "Pools, users, groups, roles, ACLs, API tokens, realms; who may do what where.",
         _access,
@@ -180,6 +203,16 @@ TOOLSETS = (
         "network",
         "Node interfaces (bridges, bonds, VLANs): pending changes, apply, revert.",
         _network,
+    ),
+    Toolset(
+        "ha",
+        "High availability: manager status, HA resources and their moves, HA rules (PVE 9).",
+        _ha,
+    ),
+    Toolset(
+        "replication",
+        "Storage replication jobs between nodes (ZFS): list, status and log, create, run, delete.",
+        _replication,
     ),
     Toolset(
         "nodes",
