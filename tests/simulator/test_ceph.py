@@ -53,10 +53,11 @@ async def test_without_ceph_every_ceph_method_says_it_is_not_installed(
     storages = [s["storage"] for s in await get_data(fresh_client, "/storage")]
     assert "ceph-rbd" not in storages
     ceph_routes = [r for r in ROUTES if "/ceph" in r.path]
-    assert len(ceph_routes) == 15
+    assert len(ceph_routes) == 16
     for route in ceph_routes:
         path = route.path.format(node="pve1", osdid="0", name="rbd")
         form = {"name": "bench"} if route.method == "POST" and path.endswith("pool") else None
+        form = {"size": "3"} if route.method == "PUT" else form
         response = await fresh_client.request(route.method, path, data=form)
         assert response.status_code == 500, path
         assert response.json()["message"].strip() == "binary not installed: /usr/bin/ceph-mon"
@@ -137,6 +138,25 @@ async def test_pool_create_with_storage_and_pve_checks(ceph: httpx2.AsyncClient)
     upid = await post_upid(ceph, "/nodes/pve1/ceph/pool", name="tiny", size=2, min_size=3)
     status, _ = await _task_log(ceph, upid)
     assert status == "pool min_size must be between 1 and size, which is 2"
+    # PVE creates the pool, then adds the storage: a storage ID taken leaves the pool made.
+    upid = await post_upid(ceph, "/nodes/pve1/ceph/pool", name="local", add_storages=1)
+    status, _ = await _task_log(ceph, upid)
+    assert status.endswith("storage ID 'local' already defined")
+    names = [p["pool_name"] for p in await get_data(ceph, "/nodes/pve1/ceph/pool")]
+    assert "local" in names
+
+
+async def test_pool_update(ceph: httpx2.AsyncClient) -> None:
+    response = await ceph.put("/nodes/pve1/ceph/pool/rbd", data={"size": 2, "min_size": 1})
+    assert response.json()["data"].split(":")[5:7] == ["cephsetpool", "rbd"]
+    assert (await task_status(ceph, response.json()["data"]))["exitstatus"] == "OK"
+    status = await get_data(ceph, "/nodes/pve1/ceph/pool/rbd/status")
+    assert (status["size"], status["min_size"], status["pg_num"]) == (2, 1, 128)
+    response = await ceph.put("/nodes/pve1/ceph/pool/rbd", data={"min_size": 3})
+    status, _ = await _task_log(ceph, response.json()["data"])
+    assert status == "pool min_size must be between 1 and size, which is 2"
+    response = await ceph.put("/nodes/pve1/ceph/pool/nope", data={"size": 3})
+    assert (await _task_log(ceph, response.json()["data"]))[0] == "unrecognized pool 'nope'"
 
 
 async def test_pool_delete_as_pve_checks_it(ceph: httpx2.AsyncClient) -> None:

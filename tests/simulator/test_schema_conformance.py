@@ -638,6 +638,10 @@ CHANGE_CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("POST", "/nodes/pve1/ceph/pool",
      {"name": "bench", "size": "3", "min_size": "2", "pg_num": "32", "application": "rbd",
       "pg_autoscale_mode": "on", "add_storages": "1"}),
+    ("PUT", "/nodes/pve1/ceph/pool/bench",
+     {"size": "2", "min_size": "1", "pg_num": "64", "pg_num_min": "32", "application": "rbd",
+      "pg_autoscale_mode": "warn", "crush_rule": "replicated_rule", "target_size": "10G",
+      "target_size_ratio": "0.5"}),
     ("DELETE", "/nodes/pve1/ceph/pool/bench", {"remove_storages": "1", "force": "0"}),
     ("POST", "/nodes/pve3/status", {"command": "reboot"}),
 ]  # fmt: skip

@@ -18,9 +18,10 @@ below its `min_size`. The object and PG counts are synthetic (a share of each po
 PGs), the check names and message shapes are Ceph's.
 
 Methods follow pve-manager `PVE/API2/Ceph/OSD.pm` (`in`/`out`: `no such OSD`),
-`Ceph/Pool.pm` (create/destroy as `cephcreatepool`/`cephdestroypool` workers, its
-defaults and `ceph pool '...' still in use by storage '...'`), `Ceph/MON.pm`, `MGR.pm`,
-`MDS.pm`, `FS.pm` and `PVE/API2/Cluster/Ceph.pm` (status, flags).
+`Ceph/Pool.pm` (create, update and destroy as `cephcreatepool`, `cephsetpool` and
+`cephdestroypool` workers, its defaults and `ceph pool '...' still in use by storage
+'...'`), `Ceph/MON.pm`, `MGR.pm`, `MDS.pm`, `FS.pm` and `PVE/API2/Cluster/Ceph.pm`
+(status, flags); 16 of the schema's 48 Ceph methods.
 """
 
 from __future__ import annotations
@@ -390,47 +391,88 @@ def pool_storages(state: ClusterState, pool: str) -> list[Storage]:
     return [s for s in state.storages if s.type == "rbd" and s.extra.get("pool", "rbd") == pool]
 
 
+def _size_error(pool: Pool | None, params: Params) -> str | None:
+    """Ceph's `osd pool set` refusal of a min_size above the size (the words through PVE
+    unsure)."""
+    size = integer(params, "size") if "size" in params else pool.size if pool else 3
+    min_size = integer(params, "min_size") if "min_size" in params else pool.min_size if pool else 2
+    if min_size > size:
+        return f"pool min_size must be between 1 and size, which is {size}"
+    return None
+
+
+def _set_pool(pool: Pool, params: Params) -> None:
+    """`PVE::Ceph::Tools::set_pool`: each option given, as `osd pool set`."""
+    for key in ("size", "min_size", "pg_num"):
+        if key in params:
+            setattr(pool, key, integer(params, key))
+    for key in ("application", "pg_autoscale_mode"):
+        if key in params:
+            setattr(pool, key, str(params[key]))
+
+
 def _create_pool(ctx: Context, params: Params) -> Result:
-    """Pool.pm `createpool`: PVE's defaults, then a `cephcreatepool` worker. Ceph's `osd
-    pool create` on an existing name succeeds ("already exists") and PVE then sets the
-    given options on that pool; the simulator does the same."""
+    """Pool.pm `createpool`: PVE's defaults, then a `cephcreatepool` worker that creates
+    the pool and then adds the storage, so a storage ID already taken fails the task with
+    the pool made. Ceph's `osd pool create` on an existing name succeeds ("already
+    exists") and PVE then sets the given options on that pool; the simulator does the
+    same."""
     node = _node(ctx, params)
     ceph = _ceph(ctx)
+    state = ctx.state
     name = text(params, "name")
     add_storage = bool(params.get("add_storages"))
-    storage_error = ""
-    if add_storage and any(s.name == name for s in ctx.state.storages):
-        storage_error = (
-            f"adding PVE storage for ceph pool '{name}' failed: storage ID '{name}' already defined"
-        )
-    size = integer(params, "size") if "size" in params else 3
-    min_size = integer(params, "min_size") if "min_size" in params else 2
+    options: Params = {"size": 3, "min_size": 2, "pg_num": 128, "application": "rbd",
+                       "pg_autoscale_mode": "warn", **params}  # fmt: skip
 
     def work(_: float) -> Plan:
-        if min_size > size:
-            # Ceph's `osd pool set` refusal (unsure of the exact words through PVE).
-            error = f"pool min_size must be between 1 and size, which is {size}"
+        if (error := _size_error(None, options)) is not None:
             return Plan(TASK_SECONDS, error=error)
         exists = name in ceph.pools
         lines = ((0.1, f"pool '{name}' already exists"),) if exists else ()
 
-        def apply(_: float) -> None:
+        def create(_: float) -> None:
             pool = ceph.pools.get(name) or Pool(name, max(p.id for p in ceph.pools.values()) + 1)
-            pool.size, pool.min_size = size, min_size
-            pool.pg_num = integer(params, "pg_num") if "pg_num" in params else pool.pg_num
-            pool.application = str(params.get("application", pool.application))
-            pool.pg_autoscale_mode = str(params.get("pg_autoscale_mode", "warn"))
+            _set_pool(pool, options)
             ceph.pools[name] = pool
-            if add_storage and not storage_error:
+
+        storage_error = None
+        if add_storage and any(s.name == name for s in state.storages):
+            storage_error = f"adding PVE storage for ceph pool '{name}' failed: " + (
+                f"storage ID '{name}' already defined"
+            )
+
+        def add(_: float) -> None:
+            if add_storage:
                 storage = Storage(name, "rbd", ("images", "rootdir"), shared=True,
-                                  usage={n: (2 * TiB, 0) for n in ctx.state.nodes},
+                                  usage={n: (2 * TiB, 0) for n in state.nodes},
                                   extra={"pool": name, "krbd": 0})  # fmt: skip
-                ctx.state.storages.append(storage)
-                ctx.state.volumes.storages[name] = storage
+                state.storages.append(storage)
+                state.volumes.storages[name] = storage
 
-        return Plan(TASK_SECONDS, error=storage_error or None, lines=lines, apply=apply)
+        return Plan(TASK_SECONDS, error=storage_error, lines=lines, steps=((0.5, create),),
+                    apply=add)  # fmt: skip
 
-    task = ctx.state.start_task(node, "cephcreatepool", name, ctx.user, work,
+    task = state.start_task(node, "cephcreatepool", name, ctx.user, work,
+                            locks=[("ceph-pool", name)])  # fmt: skip
+    return Result(task.upid)
+
+
+def _update_pool(ctx: Context, params: Params) -> Result:
+    """Pool.pm `setpool`: a `cephsetpool` worker setting each option given."""
+    node = _node(ctx, params)
+    ceph = _ceph(ctx)
+    name = text(params, "name")
+
+    def work(_: float) -> Plan:
+        pool = ceph.pools.get(name)
+        if pool is None:
+            return Plan(TASK_SECONDS, error=f"unrecognized pool '{name}'")
+        if (error := _size_error(pool, params)) is not None:
+            return Plan(TASK_SECONDS, error=error)
+        return Plan(TASK_SECONDS, apply=lambda _: _set_pool(pool, params))
+
+    task = ctx.state.start_task(node, "cephsetpool", name, ctx.user, work,
                                 locks=[("ceph-pool", name)])  # fmt: skip
     return Result(task.upid)
 
@@ -490,6 +532,7 @@ ROUTES: tuple[Route, ...] = (
     api("GET", "/nodes/{node}/ceph/pool", _pools),
     api("POST", "/nodes/{node}/ceph/pool", _create_pool),
     api("GET", "/nodes/{node}/ceph/pool/{name}", _pool_index),
+    api("PUT", "/nodes/{node}/ceph/pool/{name}", _update_pool),
     api("DELETE", "/nodes/{node}/ceph/pool/{name}", _delete_pool),
     api("GET", "/nodes/{node}/ceph/pool/{name}/status", _pool_status),
 )
