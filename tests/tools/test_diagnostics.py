@@ -236,3 +236,17 @@ async def test_filters_and_the_cap(session: Session) -> None:
     assert tagged["guests"] == 3
     error = refused(await call(session, "proxmox_diagnose_guests", vmid=9000))
     assert (error["code"], error["field"]) == ("not_found", "vmid")
+
+
+async def test_a_stopped_guest_ha_wants_started(session: Session) -> None:
+    """CT 203 is HA-managed (requested started); stopped behind the CRM's back (a crash
+    the CRM has not acted on yet) it is a finding, and one the HA tools act on."""
+    state = session.sim.state
+    with state.lock:
+        guest = state.guests[203]
+        guest.status, guest.started_at, guest.pid = "stopped", None, None
+    answer = ok(await call(session, "proxmox_diagnose_guests", node="pve3", checks=["stopped"]))
+    (finding,) = answer["findings"]
+    assert (finding["severity"], finding["target"]) == ("critical", "lxc 203 (test) on pve3")
+    assert finding["detail"] == "stopped although its HA state is started"
+    assert (finding["tool"], finding["args"]) == ("proxmox_ha_status", {})

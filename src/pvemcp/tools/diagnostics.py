@@ -24,7 +24,7 @@ from functools import partial
 from typing import Annotated, Any, Literal
 
 import anyio
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from pvemcp.tools.kit import (
     NodeName,
@@ -48,7 +48,15 @@ CONCURRENCY = 6
 CRITICAL_PCT = 95.0
 DAY = 86_400
 
-Pct = Annotated[float, Field(ge=1, le=100)]
+
+def _percent(value: float) -> float:
+    if not 1 <= value <= 100:
+        raise ValueError("is not a percentage from 1 to 100")
+    return value
+
+
+Pct = Annotated[float, AfterValidator(_percent)]
+"""A threshold in %, checked in code: its range in every schema would cost bytes."""
 Severity = Literal["critical", "warning"]
 
 
@@ -450,12 +458,15 @@ class _GuestCheck:
 
     def _live(self, row: dict[str, Any], vmid: int, status: str) -> None:
         """What `/cluster/resources` already says: HA's state, memory, a container's disk."""
-        if "stopped" in self.checks and status == "stopped" and row.get("hastate") == "started":
+        # `started`: the CRM has yet to start it (or cannot); `error`: it gave up.
+        hastate = row.get("hastate")
+        if "stopped" in self.checks and status == "stopped" and hastate in ("started", "error"):
             self.add(
                 "stopped",
                 row,
-                "stopped although HA requests started",
-                "See why HA cannot start it (error state, node, fencing).",
+                f"stopped although its HA state is {hastate}",
+                "See why HA cannot start it (proxmox_ha_status; an error state needs the "
+                "resource disabled, fixed and requested started again).",
                 severity="critical",
                 call=("proxmox_ha_status", {}),
             )
