@@ -204,3 +204,16 @@ async def test_a_guest_under_ha_or_replicated_is_destroyed_only_with_purge(
     assert (await task_status(client, purged.json()["data"]))["exitstatus"] == "OK"
     assert [r["sid"] for r in await get_data(client, "/cluster/ha/resources")] == ["vm:104"]
     assert await get_data(client, "/cluster/replication") == []
+
+
+async def test_a_managed_guests_migrate_call_is_handed_to_the_manager(
+    fresh_client: httpx2.AsyncClient,
+) -> None:
+    client = fresh_client
+    upid = await post_upid(client, "/nodes/pve3/lxc/203/migrate", target="pve2", restart="1")
+    assert upid.split(":")[5] == "hamigrate"
+    log = await get_data(client, f"/nodes/pve3/tasks/{upid}/log")
+    assert log[0]["t"] == "Requesting HA migration for CT 203 to node pve2"
+    assert await _guest_status(client, "pve2", "lxc", 203) == "running"
+    migrated = await get_data(client, "/nodes/pve3/tasks", vmid=203, typefilter="vzmigrate")
+    assert migrated[0]["user"] == "root@pam" and migrated[0]["status"] == "OK"

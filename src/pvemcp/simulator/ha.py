@@ -306,10 +306,17 @@ def reconcile(state: ClusterState, service: Service, at: float | None = None) ->
         service.crm_state = "started" if guest.status == "running" else service.requested
 
 
-def move(state: ClusterState, service: Service, target: str, *, relocate: bool) -> None:
-    """`migrate`/`relocate` as the CRM does them: a running VM migrates live, a running
-    container by restart; a relocation stops the guest, moves it offline and starts it
-    on the target."""
+def move(
+    state: ClusterState,
+    service: Service,
+    target: str,
+    *,
+    relocate: bool,
+    at: float | None = None,
+) -> None:
+    """`migrate`/`relocate` as the CRM does them (asked at `at`; None: now): a running VM
+    migrates live, a running container by restart; a relocation stops the guest, moves it
+    offline and starts it on the target."""
     guest = _guest(state, service)
     if guest is None:
         return
@@ -331,9 +338,9 @@ def move(state: ClusterState, service: Service, target: str, *, relocate: bool) 
 
     if relocate and guest.status == "running":
         stop_type, stop_job = power.worker(state, kind, source, vmid, "shutdown")
-        _lrm(state, service, stop_type, stop_job, node=source, after=migration, at=None)
+        _lrm(state, service, stop_type, stop_job, node=source, after=migration, at=at)
     else:
-        migration(None)
+        migration(at)
 
 
 def request(
@@ -361,6 +368,30 @@ def request(
     task_type = "hastart" if start else "hastop"
     upid = state.start_task(node, task_type, vmid, user, job, locks=()).upid
     state.advance()  # the manager forks what the request asked for
+    return upid
+
+
+def request_migration(
+    state: ClusterState, kind: GuestKind, node: str, vmid: int, target: str, *, user: str
+) -> str | None:
+    """A managed guest's own migrate call (qemu-server `migrate_vm`, pve-container's):
+    an `hamigrate` worker that runs `ha-manager migrate`; None when HA does not manage it."""
+    service = state.ha.managed(vmid)
+    if service is None or service.kind != kind:
+        return None
+    label = "VM" if kind == "qemu" else "CT"
+    line = f"Requesting HA migration for {label} {vmid} to node {target}"
+
+    def job(_begin: float) -> Plan:
+        def hand_over(at: float) -> None:
+            guest = _guest(state, service)
+            if guest is not None and guest.node != target and not service.busy:
+                move(state, service, target, relocate=False, at=at)
+
+        return Plan(REQUEST_SECONDS, lines=((0.0, line),), apply=hand_over)
+
+    upid = state.start_task(node, "hamigrate", vmid, user, job, locks=()).upid
+    state.advance()
     return upid
 
 

@@ -13,8 +13,9 @@ lives on the target node: every `/nodes/{node}/...` path of the guest answers th
 no longer on the source, as PVE's `proxyto => 'node'` finds the config where it is.
 
 The local volumes are copied to the target node (`volumes.py`), keeping their names
-unless a storage map sends them to another storage. Not modelled: HA-managed guests
-(`hamigrate`), replication, local devices (PCI/USB), bandwidth limits.
+unless a storage map sends them to another storage. An HA-managed guest's migrate call
+hands the move to ha-manager (`hamigrate`, `ha.py`), whose LRM runs `worker`. Not
+modelled: replication, local devices (PCI/USB), bandwidth limits.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from . import ha
 from .errors import ApiError, failure, param_error
 from .locks import check_lock, locked_message, remove_lock, set_lock
 from .model import GiB, Guest, GuestKind, KiB, MiB, Storage, TiB
@@ -407,6 +409,8 @@ def _post_qemu(ctx: Context, params: Params) -> Result:
     if guest.status == "running" and not online:
         raise failure("can't migrate running VM without --online")
     mapping = _storagemap(ctx, guest, "targetstorage", params.get("targetstorage"), target)
+    if handed := ha.request_migration(ctx.state, "qemu", node, vmid, target, user=ctx.user):
+        return Result(handed)
     request = _Request(
         "qemu", node, vmid, target, online and guest.status == "running", False,
         bool(params.get("with-local-disks")), mapping,
@@ -422,6 +426,8 @@ def _post_lxc(ctx: Context, params: Params) -> Result:
     if guest.status == "running" and not online and not restart:
         raise failure("can't migrate running container without --online or --restart")
     mapping = _storagemap(ctx, guest, "target-storage", params.get("target-storage"), target)
+    if handed := ha.request_migration(ctx.state, "lxc", node, vmid, target, user=ctx.user):
+        return Result(handed)
     request = _Request("lxc", node, vmid, target, online, restart, False, mapping)
     return Result(_start(ctx, request))
 
