@@ -29,7 +29,6 @@ from pvemcp.tools.kit import (
     ToolFailure,
     ToolInput,
     ToolOutput,
-    Vmid,
     WaitInput,
     WriteInput,
     matching,
@@ -186,10 +185,10 @@ class JobArgs(WaitInput):
         str | None,
         Field(max_length=128, description="Calendar event: 'mon..fri 22:30', '01:00', '*/30'."),
     ] = None
-    vmids: Annotated[list[Vmid] | None, Field(min_length=1, max_length=200)] = None
+    vmids: Annotated[list[int] | None, Field(min_length=1, max_length=200)] = None
     pool: Annotated[str | None, Field(max_length=64)] = None
     all: Annotated[bool | None, Field(description="Every guest (but exclude).")] = None
-    exclude: Annotated[list[Vmid] | None, Field(max_length=200)] = None
+    exclude: Annotated[list[int] | None, Field(max_length=200)] = None
     storage: StorageId | None = None
     mode: Literal["snapshot", "suspend", "stop"] | None = None
     compress: Literal["zstd", "gzip", "lzo", "none"] | None = None
