@@ -104,3 +104,11 @@ async def test_a_schedule_pve_cannot_parse_is_refused_naming_it(session: Session
     assert "out of range" in str(error)
     listed = ok(await call(session, "proxmox_backup_job_list"))
     assert [j["id"] for j in listed["jobs"]] == ["backup-nightly"]
+
+
+async def test_a_run_with_a_node_down_is_refused_before_any_vzdump(session: Session) -> None:
+    session.sim.state.nodes["pve2"].online = False
+    error = refused(await call(session, "proxmox_backup_job", op="run", id="backup-nightly"))
+    assert (error["code"], error["field"]) == ("precondition_failed", "id")
+    assert error["message"] == "node pve2 holding guests of the job is not online"
+    assert session.writes() == []

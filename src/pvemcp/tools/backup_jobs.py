@@ -316,8 +316,11 @@ async def _plan_run(ctx: ToolContext, args: JobArgs) -> Plan:
                           field="id", hint="Change its selection with op=update.")  # fmt: skip
     options = {k: v for k, v in job.items() if k not in _NOT_VZDUMP and k not in
                ("vmid", "pool", "all", "exclude")}  # fmt: skip
+    nodes = sorted({str(r["node"]) for r in rows})
+    await _check_nodes(ctx, nodes, str(job.get("storage", "local")))
+    locked = [f"{r['vmid']} ({r['lock']})" for r in rows if r.get("lock")]
     calls = []
-    for node in sorted({str(r["node"]) for r in rows}):
+    for node in nodes:
         vmids = sorted(int(r["vmid"]) for r in rows if r["node"] == node)
         params = {**options, "vmid": ",".join(map(str, vmids))}
         calls.append(ApiCall.to("POST", "/nodes/{node}/vzdump", params=params, task=True,
@@ -327,8 +330,27 @@ async def _plan_run(ctx: ToolContext, args: JobArgs) -> Plan:
         f"to {job.get('storage', 'local')}",
         target=Target(name=args.id),
         calls=calls,
-        warnings=["each guest is locked (backup) while its part runs: other changes to it fail"],
+        warnings=[
+            "each guest is locked (backup) while its part runs: other changes to it fail",
+            *([f"locked now, their backup fails: {', '.join(locked)}"] if locked else []),
+        ],
     )
+
+
+async def _check_nodes(ctx: ToolContext, nodes: list[str], storage: str) -> None:
+    """Every node the run sends a vzdump to is online and has the job's storage for
+    backups, so the run does not start on some nodes and fail on the next."""
+    status = {str(n["node"]): n.get("status") for n in await read_as(ctx, _JOBS, "/nodes")}
+    down = [node for node in nodes if status.get(node) != "online"]
+    if down:
+        raise ToolFailure(
+            "precondition_failed",
+            f"node {', '.join(down)} holding guests of the job is not online",
+            field="id",
+            hint="Bring the node back, or exclude its guests (op=update), then run.",
+        )
+    for node in nodes:
+        await planners.storage_status(ctx, node, storage, field="id", content="backup")
 
 
 async def _run(ctx: ToolContext, args: JobArgs, plan: Plan) -> list[BackupStarted]:
