@@ -10,7 +10,7 @@ HA groups instead, the rule tools refuse naming the version read from `/version`
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 import anyio
 from pydantic import Field, TypeAdapter, model_validator
@@ -21,16 +21,17 @@ from pvemcp.tools.kit import (
     Change,
     Empty,
     GuestName,
+    GuestRef,
     NodeName,
     Plan,
     Target,
     Tier,
-    Timeout,
     ToolContext,
     ToolFailure,
     ToolInput,
     ToolOutput,
     Vmid,
+    WaitInput,
     WriteInput,
     matching,
     planners,
@@ -297,21 +298,13 @@ async def _apply(ctx: ToolContext, _args: WriteInput) -> Applied:
     return Applied(summary=plan.summary, changes=plan.changes, warnings=plan.warnings or None)
 
 
-class ResourceArgs(WriteInput):
+class ResourceArgs(WriteInput, GuestRef):
     op: Literal["add", "update"]
-    vmid: Vmid | None = None
-    name: GuestName | None = None
     state: Annotated[HaState | None, Field(description="Default on add: started.")] = None
     comment: Annotated[str | None, Field(max_length=4096)] = None
     max_restart: Annotated[int | None, Field(ge=0, le=10)] = None
     max_relocate: Annotated[int | None, Field(ge=0, le=10)] = None
     failback: bool | None = None
-
-    @model_validator(mode="after")
-    def _one_guest(self) -> Self:
-        if (self.vmid is None) == (self.name is None):
-            raise ValueError("give exactly one of vmid or name")
-        return self
 
 
 _RESOURCE_FIELDS = ("state", "comment", "max_restart", "max_relocate", "failback")
@@ -406,21 +399,11 @@ async def ha_resource(ctx: ToolContext, args: ResourceArgs) -> Applied:
     return await _apply(ctx, args)
 
 
-class MoveArgs(WriteInput):
-    vmid: Vmid | None = None
-    name: GuestName | None = None
+class MoveArgs(WaitInput, GuestRef):
     node: Annotated[NodeName, Field(description="Target node.")]
     relocate: Annotated[
         bool, Field(description="Stop, move, start instead of a live/restart migration.")
     ] = False
-    wait: bool = True
-    timeout: Timeout | None = None
-
-    @model_validator(mode="after")
-    def _one_guest(self) -> Self:
-        if (self.vmid is None) == (self.name is None):
-            raise ValueError("give exactly one of vmid or name")
-        return self
 
 
 async def _plan_move(ctx: ToolContext, args: MoveArgs) -> Plan:
@@ -786,6 +769,8 @@ async def ha_rule(ctx: ToolContext, args: RuleArgs) -> Applied:
 
 
 class DeleteArgs(WriteInput):
+    advertised_bare: ClassVar[tuple[str, ...]] = ("vmid", "name")
+
     vmid: Vmid | None = None
     name: GuestName | None = None
     rule: RuleId | None = None

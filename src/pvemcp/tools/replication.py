@@ -11,27 +11,27 @@ tool then reads the job's state until its sync has ended.
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal
 
 import anyio
-from pydantic import Field, TypeAdapter, model_validator
+from pydantic import Field, TypeAdapter
 
 from pvemcp.tools.kit import (
     OBJECT,
     Answer,
     ApiCall,
     Change,
-    GuestName,
+    GuestRef,
     NodeName,
     Plan,
     Target,
     Tier,
-    Timeout,
     ToolContext,
     ToolFailure,
     ToolInput,
     ToolOutput,
     Vmid,
+    WaitInput,
     WriteInput,
     guest_disks,
     matching,
@@ -215,21 +215,13 @@ async def replication_list(ctx: ToolContext, args: ListArgs) -> JobList:
 # --- create ----------------------------------------------------------------------------
 
 
-class CreateArgs(WriteInput):
-    vmid: Vmid | None = None
-    name: GuestName | None = None
+class CreateArgs(WriteInput, GuestRef):
     target: Annotated[NodeName, Field(description="Node that receives the copies.")]
     schedule: Annotated[
         str | None, Field(max_length=128, description="Calendar event; PVE default */15.")
     ] = None
     rate: Annotated[float | None, Field(ge=1, description="Limit in MB/s.")] = None
     comment: Annotated[str | None, Field(max_length=4096)] = None
-
-    @model_validator(mode="after")
-    def _one_guest(self) -> Self:
-        if (self.vmid is None) == (self.name is None):
-            raise ValueError("give exactly one of vmid or name")
-        return self
 
 
 class Applied(ToolOutput):
@@ -366,10 +358,8 @@ async def replication_create(ctx: ToolContext, args: CreateArgs) -> Applied:
 # --- run now ---------------------------------------------------------------------------
 
 
-class RunArgs(WriteInput):
+class RunArgs(WaitInput):
     id: JobId
-    wait: bool = True
-    timeout: Timeout | None = None
 
 
 async def _plan_run(ctx: ToolContext, args: RunArgs) -> Plan:
