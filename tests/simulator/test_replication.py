@@ -115,3 +115,14 @@ async def test_force_and_keep_conflict(client: httpx2.AsyncClient) -> None:
     both = await client.delete("/cluster/replication/203-0", params={"force": "1", "keep": "1"})
     assert both.status_code == 400
     assert both.json()["errors"] == {"keep": "conflicts with parameter 'force'"}
+
+
+async def test_a_migrated_guest_replicates_back_to_its_old_node(
+    fresh_client: httpx2.AsyncClient,
+) -> None:
+    moved = await fresh_client.post("/cluster/ha/resources/ct:203/migrate", data={"node": "pve2"})
+    assert moved.status_code == 200, moved.text
+    job = await get_data(fresh_client, "/cluster/replication/203-0")
+    assert (job["source"], job["target"]) == ("pve2", "pve3")
+    assert [s["id"] for s in await get_data(fresh_client, "/nodes/pve2/replication")] == ["203-0"]
+    assert await get_data(fresh_client, "/nodes/pve3/replication") == []

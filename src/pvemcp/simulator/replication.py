@@ -132,6 +132,7 @@ def advance(state: ClusterState, now: float) -> None:
     """Carry every job forward to `now`: due syncs run and end, removals happen."""
     scale = state.time_scale
     for job in list(state.replication.jobs.values()):
+        _follow(state, job)
         if job.removing is not None:
             if job.removing <= now:
                 _remove(state, job)
@@ -147,6 +148,18 @@ def advance(state: ClusterState, now: float) -> None:
             _end(state, job)
 
 
+def _follow(state: ClusterState, job: Job) -> None:
+    """A guest that moved takes its jobs along: its node is the source, and a job to the
+    node it moved to now replicates back to the old source (QemuMigrate.pm and
+    LXC/Migrate.pm `switch_replication_job_target` after a migration)."""
+    guest = state.guests.get(job.guest)
+    if guest is None or guest.node == job.source:
+        return
+    if guest.node == job.target:
+        job.target = job.source
+    job.source = guest.node
+
+
 def _begin(state: ClusterState, job: Job, at: float, scale: float) -> None:
     job.due = None
     job.last_try = at
@@ -155,8 +168,6 @@ def _begin(state: ClusterState, job: Job, at: float, scale: float) -> None:
     try:
         if guest is None:
             raise failure(f"no such guest '{job.guest}'")
-        if guest.node != job.source:
-            raise failure(f"guest '{job.guest}' is not on local node")
         volids = replicatable(state, guest)
     except ApiError as err:  # the run ends with the error, as in run_single_job
         message = err.message.strip()
