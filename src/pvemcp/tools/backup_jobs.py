@@ -229,9 +229,12 @@ class JobArgs(WaitInput):
         return {k: v for k, v in values.items() if v is not None}
 
 
-class JobDone(ToolOutput):
+class JobChanged(ToolOutput):
     summary: str
     changes: list[Change] | None = None
+
+
+class JobDone(JobChanged):
     runs: list[BackupStarted] | None = None
     """A run's vzdump tasks, one per node, with the archives each made."""
 
@@ -452,19 +455,19 @@ async def _plan_delete(ctx: ToolContext, args: DeleteArgs) -> Plan:
     tier=Tier.DESTRUCTIVE,
     toolset="backup",
     input=DeleteArgs,
-    output=JobDone,
+    output=JobChanged,
     planner=_plan_delete,
     examples=[{"id": "backup-nightly"}],
     rejects=[({"id": "nope"}, "not_found")],
     api=["DELETE /cluster/backup/{id}"],
 )
-async def backup_job_delete(ctx: ToolContext, args: DeleteArgs) -> JobDone:
+async def backup_job_delete(ctx: ToolContext, args: DeleteArgs) -> JobChanged:
     """Delete a scheduled backup job. Its archives stay; its guests are no longer backed
     up on that schedule."""
     plan = ctx.plan
     assert plan is not None, "the gateway confirms a plan before a write runs"
     await ctx.call("DELETE", plan.calls[0].path)
-    return JobDone(summary=plan.summary, changes=plan.changes)
+    return JobChanged(summary=plan.summary, changes=plan.changes)
 
 
 TOOLS = (backup_job_list, backup_job, backup_job_delete)
