@@ -99,9 +99,10 @@ async def test_bad_jobs_are_refused_before_anything_is_sent(
 async def test_a_schedule_pve_cannot_parse_is_refused_naming_it(session: Session) -> None:
     error = refused(await call(session, "proxmox_backup_job", op="create", id="bad",
                                schedule="25:00", all=True))  # fmt: skip
-    assert error["code"] == "invalid_parameter"
-    assert "schedule" in str(error)
-    assert "out of range" in str(error)
+    assert (error["code"], error["field"]) == ("invalid_parameter", "schedule")
+    assert error["details"]["errors"] == {
+        "schedule": "invalid calendar event '25:00' - hour '25' out of range"
+    }
     listed = ok(await call(session, "proxmox_backup_job_list"))
     assert [j["id"] for j in listed["jobs"]] == ["backup-nightly"]
 
