@@ -122,13 +122,18 @@ async def test_node_arguments_are_checked(session: Session) -> None:
 
 
 async def test_demo_guests_findings_and_a_healthy_guest(session: Session) -> None:
-    """The demo's stopped onboot guests are its only findings at the defaults; a running,
-    backed-up guest with an answering agent and no snapshot has none."""
+    """The demo's findings at the defaults: two stopped onboot guests (critical), an
+    agent that does not answer and a 45-day-old snapshot; a running, backed-up guest with
+    an answering agent and no snapshot has none."""
     answer = ok(await call(session, "proxmox_diagnose_guests"))
     assert [(f["kind"], f["target"]) for f in answer["findings"]] == [
         ("stopped", "lxc 201 (proxy01) on pve1"),
         ("stopped", "qemu 101 (web02) on pve1"),
+        ("agent", "qemu 102 (test) on pve1"),
+        ("snapshot", "lxc 202 (monitoring) on pve2"),
     ]
+    snapshot = answer["findings"][3]
+    assert (snapshot["value"], snapshot["threshold"], snapshot["unit"]) == (45.0, 30, "days")
     assert answer["guests"] == 13, "the template is not diagnosed"
     web02 = answer["findings"][1]
     assert web02["severity"] == "critical" and "onboot=1" in web02["detail"]
@@ -140,12 +145,15 @@ async def test_demo_guests_findings_and_a_healthy_guest(session: Session) -> Non
     # the 4 running VMs with one; backups once per storage (nfs-backup, local on 3 nodes).
     assert answer["calls"] == 1 + 13 + 3 + 4 + 4
 
-    healthy = ok(await call(session, "proxmox_diagnose_guests", vmid=102))
+    healthy = ok(await call(session, "proxmox_diagnose_guests", vmid=104))
     assert (healthy["guests"], healthy["findings"], healthy["total"]) == (1, [], 0)
 
     ok(await call(session, "proxmox_guest_power", vmid=101, action="start"))
     after = ok(await call(session, "proxmox_diagnose_guests", node="pve1"))
-    assert [f["target"] for f in after["findings"]] == ["lxc 201 (proxy01) on pve1"]
+    assert [f["target"] for f in after["findings"]] == [
+        "lxc 201 (proxy01) on pve1",
+        "qemu 102 (test) on pve1",
+    ]
 
 
 async def test_memory_and_disks_near_full(session: Session) -> None:
@@ -154,13 +162,13 @@ async def test_memory_and_disks_near_full(session: Session) -> None:
         state.guests[102].mem_fraction = 0.96
         dns01 = state.guests[200]
         dns01.disk_used = int(dns01.maxdisk * 0.92)
-        state.guests[106].disk_used = int(120 * GiB * 0.93)  # gitlab's / per its agent
+        state.guests[100].disk_used = int(32 * GiB * 0.93)  # web01's / per its agent
     answer = ok(await call(session, "proxmox_diagnose_guests", checks=["memory", "disk"]))
     found = {(f["kind"], f["target"]): f for f in answer["findings"]}
     assert set(found) == {
         ("memory", "qemu 102 (test) on pve1"),
         ("disk", "lxc 200 (dns01) on pve1"),
-        ("disk", "qemu 106 (gitlab) on pve3"),
+        ("disk", "qemu 100 (web01) on pve1"),
     }
     memory = found["memory", "qemu 102 (test) on pve1"]
     assert (memory["severity"], memory["value"], memory["threshold"]) == ("critical", 96.0, 90)
@@ -169,9 +177,9 @@ async def test_memory_and_disks_near_full(session: Session) -> None:
     ct = found["disk", "lxc 200 (dns01) on pve1"]
     assert (ct["severity"], ct["value"]) == ("warning", 92.0)
     assert ct["args"] == {"vmid": 200, "size_gib": 12, "disk": "rootfs"}
-    vm = found["disk", "qemu 106 (gitlab) on pve3"]
-    assert vm["value"] == 93.0 and vm["detail"].startswith("/ (sda1) 93.0 % used of 120.0 GiB")
-    assert vm["args"] == {"vmid": 106, "size_gib": 180, "disk": "scsi0"}
+    vm = found["disk", "qemu 100 (web01) on pve1"]
+    assert vm["value"] == 93.0 and vm["detail"].startswith("/ (sda1) 93.0 % used of 32.0 GiB")
+    assert vm["args"] == {"vmid": 100, "size_gib": 48, "disk": "scsi0"}
     assert [f["severity"] for f in answer["findings"]] == ["critical", "warning", "warning"]
 
 
@@ -199,28 +207,32 @@ async def test_backups_missing_or_too_old(session: Session) -> None:
 
 
 async def test_an_old_snapshot_is_found_by_its_age(session: Session) -> None:
-    ok(await call(session, "proxmox_snapshot_create", vmid=102, snapname="pre-kernel"))
+    ok(await call(session, "proxmox_snapshot_create", vmid=106, snapname="pre-kernel"))
     with session.sim.state.lock:
-        snapshot = session.sim.state.guests[102].snapshots[-1]
+        snapshot = session.sim.state.guests[106].snapshots[-1]
         snapshot.snaptime = int(time.time() - 40 * DAY)
-    young = ok(await call(session, "proxmox_diagnose_guests", vmid=102, snapshot_days=41))
+    young = ok(await call(session, "proxmox_diagnose_guests", vmid=106, snapshot_days=41))
     assert young["findings"] == []
-    answer = ok(await call(session, "proxmox_diagnose_guests", vmid=102))
+    answer = ok(await call(session, "proxmox_diagnose_guests", vmid=106))
     (finding,) = answer["findings"]
     assert (finding["kind"], finding["value"], finding["threshold"]) == ("snapshot", 40.0, 30)
     assert finding["detail"] == "snapshot pre-kernel is 40 days old"
-    assert finding["args"] == {"vmid": 102, "snapname": "pre-kernel"}
+    assert finding["args"] == {"vmid": 106, "snapname": "pre-kernel"}
     assert finding["tool"] == "proxmox_snapshot_delete"
 
 
 async def test_an_agent_that_does_not_answer(session: Session) -> None:
+    """The demo's VM 102 has no agent in the guest; web01's stops answering."""
     with session.sim.state.lock:
-        session.sim.state.agents.silent.add(106)
-    answer = ok(await call(session, "proxmox_diagnose_guests", node="pve3"))
-    (finding,) = answer["findings"]
-    assert (finding["kind"], finding["target"]) == ("agent", "qemu 106 (gitlab) on pve3")
+        session.sim.state.agents.silent.add(100)
+    answer = ok(await call(session, "proxmox_diagnose_guests", node="pve1", checks=["agent"]))
+    assert [(f["kind"], f["target"]) for f in answer["findings"]] == [
+        ("agent", "qemu 100 (web01) on pve1"),
+        ("agent", "qemu 102 (test) on pve1"),
+    ]
+    finding = answer["findings"][0]
     assert "QEMU guest agent is not running" in finding["detail"]
-    assert finding["args"] == {"vmid": 106, "fields": ["ping"]}
+    assert finding["args"] == {"vmid": 100, "fields": ["ping"]}
 
 
 async def test_filters_and_the_cap(session: Session) -> None:

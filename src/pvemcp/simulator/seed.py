@@ -75,8 +75,14 @@ _SNAPSHOTS = {
     100: (("pre-upgrade", "before the Debian 13 upgrade", 20.0, False),
           ("after-upgrade", "upgrade done, services checked", 19.0, True)),
     104: (("before-migration", "schema migration 2025-03", 9.0, False),),
-    202: (("pre-update", "", 3.0, False),),
+    202: (("pre-update", "", 45.0, False),),
 }  # fmt: skip
+"""Snapshots: (name, description, days ago, with RAM). 202's is old and forgotten, as
+proxmox_diagnose_guests finds it."""
+
+SILENT_AGENTS = frozenset({102})
+"""VMs whose config enables the guest agent but whose agent does not answer (qemu-ga not
+installed in the guest), as proxmox_diagnose_guests finds them."""
 
 
 MEDIA: tuple[tuple[str, str, int], ...] = (

@@ -23,7 +23,7 @@ from .model import Guest, GuestKind, Node
 from .network import NodeNetwork, demo_networks
 from .notify import Notify, demo_notify
 from .sdn import Sdn, demo_sdn
-from .seed import CLUSTER_NAME, MEDIA, build_demo
+from .seed import CLUSTER_NAME, MEDIA, SILENT_AGENTS, build_demo
 from .tasks import LockKey, Plan, Task, TaskTable, encode_upid, guest_lock
 from .volumes import Volumes, seed_media, seed_volumes
 
@@ -118,6 +118,7 @@ class ClusterState:
         """PCI and USB hardware mappings (`mappings.py`)."""
         self.tasks = TaskTable(time_scale)
         self.agents = GuestAgents()
+        self.agents.silent.update(SILENT_AGENTS)
         for task in demo.history:
             self.tasks.add_history(task)
 
