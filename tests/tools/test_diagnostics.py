@@ -17,6 +17,7 @@ import pytest
 from pvemcp.simulator.backups import Backup
 from pvemcp.simulator.model import GiB
 from pvemcp.simulator.state import ClusterState
+from pvemcp.tools import diagnostics
 from tests.tools.calls import call, ok, refused
 from tests.tools.test_examples import Session
 
@@ -262,3 +263,19 @@ async def test_a_stopped_guest_ha_wants_started(session: Session) -> None:
     assert (finding["severity"], finding["target"]) == ("critical", "lxc 203 (test) on pve3")
     assert finding["detail"] == "stopped although its HA state is started"
     assert (finding["tool"], finding["args"]) == ("proxmox_ha_status", {})
+
+
+async def test_too_many_guests_to_read_one_by_one(
+    session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The per-guest reads are capped (lowered here from 300 to 5 to see it with the
+    demo's 13 guests): the call asks for a filter, and checks answered cluster-wide (memory,
+    backups) or a filtered call still work."""
+    monkeypatch.setattr(diagnostics, "MAX_GUESTS", 5)
+    error = refused(await call(session, "proxmox_diagnose_guests"))
+    assert (error["code"], error["field"]) == ("invalid_argument", "node")
+    assert "13 guests match" in error["message"] and "Filter by node" in error["hint"]
+    wide = ok(await call(session, "proxmox_diagnose_guests", checks=["memory", "backup"]))
+    assert wide["guests"] == 13 and wide["calls"] == 1 + 4
+    narrow = ok(await call(session, "proxmox_diagnose_guests", node="pve3"))
+    assert narrow["guests"] == 4

@@ -12,7 +12,8 @@ per node its status and last hour of rrddata (2 calls), and per guest at most 3 
 its config (onboot, agent, whether it has snapshots: the `parent` key), its snapshot list
 only when it has snapshots, and the agent's filesystems only for a running VM whose
 config enables the agent. Backups are listed once per backup storage (a shared one once,
-a local one once per node), never per guest. At most `CONCURRENCY` reads run at once.
+a local one once per node), never per guest. At most `CONCURRENCY` reads run at once, and
+at most `MAX_GUESTS` guests are read one by one in a call.
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ from pvemcp.tools.kit import (
 
 CONCURRENCY = 6
 """Reads in flight at once: enough to hide latency, few enough not to load pveproxy."""
+
+MAX_GUESTS = 300
+"""Guests one call reads one by one (at most 3 reads each); more must be narrowed by a
+filter, or checked only for what `/cluster/resources` and the backup lists answer."""
 
 CRITICAL_PCT = 95.0
 DAY = 86_400
@@ -674,6 +679,13 @@ async def diagnose_guests(ctx: ToolContext, args: GuestsArgs) -> GuestsDiagnosis
     check = _GuestCheck(reader, args, checks, time.time())
     # A guest on a node that is down shows as `unknown`: nothing of it can be read.
     reachable = [r for r in guests if r.get("status") != "unknown"]
+    if checks & {"stopped", "snapshot", "agent", "disk"} and len(reachable) > MAX_GUESTS:
+        raise ToolFailure(
+            "invalid_argument",
+            f"{len(reachable)} guests match; one call reads at most {MAX_GUESTS} one by one",
+            field="node",
+            hint="Filter by node, pool, tag or vmid, or pass checks memory and backup only.",
+        )
     await reader.each([partial(check.guest, row) for row in reachable])
     if "backup" in checks and guests:
         storages = _rows(resources, "storage")
