@@ -23,6 +23,7 @@ from .endpoints import find_route
 from .errors import ApiError, not_implemented, param_error
 from .http11 import REASON_HEADER, reason_header_value
 from .params import refuse_root_only, validate
+from .permissions import check_request
 from .router import Context
 from .state import ClusterState
 
@@ -104,13 +105,26 @@ def _merge(
 def create_app(
     state: ClusterState, token_id: str, token_secret: str, auth_fail_delay: float = 0.0
 ) -> Starlette:
-    """The ASGI app serving `state`, accepting only the API token `token_id`=`token_secret`."""
+    """The ASGI app serving `state`: the gateway's API token `token_id`=`token_secret`, and
+    any token the access store holds (made through `/access/users/{userid}/token`), each
+    checked against the method's PVE permissions (`permissions.check_request`)."""
     expected = f"{token_id}={token_secret}".encode()
 
-    def authenticated(header: str | None) -> bool:
+    def authenticated(header: str | None) -> str | None:
+        """The token id the header proves, or None (pve-access-control's
+        `verify_token`: the token exists, its secret matches, its user is enabled)."""
         if header is None or not header.startswith(AUTH_SCHEME):
-            return False
-        return hmac.compare_digest(header[len(AUTH_SCHEME) :].encode(), expected)
+            return None
+        given = header[len(AUTH_SCHEME) :]
+        if hmac.compare_digest(given.encode(), expected):
+            return token_id
+        tokenid, _, secret = given.partition("=")
+        with state.lock:
+            token = state.access.token(tokenid)
+            user = state.access.users.get(tokenid.partition("!")[0])
+            if token is None or user is None or not user.enable:
+                return None
+            return tokenid if hmac.compare_digest(secret, token.secret) else None
 
     async def api(request: Request) -> Response:
         method = request.method
@@ -120,7 +134,8 @@ def create_app(
         if body and method in ("GET", "DELETE"):
             return _bare(501, "Unexpected content")
         header = request.headers.get("authorization")
-        if not authenticated(header):
+        auth = authenticated(header)
+        if auth is None:
             if auth_fail_delay > 0:
                 await anyio.sleep(auth_fail_delay)
             return _bare(401, NO_TICKET if header is None else AUTH_FAILURE)
@@ -134,11 +149,18 @@ def create_app(
             route, path_params = found
             query = _collect(parse_qsl(request.url.query, keep_blank_values=True))
             raw = _merge(path_params, _body_params(request, body), query)
+            # pve-manager's HTTPServer.pm rest_handler checks permissions on the raw
+            # parameters, before the handler verifies them.
+            with state.lock:
+                guests = list(state.guests.values())
+                check_request(
+                    state.access, auth, guests, method=method, template=route.path, params=raw
+                )
             values = validate(route.params, raw)
-            refuse_root_only(route.params, values, token_id)
+            refuse_root_only(route.params, values, auth)
             with state.lock:
                 now = state.advance()
-                result = route.handler(Context(state, token_id, now), values)
+                result = route.handler(Context(state, auth, now), values)
         except ApiError as err:
             return _error(err)
         answer: dict[str, object] = {"data": result.data}

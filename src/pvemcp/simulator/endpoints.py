@@ -40,6 +40,7 @@ from . import (
 )
 from .errors import failure, param_error
 from .model import Guest, GuestKind
+from .permissions import audited
 from .power import ACTIONS, request_power_action
 from .router import Context, Handler, Params, Result, Route, Router, api, integer, text
 from .storage import ROUTES as STORAGE_ROUTES
@@ -100,7 +101,8 @@ def _cluster_resources(ctx: Context, params: Params) -> Result:
                 for node in storage.usage
             ]
     if wanted in (None, "vm"):
-        items += [_guest_resource(ctx, g) for g in sorted(state.guests.values(), key=_vmid)]
+        visible = audited(state.access, ctx.user, state.guests.values())
+        items += [_guest_resource(ctx, g) for g in sorted(visible, key=_vmid)]
     if wanted in (None, "sdn"):
         items += sdn.sdn_resources(state.sdn, state.nodes)
     if wanted is None:
@@ -196,6 +198,7 @@ def _guest_list(kind: GuestKind) -> Handler:
     def handler(ctx: Context, params: Params) -> Result:
         node = ctx.state.node(text(params, "node")).name
         guests = [g for g in ctx.state.guests.values() if g.node == node and g.kind == kind]
+        guests = audited(ctx.state.access, ctx.user, guests)
         full = bool(params.get("full"))
         return Result([guest_list_entry(g, ctx.now, full) for g in sorted(guests, key=_vmid)])
 
