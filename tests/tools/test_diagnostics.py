@@ -249,6 +249,8 @@ async def test_filters_and_the_cap(session: Session) -> None:
     assert tagged["guests"] == 3
     error = refused(await call(session, "proxmox_diagnose_guests", vmid=9000))
     assert (error["code"], error["field"]) == ("not_found", "vmid")
+    error = refused(await call(session, "proxmox_diagnose_guests", node="pve9"))
+    assert (error["code"], error["field"]) == ("not_found", "node")
 
 
 async def test_a_stopped_guest_ha_wants_started(session: Session) -> None:

@@ -166,6 +166,17 @@ def _holds(storage: dict[str, Any], content: str) -> bool:
     return content in str(storage.get("content", "")).split(",")
 
 
+def _known_node(ctx: ToolContext, resources: Any, node: str | None) -> None:
+    """`not_found` naming the field when the cluster has no node `node` (None: any)."""
+    if node is not None and node not in {r["node"] for r in _rows(resources, "node")}:
+        raise ToolFailure(
+            "not_found",
+            f"cluster {ctx.cluster_name} has no node {node!r}",
+            field="node",
+            hint="Omit node to cover every node (proxmox_node_list lists them).",
+        )
+
+
 # --- nodes -----------------------------------------------------------------------------
 
 
@@ -303,16 +314,9 @@ async def diagnose_nodes(ctx: ToolContext, args: NodesArgs) -> NodesDiagnosis:
     call to fix it. Thresholds are percent."""
     reader = _Reader(ctx)
     resources = await reader.get("/cluster/resources")
+    _known_node(ctx, resources, args.node)
     nodes = sorted(_rows(resources, "node"), key=lambda r: str(r["node"]))
-    if args.node is not None:
-        nodes = [r for r in nodes if r["node"] == args.node]
-        if not nodes:
-            raise ToolFailure(
-                "not_found",
-                f"cluster {ctx.cluster_name} has no node {args.node!r}",
-                field="node",
-                hint="Omit node to diagnose every node (proxmox_node_list lists them).",
-            )
+    nodes = [r for r in nodes if args.node in (None, r["node"])]
     storages = _rows(resources, "storage")
     rows = {
         str(r["node"]): NodePressure(node=str(r["node"]), status=str(r.get("status")))
@@ -664,6 +668,7 @@ def _backup_findings(
     rejects=[
         ({"vmid": 999}, "not_found"),
         ({"vmid": 9000}, "not_found"),
+        ({"node": "pve9"}, "not_found"),
         ({"backup_days": 0}, "invalid_argument"),
         ({"checks": ["cpu"]}, "invalid_argument"),
     ],
@@ -674,6 +679,7 @@ async def diagnose_guests(ctx: ToolContext, args: GuestsArgs) -> GuestsDiagnosis
     filter by node, pool, tag, vmid. Findings ranked, capped at limit."""
     reader = _Reader(ctx)
     resources = await reader.get("/cluster/resources")
+    _known_node(ctx, resources, args.node)
     guests = _selected([r for r in resources if r.get("type") in ("qemu", "lxc")], args)
     checks = set(args.checks or CHECKS)
     check = _GuestCheck(reader, args, checks, time.time())
