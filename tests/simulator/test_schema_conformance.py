@@ -506,6 +506,10 @@ CHANGE_CASES: list[tuple[str, str, dict[str, Any]]] = [
      {"userid": "erin@pve", "groups": "qa", "firstname": "Erin", "email": "erin@example.com",
       "enable": "1", "expire": "0", "comment": "c", "lastname": "E"}),
     ("PUT", "/access/users/erin@pve", {"groups": "ops", "append": "1", "comment": "d"}),
+    ("PUT", "/access/password", {"userid": "erin@pve", "password": "erin-pw-1"}),
+    ("POST", "/access/ticket", {"username": "erin", "realm": "pve", "password": "erin-pw-1"}),
+    ("POST", "/access/roles", {"roleid": "QaRole", "privs": "VM.Audit,VM.PowerMgmt"}),
+    ("PUT", "/access/roles/QaRole", {"privs": "VM.Console", "append": "1"}),
     ("POST", "/pools", {"poolid": "qa", "comment": "test pool"}),
     ("PUT", "/pools", {"poolid": "qa", "vms": "102", "storage": "local"}),
     ("PUT", "/pools/qa", {"vms": "107", "comment": "moved", "allow-move": "1"}),
@@ -525,6 +529,7 @@ CHANGE_CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("DELETE", "/pools/qa2", {}),
     ("DELETE", "/access/users/erin@pve", {}),
     ("DELETE", "/access/groups/qa", {}),
+    ("DELETE", "/access/roles/QaRole", {}),
     # Storage (simulator/storage.py): a backup unprotected and removed, a download (port 9
     # on loopback refuses: the task fails, the call answers its UPID), a template fetched.
     ("PUT", f"/nodes/pve1/storage/nfs-backup/content/{quote(VM_BACKUP, safe='')}",

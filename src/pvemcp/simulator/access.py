@@ -202,10 +202,20 @@ class AccessStore:
     acl: dict[str, dict[AclKey, dict[str, bool]]] = field(default_factory=dict)
     """path -> who -> role -> propagate."""
     realms: dict[str, Realm] = field(default_factory=dict)
+    custom_roles: dict[str, frozenset[str]] = field(default_factory=dict)
+    """Roles made through `POST /access/roles` (`user.cfg` `role:` lines)."""
+    passwords: dict[str, str] = field(default_factory=dict, repr=False)
+    """userid -> password for `POST /access/ticket` (PAM's shadow file and `priv/shadow.cfg`
+    as one map); a user without one cannot log in. Tests set root@pam's here."""
+    tickets: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
+    """ticket -> (userid, CSRF prevention token) of a successful login."""
+    logins: list[str] = field(default_factory=list)
+    """Every username a `POST /access/ticket` named, in order, whether or not it succeeded:
+    what tests check to prove that no credential was sent."""
 
     def roles(self) -> dict[str, frozenset[str]]:
-        """Every role and its privileges (the simulator has the built-in ones only)."""
-        return BUILTIN_ROLES
+        """Every role and its privileges: the built-in ones and those created."""
+        return {**BUILTIN_ROLES, **self.custom_roles}
 
     def groups_of(self, userid: str) -> list[str]:
         return sorted(name for name, group in self.groups.items() if userid in group.users)
@@ -276,8 +286,9 @@ class AccessStore:
                 for role in pool_roles:
                     roles.setdefault(role, False)
         privs: dict[str, bool] = {}
+        every_role = self.roles()
         for role, propagate in roles.items():
-            for priv in BUILTIN_ROLES.get(role, frozenset()):
+            for priv in every_role.get(role, frozenset()):
                 privs[priv] = privs.get(priv, False) or propagate
         return privs
 
@@ -383,6 +394,7 @@ def _locked(what: str, change: Callable[[AccessStore], Any], ctx: Context) -> An
 def _install(ctx: Context, work: AccessStore) -> None:
     store = ctx.state.access
     store.users, store.groups, store.acl = work.users, work.groups, work.acl
+    store.custom_roles = work.custom_roles
     store.pools.clear()
     store.pools.update(work.pools)
 
@@ -648,10 +660,113 @@ def _group_delete(ctx: Context, params: Params) -> Result:
 def _roles(ctx: Context, params: Params) -> Result:
     return Result(
         [
-            {"roleid": name, "privs": ",".join(sorted(privs)), "special": 1}
+            {
+                "roleid": name,
+                "privs": ",".join(sorted(privs)),
+                "special": int(name in BUILTIN_ROLES),
+            }
             for name, privs in sorted(ctx.state.access.roles().items())
         ]
     )
+
+
+def _privs(params: Params) -> frozenset[str]:
+    """AccessControl.pm `add_role_privs`: every name must be a known privilege."""
+    privs = frozenset(_split(params.get("privs")))
+    for priv in sorted(privs - ALL_PRIVILEGES):
+        raise failure(f"invalid privilege '{priv}'")
+    return privs
+
+
+def _role_create(ctx: Context, params: Params) -> Result:
+    # PVE/API2/Role.pm create_role. The 'PVE' namespace refusal is from memory of PVE 8's
+    # Role.pm (the exact wording is unchecked): PVE reserves it for built-in roles.
+    name = text(params, "roleid")
+    if name.upper().startswith("PVE"):
+        raise param_error(
+            {"roleid": "cannot use role ID starting with the (case-insensitive) 'PVE' namespace"}
+        )
+
+    def change(store: AccessStore) -> None:
+        if name in store.roles():
+            raise failure(f"role '{name}' already exists")
+        store.custom_roles[name] = _privs(params)
+
+    return Result(_locked("create role failed", change, ctx))
+
+
+def _role_update(ctx: Context, params: Params) -> Result:
+    # Role.pm update_role: built-in roles are 'special' and cannot change.
+    name = text(params, "roleid")
+
+    def change(store: AccessStore) -> None:
+        if name in BUILTIN_ROLES:
+            raise failure(f"cannot modify role '{name}' - is a built-in role")
+        if name not in store.custom_roles:
+            raise failure(f"role '{name}' does not exist")
+        privs = _privs(params)
+        if params.get("append"):
+            privs |= store.custom_roles[name]
+        store.custom_roles[name] = privs
+
+    return Result(_locked("update role failed", change, ctx))
+
+
+def _role_delete(ctx: Context, params: Params) -> Result:
+    # Role.pm delete_role, which also drops the role from every ACL entry
+    # (AccessControl.pm delete_role_acl).
+    name = text(params, "roleid")
+
+    def change(store: AccessStore) -> None:
+        if name in BUILTIN_ROLES:
+            raise failure(f"cannot delete role '{name}' - is a built-in role")
+        if name not in store.custom_roles:
+            raise failure(f"role '{name}' does not exist")
+        del store.custom_roles[name]
+        for path, node in list(store.acl.items()):
+            for key in list(node):
+                node[key].pop(name, None)
+                if not node[key]:
+                    del node[key]
+            if not node:
+                del store.acl[path]
+
+    return Result(_locked("delete role failed", change, ctx))
+
+
+def _password(ctx: Context, params: Params) -> Result:
+    # PVE/API2/AccessControl.pm change_password (as root: no old password asked).
+    userid = _userid(text(params, "userid"))
+    _user(ctx.state.access, userid)
+    ctx.state.access.passwords[userid] = text(params, "password")
+    return Result(None)
+
+
+AUTH_FAILURE = "authentication failure"
+
+
+def login(store: AccessStore, params: Params) -> dict[str, Any]:
+    """AccessControl.pm `create_ticket` (`POST /access/ticket`, which needs no ticket): a
+    ticket and CSRF prevention token for a user's right password, else a 401 that says no
+    more than PVE's does (unknown user, disabled user and wrong password alike)."""
+    username = text(params, "username")
+    if params.get("realm") and "@" not in username:
+        username = f"{username}@{params['realm']}"
+    store.logins.append(username)
+    user = store.users.get(username)
+    expected = store.passwords.get(username)
+    given = str(params.get("password", ""))
+    if user is None or not user.enable or expected is None or expected != given:
+        raise ApiError(401, AUTH_FAILURE)
+    stamp = uuid.uuid4().hex[:8].upper()
+    ticket = f"PVE:{username}:{stamp}::{uuid.uuid4().hex}"
+    csrf = f"{stamp}:{uuid.uuid4().hex}"
+    store.tickets[ticket] = (username, csrf)
+    return {"username": username, "ticket": ticket, "CSRFPreventionToken": csrf}
+
+
+def _ticket(ctx: Context, params: Params) -> Result:
+    return Result(login(ctx.state.access, params))
 
 
 def _role_get(ctx: Context, params: Params) -> Result:
@@ -943,6 +1058,11 @@ ROUTES: tuple[Route, ...] = (
     api("DELETE", "/access/groups/{groupid}", _group_delete),
     api("GET", "/access/roles", _roles),
     api("GET", "/access/roles/{roleid}", _role_get),
+    api("POST", "/access/roles", _role_create),
+    api("PUT", "/access/roles/{roleid}", _role_update),
+    api("DELETE", "/access/roles/{roleid}", _role_delete),
+    api("PUT", "/access/password", _password),
+    api("POST", "/access/ticket", _ticket),
     api("GET", "/access/acl", _acl),
     api("PUT", "/access/acl", _acl_update),
     api("GET", "/access/domains", _domains),

@@ -31,6 +31,9 @@ API_PREFIX = "/api2/json"
 AUTH_SCHEME = "PVEAPIToken="
 NO_TICKET = "No ticket"
 AUTH_FAILURE = "authentication failure"
+LOGIN_PATH = f"{API_PREFIX}/access/ticket"
+TICKET_COOKIE = "PVEAuthCookie"
+CSRF_HEADER = "CSRFPreventionToken"
 DUPLICATE = "duplicate parameter (already defined in URI) with conflicting values!"
 _METHODS = ("GET", "POST", "PUT", "DELETE")
 _HEADERS = {"server": "pve-api-daemon/3.0", "cache-control": "max-age=0"}
@@ -102,6 +105,22 @@ def _merge(
     return merged
 
 
+def _ticket_user(state: ClusterState, request: Request) -> str | None:
+    """The user of a `PVEAuthCookie` ticket from `POST /access/ticket`; a request that is
+    not a GET must also carry the ticket's `CSRFPreventionToken` header, as pve-http-server
+    demands of cookie-authenticated requests."""
+    with state.lock:
+        found = state.access.tickets.get(request.cookies.get(TICKET_COOKIE, ""))
+    if found is None:
+        return None
+    userid, csrf = found
+    if request.method != "GET" and not hmac.compare_digest(
+        request.headers.get(CSRF_HEADER, ""), csrf
+    ):
+        return None
+    return userid
+
+
 def create_app(
     state: ClusterState, token_id: str, token_secret: str, auth_fail_delay: float = 0.0
 ) -> Starlette:
@@ -134,11 +153,14 @@ def create_app(
         if body and method in ("GET", "DELETE"):
             return _bare(501, "Unexpected content")
         header = request.headers.get("authorization")
-        auth = authenticated(header)
+        auth = authenticated(header) if header is not None else _ticket_user(state, request)
+        if auth is None and method == "POST" and request.url.path == LOGIN_PATH:
+            auth = ""  # the login itself needs no ticket (its permissions: user => 'world')
         if auth is None:
             if auth_fail_delay > 0:
                 await anyio.sleep(auth_fail_delay)
-            return _bare(401, NO_TICKET if header is None else AUTH_FAILURE)
+            no_ticket = header is None and TICKET_COOKIE not in request.cookies
+            return _bare(401, NO_TICKET if no_ticket else AUTH_FAILURE)
         raw_path = request.scope.get("raw_path") or request.url.path.encode()
         relative = raw_path.decode("latin-1")[len(API_PREFIX) :]
         segments = [unquote(part) for part in relative.split("/") if part]
