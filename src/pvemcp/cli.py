@@ -10,6 +10,7 @@ import os
 import shlex
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _policy_parser(commands)
     _audit_parser(commands)
+    _inventory_parser(commands)
     secrets = commands.add_parser("secrets", help="check where each credential comes from")
     secrets_commands = secrets.add_subparsers(dest="secrets_command", required=True)
     secrets_check = secrets_commands.add_parser(
@@ -122,6 +124,29 @@ def _policy_parser(commands: Any) -> None:
         "--output", type=Path, default=POLICY_SCHEMA_PATH, help="a file, or - for stdout"
     )
     schema.add_argument("--check", action="store_true", help="exit 1 if the file is stale")
+
+
+def _inventory_parser(commands: Any) -> None:
+    inventory = commands.add_parser(
+        "inventory",
+        help="print an Ansible inventory (YAML or INI) of the cluster's guests, through "
+        "the gateway's policy and audit",
+    )
+    inventory.add_argument("--config", type=Path, help="TOML config file (else PVEMCP_CONFIG)")
+    inventory.add_argument(
+        "--demo", action="store_true", help="read the embedded simulator instead of a cluster"
+    )
+    inventory.add_argument("--cluster", help="a configured cluster (default: the default one)")
+    inventory.add_argument("--format", choices=["yaml", "ini"], default="yaml")
+    inventory.add_argument("--node")
+    inventory.add_argument("--pool")
+    inventory.add_argument("--tag")
+    inventory.add_argument("--status", choices=["running", "stopped", "paused"])
+    inventory.add_argument("--type", choices=["qemu", "lxc"])
+    inventory.add_argument(
+        "--no-ips", action="store_true", help="skip the guest-agent and config reads"
+    )
+    inventory.add_argument("-o", "--output", type=Path, help="write to this file, not stdout")
 
 
 def _audit_parser(commands: Any) -> None:
@@ -327,6 +352,20 @@ def _config_docs(output: Path, check: bool) -> int:
     return 0
 
 
+def _inventory(args: argparse.Namespace) -> int:
+    from pvemcp import inventory_command
+
+    return inventory_command.run(_settings(None if args.demo else args.config), args)
+
+
+_BY_ARGS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "policy": _policy,
+    "audit": _audit,
+    "inventory": _inventory,
+}
+"""The commands that take their parsed arguments whole."""
+
+
 def main(argv: list[str] | None = None) -> int:
     # asyncssh still names cryptography's deprecated DSA types at import: a warning for its
     # maintainers, printed at every start as the only lines on stderr that are not JSON.
@@ -349,10 +388,9 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(_settings(None, **overrides), args, simulate=True)
         if args.command == "tools":
             return _tools(args.json, args.markdown, args.readme)
-        if args.command == "policy":
-            return _policy(args)
-        if args.command == "audit":
-            return _audit(args)
+        by_args = _BY_ARGS.get(args.command)
+        if by_args is not None:
+            return by_args(args)
         if args.command == "secrets":
             from pvemcp.secrets import commands as secrets_commands
 

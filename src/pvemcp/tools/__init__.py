@@ -146,6 +146,12 @@ def _mappings() -> Sequence[AnySpec]:
     return mappings.TOOLS
 
 
+def _inventory() -> Sequence[AnySpec]:
+    from pvemcp.tools import inventory  # noqa: PLC0415
+
+    return inventory.TOOLS
+
+
 def _api() -> Sequence[AnySpec]:
     from pvemcp.tools import api  # noqa: PLC0415
 
@@ -229,6 +235,9 @@ TOOLSETS = (
         _notifications,
     ),
     Toolset("mappings", "PCI and USB hardware mappings for passthrough to VMs.", _mappings),
+    Toolset(
+        "inventory", "An Ansible inventory (YAML or INI) of the guests, with their IPs.", _inventory
+    ),
     Toolset(
         "api",
         "Any PVE API method, checked against PVE's schema; find and describe methods.",
