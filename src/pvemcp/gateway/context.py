@@ -40,8 +40,10 @@ from pvemcp.secrets.redaction import Redactor
 
 if TYPE_CHECKING:
     from pvemcp.gateway.registry import AnySpec
-    from pvemcp.gateway.toolsets import SessionToolsets
+    from pvemcp.gateway.toolsets import Catalogue, SessionToolsets
     from pvemcp.gateway.undo import UndoDesk
+    from pvemcp.policy.decision import Decision
+    from pvemcp.policy.engine import PolicyRequest
     from pvemcp.proxmox.ssh import SshPool
 
 ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
@@ -172,6 +174,19 @@ def check_api_request(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class PolicyView:
+    """The caller's policy as proxmox_capabilities_list asks it (set by the gateway; the CLI's
+    `policy explain --capabilities` builds its own): decide an imagined call without
+    making it, whether policy could allow a tool at all, and the tools."""
+
+    decide: Callable[[PolicyRequest], Decision]
+    could_allow: Callable[[AnySpec], bool]
+    catalogue: Catalogue
+    enabled: frozenset[str]
+    """The caller's enabled toolsets."""
+
+
 class SecretSink(Protocol):
     """Where a secret that the model must never see goes: to the person at the caller's
     client (MCP elicitation, `transports/mcp_app.py`). A PVE API token's secret is shown
@@ -258,6 +273,8 @@ class ToolContext:
         generic API tools: which tool covers an endpoint, and so its least tier)."""
         self.secret_sink: SecretSink | None = None
         """How this caller's client shows a secret to its person (None: it cannot)."""
+        self.policy_view: PolicyView | None = None
+        """The caller's policy and the catalogue, set by the gateway (proxmox_capabilities_list)."""
 
     @property
     def api_index(self) -> Index:

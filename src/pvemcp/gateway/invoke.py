@@ -24,7 +24,13 @@ from pydantic import ValidationError
 from pvemcp.gateway.artifacts import ArtifactStore
 from pvemcp.gateway.clusters import ClusterPool
 from pvemcp.gateway.confirm import CONFIRM_FIELD, ConfirmationTokens, binding
-from pvemcp.gateway.context import ProgressFn, SecretSink, ToolContext, cluster_index
+from pvemcp.gateway.context import (
+    PolicyView,
+    ProgressFn,
+    SecretSink,
+    ToolContext,
+    cluster_index,
+)
 from pvemcp.gateway.errors import ToolFailure
 from pvemcp.gateway.plan import ApiCall, Plan
 from pvemcp.gateway.registry import AnySpec, ToolInput, ToolOutput, WriteInput, generic_tier
@@ -534,6 +540,12 @@ class Gateway:
             self.catalogue,
             principal,
             lambda spec: self._could_allow(principal, spec),
+        )
+        ctx.policy_view = PolicyView(
+            lambda asked: self.policy.decide(principal, asked),
+            lambda spec: self._could_allow(principal, spec),
+            self.catalogue,
+            self.catalogue.enabled_for(principal),
         )
 
         async def apply(

@@ -15,9 +15,9 @@ from pvemcp.gateway.toolsets import Catalogue
 
 
 def _core() -> Sequence[AnySpec]:
-    from pvemcp.tools import cluster, toolsets, undo  # noqa: PLC0415 - loads on first need
+    from pvemcp.tools import capabilities, cluster, toolsets, undo  # noqa: PLC0415 - on first need
 
-    return (*cluster.TOOLS, *toolsets.TOOLS, *undo.TOOLS)
+    return (*cluster.TOOLS, *toolsets.TOOLS, *undo.TOOLS, *capabilities.TOOLS)
 
 
 def _guests() -> Sequence[AnySpec]:

@@ -288,6 +288,10 @@ def _no_pause_for_containers(action: str) -> Callable[[GuestTarget], None] | Non
     return check if action in ("suspend", "resume") else None
 
 
+_LXC_POWER = ("start", "shutdown", "reboot")
+"""The power actions of both guest types; suspend and resume are VMs' only (see above)."""
+
+
 async def _plan_power(ctx: ToolContext, args: PowerArgs) -> Plan:
     return await planners.guest_action(
         ctx,
@@ -340,6 +344,10 @@ guest_power = action(
     output=TaskOutcome,
     planner=_plan_power,
     inverse=_undo_power,
+    api=[
+        *(f"POST /nodes/{{node}}/{{type}}/{{vmid}}/status/{a}" for a in _LXC_POWER),
+        *(f"POST /nodes/{{node}}/qemu/{{vmid}}/status/{a}" for a in ("suspend", "resume")),
+    ],
     examples=[{"vmid": 101, "action": "start"}, {"name": "db02", "action": "resume"}],
     rejects=[
         ({"vmid": 200, "action": "suspend"}, "unsupported"),
