@@ -9,6 +9,7 @@ import json
 import os
 import shlex
 import sys
+import urllib.parse
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -67,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _policy_parser(commands)
     _audit_parser(commands)
+    _enroll_parser(commands)
     _inventory_parser(commands)
     secrets = commands.add_parser("secrets", help="check where each credential comes from")
     secrets_commands = secrets.add_subparsers(dest="secrets_command", required=True)
@@ -166,6 +168,97 @@ def _audit_parser(commands: Any) -> None:
     show.add_argument("--config", type=Path)
     checkpoint = sub.add_parser("checkpoint", help="append a checkpoint and print it")
     checkpoint.add_argument("--config", type=Path)
+
+
+def _enroll_parser(commands: Any) -> None:
+    enroll = commands.add_parser(
+        "enroll",
+        help="create the gateway's own least-privilege PVE user and token (or rotate or "
+        "revoke it), pin the node's certificate and print the config to add",
+    )
+    enroll.add_argument("--url", required=True, help="https://HOST:8006 of any node")
+    enroll.add_argument("--profile", choices=["read-only", "operator", "admin"])
+    enroll.add_argument("--user", default="pvemcp@pve", help="the gateway's PVE user")
+    enroll.add_argument("--token-name", default="gateway")
+    enroll.add_argument("--cluster", default="pve", help="the name in [clusters.NAME]")
+    enroll.add_argument("--fingerprint", help="expected SHA-256 of the node's certificate")
+    enroll.add_argument("--admin-user", default="root@pam", help="who logs in (password asked)")
+    enroll.add_argument(
+        "--admin-token-file", type=Path, help="a one-time USER@REALM!ID=SECRET instead"
+    )
+    target = enroll.add_mutually_exclusive_group()
+    target.add_argument("--secret-file", type=Path, help="write the secret here (mode 600)")
+    target.add_argument("--vault-path", help="or to this KV path in Vault/OpenBao")
+    enroll.add_argument("--vault-url")
+    enroll.add_argument("--vault-mount", default="secret")
+    enroll.add_argument("--vault-kv-version", type=int, choices=[1, 2], default=2)
+    enroll.add_argument("--vault-token-file", type=Path, help="a Vault token allowed to write")
+    enroll.add_argument("--vault-ca-file", type=Path)
+    enroll.add_argument("--revoke", action="store_true", help="delete the token instead")
+    enroll.add_argument(
+        "--yes", action="store_true", help="with --revoke: also delete the user and role"
+    )
+    enroll.add_argument("--ssh", action="store_true", help="also pin the node's SSH host key")
+    enroll.add_argument("--ssh-node", help="the node's PVE name (with --ssh)")
+    enroll.add_argument("--ssh-host", help="its SSH address (default: the --url host)")
+    enroll.add_argument("--ssh-port", type=_port, default=22)
+    enroll.add_argument("--ssh-fingerprint", help="expected SHA256:... of the host key")
+    enroll.add_argument("--known-hosts", type=Path, help="the known_hosts file to pin it in")
+
+
+def _enroll(args: argparse.Namespace) -> int:
+    from pvemcp import enroll
+
+    vault = None
+    if args.vault_path is not None:
+        if args.vault_url is None or args.vault_token_file is None:
+            print(
+                "pvemcp enroll: --vault-path needs --vault-url and --vault-token-file",
+                file=sys.stderr,
+            )
+            return 2
+        vault = enroll.VaultTarget(
+            url=args.vault_url,
+            path=args.vault_path,
+            token_file=args.vault_token_file,
+            mount=args.vault_mount,
+            kv_version=args.vault_kv_version,
+            ca_file=args.vault_ca_file,
+        )
+    ssh = None
+    if args.ssh:
+        if args.ssh_node is None or args.known_hosts is None:
+            print("pvemcp enroll: --ssh needs --ssh-node and --known-hosts", file=sys.stderr)
+            return 2
+        ssh = enroll.SshTarget(
+            node=args.ssh_node,
+            host=args.ssh_host or (urllib.parse.urlsplit(args.url).hostname or ""),
+            known_hosts=args.known_hosts.absolute(),
+            port=args.ssh_port,
+            fingerprint=args.ssh_fingerprint,
+        )
+    if args.profile is None and not args.revoke:
+        print(
+            "pvemcp enroll: --profile is required (read-only, operator or admin)",
+            file=sys.stderr,
+        )
+        return 2
+    options = enroll.EnrollOptions(
+        url=args.url,
+        profile=args.profile or "read-only",
+        user=args.user,
+        token_name=args.token_name,
+        cluster=args.cluster,
+        secret_file=args.secret_file.absolute() if args.secret_file else None,
+        vault=vault,
+        fingerprint=args.fingerprint,
+        admin_user=args.admin_user,
+        admin_token_file=args.admin_token_file,
+        revoke=args.revoke,
+        yes=args.yes,
+        ssh=ssh,
+    )
+    return enroll.main(options)
 
 
 def _policy(args: argparse.Namespace) -> int:
@@ -362,6 +455,7 @@ _BY_ARGS: dict[str, Callable[[argparse.Namespace], int]] = {
     "policy": _policy,
     "audit": _audit,
     "inventory": _inventory,
+    "enroll": _enroll,
 }
 """The commands that take their parsed arguments whole."""
 
