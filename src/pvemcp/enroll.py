@@ -579,14 +579,19 @@ async def _revoke(api: _Api, options: EnrollOptions, prompts: Prompts, out: Text
         print(f"deleted token {options.token_id}", file=out)
     else:
         print(f"token {options.token_id} does not exist", file=out)
-    role = ROLES[options.profile]
+    # The custom roles enrolment made that this user holds and no one else does (whatever
+    # --profile says now: the user may have been enrolled with another one).
+    acl = await api.call("GET", "/access/acl")
+    held = {e["roleid"] for e in acl if e["type"] == "user" and e["ugid"] == options.user}
+    shared = {e["roleid"] for e in acl if (e["type"], e["ugid"]) != ("user", options.user)}
+    roles = sorted((held & set(CUSTOM_ROLES)) - shared)
     what = f"the user {options.user} (with its ACL entries and other tokens)"
-    if role in CUSTOM_ROLES:
-        what += f" and the role {role}"
+    if roles:
+        what += f" and the role {', '.join(roles)}"
     if options.yes or (prompts.interactive and prompts.confirm(f"Also delete {what}?")):
         await api.call("DELETE", f"/access/users/{options.user}")
         print(f"deleted user {options.user}", file=out)
-        if role in CUSTOM_ROLES:
+        for role in roles:
             await api.call("DELETE", f"/access/roles/{role}")
             print(f"deleted role {role}", file=out)
     if options.secret_file is not None and options.secret_file.exists():
