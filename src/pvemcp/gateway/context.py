@@ -40,6 +40,7 @@ from pvemcp.secrets.redaction import Redactor
 
 if TYPE_CHECKING:
     from pvemcp.gateway.registry import AnySpec
+    from pvemcp.gateway.taskowners import TaskDesk
     from pvemcp.gateway.toolsets import Catalogue, SessionToolsets
     from pvemcp.gateway.undo import UndoDesk
     from pvemcp.policy.decision import Decision
@@ -273,8 +274,13 @@ class ToolContext:
         generic API tools: which tool covers an endpoint, and so its least tier)."""
         self.secret_sink: SecretSink | None = None
         """How this caller's client shows a secret to its person (None: it cannot)."""
+        self.tasks: TaskDesk | None = None
+        """The caller's tasks and the ownership check, set by the gateway (task tools)."""
         self.policy_view: PolicyView | None = None
         """The caller's policy and the catalogue, set by the gateway (proxmox_capabilities_list)."""
+        self.task_started: Callable[[str], None] = lambda upid: None
+        """Called with each UPID this call starts, set by the gateway: the task's owner is
+        known at once, before the call's audit outcome records it."""
 
     @property
     def api_index(self) -> Index:
@@ -296,6 +302,7 @@ class ToolContext:
         result = await self._backend.call(method, path, params)
         if method != "GET" and isinstance(result.data, str) and is_upid(result.data):
             self.upids.append(result.data)
+            self.task_started(result.data)
         return result
 
     def guest_secret(self, name: str, *, field: str) -> str:

@@ -36,6 +36,7 @@ from pvemcp.gateway.plan import ApiCall, Plan
 from pvemcp.gateway.registry import AnySpec, ToolInput, ToolOutput, WriteInput, generic_tier
 from pvemcp.gateway.run import run_planned
 from pvemcp.gateway.schema import compact_schema, field_hint
+from pvemcp.gateway.taskowners import Owner, TaskDesk, TaskOwners
 from pvemcp.gateway.toolsets import Catalogue, SessionToolsets
 from pvemcp.gateway.undo import Undo, UndoDesk, Undoing
 from pvemcp.policy.audit import AuditLog, AuditUnavailable, new_event_id, utc_now
@@ -296,6 +297,8 @@ class Gateway:
         self.artifacts = artifacts or ArtifactStore()
         self._covering: dict[tuple[str, str], tuple[AnySpec, ...]] | None = None
         """The typed tools declaring each endpoint (`endpoint_tools`), built on first need."""
+        self.task_owners = TaskOwners(audit.path)
+        """Who started which task (`gateway/taskowners.py`), from the audit log."""
 
     def _prepare(self, spec: AnySpec) -> _Prepared:
         prepared = self._tools.get(spec.name)
@@ -562,12 +565,31 @@ class Gateway:
             return result.event_id, result.data or {}
 
         ctx.undo = UndoDesk(self.audit.path, principal, apply)
+        self._bind_tasks(ctx, call, request)
         if spec.planner is None or not isinstance(args, WriteInput):
             call.decision = self.policy.decide(principal, request)
             if call.decision.effect is not Effect.ALLOW:
                 return self._refused(call, self._denial(call.decision))
             return await self._run(call, spec, ctx, args)
         return await self._run_risky(call, spec, ctx, args, request, confirmer=confirmer)
+
+    def _bind_tasks(self, ctx: ToolContext, call: _Call, request: PolicyRequest) -> None:
+        """Give the call its task desk: each task it starts is the caller's at once, and a
+        task tool asks policy before it touches a task another caller started."""
+        principal, cluster = call.principal, ctx.cluster_name
+
+        def started(upid: str) -> None:
+            owner = Owner(
+                principal.subject, principal.issuer, call.tool, call.event_id, time.time()
+            )
+            self.task_owners.add(cluster, upid, owner)
+
+        def others(node: str) -> bool:
+            asked = dataclasses.replace(request, node=node, others_task=True)
+            return self.policy.decide(principal, asked).effect is not Effect.DENY
+
+        ctx.task_started = started
+        ctx.tasks = TaskDesk(self.task_owners, principal, cluster, others)
 
     async def _run_risky(
         self,

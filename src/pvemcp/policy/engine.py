@@ -51,6 +51,9 @@ class PolicyRequest:
     covered_by: frozenset[str] = frozenset()
     """For the generic API tools: the typed tools that send the same endpoints, whose deny
     and confirm rules apply to this call too."""
+    others_task: bool = False
+    """A task tool's call on a task another caller started: only `tasks = "any"` allow
+    rules count (deny rules apply as ever)."""
 
 
 TARGET_ATTRIBUTES = frozenset({"cluster", "node", "vmid", "pool", "tags"})
@@ -178,8 +181,10 @@ class PolicyEngine:
                 continue
             if rule.effect is Effect.DENY and not rule.conditional:
                 return False
-            if rule.effect is Effect.ALLOW and (
-                tier is not Tier.ESCAPE or rule.grants_escape(tool, found)
+            if (
+                rule.effect is Effect.ALLOW
+                and not rule.tasks
+                and (tier is not Tier.ESCAPE or rule.grants_escape(tool, found))
             ):
                 allowed = True
         return allowed
@@ -199,6 +204,12 @@ def _unallowed(
         )
         if not_by_name:
             reason += f"; {_named(not_by_name)} matched but cannot grant escape"
+    elif request.others_task:
+        rule_id = "builtin.own-tasks"
+        reason = (
+            f"{request.tool} on a task another caller started needs an allow rule with "
+            f'tasks = "any" for {who}'
+        )
     else:
         rule_id = "builtin.default-deny"
         reason = f"no rule allows {request.tool} ({request.tier}) for {who}"

@@ -197,6 +197,14 @@ class RuleSpec(BaseModel):
             "tool that declares the endpoint.",
         ),
     ] = None
+    tasks: Annotated[
+        Literal["any"] | None,
+        Field(
+            description="`any`: the subjects may also use the matched task tools on tasks "
+            "other callers started (by default a caller sees and cancels only its own). "
+            "Allow rules only; it grants nothing else.",
+        ),
+    ] = None
 
 
 class PolicyFile(BaseModel):
@@ -355,6 +363,8 @@ def _rule_problems(
                     f"none of the tools matched by 'tools' is of tier {', '.join(spec.tiers)}",
                 )
             )
+    if spec.tasks is not None and spec.effect != "allow":
+        found.append(("tasks", "only an allow rule can grant others' tasks"))
     literal_escape = any(known.get(name) == frozenset({Tier.ESCAPE}) for name in spec.tools or ())
     if spec.effect == "allow" and ("escape" in (spec.tiers or ()) or literal_escape):
         selectors = [Selector.parse(text) for text in spec.subjects]
@@ -389,6 +399,7 @@ def _compile(spec: RuleSpec) -> Rule:
         paths=None if spec.paths is None else tuple(parse_path_glob(p) for p in spec.paths),
         hosts=None if spec.hosts is None else tuple(spec.hosts),
         api=None if spec.api is None else tuple(parse_api_pattern(p) for p in spec.api),
+        tasks=spec.tasks == "any",
     )
 
 

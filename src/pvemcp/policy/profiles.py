@@ -22,6 +22,14 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         tiers=frozenset({Tier.READ}),
         description="reads are open to every authenticated caller",
     ),
+    Rule(
+        id="builtin.local.tasks",
+        effect=Effect.ALLOW,
+        subjects=(Selector("local"),),
+        tasks=True,
+        description="the local operator (who holds the gateway's PVE credentials anyway) "
+        "may follow and cancel any task, as its tier allows",
+    ),
 )
 """Always present, whatever the profile or file. A file can still deny reads (deny wins)."""
 
@@ -32,6 +40,8 @@ ENGINE_RULES: dict[str, str] = {
     "builtin.confirm-destructive": "every allowed destructive call needs the human's confirmation",
     "builtin.canonical-input": "paths must be canonical absolute paths and hosts DNS names, "
     "or the call is denied",
+    "builtin.own-tasks": "a caller follows and cancels only the tasks its own calls started, "
+    'unless an allow rule with tasks = "any" matches',
 }
 """Ids the engine itself puts in decisions: fixed behaviour, not rules a file could change."""
 
@@ -48,12 +58,16 @@ admin-only grants (node and storage administration, when those tools arrive) can
 to one without changing what the other means in deployed configs."""
 
 
+TASKS_ANY_PROFILES = frozenset({"admin"})
+"""Profiles whose callers may act on tasks other callers started (`tasks = "any"`)."""
+
+
 def profile_rules(name: str, subjects: Sequence[Selector]) -> tuple[Rule, ...]:
     """The allow rules of profile `name` for `subjects`; `KeyError` for an unknown profile."""
     tiers = PROFILES[name]
     if not subjects:
         return ()
-    return tuple(
+    rules = tuple(
         Rule(
             id=f"{BUILTIN_PREFIX}{name}.{tier}",
             effect=Effect.ALLOW,
@@ -63,3 +77,14 @@ def profile_rules(name: str, subjects: Sequence[Selector]) -> tuple[Rule, ...]:
         )
         for tier in tiers
     )
+    if name in TASKS_ANY_PROFILES:
+        rules += (
+            Rule(
+                id=f"{BUILTIN_PREFIX}{name}.tasks",
+                effect=Effect.ALLOW,
+                subjects=tuple(subjects),
+                tasks=True,
+                description=f"the {name} profile may follow and cancel any caller's tasks",
+            ),
+        )
+    return rules

@@ -309,6 +309,9 @@ class Rule:
     paths: tuple[tuple[str, ...], ...] | None = None
     hosts: tuple[str, ...] | None = None
     api: tuple[ApiPattern, ...] | None = None
+    tasks: bool = False
+    """`tasks = "any"`: an allow rule that counts only for a call on a task another caller
+    started (`PolicyRequest.others_task`), and for nothing else."""
 
     def __post_init__(self) -> None:
         if self.tags is not None:
@@ -353,6 +356,8 @@ class Rule:
         rule forbids through the typed tool cannot be done through the back door. Allow
         rules do not carry over: a grant of a curated tool is not a grant of every
         parameter of its endpoints."""
+        if self.effect is Effect.ALLOW and self.tasks != request.others_task:
+            return None  # others' tasks need a tasks rule, which grants nothing else
         applies = self.applies(principal, request.tool, request.tier)
         if applies is None and self.effect is not Effect.ALLOW:
             applies = next(
@@ -412,6 +417,8 @@ class Rule:
         for key, value in plain.items():
             if value is not None:
                 out[key] = sorted(value, key=str)
+        if self.tasks:
+            out["tasks"] = "any"
         return out
 
 

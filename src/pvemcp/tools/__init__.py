@@ -172,7 +172,7 @@ TOOLSETS = (
         _guests,
     ),
     Toolset("lifecycle", "Create, clone and delete VMs and containers.", _lifecycle),
-    Toolset("tasks", "Status, log and completion of Proxmox tasks.", _tasks),
+    Toolset("tasks", "Your Proxmox tasks: list, status, log, wait, stop.", _tasks),
     Toolset(
         "snapshots", "Snapshots of VMs and containers: list, take, roll back, delete.", _snapshots
     ),

@@ -1,0 +1,228 @@
+"""Owner-bound tasks end to end: the MCP SDK client, the gateway, its audit log and a fresh
+simulator whose tasks run long enough to be followed and stopped.
+
+alice starts a task; bob (another principal) can neither read nor stop it, alice can, a
+new gateway on the same audit log still knows it is hers, and a `tasks = "any"` rule lets
+carol read it (only read: her rule names the read tools).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client
+from mcp.types import CallToolResult
+
+from pvemcp.gateway.clusters import ClusterPool
+from pvemcp.gateway.invoke import Gateway
+from pvemcp.policy.audit import AuditLog
+from pvemcp.policy.loader import PolicyError, load_policy, parse_policy
+from pvemcp.policy.principal import Principal
+from pvemcp.secrets.redaction import Redactor
+from pvemcp.simulator.server import SimulatorHandle, SimulatorOptions, simulator_in_thread
+from pvemcp.tools import tier_map
+from pvemcp.transports.mcp_app import build_mcp_server
+from pvemcp.transports.stdio import local_principal
+from tests.conftest import cluster_for
+from tests.tools.test_catalogue import TOOLS
+from tests.tools.test_examples import error_of
+
+pytestmark = pytest.mark.anyio
+
+STOPPED_VM = 101  # pve1, web02
+ALICE = Principal(subject="alice", transport="memory")
+BOB = Principal(subject="bob", transport="memory")
+CAROL = Principal(subject="carol", transport="memory")
+GRANT = """
+[[rules]]
+id = "carol-reads-all-tasks"
+effect = "allow"
+subjects = ["sub:carol"]
+tools = ["proxmox_task_status", "proxmox_task_log"]
+tasks = "any"
+"""
+
+
+@dataclass
+class World:
+    sim: SimulatorHandle
+    audit: Path
+    policy_file: Path
+
+    def gateway(self) -> Gateway:
+        return Gateway(
+            tools=TOOLS,
+            clusters=ClusterPool({"demo": cluster_for(self.sim)}),
+            policy=load_policy(
+                profile="operator",
+                profile_subjects=["local", "sub:alice", "sub:bob", "sub:carol"],
+                file=self.policy_file,
+                known_tools=tier_map(),
+            ),
+            audit=AuditLog(self.audit),
+            redactor=Redactor((self.sim.token_secret,)),
+        )
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    """A simulator slow enough (time scale 10: a start takes 30 s) to stop a task in."""
+    policy_file = tmp_path / "policy.toml"
+    policy_file.write_text(GRANT)
+    with simulator_in_thread(SimulatorOptions(time_scale=10)) as sim:
+        yield World(sim, tmp_path / "audit.jsonl", policy_file)
+
+
+def _ok(result: CallToolResult) -> dict[str, Any]:
+    assert not result.is_error, error_of(result)
+    structured: dict[str, Any] | None = result.structured_content
+    assert structured is not None
+    return structured
+
+
+def _refused(result: CallToolResult, code: str) -> dict[str, Any]:
+    error = error_of(result)
+    assert error is not None and error["code"] == code, error
+    return error
+
+
+def _as(principal: Principal) -> Callable[[Any], Principal]:
+    return lambda _: principal
+
+
+async def _start(client: Client) -> str:
+    started = _ok(
+        await client.call_tool(
+            "proxmox_guest_power", {"vmid": STOPPED_VM, "action": "start", "wait": False}
+        )
+    )
+    upid: str = started["upid"]
+    return upid
+
+
+async def test_only_the_starter_follows_and_stops_its_task(world: World) -> None:
+    gateway = world.gateway()
+    try:
+        async with (
+            Client(build_mcp_server(gateway, _as(ALICE))) as alice,
+            Client(build_mcp_server(gateway, _as(BOB))) as bob,
+        ):
+            upid = await _start(alice)
+            for tool in ("proxmox_task_status", "proxmox_task_log", "proxmox_task_wait"):
+                refusal = _refused(await bob.call_tool(tool, {"upid": upid}), "not_your_task")
+                assert refusal["field"] == "upid"
+            # A refused cancel asks nobody for confirmation: no plan, no token.
+            refusal = _refused(
+                await bob.call_tool("proxmox_task_cancel", {"upid": upid}), "not_your_task"
+            )
+            assert "details" not in refusal
+            assert _ok(await bob.call_tool("proxmox_task_mine", {}))["tasks"] == []
+
+            assert _ok(await alice.call_tool("proxmox_task_status", {"upid": upid}))["status"] == (
+                "running"
+            )
+            [mine] = _ok(await alice.call_tool("proxmox_task_mine", {"running": True}))["tasks"]
+            assert (mine["upid"], mine["tool"], mine["id"]) == (
+                upid,
+                "proxmox_guest_power",
+                str(STOPPED_VM),
+            )
+
+            ask = _refused(
+                await alice.call_tool("proxmox_task_cancel", {"upid": upid}),
+                "confirmation_required",
+            )
+            plan = ask["details"]["plan"]
+            assert upid in plan["summary"] and f"guest {STOPPED_VM}" in plan["summary"]
+            assert plan["target"]["vmid"] == STOPPED_VM
+            stopped = _ok(
+                await alice.call_tool(
+                    "proxmox_task_cancel",
+                    {"upid": upid, "confirm_token": ask["details"]["confirm_token"]},
+                )
+            )
+            assert (stopped["status"], stopped["exitstatus"]) == ("stopped", "received interrupt")
+            guest = _ok(
+                await alice.call_tool(
+                    "proxmox_guest_get", {"vmid": STOPPED_VM, "include_config": False}
+                )
+            )
+            assert guest["status"] == "stopped"  # the interrupted start never happened
+
+            again = _refused(
+                await alice.call_tool("proxmox_task_cancel", {"upid": upid}), "task_finished"
+            )
+            assert again["field"] == "upid"
+            log = _ok(await alice.call_tool("proxmox_task_log", {"upid": upid}))
+            assert log["lines"][-1] == "TASK ERROR: received interrupt"
+    finally:
+        await gateway.aclose()
+
+
+async def test_ownership_survives_a_restart_and_a_grant_lets_others_read(world: World) -> None:
+    first = world.gateway()
+    try:
+        async with Client(build_mcp_server(first, _as(ALICE))) as alice:
+            upid = await _start(alice)
+    finally:
+        await first.aclose()
+
+    restarted = world.gateway()  # knows the task from the audit log alone
+    try:
+        async with (
+            Client(build_mcp_server(restarted, _as(ALICE))) as alice,
+            Client(build_mcp_server(restarted, _as(BOB))) as bob,
+            Client(build_mcp_server(restarted, _as(CAROL))) as carol,
+            Client(build_mcp_server(restarted, local_principal)) as operator,
+        ):
+            assert _ok(await alice.call_tool("proxmox_task_status", {"upid": upid}))["upid"] == upid
+            assert [
+                t["upid"] for t in _ok(await alice.call_tool("proxmox_task_mine", {}))["tasks"]
+            ] == [upid]
+            _refused(await bob.call_tool("proxmox_task_status", {"upid": upid}), "not_your_task")
+
+            # carol's tasks = "any" rule names the read tools: she reads, but cannot stop it.
+            assert _ok(await carol.call_tool("proxmox_task_status", {"upid": upid}))["upid"] == upid
+            _ok(await carol.call_tool("proxmox_task_log", {"upid": upid}))
+            _refused(await carol.call_tool("proxmox_task_cancel", {"upid": upid}), "not_your_task")
+            # The rule widens whose tasks, it grants nothing else: not carol's own reads.
+            assert _ok(await carol.call_tool("proxmox_task_mine", {}))["tasks"] == []
+
+            # The local operator holds the gateway's PVE credentials: it may follow any task.
+            status = _ok(await operator.call_tool("proxmox_task_status", {"upid": upid}))
+            assert status["upid"] == upid
+    finally:
+        await restarted.aclose()
+
+
+async def test_a_upid_from_nowhere_and_a_bad_one_are_refused(world: World) -> None:
+    gateway = world.gateway()
+    try:
+        async with Client(build_mcp_server(gateway, _as(ALICE))) as alice:
+            nobody = "UPID:pve1:00001234:00005678:65000000:qmstart:100:root@pam:"
+            _refused(await alice.call_tool("proxmox_task_log", {"upid": nobody}), "not_your_task")
+            for bad in ("UPID:pve1:nope", "UPID:pve1:00001234:00005678:65000000:qmstart:100:x:y"):
+                refusal = _refused(
+                    await alice.call_tool("proxmox_task_status", {"upid": bad}), "invalid_argument"
+                )
+                assert refusal["field"] == "upid"
+    finally:
+        await gateway.aclose()
+
+
+def test_tasks_any_is_an_allow_rule_only() -> None:
+    """`tasks = "any"` widens a grant; on a deny or confirm rule it would mean nothing, so
+    the policy does not load."""
+    denying = GRANT.replace('effect = "allow"', 'effect = "deny"')
+    with pytest.raises(PolicyError) as refused:
+        parse_policy(denying, source="policy.toml", known_tools=tier_map())
+    assert str(refused.value) == (
+        "policy.toml:7: rule 'carol-reads-all-tasks': tasks: only an allow rule can grant "
+        "others' tasks"
+    )
+    [rule] = parse_policy(GRANT, source="policy.toml", known_tools=tier_map())
+    assert rule.canonical()["tasks"] == "any"
