@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx2
 import pytest
 from mcp import Client
+from mcp.types import CallToolResult
 
 from pvemcp import cli
 from pvemcp.config import load_settings
@@ -79,16 +80,26 @@ def options(sim: SimulatorHandle, secret_file: Path, **changes: object) -> Enrol
     return EnrollOptions(**values)  # type: ignore[arg-type]
 
 
-async def status_through_gateway(config: str, tmp_path: Path) -> dict[str, object]:
-    """Start a gateway from `config` (plus an audit path) and call proxmox_cluster_status
-    through the MCP SDK client."""
+async def call_through_gateway(
+    config: str, tmp_path: Path, tool: str, arguments: dict[str, object]
+) -> CallToolResult:
+    """Start a gateway from `config` (plus an audit path and the operator policy for the
+    local caller, so that PVE's answer is what decides) and call `tool` through the MCP
+    SDK client."""
     path = tmp_path / "pvemcp.toml"
     audit = tmp_path / "audit.jsonl"
-    path.write_text(f"{config}\n[audit]\npath = {json.dumps(str(audit))}\n")
+    path.write_text(
+        f"{config}\n[audit]\npath = {json.dumps(str(audit))}\n"
+        '[policy]\nprofile = "operator"\nprofile_subjects = ["local"]\n'
+    )
     async with open_gateway(load_settings(path), Redactor()) as gateway:
         server = build_mcp_server(gateway, local_principal)
         async with Client(server) as client:
-            result = await client.call_tool("proxmox_cluster_status", {})
+            return await client.call_tool(tool, arguments)
+
+
+async def status_through_gateway(config: str, tmp_path: Path) -> dict[str, object]:
+    result = await call_through_gateway(config, tmp_path, "proxmox_cluster_status", {})
     assert not result.is_error, result.content
     structured: dict[str, object] | None = result.structured_content
     assert structured is not None
@@ -362,3 +373,21 @@ async def test_the_secret_goes_to_openbao_and_a_refused_vault_token_stops_first(
         "kv_version": 2,
     }
     assert stored["token_secret"] not in config
+
+
+@pytest.mark.parametrize(("profile", "allowed"), [("read-only", False), ("operator", True)])
+async def test_the_profiles_role_is_what_pve_enforces(
+    sim: SimulatorHandle, tmp_path: Path, profile: str, allowed: bool
+) -> None:
+    """The enrolled token powers a guest with the operator profile; with read-only PVE
+    itself refuses, naming the privilege (the simulator's permission model)."""
+    secret_file = tmp_path / "pve.toml"
+    pinned = options(sim, secret_file, fingerprint=sim.fingerprint, profile=profile)
+    config = await run_async(pinned, Operator().prompts(False), io.StringIO())
+    assert config is not None
+    start = {"vmid": 101, "action": "start"}
+    result = await call_through_gateway(config, tmp_path, "proxmox_guest_power", start)
+    assert result.is_error is not allowed, result.content
+    if not allowed:
+        text = result.content[0].text  # type: ignore[union-attr]
+        assert "VM.PowerMgmt" in text
