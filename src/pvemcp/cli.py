@@ -118,9 +118,18 @@ def _policy_parser(commands: Any) -> None:
     explain.add_argument("--group", action="append", default=[], help="a group (repeatable)")
     explain.add_argument("--scope", action="append", default=[], help="a scope (repeatable)")
     explain.add_argument("--client-id")
-    explain.add_argument("--tool", required=True)
+    explain.add_argument("--tool", help="the tool (required unless --capabilities)")
     explain.add_argument("--args", default="{}", help="the call's arguments as JSON")
     explain.add_argument("--json", action="store_true")
+    explain.add_argument(
+        "--capabilities",
+        action="store_true",
+        help="what the subject may do on the target in --args (vmid, node, pool, path, "
+        "toolset): policy and the cluster token's PVE privileges",
+    )
+    explain.add_argument(
+        "--demo", action="store_true", help="--capabilities on the embedded simulator"
+    )
     schema = sub.add_parser("schema", help="write the policy file's JSON schema")
     schema.add_argument(
         "--output", type=Path, default=POLICY_SCHEMA_PATH, help="a file, or - for stdout"
@@ -269,6 +278,11 @@ def _policy(args: argparse.Namespace) -> int:
         return commands.check(args.file, tier_map())
     if args.policy_command == "schema":
         return commands.schema(args.output, check_only=args.check)
+    if args.capabilities:
+        return _capabilities(args)
+    if args.tool is None:
+        print("pvemcp policy explain: --tool is required (or --capabilities)", file=sys.stderr)
+        return commands.EXIT_INVALID
     policy = _settings(args.config).policy
     return commands.explain(
         tool=args.tool,
@@ -281,6 +295,28 @@ def _policy(args: argparse.Namespace) -> int:
         profile=policy.profile,
         profile_subjects=policy.profile_subjects,
         file=args.file or policy.file,
+        as_json=args.json,
+    )
+
+
+def _capabilities(args: argparse.Namespace) -> int:
+    """`policy explain --capabilities`: the proxmox_capabilities_list answer for a subject,
+    through a gateway on the configured cluster (or the embedded simulator)."""
+    from pvemcp.policy import commands
+
+    settings = _settings(None if args.demo else args.config)
+    if args.file is not None:
+        policy = settings.policy.model_copy(update={"file": args.file})
+        settings = settings.model_copy(update={"policy": policy})
+    return commands.capabilities(
+        settings,
+        tool=args.tool,
+        subject=args.subject,
+        groups=args.group,
+        scopes=args.scope,
+        client_id=args.client_id,
+        args_json=args.args,
+        demo=args.demo,
         as_json=args.json,
     )
 

@@ -1,4 +1,5 @@
-"""proxmox_capabilities_list (the issue's proxmox_capabilities) through the MCP SDK client, on a gateway whose API token is narrowed.
+"""proxmox_capabilities_list (the issue's proxmox_capabilities) through the MCP SDK
+client, on a gateway whose API token is narrowed; and `pvemcp policy explain --capabilities`.
 
 The issue's story: the token holds PVEAuditor on / and PVEVMUser on /vms/100 only.
 proxmox_capabilities_list says power on 100 is possible and on 101 is not, naming
@@ -8,14 +9,18 @@ privilege (the simulator checks every request as PVE does), and on 100 works.
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from mcp import Client
 from pydantic import SecretStr
 
+from pvemcp.cli import main
 from pvemcp.simulator.server import SimulatorHandle
 from pvemcp.transports.mcp_app import build_mcp_server
 from pvemcp.transports.stdio import local_principal
@@ -84,3 +89,39 @@ async def test_bad_arguments_are_structured_errors(narrow: Client) -> None:
     assert error["field"] == "tool"
     error = refused(await narrow.call_tool("proxmox_capabilities_list", {"toolset": "nope"}))
     assert error["field"] == "toolset"
+
+
+def test_policy_explain_capabilities_prints_the_same_answer(
+    own_sim: SimulatorHandle,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`pvemcp policy explain --capabilities` on a config whose cluster token is narrowed."""
+
+    async def make() -> tuple[str, str]:
+        async with client_for(own_sim) as admin:
+            return await narrowed_token(admin, "cli@pve", AUDIT_AND_POWER_100)
+
+    tokenid, secret = anyio.run(make)
+    config = tmp_path / "pvemcp.toml"
+    config.write_text(
+        f'[clusters.demo]\napi_url = "{own_sim.url}"\ntoken_id = "{tokenid}"\n'
+        f'token_secret = "{secret}"\ntls = "fingerprint"\n'
+        f'fingerprint = "{own_sim.fingerprint}"\n'
+        f'[audit]\npath = "{tmp_path / "audit.jsonl"}"\n'
+    )
+    for key in [k for k in os.environ if k.startswith("PVEMCP_")]:
+        monkeypatch.delenv(key)
+    argv = ["policy", "explain", "--capabilities", "--config", str(config)]
+    assert main([*argv, "--args", '{"vmid": 101}', "--tool", "proxmox_guest_power"]) == 0
+    out = capsys.readouterr().out
+    assert f"the local operator on /vms/101 (PVE identity {tokenid})" in out
+    assert "    proxmox_guest_power: pve: VM.PowerMgmt on /vms/101" in out
+    assert main([*argv, "--json", "--args", '{"vmid": 100, "tool": "proxmox_guest_power"}']) == 0
+    assert json.loads(capsys.readouterr().out)["allowed"] == ["proxmox_guest_power"]
+    assert main([*argv, "--args", '{"vmid": "x"}']) == 1
+    assert "field vmid" in capsys.readouterr().err
+    assert main([*argv, "--args", '{"bogus": 1}']) == 2
+    assert main(["policy", "explain"]) == 2  # neither --tool nor --capabilities
+    assert "--tool is required" in capsys.readouterr().err
