@@ -68,13 +68,23 @@ class World:
         )
 
 
+def _world(tmp_path: Path, time_scale: float) -> Iterator[World]:
+    policy_file = tmp_path / "policy.toml"
+    policy_file.write_text(GRANT)
+    with simulator_in_thread(SimulatorOptions(time_scale=time_scale)) as sim:
+        yield World(sim, tmp_path / "audit.jsonl", policy_file)
+
+
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
     """A simulator slow enough (time scale 10: a start takes 30 s) to stop a task in."""
-    policy_file = tmp_path / "policy.toml"
-    policy_file.write_text(GRANT)
-    with simulator_in_thread(SimulatorOptions(time_scale=10)) as sim:
-        yield World(sim, tmp_path / "audit.jsonl", policy_file)
+    yield from _world(tmp_path, 10)
+
+
+@pytest.fixture
+def quick_world(tmp_path: Path) -> Iterator[World]:
+    """A start takes 1.5 s: long enough to outlive a gateway, short enough to wait for."""
+    yield from _world(tmp_path, 0.5)
 
 
 def _ok(result: CallToolResult) -> dict[str, Any]:
@@ -195,6 +205,44 @@ async def test_ownership_survives_a_restart_and_a_grant_lets_others_read(world: 
             # The local operator holds the gateway's PVE credentials: it may follow any task.
             status = _ok(await operator.call_tool("proxmox_task_status", {"upid": upid}))
             assert status["upid"] == upid
+    finally:
+        await restarted.aclose()
+
+
+async def test_a_second_gateway_on_the_same_log_learns_new_tasks(world: World) -> None:
+    """Two processes on one audit log (a desktop client's several stdio servers): the one
+    that did not start the task reads the records appended since it last looked."""
+    one, two = world.gateway(), world.gateway()
+    try:
+        async with (
+            Client(build_mcp_server(one, _as(ALICE))) as alice_one,
+            Client(build_mcp_server(two, _as(ALICE))) as alice_two,
+            Client(build_mcp_server(two, _as(BOB))) as bob_two,
+        ):
+            for _ in range(2):  # the second reads the log the first call's record started
+                assert _ok(await alice_two.call_tool("proxmox_task_mine", {}))["tasks"] == []
+            upid = await _start(alice_one)
+            assert _ok(await alice_two.call_tool("proxmox_task_status", {"upid": upid}))[
+                "status"
+            ] == ("running")
+            _refused(await bob_two.call_tool("proxmox_task_log", {"upid": upid}), "not_your_task")
+    finally:
+        await one.aclose()
+        await two.aclose()
+
+
+async def test_a_wait_resumes_after_a_restart_on_the_upid(quick_world: World) -> None:
+    first = quick_world.gateway()
+    try:
+        async with Client(build_mcp_server(first, _as(ALICE))) as alice:
+            upid = await _start(alice)
+    finally:
+        await first.aclose()
+    restarted = quick_world.gateway()
+    try:
+        async with Client(build_mcp_server(restarted, _as(ALICE))) as alice:
+            done = _ok(await alice.call_tool("proxmox_task_wait", {"upid": upid}))
+            assert (done["status"], done["exitstatus"], done["ok"]) == ("stopped", "OK", True)
     finally:
         await restarted.aclose()
 
