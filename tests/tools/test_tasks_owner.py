@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult
 
 from pvemcp.gateway.clusters import ClusterPool
@@ -30,6 +32,7 @@ from pvemcp.transports.stdio import local_principal
 from tests.conftest import cluster_for
 from tests.tools.test_catalogue import TOOLS
 from tests.tools.test_examples import error_of
+from tests.transports.test_http_app import KEYS, bearer, policy_gateway, served
 
 pytestmark = pytest.mark.anyio
 
@@ -274,3 +277,25 @@ def test_tasks_any_is_an_allow_rule_only() -> None:
     )
     [rule] = parse_policy(GRANT, source="policy.toml", known_tools=tier_map())
     assert rule.canonical()["tasks"] == "any"
+
+
+async def test_over_http_each_token_holder_sees_only_its_tasks(world: World) -> None:
+    """Two static bearer keys over real HTTP: subjects static:1 (may power guests) and
+    static:0 (reads only)."""
+    gateway = policy_gateway(
+        {"demo": cluster_for(world.sim)}, world.audit, world.policy_file.with_name("http.toml")
+    )
+    try:
+        async with (
+            served(gateway) as app,
+            httpx2.AsyncClient(headers=bearer(KEYS[1])) as http_one,
+            httpx2.AsyncClient(headers=bearer(KEYS[0])) as http_zero,
+            Client(streamable_http_client(app.url, http_client=http_one)) as one,
+            Client(streamable_http_client(app.url, http_client=http_zero)) as zero,
+        ):
+            upid = await _start(one)
+            assert _ok(await one.call_tool("proxmox_task_status", {"upid": upid}))["upid"] == upid
+            _refused(await zero.call_tool("proxmox_task_status", {"upid": upid}), "not_your_task")
+            assert _ok(await zero.call_tool("proxmox_task_mine", {}))["tasks"] == []
+    finally:
+        await gateway.aclose()
