@@ -336,3 +336,88 @@ async def test_a_pve_9_1_apidoc_knows_no_9_2_method(tmp_path: Path) -> None:
         assert error["field"] == "path" and "'qemu'" in error["message"]
         assert session.calls == []
         ok(await call(session, "proxmox_api_read", path="/cluster/resources"))
+
+
+async def test_the_tier_is_the_calls_and_never_below_a_typed_tool(
+    session: Session, tmp_path: Path
+) -> None:
+    # A POST, but a hard stop: destructive through either door, so it needs confirmation.
+    stop = refused(await call(session, "proxmox_api_call", method="POST",
+                              path="/nodes/pve1/qemu/100/status/stop"))  # fmt: skip
+    assert stop["code"] == "confirmation_required"
+    # A POST whose floor is write, but proxmox_guest_template (destructive) sends it.
+    template = refused(await call(session, "proxmox_api_call", method="POST",
+                                  path="/nodes/pve1/qemu/101/template"))  # fmt: skip
+    assert template["code"] == "confirmation_required"
+    # A config change is a write, unless it deletes an unused disk (PVE frees its volume).
+    unused = refused(await call(session, "proxmox_api_call", method="PUT", path=CONFIG,
+                                params={"delete": "unused0"}))  # fmt: skip
+    assert unused["code"] == "confirmation_required"
+    assert "deletes an unused disk's volume" in " ".join(unused["details"]["plan"]["warnings"])
+    assert session.writes() == []
+    # A plain start is a write: no confirmation, and the task is waited for.
+    started = ok(await call(session, "proxmox_api_call", method="POST",
+                            path="/nodes/pve1/qemu/101/status/start"))  # fmt: skip
+    assert started["task_status"] == "stopped" and started["exitstatus"] == "OK"
+    tiers = {
+        (r["what"]["tool"], r["phase"], r["what"]["tier"])
+        for r in audit_records(tmp_path)
+        if r["what"].get("tool") == "proxmox_api_call"
+    }
+    assert ("proxmox_api_call", "intent", "write") in tiers
+    assert ("proxmox_api_call", "record", "destructive") in tiers
+
+
+ENDPOINT_DENY = """
+[[rules]]
+id = "no-config-by-api"
+effect = "deny"
+subjects = ["*"]
+api = ["PUT /nodes/*/qemu/*/config"]
+
+[[rules]]
+id = "no-migrate"
+effect = "deny"
+subjects = ["*"]
+tools = ["proxmox_guest_migrate"]
+
+[[rules]]
+id = "no-snapshots-on-pve2"
+effect = "deny"
+subjects = ["*"]
+api = ["POST /nodes/pve2/*/*/snapshot"]
+
+[[rules]]
+id = "prod-writes-confirmed"
+effect = "confirm"
+subjects = ["*"]
+tags = ["prod"]
+tiers = ["write"]
+"""
+
+
+async def test_endpoint_rules_and_typed_tool_rules_reach_the_generic_call(
+    tmp_path: Path,
+) -> None:
+    async with gateway_session(tmp_path, ENDPOINT_DENY) as session:
+        # An `api` rule: decided on the endpoint before any request, planning's included.
+        config = refused(await call(session, "proxmox_api_call", method="PUT", path=CONFIG,
+                                    params={"description": "x"}))  # fmt: skip
+        assert config["code"] == "denied" and config["details"]["rules"] == ["no-config-by-api"]
+        assert session.calls == []
+        # A deny on the typed tool also stops the same endpoint through the generic call.
+        migrate = refused(await call(session, "proxmox_api_call", method="POST",
+                                     path="/nodes/pve1/qemu/102/migrate",
+                                     params={"target": "pve2", "online": 1}))  # fmt: skip
+        assert migrate["code"] == "denied" and "no-migrate" in migrate["details"]["rules"]
+        # An `api` rule applies to a typed tool's planned calls too, by concrete node.
+        typed = refused(await call(session, "proxmox_snapshot_create", vmid=104,
+                                   snapname="api-snap"))  # fmt: skip
+        assert typed["code"] == "denied" and typed["details"]["rules"] == ["no-snapshots-on-pve2"]
+        ok(await call(session, "proxmox_snapshot_create", vmid=102, snapname="api-snap"))
+        # The target is resolved from the path: a tag rule confirms a write on a prod guest.
+        prod = refused(await call(session, "proxmox_api_call", method="POST",
+                                  path="/nodes/pve1/qemu/101/status/start"))  # fmt: skip
+        assert prod["code"] == "confirmation_required"
+        assert prod["details"]["plan"]["target"]["tags"] == ["prod", "web"]
+        assert session.writes() == ["POST /nodes/pve1/qemu/102/snapshot"]

@@ -47,6 +47,7 @@ from pvemcp.transports.stdio import local_principal
 from tests.conftest import TIME_SCALE, cluster_for, operator_policy
 from tests.e2e.test_client_schema import RecordingBackend
 from tests.pveschema import check_request, check_response, skip_reason
+from tests.tools.endpoints import undeclared
 from tests.tools.test_catalogue import TOOLS
 
 pytestmark = pytest.mark.anyio
@@ -149,6 +150,9 @@ async def test_example_succeeds(spec: AnySpec, example: Mapping[str, Any], tmp_p
         assert not result.is_error, error_of(result)
         assert result.structured_content is not None
         assert not session.schema_problems(), "\n".join(session.schema_problems())
+        sent = [(method, path) for method, path, _, _ in session.calls]
+        missing = undeclared(spec, sent, tmp_path / "audit.jsonl")
+        assert not missing, "\n".join(missing)
 
 
 @pytest.mark.parametrize(("spec", "arguments", "code"), REJECTS)

@@ -124,6 +124,11 @@ _ANY: TypeAdapter[Any] = TypeAdapter(Any)
     title="Ask a VM's guest agent: ping, OS, hostname",
     tier=Tier.READ,
     toolset="agent",
+    api=(
+        "POST /nodes/{node}/qemu/{vmid}/agent/ping",
+        "GET /nodes/{node}/qemu/{vmid}/agent/get-osinfo",
+        "GET /nodes/{node}/qemu/{vmid}/agent/get-host-name",
+    ),
     input=InfoArgs,
     output=AgentInfo,
     idempotent=True,
@@ -209,6 +214,10 @@ class AgentList(ToolOutput):
     title="List a VM's network interfaces or filesystems (guest agent)",
     tier=Tier.READ,
     toolset="agent",
+    api=(
+        "GET /nodes/{node}/qemu/{vmid}/agent/network-get-interfaces",
+        "GET /nodes/{node}/qemu/{vmid}/agent/get-fsinfo",
+    ),
     input=ListArgs,
     output=AgentList,
     idempotent=True,

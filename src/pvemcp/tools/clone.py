@@ -196,6 +196,7 @@ async def _undo_clone(ctx: ToolContext, plan: Plan, output: ToolOutput) -> undo.
     title="Clone a VM or container",
     tier=Tier.WRITE,
     toolset="lifecycle",
+    api=("POST /nodes/{node}/{type}/{vmid}/clone",),
     input=CloneArgs,
     output=TaskOutcome,
     planner=_plan,

@@ -70,6 +70,10 @@ class GuestConfig(ToolOutput):
     title="Read a guest's configuration",
     tier=Tier.READ,
     toolset="guests",
+    api=(
+        "GET /nodes/{node}/{type}/{vmid}/pending",
+        "GET /nodes/{node}/{type}/{vmid}/snapshot/{snapname}/config",
+    ),
     input=ConfigArgs,
     output=GuestConfig,
     idempotent=True,
@@ -153,6 +157,7 @@ async def _plan_update(ctx: ToolContext, args: UpdateArgs) -> Plan:
     title="Change a guest's configuration",
     tier=Tier.WRITE,
     toolset="guests",
+    api=("PUT /nodes/{node}/{type}/{vmid}/config", "POST /nodes/{node}/{type}/{vmid}/snapshot"),
     input=UpdateArgs,
     output=planners.SnapshottedOutcome,
     planner=_plan_update,

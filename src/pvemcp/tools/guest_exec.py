@@ -129,6 +129,10 @@ async def ct_exec(ctx: ToolContext, args: CtExecArgs) -> CommandOutput:
     title="Run a command in a VM through the guest agent",
     tier=Tier.ESCAPE,
     toolset="escape",
+    api=(
+        "POST /nodes/{node}/qemu/{vmid}/agent/exec",
+        "GET /nodes/{node}/qemu/{vmid}/agent/exec-status",
+    ),
     input=VmExecArgs,
     output=CommandOutput,
     planner=_plan_vm,
