@@ -287,7 +287,7 @@ async def test_body_conflicting_with_the_path_is_400(client: httpx2.AsyncClient)
         ("POST", "/version"),
         ("GET", "/nodes/pve1/lxc/200/exec"),
         ("PUT", "/nodes/pve1/qemu/100/snapshot"),  # a path PVE has, without PUT
-        ("POST", "/access/roles"),  # a method PVE has, not simulated (custom roles)
+        ("POST", "/cluster/acme/account"),  # a method PVE has, not simulated (ACME)
         ("GET", "/nodes/pve1/qemu/100/snapshot/a/b"),  # deeper than any template
     ],
 )
