@@ -302,13 +302,13 @@ def _policy(args: argparse.Namespace) -> int:
 def _capabilities(args: argparse.Namespace) -> int:
     """`policy explain --capabilities`: the proxmox_capabilities_list answer for a subject,
     through a gateway on the configured cluster (or the embedded simulator)."""
-    from pvemcp.policy import commands
+    from pvemcp import capabilities_command
 
     settings = _settings(None if args.demo else args.config)
     if args.file is not None:
         policy = settings.policy.model_copy(update={"file": args.file})
         settings = settings.model_copy(update={"policy": policy})
-    return commands.capabilities(
+    return capabilities_command.capabilities(
         settings,
         tool=args.tool,
         subject=args.subject,

@@ -13,7 +13,7 @@ import sys
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pvemcp.policy.decision import Decision, Effect
 from pvemcp.policy.engine import PolicyEngine, PolicyRequest
@@ -22,9 +22,6 @@ from pvemcp.policy.principal import Principal
 from pvemcp.policy.profiles import ENGINE_RULES
 from pvemcp.policy.rules import ApiRef, parse_api_pattern
 from pvemcp.policy.tiers import Tier, parse_tiers
-
-if TYPE_CHECKING:
-    from pvemcp.config import Settings
 
 EXIT_ALLOW, EXIT_DENY, EXIT_INVALID, EXIT_CONFIRM = 0, 1, 2, 3
 _EXIT = {Effect.ALLOW: EXIT_ALLOW, Effect.DENY: EXIT_DENY, Effect.CONFIRM: EXIT_CONFIRM}
@@ -265,84 +262,4 @@ def _as_text(
         for rule_id, effect, text in _deciding(engine, decision)
     ]
     lines.append(f"policy:   sha256:{engine.bundle_hash}")
-    return "\n".join(lines)
-
-
-CAPABILITIES_TOOL = "proxmox_capabilities_list"
-_CAPABILITY_KEYS = ("cluster", "vmid", "node", "pool", "path", "tool", "toolset")
-
-
-def capabilities(
-    settings: Settings,
-    *,
-    tool: str | None = None,
-    subject: str = "local",
-    groups: Sequence[str] = (),
-    scopes: Sequence[str] = (),
-    client_id: str | None = None,
-    args_json: str = "{}",
-    demo: bool = False,
-    as_json: bool = False,
-) -> int:
-    """`explain --capabilities`: what `subject` may do on the target in `args_json` (keys
-    cluster, vmid, node, pool, path, tool, toolset; `tool` narrows to one): policy ∩ the
-    gateway token's PVE privileges, as proxmox_capabilities_list answers it. The tool is
-    called through a gateway built from the config (or the embedded simulator with
-    `demo`), so policy and audit see it as any call. Exit: 0 answered, 1 refused or
-    failed, 2 invalid input."""
-    import anyio  # noqa: PLC0415 - only this command talks to a cluster
-
-    from pvemcp.logsetup import configure_logging  # noqa: PLC0415
-    from pvemcp.runtime import open_gateway  # noqa: PLC0415
-    from pvemcp.secrets.redaction import Redactor  # noqa: PLC0415
-
-    try:
-        args = json.loads(args_json)
-    except json.JSONDecodeError as exc:
-        print(f"--args is not JSON: {exc}", file=sys.stderr)
-        return EXIT_INVALID
-    if not isinstance(args, dict) or set(args) - set(_CAPABILITY_KEYS):
-        print(f"--args must be a JSON object with keys among {_CAPABILITY_KEYS}", file=sys.stderr)
-        return EXIT_INVALID
-    if tool is not None:
-        args["tool"] = tool
-    principal = Principal(
-        subject=subject,
-        transport="stdio" if subject == "local" else "http",
-        client_id=client_id,
-        scopes=frozenset(scopes),
-        groups=frozenset(groups),
-    )
-
-    redactor = Redactor()
-    configure_logging(settings.log_level, redactor)  # JSON lines on stderr, stdout stays clean
-
-    async def ask() -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        async with open_gateway(settings, redactor, simulate=demo) as gateway:
-            result = await gateway.invoke(principal, CAPABILITIES_TOOL, args)
-            return result.data, result.error
-
-    data, error = anyio.run(ask)
-    if data is None:
-        error = error or {}
-        field = f" (field {error['field']})" if error.get("field") else ""
-        print(f"pvemcp: {error.get('code')}: {error.get('message')}{field}", file=sys.stderr)
-        return EXIT_DENY
-    print(json.dumps(data, indent=2) if as_json else _capabilities_text(principal, data))
-    return EXIT_ALLOW
-
-
-def _capabilities_text(principal: Principal, data: Mapping[str, Any]) -> str:
-    who = "the local operator" if principal.is_local else f"subject {principal.subject!r}"
-    lines = [
-        f"{who} on {data['path']} (PVE identity {data['pve_user']})",
-        f"  PVE privileges there: {', '.join(data['privileges']) or '(none)'}",
-        f"  allowed:  {', '.join(data['allowed']) or '-'}",
-        f"  confirm:  {', '.join(data['confirm']) or '-'}",
-        "  refused:" + ("" if data["refused"] else "  -"),
-        *(f"    {tool}: {why}" for tool, why in data["refused"].items()),
-        f"  unknown (PVE's answer not known here): {', '.join(data['unknown']) or '-'}",
-    ]
-    if data.get("left_off"):
-        lines.append(f"  ({data['left_off']} more tools left off: narrow with tool or toolset)")
     return "\n".join(lines)

@@ -22,7 +22,6 @@ from pvemcp.gateway.registry import ToolInput, ToolOutput, WriteInput, tool
 from pvemcp.policy.tiers import Tier
 from pvemcp.proxmox.errors import ProxmoxError
 from pvemcp.proxmox.tasks import TaskStatus
-from pvemcp.proxmox.upid import parse_upid
 from pvemcp.tools.common import Timeout, Upid
 
 
@@ -233,7 +232,7 @@ async def _plan_cancel(ctx: ToolContext, args: CancelArgs) -> Plan:
             field="upid",
             hint="Read its log with proxmox_task_log.",
         )
-    node = parse_upid(args.upid).node
+    node = task.node
     vmid = int(task.id) if task.id.isdigit() else None
     what = f"{task.type} of guest {vmid}" if vmid is not None else f"{task.type} {task.id}"
     return Plan(
