@@ -241,3 +241,26 @@ async def test_a_cluster_can_require_a_snapshot_before_each_change(
             assert own_sim.state.guests[TEMPLATE].config["cores"] == 2
     finally:
         await gateway.aclose()
+
+
+async def test_a_nic_on_a_bridge_the_node_does_not_run_is_refused_naming_the_key(
+    session: Session,
+) -> None:
+    # pve3's vmbr1 is only a pending change (seed), and the VNet dmz is not applied:
+    # PVE would take either into the config and fail the hotplug or the next start.
+    pending = error_of(await call(session, "proxmox_guest_config_update", vmid=107,
+                                  values={"net1": "virtio,bridge=vmbr1,tag=20"}))  # fmt: skip
+    assert pending is not None, "a NIC on a pending bridge was accepted"
+    assert (pending["code"], pending["field"]) == ("invalid_argument", "net1"), pending
+    assert "pending" in pending["message"] and "proxmox_network_apply" in pending["hint"]
+    assert "vmbr0" in pending["hint"]
+    vnet = error_of(await call(session, "proxmox_guest_config_update", vmid=STOPPED_CT,
+                               values={"net1": "name=eth1,bridge=dmz,ip=dhcp"}))  # fmt: skip
+    assert vnet is not None and (vnet["code"], vnet["field"]) == ("not_found", "net1"), vnet
+    assert [w for w in session.writes() if w.endswith("/config")] == []
+    # An active bridge and an applied VNet (labnet) are bridges guests can use.
+    ok(await call(session, "proxmox_guest_config_update", vmid=STOPPED_VM,
+                  values={"net1": "virtio,bridge=vmbr1,tag=20"}))  # fmt: skip
+    ok(await call(session, "proxmox_guest_config_update", vmid=STOPPED_CT,
+                  values={"net1": "name=eth1,bridge=labnet,ip=dhcp"}))  # fmt: skip
+    assert (await read(session, vmid=STOPPED_CT))["config"]["net1"].startswith("name=eth1,")

@@ -47,7 +47,8 @@ async def test_scenario_vlan_aware_bridge_pending_applied_used_by_a_guest_then_r
     # Pending: a guest cannot use it yet (the create tools check bridges the node runs).
     nic = {"node": "pve3", "name": "lab1", "nics": [{"bridge": "vmbr2", "vlan": 20}]}
     early = refused(await call(session, "proxmox_vm_create", **nic, dry_run=True))
-    assert (early["code"], early["field"]) == ("not_found", "nics[0].bridge")
+    assert (early["code"], early["field"]) == ("invalid_argument", "nics[0].bridge")
+    assert "proxmox_network_apply" in early["hint"]
     plan = await _plan(session, "proxmox_network_apply", node="pve3")
     assert "+iface vmbr2 inet manual" in plan["changes"][0]["before"]
     assert any("cut the node off" in w for w in plan["warnings"])

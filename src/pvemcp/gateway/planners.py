@@ -237,6 +237,73 @@ async def resolve_unlocked(ctx: ToolContext, ref: GuestLookup) -> dict[str, Any]
     return row
 
 
+class _Iface(Answer):
+    iface: str
+    active: int = 0
+    """1 once the node runs it: a bridge only in the pending interfaces file is listed
+    too, but a guest cannot use it until the network config is applied."""
+
+
+_IFACES = TypeAdapter(list[_Iface])
+
+
+@dataclass(frozen=True, slots=True)
+class NodeBridges:
+    """What a guest NIC may name on a node (GET /nodes/{node}/network?type=any_bridge):
+    the bridges and applied SDN VNets it runs, and those only in its pending interfaces."""
+
+    node: str
+    active: list[str]
+    pending: list[str]
+
+    def require(self, bridge: str, field: str) -> None:
+        """Refuse a bridge the node does not run, naming `field`: PVE takes it into the
+        config and fails only at the NIC's hotplug (`bridge 'vmbr1' does not exist`,
+        pve-common PVE/Network.pm) or the guest's next start."""
+        if bridge in self.active:
+            return
+        listed = ", ".join(self.active) or "none"
+        if bridge in self.pending:
+            raise ToolFailure(
+                "invalid_argument",
+                f"bridge {bridge!r} on node {self.node} is a pending change, not applied",
+                field=field,
+                hint=f"Apply it first with proxmox_network_apply, or use an active bridge: "
+                f"{listed}.",
+            )
+        raise ToolFailure(
+            "not_found",
+            f"bridge {bridge!r} does not exist on node {self.node}",
+            field=field,
+            hint=f"Use one of the node's active bridges: {listed}.",
+        )
+
+
+async def node_bridges(ctx: ToolContext, node: str) -> NodeBridges:
+    """The node's bridges (with applied VNets), active and pending-only, in one read."""
+    found = await read_as(ctx, _IFACES, f"/nodes/{node}/network", {"type": "any_bridge"})
+    return NodeBridges(
+        node=node,
+        active=sorted(item.iface for item in found if item.active),
+        pending=sorted(item.iface for item in found if not item.active),
+    )
+
+
+_NIC_BRIDGE = re.compile(r"(?:^|,)bridge=([^,]+)")
+
+
+async def _check_nic_bridges(ctx: ToolContext, node: str, values: Mapping[str, Any]) -> None:
+    """Each `netN` set names a bridge the node runs (`NodeBridges.require`); a NIC without
+    `bridge=` (QEMU's user-mode networking) is left to PVE. Read only when a NIC changes."""
+    nics = {key: m.group(1) for key, value in values.items()
+            if re.fullmatch(r"net\d+", key) and (m := _NIC_BRIDGE.search(str(value)))}  # fmt: skip
+    if not nics:
+        return
+    bridges = await node_bridges(ctx, node)
+    for key, bridge in sorted(nics.items()):
+        bridges.require(bridge, key)
+
+
 class _PendingItem(Answer):
     """One key of GET .../pending: its current value, a pending value or deletion."""
 
@@ -293,7 +360,8 @@ async def guest_config_change(
     `revert` (pending changes dropped) and the `digest`, so PVE refuses it if the
     configuration changed since it was planned (someone else's edit is never overwritten).
     A caller's `digest` (from a read) must still be the config's, and a locked guest is
-    refused (PVE's `check_lock`, unless `skiplock`, which only root may). The call is checked
+    refused (PVE's `check_lock`, unless `skiplock`, which only root may), as is a `netN` on
+    a bridge the node does not run (`NodeBridges.require`). The call is checked
     against the PVE API's index here, so a dry run already names an unknown key with the
     closest valid ones. `method` POST is QEMU's asynchronous update (a task); PUT answers
     at once. A secret key's values (`cipassword`) are masked in the changes; the call's
@@ -323,6 +391,7 @@ async def guest_config_change(
         for key, value in sorted(values.items())
         if key not in now or str(now[key]) != str(value)
     }
+    await _check_nic_bridges(ctx, target.node, setting)
     removed = [key for key in delete if key in now]
     reverted = [key for key in revert if key in pending]
 

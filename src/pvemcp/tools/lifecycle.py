@@ -186,35 +186,18 @@ async def _require_volume(
         )
 
 
-class _Iface(Answer):
-    iface: str
-    active: int = 0
-    """1 once the node runs it: a bridge only in the pending interfaces file is listed
-    too, but a guest cannot use it until the network config is applied."""
-
-
-_IFACES = TypeAdapter(list[_Iface])
-
-
 async def _nics(
     ctx: ToolContext, node: str, nics: Sequence[NewNic], *, lxc: bool
 ) -> dict[str, str]:
-    """The `netN` values; a bridge the node does not have is refused here, since PVE
+    """The `netN` values; a bridge the node does not run is refused here, since PVE
     accepts it at create and fails only when the guest starts."""
     if not nics:
         return {}
-    found = await read_as(ctx, _IFACES, f"/nodes/{node}/network", {"type": "any_bridge"})
-    bridges = sorted(item.iface for item in found if item.active)
+    bridges = await planners.node_bridges(ctx, node)
     values = {}
     for index, nic in enumerate(nics):
         bridge = cluster_default(nic.bridge, ctx.cluster.default_bridge, "bridge", "e.g. vmbr0")
-        if bridge not in bridges:
-            raise ToolFailure(
-                "not_found",
-                f"bridge {bridge!r} does not exist on node {node}",
-                field=f"nics[{index}].bridge",
-                hint=f"Use one of the node's bridges: {', '.join(bridges) or 'none'}.",
-            )
+        bridges.require(bridge, f"nics[{index}].bridge")
         head = f"name=eth{index},bridge={bridge},ip=dhcp" if lxc else f"{nic.model},bridge={bridge}"
         values[f"net{index}"] = head + (f",tag={nic.vlan}" if nic.vlan else "")
     return values
