@@ -168,11 +168,18 @@ async def test_reject_fails_before_any_write(
         assert session.writes() == [], "refused before anything was sent"
 
 
+OVER_SSH = frozenset({"proxmox_snippet_read", "proxmox_snippet_write"})
+"""Typed tools that reach the node's files over SSH, which this simulator-only session has
+not: they declare rejects (refused before SSH) and work end to end in
+tests/tools/test_snippets.py against the real sshd."""
+
+
 def test_every_tool_shows_a_working_call() -> None:
     """Each tool the simulator can serve has an example, unless a required argument is
-    one only an earlier answer gives (a task's upid): those declare rejects at least."""
+    one only an earlier answer gives (a task's upid) or it needs SSH (`OVER_SSH`): those
+    declare rejects at least."""
     for spec in RUN:
-        needs_earlier = "upid" in spec.input_model.model_fields
+        needs_earlier = "upid" in spec.input_model.model_fields or spec.name in OVER_SSH
         assert spec.examples or (needs_earlier and spec.rejects), spec.name
 
 

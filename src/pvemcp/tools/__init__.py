@@ -51,9 +51,9 @@ def _backup() -> Sequence[AnySpec]:
 
 
 def _storage() -> Sequence[AnySpec]:
-    from pvemcp.tools import storage  # noqa: PLC0415
+    from pvemcp.tools import snippets, storage  # noqa: PLC0415
 
-    return storage.TOOLS
+    return (*storage.TOOLS, *snippets.TOOLS)
 
 
 def _disks() -> Sequence[AnySpec]:
@@ -179,7 +179,7 @@ TOOLSETS = (
     Toolset("backup", "Back up guests (vzdump), list and restore backups; backup jobs.", _backup),
     Toolset(
         "storage",
-        "Storages and usage, content, volumes (delete), URL downloads, appliance templates.",
+        "Storages and usage, content, volumes (delete), snippets, URL downloads, appliances.",
         _storage,
     ),
     Toolset("disks", "Add, grow, move and detach guests' disks on storages.", _disks),

@@ -15,7 +15,7 @@ them, and the plan says so.
 
 Snippets (cloud-init user data) are listed and removed here; PVE's API has no way to
 write a snippet's text (`upload` takes iso, vztmpl and import only) and none to read it,
-so reading and writing them is for the escape toolset's file tools, over SSH.
+so reading and writing them is `tools/snippets.py`'s, over SSH.
 """
 
 from __future__ import annotations
