@@ -35,7 +35,7 @@ def base(ssh_sim: SimulatorHandle, sshd: Sshd) -> Iterator[Path]:  # noqa: F811
     root = Path(tempfile.mkdtemp(prefix="pvemcp-snip-")).resolve()
     root.chmod(0o755)
     user = pwd.getpwnam(sshd.user)
-    for name in ("snip", "snip/snippets", "evil", "outside", "isos", "isos/snippets"):
+    for name in ("snip", "snip/snippets", "evil", "outside", "isos", "isos/snippets", "bare"):
         (root / name).mkdir()
         os.chown(root / name, user.pw_uid, user.pw_gid)
     (root / "outside" / "u.yaml").write_text("secret: 1\n")
@@ -47,6 +47,7 @@ def base(ssh_sim: SimulatorHandle, sshd: Sshd) -> Iterator[Path]:  # noqa: F811
             ("snip", ("snippets",), root / "snip"),
             ("evil", ("snippets",), root / "evil"),
             ("isos", ("iso",), root / "isos"),
+            ("bare", ("snippets",), root / "bare"),
         )
     ]
     ssh_sim.state.storages.extend(added)
@@ -155,3 +156,15 @@ async def test_without_ssh_the_cluster_says_so(
             assert failed(result)["code"] == "ssh_not_configured"
     finally:
         await gateway.aclose()
+
+
+async def test_a_missing_snippet_or_snippets_directory_is_not_found(gw: Gateway) -> None:
+    error = failed(await read(gw, "snip", "absent.yaml"))
+    assert error["code"] == "not_found" and error["field"] == "name", error
+    for result in (
+        await read(gw, "bare", "u.yaml"),
+        await write(gw, "bare", "u.yaml", content="x"),
+    ):
+        error = failed(result)
+        assert error["code"] == "not_found" and error["field"] == "storage", error
+        assert "snippets directory" in error["message"]

@@ -80,9 +80,23 @@ async def _snippet_path(ctx: ToolContext, node: str, storage: str, name: str) ->
             "content=snippets).",
         )
     base = (await ctx.resolve_path(node, config.path)).canonical
+    configured = f"{config.path.rstrip('/')}/snippets"
+    directory = await ctx.resolve_path(node, configured)
+    if directory.kind is None:
+        raise ToolFailure(
+            "not_found",
+            f"storage {storage!r} has no snippets directory on node {node} ({configured})",
+            field="storage",
+            hint="PVE makes it when the storage is activated with content snippets; or "
+            "choose another storage.",
+        )
     wanted = f"{base.rstrip('/')}/snippets/{name}"
-    resolved = await ctx.resolve_path(node, f"{config.path.rstrip('/')}/snippets/{name}")
-    if resolved.canonical != wanted or resolved.kind not in (None, "file"):
+    resolved = await ctx.resolve_path(node, f"{configured}/{name}")
+    if (
+        directory.kind != "directory"
+        or resolved.canonical != wanted
+        or resolved.kind not in (None, "file")
+    ):
         raise ToolFailure(
             "path_refused",
             f"{storage}:snippets/{name} leads to {resolved.canonical}, not a file in "
@@ -112,7 +126,14 @@ async def snippet_read(ctx: ToolContext, args: SnippetArgs) -> Snippet:
     """Read a snippet (cloud-init user data) of a storage, over SSH. Only regular files in
     its snippets directory; list snippets with proxmox_storage_content content=snippets."""
     node = node_or_default(ctx, args.node)
-    path, _ = await _snippet_path(ctx, node, args.storage, args.name)
+    path, exists = await _snippet_path(ctx, node, args.storage, args.name)
+    if not exists:
+        raise ToolFailure(
+            "not_found",
+            f"{args.storage}:snippets/{args.name} does not exist on node {node}",
+            field="name",
+            hint="List snippets with proxmox_storage_content content=snippets.",
+        )
     data = await ctx.read_file(node, path, canonical=path)
     text = as_text(data)
     if text is None:
