@@ -168,3 +168,27 @@ async def test_a_missing_snippet_or_snippets_directory_is_not_found(gw: Gateway)
         error = failed(result)
         assert error["code"] == "not_found" and error["field"] == "storage", error
         assert "snippets directory" in error["message"]
+
+
+async def test_replacing_needs_read_access_creating_does_not(
+    ssh_sim: SimulatorHandle,  # noqa: F811
+    sshd: Sshd,  # noqa: F811
+    base: Path,
+    tmp_path: Path,
+    audit_path: Path,
+) -> None:
+    """A replace's plan shows the current content: a caller denied the read tool may only
+    create snippets."""
+    (base / "snip" / "snippets" / "kept.yaml").write_text("password: hunter2\n")
+    policy = (
+        'version = 1\n[[rules]]\nid = "no-read"\neffect = "deny"\nsubjects = ["local"]\n'
+        'tools = ["proxmox_snippet_read"]\n'
+    )
+    async with escape_gateway(
+        ssh_sim, sshd, audit=audit_path, policy=policy, secrets_dir=tmp_path
+    ) as gateway:
+        error = failed(await write(gateway, "snip", "kept.yaml", content="x", dry_run=True))
+        assert error["code"] == "denied" and error["field"] == "name", error
+        assert "hunter2" not in str(error)
+        assert ok(await write(gateway, "snip", "new.yaml", content="x"))["created"] is True
+    assert (base / "snip" / "snippets" / "kept.yaml").read_text() == "password: hunter2\n"

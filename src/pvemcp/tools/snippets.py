@@ -18,6 +18,8 @@ from typing import Annotated
 
 from pydantic import Field, model_validator
 
+from pvemcp.policy.decision import Effect
+from pvemcp.policy.engine import PolicyRequest
 from pvemcp.tools.files import _diff as file_diff
 from pvemcp.tools.files import as_text
 from pvemcp.tools.kit import (
@@ -190,11 +192,36 @@ def _sha(data: bytes | None) -> str | None:
     return hashlib.sha256(data).hexdigest() if data is not None else None
 
 
+def _may_read(ctx: ToolContext, node: str, path: str) -> bool:
+    """Whether policy lets this caller read the snippet at `path` outright: a replace's plan
+    shows the current content (diff, hash), which a write grant alone must not reveal."""
+    view = ctx.policy_view
+    if view is None:
+        return False
+    asked = PolicyRequest(
+        tool="proxmox_snippet_read",
+        tier=Tier.READ,
+        cluster=ctx.cluster_name,
+        node=node,
+        paths=(path,),
+    )
+    return view.decide(asked).effect is Effect.ALLOW
+
+
 async def _plan_write(ctx: ToolContext, args: SnippetWriteArgs) -> Plan:
     node = node_or_default(ctx, args.node)
     path, exists = await _snippet_path(ctx, node, args.storage, args.name)
     # Policy decides on the canonical path before its content is read for the diff.
     ctx.authorize(node, [path])
+    if exists and not _may_read(ctx, node, path):
+        raise ToolFailure(
+            "denied",
+            f"policy does not let this caller read {args.storage}:snippets/{args.name}, "
+            "so it may not replace it (the plan would show its content)",
+            field="name",
+            hint="Write a new snippet under another name, or ask an operator to allow "
+            "proxmox_snippet_read.",
+        )
     before = await ctx.read_current(node, path, canonical=path) if exists else None
     if args.expected_sha256 is not None and _sha(before) != args.expected_sha256.lower():
         raise ToolFailure(
