@@ -289,3 +289,20 @@ async def test_what_the_index_does_not_know_is_refused_with_pve_texts(
     assert response.status_code == 400, response.text
     assert response.json()["errors"] == errors
     assert response.json()["message"].startswith("Parameter verification failed.")
+
+
+async def test_a_vm_whose_nic_names_a_bridge_the_node_does_not_run_fails_to_start(
+    fresh_client: httpx2.AsyncClient,
+) -> None:
+    # PVE takes the NIC into the config (a stopped VM), and the start applies it, then
+    # dies reading the bridge's MTU (qemu-server config_to_command, read_bridge_mtu).
+    assert (await _put(fresh_client, VM, net1="virtio,bridge=vmbr9")).status_code == 200
+    upid = await post_upid(fresh_client, f"{VM}/status/start")
+    status = await task_status(fresh_client, upid)
+    assert status["exitstatus"] == "bridge 'vmbr9' does not exist", status
+    assert (await get_data(fresh_client, f"{VM}/status/current"))["status"] == "stopped"
+    assert (await get_data(fresh_client, f"{VM}/config", current=1))["net1"].endswith("vmbr9")
+    # An active bridge (pve1's vmbr1) starts.
+    assert (await _put(fresh_client, VM, net1="virtio,bridge=vmbr1")).status_code == 200
+    await post_upid(fresh_client, f"{VM}/status/start")
+    assert (await get_data(fresh_client, f"{VM}/status/current"))["status"] == "running"

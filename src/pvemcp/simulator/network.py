@@ -20,8 +20,9 @@ filter follows `index`: `any_bridge`/`any_local_bridge` are Linux and OVS bridge
 the running SDN VNets for `any_bridge`, `include_sdn` and `vnet`, see `sdn.py`).
 
 Not modelled: a reload does not touch guests. PVE does not either: a running guest's NIC
-on a bridge the reload removes loses its link, and its next start fails in
-`PVE::Network::tap_plug` (the tools check bridges the node has applied, `active`).
+on a bridge the reload removes loses its link, and its next start fails (`bridge 'vmbr1'
+does not exist`, modelled for VMs in `power.py`; the tools check bridges the node has
+applied, `active`).
 Altnames, IPv6 host checks and OVS ports are not modelled; OVS types are refused as on a
 node without `openvswitch-switch`.
 """
@@ -41,7 +42,7 @@ from .router import Context, Params, Result, Route, api, text
 from .tasks import Plan
 
 Iface = dict[str, Any]
-_BRIDGES = frozenset({"bridge", "OVSBridge"})
+BRIDGE_TYPES = frozenset({"bridge", "OVSBridge"})
 _PORT_KEYS = ("bridge_ports", "ovs_ports", "slaves", "ovs_bonds")
 _OUTPUT_ONLY = frozenset({"active", "exists", "cidr", "cidr6"})
 RELOAD_SECONDS = 3.0
@@ -171,7 +172,7 @@ def _list(ctx: Context, params: Params) -> Result:
     wanted = params.get("type")
     found = [_shown(net, name, d) for name, d in sorted(net.current().items())]
     if wanted in ("any_bridge", "any_local_bridge"):
-        found = [item for item in found if item["type"] in _BRIDGES]
+        found = [item for item in found if item["type"] in BRIDGE_TYPES]
     elif wanted not in (None, "include_sdn"):
         found = [item for item in found if item["type"] == wanted]
     if wanted in ("any_bridge", "include_sdn", "vnet"):

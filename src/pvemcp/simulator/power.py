@@ -10,12 +10,14 @@ missing VM fails inside the task; pve-container checks the run state up front in
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 
 from . import ha
 from .errors import failure
 from .locks import locked_message
 from .model import GiB, Guest, GuestKind
+from .network import BRIDGE_TYPES
 from .params import Value
 from .state import ClusterState, lxc_config_missing, qemu_config_missing
 from .tasks import FAILURE_SECONDS, Plan, fail
@@ -43,12 +45,17 @@ def start_running(state: ClusterState, guest: Guest, at: float) -> None:
     guest.config.pop("lock", None)
 
 
-def _cold_start(state: ClusterState, guest: Guest, at: float) -> None:
-    """A start from stopped: the pending config changes apply first, as on PVE; a disk
-    whose deletion was pending is detached to `unusedN` then (`vmconfig_apply_pending`)."""
+def _apply_pending(state: ClusterState, guest: Guest) -> None:
+    """The pending config changes apply, as a start does first; a disk whose deletion was
+    pending is detached to `unusedN` then (`vmconfig_apply_pending`)."""
     before, forced = dict(guest.config), dict(guest.pending_delete)
     guest.apply_pending()
     detach_removed(state.volumes, guest, before, forced, force=False)
+
+
+def _cold_start(state: ClusterState, guest: Guest, at: float) -> None:
+    """A start from stopped: the pending config changes apply first, as on PVE."""
+    _apply_pending(state, guest)
     start_running(state, guest, at)
 
 
@@ -65,6 +72,27 @@ def _start_lines(guest: Guest) -> tuple[tuple[float, str], ...]:
     if "tpmstate0" not in guest.config:
         return ()
     return ((0.2, "swtpm_setup: Not overwriting existing state file."),)
+
+
+_NIC_BRIDGE = re.compile(r"(?:^|,)bridge=([^,]+)")
+
+
+def _missing_bridge(state: ClusterState, guest: Guest) -> str | None:
+    """A bridge a NIC of the config the start applies names that the node does not run (not
+    in its active interfaces, not a running SDN VNet), or None. qemu-server's
+    `config_to_command` reads each virtio NIC's bridge MTU first (`read_bridge_mtu`,
+    pve-common PVE/Network.pm: `bridge 'vmbr9' does not exist`); other models fail later in
+    the `pve-bridge` script with QEMU's own words, which are not modelled (the same text is
+    used). A running VM's hotplug of such a NIC (`hotplug problem - ...`, the value kept
+    pending, the PUT a parameter error) is not modelled: the tools refuse it first."""
+    running = {n for n, d in state.networks[guest.node].active.items() if d["type"] in BRIDGE_TYPES}
+    running |= {str(vnet["iface"]) for vnet in state.sdn.local_vnets(guest.node)}
+    for key, value in sorted({**guest.config, **guest.pending}.items()):
+        if re.fullmatch(r"net\d+", key) and key not in guest.pending_delete:
+            found = _NIC_BRIDGE.search(str(value))
+            if found and found.group(1) not in running:
+                return found.group(1)
+    return None
 
 
 def _not_found(node: str, vmid: int) -> str:
@@ -107,6 +135,11 @@ class _Qemu:
                 return fail(locked)
             if guest.status == "running":
                 return fail(f"VM {self.vmid} already running")
+            if (bridge := _missing_bridge(self.state, guest)) is not None:
+                # vm_start applies the pending changes, then builds the command and dies.
+                applied = ((0.0, lambda _at: _apply_pending(self.state, guest)),)
+                return Plan(FAILURE_SECONDS, error=f"bridge '{bridge}' does not exist",
+                            steps=applied)  # fmt: skip
             return Plan(
                 SECONDS["start"],
                 lines=_start_lines(guest),
