@@ -20,6 +20,11 @@ DIMMs is not modelled). A NIC given without a MAC gets one, as on PVE. A disk gi
 `storage:size` is allocated on the storage first (`volumes.attach_new`); a disk that
 leaves the config, at once or at the next start (IDE/SATA on a running VM), becomes
 `unusedN`, or with `force` is freed (`volumes.detach`).
+
+Not modelled: a running VM's NIC hotplug onto a bridge the node does not run, which PVE
+fails (`net1: hotplug problem - bridge 'vmbr9' does not exist`, the value kept pending;
+`vmconfig_hotplug_pending`, then `raise_param_exc` in PVE/API2/Qemu.pm): the tools refuse
+such a NIC first (`planners.NodeBridges`), and a start with it fails (`power.py`).
 """
 
 from __future__ import annotations
