@@ -12,7 +12,6 @@ destroys (its config, disks with sizes, snapshots).
 from __future__ import annotations
 
 import re
-import time
 from typing import Annotated, Any, ClassVar, Literal, Self
 from urllib.parse import quote
 
@@ -49,6 +48,7 @@ from pvemcp.tools.kit import (
     read_as,
     tool,
     undo,
+    utc_time,
 )
 
 VM_BACKUP = "nfs-backup:backup/vzdump-qemu-101-2026_11_30-23_00_02.vma.zst"
@@ -90,7 +90,7 @@ def _content_path(node: str, storage: str) -> str:
     return f"/nodes/{node}/storage/{quote(storage, safe='')}/content"
 
 
-async def _backups(
+async def backups_on(
     ctx: ToolContext, node: str, storage: str, vmid: int | None = None, *, field: str
 ) -> list[_Item]:
     """The archives on `storage` as `node` sees it; an unknown storage or one without
@@ -130,10 +130,6 @@ class BackupList(ToolOutput):
     next_offset: int | None = None
 
 
-def _created(ctime: int | None) -> str | None:
-    return None if ctime is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ctime))
-
-
 @tool(
     "proxmox_backup_list",
     title="List backups",
@@ -159,7 +155,7 @@ async def backup_list(ctx: ToolContext, args: ListArgs) -> BackupList:
     items = [
         item
         for storage in storages
-        for item in await _backups(ctx, node, storage, args.vmid, field="storage")
+        for item in await backups_on(ctx, node, storage, args.vmid, field="storage")
         if args.type is None or item.subtype == args.type
     ]
     items.sort(key=lambda item: (item.ctime or 0, item.volid), reverse=True)
@@ -171,7 +167,7 @@ async def backup_list(ctx: ToolContext, args: ListArgs) -> BackupList:
             vmid=i.vmid,
             type=i.subtype,
             size_gib=gib(i.size),
-            created=_created(i.ctime),
+            created=utc_time(i.ctime),
             notes=i.notes,
             protected=i.protected or None,
         )
@@ -347,7 +343,7 @@ async def backup_start(ctx: ToolContext, args: StartArgs) -> BackupStarted:
     call = plan.calls[0]
     node, storage = str(plan.target.node), str(call.params["storage"])
     vmids = [int(v) for v in str(call.params["vmid"]).split(",")]
-    before = {i.volid for i in await _backups(ctx, node, storage, field="storage")}
+    before = {i.volid for i in await backups_on(ctx, node, storage, field="storage")}
     upid = str((await ctx.call(call.method, call.path, call.params)).data)
     single = plan.target if isinstance(plan.target, GuestTarget) else None
     outcome = BackupStarted(vmid=single.vmid if single else None, node=node, upid=upid,
@@ -357,7 +353,7 @@ async def backup_start(ctx: ToolContext, args: StartArgs) -> BackupStarted:
         return outcome
     task = await ctx.wait_task(upid, args.timeout)
     outcome.task_status, outcome.exitstatus = task.status, task.exitstatus
-    after = await _backups(ctx, node, storage, field="storage")
+    after = await backups_on(ctx, node, storage, field="storage")
     outcome.backups = sorted(i.volid for i in after if i.volid not in before and i.vmid in vmids)
     if single is not None:
         state = await read_as(ctx, OBJECT, f"{single.path}/status/current")
@@ -371,7 +367,7 @@ async def backup_start(ctx: ToolContext, args: StartArgs) -> BackupStarted:
 async def _archive(ctx: ToolContext, node: str, volid: str) -> tuple[_Item, dict[str, str]]:
     """The backup `volid` as `node` lists it, and the guest config it holds."""
     storage = volid.split(":", 1)[0]
-    found = [i for i in await _backups(ctx, node, storage, field="volid") if i.volid == volid]
+    found = [i for i in await backups_on(ctx, node, storage, field="volid") if i.volid == volid]
     if not found or found[0].subtype not in ("qemu", "lxc"):
         raise ToolFailure(
             "not_found",

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, TypeAdapter, model_validator
 
-from pvemcp.tools.backup import BackupStarted, _backups
+from pvemcp.tools.backup import BackupStarted, backups_on
 from pvemcp.tools.kit import (
     Answer,
     ApiCall,
@@ -361,13 +361,13 @@ async def _run(ctx: ToolContext, args: JobArgs, plan: Plan) -> list[BackupStarte
     for call in plan.calls:
         node, storage = call.path.split("/")[2], str(call.params.get("storage", "local"))
         vmids = [int(v) for v in str(call.params["vmid"]).split(",")]
-        before = {i.volid for i in await _backups(ctx, node, storage, field="id")}
+        before = {i.volid for i in await backups_on(ctx, node, storage, field="id")}
         upid = str((await ctx.call(call.method, call.path, call.params)).data)
         started = BackupStarted(node=node, upid=upid, task_status="running")
         if args.wait:
             task = await ctx.wait_task(upid, args.timeout)
             started.task_status, started.exitstatus = task.status, task.exitstatus
-            after = await _backups(ctx, node, storage, field="id")
+            after = await backups_on(ctx, node, storage, field="id")
             started.backups = sorted(i.volid for i in after
                                      if i.volid not in before and i.vmid in vmids)  # fmt: skip
         runs.append(started)

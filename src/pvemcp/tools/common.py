@@ -7,6 +7,7 @@ domain module never depends on a sibling.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal, Self
 
@@ -181,6 +182,14 @@ def pct(value: Any) -> float | None:
 def mib(value: Any) -> int | None:
     number = as_int(value)
     return None if number is None else number // MIB
+
+
+def utc_time(epoch: Any) -> str | None:
+    """An epoch in seconds as ISO 8601 UTC text, the one way tool answers show a time;
+    None when PVE gave no number."""
+    if not isinstance(epoch, int | float) or isinstance(epoch, bool):
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 def gib(value: Any) -> float | None:

@@ -145,7 +145,7 @@ async def _plan_read(ctx: ToolContext, args: FileReadArgs) -> Plan:
     )
 
 
-def _sha(data: bytes | None) -> str | None:
+def sha256_of(data: bytes | None) -> str | None:
     return hashlib.sha256(data).hexdigest() if data is not None else None
 
 
@@ -154,7 +154,7 @@ def _shown_sha(data: bytes | None, readable: bool) -> str | None:
     a keyed stand-in: it still binds a confirmation to that content, but a hash would let
     the caller test guesses of content they may only overwrite."""
     if data is None or readable:
-        return _sha(data)
+        return sha256_of(data)
     return _HIDDEN + hmac.new(_HIDING_KEY, data, hashlib.sha256).hexdigest()[:32]
 
 
@@ -165,7 +165,7 @@ def _shown_size(data: bytes | None, readable: bool) -> int | str | None:
     return len(data) if readable else "hidden"
 
 
-def _diff(path: str, before: bytes | None, after: bytes) -> str | None:
+def text_diff(path: str, before: bytes | None, after: bytes) -> str | None:
     """The start of a unified diff when both sides are text."""
     old = as_text(before) if before is not None else ""
     new = as_text(after)
@@ -217,10 +217,10 @@ async def _plan_write(ctx: ToolContext, args: FileWriteArgs) -> Plan:
             "content without showing it.",
         )
     before = await ctx.read_current(node, args.path, canonical=path) if resolved.exists else None
-    if args.expected_sha256 is not None and _sha(before) != args.expected_sha256.lower():
+    if args.expected_sha256 is not None and sha256_of(before) != args.expected_sha256.lower():
         raise ToolFailure(
             "precondition_failed",
-            f"{path} does not have the expected content (sha256 {_sha(before) or 'no file'}); "
+            f"{path} does not have the expected content (sha256 {sha256_of(before) or 'no file'}); "
             "nothing was written",
             field="expected_sha256",
             hint="Read the file again, apply the change to its current content, then retry.",
@@ -234,11 +234,11 @@ async def _plan_write(ctx: ToolContext, args: FileWriteArgs) -> Plan:
         new_mode = f"{int(old_mode, 8) & 0o777:04o}" if old_mode else "0644"
     changes = [
         Change(field="size", before=_shown_size(before, readable), after=len(after)),
-        Change(field="sha256", before=_shown_sha(before, readable), after=_sha(after)),
+        Change(field="sha256", before=_shown_sha(before, readable), after=sha256_of(after)),
     ]
     if new_mode != old_mode:
         changes.append(Change(field="mode", before=old_mode, after=new_mode))
-    diff = _diff(path, before, after) if readable else None
+    diff = text_diff(path, before, after) if readable else None
     warnings = []
     if resolved.canonical != args.path:
         warnings.append(f"{args.path} resolves to {resolved.canonical}")
@@ -336,7 +336,7 @@ async def file_write(ctx: ToolContext, args: FileWriteArgs) -> FileWritten:
                 f"{path} changed since the write was planned; nothing was written",
                 hint="Plan the write again.",
             )
-        before_sha256 = _sha(current)
+        before_sha256 = sha256_of(current)
     written = await ctx.write_file(
         node,
         args.path,

@@ -45,6 +45,7 @@ from pvemcp.tools.common import (
     mib,
     node_or_default,
     pct,
+    utc_time,
 )
 
 __all__ = [
@@ -94,4 +95,5 @@ __all__ = [
     "tag_list",
     "tool",
     "undo",
+    "utc_time",
 ]

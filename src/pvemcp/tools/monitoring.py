@@ -32,6 +32,7 @@ from pvemcp.tools.kit import (
     planners,
     read_as,
     tool,
+    utc_time,
 )
 
 GIB = 1024**3
@@ -78,10 +79,6 @@ async def _known_node(ctx: ToolContext, node: str) -> str:
             hint=f"Use one of its nodes: {', '.join(names)}.",
         )
     return node
-
-
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # --- metrics -------------------------------------------------------------------------
@@ -216,8 +213,8 @@ async def metrics(ctx: ToolContext, args: MetricsArgs) -> Metrics:
         target=target,
         step_s=step,
         points=len(rows),
-        start=_iso(times[0]) if times else None,
-        end=_iso(times[-1]) if times else None,
+        start=utc_time(times[0]) if times else None,
+        end=utc_time(times[-1]) if times else None,
         series=[_summary(name, values) for name, values in sorted(columns.items())],
     )
     if args.points:
@@ -361,8 +358,8 @@ async def task_list(ctx: ToolContext, args: TaskListArgs) -> TaskList:
                 type=task.type,
                 id=task.id or None,
                 user=f"{task.user}!{task.tokenid}" if task.tokenid else task.user,
-                start=_iso(task.starttime),
-                end=_iso(task.endtime) if task.endtime else None,
+                start=utc_time(task.starttime),
+                end=utc_time(task.endtime) if task.endtime else None,
                 status="running" if task.status in (None, "RUNNING") else str(task.status),
             )
             for task in page

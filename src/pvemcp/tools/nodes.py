@@ -58,6 +58,7 @@ from pvemcp.tools.kit import (
     node_or_default,
     read_as,
     tool,
+    utc_time,
 )
 
 TOOLSET = "nodes"
@@ -134,12 +135,6 @@ async def _online_node(ctx: ToolContext, name: str | None) -> str:
             hint="Check proxmox_node_list; a rebooting node answers again after its boot.",
         )
     return node
-
-
-def _iso(epoch: Any) -> str | None:
-    if not isinstance(epoch, int | float):
-        return None
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _gib(value: Any) -> float | None:
@@ -362,8 +357,8 @@ def _certificate(row: dict[str, Any], now: float) -> dict[str, Any]:
     # A whitelist: facts only (never `pem`, nor anything PVE may add later).
     found = _pick(row, file="filename", subject="subject", issuer="issuer",
                   fingerprint="fingerprint", san="san")  # fmt: skip
-    found["not_before"] = _iso(row.get("notbefore"))
-    found["not_after"] = _iso(row.get("notafter"))
+    found["not_before"] = utc_time(row.get("notbefore"))
+    found["not_after"] = utc_time(row.get("notafter"))
     if isinstance(row.get("notafter"), int | float):
         found["days_left"] = int((row["notafter"] - now) // 86_400)
     if row.get("public-key-type"):
@@ -385,7 +380,7 @@ async def _system(ctx: ToolContext, node: str, args: InfoArgs) -> NodeInfo:
         return NodeInfo(node=node, kind=args.kind, facts={"search": data.get("search"),
                                                           "servers": servers})  # fmt: skip
     if args.kind == "time":
-        facts = {"timezone": data.get("timezone"), "utc": _iso(data.get("time"))}
+        facts = {"timezone": data.get("timezone"), "utc": utc_time(data.get("time"))}
         return NodeInfo(node=node, kind=args.kind, facts=facts)
     if args.kind == "hosts":
         text = str(data.get("data", ""))
@@ -394,7 +389,7 @@ async def _system(ctx: ToolContext, node: str, args: InfoArgs) -> NodeInfo:
     facts = _pick(data, status="status", level="level", product="productname",
                   next_due="nextduedate", registered="regdate", message="message",
                   server_id="serverid")  # fmt: skip
-    facts["checked"] = _iso(data.get("checktime"))
+    facts["checked"] = utc_time(data.get("checktime"))
     return NodeInfo(node=node, kind=args.kind, facts=facts)
 
 

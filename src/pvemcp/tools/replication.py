@@ -10,7 +10,6 @@ tool then reads the job's state until its sync has ended.
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any, Literal
 
 import anyio
@@ -38,6 +37,7 @@ from pvemcp.tools.kit import (
     planners,
     read_as,
     tool,
+    utc_time,
 )
 
 TOOLSET = "replication"
@@ -90,12 +90,6 @@ _STATE = TypeAdapter(_State)
 _STORAGES = TypeAdapter(list[_Storage])
 _NODES = TypeAdapter(list[_Node])
 _LINES = TypeAdapter(list[_Line])
-
-
-def _stamp(epoch: int | None) -> str | None:
-    if not epoch:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 async def _jobs(ctx: ToolContext) -> dict[str, _Job]:
@@ -167,8 +161,8 @@ def _row(job: _Job, state: _State | None) -> JobRow:
         comment=job.comment,
         disabled=job.disable or None,
         removing=job.remove_job,
-        last_sync=_stamp(state.last_sync) if state else None,
-        next_sync=_stamp(state.next_sync) if state else None,
+        last_sync=utc_time(state.last_sync or None) if state else None,
+        next_sync=utc_time(state.next_sync or None) if state else None,
         duration=state.duration if state else None,
         fail_count=state.fail_count if state else None,
         error=state.error if state else None,
@@ -435,7 +429,7 @@ async def replication_run(ctx: ToolContext, args: RunArgs) -> RunOutcome:
         failed = (now.fail_count or 0) > (before.fail_count or 0)
         if synced or failed:
             outcome.result = "synced" if synced else "failed"
-            outcome.last_sync, outcome.duration = _stamp(now.last_sync), now.duration
+            outcome.last_sync, outcome.duration = utc_time(now.last_sync or None), now.duration
             outcome.fail_count, outcome.error = now.fail_count, now.error
             return outcome
         if anyio.current_time() >= deadline:

@@ -11,7 +11,6 @@ and their order follow pve-guest-common `src/PVE/AbstractConfig.pm` (`__snapshot
 from __future__ import annotations
 
 import re
-import time
 from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter
@@ -33,6 +32,7 @@ from pvemcp.tools.kit import (
     read_as,
     tool,
     undo,
+    utc_time,
 )
 
 SnapName = Annotated[
@@ -107,12 +107,6 @@ class DeleteArgs(SnapshotArgs):
     ] = False
 
 
-def _stamp(snaptime: int | None) -> str | None:
-    if snaptime is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(snaptime))
-
-
 def _tree_order(snaps: list[_Snapshot]) -> list[_Snapshot]:
     """Each snapshot after its parent, siblings oldest first: the tree read top down."""
     names = {snap.name for snap in snaps}
@@ -163,7 +157,7 @@ async def snapshot_list(ctx: ToolContext, args: GuestRef) -> SnapshotTree:
             SnapshotRow(
                 name=snap.name,
                 parent=snap.parent,
-                time=_stamp(snap.snaptime),
+                time=utc_time(snap.snaptime),
                 vmstate=snap.vmstate or None,
                 description=snap.description or None,
                 incomplete=snap.snapstate,
@@ -300,7 +294,7 @@ async def _plan_rollback(ctx: ToolContext, args: RollbackArgs) -> Plan:
     now = str(row.get("status", "unknown"))
     resumes = bool(snap.vmstate) and row["type"] == "qemu"
     after = "running" if resumes or args.start else "stopped"
-    since = _stamp(snap.snaptime) or "the snapshot"
+    since = utc_time(snap.snaptime) or "the snapshot"
     warnings = [
         undo.irreversible(
             f"everything the guest changed since {since} (disks and configuration) is lost; "

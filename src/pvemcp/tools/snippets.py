@@ -20,8 +20,7 @@ from pydantic import Field, model_validator
 
 from pvemcp.policy.decision import Effect
 from pvemcp.policy.engine import PolicyRequest
-from pvemcp.tools.files import _diff as file_diff
-from pvemcp.tools.files import as_text
+from pvemcp.tools.files import as_text, sha256_of, text_diff
 from pvemcp.tools.kit import (
     Change,
     NodeName,
@@ -38,7 +37,7 @@ from pvemcp.tools.kit import (
     node_or_default,
     tool,
 )
-from pvemcp.tools.storage import _config
+from pvemcp.tools.storage import storage_config
 
 MAX_BYTES = 64 * 1024
 """Cloud-init user data is small; a larger snippet is for the escape file tools."""
@@ -72,7 +71,7 @@ class Snippet(ToolOutput):
 async def _snippet_path(ctx: ToolContext, node: str, storage: str, name: str) -> tuple[str, bool]:
     """The canonical path of snippet `name` on `storage` and whether it exists; refused when
     the storage holds no snippets or the path leaves its snippets directory."""
-    config = await _config(ctx, storage, "storage")
+    config = await storage_config(ctx, storage, "storage")
     if "snippets" not in config.content.split(",") or config.path is None:
         raise ToolFailure(
             "invalid_argument",
@@ -188,10 +187,6 @@ class SnippetWritten(ToolOutput):
     """How a VM uses it as cloud-init user data."""
 
 
-def _sha(data: bytes | None) -> str | None:
-    return hashlib.sha256(data).hexdigest() if data is not None else None
-
-
 def _may_read(ctx: ToolContext, node: str, path: str) -> bool:
     """Whether policy lets this caller read the snippet at `path` outright: a replace's plan
     shows the current content (diff, hash), which a write grant alone must not reveal."""
@@ -223,10 +218,10 @@ async def _plan_write(ctx: ToolContext, args: SnippetWriteArgs) -> Plan:
             "proxmox_snippet_read.",
         )
     before = await ctx.read_current(node, path, canonical=path) if exists else None
-    if args.expected_sha256 is not None and _sha(before) != args.expected_sha256.lower():
+    if args.expected_sha256 is not None and sha256_of(before) != args.expected_sha256.lower():
         raise ToolFailure(
             "precondition_failed",
-            f"{path} does not have the expected content (sha256 {_sha(before) or 'no file'}); "
+            f"{path} does not have the expected content (sha256 {sha256_of(before) or 'no file'}); "
             "nothing was written",
             field="expected_sha256",
             hint="Read the snippet again, apply the change to its current content, then retry.",
@@ -241,11 +236,11 @@ async def _plan_write(ctx: ToolContext, args: SnippetWriteArgs) -> Plan:
             Change(
                 field="size", before=len(before) if before is not None else None, after=len(after)
             ),
-            Change(field="sha256", before=_sha(before), after=_sha(after)),
+            Change(field="sha256", before=sha256_of(before), after=sha256_of(after)),
         ],
         target=Target(node=node),
         paths=[path],
-        diff=file_diff(path, before, after),
+        diff=text_diff(path, before, after),
         warnings=warnings,
     )
 

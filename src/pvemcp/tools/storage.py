@@ -115,7 +115,7 @@ def _content_path(node: str, storage: str) -> str:
     return f"/nodes/{node}/storage/{quote(storage, safe='')}/content"
 
 
-async def _config(ctx: ToolContext, storage: str, field: str) -> _Config:
+async def storage_config(ctx: ToolContext, storage: str, field: str) -> _Config:
     """The storage's config, or `not_found` naming `field`."""
     try:
         return await read_as(ctx, _CONFIG, f"/storage/{quote(storage, safe='')}")
@@ -374,7 +374,7 @@ async def volume_get(ctx: ToolContext, args: VolumeArgs) -> VolumeInfo:
     which guests use it (config key or snapshot), so you know before removing it."""
     node = node_or_default(ctx, args.node)
     volume = await _find(ctx, node, args.volid)
-    config = await _config(ctx, args.volid.split(":", 1)[0], "volid")
+    config = await storage_config(ctx, args.volid.split(":", 1)[0], "volid")
     path = f"{_content_path(node, config.storage)}/{quote(args.volid, safe='')}"
     info = await read_as(ctx, OBJECT, path)
     return VolumeInfo(
@@ -409,7 +409,7 @@ async def _plan_delete(ctx: ToolContext, args: DeleteArgs) -> Plan:
             hint="Protection keeps a backup from removal and pruning; only if it really may "
             "go, unprotect it first (proxmox_storage_volume_update protected=false).",
         )
-    config = await _config(ctx, args.volid.split(":", 1)[0], "volid")
+    config = await storage_config(ctx, args.volid.split(":", 1)[0], "volid")
     users = await _users(ctx, node, volume, bool(config.shared))
     if users:
         raise ToolFailure(
@@ -676,7 +676,7 @@ def _filename(args: DownloadArgs) -> str:
 
 async def _file_storage(ctx: ToolContext, node: str, storage: str, content: str) -> Any:
     """The storage's status on `node`, refused when it does not hold `content` files."""
-    config = await _config(ctx, storage, "storage")
+    config = await storage_config(ctx, storage, "storage")
     status = await planners.storage_status(ctx, node, storage, field="storage", content=content)
     if config.path is None:
         raise ToolFailure(
