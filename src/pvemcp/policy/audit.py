@@ -375,6 +375,44 @@ class AuditLog:
         record["what"] = _compact({"secret": secret, "source": source, "version": version})
         self._append(record, durable=True)
 
+    def approval(
+        self,
+        action: str,
+        approval_id: str,
+        *,
+        actor: Principal | None,
+        status: str,
+        request: Mapping[str, Any] | None = None,
+        error_code: str | None = None,
+        reason: str | None = None,
+        os_user: str | None = None,
+    ) -> None:
+        """Record one step of a four-eyes approval (`gateway/approvals.py`): `action` is
+        `requested`, `approved`, `denied`, `expired`, `used` or `refused`; `actor` who did
+        it (None for an expiry, which nobody does); `request` the request's tool, cluster,
+        requester and approvers, so every record names whose call it is; `os_user` the OS
+        account behind a `local` actor (the CLI). Raises `AuditUnavailable`; fsync'd except
+        for refusals, so a flood of bad attempts cannot become an fsync storm."""
+        record = self._envelope("approval")
+        if actor is not None:
+            record["who"] = _who(actor) | _compact({"os_user": os_user})
+        about = dict(request or {})
+        record["what"] = _compact(
+            {
+                "approval_id": jsonable(approval_id),
+                "action": action,
+                "tool": about.get("tool"),
+                "requester": jsonable(about["requester"]) if "requester" in about else None,
+                "approvers": jsonable(about["approvers"]) if "approvers" in about else None,
+                "rules": jsonable(about["rule_ids"]) if "rule_ids" in about else None,
+                "binding": about.get("binding"),
+            }
+        )
+        if about.get("cluster") is not None:
+            record["where"] = {"cluster": about["cluster"]}
+        record["outcome"] = _compact({"status": status, "error": error_code, "reason": reason})
+        self._append(record, durable=action != "refused")
+
     def checkpoint(self) -> dict[str, Any]:
         """Append a checkpoint now (fsync'd) and return it, to store off-host; raises
         `AuditUnavailable`. `pvemcp audit verify --checkpoint` then proves the log still

@@ -1,0 +1,310 @@
+"""The four-eyes approval store: every bad input of issue 14 refused, audited, and the store
+shared safely between processes (the gateway and `pvemcp approvals`)."""
+
+from __future__ import annotations
+
+import getpass
+import stat
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pvemcp.gateway.approvals import ApprovalRequest, ApprovalStore
+from pvemcp.gateway.errors import ToolFailure
+from pvemcp.policy.audit import AuditLog
+from pvemcp.policy.audit_verify import verify_files
+from pvemcp.policy.principal import Principal
+from tests.conftest import read_audit
+
+IDP = "https://idp.example"
+ALICE = Principal("alice", "http", issuer=IDP, client_id="agent", groups=frozenset({"ops"}))
+ALICE_OTHER_CLIENT = Principal("alice", "http", issuer=IDP, client_id="laptop")
+BOB = Principal("bob", "http", issuer=IDP, groups=frozenset({"secops"}))
+CAROL = Principal("carol", "http", issuer=IDP, groups=frozenset({"ops"}))
+LOCAL = Principal.local()
+BINDING = "b" * 64
+
+
+class Clock:
+    """A settable clock, so expiry is tested without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def audit(tmp_path: Path) -> AuditLog:
+    return AuditLog(tmp_path / "audit" / "audit.jsonl")
+
+
+@pytest.fixture
+def store(tmp_path: Path, audit: AuditLog, clock: Clock) -> ApprovalStore:
+    return ApprovalStore(tmp_path / "audit" / "approvals", 600, audit, clock=clock)
+
+
+def hold(store: ApprovalStore, *approvers: str, by: Principal = ALICE) -> ApprovalRequest:
+    return store.create(
+        tool="proxmox_guest_delete",
+        cluster="demo",
+        binding=BINDING,
+        plan={"summary": "delete VM 101", "calls": []},
+        arguments={"vmid": 101},
+        requester=by,
+        approvers=approvers or ("group:secops", "local"),
+        rule_ids=("four-eyes",),
+    )
+
+
+def refused(excinfo: pytest.ExceptionInfo[ToolFailure], code: str) -> ToolFailure:
+    failure = excinfo.value
+    assert failure.code == code, failure.payload()
+    assert failure.hint
+    return failure
+
+
+def approval_records(audit: AuditLog) -> list[dict[str, Any]]:
+    assert audit.path is not None
+    return [r for r in read_audit(audit.path) if r["phase"] == "approval"]
+
+
+def test_a_request_is_a_private_file_with_a_random_id_and_an_audit_record(
+    store: ApprovalStore, audit: AuditLog, clock: Clock
+) -> None:
+    request = hold(store)
+    clock.now += 1
+    other = hold(store)
+    assert request.id != other.id and len(request.id) == 24
+    assert request.status == "pending" and request.expires == request.created + 600
+    assert request.requester == {
+        "sub": "alice",
+        "transport": "http",
+        "iss": IDP,
+        "client_id": "agent",
+        "groups": ["ops"],
+    }
+    path = store.directory / f"{request.id}.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(store.directory.stat().st_mode) == 0o700
+    assert store.get(request.id) == request
+    assert ApprovalRequest.from_json(request.to_json()) == request
+    assert [r.id for r in store.list("pending")] == [request.id, other.id]
+    first = approval_records(audit)[0]
+    assert first["what"]["action"] == "requested"
+    assert first["who"]["sub"] == "alice"
+    assert first["what"]["approvers"] == ["group:secops", "local"]
+    assert first["where"] == {"cluster": "demo"}
+
+
+def test_a_named_approver_approves_and_the_call_is_consumed_once(
+    store: ApprovalStore, audit: AuditLog, clock: Clock
+) -> None:
+    request = hold(store)
+    approved = store.approve(request.id, BOB, "checked the plan")
+    assert approved.status == "approved" and approved.reason == "checked the plan"
+    assert approved.decided_by is not None and approved.decided_by["sub"] == "bob"
+    # Another process (the gateway) reads the same directory.
+    again = ApprovalStore(store.directory, 600, audit, clock=clock)
+    used = again.consume(request.id, BINDING, ALICE)
+    assert used.status == "used"
+    with pytest.raises(ToolFailure) as second:
+        store.consume(request.id, BINDING, ALICE)
+    assert "already used" in refused(second, "approval_decided").message
+    actions = [(r["what"]["action"], r["outcome"]["status"]) for r in approval_records(audit)]
+    assert actions == [
+        ("requested", "pending"),
+        ("approved", "approved"),
+        ("used", "used"),
+        ("refused", "used"),
+    ]
+    approval = approval_records(audit)[1]
+    assert approval["who"]["sub"] == "bob"
+    assert approval["outcome"]["reason"] == "checked the plan"
+    assert approval["what"]["requester"]["sub"] == "alice"
+
+
+def test_the_requester_may_not_approve_even_when_named_nor_from_another_client(
+    store: ApprovalStore, audit: AuditLog
+) -> None:
+    request = hold(store, "sub:alice", "group:secops")
+    for who in (ALICE, ALICE_OTHER_CLIENT):
+        with pytest.raises(ToolFailure) as excinfo:
+            store.approve(request.id, who, "fine by me")
+        refused(excinfo, "approval_self")
+    with pytest.raises(ToolFailure) as excinfo:
+        store.deny(request.id, ALICE, "never mind")
+    refused(excinfo, "approval_self")
+    assert store.get(request.id).status == "pending"
+    refusals = [r for r in approval_records(audit) if r["what"]["action"] == "refused"]
+    assert [r["outcome"]["error"] for r in refusals] == ["approval_self"] * 3
+    assert {r["who"].get("client_id") for r in refusals} == {"agent", "laptop"}
+
+
+def test_local_cannot_approve_what_local_asked(store: ApprovalStore) -> None:
+    request = hold(store, "local", by=LOCAL)
+    with pytest.raises(ToolFailure) as excinfo:
+        store.approve(request.id, LOCAL, "ok")
+    refused(excinfo, "approval_self")
+
+
+def test_someone_not_named_is_refused_and_a_group_member_may_approve(
+    store: ApprovalStore, audit: AuditLog
+) -> None:
+    request = hold(store, "group:secops")
+    for who in (CAROL, LOCAL):
+        with pytest.raises(ToolFailure) as excinfo:
+            store.approve(request.id, who, "looks fine")
+        assert "group:secops" in refused(excinfo, "approval_not_approver").message
+    refusal = approval_records(audit)[-1]
+    assert refusal["who"] == {"sub": "local", "transport": "stdio", "os_user": getpass.getuser()}
+    assert store.approve(request.id, BOB, "ok").status == "approved"
+
+
+def test_the_local_operator_approves_as_local_with_the_os_user_recorded(
+    store: ApprovalStore, audit: AuditLog
+) -> None:
+    request = hold(store)
+    approved = store.approve(request.id, LOCAL, "reviewed at the console")
+    assert approved.decided_by == {
+        "sub": "local",
+        "transport": "stdio",
+        "os_user": getpass.getuser(),
+    }
+    assert approval_records(audit)[-1]["who"]["os_user"] == getpass.getuser()
+
+
+def test_an_expired_request_is_refused_and_its_expiry_audited(
+    store: ApprovalStore, audit: AuditLog, clock: Clock
+) -> None:
+    pending = hold(store)
+    approved = hold(store)
+    store.approve(approved.id, BOB, "ok")
+    clock.now += 601
+    with pytest.raises(ToolFailure) as excinfo:
+        store.approve(pending.id, BOB, "too late")
+    refused(excinfo, "approval_expired")
+    with pytest.raises(ToolFailure) as excinfo:
+        store.consume(approved.id, BINDING, ALICE)
+    refused(excinfo, "approval_expired")
+    assert {r.status for r in store.list()} == {"expired"}
+    expiries = [r for r in approval_records(audit) if r["what"]["action"] == "expired"]
+    assert sorted(r["what"]["approval_id"] for r in expiries) == sorted([pending.id, approved.id])
+    assert all("who" not in r and r["what"]["requester"]["sub"] == "alice" for r in expiries)
+
+
+def test_a_decided_request_cannot_be_decided_again(store: ApprovalStore) -> None:
+    request = hold(store)
+    store.deny(request.id, BOB, "not during business hours")
+    for decide in (store.approve, store.deny):
+        with pytest.raises(ToolFailure) as excinfo:
+            decide(request.id, LOCAL, "overrule")
+        assert "already denied" in refused(excinfo, "approval_decided").message
+    with pytest.raises(ToolFailure) as excinfo:
+        store.consume(request.id, BINDING, ALICE)
+    assert "not during business hours" in refused(excinfo, "approval_denied").message
+
+
+def test_a_pending_request_does_not_run(store: ApprovalStore) -> None:
+    request = hold(store)
+    with pytest.raises(ToolFailure) as excinfo:
+        store.consume(request.id, BINDING, ALICE)
+    assert "proxmox_approval_status" in str(refused(excinfo, "approval_pending").hint)
+
+
+def test_changed_arguments_are_a_mismatch_and_leave_the_approval_usable(
+    store: ApprovalStore, audit: AuditLog
+) -> None:
+    request = hold(store)
+    store.approve(request.id, BOB, "ok")
+    with pytest.raises(ToolFailure) as excinfo:
+        store.consume(request.id, "c" * 64, ALICE)
+    refused(excinfo, "approval_mismatch")
+    assert approval_records(audit)[-1]["outcome"]["error"] == "approval_mismatch"
+    assert store.consume(request.id, BINDING, ALICE).status == "used"
+
+
+@pytest.mark.parametrize(
+    "forged",
+    ["A" * 24, "../../../../etc/passwd", "", "x" * 10_000, ".lock", "A" * 23 + "/"],
+)
+def test_a_forged_or_unknown_id_is_not_found_and_audited(
+    store: ApprovalStore, audit: AuditLog, forged: str
+) -> None:
+    hold(store)
+    acts: list[Callable[[], ApprovalRequest]] = [
+        lambda: store.approve(forged, BOB, "ok"),
+        lambda: store.deny(forged, BOB, "no"),
+        lambda: store.consume(forged, BINDING, ALICE),
+    ]
+    for act in acts:
+        with pytest.raises(ToolFailure) as excinfo:
+            act()
+        assert len(refused(excinfo, "approval_not_found").message) < 200
+    with pytest.raises(ToolFailure) as excinfo:
+        store.get(forged)
+    refused(excinfo, "approval_not_found")
+    refusals = approval_records(audit)[1:]
+    assert [r["outcome"]["error"] for r in refusals] == ["approval_not_found"] * 3
+    assert all(len(r["what"]["approval_id"]) <= 64 for r in refusals)
+
+
+def test_a_reason_is_required(store: ApprovalStore) -> None:
+    request = hold(store)
+    for reason in ("", "   ", "two\nlines", "x" * 1001):
+        with pytest.raises(ToolFailure) as excinfo:
+            store.approve(request.id, BOB, reason)
+        assert refused(excinfo, "invalid_argument").field == "reason"
+    assert store.get(request.id).status == "pending"
+
+
+def test_an_unwritable_audit_log_means_no_request(tmp_path: Path, clock: Clock) -> None:
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("a file where the audit directory should be")
+    store = ApprovalStore(tmp_path / "approvals", 600, AuditLog(blocked / "audit.jsonl"))
+    with pytest.raises(ToolFailure) as excinfo:
+        hold(store)
+    refused(excinfo, "audit_unavailable")
+    assert store.list() == []
+
+
+def test_the_audit_chain_verifies_after_every_kind_of_step(
+    store: ApprovalStore, audit: AuditLog, clock: Clock
+) -> None:
+    done = hold(store)
+    store.approve(done.id, BOB, "ok")
+    store.consume(done.id, BINDING, ALICE)
+    store.deny(hold(store).id, LOCAL, "no")
+    hold(store)
+    clock.now += 601
+    store.list()
+    with pytest.raises(ToolFailure):
+        store.approve("A" * 24, BOB, "ok")
+    assert audit.path is not None
+    report = verify_files([audit.path])
+    assert report.ok, report.problems
+    actions = [r["what"]["action"] for r in approval_records(audit)]
+    assert actions == [
+        "requested",
+        "approved",
+        "used",
+        "requested",
+        "denied",
+        "requested",
+        "expired",
+        "refused",
+    ]
+
+
+def test_list_rejects_an_unknown_status(store: ApprovalStore) -> None:
+    with pytest.raises(ToolFailure) as excinfo:
+        store.list("maybe")
+    assert excinfo.value.code == "invalid_argument" and excinfo.value.field == "status"
