@@ -1,0 +1,328 @@
+"""The approval webhook against real HTTP servers on 127.0.0.1: one that records (and
+checks the signature), one that hangs, one that answers 500, one that answers 404.
+
+A failing endpoint must cost only its own notifications: the request stays pending and can
+be decided while deliveries time out, and every failed delivery is logged and audited.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from pydantic import SecretStr
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from pvemcp.config import ConfigError
+from pvemcp.gateway.approval_notify import (
+    SIGNATURE_HEADER,
+    ApprovalNotifier,
+    WebhookFormat,
+    WebhookTarget,
+    sign,
+    verify_signature,
+    webhook_target,
+)
+from pvemcp.gateway.approvals import ApprovalRequest, ApprovalStore
+from pvemcp.policy.audit import AuditLog
+from pvemcp.policy.principal import Principal
+from tests.conftest import read_audit
+from tests.support.oidc import _ServerThread
+
+pytestmark = pytest.mark.anyio
+
+SECRET = b"webhook-secret-for-tests"
+ISSUER = "https://idp.example"
+ALICE = Principal(subject="alice", transport="http", issuer=ISSUER)
+BOB = Principal(subject="bob", transport="http", issuer=ISSUER, groups=frozenset({"secops"}))
+
+
+@dataclass
+class Endpoint:
+    """What the webhook servers saw: every post by path, with headers and raw body."""
+
+    url: str = ""
+    posts: dict[str, list[tuple[dict[str, str], bytes]]] = field(default_factory=dict)
+
+    def bodies(self, path: str) -> list[dict[str, Any]]:
+        return [json.loads(body) for _, body in self.posts.get(path, [])]
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[Endpoint]:
+    seen = Endpoint()
+
+    async def receive(request: Request) -> Response:
+        body = await request.body()
+        seen.posts.setdefault(request.url.path, []).append((dict(request.headers), body))
+        if request.url.path == "/hang":
+            await anyio.sleep(30)
+        if request.url.path == "/fail":
+            return JSONResponse({"error": "boom"}, status_code=500)
+        if request.url.path == "/gone":
+            return JSONResponse({"error": "no such hook"}, status_code=404)
+        return Response(status_code=204)
+
+    paths = ("/record", "/hang", "/fail", "/gone")
+    server = _ServerThread(Starlette(routes=[Route(p, receive, methods=["POST"]) for p in paths]))
+    seen.url = f"http://127.0.0.1:{server.start()}"
+    try:
+        yield seen
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def endpoint_clean(endpoint: Endpoint) -> Endpoint:
+    endpoint.posts.clear()
+    return endpoint
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ApprovalStore:
+    return ApprovalStore(tmp_path / "approvals", ttl=600, audit=AuditLog(tmp_path / "audit.jsonl"))
+
+
+def hold(store: ApprovalStore) -> ApprovalRequest:
+    """A pending request from alice that bob (group secops) may decide."""
+    return store.create(
+        tool="proxmox_shell_run",
+        cluster="demo",
+        binding="b" * 64,
+        plan={"summary": "run `systemctl restart pveproxy` on pve1", "target": {"node": "pve1"}},
+        arguments={"node": "pve1", "command": "systemctl restart pveproxy"},
+        requester=ALICE,
+        approvers=["group:secops"],
+        rule_ids=["shell-needs-approval"],
+    )
+
+
+@asynccontextmanager
+async def notifying(
+    store: ApprovalStore, url: str, *, fmt: WebhookFormat = "generic", **target: Any
+) -> AsyncIterator[ApprovalNotifier]:
+    """A notifier running (polling every 20 ms) until the block ends."""
+    assert store.audit is not None
+    values: dict[str, Any] = {"timeout": 0.5, "attempts": 2, "backoff": 0.05}
+    values.update(target)
+    notifier = ApprovalNotifier(
+        WebhookTarget(url=url, secret=SECRET, format=fmt, **values),
+        store,
+        store.audit,
+        api_base="https://pvemcp.example:8443/",
+        poll_interval=0.02,
+    )
+    async with anyio.create_task_group() as group:
+        group.start_soon(notifier.run)
+        try:
+            yield notifier
+        finally:
+            group.cancel_scope.cancel()
+
+
+async def until(condition: Any, seconds: float = 5.0) -> None:
+    with anyio.fail_after(seconds):
+        while not condition():  # noqa: ASYNC110 - polling what another thread records
+            await anyio.sleep(0.01)
+
+
+def notify_failures(store: ApprovalStore) -> list[dict[str, Any]]:
+    assert store.audit is not None and store.audit.path is not None
+    return [
+        record
+        for record in read_audit(store.audit.path)
+        if record["phase"] == "approval" and record["what"]["action"] == "notify_failed"
+    ]
+
+
+async def test_a_new_request_and_its_decision_are_posted_signed(
+    store: ApprovalStore, endpoint_clean: Endpoint
+) -> None:
+    before = hold(store)  # already in the store at start: taken as announced
+    async with notifying(store, f"{endpoint_clean.url}/record"):
+        await anyio.sleep(0.1)
+        request = hold(store)
+        await until(lambda: len(endpoint_clean.posts.get("/record", [])) == 1)
+        store.approve(request.id, BOB, "change ticket 42")
+        await until(lambda: len(endpoint_clean.posts.get("/record", [])) == 2)
+        await anyio.sleep(0.1)  # nothing more: a consumed (used) request was announced
+
+    posts = endpoint_clean.posts["/record"]
+    for headers, body in posts:
+        assert verify_signature(SECRET, headers[SIGNATURE_HEADER.lower()], body)
+        assert not verify_signature(b"another secret", headers[SIGNATURE_HEADER.lower()], body)
+        assert not verify_signature(SECRET, headers[SIGNATURE_HEADER.lower()], body + b" ")
+    pending, approved = endpoint_clean.bodies("/record")
+    assert [posts[0][0]["x-pvemcp-event"], posts[1][0]["x-pvemcp-event"]] == [
+        "approval.pending",
+        "approval.approved",
+    ]
+    assert pending["id"] == request.id != before.id
+    assert pending["tool"] == "proxmox_shell_run"
+    assert pending["cluster"] == "demo"
+    assert pending["target"] == {"node": "pve1"}
+    assert pending["plan_summary"] == "run `systemctl restart pveproxy` on pve1"
+    assert pending["requester"]["sub"] == "alice"
+    assert pending["approvers"] == ["group:secops"]
+    assert pending["expires"].endswith("Z")
+    assert pending["links"]["api"] == f"https://pvemcp.example:8443/approvals/{request.id}"
+    assert pending["links"]["cli"] == f"pvemcp approvals show {request.id}"
+    assert approved["decided_by"]["sub"] == "bob"
+    assert approved["reason"] == "change ticket 42"
+
+
+def test_the_reference_check_refuses_replays_and_malformed_headers() -> None:
+    body = b'{"event":"approval.pending"}'
+    good = sign(SECRET, 1000, body)
+    assert verify_signature(SECRET, good, body, now=1100)
+    assert not verify_signature(SECRET, good, body, now=1000 + 301), "a replay, 5 min late"
+    assert not verify_signature(SECRET, "t=1000,v1=00", body, now=1000)
+    assert not verify_signature(SECRET, "v1=abc", body)
+    assert not verify_signature(SECRET, "garbage", body)
+
+
+async def test_a_hanging_endpoint_delays_nothing_and_its_failure_is_audited(
+    store: ApprovalStore, endpoint_clean: Endpoint
+) -> None:
+    async with notifying(store, f"{endpoint_clean.url}/hang", timeout=0.3, attempts=2):
+        await anyio.sleep(0.05)
+        request = hold(store)
+        await until(lambda: len(endpoint_clean.posts.get("/hang", [])) == 1)
+        # While the delivery hangs, the request is there and can be decided at once.
+        started = time.monotonic()
+        assert store.get(request.id).status == "pending"
+        store.approve(request.id, BOB, "ok")
+        assert time.monotonic() - started < 0.2
+        await until(lambda: len(notify_failures(store)) == 2)
+
+    assert len(endpoint_clean.posts["/hang"]) == 4  # two events, two attempts each
+    failures = notify_failures(store)
+    assert {f["what"]["approval_id"] for f in failures} == {request.id}
+    assert all(f["outcome"]["error"] == "webhook_failed" for f in failures)
+    reasons = sorted(f["outcome"]["reason"] for f in failures)
+    host = endpoint_clean.url.removeprefix("http://")
+    assert reasons == [
+        f"approval.approved to {host}: timeout, timeout",
+        f"approval.pending to {host}: timeout, timeout",
+    ]
+    assert store.get(request.id).status == "approved", "the webhook never changes a request"
+
+
+async def test_a_failing_endpoint_is_retried_within_bounds_then_audited(
+    store: ApprovalStore, endpoint_clean: Endpoint
+) -> None:
+    async with notifying(store, f"{endpoint_clean.url}/fail", attempts=3):
+        await anyio.sleep(0.05)
+        request = hold(store)
+        await until(lambda: len(notify_failures(store)) == 1)
+    assert len(endpoint_clean.posts["/fail"]) == 3
+    (failure,) = notify_failures(store)
+    assert failure["what"]["approval_id"] == request.id
+    assert failure["what"]["requester"]["sub"] == "alice"
+    assert failure["outcome"]["reason"].endswith("http_500, http_500, http_500")
+    assert store.get(request.id).status == "pending"
+
+
+async def test_a_refusing_endpoint_is_not_retried(
+    store: ApprovalStore, endpoint_clean: Endpoint
+) -> None:
+    async with notifying(store, f"{endpoint_clean.url}/gone", attempts=3):
+        await anyio.sleep(0.05)
+        hold(store)
+        await until(lambda: len(notify_failures(store)) == 1)
+    assert len(endpoint_clean.posts["/gone"]) == 1
+    assert notify_failures(store)[0]["outcome"]["reason"].endswith(": http_404")
+
+
+async def test_an_endpoint_that_is_down_is_audited(
+    store: ApprovalStore, endpoint_clean: Endpoint
+) -> None:
+    from tests.transports.test_http_app import free_port
+
+    async with notifying(store, f"http://127.0.0.1:{free_port()}/hook"):
+        await anyio.sleep(0.05)
+        hold(store)
+        await until(lambda: len(notify_failures(store)) == 1)
+    assert "unreachable: ConnectError" in notify_failures(store)[0]["outcome"]["reason"]
+
+
+@pytest.mark.parametrize("fmt", ["slack", "teams"])
+async def test_chat_formats_are_posted(
+    store: ApprovalStore, endpoint_clean: Endpoint, fmt: WebhookFormat
+) -> None:
+    async with notifying(store, f"{endpoint_clean.url}/record", fmt=fmt):
+        await anyio.sleep(0.05)
+        request = hold(store)
+        await until(lambda: len(endpoint_clean.posts.get("/record", [])) == 1)
+    (body,) = endpoint_clean.bodies("/record")
+    headline = "pvemcp: proxmox_shell_run on demo (asked by alice) waits for approval"
+    if fmt == "slack":
+        assert body["text"] == headline
+        assert [block["type"] for block in body["blocks"]] == ["section", "section"]
+        assert f"*Request:* {request.id}" in body["blocks"][1]["text"]["text"]
+    else:
+        (attachment,) = body["attachments"]
+        assert attachment["contentType"] == "application/vnd.microsoft.card.adaptive"
+        card = attachment["content"]
+        assert card["type"] == "AdaptiveCard"
+        assert card["body"][0]["text"] == headline
+        facts = {fact["title"]: fact["value"] for fact in card["body"][1]["facts"]}
+        assert facts["Request"] == request.id
+        assert facts["Approvers"] == "group:secops"
+
+
+@dataclass
+class Settings:
+    """The six `[approvals]` webhook settings, as `ApprovalsConfig` carries them."""
+
+    webhook_url: SecretStr | None = None
+    webhook_secret: SecretStr | None = None
+    webhook_secret_file: Path | None = None
+    webhook_format: WebhookFormat = "generic"
+    webhook_timeout: float = 5.0
+    webhook_attempts: int = 3
+
+
+@contextmanager
+def secret_file(tmp_path: Path, mode: int, text: str = "s3cret\n") -> Iterator[Path]:
+    path = tmp_path / "webhook.secret"
+    path.write_text(text)
+    os.chmod(path, mode)
+    yield path
+
+
+def test_webhook_settings(tmp_path: Path) -> None:
+    url = SecretStr("https://hooks.example/approvals")
+    assert webhook_target(Settings()) is None
+    target = webhook_target(Settings(webhook_url=url, webhook_secret=SecretStr("k")))
+    assert target is not None and target.secret == b"k" and target.host == "hooks.example"
+    with secret_file(tmp_path, 0o600) as path:
+        target = webhook_target(Settings(webhook_url=url, webhook_secret_file=path))
+        assert target is not None and target.secret == b"s3cret"
+    with secret_file(tmp_path, 0o644) as path, pytest.raises(ConfigError, match="chmod 600"):
+        webhook_target(Settings(webhook_url=url, webhook_secret_file=path))
+    with pytest.raises(ConfigError, match="needs a signing secret"):
+        webhook_target(Settings(webhook_url=url))
+    slack = webhook_target(Settings(webhook_url=url, webhook_format="slack"))
+    assert slack is not None and slack.secret is None
+    for bad in ("file:///etc/passwd", "ftp://hooks.example/x", "https:///nohost", "hooks.ex"):
+        with pytest.raises(ConfigError, match="webhook_url must"):
+            webhook_target(Settings(webhook_url=SecretStr(bad), webhook_secret=SecretStr("k")))
+
+
+def test_logs_name_the_host_never_the_url() -> None:
+    target = WebhookTarget(
+        url="https://user:pw@hooks.slack.example/services/T0/B0/XXXX", secret=None, format="slack"
+    )
+    assert target.host == "hooks.slack.example"
