@@ -60,8 +60,8 @@ def problems(text: str) -> list[str]:
         (
             "bad effect",
             GOOD.replace('"allow"', '"permit"'),
-            "p.toml:3: rule 'ops': effect: Input should be 'allow', 'deny' or 'confirm' "
-            "(got 'permit')",
+            "p.toml:3: rule 'ops': effect: Input should be 'allow', 'deny', 'confirm' or "
+            "'approve' (got 'permit')",
         ),
         (
             "TOML syntax",

@@ -1,8 +1,8 @@
 """`pvemcp policy check | explain | schema`: the policy as an operator tests it from a shell.
 
 Plain functions that print and return an exit status, so the CLI only maps its arguments
-onto them. `explain` exits with the effect (0 allow, 3 confirm, 1 deny) so a policy can be
-tested in CI with nothing but the shell: `pvemcp policy explain ... || echo refused`.
+onto them. `explain` exits with the effect (0 allow, 3 confirm, 4 approve, 1 deny) so a
+policy can be tested in CI with nothing but the shell: `pvemcp policy explain ... || echo refused`.
 """
 
 from __future__ import annotations
@@ -23,8 +23,13 @@ from pvemcp.policy.profiles import ENGINE_RULES
 from pvemcp.policy.rules import ApiRef, parse_api_pattern
 from pvemcp.policy.tiers import Tier, parse_tiers
 
-EXIT_ALLOW, EXIT_DENY, EXIT_INVALID, EXIT_CONFIRM = 0, 1, 2, 3
-_EXIT = {Effect.ALLOW: EXIT_ALLOW, Effect.DENY: EXIT_DENY, Effect.CONFIRM: EXIT_CONFIRM}
+EXIT_ALLOW, EXIT_DENY, EXIT_INVALID, EXIT_CONFIRM, EXIT_APPROVE = 0, 1, 2, 3, 4
+_EXIT = {
+    Effect.ALLOW: EXIT_ALLOW,
+    Effect.DENY: EXIT_DENY,
+    Effect.CONFIRM: EXIT_CONFIRM,
+    Effect.APPROVE: EXIT_APPROVE,
+}
 
 
 def check(path: Path, known_tools: Mapping[str, str]) -> int:
@@ -94,7 +99,7 @@ def explain(
     `hosts` (or `url`), `api` (`["POST /nodes/pve1/qemu/100/migrate"]`), `covered_by` (typed
     tools sending those endpoints) and `tier` (for a generic API tool) are read from it, so
     a resolved target (a guest's pool and tags) can be supplied there too. Exit: 0 allow,
-    3 confirm, 1 deny, 2 invalid input or policy.
+    3 confirm, 4 approve, 1 deny, 2 invalid input or policy.
     """
     try:
         engine = load_policy(
@@ -214,6 +219,7 @@ def _as_data(engine: PolicyEngine, decision: Decision) -> dict[str, Any]:
         "rule_ids": list(decision.rule_ids),
         "reason": decision.reason,
         "unresolved": sorted(decision.unresolved),
+        "approvers": list(decision.approvers),
         "rules": [
             rules[rule_id].canonical() if rule_id in rules else {"id": rule_id, "effect": "engine"}
             for rule_id in decision.rule_ids
@@ -254,6 +260,8 @@ def _as_text(
         f"caller:   {caller}",
         f"reason:   {decision.reason}",
     ]
+    if decision.approvers:
+        lines.append(f"approvers: {', '.join(decision.approvers)} (any one; never the caller)")
     if decision.unresolved:
         lines.append(f"unknown:  {', '.join(sorted(decision.unresolved))} (not given in --args)")
     lines.append("rules:")

@@ -10,6 +10,8 @@ class Effect(StrEnum):
     ALLOW = "allow"
     DENY = "deny"
     CONFIRM = "confirm"
+    APPROVE = "approve"
+    """Held until a second person, named by the rule, approves it (four eyes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +29,9 @@ class Decision:
     rule_ids: tuple[str, ...]
     reason: str
     unresolved: frozenset[str] = field(default_factory=frozenset)
+    approvers: tuple[str, ...] = ()
+    """For `approve`: who may approve the call (the subject selectors of every matching
+    approve rule, any one of whom suffices; never the requester)."""
 
     @property
     def allowed(self) -> bool:

@@ -1,9 +1,10 @@
 """Policy decisions for tool calls: the rules of a profile and a policy file, applied.
 
-Deny overrides confirm, confirm overrides allow, and what no rule allows is denied. On top
-of the rules the engine enforces three things no file can turn off: `escape` needs a rule
-that names the caller and the tool (or tier) explicitly, every allowed destructive call
-needs the human's confirmation, and paths and hosts must arrive canonical. See
+Deny overrides approve, approve overrides confirm, confirm overrides allow, and what no
+rule allows is denied. On top of the rules the engine enforces three things no file can
+turn off: `escape` needs a rule that names the caller and the tool (or tier) explicitly,
+every allowed destructive call needs the human's confirmation (or a second person's
+approval), and paths and hosts must arrive canonical. See
 docs/policy.md for the full semantics.
 """
 
@@ -102,7 +103,7 @@ class PolicyEngine:
                 not_by_name.append(rule)
             elif found.missing:
                 pending[rule.effect] |= found.missing
-                # A deny or confirm rule that might apply to the unknown target counts as
+                # A deny, approve or confirm rule that might apply to the unknown target counts as
                 # applying (fail closed); an argv, path or host constraint on a call that
                 # has none simply does not apply.
                 if rule.effect is not Effect.ALLOW and found.missing & TARGET_ATTRIBUTES:
@@ -120,20 +121,8 @@ class PolicyEngine:
             return Decision(Effect.DENY, _ids(denies), reason, frozenset(pending[Effect.DENY]))
         if not hits[Effect.ALLOW]:
             return _unallowed(principal, request, not_by_name, pending[Effect.ALLOW])
-        effect = Effect.ALLOW
-        ids = list(_ids(hits[Effect.ALLOW]))
-        reasons = [f"allowed by {_named(hits[Effect.ALLOW])}"]
-        confirms = hits[Effect.CONFIRM] + unsure[Effect.CONFIRM]
-        if confirms:
-            effect = Effect.CONFIRM
-            ids += _ids(confirms)
-            reasons.append(f"confirmation required by {_named(confirms)}")
-        if request.tier is Tier.DESTRUCTIVE:
-            effect = Effect.CONFIRM
-            ids.append("builtin.confirm-destructive")
-            reasons.append("destructive calls always need the human's confirmation")
-        unresolved = pending[Effect.DENY] | pending[Effect.CONFIRM]
-        return Decision(effect, tuple(ids), "; ".join(reasons), frozenset(unresolved))
+        unresolved = pending[Effect.DENY] | pending[Effect.APPROVE] | pending[Effect.CONFIRM]
+        return _granted(request, hits, unsure, frozenset(unresolved))
 
     def refuses(self, principal: Principal, request: PolicyRequest) -> Decision | None:
         """The denial of `request` if it holds whatever the attributes `request` leaves
@@ -188,6 +177,41 @@ class PolicyEngine:
             ):
                 allowed = True
         return allowed
+
+
+def _granted(
+    request: PolicyRequest,
+    hits: Mapping[Effect, list[Rule]],
+    unsure: Mapping[Effect, list[Rule]],
+    unresolved: frozenset[str],
+) -> Decision:
+    """The decision on an allowed call: approve over confirm over allow."""
+    ids = list(_ids(hits[Effect.ALLOW]))
+    reasons = [f"allowed by {_named(hits[Effect.ALLOW])}"]
+    approves = hits[Effect.APPROVE] + unsure[Effect.APPROVE]
+    if approves:
+        # A second person's approval replaces the requester's confirmation: it is the
+        # stronger check, and the approver sees the same plan.
+        approvers = sorted({str(s) for rule in approves for s in rule.approvers})
+        reasons.append(f"approval by {', '.join(approvers)} required by {_named(approves)}")
+        return Decision(
+            Effect.APPROVE,
+            (*ids, *_ids(approves)),
+            "; ".join(reasons),
+            unresolved,
+            tuple(approvers),
+        )
+    effect = Effect.ALLOW
+    confirms = hits[Effect.CONFIRM] + unsure[Effect.CONFIRM]
+    if confirms:
+        effect = Effect.CONFIRM
+        ids += _ids(confirms)
+        reasons.append(f"confirmation required by {_named(confirms)}")
+    if request.tier is Tier.DESTRUCTIVE:
+        effect = Effect.CONFIRM
+        ids.append("builtin.confirm-destructive")
+        reasons.append("destructive calls always need the human's confirmation")
+    return Decision(effect, tuple(ids), "; ".join(reasons), unresolved)
 
 
 def _unallowed(

@@ -128,10 +128,12 @@ class RuleSpec(BaseModel):
         ),
     ]
     effect: Annotated[
-        Literal["allow", "deny", "confirm"],
+        Literal["allow", "deny", "confirm", "approve"],
         Field(
             description="`allow` grants; `deny` refuses and overrides everything; `confirm` "
-            "makes an allowed call wait for the human's confirmation (it grants nothing)."
+            "makes an allowed call wait for the human's confirmation; `approve` holds an "
+            "allowed call until one of `approvers` (never the requester) approves it, in "
+            "place of confirmation. `confirm` and `approve` grant nothing."
         ),
     ]
     description: Annotated[str, Field(description="Why the rule exists, for humans.")] = ""
@@ -203,6 +205,17 @@ class RuleSpec(BaseModel):
             description="`any`: the subjects may also use the matched task tools on tasks "
             "other callers started (by default a caller sees and cancels only its own). "
             "Allow rules only; it grants nothing else.",
+        ),
+    ] = None
+
+    approvers: Annotated[
+        list[SelectorText] | None,
+        Field(
+            min_length=1,
+            description="For `approve` rules (and only them): who may approve the held call, "
+            "any one of: `sub:NAME`, `group:NAME`, `client:ID` or `local` (an operator of the "
+            "gateway's machine, through `pvemcp approvals`). Never `*` or a scope; the "
+            "requester is refused even when named.",
         ),
     ] = None
 
@@ -365,6 +378,7 @@ def _rule_problems(
             )
     if spec.tasks is not None and spec.effect != "allow":
         found.append(("tasks", "only an allow rule can grant others' tasks"))
+    found += _approver_problems(spec)
     literal_escape = any(known.get(name) == frozenset({Tier.ESCAPE}) for name in spec.tools or ())
     if spec.effect == "allow" and ("escape" in (spec.tiers or ()) or literal_escape):
         selectors = [Selector.parse(text) for text in spec.subjects]
@@ -377,6 +391,27 @@ def _rule_problems(
                 )
             )
     return found
+
+
+def _approver_problems(spec: RuleSpec) -> list[tuple[str, str]]:
+    """An approve rule must name its approvers, explicitly (four eyes means two known
+    people: `*` or a scope would let any other token holder, an agent too, approve)."""
+    if spec.effect != "approve":
+        return (
+            [] if spec.approvers is None else [("approvers", "only an approve rule has approvers")]
+        )
+    if spec.approvers is None:
+        return [("effect", "an approve rule needs approvers (sub:, group:, client: or local)")]
+    vague = [text for text in spec.approvers if not Selector.parse(text).explicit]
+    if vague:
+        return [
+            (
+                "approvers",
+                f"{', '.join(map(repr, vague))} cannot approve: name approvers with sub:, "
+                "group:, client: or local, never '*' or a scope",
+            )
+        ]
+    return []
 
 
 def _compile(spec: RuleSpec) -> Rule:
@@ -400,6 +435,7 @@ def _compile(spec: RuleSpec) -> Rule:
         hosts=None if spec.hosts is None else tuple(spec.hosts),
         api=None if spec.api is None else tuple(parse_api_pattern(p) for p in spec.api),
         tasks=spec.tasks == "any",
+        approvers=tuple(Selector.parse(text) for text in spec.approvers or ()),
     )
 
 

@@ -312,6 +312,8 @@ class Rule:
     tasks: bool = False
     """`tasks = "any"`: an allow rule that counts only for a call on a task another caller
     started (`PolicyRequest.others_task`), and for nothing else."""
+    approvers: tuple[Selector, ...] = ()
+    """An approve rule's approvers: who may let the held call run (never its requester)."""
 
     def __post_init__(self) -> None:
         if self.tags is not None:
@@ -419,6 +421,8 @@ class Rule:
                 out[key] = sorted(value, key=str)
         if self.tasks:
             out["tasks"] = "any"
+        if self.approvers:
+            out["approvers"] = sorted(str(selector) for selector in self.approvers)
         return out
 
 

@@ -250,7 +250,8 @@ async def capabilities(
         elif pve.verdict == "unknown":
             unknown.append(spec.name)
         else:
-            (confirm if decision.effect is Effect.CONFIRM else allowed).append(spec.name)
+            held = decision.effect in (Effect.CONFIRM, Effect.APPROVE)
+            (confirm if held else allowed).append(spec.name)
     return allowed, confirm, refused, unknown
 
 
