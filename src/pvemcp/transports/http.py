@@ -3,8 +3,10 @@
 Routes: MCP at `http.path` (the SDK's streamable-HTTP app, stateful unless
 `http.stateless`), `/healthz`, `/readyz` and `/metrics` outside authentication, and the RFC
 9728 metadata at `/.well-known/oauth-protected-resource` (plus the path-suffixed form the
-SDK serves). Around it the hardening middlewares (`hardening.py`) run before any MCP or
-auth code. The app is built around one `MCPServer`, which `both` mode also serves on stdio.
+SDK serves), and with authentication and an approval store the approval API under
+`/approvals` (`approvals_http.py`). Around it the hardening middlewares (`hardening.py`)
+run before any MCP or auth code. The app is built around one `MCPServer`, which `both`
+mode also serves on stdio.
 """
 
 from __future__ import annotations
@@ -33,9 +35,11 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp
 
 from pvemcp.config import ConfigError, HttpConfig, is_loopback_host
+from pvemcp.gateway.approvals import ApprovalStore
 from pvemcp.gateway.invoke import Gateway
 from pvemcp.policy.audit import AuditUnavailable
 from pvemcp.policy.tiers import Tier
+from pvemcp.transports.approvals_http import approval_routes
 from pvemcp.transports.auth import OidcVerifier, build_verifier, token_sha256
 from pvemcp.transports.hardening import (
     AuthChallenges,
@@ -208,8 +212,15 @@ class HttpFrontend:
     resource: str
 
 
-def build_http(gateway: Gateway, config: HttpConfig) -> HttpFrontend:
-    """Assemble the HTTP app for `config` (checked with `check_http_config` first)."""
+def build_http(
+    gateway: Gateway, config: HttpConfig, *, approvals: ApprovalStore | None = None
+) -> HttpFrontend:
+    """Assemble the HTTP app for `config` (checked with `check_http_config` first).
+
+    With an approval store and an authenticating `config.auth`, the approval API
+    (`approvals_http.py`) is served under `/approvals`; without auth it is not served at
+    all, since an anonymous caller can approve nothing.
+    """
     check_http_config(config)
     resource = public_url(config)
     metrics = Metrics(gateway.clusters.read_caches, gateway.audit.write_failures)
@@ -250,6 +261,15 @@ def build_http(gateway: Gateway, config: HttpConfig) -> HttpFrontend:
     ]
     if auth is not None:
         routes.append(_root_metadata_route(auth))
+    if approvals is not None and verifier is not None:
+        routes += approval_routes(
+            approvals,
+            verifier,
+            resource=resource,
+            required_scopes=scopes,
+            metadata_url=metadata_url(resource),
+            groups_claim=config.oidc.groups_claim,
+        )
     routes.append(Mount("/", app=mcp_app))
 
     @asynccontextmanager
