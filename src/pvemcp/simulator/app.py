@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from urllib.parse import parse_qsl, unquote
 
 import anyio
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as StarletteRoute
 
 from .endpoints import find_route
 from .errors import ApiError, not_implemented, param_error
+from .faults import FaultInjector, Faults, admin_route
 from .http11 import REASON_HEADER, reason_header_value
 from .params import refuse_root_only, validate
 from .permissions import check_request
@@ -122,11 +124,21 @@ def _ticket_user(state: ClusterState, request: Request) -> str | None:
 
 
 def create_app(
-    state: ClusterState, token_id: str, token_secret: str, auth_fail_delay: float = 0.0
+    state: ClusterState,
+    token_id: str,
+    token_secret: str,
+    auth_fail_delay: float = 0.0,
+    *,
+    faults: Faults | None = None,
+    fault_admin: bool = False,
 ) -> Starlette:
     """The ASGI app serving `state`: the gateway's API token `token_id`=`token_secret`, and
     any token the access store holds (made through `/access/users/{userid}/token`), each
-    checked against the method's PVE permissions (`permissions.check_request`)."""
+    checked against the method's PVE permissions (`permissions.check_request`).
+
+    With `faults`, requests they match get a faulted answer (`faults.py`; the app must then
+    run on `faults.FaultH11Protocol`); `fault_admin` also serves their admin endpoint to
+    the holder of `token_id`."""
     expected = f"{token_id}={token_secret}".encode()
 
     def authenticated(header: str | None) -> str | None:
@@ -192,5 +204,23 @@ def create_app(
             answer["changes"] = result.changes
         return _json(200, answer)
 
+    def admin(header: str | None) -> bool:
+        return authenticated(header) == token_id
+
+    return _starlette(api, faults, admin_route(faults, admin) if faults and fault_admin else None)
+
+
+def _starlette(
+    api: Callable[[Request], Awaitable[Response]],
+    faults: Faults | None,
+    admin: StarletteRoute | None,
+) -> Starlette:
+    """The app: every method on `/api2/json/...` to `api` (it answers PVE's 501 itself),
+    the fault admin endpoint if given, and the fault middleware if there are `faults`."""
     methods = [*_METHODS, "PATCH", "OPTIONS", "HEAD"]
-    return Starlette(routes=[StarletteRoute(API_PREFIX + "/{path:path}", api, methods=methods)])
+    routes = [StarletteRoute(API_PREFIX + "/{path:path}", api, methods=methods)]
+    if admin is not None:
+        routes.append(admin)
+    if faults is None:
+        return Starlette(routes=routes)
+    return Starlette(routes=routes, middleware=[Middleware(FaultInjector, faults=faults)])

@@ -20,9 +20,10 @@ import sys
 import tempfile
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 import uvicorn
@@ -30,7 +31,7 @@ from starlette.applications import Starlette
 
 from .app import create_app
 from .certs import SelfSigned, make_self_signed
-from .http11 import ReasonPhraseH11Protocol
+from .faults import ADMIN_PATH, FaultH11Protocol, Faults
 from .state import Clock, ClusterState
 
 DEFAULT_TOKEN_ID = "root@pam!pvemcp"  # noqa: S105 - a token id names a user, it is no secret
@@ -56,6 +57,9 @@ class SimulatorOptions:
     """Seconds since the epoch; inject one to make task timing deterministic."""
     ceph: bool = False
     """Give the demo cluster Ceph (monitors, OSDs, pools, a CephFS and an RBD storage)."""
+    fault_admin: bool = False
+    """Serve the fault admin endpoint (`faults.ADMIN_PATH`) to the holder of the token;
+    `SimulatorHandle.faults` works either way."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,19 @@ class SimulatorHandle:
     token_id: str
     token_secret: str
     state: ClusterState
+    faults: Faults
+    """Faults to inject into its answers, settable from any thread (`faults.py`)."""
+    _http: _Http = field(repr=False)
+
+    async def stop_http(self) -> None:
+        """Stop serving HTTP (connections dropped, the port closed), keeping the state,
+        the certificate and the token: a node whose pveproxy restarts. Callable from any
+        event loop."""
+        await self._http.call(self._http.drop)
+
+    async def start_http(self) -> None:
+        """Serve again on the same port after `stop_http`."""
+        await self._http.call(self._http.start)
 
     @property
     def authorization(self) -> str:
@@ -144,10 +161,60 @@ def _uvicorn_config(app: Starlette, tmp: str, cert: SelfSigned) -> uvicorn.Confi
         log_level="warning",
         lifespan="off",
         access_log=False,
-        http=ReasonPhraseH11Protocol,
+        http=FaultH11Protocol,
         ws="none",
         server_header=False,  # the app sends PVE's own `Server` header
+        # Bounds a stop while answers are still running (a hang `stop_http` meets).
+        timeout_graceful_shutdown=2,
     )
+
+
+class _Http:
+    """The simulator's HTTPS server, which can stop and serve again on the same port."""
+
+    def __init__(self, config: uvicorn.Config, host: str, port: int) -> None:
+        self.config = config
+        self.host = host
+        self.port = port
+        self.loop = asyncio.get_running_loop()
+        self._server: _Server | None = None
+        self._serving: asyncio.Task[None] | None = None
+
+    async def call(self, method: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run `method` in the server's loop, awaited from this one."""
+        if asyncio.get_running_loop() is self.loop:
+            await method()
+        else:
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(method(), self.loop))
+
+    async def start(self) -> None:
+        sock = _bind(self.host, self.port)
+        self.port = sock.getsockname()[1]
+        self._server = _Server(self.config)
+        self._serving = asyncio.create_task(self._server.serve(sockets=[sock]))
+        while not self._server.started:
+            if self._serving.done():
+                sock.close()
+                self._serving.result()
+                raise RuntimeError("the simulator stopped during startup")
+            await asyncio.sleep(0.005)
+
+    async def stop(self) -> None:
+        """Stop serving; uvicorn closes the socket and, after at most its graceful
+        shutdown timeout, drops the connections still busy."""
+        if self._server is not None and self._serving is not None:
+            self._server.should_exit = True
+            await self._serving
+            self._server = self._serving = None
+
+    async def drop(self) -> None:
+        """Stop at once, as a restarting pveproxy does: every connection is cut, the
+        answers under way included (a graceful stop would wait for idle TLS clients)."""
+        if self._server is not None:
+            for connection in list(self._server.server_state.connections):
+                if connection.transport is not None:
+                    connection.transport.abort()
+        await self.stop()
 
 
 @contextlib.asynccontextmanager
@@ -165,33 +232,34 @@ async def serve_simulator(
         ssl_fingerprint=cert.fingerprint_colons,
         ceph=options.ceph,
     )
-    app = create_app(state, options.token_id, secret, options.auth_fail_delay)
-    with (
-        tempfile.TemporaryDirectory(prefix="pvemcp-sim-") as tmp,
-        _bind(options.host, options.port) as sock,
-    ):
-        server = _Server(_uvicorn_config(app, tmp, cert))
-        serving = asyncio.create_task(server.serve(sockets=[sock]))
+    faults = Faults()
+    app = create_app(
+        state,
+        options.token_id,
+        secret,
+        options.auth_fail_delay,
+        faults=faults,
+        fault_admin=options.fault_admin,
+    )
+    with tempfile.TemporaryDirectory(prefix="pvemcp-sim-") as tmp:
+        http = _Http(_uvicorn_config(app, tmp, cert), options.host, options.port)
+        await http.start()
         try:
-            while not server.started:
-                if serving.done():
-                    serving.result()
-                    raise RuntimeError("the simulator stopped during startup")
-                await asyncio.sleep(0.005)
-            port = sock.getsockname()[1]
             yield SimulatorHandle(
-                url=f"https://{_url_host(options.host)}:{port}",
-                port=port,
+                url=f"https://{_url_host(options.host)}:{http.port}",
+                port=http.port,
                 fingerprint=cert.fingerprint,
                 fingerprint_colons=cert.fingerprint_colons,
                 cert_pem=cert.cert_pem,
                 token_id=options.token_id,
                 token_secret=secret,
                 state=state,
+                faults=faults,
+                _http=http,
             )
         finally:
-            server.should_exit = True
-            await serving
+            faults.clear()  # ends the answers faults hold open, which would delay the stop
+            await http.stop()
 
 
 class _ThreadRun:
@@ -295,6 +363,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=1, help="seed of the demo cluster's data")
     parser.add_argument("--ceph", action="store_true", help="give the demo cluster Ceph")
+    parser.add_argument(
+        "--faults",
+        action="store_true",
+        help=f"serve {ADMIN_PATH} (token required) to inject faults at run time",
+    )
     parser.add_argument("--token-secret", help="the API token secret (default: a random UUID)")
     parser.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host")
     parser.add_argument(
@@ -318,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         token_secret=args.token_secret,
         ceph=args.ceph,
+        fault_admin=args.faults,
     )
     try:
         asyncio.run(_foreground(options, args.cert_out))
