@@ -15,7 +15,7 @@ from mcp import Client
 from mcp.client.session import ClientRequestContext
 from mcp.types import CallToolResult, ElicitRequestParams, ElicitResult
 
-from pvemcp.gateway.confirm import ConfirmationTokens, binding
+from pvemcp.gateway.confirm import ApprovalStates, ConfirmationTokens, binding
 from pvemcp.gateway.errors import ToolFailure
 from pvemcp.gateway.invoke import Gateway
 from pvemcp.policy.principal import Principal
@@ -207,6 +207,26 @@ def test_tokens_expire_and_are_bound_to_the_caller() -> None:
         target={},
         caller={},
     ) == binding(tool="t", arguments={"vmid": 1}, cluster="c", target={}, caller={})
+
+
+def test_approval_states_and_tokens_never_stand_in_for_each_other() -> None:
+    """An input-required approval state is no confirm_token, nor a token a state (their
+    own keys and prefixes), and a state is single-use, expires and is bound like a token."""
+    bound = binding(tool="t", arguments={"vmid": 1}, cluster="c", target={}, caller={})
+    tokens, states = ConfirmationTokens(ttl=300), ApprovalStates(ttl=300)
+    state, token = states.issue(bound), tokens.issue(bound)
+    assert state.startswith("pva1.") and token.startswith("pvc1.")
+    with pytest.raises(ToolFailure, match="not issued by this gateway"):
+        tokens.redeem(state, bound)
+    with pytest.raises(ToolFailure, match="not issued by this gateway") as refused:
+        states.redeem(token, bound)
+    assert refused.value.field is None, "a state refusal names no argument of the tool"
+    states.redeem(state, bound)
+    with pytest.raises(ToolFailure, match=r"approval \(requestState\) was already used"):
+        states.redeem(state, bound)
+    expired = ApprovalStates(ttl=-5)
+    with pytest.raises(ToolFailure, match="expired"):
+        expired.redeem(expired.issue(bound), bound)
 
 
 def payload(result: CallToolResult) -> dict[str, Any]:

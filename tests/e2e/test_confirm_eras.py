@@ -1,0 +1,328 @@
+"""A person confirms a destructive call in each MCP protocol era, in memory and over HTTP.
+
+2026-07-28 clients (the SDK client's default) are asked through the input-required flow:
+the call answers the question, the client's elicitation callback answers it and the
+client retries with the sealed `requestState`; handshake-era clients get the pushed
+elicitation where a back channel exists, and the token flow where none does (JSON-response
+and stateless HTTP). The guest's power state says whether the call ran.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from textwrap import dedent
+from typing import Any
+
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.session import ClientRequestContext
+from mcp.client.streamable_http import streamable_http_client
+from mcp.types import CallToolResult, ElicitRequestParams, ElicitResult, InputRequiredResult
+
+from pvemcp.gateway.clusters import ClusterPool
+from pvemcp.gateway.invoke import Gateway
+from pvemcp.policy.audit import AuditLog
+from pvemcp.policy.loader import load_policy
+from pvemcp.policy.principal import Principal
+from pvemcp.secrets.redaction import Redactor
+from pvemcp.simulator.server import SimulatorHandle, SimulatorOptions, simulator_in_thread
+from pvemcp.tools import all_tools, tier_map
+from pvemcp.transports.confirmation import QUESTION_KEY
+from pvemcp.transports.mcp_app import build_mcp_server
+from pvemcp.transports.stdio import local_principal
+from tests.conftest import cluster_for, read_audit
+from tests.transports.test_http_app import KEYS, bearer, error_of, payload, served
+
+pytestmark = pytest.mark.anyio
+
+STOP = "proxmox_guest_stop"
+ERAS = {"2025-11-25": "legacy", "2026-07-28": "auto"}
+"""Protocol version → the SDK `Client` mode that negotiates it."""
+
+# static:1 (KEYS[1]) may hard-stop guests; the builtin rule confirms every destructive call.
+STOP_POLICY = dedent(
+    """
+    version = 1
+
+    [[rules]]
+    id = "static-1-stop"
+    effect = "allow"
+    subjects = ["sub:static:1"]
+    tools = ["proxmox_guest_stop"]
+    """
+)
+
+
+@pytest.fixture
+def own_sim() -> Iterator[SimulatorHandle]:
+    """A private simulator: these tests stop guests."""
+    with simulator_in_thread(SimulatorOptions(time_scale=0)) as handle:
+        yield handle
+
+
+@asynccontextmanager
+async def gateway_for(
+    sim: SimulatorHandle, audit_path: Path, tmp_path: Path, *, token_confirmation: bool = True
+) -> AsyncIterator[Gateway]:
+    policy = tmp_path / "policy.toml"
+    policy.write_text(STOP_POLICY)
+    gateway = Gateway(
+        tools=all_tools(),
+        clusters=ClusterPool({"demo": cluster_for(sim)}),
+        policy=load_policy(
+            profile="operator", profile_subjects=["local"], file=policy, known_tools=tier_map()
+        ),
+        audit=AuditLog(audit_path),
+        redactor=Redactor(),
+        token_confirmation=token_confirmation,
+    )
+    try:
+        yield gateway
+    finally:
+        await gateway.aclose()
+
+
+@pytest.fixture
+async def gw(own_sim: SimulatorHandle, audit_path: Path, tmp_path: Path) -> AsyncIterator[Gateway]:
+    async with gateway_for(own_sim, audit_path, tmp_path) as gateway:
+        yield gateway
+
+
+class Person:
+    """The human at the client: answers every confirmation question with `answer`."""
+
+    def __init__(self, answer: str) -> None:
+        self.answer = answer
+        self.asked: list[str] = []
+
+    async def on_elicit(
+        self, context: ClientRequestContext, params: ElicitRequestParams
+    ) -> ElicitResult:
+        self.asked.append(params.message)
+        if self.answer == "decline":
+            return ElicitResult(action="decline")
+        return ElicitResult(action="accept", content={"approve": self.answer == "accept"})
+
+
+async def power(gateway: Gateway, vmid: int) -> str:
+    result = await gateway.invoke(
+        Principal.local("memory"), "proxmox_guest_get", {"vmid": vmid, "include_config": False}
+    )
+    assert result.data is not None
+    return str(result.data["status"])
+
+
+def stop_records(audit_path: Path) -> list[tuple[str, str | None, str | None]]:
+    """(phase, outcome status, approval method) of each record of a guest stop."""
+    return [
+        (
+            r["phase"],
+            r.get("outcome", {}).get("status"),
+            (r.get("decision", {}).get("approval") or {}).get("method"),
+        )
+        for r in read_audit(audit_path)
+        if r["what"]["tool"] == STOP
+    ]
+
+
+def refusal(result: CallToolResult | InputRequiredResult) -> dict[str, Any]:
+    assert isinstance(result, CallToolResult)
+    return error_of(result)
+
+
+@pytest.mark.parametrize("version", ERAS)
+@pytest.mark.parametrize("answer", ["accept", "refuse", "decline"])
+async def test_in_memory_the_call_runs_only_after_the_person_accepts(
+    gw: Gateway, audit_path: Path, version: str, answer: str
+) -> None:
+    person = Person(answer)
+    server = build_mcp_server(gw, local_principal)
+    async with Client(server, mode=ERAS[version], elicitation_callback=person.on_elicit) as client:
+        assert client.session.protocol_version == version
+        result = await client.call_tool(STOP, {"vmid": 100})
+    assert len(person.asked) == 1
+    assert "stop qemu 100 (web01) on pve1" in person.asked[0]
+    method = "input_required" if version == "2026-07-28" else "elicitation"
+    asked = [("record", "confirmation_required", None)] if method == "input_required" else []
+    if answer == "accept":
+        assert payload(result)["guest_status"] == "stopped"
+        assert await power(gw, 100) == "stopped"
+        assert stop_records(audit_path) == [
+            *asked,
+            ("intent", None, method),
+            ("outcome", "ok", method),
+        ]
+    else:
+        assert error_of(result)["code"] == "confirmation_declined"
+        assert await power(gw, 100) == "running"
+        assert stop_records(audit_path) == [*asked, ("record", "confirmation_declined", None)]
+
+
+async def test_a_2026_client_without_elicitation_gets_the_token_or_a_refusal(
+    own_sim: SimulatorHandle, audit_path: Path, tmp_path: Path
+) -> None:
+    async with (
+        gateway_for(own_sim, audit_path, tmp_path) as gateway,
+        Client(build_mcp_server(gateway, local_principal)) as client,
+    ):
+        first = error_of(await client.call_tool(STOP, {"vmid": 102}))
+        assert first["code"] == "confirmation_required"
+        token = first["details"]["confirm_token"]
+        done = await client.call_tool(STOP, {"vmid": 102, "confirm_token": token})
+        assert payload(done)["guest_status"] == "stopped"
+        assert await power(gateway, 102) == "stopped"
+    async with (
+        gateway_for(own_sim, audit_path, tmp_path, token_confirmation=False) as gateway,
+        Client(build_mcp_server(gateway, local_principal)) as client,
+    ):
+        refused = error_of(await client.call_tool(STOP, {"vmid": 100}))
+        assert refused["code"] == "confirmation_unavailable"
+        assert await power(gateway, 100) == "running"
+
+
+def accepted(approve: bool = True) -> dict[str, Any]:
+    return {QUESTION_KEY: ElicitResult(action="accept", content={"approve": approve})}
+
+
+async def test_an_answer_is_used_once_for_the_call_and_caller_it_was_asked_for(
+    gw: Gateway, audit_path: Path
+) -> None:
+    """The model cannot replay, alter, carry over or forge a person's accept."""
+    callers = {"now": "alice"}
+
+    def caller(_: object) -> Principal:
+        return Principal(subject=callers["now"], transport="memory")
+
+    server = build_mcp_server(gw, caller)
+    # Both may stop guests (the operator profile's subjects).
+    gw.policy = load_policy(
+        profile="operator",
+        profile_subjects=["sub:alice", "sub:bob"],
+        file=None,
+        known_tools=tier_map(),
+    )
+    person = Person("accept")  # declares elicitation; the test answers in its place
+    async with Client(server, elicitation_callback=person.on_elicit) as client:
+        session: Any = client.session
+        asked = await session.call_tool(STOP, {"vmid": 100}, allow_input_required=True)
+        assert isinstance(asked, InputRequiredResult)
+        assert list(asked.input_requests or {}) == [QUESTION_KEY]
+        state = asked.request_state
+        assert state is not None and "pva1" not in state, "the state is sealed"
+
+        altered = state[:-2] + ("AA" if state[-2:] != "AA" else "BB")
+        bad = await client.call_tool(
+            STOP, {"vmid": 100}, input_responses=accepted(), request_state=altered
+        )
+        assert refusal(bad)["code"] == "confirmation_invalid"
+        assert "requestState was not accepted" in refusal(bad)["message"]
+
+        other = await client.call_tool(
+            STOP, {"vmid": 102}, input_responses=accepted(), request_state=state
+        )
+        assert refusal(other)["code"] == "confirmation_invalid"
+
+        callers["now"] = "bob"
+        stolen = await client.call_tool(
+            STOP, {"vmid": 100}, input_responses=accepted(), request_state=state
+        )
+        assert "different call" in refusal(stolen)["message"]
+        callers["now"] = "alice"
+
+        no_answer = await client.call_tool(STOP, {"vmid": 100}, request_state=state)
+        assert "no answer" in refusal(no_answer)["message"]
+        assert await power(gw, 100) == "running"
+        assert await power(gw, 102) == "running"
+
+        asked = await session.call_tool(STOP, {"vmid": 100}, allow_input_required=True)
+        state = asked.request_state
+        done = await client.call_tool(
+            STOP, {"vmid": 100}, input_responses=accepted(), request_state=state
+        )
+        assert payload(done)["guest_status"] == "stopped"
+        replay = await client.call_tool(
+            STOP, {"vmid": 100}, input_responses=accepted(), request_state=state
+        )
+        assert "already used" in refusal(replay)["message"]
+    assert person.asked == [], "no refusal asked again"
+
+    assert [status for _, status, _ in stop_records(audit_path)] == [
+        "confirmation_required",
+        "confirmation_failed",  # altered
+        "confirmation_failed",  # other arguments
+        "confirmation_failed",  # other caller
+        "confirmation_failed",  # no answer (the state is spent)
+        "confirmation_required",
+        None,
+        "ok",
+        "confirmation_failed",  # replayed
+    ]
+
+
+HTTP_MODES: dict[str, dict[str, Any]] = {
+    "sse": {"response_mode": "sse"},
+    "auto": {},
+    "json": {"response_mode": "json"},
+    "stateless": {"stateless": True},
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("http_mode", HTTP_MODES)
+@pytest.mark.parametrize("version", ERAS)
+async def test_over_http_each_era_and_mode_confirms_as_documented(
+    own_sim: SimulatorHandle, audit_path: Path, tmp_path: Path, version: str, http_mode: str
+) -> None:
+    """2026-07-28: input-required in every mode. 2025-11-25: the pushed elicitation where
+    the call's answer streams (sse, auto), else the token, or a refusal without tokens.
+    Where a person can be asked, tokens are off: the person alone decides."""
+    asks = version == "2026-07-28" or http_mode in ("sse", "auto")
+    for token_confirmation in (False,) if asks else (True, False):
+        async with (
+            gateway_for(
+                own_sim, audit_path, tmp_path, token_confirmation=token_confirmation
+            ) as gateway,
+            served(gateway, **HTTP_MODES[http_mode]) as app,
+            httpx2.AsyncClient(headers=bearer(KEYS[1])) as http,
+        ):
+            results: dict[int, CallToolResult] = {}
+            people = {100: Person("decline"), 102: Person("accept")}
+            for vmid, person in people.items():
+                async with Client(
+                    streamable_http_client(app.url, http_client=http),
+                    mode=ERAS[version],
+                    elicitation_callback=person.on_elicit,
+                ) as client:
+                    results[vmid] = await client.call_tool(STOP, {"vmid": vmid})
+                    if not asks and token_confirmation:
+                        token = error_of(results[vmid])["details"]["confirm_token"]
+                        results[vmid] = await client.call_tool(
+                            STOP, {"vmid": vmid, "confirm_token": token}
+                        )
+            asked = [len(person.asked) for person in people.values()]
+            states = [await power(gateway, vmid) for vmid in people]
+            if asks:
+                assert asked == [1, 1]
+                assert error_of(results[100])["code"] == "confirmation_declined"
+                assert payload(results[102])["guest_status"] == "stopped"
+                assert states == ["running", "stopped"]
+            elif token_confirmation:
+                assert asked == [0, 0], "no back channel: the token flow"
+                assert states == ["stopped", "stopped"]
+                await restart(gateway, 100)
+                await restart(gateway, 102)
+            else:
+                assert asked == [0, 0]
+                for result in results.values():
+                    assert error_of(result)["code"] == "confirmation_unavailable"
+                assert states == ["running", "running"]
+
+
+async def restart(gateway: Gateway, vmid: int) -> None:
+    started = await gateway.invoke(
+        Principal.local("memory"), "proxmox_guest_power", {"vmid": vmid, "action": "start"}
+    )
+    assert started.ok, started.error
