@@ -1,11 +1,12 @@
 """`pvemcp policy explain --capabilities` (imported by the CLI for that option only): what
 a subject may do on a target, as `proxmox_capabilities_list` answers it.
 
-Policy alone cannot say it: the PVE side needs the gateway token's privileges from the
-cluster. So the command calls the tool through a gateway built from the configuration (or
-the embedded simulator with `demo`), and policy and audit see it as any call. It lives
-apart from `pvemcp.policy.commands`, which decides with the engine alone and must not
-import the runtime.
+Policy alone cannot say it: the PVE side needs, from the cluster, the privileges of the
+token the subject's calls use (its own when an identity mapping names the subject or one
+of its `--group`s, else the gateway's). So the command calls the tool through a gateway
+built from the configuration (or the embedded simulator with `demo`), and policy and audit
+see it as any call. It lives apart from `pvemcp.policy.commands`, which decides with the
+engine alone and must not import the runtime.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def capabilities(
 ) -> int:
     """`explain --capabilities`: what `subject` may do on the target in `args_json` (keys
     cluster, vmid, node, pool, path, tool, toolset; `tool` narrows to one): policy ∩ the
-    gateway token's PVE privileges, as proxmox_capabilities_list answers it. The tool is
+    PVE privileges of the token its calls use (an identity mapping's for a mapped subject
+    or group, else the gateway's), as proxmox_capabilities_list answers it. The tool is
     called through a gateway built from the config (or the embedded simulator with
     `demo`), so policy and audit see it as any call. Exit: 0 answered, 1 refused or
     failed, 2 invalid input."""

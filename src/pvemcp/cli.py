@@ -125,7 +125,8 @@ def _policy_parser(commands: Any) -> None:
         "--capabilities",
         action="store_true",
         help="what the subject may do on the target in --args (vmid, node, pool, path, "
-        "toolset): policy and the cluster token's PVE privileges",
+        "toolset): policy and the PVE privileges of the token its calls use (an identity "
+        "mapping's for a mapped --subject/--group, else the cluster's)",
     )
     explain.add_argument(
         "--demo", action="store_true", help="--capabilities on the embedded simulator"

@@ -7,6 +7,13 @@ A cluster whose credentials are not loaded answers `CredentialsUnavailable`.
 A cluster with an `[ssh]` section gets one `SshPool` (one connection per node), shared by
 its pvesh backend (`ssh.backend = "pvesh"`) and the SSH tools; SSH credentials come from
 the same manager, read at every connect.
+
+A cluster's identity mappings (`[[clusters.NAME.identities]]`) give some callers their own
+PVE API token: `identity_for` picks the caller's mapping (the first that matches, else
+None: the gateway token), and `backend(name, mapping)` is that token's own REST client and
+connection pool, made on first use and reading its token from the manager at every call
+(rotated as the cluster's). A mapping whose token is not loaded fails its caller's calls
+with `credentials_unavailable` naming the mapping; it never falls back to the gateway token.
 """
 
 from __future__ import annotations
@@ -19,10 +26,12 @@ import structlog
 from pvemcp.config import ClusterConfig, TlsMode
 from pvemcp.gateway.errors import ToolFailure
 from pvemcp.gateway.readcache import ReadCache
+from pvemcp.policy.principal import Principal
 from pvemcp.proxmox.backend import ProxmoxBackend
 from pvemcp.proxmox.errors import CredentialsUnavailable
 from pvemcp.proxmox.rest import ApiCredential, RestBackend
 from pvemcp.secrets.manager import SecretsManager
+from pvemcp.secrets.models import IdentityMapping
 from pvemcp.secrets.types import SshCredentials
 
 if TYPE_CHECKING:
@@ -55,7 +64,8 @@ class ClusterPool:
         self._default = default or (next(iter(clusters)) if len(clusters) == 1 else None)
         self._factory = backend_factory
         self.secrets = secrets
-        self._backends: dict[str, ProxmoxBackend] = {}
+        self._backends: dict[tuple[str, str | None], ProxmoxBackend] = {}
+        """By (cluster, identity mapping or None for the gateway token)."""
         self._ssh_pools: dict[str, SshPool] = {}
         self._read_caches: dict[str, ReadCache] = {}
         for name, cluster in self._clusters.items():
@@ -91,12 +101,36 @@ class ClusterPool:
             )
         return chosen, cluster
 
-    def backend(self, name: str) -> ProxmoxBackend:
-        backend = self._backends.get(name)
+    def identity_for(self, name: str, principal: Principal) -> IdentityMapping | None:
+        """The first of cluster `name`'s identity mappings that is the caller's, or None:
+        its calls use the gateway token."""
+        for mapping in self._clusters[name].identities:
+            if mapping.matches(principal.subject, principal.groups):
+                return mapping
+        return None
+
+    def backend(self, name: str, identity: str | None = None) -> ProxmoxBackend:
+        """Cluster `name`'s backend: the gateway token's, or identity mapping `identity`'s."""
+        backend = self._backends.get((name, identity))
         if backend is None:
-            backend = self._build(name)
-            self._backends[name] = backend
+            backend = (
+                self._build(name) if identity is None else self._build_identity(name, identity)
+            )
+            self._backends[(name, identity)] = backend
         return backend
+
+    def token_id(self, name: str, identity: str | None = None) -> str | None:
+        """The PVE token id (public) that calls through `backend(name, identity)` send now:
+        the loaded one, else the configured one; None when neither is known."""
+        secrets = self.secrets
+        if identity is None:
+            token = secrets.token(name) if secrets is not None else None
+            return token.token_id if token is not None else self._clusters[name].token_id
+        current = secrets.identity(name, identity) if secrets is not None else None
+        if current is not None and current.token is not None:
+            return current.token.token_id
+        mapping = next(m for m in self._clusters[name].identities if m.name == identity)
+        return mapping.token_id
 
     def read_cache(self, name: str) -> ReadCache:
         """The cluster's cache of read-tool GETs (`readcache.py`), made on first use."""
@@ -163,6 +197,26 @@ class ClusterPool:
 
         return RestBackend(cluster, credentials=credentials, on_unauthorized=on_unauthorized)
 
+    def _build_identity(self, name: str, identity: str) -> ProxmoxBackend:
+        """A REST client of its own for one identity mapping (whatever `backend_factory`
+        says: a mapping is a PVE token, so it is always spoken to over the REST API)."""
+        secrets = self.secrets
+
+        def credentials() -> ApiCredential:
+            current = secrets.identity(name, identity) if secrets is not None else None
+            if current is None or current.token is None:
+                raise _identity_unavailable(secrets, name, identity)
+            return current.token
+
+        async def on_unauthorized(rejected: ApiCredential) -> bool:
+            if secrets is None:
+                return False
+            return await secrets.after_unauthorized(name, rejected, identity=identity)
+
+        return RestBackend(
+            self._clusters[name], credentials=credentials, on_unauthorized=on_unauthorized
+        )
+
     def _node_names(self, name: str) -> NodeLister:
         """The cluster's members as its API reports them: the only names, besides the
         configured ones, that its SSH pool dials."""
@@ -208,3 +262,23 @@ def _unavailable(secrets: SecretsManager, name: str, peer: str) -> CredentialsUn
     return CredentialsUnavailable(
         f"credentials for cluster {name} are unavailable ({problem}); nothing was sent to {peer}"
     )
+
+
+def _identity_unavailable(
+    secrets: SecretsManager | None, name: str, identity: str
+) -> CredentialsUnavailable:
+    """Fail closed: the caller's own token is not loaded, and the gateway token (which may
+    hold other rights) is not used in its place."""
+    problem = (
+        secrets.identity_problem(name, identity) if secrets is not None else None
+    ) or "it has not been loaded yet"
+    error = CredentialsUnavailable(
+        f"the PVE token of identity mapping {identity!r} (cluster {name}), which your calls "
+        f"use, is unavailable ({problem}); nothing was sent to Proxmox"
+    )
+    error.hint = (
+        "Your calls use a PVE API token of your own, never the gateway's in its place. The "
+        "gateway retries loading it by itself: try again in a minute, or ask an operator to "
+        "run `pvemcp secrets check`."
+    )
+    return error

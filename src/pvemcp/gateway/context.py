@@ -241,6 +241,8 @@ class ToolContext:
         redactor: Redactor,
         authorize: Authorizer,
         may_read: ReadCheck,
+        pve_token: Callable[[], str | None] | None = None,
+        pve_identity: str | None = None,
     ) -> None:
         self.principal = principal
         self.cluster_name = cluster_name
@@ -263,6 +265,9 @@ class ToolContext:
         self._redactor = redactor
         self._authorize = authorize
         self._may_read = may_read
+        self._pve_token = pve_token
+        self.pve_identity = pve_identity
+        """The identity mapping whose token that is; None for the gateway token."""
         self.command: CommandRecord | None = None
         """The command this call ran on a node or guest, for the audit outcome."""
         self.toolsets: SessionToolsets | None = None
@@ -283,6 +288,13 @@ class ToolContext:
         known at once, before the call's audit outcome records it."""
 
     @property
+    def pve_token_id(self) -> str | None:
+        """The PVE API token id this call's requests are sent with now (the caller's own,
+        from an identity mapping, or the gateway's; never the secret), asked each time so a
+        rotation during the call shows: for the audit record, capabilities, the read cache."""
+        return self._pve_token() if self._pve_token is not None else None
+
+    @property
     def api_index(self) -> Index:
         """The PVE API index this cluster's requests are checked against (`cluster_index`)."""
         return cluster_index(self.cluster_name, self.cluster)
@@ -297,7 +309,11 @@ class ToolContext:
         check_api_request(method, path, params, index=self.api_index)
         if method == "GET" and self._cached_reads:
             return await self._read_cache.get(
-                path, params, lambda: self._backend.call("GET", path, params)
+                path,
+                params,
+                lambda: self._backend.call("GET", path, params),
+                # Never shared across tokens: a mapped caller's token may see less.
+                scope=f"{self.pve_identity or ''}|{self.pve_token_id or ''}",
             )
         result = await self._backend.call(method, path, params)
         if method != "GET" and isinstance(result.data, str) and is_upid(result.data):

@@ -528,11 +528,14 @@ class Gateway:
             )
             return self.policy.decide(principal, read).effect is Effect.ALLOW
 
+        # The caller's own PVE token when an identity mapping names it, else the gateway's.
+        identity = self.clusters.identity_for(cluster_name, principal)
+        pve_identity = identity.name if identity is not None else None
         ctx = ToolContext(
             principal=principal,
             cluster_name=cluster_name,
             cluster=cluster,
-            backend=self.clusters.backend(cluster_name),
+            backend=self.clusters.backend(cluster_name, pve_identity),
             read_cache=self.clusters.read_cache(cluster_name),
             cached_reads=request.tier is Tier.READ,
             progress=progress,
@@ -541,6 +544,8 @@ class Gateway:
             redactor=self.redactor,
             authorize=authorize,
             may_read=may_read,
+            pve_token=lambda: self.clusters.token_id(cluster_name, pve_identity),
+            pve_identity=pve_identity,
         )
         ctx.secret_sink = secret_sink
         ctx.endpoint_tools = self.endpoint_tools
@@ -771,6 +776,7 @@ class Gateway:
                     arguments=call.arguments or {},
                     decision=call.decision,
                     backend=ctx.backend_name,
+                    pve_token_id=ctx.pve_token_id,
                     raw_arguments=call.raw_arguments or {},
                     policy_hash=self.policy.bundle_hash,
                     **call.target,
@@ -878,6 +884,7 @@ class Gateway:
             decision=None if risky else call.decision,
             upids=ctx.upids,
             backend=ctx.backend_name,
+            pve_token_id=ctx.pve_token_id,
             exitstatus=exitstatus,
             undo=call.undo.model_dump(mode="json") if call.undo is not None else None,
             **(call.target | command | call.approval_detail()),

@@ -17,6 +17,12 @@ What keeps it honest:
 - Errors are never cached; each caller coalesced onto a failed request gets the error.
 - Bounded: at most `max_entries` answers; the oldest go first.
 
+- Keyed by the PVE identity too: a caller mapped to its own API token
+  (`[[clusters.NAME.identities]]`) may see less (PVE filters lists by the token's rights)
+  or be refused, so an answer is only ever reused, or shared in flight, for calls of the
+  same identity mapping sent with the same token id (`scope`). Invalidation stays per
+  cluster: a change made through any token changes what every token reads.
+
 Callers must treat what they get as read-only: it is shared with other calls.
 """
 
@@ -33,13 +39,14 @@ from pvemcp.proxmox.backend import ApiResult, Params
 MAX_ENTRIES = 512
 """Answers kept per cluster: far more distinct reads than agents make within a window."""
 
-Key = tuple[str, tuple[tuple[str, str], ...]]
+Key = tuple[str, str, tuple[tuple[str, str], ...]]
 
 
-def cache_key(path: str, params: Params | None) -> Key:
-    """The identity of a GET: its path and its parameters in a fixed order."""
+def cache_key(path: str, params: Params | None, scope: str = "") -> Key:
+    """The identity of a GET: the PVE identity it is sent with (`scope`: identity mapping
+    and token id), its path and its parameters in a fixed order."""
     items = tuple(sorted((name, repr(value)) for name, value in (params or {}).items()))
-    return path, items
+    return scope, path, items
 
 
 @dataclass(eq=False)
@@ -81,11 +88,16 @@ class ReadCache:
         self._generation += 1
 
     async def get(
-        self, path: str, params: Params | None, fetch: Callable[[], Awaitable[ApiResult]]
+        self,
+        path: str,
+        params: Params | None,
+        fetch: Callable[[], Awaitable[ApiResult]],
+        *,
+        scope: str = "",
     ) -> ApiResult:
-        """The answer to `GET path params`: a fresh cached one, a shared in-flight one, or
-        one `fetch()` makes now."""
-        key = cache_key(path, params)
+        """The answer to `GET path params` sent with the PVE identity `scope` names: a fresh
+        cached one, a shared in-flight one, or one `fetch()` makes now."""
+        key = cache_key(path, params, scope)
         while True:
             cached = self._answers.get(key)
             if cached is not None:

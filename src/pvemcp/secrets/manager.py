@@ -11,6 +11,12 @@
   calls fail with "credentials unavailable", and a background task retries with backoff
   until it loads. A later failure keeps the last good credentials.
 - Every loaded value joins the redaction set before it is used.
+- A cluster's identity mappings (`[[clusters.NAME.identities]]`: a caller's own PVE token)
+  are loaded, retried, re-read and rotated exactly as the cluster's own credentials, each
+  from its own source; `identity(cluster, mapping)` is None while one cannot be loaded,
+  and the caller's calls then fail (they never fall back to the gateway token). A mapping
+  that fails does not make its cluster (or the gateway) not ready: only its caller is
+  refused.
 
 Use it as `async with SecretsManager(...) as manager:` (or `start()` and `aclose()` from
 the same task): it owns a task group for its background work.
@@ -35,14 +41,20 @@ import structlog
 from pydantic import SecretStr
 
 from pvemcp.secrets.redaction import Redactor
-from pvemcp.secrets.source import ClusterLike, SecretSource, build_source
+from pvemcp.secrets.source import (
+    ClusterLike,
+    SecretSource,
+    build_identity_source,
+    build_source,
+)
 from pvemcp.secrets.types import ApiToken, ClusterCredentials, SecretSourceError
 
 log = structlog.get_logger(__name__)
 
 RotationCallback = Callable[[str, str, str], Awaitable[None] | None]
 """`on_rotation(cluster, secret_name, source)`: `secret_name` is `token_secret`,
-`token_id`, `ssh_private_key`, ...; `source` describes where it came from (no value).
+`token_id`, `ssh_private_key`, ... (`identities.MAPPING.token_secret` for an identity
+mapping's token); `source` describes where it came from (no value).
 Called after the swap, so `manager.current(cluster).version` is the new version (KV v2).
 May be sync or async; an exception is logged, not raised."""
 
@@ -62,13 +74,21 @@ def _jitter(seconds: float) -> float:
 @dataclass(slots=True)
 class _State:
     name: str
+    """The cluster."""
     source: SecretSource
+    identity: str | None = None
+    """The identity mapping whose token this is; None for the cluster's own credentials."""
     current: ClusterCredentials | None = None
     problem: str | None = None
     generation: int = 0
     lock: anyio.Lock = field(default_factory=anyio.Lock)
     last_unauthorized_refresh: float = -math.inf
     recovering: bool = False
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """Log fields naming whose credentials these are."""
+        return {"cluster": self.name} | ({"identity": self.identity} if self.identity else {})
 
 
 class SecretsManager:
@@ -101,6 +121,15 @@ class SecretsManager:
             )
             for name, cluster in clusters.items()
         }
+        self._identities: dict[tuple[str, str], _State] = {
+            (name, mapping.name): _State(
+                name,
+                build_identity_source(name, mapping, sink=self._add_secret),
+                identity=mapping.name,
+            )
+            for name, cluster in clusters.items()
+            for mapping in cluster.identities
+        }
         self._stack: AsyncExitStack | None = None
         self._tg: anyio.abc.TaskGroup | None = None
 
@@ -130,9 +159,9 @@ class SecretsManager:
         self._tg = await stack.enter_async_context(anyio.create_task_group())
         self._stack = stack
         async with anyio.create_task_group() as first:
-            for name in self._states:
-                first.start_soon(self.refresh, name, "start")
-        for state in self._states.values():
+            for state in self._every_state():
+                first.start_soon(self._refresh_state, state, "start")
+        for state in self._every_state():
             if state.current is None:
                 self._start_recovery(state)
             if state.source.refreshable and state.source.refresh_interval > 0:
@@ -146,11 +175,15 @@ class SecretsManager:
             self._tg.cancel_scope.cancel()
             await stack.aclose()
         self._tg = None
-        for state in self._states.values():
+        for state in self._every_state():
             try:
                 await state.source.aclose()
             except Exception:
-                log.exception("secret_source_close_failed", cluster=state.name)
+                log.exception("secret_source_close_failed", **state.labels)
+
+    def _every_state(self) -> list[_State]:
+        """The clusters' credentials and every identity mapping's."""
+        return [*self._states.values(), *self._identities.values()]
 
     # -- queries ------------------------------------------------------------------------
 
@@ -169,6 +202,17 @@ class SecretsManager:
     def token(self, name: str) -> ApiToken | None:
         current = self.current(name)
         return current.token if current is not None else None
+
+    def identity(self, name: str, mapping: str) -> ClusterCredentials | None:
+        """The token of cluster `name`'s identity `mapping` now, or None while it cannot
+        be loaded (or no such mapping is configured)."""
+        state = self._identities.get((name, mapping))
+        return state.current if state is not None else None
+
+    def identity_problem(self, name: str, mapping: str) -> str | None:
+        """The last load error of an identity mapping (no secret in it), or None."""
+        state = self._identities.get((name, mapping))
+        return state.problem if state is not None else None
 
     def ready(self, name: str | None = None) -> bool:
         """Whether `name` (or, with no name, every cluster) has credentials loaded."""
@@ -209,7 +253,13 @@ class SecretsManager:
         """Re-read `name`'s source now. True when the credentials changed (or loaded for
         the first time); False when unchanged or when the read failed (logged; the last
         good credentials stay)."""
-        state = self._states[name]
+        return await self._refresh_state(self._states[name], reason)
+
+    async def refresh_identity(self, name: str, mapping: str, reason: str = "manual") -> bool:
+        """`refresh` for one identity mapping of cluster `name`."""
+        return await self._refresh_state(self._identities[(name, mapping)], reason)
+
+    async def _refresh_state(self, state: _State, reason: str) -> bool:
         async with state.lock:
             return await self._refresh_locked(state, reason)
 
@@ -218,18 +268,26 @@ class SecretsManager:
         results: dict[str, bool] = {}
 
         async def one(state: _State) -> None:
-            results[state.name] = await self.refresh(state.name, reason)
+            changed = await self._refresh_state(state, reason)
+            if state.identity is None:
+                results[state.name] = changed
 
         async with anyio.create_task_group() as tg:
-            for state in self._states.values():
+            for state in self._every_state():
                 if state.source.refreshable or state.current is None:
                     tg.start_soon(one, state)
         return results
 
-    async def after_unauthorized(self, name: str, rejected: TokenLike) -> bool:
-        """Proxmox answered 401 to `rejected`: re-read the source once (not more often than
-        the cooldown) and say whether a different token is now current."""
-        state = self._states.get(name)
+    async def after_unauthorized(
+        self, name: str, rejected: TokenLike, *, identity: str | None = None
+    ) -> bool:
+        """Proxmox answered 401 to `rejected` (the cluster's token, or its `identity`
+        mapping's): re-read that source once (not more often than the cooldown) and say
+        whether a different token is now current."""
+        if identity is None:
+            state = self._states.get(name)
+        else:
+            state = self._identities.get((name, identity))
         if state is None or not state.source.refreshable:
             return False
         async with state.lock:
@@ -262,7 +320,7 @@ class SecretsManager:
                 state, reason, f"{source.describe()}: no answer within {self._load_timeout:g} s"
             )
         except Exception as exc:
-            log.exception("secret_source_crashed", cluster=state.name, source=source.describe())
+            log.exception("secret_source_crashed", **state.labels, source=source.describe())
             return self._failed(
                 state, reason, f"{source.describe()}: unexpected {type(exc).__name__}"
             )
@@ -275,7 +333,7 @@ class SecretsManager:
             state.generation += 1
             log.info(
                 "credentials_recovered" if reason != "start" else "credentials_loaded",
-                cluster=state.name,
+                **state.labels,
                 source=loaded.origin,
                 reason=reason,
                 ssh=loaded.ssh is not None,
@@ -284,27 +342,28 @@ class SecretsManager:
         changed = previous.changed_fields(loaded)
         state.current = loaded
         if not changed:
-            log.debug("credentials_unchanged", cluster=state.name, reason=reason)
+            log.debug("credentials_unchanged", **state.labels, reason=reason)
             return False
         state.generation += 1
         where = source.describe()
         for secret_name in changed:
             log.info(
                 "secret_rotated",
-                cluster=state.name,
+                **state.labels,
                 secret=secret_name,
                 source=where,
                 version=loaded.version,
                 reason=reason,
             )
-            await self._notify(state.name, secret_name, where)
+            prefix = f"identities.{state.identity}." if state.identity is not None else ""
+            await self._notify(state.name, prefix + secret_name, where)
         return True
 
     def _failed(self, state: _State, reason: str, message: str) -> bool:
         state.problem = self._redactor.text(message)
         log.warning(
             "credentials_load_failed",
-            cluster=state.name,
+            **state.labels,
             source=state.source.describe(),
             reason=reason,
             error=state.problem,
@@ -337,7 +396,7 @@ class SecretsManager:
             while state.current is None:
                 await anyio.sleep(_jitter(delay))
                 if state.current is None:
-                    await self.refresh(state.name, "retry")
+                    await self._refresh_state(state, "retry")
                 delay = min(delay * 2, self._retry_max)
         finally:
             state.recovering = False
@@ -347,7 +406,7 @@ class SecretsManager:
         while True:
             await anyio.sleep(_jitter(interval))
             if state.current is not None:  # while degraded, the recovery task retries
-                await self.refresh(state.name, "interval")
+                await self._refresh_state(state, "interval")
 
     async def _maintain_loop(self, state: _State) -> None:
         while True:
@@ -355,7 +414,7 @@ class SecretsManager:
                 await state.source.maintain()
                 return
             except Exception:
-                log.exception("secret_source_upkeep_crashed", cluster=state.name)
+                log.exception("secret_source_upkeep_crashed", **state.labels)
                 await anyio.sleep(_jitter(5.0))
 
     async def watch_signal(self, signum: signal.Signals) -> None:

@@ -14,6 +14,8 @@ from typing import Annotated, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from pvemcp.secrets.types import TOKEN_ID_RE
+
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MOUNT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
 
@@ -229,3 +231,71 @@ CredentialsConfig = Annotated[
     InlineCredentials | EnvCredentials | FileCredentials | VaultCredentials,
     Field(discriminator="source"),
 ]
+
+
+IdentityCredentials = Annotated[
+    EnvCredentials | FileCredentials | VaultCredentials, Field(discriminator="source")
+]
+"""Where a mapped caller's token comes from: never `inline`, so its secret is never in the
+configuration (which `pvemcp config show` prints)."""
+
+_MAPPING_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class IdentityMapping(_Strict):
+    """One caller's own PVE API token: the calls of a matching principal use it instead of
+    the cluster's gateway token, so PVE's ACLs, task ownership and PVE's own log apply to
+    that person (`[[clusters.NAME.identities]]`, see docs/secrets.md)."""
+
+    name: Annotated[
+        str,
+        Field(
+            description="The mapping's name, for logs, errors and `secrets check` (letters, "
+            "digits, `_.-`); never a secret.",
+        ),
+    ]
+    principal: Annotated[
+        str,
+        Field(
+            description="Who it is for: `sub:NAME` (the caller's OIDC subject) or "
+            "`group:NAME` (one of its groups). The first mapping that matches wins.",
+        ),
+    ]
+    token_id: Annotated[
+        str | None,
+        Field(description="The token id, `user@realm!tokenid`, if the source has none."),
+    ] = None
+    credentials: Annotated[
+        IdentityCredentials,
+        Field(
+            description="Where its token secret comes from: `source` = `env`, `file` or "
+            "`vault`, as the cluster's own `credentials` (never inline).",
+        ),
+    ]
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _MAPPING_NAME_RE.match(value):
+            raise ValueError("must be 1-64 letters, digits, '_', '.' or '-'")
+        return value
+
+    @field_validator("principal")
+    @classmethod
+    def _check_principal(cls, value: str) -> str:
+        kind, sep, who = value.partition(":")
+        if not sep or kind not in ("sub", "group") or not who or who != who.strip():
+            raise ValueError("must be sub:NAME or group:NAME (for example sub:alice)")
+        return value
+
+    @field_validator("token_id")
+    @classmethod
+    def _check_token_id(cls, value: str | None) -> str | None:
+        if value is not None and not TOKEN_ID_RE.match(value):
+            raise ValueError("must look like user@realm!tokenid (for example alice@pve!mcp)")
+        return value
+
+    def matches(self, subject: str, groups: frozenset[str]) -> bool:
+        """Whether a caller with this OIDC subject and these groups is the one mapped."""
+        kind, _, who = self.principal.partition(":")
+        return subject == who if kind == "sub" else who in groups

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from pydantic import SecretStr
@@ -11,6 +11,7 @@ from pvemcp.secrets.models import (
     CredentialsConfig,
     EnvCredentials,
     FileCredentials,
+    IdentityMapping,
     InlineCredentials,
     VaultCredentials,
 )
@@ -32,6 +33,9 @@ class ClusterLike(Protocol):
 
     @property
     def credentials(self) -> CredentialsConfig: ...
+
+    @property
+    def identities(self) -> Sequence[IdentityMapping]: ...
 
 
 class SettingsLike(Protocol):
@@ -95,21 +99,40 @@ def build_source(
     name: str, cluster: ClusterLike, *, sink: SecretSink | None = None
 ) -> SecretSource:
     """The source configured for cluster `name`."""
-    config = cluster.credentials
-    sink = sink or (lambda _value: None)
-    if isinstance(config, InlineCredentials):
+    if isinstance(cluster.credentials, InlineCredentials):
         return InlineSource(name, cluster)
+    return _external(name, cluster.credentials, cluster.token_id, sink)
+
+
+def build_identity_source(
+    cluster: str, mapping: IdentityMapping, *, sink: SecretSink | None = None
+) -> SecretSource:
+    """The source of one caller's own token (`[[clusters.NAME.identities]]`); its messages
+    name it `CLUSTER identity MAPPING` where a cluster's name the cluster."""
+    return _external(
+        f"{cluster} identity {mapping.name}", mapping.credentials, mapping.token_id, sink
+    )
+
+
+def _external(
+    name: str,
+    config: CredentialsConfig,
+    fallback_token_id: str | None,
+    sink: SecretSink | None,
+) -> SecretSource:
+    """An env, file or Vault source; `name` is what its messages call the owner."""
+    sink = sink or (lambda _value: None)
     if isinstance(config, EnvCredentials):
         from pvemcp.secrets.env import EnvSource  # noqa: PLC0415 - small, lazy like the others
 
-        return EnvSource(name, config, fallback_token_id=cluster.token_id)
+        return EnvSource(name, config, fallback_token_id=fallback_token_id)
     if isinstance(config, FileCredentials):
         from pvemcp.secrets.file import FileSource  # noqa: PLC0415
 
-        return FileSource(name, config, fallback_token_id=cluster.token_id)
+        return FileSource(name, config, fallback_token_id=fallback_token_id)
     if isinstance(config, VaultCredentials):
         # hvac (and requests) are imported only when a cluster uses Vault.
         from pvemcp.secrets.vault import VaultSource  # noqa: PLC0415
 
-        return VaultSource(name, config, fallback_token_id=cluster.token_id, sink=sink)
+        return VaultSource(name, config, fallback_token_id=fallback_token_id, sink=sink)
     raise TypeError(f"unknown credentials source {config!r}")

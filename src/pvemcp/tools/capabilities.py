@@ -3,7 +3,8 @@ proxmox_<domain>_<verb>): what the caller may do on a target, before it tries.
 
 Two gates stand between a call and its effect, and an agent should see both: our policy
 (the engine's decision on an imagined call of each tool on the target, made without
-calling anything) and PVE's own permissions for the gateway's API token (its privileges
+calling anything) and PVE's own permissions for the API token the caller's calls use (the
+gateway's, or the caller's own from an identity mapping, `gateway/clusters.py`; its privileges
 on the target path, `GET /access/permissions`, checked against what the tool's declared
 endpoints (`api=`) need by the API index's `permissions.check`, evaluated as
 pve-access-control's `RPCEnvironment::exec_api2_perm_check` does).
@@ -176,7 +177,7 @@ class Capabilities(ToolOutput):
     path: str
     """The ACL path the target is."""
     pve_user: str
-    """The API token whose PVE privileges were checked."""
+    """The API token your calls use, whose PVE privileges were checked."""
     privileges: list[str]
     """Its privileges on path (at most 16)."""
     allowed: list[str]
@@ -306,7 +307,8 @@ def privilege_reader(ctx: ToolContext) -> Privileges:
 )
 async def capabilities_tool(ctx: ToolContext, args: CapabilitiesArgs) -> Capabilities:
     """Which tools you may use on a target (vmid, node, pool or ACL path): policy's verdict
-    and the gateway token's PVE privileges, checked without calling anything. Plan first."""
+    and the PVE privileges of the token your calls use, checked without calling anything.
+    Plan first."""
     view = ctx.policy_view
     if view is None:
         raise ToolFailure("internal_error", "this gateway gives tools no view of policy")
@@ -325,7 +327,7 @@ async def capabilities_tool(ctx: ToolContext, args: CapabilitiesArgs) -> Capabil
     )
     return Capabilities(
         path=target.acl_path,
-        pve_user=ctx.cluster.token_id,
+        pve_user=ctx.pve_token_id or ctx.cluster.token_id,
         privileges=sorted(held)[:MAX_PRIVILEGES],
         allowed=allowed,
         confirm=confirm,
