@@ -37,7 +37,7 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from pvemcp.secrets.models import CredentialsConfig, InlineCredentials
+from pvemcp.secrets.models import CredentialsConfig, IdentityMapping, InlineCredentials
 
 TOKEN_ID_RE = re.compile(r"^[^\s@!]+@[A-Za-z][A-Za-z0-9.\-_]*![A-Za-z][A-Za-z0-9.\-_]+$")
 FINGERPRINT_RE = re.compile(r"^([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}$|^[0-9A-Fa-f]{64}$")
@@ -315,6 +315,15 @@ class ClusterConfig(BaseModel):
             "See docs/secrets.md.",
         ),
     ] = InlineCredentials()
+    identities: Annotated[
+        list[IdentityMapping],
+        Field(
+            description="Callers with their own PVE API token (`[[clusters.NAME.identities]]`: "
+            "`name`, `principal` = `sub:NAME` or `group:NAME`, `token_id`, `credentials`); "
+            "the first match wins, everyone else uses the gateway token. A mapping whose "
+            "secret cannot be loaded refuses its caller's calls. See docs/secrets.md.",
+        ),
+    ] = []
 
     @field_validator("api_url")
     @classmethod
@@ -360,6 +369,18 @@ class ClusterConfig(BaseModel):
             raise ValueError(
                 f"request_timeout ({self.request_timeout:g} s) must be at least read_timeout "
                 f"({self.read_timeout:g} s): it bounds the whole answer, read_timeout one gap"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_identities(self) -> Self:
+        names = [mapping.name for mapping in self.identities]
+        if len(set(names)) != len(names):
+            raise ValueError("identities: each mapping needs a name of its own")
+        if self.identities and self.ssh is not None and self.ssh.backend == "pvesh":
+            raise ValueError(
+                "identities need the REST backend: with ssh.backend = 'pvesh' every call "
+                "runs as root on the node, so a caller's own token could not apply"
             )
         return self
 

@@ -80,7 +80,9 @@ class CallDetails(TypedDict, total=False):
 
     where: `node`, `vmid`, `target` (other target facts: pool, storage, path, …), `argv`
     and `command` (the exact wire string sent over SSH), `ssh_user`, `host_key` (the
-    pinned host-key fingerprint). what: `raw_arguments` (only hashed into `args_hmac`,
+    pinned host-key fingerprint), `pve_token_id` (the PVE API token id the call's requests
+    were sent with: the gateway's, or the caller's own from an identity mapping; never the
+    secret). what: `raw_arguments` (only hashed into `args_hmac`,
     never stored), `schema_sha256` (the tool's input schema), `rpc_id`. who: `source_ip`,
     `client` (MCP client name/version), `stated_reason`. decision: `approval` (how a confirmed
     call was approved: method `elicitation`, `input_required` or `token`, by, at, and the
@@ -96,6 +98,7 @@ class CallDetails(TypedDict, total=False):
     command: str
     ssh_user: str
     host_key: str
+    pve_token_id: str | None
     raw_arguments: Mapping[str, Any]
     schema_sha256: str
     rpc_id: str | int
@@ -492,6 +495,7 @@ class AuditLog:
             {
                 "cluster": cluster,
                 "backend": backend,
+                "pve_token_id": details.get("pve_token_id"),
                 "node": details.get("node"),
                 "vmid": details.get("vmid"),
                 "target": jsonable(target) if target is not None else None,
