@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from pvemcp.gateway.artifacts import ArtifactStore
 from pvemcp.gateway.clusters import ClusterPool
-from pvemcp.gateway.confirm import CONFIRM_FIELD, Answer, ConfirmationTokens, binding
+from pvemcp.gateway.confirm import CONFIRM_FIELD, ConfirmationTokens, binding
 from pvemcp.gateway.context import (
     PolicyView,
     ProgressFn,
@@ -60,10 +60,8 @@ log = structlog.get_logger(__name__)
 READ_FILE_TOOL = "proxmox_file_read"
 """The tool whose grant decides whether a plan may show a file's current content."""
 
-Confirmer = Callable[[str, Plan, str], Awaitable[Answer | None]]
-"""Asks the human about a plan (tool, redacted plan, the call's `binding`): their answer,
-or None when this client cannot be asked. It raises a `ToolFailure` for an answer that
-does not hold for this call (an approval state issued for another, used, expired)."""
+Confirmer = Callable[[str, Plan], Awaitable[bool | None]]
+"""Asks the human about a plan: True approves, False declines, None means it cannot ask."""
 
 MAX_TOOL_NAME = 128
 """The longest tool name kept whole in an unknown-tool refusal, its record and its log line
@@ -231,14 +229,11 @@ def shown_tool_name(name: str) -> str:
     return f"{name[:MAX_TOOL_NAME]}…(+{len(name) - MAX_TOOL_NAME} chars)"
 
 
-def _approval(
-    principal: Principal, method: Literal["token", "elicitation", "input_required"]
-) -> dict[str, Any]:
+def _approval(principal: Principal, method: Literal["token", "elicitation"]) -> dict[str, Any]:
     """`decision.approval` of a confirmed call: how, by whom and when it was approved.
 
-    By whom is the caller: an elicitation (pushed, or input-required in the retry) is
-    answered by the person at the caller's client, and a token or approval state is bound
-    to the caller that received it, so no one else can redeem it.
+    By whom is the caller: an elicitation is answered by the person at the caller's client,
+    and a token is bound to the caller that received it, so no one else can redeem it.
     """
     by = {"sub": principal.subject, "iss": principal.issuer, "client_id": principal.client_id}
     return {
@@ -454,10 +449,12 @@ class Gateway:
         confirmer: Confirmer | None = None,
         undoing: Undoing | None = None,
         secret_sink: SecretSink | None = None,
+        on_task: Callable[[str, str], None] | None = None,
     ) -> ToolResult:
         """Run one tool call end to end and return its (redacted) result or error;
         `undoing` when it is the inverse of an earlier call (`proxmox_call_undo`);
-        `secret_sink` how the caller's client shows a secret to its person."""
+        `secret_sink` how the caller's client shows a secret to its person; `on_task` is
+        told (cluster, UPID) of each Proxmox task the call starts, as it starts."""
         found = self.catalogue.find(name)
         if found is None:
             shown = shown_tool_name(name)
@@ -528,14 +525,11 @@ class Gateway:
             )
             return self.policy.decide(principal, read).effect is Effect.ALLOW
 
-        # The caller's own PVE token when an identity mapping names it, else the gateway's.
-        identity = self.clusters.identity_for(cluster_name, principal)
-        pve_identity = identity.name if identity is not None else None
         ctx = ToolContext(
             principal=principal,
             cluster_name=cluster_name,
             cluster=cluster,
-            backend=self.clusters.backend(cluster_name, pve_identity),
+            backend=self.clusters.backend(cluster_name),
             read_cache=self.clusters.read_cache(cluster_name),
             cached_reads=request.tier is Tier.READ,
             progress=progress,
@@ -544,8 +538,6 @@ class Gateway:
             redactor=self.redactor,
             authorize=authorize,
             may_read=may_read,
-            pve_token=lambda: self.clusters.token_id(cluster_name, pve_identity),
-            pve_identity=pve_identity,
         )
         ctx.secret_sink = secret_sink
         ctx.endpoint_tools = self.endpoint_tools
@@ -575,7 +567,7 @@ class Gateway:
             return result.event_id, result.data or {}
 
         ctx.undo = UndoDesk(self.audit.path, principal, apply)
-        self._bind_tasks(ctx, call, request)
+        self._bind_tasks(ctx, call, request, on_task)
         if spec.planner is None or not isinstance(args, WriteInput):
             call.decision = self.policy.decide(principal, request)
             if call.decision.effect is not Effect.ALLOW:
@@ -583,7 +575,13 @@ class Gateway:
             return await self._run(call, spec, ctx, args)
         return await self._run_risky(call, spec, ctx, args, request, confirmer=confirmer)
 
-    def _bind_tasks(self, ctx: ToolContext, call: _Call, request: PolicyRequest) -> None:
+    def _bind_tasks(
+        self,
+        ctx: ToolContext,
+        call: _Call,
+        request: PolicyRequest,
+        on_task: Callable[[str, str], None] | None,
+    ) -> None:
         """Give the call its task desk: each task it starts is the caller's at once, and a
         task tool asks policy before it touches a task another caller started."""
         principal, cluster = call.principal, ctx.cluster_name
@@ -593,6 +591,8 @@ class Gateway:
                 principal.subject, principal.issuer, call.tool, call.event_id, time.time()
             )
             self.task_owners.add(cluster, upid, owner)
+            if on_task is not None:
+                on_task(cluster, upid)
 
         def others(node: str) -> bool:
             asked = dataclasses.replace(request, node=node, others_task=True)
@@ -703,28 +703,17 @@ class Gateway:
             return None
         # The human sees the redacted plan: a diff or a command line can hold secrets.
         shown = Plan.model_validate(shown_plan)
-        reason = call.decision.reason if call.decision is not None else "policy"
-        try:
-            answer = await confirmer(call.tool, shown, bound) if confirmer is not None else None
-        except ToolFailure as failure:
-            return failure
-        if answer is not None and answer.approved is None:
-            # Asked (input-required): the transport sends the question instead of this
-            # refusal, which is what the audit records for this round.
-            return ToolFailure(
-                "confirmation_required",
-                f"{call.tool} needs the user's confirmation ({reason}); the client was asked",
-                details={"plan": shown_plan, "method": answer.method},
-            )
-        if answer is not None and answer.approved:
-            call.approval = _approval(call.principal, answer.method) | dict(answer.detail)
+        answer = await confirmer(call.tool, shown) if confirmer is not None else None
+        if answer is True:
+            call.approval = _approval(call.principal, "elicitation")
             return None
-        if answer is not None:
+        if answer is False:
             return ToolFailure(
                 "confirmation_declined",
                 "the user declined the confirmation; nothing was changed",
                 hint="Do not retry unless the user asks for it.",
             )
+        reason = call.decision.reason if call.decision is not None else "policy"
         if not self.token_confirmation:
             return ToolFailure(
                 "confirmation_unavailable",
@@ -776,7 +765,6 @@ class Gateway:
                     arguments=call.arguments or {},
                     decision=call.decision,
                     backend=ctx.backend_name,
-                    pve_token_id=ctx.pve_token_id,
                     raw_arguments=call.raw_arguments or {},
                     policy_hash=self.policy.bundle_hash,
                     **call.target,
@@ -884,7 +872,6 @@ class Gateway:
             decision=None if risky else call.decision,
             upids=ctx.upids,
             backend=ctx.backend_name,
-            pve_token_id=ctx.pve_token_id,
             exitstatus=exitstatus,
             undo=call.undo.model_dump(mode="json") if call.undo is not None else None,
             **(call.target | command | call.approval_detail()),
