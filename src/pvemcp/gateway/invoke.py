@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from pvemcp.gateway.artifacts import ArtifactStore
 from pvemcp.gateway.clusters import ClusterPool
-from pvemcp.gateway.confirm import CONFIRM_FIELD, ConfirmationTokens, binding
+from pvemcp.gateway.confirm import CONFIRM_FIELD, Answer, ConfirmationTokens, binding
 from pvemcp.gateway.context import (
     PolicyView,
     ProgressFn,
@@ -60,8 +60,10 @@ log = structlog.get_logger(__name__)
 READ_FILE_TOOL = "proxmox_file_read"
 """The tool whose grant decides whether a plan may show a file's current content."""
 
-Confirmer = Callable[[str, Plan], Awaitable[bool | None]]
-"""Asks the human about a plan: True approves, False declines, None means it cannot ask."""
+Confirmer = Callable[[str, Plan, str], Awaitable[Answer | None]]
+"""Asks the human about a plan (tool, redacted plan, the call's `binding`): their answer,
+or None when this client cannot be asked. It raises a `ToolFailure` for an answer that
+does not hold for this call (an approval state issued for another, used, expired)."""
 
 MAX_TOOL_NAME = 128
 """The longest tool name kept whole in an unknown-tool refusal, its record and its log line
@@ -229,11 +231,14 @@ def shown_tool_name(name: str) -> str:
     return f"{name[:MAX_TOOL_NAME]}…(+{len(name) - MAX_TOOL_NAME} chars)"
 
 
-def _approval(principal: Principal, method: Literal["token", "elicitation"]) -> dict[str, Any]:
+def _approval(
+    principal: Principal, method: Literal["token", "elicitation", "input_required"]
+) -> dict[str, Any]:
     """`decision.approval` of a confirmed call: how, by whom and when it was approved.
 
-    By whom is the caller: an elicitation is answered by the person at the caller's client,
-    and a token is bound to the caller that received it, so no one else can redeem it.
+    By whom is the caller: an elicitation (pushed, or input-required in the retry) is
+    answered by the person at the caller's client, and a token or approval state is bound
+    to the caller that received it, so no one else can redeem it.
     """
     by = {"sub": principal.subject, "iss": principal.issuer, "client_id": principal.client_id}
     return {
@@ -525,11 +530,14 @@ class Gateway:
             )
             return self.policy.decide(principal, read).effect is Effect.ALLOW
 
+        # The caller's own PVE token when an identity mapping names it, else the gateway's.
+        identity = self.clusters.identity_for(cluster_name, principal)
+        pve_identity = identity.name if identity is not None else None
         ctx = ToolContext(
             principal=principal,
             cluster_name=cluster_name,
             cluster=cluster,
-            backend=self.clusters.backend(cluster_name),
+            backend=self.clusters.backend(cluster_name, pve_identity),
             read_cache=self.clusters.read_cache(cluster_name),
             cached_reads=request.tier is Tier.READ,
             progress=progress,
@@ -538,6 +546,8 @@ class Gateway:
             redactor=self.redactor,
             authorize=authorize,
             may_read=may_read,
+            pve_token=lambda: self.clusters.token_id(cluster_name, pve_identity),
+            pve_identity=pve_identity,
         )
         ctx.secret_sink = secret_sink
         ctx.endpoint_tools = self.endpoint_tools
@@ -703,17 +713,28 @@ class Gateway:
             return None
         # The human sees the redacted plan: a diff or a command line can hold secrets.
         shown = Plan.model_validate(shown_plan)
-        answer = await confirmer(call.tool, shown) if confirmer is not None else None
-        if answer is True:
-            call.approval = _approval(call.principal, "elicitation")
+        reason = call.decision.reason if call.decision is not None else "policy"
+        try:
+            answer = await confirmer(call.tool, shown, bound) if confirmer is not None else None
+        except ToolFailure as failure:
+            return failure
+        if answer is not None and answer.approved is None:
+            # Asked (input-required): the transport sends the question instead of this
+            # refusal, which is what the audit records for this round.
+            return ToolFailure(
+                "confirmation_required",
+                f"{call.tool} needs the user's confirmation ({reason}); the client was asked",
+                details={"plan": shown_plan, "method": answer.method},
+            )
+        if answer is not None and answer.approved:
+            call.approval = _approval(call.principal, answer.method) | dict(answer.detail)
             return None
-        if answer is False:
+        if answer is not None:
             return ToolFailure(
                 "confirmation_declined",
                 "the user declined the confirmation; nothing was changed",
                 hint="Do not retry unless the user asks for it.",
             )
-        reason = call.decision.reason if call.decision is not None else "policy"
         if not self.token_confirmation:
             return ToolFailure(
                 "confirmation_unavailable",
@@ -765,6 +786,7 @@ class Gateway:
                     arguments=call.arguments or {},
                     decision=call.decision,
                     backend=ctx.backend_name,
+                    pve_token_id=ctx.pve_token_id,
                     raw_arguments=call.raw_arguments or {},
                     policy_hash=self.policy.bundle_hash,
                     **call.target,
@@ -872,6 +894,7 @@ class Gateway:
             decision=None if risky else call.decision,
             upids=ctx.upids,
             backend=ctx.backend_name,
+            pve_token_id=ctx.pve_token_id,
             exitstatus=exitstatus,
             undo=call.undo.model_dump(mode="json") if call.undo is not None else None,
             **(call.target | command | call.approval_detail()),

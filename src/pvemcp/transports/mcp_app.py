@@ -40,10 +40,11 @@ from pydantic import BaseModel, Field
 
 from pvemcp import __version__
 from pvemcp.gateway.artifacts import URI_PREFIX
+from pvemcp.gateway.confirm import ApprovalStates
 from pvemcp.gateway.invoke import Gateway, ToolResult, shown_tool_name
-from pvemcp.gateway.plan import Plan
 from pvemcp.gateway.registry import AnySpec
 from pvemcp.policy.principal import Principal
+from pvemcp.transports.confirmation import Asker, guard_request_state
 from pvemcp.transports.mcp_tasks import TasksExtension, task_watch
 
 PrincipalResolver = Callable[[ServerRequestContext[Any, Any] | None], Principal]
@@ -93,28 +94,6 @@ def annotations_for(spec: AnySpec) -> ToolAnnotations:
     )
 
 
-class Approval(BaseModel):
-    """What the user answers when a risky call needs confirmation."""
-
-    approve: bool = Field(description="Run it?")
-
-
-async def ask_user(context: Context[Any, Any], tool: str, plan: Plan) -> bool | None:
-    """Ask the human through MCP elicitation; None when this client cannot be asked, so the
-    gateway falls back to the two-step token. Only an explicit accept with approve=true runs
-    the call."""
-    capabilities = context.client_capabilities
-    if capabilities is None or capabilities.elicitation is None:
-        return None
-    try:
-        answer = await context.elicit(f"pvemcp asks to run {tool}:\n{plan.describe()}", Approval)
-    except NoBackChannelError:
-        return None
-    if isinstance(answer, AcceptedElicitation):
-        return answer.data.approve
-    return False
-
-
 class SecretStored(BaseModel):
     """What the person answers when a secret is handed over."""
 
@@ -132,8 +111,8 @@ class ElicitedSecrets:
 
     @property
     def available(self) -> bool:
-        # A 2026-07-28 request has no back channel for a pushed elicitation (as for
-        # confirmations, which take the token path there).
+        # A 2026-07-28 request has no back channel for a pushed elicitation, and an
+        # input-required answer rides the retry's request, which the client could read.
         if self._context.request_context.protocol_version in MODERN_PROTOCOL_VERSIONS:
             return False
         capabilities = self._context.client_capabilities
@@ -156,9 +135,11 @@ async def forward(
     name: str,
     arguments: dict[str, Any],
     context: Context[Any, Any],
+    states: ApprovalStates,
     counted_as: str | None = None,
-) -> CallToolResult:
-    """Run one tools/call through `Gateway.invoke` and shape its answer for the SDK.
+) -> CallToolResult | InputRequiredResult:
+    """Run one tools/call through `Gateway.invoke` and shape its answer for the SDK: the
+    confirmation question instead, when the call asked a 2026-07-28 client one.
 
     `counted_as` is the tool label the observer gets instead of `name` (an unknown name is
     the caller's text, and a metric label per name would let callers grow /metrics).
@@ -174,12 +155,13 @@ async def forward(
             return  # the client holds this call as an MCP task: its status shows progress
         await context.report_progress(done, total, message)
 
+    asker = Asker(context, states)
     result = await gateway.invoke(
         principal,
         name,
         arguments,
         progress=progress,
-        confirmer=lambda tool, plan: ask_user(context, tool, plan),
+        confirmer=asker,
         secret_sink=ElicitedSecrets(context),
         on_task=None if watch is None else watch.started,
     )
@@ -187,6 +169,8 @@ async def forward(
         observer(counted_as or name, result, time.perf_counter() - started)
     if gateway.catalogue.enabled_for(principal) != toolsets:
         await tools_changed(context)
+    if asker.pending is not None and not result.ok:
+        return asker.pending
     if result.ok:
         return CallToolResult(
             content=[TextContent(type="text", text=_dumps(result.data))],
@@ -254,6 +238,10 @@ class GatewayServer(MCPServer[Any]):
         self._principal_of = principal_of
         self._observer = observer
         self._tools: dict[str, MCPTool] = {}
+        # The approval states of input-required confirmations: their own key, their
+        # single-use memory for this server's lifetime, the gateway's confirmation TTL.
+        self._states = ApprovalStates(gateway.tokens.ttl)
+        guard_request_state(self)
         # Handshake-era clients learn from the capability that tools/list can change (a
         # toolset enabled at run time); the SDK offers no setting for it. 2026-07-28
         # clients learn it from subscriptions/listen, which the SDK serves.
@@ -288,6 +276,7 @@ class GatewayServer(MCPServer[Any]):
             name=name,
             arguments=arguments,
             context=context,
+            states=self._states,
             counted_as=None if known else UNKNOWN_TOOL_LABEL,
         )
 
