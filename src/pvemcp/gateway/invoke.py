@@ -454,10 +454,12 @@ class Gateway:
         confirmer: Confirmer | None = None,
         undoing: Undoing | None = None,
         secret_sink: SecretSink | None = None,
+        on_task: Callable[[str, str], None] | None = None,
     ) -> ToolResult:
         """Run one tool call end to end and return its (redacted) result or error;
         `undoing` when it is the inverse of an earlier call (`proxmox_call_undo`);
-        `secret_sink` how the caller's client shows a secret to its person."""
+        `secret_sink` how the caller's client shows a secret to its person; `on_task` is
+        told (cluster, UPID) of each Proxmox task the call starts, as it starts."""
         found = self.catalogue.find(name)
         if found is None:
             shown = shown_tool_name(name)
@@ -528,11 +530,14 @@ class Gateway:
             )
             return self.policy.decide(principal, read).effect is Effect.ALLOW
 
+        # The caller's own PVE token when an identity mapping names it, else the gateway's.
+        identity = self.clusters.identity_for(cluster_name, principal)
+        pve_identity = identity.name if identity is not None else None
         ctx = ToolContext(
             principal=principal,
             cluster_name=cluster_name,
             cluster=cluster,
-            backend=self.clusters.backend(cluster_name),
+            backend=self.clusters.backend(cluster_name, pve_identity),
             read_cache=self.clusters.read_cache(cluster_name),
             cached_reads=request.tier is Tier.READ,
             progress=progress,
@@ -541,6 +546,8 @@ class Gateway:
             redactor=self.redactor,
             authorize=authorize,
             may_read=may_read,
+            pve_token=lambda: self.clusters.token_id(cluster_name, pve_identity),
+            pve_identity=pve_identity,
         )
         ctx.secret_sink = secret_sink
         ctx.endpoint_tools = self.endpoint_tools
@@ -570,7 +577,7 @@ class Gateway:
             return result.event_id, result.data or {}
 
         ctx.undo = UndoDesk(self.audit.path, principal, apply)
-        self._bind_tasks(ctx, call, request)
+        self._bind_tasks(ctx, call, request, on_task)
         if spec.planner is None or not isinstance(args, WriteInput):
             call.decision = self.policy.decide(principal, request)
             if call.decision.effect is not Effect.ALLOW:
@@ -578,7 +585,13 @@ class Gateway:
             return await self._run(call, spec, ctx, args)
         return await self._run_risky(call, spec, ctx, args, request, confirmer=confirmer)
 
-    def _bind_tasks(self, ctx: ToolContext, call: _Call, request: PolicyRequest) -> None:
+    def _bind_tasks(
+        self,
+        ctx: ToolContext,
+        call: _Call,
+        request: PolicyRequest,
+        on_task: Callable[[str, str], None] | None,
+    ) -> None:
         """Give the call its task desk: each task it starts is the caller's at once, and a
         task tool asks policy before it touches a task another caller started."""
         principal, cluster = call.principal, ctx.cluster_name
@@ -588,6 +601,8 @@ class Gateway:
                 principal.subject, principal.issuer, call.tool, call.event_id, time.time()
             )
             self.task_owners.add(cluster, upid, owner)
+            if on_task is not None:
+                on_task(cluster, upid)
 
         def others(node: str) -> bool:
             asked = dataclasses.replace(request, node=node, others_task=True)
@@ -771,6 +786,7 @@ class Gateway:
                     arguments=call.arguments or {},
                     decision=call.decision,
                     backend=ctx.backend_name,
+                    pve_token_id=ctx.pve_token_id,
                     raw_arguments=call.raw_arguments or {},
                     policy_hash=self.policy.bundle_hash,
                     **call.target,
@@ -878,6 +894,7 @@ class Gateway:
             decision=None if risky else call.decision,
             upids=ctx.upids,
             backend=ctx.backend_name,
+            pve_token_id=ctx.pve_token_id,
             exitstatus=exitstatus,
             undo=call.undo.model_dump(mode="json") if call.undo is not None else None,
             **(call.target | command | call.approval_detail()),
