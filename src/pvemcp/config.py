@@ -507,6 +507,50 @@ class AuditConfig(BaseModel):
             "refused either way.",
         ),
     ] = False
+    evidence: Annotated[
+        bool,
+        Field(
+            description="Keep the full output of escape calls (stdout, stderr, file content "
+            "and diffs), redacted, in the evidence store; the outcome record lists each "
+            "blob's SHA-256. When true and the store cannot be written, escape calls are "
+            "refused.",
+        ),
+    ] = True
+    evidence_dir: Annotated[
+        Path | None,
+        Field(description="The evidence store's directory. Unset = `evidence/` beside `path`."),
+    ] = None
+    evidence_max_blob_bytes: Annotated[
+        int,
+        Field(
+            ge=1,
+            description="Keep at most this many bytes of each output or file; the rest is cut "
+            "and the record says `truncated`.",
+        ),
+    ] = 16 * 1024 * 1024
+    evidence_max_total_bytes: Annotated[
+        int,
+        Field(
+            ge=1,
+            description="The store's size cap: when full, escape calls are refused until "
+            "retention frees space.",
+        ),
+    ] = 1024 * 1024 * 1024
+    evidence_min_free_bytes: Annotated[
+        int,
+        Field(
+            ge=0,
+            description="Refuse escape calls when the store's disk has less free space.",
+        ),
+    ] = 256 * 1024 * 1024
+    evidence_retention_days: Annotated[
+        float,
+        Field(
+            ge=0,
+            description="Delete blobs unused for this many days (0 = keep forever); the "
+            "deletion is an `evidence_pruned` audit record.",
+        ),
+    ] = 90
 
 
 class PolicyConfig(BaseModel):

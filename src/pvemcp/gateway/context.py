@@ -88,6 +88,19 @@ class CommandRecord:
     truncated: bool | None = None
     facts: dict[str, Any] = field(default_factory=dict)
     """Other facts for the record's `where.target`: path, artifact ids, durations."""
+    contents: dict[str, bytes] = field(default_factory=dict, repr=False)
+    """A file write's `before` and `after` content and their `diff`, for the evidence
+    store only (the record keeps their hashes)."""
+
+    def evidence(self) -> dict[str, bytes]:
+        """What the evidence store keeps of this operation, by kind (`policy/evidence.py`):
+        a command's `stdout` and `stderr`, a file read's `content`, a write's contents."""
+        blobs: dict[str, bytes] = {}
+        if self.out is not None:
+            blobs["content" if self.facts.get("operation") == "read" else "stdout"] = self.out
+        if self.err is not None:
+            blobs["stderr"] = self.err
+        return blobs | self.contents
 
     @classmethod
     def from_result(cls, result: CommandResult) -> CommandRecord:
@@ -653,6 +666,7 @@ class ToolContext:
         finally:
             record = self._record_file(files, path=canonical, operation="write")
         if record is not None:
+            record.contents["after"] = data
             record.facts.update(
                 bytes=written.size,
                 sha256=written.sha256,
