@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from pvemcp.cli import main
 from pvemcp.policy.audit_commands import report_command
 from pvemcp.policy.audit_report import build_report, load_report, render_html, render_text
 from pvemcp.policy.evidence import EvidenceStore
@@ -189,3 +190,25 @@ def test_an_approval_of_any_method_is_shown_generically() -> None:
         "bob (http)",
         "not today",
     )
+
+
+async def test_the_cli_reports_verifies_and_prints_evidence(
+    log: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "pvemcp.toml"
+    config.write_text(f'[audit]\npath = "{log}"\nevidence_dir = "{tmp_path / "evidence"}"\n')
+    page = tmp_path / "review.html"
+    assert main(["audit", "report", "--config", str(config), "--html", str(page)]) == 0
+    text = capsys.readouterr().out
+    sha = re.findall(r"pvemcp audit show --evidence ([0-9a-f]{64})", text)[0]
+    assert HOSTILE in text and "&lt;script&gt;" in page.read_text()
+    assert main(["audit", "verify", "--config", str(config)]) == 0
+    assert "evidence: 2 blob(s) checked" in capsys.readouterr().out
+    assert main(["audit", "show", "--evidence", sha, "--config", str(config)]) == 0
+    assert capsys.readouterr().out == "<script>alert(1)</script> &amp;\n"
+    assert (
+        main(["audit", "show", "--evidence", "../../../etc/passwd", "--config", str(config)]) == 2
+    )
+    (tmp_path / "evidence" / sha[:2] / sha).write_bytes(b"forged\n")
+    assert main(["audit", "verify", "--config", str(config)]) == 1
+    assert f"evidence_altered: evidence blob {sha} was altered" in capsys.readouterr().err

@@ -29,6 +29,7 @@ from tests.conftest import read_audit
 from tests.support.sshd import Sshd
 
 from .conftest import escape_gateway, failed, ok
+from .test_escape_guests import PCT_STANDIN
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -40,16 +41,28 @@ version = 1
 id = "shell"
 effect = "allow"
 subjects = ["local"]
-tools = ["proxmox_shell_run", "proxmox_file_write"]
+tools = ["proxmox_shell_run", "proxmox_file_write", "proxmox_file_read"]
+
+[[rules]]
+id = "guests"
+effect = "allow"
+subjects = ["local"]
+tools = ["proxmox_ct_exec", "proxmox_vm_exec"]
 """
 
 
 @asynccontextmanager
 async def gateway_with(
-    sim: SimulatorHandle, server: Sshd, tmp: Path, audit: Path, store: EvidenceStore
+    sim: SimulatorHandle,
+    server: Sshd,
+    tmp: Path,
+    audit: Path,
+    store: EvidenceStore,
+    *,
+    policy: str = POLICY,
 ) -> AsyncIterator[Gateway]:
     async with escape_gateway(
-        sim, server, audit=audit, policy=POLICY, secrets_dir=tmp, output_cap=1024
+        sim, server, audit=audit, policy=policy, secrets_dir=tmp, output_cap=1024
     ) as gateway:
         gateway.evidence = store
         yield gateway
@@ -262,14 +275,23 @@ def writable(sshd: Sshd) -> Iterator[Path]:
         shutil.rmtree(root)
 
 
+@pytest.mark.parametrize("readable", [True, False])
 async def test_a_file_write_keeps_before_after_and_the_whole_diff(
-    ssh_sim: SimulatorHandle, sshd: Sshd, tmp_path: Path, audit_path: Path, writable: Path
+    ssh_sim: SimulatorHandle,
+    sshd: Sshd,
+    tmp_path: Path,
+    audit_path: Path,
+    *,
+    writable: Path,
+    readable: bool,
 ) -> None:
     root = tmp_path / "evidence"
     target = writable / "app.conf"
     secret = ssh_sim.token_secret
     new = f"new = 2\nkeep = yes\ntoken = {secret}\n"
-    async with gateway_with(ssh_sim, sshd, tmp_path, audit_path, EvidenceStore(root)) as gw:
+    policy = POLICY if readable else POLICY.replace(', "proxmox_file_read"', "")
+    store = EvidenceStore(root)
+    async with gateway_with(ssh_sim, sshd, tmp_path, audit_path, store, policy=policy) as gw:
         result = await gw.invoke(
             LOCAL, "proxmox_file_write", {"node": "pve1", "path": str(target), "content": new}
         )
@@ -280,11 +302,36 @@ async def test_a_file_write_keeps_before_after_and_the_whole_diff(
     assert set(refs) == {"before", "after", "diff"}
     blobs = {kind: blob_path(root, ref["sha256"]).read_bytes() for kind, ref in refs.items()}
     assert blobs["before"] == b"old = 1\nkeep = yes\n"
-    # This caller may write but not read the file: its answer hides the old content's
-    # hash, the evidence keeps the content for the reviewer.
-    assert "before_sha256" not in written
-    assert refs["before"]["sha256"] == hashlib.sha256(blobs["before"]).hexdigest()
+    # A caller who may write but not read the file is not told the old content's hash;
+    # the evidence keeps the content for the reviewer either way.
+    shown = refs["before"]["sha256"] if readable else None
+    assert written.get("before_sha256") == shown
     assert blobs["after"] == f"new = 2\nkeep = yes\ntoken = {MASK}\n".encode()
     assert secret.encode() not in b"".join(blobs.values())
     assert b"-old = 1\n+new = 2\n keep = yes\n+token = " + MASK.encode() in blobs["diff"]
+    assert verify(audit_path, root)[0] == 0
+
+
+async def test_guest_exec_and_file_read_output_is_kept(
+    ssh_sim: SimulatorHandle, sshd: Sshd, tmp_path: Path, audit_path: Path, writable: Path
+) -> None:
+    pct = sshd.bin_dir / "pct"
+    pct.write_text(PCT_STANDIN)
+    pct.chmod(0o755)
+    root = tmp_path / "evidence"
+    calls = {
+        "proxmox_ct_exec": {"vmid": 203, "argv": ["sh", "-c", "echo in ct $PCT_VMID; echo e >&2"]},
+        "proxmox_vm_exec": {"vmid": 106, "argv": ["echo", "hello"]},
+        "proxmox_file_read": {"node": "pve1", "path": str(writable / "app.conf")},
+    }
+    async with gateway_with(ssh_sim, sshd, tmp_path, audit_path, EvidenceStore(root)) as gw:
+        results = {tool: await gw.invoke(LOCAL, tool, args) for tool, args in calls.items()}
+    kept = {}
+    for tool, result in results.items():
+        ok(result)
+        refs = outcome_of(audit_path, result.event_id)["evidence"]
+        kept[tool] = {ref["kind"]: blob_path(root, ref["sha256"]).read_bytes() for ref in refs}
+    assert kept["proxmox_ct_exec"] == {"stdout": b"in ct 203\n", "stderr": b"e\n"}
+    assert kept["proxmox_vm_exec"] == {"stdout": b"hello\n"}
+    assert kept["proxmox_file_read"] == {"content": b"old = 1\nkeep = yes\n"}
     assert verify(audit_path, root)[0] == 0
