@@ -319,7 +319,7 @@ async def test_guest_exec_and_file_read_output_is_kept(
     pct.write_text(PCT_STANDIN)
     pct.chmod(0o755)
     root = tmp_path / "evidence"
-    calls = {
+    calls: dict[str, dict[str, Any]] = {
         "proxmox_ct_exec": {"vmid": 203, "argv": ["sh", "-c", "echo in ct $PCT_VMID; echo e >&2"]},
         "proxmox_vm_exec": {"vmid": 106, "argv": ["echo", "hello"]},
         "proxmox_file_read": {"node": "pve1", "path": str(writable / "app.conf")},
