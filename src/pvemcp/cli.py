@@ -70,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     _audit_parser(commands)
     _enroll_parser(commands)
     _inventory_parser(commands)
+    _approvals_parser(commands)
     secrets = commands.add_parser("secrets", help="check where each credential comes from")
     secrets_commands = secrets.add_subparsers(dest="secrets_command", required=True)
     secrets_check = secrets_commands.add_parser(
@@ -161,6 +162,24 @@ def _inventory_parser(commands: Any) -> None:
     inventory.add_argument("-o", "--output", type=Path, help="write to this file, not stdout")
 
 
+def _approvals_parser(commands: Any) -> None:
+    approvals = commands.add_parser(
+        "approvals", help="list, show, approve or deny calls held for four-eyes approval"
+    )
+    approvals.add_argument("--config", type=Path, help="TOML config file (else PVEMCP_CONFIG)")
+    sub = approvals.add_subparsers(dest="approvals_command", required=True)
+    listing = sub.add_parser("list", help="the held calls, oldest first")
+    listing.add_argument("--status", choices=["pending", "approved", "denied", "expired", "used"])
+    listing.add_argument("--json", action="store_true")
+    show = sub.add_parser("show", help="one request with its plan")
+    show.add_argument("id")
+    show.add_argument("--json", action="store_true")
+    for name in ("approve", "deny"):
+        decide = sub.add_parser(name, help=f"{name} a pending request as the local operator")
+        decide.add_argument("id")
+        decide.add_argument("--reason", required=True, help="why; kept in the audit log")
+
+
 def _audit_parser(commands: Any) -> None:
     audit = commands.add_parser("audit", help="verify or search the audit log")
     sub = audit.add_subparsers(dest="audit_command", required=True)
@@ -168,7 +187,6 @@ def _audit_parser(commands: Any) -> None:
     verify.add_argument("files", nargs="*", type=Path, help="default: the configured log")
     verify.add_argument("--checkpoint", type=Path, help="a checkpoint kept off-host")
     verify.add_argument("--partial", action="store_true", help="older files were pruned")
-    verify.add_argument("--evidence-dir", type=Path, help="default: the configured store")
     verify.add_argument("--config", type=Path)
     show = sub.add_parser("show", help="print matching records")
     show.add_argument("files", nargs="*", type=Path, help="default: the configured log")
@@ -176,15 +194,7 @@ def _audit_parser(commands: Any) -> None:
         show.add_argument(f"--{name}")
     show.add_argument("--limit", type=int)
     show.add_argument("--json", action="store_true")
-    show.add_argument("--evidence", metavar="SHA256", help="print this evidence blob")
-    show.add_argument("--evidence-dir", type=Path, help="default: the configured store")
     show.add_argument("--config", type=Path)
-    report = sub.add_parser("report", help="the risky and escape calls, for a reviewer")
-    report.add_argument("files", nargs="*", type=Path, help="default: the configured log")
-    report.add_argument("--since", default="24h", help="ISO 8601 or an age (default 24h)")
-    report.add_argument("--until")
-    report.add_argument("--html", type=Path, help="also write a self-contained HTML file")
-    report.add_argument("--config", type=Path)
     checkpoint = sub.add_parser("checkpoint", help="append a checkpoint and print it")
     checkpoint.add_argument("--config", type=Path)
 
@@ -333,27 +343,14 @@ def _capabilities(args: argparse.Namespace) -> int:
 
 def _audit(args: argparse.Namespace) -> int:
     from pvemcp.policy import audit_commands
-    from pvemcp.policy.evidence import evidence_root
 
     audit = _settings(args.config).audit
-    store = getattr(args, "evidence_dir", None) or evidence_root(audit)
     if args.audit_command == "verify":
         return audit_commands.verify_command(
             args.files,
             default_log=audit.path.expanduser(),
             checkpoint_file=args.checkpoint,
             partial=args.partial,
-            evidence_root=store,
-        )
-    if args.audit_command == "show" and args.evidence is not None:
-        return audit_commands.show_evidence_command(args.evidence, evidence_root=store)
-    if args.audit_command == "report":
-        return audit_commands.report_command(
-            args.files,
-            default_log=audit.path.expanduser(),
-            since=args.since,
-            until=args.until,
-            html_file=args.html,
         )
     if args.audit_command == "show":
         return audit_commands.show_command(
@@ -504,6 +501,12 @@ def _config_docs(output: Path, check: bool) -> int:
     return 0
 
 
+def _approvals(args: argparse.Namespace) -> int:
+    from pvemcp import approvals_command
+
+    return approvals_command.run(_settings(args.config), args)
+
+
 def _inventory(args: argparse.Namespace) -> int:
     from pvemcp import inventory_command
 
@@ -514,6 +517,7 @@ _BY_ARGS: dict[str, Callable[[argparse.Namespace], int]] = {
     "policy": _policy,
     "audit": _audit,
     "inventory": _inventory,
+    "approvals": _approvals,
     "enroll": _enroll,
 }
 """The commands that take their parsed arguments whole."""

@@ -12,6 +12,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from pvemcp.config import (
+    ApprovalsConfig,
     AuditConfig,
     ClusterConfig,
     HttpConfig,
@@ -93,7 +94,9 @@ def render() -> str:
     """The whole reference page."""
     parts = [HEADER, "## Top level\n"]
     parts += _table(
-        Settings, "PVEMCP_", {"clusters", "simulator", "audit", "policy", "tools", "http"}
+        Settings,
+        "PVEMCP_",
+        {"clusters", "simulator", "audit", "policy", "approvals", "tools", "http"},
     )
     parts += [
         "",
@@ -109,6 +112,8 @@ def render() -> str:
     parts += _table(AuditConfig, "PVEMCP_AUDIT__", set())
     parts += ["", "## `[policy]`\n"]
     parts += _table(PolicyConfig, "PVEMCP_POLICY__", set())
+    parts += ["", "## `[approvals]`\n"]
+    parts += _table(ApprovalsConfig, "PVEMCP_APPROVALS__", set())
     parts += ["", "## `[tools]`\n"]
     parts += _table(ToolsConfig, "PVEMCP_TOOLS__", set())
     parts += ["", "## `[http]`\n"]

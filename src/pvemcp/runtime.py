@@ -10,11 +10,11 @@ import structlog
 from pydantic import SecretStr
 
 from pvemcp.config import ClusterConfig, ConfigError, Settings, TlsMode
+from pvemcp.gateway.approvals import ApprovalStore
 from pvemcp.gateway.clusters import ClusterPool
 from pvemcp.gateway.invoke import Gateway
 from pvemcp.policy.audit import AuditLog
 from pvemcp.policy.engine import PolicyEngine
-from pvemcp.policy.evidence import EvidenceStore
 from pvemcp.policy.loader import PolicyError, load_policy
 from pvemcp.secrets.manager import SecretsManager, install_sighup
 from pvemcp.secrets.redaction import Redactor
@@ -105,7 +105,7 @@ async def open_gateway(
                 redactor=redactor,
                 confirm_ttl=settings.policy.confirm_ttl,
                 token_confirmation=settings.policy.token_confirmation,
-                evidence=EvidenceStore.from_config(settings.audit),
+                approvals=ApprovalStore.from_settings(settings, audit),
             )
             try:
                 yield gateway

@@ -38,6 +38,7 @@ from typing import Any, Literal, cast, get_args
 
 import structlog
 
+from pvemcp.config import Settings
 from pvemcp.gateway.errors import ToolFailure
 from pvemcp.policy.audit import AuditLog, AuditUnavailable
 from pvemcp.policy.principal import Principal
@@ -176,13 +177,34 @@ class ApprovalStore:
         self.audit = audit
         self._clock = clock
 
+    @classmethod
+    def from_settings(cls, settings: Settings, audit: AuditLog | None) -> ApprovalStore:
+        """The store `[approvals]` describes (beside the audit log unless set), as the
+        gateway and `pvemcp approvals` must both open it."""
+        directory = settings.approvals.store_directory(settings.audit)
+        return cls(directory, settings.approvals.ttl, audit)
+
     # -- reading --------------------------------------------------------------------------
 
-    def get(self, request_id: str) -> ApprovalRequest:
+    def get(self, request_id: str, viewer: Principal | None = None) -> ApprovalRequest:
         """The request with this id (expired first if its TTL has passed);
-        `approval_not_found` for an id that is unknown or not even well-formed."""
+        `approval_not_found` for an id that is unknown or not even well-formed.
+
+        With `viewer` (a caller asking, not the store's operator), a request that is not
+        theirs to see (they neither asked for it nor may decide it) is `approval_not_found`
+        too, exactly like an unknown id, and each such refusal is audited."""
         with self._locked():
-            return self._expired(self._load(request_id, actor=None))
+            request = self._expired(self._load(request_id, actor=viewer))
+        if viewer is not None and not self.visible_to(request, viewer):
+            failure = self.unknown(request_id)
+            self._refuse(failure, request, viewer)
+            raise failure
+        return request
+
+    @staticmethod
+    def visible_to(request: ApprovalRequest, viewer: Principal) -> bool:
+        """Whether `viewer` may see `request`: its requester, or one of its approvers."""
+        return same_person(request.requester, viewer) or request.may_approve(viewer)
 
     def list(self, status: str | None = None) -> list[ApprovalRequest]:
         """Every request (or those with `status`), oldest first; due expiries are applied."""
@@ -258,11 +280,14 @@ class ApprovalStore:
         self, request_id: str, binding: str, caller: Principal | None = None
     ) -> ApprovalRequest:
         """Use an approved request for the call that re-sent it, once: its binding (tool,
-        arguments, target, caller) must be the request's. Returns it as `used`."""
+        arguments, target, caller) must be the request's. Returns it as `used`. A `caller`
+        who may not see the request gets `approval_not_found`, as for an unknown id."""
         with self._locked():
             request = self._expired(self._load(request_id, actor=caller))
             failure = None
-            if request.binding != binding:
+            if caller is not None and not self.visible_to(request, caller):
+                failure = self.unknown(request_id)  # not theirs: exactly like no such id
+            elif request.binding != binding:
                 failure = _refusal(
                     "approval_mismatch",
                     f"approval {request.id} was given for a different call (tool, arguments, "
@@ -459,15 +484,20 @@ class ApprovalStore:
                 raise FileNotFoundError(request_id)
             return self._read(path)
         except (OSError, ValueError):
-            failure = _refusal(
-                "approval_not_found",
-                f"there is no approval request {request_id[:_SHOWN_ID]!r}",
-                "Use the approval_id of an approval_pending answer (pvemcp approvals list "
-                "shows them all).",
-            )
+            failure = self.unknown(request_id)
             if actor is not None:
                 self._refuse(failure, None, actor, request_id=request_id)
             raise failure from None
+
+    @staticmethod
+    def unknown(request_id: str) -> ToolFailure:
+        """The refusal of an id that is unknown, ill-formed or not the asker's to see."""
+        return _refusal(
+            "approval_not_found",
+            f"there is no approval request {request_id[:_SHOWN_ID]!r}",
+            "Use the approval_id of an approval_pending answer (pvemcp approvals list "
+            "shows them all).",
+        )
 
     @staticmethod
     def _read(path: Path) -> ApprovalRequest:

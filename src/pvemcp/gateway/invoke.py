@@ -21,6 +21,7 @@ import anyio
 import structlog
 from pydantic import ValidationError
 
+from pvemcp.gateway.approvals import ApprovalStore
 from pvemcp.gateway.artifacts import ArtifactStore
 from pvemcp.gateway.clusters import ClusterPool
 from pvemcp.gateway.confirm import CONFIRM_FIELD, Answer, ConfirmationTokens, binding
@@ -29,7 +30,7 @@ from pvemcp.gateway.context import (
     ProgressFn,
     SecretSink,
     ToolContext,
-    cluster_schema,
+    cluster_index,
 )
 from pvemcp.gateway.errors import ToolFailure
 from pvemcp.gateway.plan import ApiCall, Plan
@@ -42,7 +43,6 @@ from pvemcp.gateway.undo import Undo, UndoDesk, Undoing
 from pvemcp.policy.audit import AuditLog, AuditUnavailable, new_event_id, utc_now
 from pvemcp.policy.decision import Decision, Effect
 from pvemcp.policy.engine import PolicyEngine, PolicyRequest
-from pvemcp.policy.evidence import EvidenceStore, EvidenceUnavailable
 from pvemcp.policy.principal import Principal
 from pvemcp.policy.tiers import Tier
 from pvemcp.proxmox.errors import (
@@ -77,6 +77,7 @@ _REFUSAL_STATUS = {
     "confirmation_declined": "confirmation_declined",
     "confirmation_invalid": "confirmation_failed",
     "confirmation_unavailable": "confirmation_required",
+    "approval_pending": "approval_pending",
 }
 
 
@@ -289,7 +290,7 @@ class Gateway:
         confirm_ttl: float = 300,
         token_confirmation: bool = True,
         artifacts: ArtifactStore | None = None,
-        evidence: EvidenceStore | None = None,
+        approvals: ApprovalStore | None = None,
     ) -> None:
         self.catalogue = tools if isinstance(tools, Catalogue) else Catalogue.from_specs(tools)
         self._tools: dict[str, _Prepared] = {}
@@ -302,8 +303,9 @@ class Gateway:
         self.tokens = ConfirmationTokens(confirm_ttl)
         self.token_confirmation = token_confirmation
         self.artifacts = artifacts or ArtifactStore()
-        self.evidence = evidence
-        """Where the full output of escape calls is kept (None: not kept)."""
+        self.approvals = approvals
+        """Where calls an `approve` rule holds wait for a second person (None: such calls
+        are refused, `approval_unavailable`)."""
         self._covering: dict[tuple[str, str], tuple[AnySpec, ...]] | None = None
         """The typed tools declaring each endpoint (`endpoint_tools`), built on first need."""
         self.task_owners = TaskOwners(audit.path)
@@ -507,13 +509,7 @@ class Gateway:
             # arguments and the index alone, so the decision is made on them before any
             # request (a planner's reads included) is sent.
             try:
-                resolving = cluster_schema(
-                    call.cluster,
-                    cluster,
-                    self.clusters.backend(call.cluster),
-                    self.clusters.node_schema(call.cluster),
-                )
-                calls = list(spec.calls_of(args, await resolving))
+                calls = list(spec.calls_of(args, cluster_index(call.cluster, cluster)))
             except ToolFailure as failure:
                 return self._refused(call, failure)
             request = self._endpoint_request(dataclasses.replace(request, tier=Tier.READ), calls)
@@ -558,10 +554,9 @@ class Gateway:
             may_read=may_read,
             pve_token=lambda: self.clusters.token_id(cluster_name, pve_identity),
             pve_identity=pve_identity,
-            node_schema=self.clusters.node_schema(cluster_name),
         )
         ctx.secret_sink = secret_sink
-        ctx.endpoint_tools = self.endpoint_tools
+        ctx.endpoint_tools, ctx.approvals = self.endpoint_tools, self.approvals
         ctx.toolsets = SessionToolsets(
             self.catalogue,
             principal,
@@ -684,10 +679,9 @@ class Gateway:
             if unrecorded is not None and self.audit.require_for_reads:
                 return self._audit_down(call, unrecorded)
             return ToolResult(call.event_id, data={"dry_run": True, "plan": shown_plan})
-        if decision.effect is Effect.CONFIRM:
-            refusal = await self._confirm(call, args, plan, shown_plan, confirmer)
-            if refusal is not None:
-                return self._refused(call, refusal)
+        refusal = await self._held(call, args, plan, shown_plan, confirmer)
+        if refusal is not None:
+            return self._refused(call, refusal)
         ctx.plan = plan
         return await self._run(call, spec, ctx, args, plan)
 
@@ -763,6 +757,102 @@ class Gateway:
             issued={"confirm_token": self.tokens.issue(bound)},
         )
 
+    async def _held(
+        self,
+        call: _Call,
+        args: WriteInput,
+        plan: Plan,
+        shown_plan: dict[str, Any],
+        confirmer: Confirmer | None,
+    ) -> ToolFailure | None:
+        """None when the call may run: a second person approved it (`approve`), the caller
+        confirmed it (`confirm`) or nobody needs to (`allow`); else the refusal to return."""
+        assert call.decision is not None
+        if call.decision.effect is Effect.APPROVE:
+            return await self._four_eyes(call, args, plan, shown_plan)
+        if call.decision.effect is Effect.CONFIRM:
+            return await self._confirm(call, args, plan, shown_plan, confirmer)
+        return None
+
+    async def _four_eyes(
+        self, call: _Call, args: WriteInput, plan: Plan, shown_plan: dict[str, Any]
+    ) -> ToolFailure | None:
+        """None when a second person approved this exact call (its request is then used
+        up, and it runs without asking for confirmation); else the refusal: a new pending
+        request, or why the given `approval_id` cannot run."""
+        assert call.cluster is not None
+        assert call.decision is not None
+        decision = call.decision
+        if self.approvals is None:
+            return ToolFailure(
+                "approval_unavailable",
+                f"{call.tool} needs a second person's approval ({decision.reason}) and this "
+                "gateway has no approval store; nothing was run",
+                hint="Ask an operator to run it, or to configure [approvals].",
+            )
+        store = self.approvals
+        caller = {
+            "sub": call.principal.subject,
+            "iss": call.principal.issuer,
+            "client_id": call.principal.client_id,
+        }
+        bound = binding(
+            tool=call.tool,
+            arguments=args.model_dump(mode="json", exclude={"approval_id"}),
+            cluster=call.cluster,
+            target=plan.bound_facts(),
+            caller=caller,
+        )
+        if args.approval_id is not None:
+            approval_id = args.approval_id
+            try:
+                used = await anyio.to_thread.run_sync(
+                    lambda: store.consume(approval_id, bound, call.principal)
+                )
+            except ToolFailure as failure:
+                return failure
+            call.approval = {
+                "method": "four_eyes",
+                "approval_id": used.id,
+                "by": used.decided_by,
+                "reason": used.reason,
+                "requested_by": used.requester,
+                "at": utc_now(),
+            }
+            return None
+        cluster = call.cluster
+        try:
+            request = await anyio.to_thread.run_sync(
+                lambda: store.create(
+                    tool=call.tool,
+                    cluster=cluster,
+                    binding=bound,
+                    plan=shown_plan,
+                    arguments=call.arguments or {},
+                    requester=call.principal,
+                    approvers=decision.approvers,
+                    rule_ids=decision.rule_ids,
+                )
+            )
+        except ToolFailure as failure:
+            return failure
+        who = ", ".join(decision.approvers)
+        return ToolFailure(
+            "approval_pending",
+            f"{call.tool} is held until one of {who} approves it ({decision.reason}); "
+            "nothing was run yet",
+            field="approval_id",
+            hint="Tell the user it waits for approval (pvemcp approvals approve ID, or the "
+            "approval page). Wait with proxmox_approval_status(approval_id, wait=true), then "
+            "call again with the same arguments plus approval_id.",
+            details={
+                "approvers": list(decision.approvers),
+                "expires_in": int(store.ttl),
+                "plan": shown_plan,
+            },
+            issued={"approval_id": request.id},
+        )
+
     @staticmethod
     def _denial(decision: Decision) -> ToolFailure:
         return ToolFailure(
@@ -786,9 +876,29 @@ class Gateway:
         assert call.cluster is not None
         assert call.decision is not None
         tier = Tier(call.tier)  # the tool's, or a generic API call's own
-        refused = await self._intent(call, ctx, tier)
-        if refused is not None:
-            return refused
+        if tier.records_intent:
+            try:
+                await self.audit.intent(
+                    call.event_id,
+                    call.principal,
+                    tool=call.tool,
+                    tier=tier,
+                    cluster=call.cluster,
+                    arguments=call.arguments or {},
+                    decision=call.decision,
+                    backend=ctx.backend_name,
+                    pve_token_id=ctx.pve_token_id,
+                    raw_arguments=call.raw_arguments or {},
+                    policy_hash=self.policy.bundle_hash,
+                    **call.target,
+                    **call.planned,
+                    **call.approval_detail(),
+                )
+            except AuditUnavailable as exc:
+                log.error(
+                    "audit_intent_failed", tool=call.tool, event_id=call.event_id, error=str(exc)
+                )
+                return self._audit_down(call, exc)
         status, error_code, exitstatus = "error", None, None
         try:
             if spec.handler is not None:
@@ -827,39 +937,6 @@ class Gateway:
         if unrecorded is not None and tier is Tier.READ and self.audit.require_for_reads:
             return self._audit_down(call, unrecorded)
         return result
-
-    async def _intent(self, call: _Call, ctx: ToolContext, tier: Tier) -> ToolResult | None:
-        """Before a call above `read` runs: make sure its evidence can be kept (escape
-        calls) and write its intent record. None when it may run, else the refusal."""
-        if tier is Tier.ESCAPE and self.evidence is not None:
-            refusal = self._evidence_ready(call)
-            if refusal is not None:
-                return self._refused(call, refusal)
-        if not tier.records_intent:
-            return None
-        assert call.cluster is not None
-        assert call.decision is not None
-        try:
-            await self.audit.intent(
-                call.event_id,
-                call.principal,
-                tool=call.tool,
-                tier=tier,
-                cluster=call.cluster,
-                arguments=call.arguments or {},
-                decision=call.decision,
-                backend=ctx.backend_name,
-                pve_token_id=ctx.pve_token_id,
-                raw_arguments=call.raw_arguments or {},
-                policy_hash=self.policy.bundle_hash,
-                **call.target,
-                **call.planned,
-                **call.approval_detail(),
-            )
-        except AuditUnavailable as exc:
-            log.error("audit_intent_failed", tool=call.tool, event_id=call.event_id, error=str(exc))
-            return self._audit_down(call, exc)
-        return None
 
     async def _inverse(
         self, call: _Call, spec: AnySpec, ctx: ToolContext, plan: Plan, output: ToolOutput
@@ -908,8 +985,6 @@ class Gateway:
         record could not be written, if it could not."""
         risky = call.tier != "read"
         command = ctx.command.audit_fields() if ctx.command is not None else {}
-        if ctx.command is not None:
-            command |= self._keep_evidence(call, ctx.command.evidence())
         duration_ms, unrecorded = self._outcome(
             call,
             phase="outcome" if risky else "record",
@@ -935,60 +1010,6 @@ class Gateway:
             event_id=call.event_id,
         )
         return unrecorded
-
-    def _evidence_ready(self, call: _Call) -> ToolFailure | None:
-        """Before an escape call runs: prune blobs past their retention when due (the audit
-        log names them first), then the refusal to return if the evidence store cannot
-        take this call's output (unwritable, full, short of disk), as for the audit log."""
-        assert self.evidence is not None
-        if self.evidence.prune_due():
-            expired = self.evidence.expired()
-            if expired:
-                try:
-                    self.audit.evidence_pruned(
-                        str(self.evidence.root), [(item.sha256, item.bytes) for item in expired]
-                    )
-                except AuditUnavailable as exc:
-                    log.error("evidence_prune_unrecorded", error=str(exc))
-                else:
-                    self.evidence.remove(expired)
-        try:
-            self.evidence.check()
-        except EvidenceUnavailable as exc:
-            log.error(
-                "evidence_unavailable", tool=call.tool, event_id=call.event_id, error=str(exc)
-            )
-            return ToolFailure(
-                "evidence_unavailable",
-                f"the call was refused because its evidence cannot be kept: {exc}",
-                hint="An operator must fix the evidence store ([audit] evidence_dir: disk, "
-                "permissions, evidence_max_total_bytes); typed tools still work.",
-            )
-        return None
-
-    def _keep_evidence(self, call: _Call, blobs: Mapping[str, bytes]) -> dict[str, Any]:
-        """Keep what a call ran printed or changed in the evidence store (redacted, as all
-        output) and return the outcome's `evidence` references, or `evidence_error` when
-        the store failed after the call ran: the call happened, so its answer is still
-        due and its record says what was lost."""
-        # An empty stream or file needs no blob: the record's size and hash say it all.
-        blobs = {kind: data for kind, data in blobs.items() if data}
-        if self.evidence is None or not blobs:
-            return {}
-
-        def redact(data: bytes) -> bytes:
-            # surrogateescape keeps non-UTF-8 bytes as they were while the text is redacted.
-            text = data.decode("utf-8", errors="surrogateescape")
-            return self.redactor.text(text).encode("utf-8", errors="surrogateescape")
-
-        try:
-            refs = self.evidence.keep_all(blobs, redact)
-        except EvidenceUnavailable as exc:
-            log.error(
-                "evidence_write_failed", tool=call.tool, event_id=call.event_id, error=str(exc)
-            )
-            return {"evidence_error": {"code": "evidence_unavailable", "message": str(exc)}}
-        return {"evidence": [ref.record() for ref in refs]}
 
     def _outcome(
         self,

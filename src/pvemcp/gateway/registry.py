@@ -68,6 +68,10 @@ class WriteInput(ToolInput):
             description="Token from a confirmation_required answer, after the user approved.",
         ),
     ] = None
+    approval_id: Annotated[
+        str | None,
+        Field(max_length=64, description="Id from an approval_pending answer, once approved."),
+    ] = None
 
 
 class ToolOutput(BaseModel):

@@ -109,14 +109,10 @@ def _default(schema: Mapping[str, Any]) -> Any:
     return None
 
 
-def strip_schema(schema: Mapping[str, Any], where: str, prose: bool = False) -> dict[str, Any]:
-    """A copy of one JSON schema with only its structural keys, recursively; with `prose`,
-    its `description` too (a node's own schema, kept in the operator's cache only)."""
+def strip_schema(schema: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """A copy of one JSON schema with only its structural keys, recursively."""
     out: dict[str, Any] = {}
     for key, value in schema.items():
-        if prose and key == "description" and isinstance(value, str):
-            out[key] = value
-            continue
         if key in _DROPPED:
             continue
         if key not in _KEPT:
@@ -126,13 +122,11 @@ def strip_schema(schema: Mapping[str, Any], where: str, prose: bool = False) -> 
             if kept is not None:
                 out[key] = kept
         elif key == "properties" or (key == "format" and isinstance(value, Mapping)):
-            out[key] = {
-                name: strip_schema(sub, f"{where}.{name}", prose) for name, sub in value.items()
-            }
+            out[key] = {name: strip_schema(sub, f"{where}.{name}") for name, sub in value.items()}
         elif key in ("items", "additionalProperties", "requires") and isinstance(value, Mapping):
-            out[key] = strip_schema(value, f"{where}.{key}", prose)
+            out[key] = strip_schema(value, f"{where}.{key}")
         elif key == "oneOf":
-            out[key] = [strip_schema(sub, f"{where}|{n}", prose) for n, sub in enumerate(value)]
+            out[key] = [strip_schema(sub, f"{where}|{n}") for n, sub in enumerate(value)]
         else:
             out[key] = value
     return out
@@ -143,18 +137,15 @@ def _permissions(permissions: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in permissions.items() if key in _PERMISSION_KEPT}
 
 
-def _method(info: Mapping[str, Any], where: str, upid: bool, prose: bool) -> dict[str, Any]:
+def _method(info: Mapping[str, Any], where: str, upid: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in info.items():
-        if prose and key == "description" and isinstance(value, str):
-            out[key] = value
-            continue
         if key in _METHOD_DROPPED:
             continue
         if key not in _METHOD_KEPT:
             raise SchemaShapeError(f"{where}: unknown method key {key!r}")
         if key in ("parameters", "returns"):
-            out[key] = strip_schema(value, f"{where} {key}", prose)
+            out[key] = strip_schema(value, f"{where} {key}")
         elif key == "permissions":
             out[key] = _permissions(value)
         else:
@@ -174,15 +165,11 @@ def build_index(
     tree: Iterable[Mapping[str, Any]],
     upid_methods: Iterable[tuple[str, str]],
     version: str,
-    *,
-    prose: bool = False,
 ) -> dict[str, Any]:
     """The index of `tree` (the apidoc's list of nodes) as plain JSON data.
 
     `upid_methods` are the `(METHOD, template)` pairs that return a task UPID; each must
-    exist in the tree. With `prose`, the methods' and parameters' descriptions are kept:
-    only for a schema a node served to this gateway (`node.py`), never for the shipped
-    index."""
+    exist in the tree."""
     upids = set(upid_methods)
     paths: dict[str, dict[str, Any]] = {}
     for node in _walk(tree):
@@ -190,7 +177,7 @@ def build_index(
         if info:
             path = node["path"]
             paths[path] = {
-                method: _method(entry, f"{method} {path}", (method, path) in upids, prose)
+                method: _method(entry, f"{method} {path}", (method, path) in upids)
                 for method, entry in info.items()
             }
     missing = sorted(f"{m} {p}" for m, p in upids if m not in paths.get(p, {}))

@@ -15,9 +15,15 @@ from pvemcp.gateway.toolsets import Catalogue
 
 
 def _core() -> Sequence[AnySpec]:
-    from pvemcp.tools import capabilities, cluster, toolsets, undo  # noqa: PLC0415 - on first need
+    from pvemcp.tools import (  # noqa: PLC0415 - on first need
+        approvals,
+        capabilities,
+        cluster,
+        toolsets,
+        undo,
+    )
 
-    return (*cluster.TOOLS, *toolsets.TOOLS, *undo.TOOLS, *capabilities.TOOLS)
+    return (*cluster.TOOLS, *toolsets.TOOLS, *undo.TOOLS, *capabilities.TOOLS, *approvals.TOOLS)
 
 
 def _guests() -> Sequence[AnySpec]:
