@@ -9,6 +9,8 @@ and stateless HTTP). The guest's power state says whether the call ran.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Any
 
 import httpx2
 import pytest
-from mcp import Client
+from mcp import Client, StdioServerParameters
 from mcp.client.session import ClientRequestContext
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult, ElicitRequestParams, ElicitResult, InputRequiredResult
@@ -42,15 +44,16 @@ STOP = "proxmox_guest_stop"
 ERAS = {"2025-11-25": "legacy", "2026-07-28": "auto"}
 """Protocol version → the SDK `Client` mode that negotiates it."""
 
-# static:1 (KEYS[1]) may hard-stop guests; the builtin rule confirms every destructive call.
+# Both bearer keys' holders may hard-stop guests; the builtin rule confirms every
+# destructive call.
 STOP_POLICY = dedent(
     """
     version = 1
 
     [[rules]]
-    id = "static-1-stop"
+    id = "static-stop"
     effect = "allow"
-    subjects = ["sub:static:1"]
+    subjects = ["sub:static:0", "sub:static:1"]
     tools = ["proxmox_guest_stop"]
     """
 )
@@ -124,7 +127,7 @@ def stop_records(audit_path: Path) -> list[tuple[str, str | None, str | None]]:
             (r.get("decision", {}).get("approval") or {}).get("method"),
         )
         for r in read_audit(audit_path)
-        if r["what"]["tool"] == STOP
+        if r.get("what", {}).get("tool") == STOP
     ]
 
 
@@ -181,6 +184,38 @@ async def test_a_2026_client_without_elicitation_gets_the_token_or_a_refusal(
         refused = error_of(await client.call_tool(STOP, {"vmid": 100}))
         assert refused["code"] == "confirmation_unavailable"
         assert await power(gateway, 100) == "running"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", ERAS)
+async def test_over_stdio_the_person_decides(tmp_path: Path, version: str) -> None:
+    """`pvemcp demo` as a real subprocess: a declined stop leaves the guest running, an
+    accepted one stops it."""
+    env = {
+        **os.environ,
+        "PVEMCP_AUDIT__PATH": str(tmp_path / "audit.jsonl"),
+        "PVEMCP_SIMULATOR__TIME_SCALE": "0",
+        "PVEMCP_POLICY__TOKEN_CONFIRMATION": "false",
+    }
+    for key in ("PVEMCP_API_URL", "PVEMCP_CONFIG"):
+        env.pop(key, None)
+    params = StdioServerParameters(command=sys.executable, args=["-m", "pvemcp", "demo"], env=env)
+    people = {100: Person("decline"), 102: Person("accept")}
+    results: dict[int, CallToolResult] = {}
+    power_after: dict[int, str] = {}
+    for vmid, person in people.items():
+        async with Client(params, mode=ERAS[version], elicitation_callback=person.on_elicit) as c:
+            results[vmid] = await c.call_tool(STOP, {"vmid": vmid})
+            guest = await c.call_tool("proxmox_guest_get", {"vmid": vmid, "include_config": False})
+            power_after[vmid] = payload(guest)["status"]
+    assert [len(person.asked) for person in people.values()] == [1, 1]
+    assert error_of(results[100])["code"] == "confirmation_declined"
+    assert payload(results[102])["guest_status"] == "stopped"
+    assert power_after == {100: "running", 102: "stopped"}
+    assert stop_records(tmp_path / "audit.jsonl")[-2:] == [
+        ("intent", None, "input_required" if version == "2026-07-28" else "elicitation"),
+        ("outcome", "ok", "input_required" if version == "2026-07-28" else "elicitation"),
+    ]
 
 
 def accepted(approve: bool = True) -> dict[str, Any]:
@@ -262,6 +297,33 @@ async def test_an_answer_is_used_once_for_the_call_and_caller_it_was_asked_for(
     ]
 
 
+async def test_an_accept_does_not_follow_a_guest_that_moved_between_the_rounds(
+    gw: Gateway, audit_path: Path
+) -> None:
+    """The retry is planned again, and the approval is bound to the plan's target: a person
+    who approved stopping VM 102 on pve1 did not approve stopping it on pve2."""
+    person = Person("accept")
+    async with Client(
+        build_mcp_server(gw, local_principal), elicitation_callback=person.on_elicit
+    ) as client:
+        session: Any = client.session
+        asked = await session.call_tool(STOP, {"vmid": 102}, allow_input_required=True)
+        assert isinstance(asked, InputRequiredResult)
+        moved = await gw.invoke(
+            Principal.local("memory"), "proxmox_guest_migrate", {"vmid": 102, "target": "pve2"}
+        )
+        assert moved.data is not None and moved.data["node"] == "pve2"
+        retry = await client.call_tool(
+            STOP, {"vmid": 102}, input_responses=accepted(), request_state=asked.request_state
+        )
+        assert "different call" in refusal(retry)["message"]
+    assert await power(gw, 102) == "running"
+    assert [status for _, status, _ in stop_records(audit_path)] == [
+        "confirmation_required",
+        "confirmation_failed",
+    ]
+
+
 HTTP_MODES: dict[str, dict[str, Any]] = {
     "sse": {"response_mode": "sse"},
     "auto": {},
@@ -326,3 +388,57 @@ async def restart(gateway: Gateway, vmid: int) -> None:
         Principal.local("memory"), "proxmox_guest_power", {"vmid": vmid, "action": "start"}
     )
     assert started.ok, started.error
+
+
+@pytest.mark.slow
+async def test_over_http_a_state_is_not_replayed_altered_or_used_by_another_key(
+    own_sim: SimulatorHandle, audit_path: Path, tmp_path: Path
+) -> None:
+    """JSON-response HTTP, bearer-authenticated: the SDK's seal binds the state to the key's
+    principal, and the gateway's approval state makes it single-use."""
+    async with (
+        gateway_for(own_sim, audit_path, tmp_path, token_confirmation=False) as gateway,
+        served(gateway, response_mode="json") as app,
+        httpx2.AsyncClient(headers=bearer(KEYS[1])) as http1,
+        httpx2.AsyncClient(headers=bearer(KEYS[0])) as http0,
+        Client(
+            streamable_http_client(app.url, http_client=http1),
+            elicitation_callback=Person("accept").on_elicit,
+        ) as holder,
+        Client(
+            streamable_http_client(app.url, http_client=http0),
+            elicitation_callback=Person("accept").on_elicit,
+        ) as other,
+    ):
+        session: Any = holder.session
+        asked = await session.call_tool(STOP, {"vmid": 100}, allow_input_required=True)
+        assert isinstance(asked, InputRequiredResult)
+        state = asked.request_state
+        assert state is not None
+
+        for client, sent, vmid in (
+            (other, state, 100),  # another key's holder
+            (holder, state[:-2] + ("AA" if state[-2:] != "AA" else "BB"), 100),  # altered
+            (holder, state, 102),  # other arguments
+        ):
+            refused = await client.call_tool(
+                STOP, {"vmid": vmid}, input_responses=accepted(), request_state=sent
+            )
+            assert refusal(refused)["code"] == "confirmation_invalid"
+        assert [await power(gateway, vmid) for vmid in (100, 102)] == ["running", "running"]
+
+        done = await holder.call_tool(
+            STOP, {"vmid": 100}, input_responses=accepted(), request_state=state
+        )
+        assert payload(done)["guest_status"] == "stopped"
+        replay = await holder.call_tool(
+            STOP, {"vmid": 100}, input_responses=accepted(), request_state=state
+        )
+        assert "already used" in refusal(replay)["message"]
+    records = [r for r in read_audit(audit_path) if r.get("what", {}).get("tool") == STOP]
+    refused_by = [
+        r["who"]["sub"]
+        for r in records
+        if r.get("outcome", {}).get("status") == "confirmation_failed"
+    ]
+    assert refused_by == ["static:0", "static:1", "static:1", "static:1"]
