@@ -187,6 +187,7 @@ def _audit_parser(commands: Any) -> None:
     verify.add_argument("files", nargs="*", type=Path, help="default: the configured log")
     verify.add_argument("--checkpoint", type=Path, help="a checkpoint kept off-host")
     verify.add_argument("--partial", action="store_true", help="older files were pruned")
+    verify.add_argument("--evidence-dir", type=Path, help="default: the configured store")
     verify.add_argument("--config", type=Path)
     show = sub.add_parser("show", help="print matching records")
     show.add_argument("files", nargs="*", type=Path, help="default: the configured log")
@@ -194,7 +195,15 @@ def _audit_parser(commands: Any) -> None:
         show.add_argument(f"--{name}")
     show.add_argument("--limit", type=int)
     show.add_argument("--json", action="store_true")
+    show.add_argument("--evidence", metavar="SHA256", help="print this evidence blob")
+    show.add_argument("--evidence-dir", type=Path, help="default: the configured store")
     show.add_argument("--config", type=Path)
+    report = sub.add_parser("report", help="the risky and escape calls, for a reviewer")
+    report.add_argument("files", nargs="*", type=Path, help="default: the configured log")
+    report.add_argument("--since", default="24h", help="ISO 8601 or an age (default 24h)")
+    report.add_argument("--until")
+    report.add_argument("--html", type=Path, help="also write a self-contained HTML file")
+    report.add_argument("--config", type=Path)
     checkpoint = sub.add_parser("checkpoint", help="append a checkpoint and print it")
     checkpoint.add_argument("--config", type=Path)
 
@@ -343,14 +352,27 @@ def _capabilities(args: argparse.Namespace) -> int:
 
 def _audit(args: argparse.Namespace) -> int:
     from pvemcp.policy import audit_commands
+    from pvemcp.policy.evidence import evidence_root
 
     audit = _settings(args.config).audit
+    store = getattr(args, "evidence_dir", None) or evidence_root(audit)
     if args.audit_command == "verify":
         return audit_commands.verify_command(
             args.files,
             default_log=audit.path.expanduser(),
             checkpoint_file=args.checkpoint,
             partial=args.partial,
+            evidence_root=store,
+        )
+    if args.audit_command == "show" and args.evidence is not None:
+        return audit_commands.show_evidence_command(args.evidence, evidence_root=store)
+    if args.audit_command == "report":
+        return audit_commands.report_command(
+            args.files,
+            default_log=audit.path.expanduser(),
+            since=args.since,
+            until=args.until,
+            html_file=args.html,
         )
     if args.audit_command == "show":
         return audit_commands.show_command(

@@ -245,9 +245,46 @@ class ClusterConfig(BaseModel):
             description="The PVE API schema of this cluster's version when it is not the "
             "shipped PVE 9.2 one: the JSON array of pve-docs' `apidoc.js`, or an index as "
             "`scripts/gen_pveapi_index.py` writes it (at most 64 MiB). Every request, and "
-            "the generic API tools' paths and parameters, are checked against it."
+            "the generic API tools' paths and parameters, are checked against it. Set, it "
+            "wins over the node's own schema (`api_schema_fetch`)."
         ),
     ] = None
+    api_schema_fetch: Annotated[
+        bool,
+        Field(
+            description="On the first call, read the node's PVE version (`GET /version`) and "
+            "use the API schema the node serves (`/pve-docs/api-viewer/apidoc.js`, with its "
+            "descriptions), cached per version in `api_schema_cache_dir`. On by default: "
+            "requests are then checked against the node's own version, not the shipped 9.2 "
+            "one. A fetch that fails falls back to the shipped schema with one warning. "
+            "REST clusters only (a pvesh cluster uses `api_schema` or the shipped one)."
+        ),
+    ] = True
+    api_schema_cache_dir: Annotated[
+        Path,
+        Field(
+            description="Where fetched node schemas are kept, one 0600 file per PVE version "
+            "(`pve-<version>-<sha256>.index.json.gz`), so a restart does not fetch again."
+        ),
+    ] = Path("~/.cache/pvemcp/pve-api")
+    api_schema_max_bytes: Annotated[
+        int,
+        Field(
+            ge=64 * 1024,
+            le=64 * 1024 * 1024,
+            description="Largest `apidoc.js` the gateway reads (PVE 9.2's is 2.3 MB); a "
+            "bigger one is not used (the shipped schema is, with a warning).",
+        ),
+    ] = 16 * 1024 * 1024
+    api_schema_timeout: Annotated[
+        float,
+        Field(
+            gt=0,
+            le=600,
+            description="Seconds the schema fetch may take in all; then the shipped schema is "
+            "used (with a warning) and the call goes on.",
+        ),
+    ] = 30.0
     connect_timeout: Annotated[
         float, Field(gt=0, le=120, description="Seconds to establish a connection.")
     ] = 5.0
@@ -470,6 +507,50 @@ class AuditConfig(BaseModel):
             "refused either way.",
         ),
     ] = False
+    evidence: Annotated[
+        bool,
+        Field(
+            description="Keep the full output of escape calls (stdout, stderr, file content "
+            "and diffs), redacted, in the evidence store; the outcome record lists each "
+            "blob's SHA-256. When true and the store cannot be written, escape calls are "
+            "refused.",
+        ),
+    ] = True
+    evidence_dir: Annotated[
+        Path | None,
+        Field(description="The evidence store's directory. Unset = `evidence/` beside `path`."),
+    ] = None
+    evidence_max_blob_bytes: Annotated[
+        int,
+        Field(
+            ge=1,
+            description="Keep at most this many bytes of each output or file; the rest is cut "
+            "and the record says `truncated`.",
+        ),
+    ] = 16 * 1024 * 1024
+    evidence_max_total_bytes: Annotated[
+        int,
+        Field(
+            ge=1,
+            description="The store's size cap: when full, escape calls are refused until "
+            "retention frees space.",
+        ),
+    ] = 1024 * 1024 * 1024
+    evidence_min_free_bytes: Annotated[
+        int,
+        Field(
+            ge=0,
+            description="Refuse escape calls when the store's disk has less free space.",
+        ),
+    ] = 256 * 1024 * 1024
+    evidence_retention_days: Annotated[
+        float,
+        Field(
+            ge=0,
+            description="Delete blobs unused for this many days (0 = keep forever); the "
+            "deletion is an `evidence_pruned` audit record.",
+        ),
+    ] = 90
 
 
 class PolicyConfig(BaseModel):

@@ -15,6 +15,7 @@ from pvemcp.gateway.clusters import ClusterPool
 from pvemcp.gateway.invoke import Gateway
 from pvemcp.policy.audit import AuditLog
 from pvemcp.policy.engine import PolicyEngine
+from pvemcp.policy.evidence import EvidenceStore
 from pvemcp.policy.loader import PolicyError, load_policy
 from pvemcp.secrets.manager import SecretsManager, install_sighup
 from pvemcp.secrets.redaction import Redactor
@@ -106,6 +107,7 @@ async def open_gateway(
                 confirm_ttl=settings.policy.confirm_ttl,
                 token_confirmation=settings.policy.token_confirmation,
                 approvals=ApprovalStore.from_settings(settings, audit),
+                evidence=EvidenceStore.from_config(settings.audit),
             )
             try:
                 yield gateway

@@ -27,12 +27,13 @@ import pytest
 from mcp import Client
 
 from pvemcp.cli import main
-from pvemcp.config import ClusterConfig
+from pvemcp.config import ClusterConfig, load_settings
 from pvemcp.gateway.clusters import ClusterPool
 from pvemcp.gateway.invoke import Gateway
 from pvemcp.policy.audit import AuditLog
 from pvemcp.policy.loader import load_policy
 from pvemcp.policy.principal import Principal
+from pvemcp.secrets.commands import check
 from pvemcp.secrets.manager import SecretsManager
 from pvemcp.secrets.models import EnvCredentials, FileCredentials, IdentityMapping
 from pvemcp.secrets.redaction import Redactor
@@ -346,3 +347,32 @@ def test_a_mapping_is_checked_when_the_config_loads(tmp_path: Path) -> None:
     ssh = {"backend": "pvesh", "known_hosts": str(tmp_path / "kh")}
     with pytest.raises(ValueError, match="identities need the REST backend"):
         ClusterConfig(**base, ssh=ssh, identities=[mapping])
+
+
+def test_secrets_check_lists_each_mapping(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pvemcp secrets check` loads every mapping's token too, and names the one that fails
+    (its cluster then counts as failed), never printing a secret."""
+    for key in [k for k in os.environ if k.startswith("PVEMCP_")]:
+        monkeypatch.delenv(key)
+    secret = "5ec7e7c0-1234-4abc-9def-0123456789ab"
+    good = secret_file(tmp_path / "alice.toml", "alice@pve!mcp", secret)
+    config = tmp_path / "pvemcp.toml"
+    config.write_text(
+        '[clusters.prod]\napi_url = "https://pve1:8006"\ntoken_id = "gw@pve!gw"\n'
+        'token_secret = "0f0f0f0f-1234-4abc-9def-0123456789ab"\n'
+        "[[clusters.prod.identities]]\n"
+        'name = "alice"\nprincipal = "sub:alice"\n'
+        f'credentials = {{ source = "file", path = "{good}" }}\n'
+        "[[clusters.prod.identities]]\n"
+        'name = "ops"\nprincipal = "group:ops"\ntoken_id = "ops@pve!mcp"\n'
+        'credentials = { source = "env", prefix = "PVEMCP_TEST_OPS_" }\n'
+    )
+    out = io.StringIO()
+    assert check(load_settings(config), out=out) == 1
+    text = out.getvalue()
+    assert f"  identity alice (sub:alice): file {good}" in text
+    assert "    api token: OK (alice@pve!mcp, secret loaded)" in text
+    assert "  identity ops (group:ops): env PVEMCP_TEST_OPS_TOKEN_SECRET" in text
+    assert "    FAILED: env: variable PVEMCP_TEST_OPS_TOKEN_SECRET is not set" in text
+    assert text.rstrip().endswith("0 of 1 cluster(s) OK")
+    assert secret not in text

@@ -30,6 +30,7 @@ from pvemcp.policy.principal import Principal
 from pvemcp.proxmox.backend import ProxmoxBackend
 from pvemcp.proxmox.errors import CredentialsUnavailable
 from pvemcp.proxmox.rest import ApiCredential, RestBackend
+from pvemcp.pveapi.node import NodeSchema
 from pvemcp.secrets.manager import SecretsManager
 from pvemcp.secrets.models import IdentityMapping
 from pvemcp.secrets.types import SshCredentials
@@ -68,6 +69,7 @@ class ClusterPool:
         """By (cluster, identity mapping or None for the gateway token)."""
         self._ssh_pools: dict[str, SshPool] = {}
         self._read_caches: dict[str, ReadCache] = {}
+        self._node_schemas: dict[str, NodeSchema] = {}
         for name, cluster in self._clusters.items():
             if cluster.tls is TlsMode.INSECURE:
                 log.warning(
@@ -143,6 +145,11 @@ class ClusterPool:
     def read_caches(self) -> dict[str, ReadCache]:
         """The read caches made so far, by cluster (for metrics)."""
         return dict(self._read_caches)
+
+    def node_schema(self, name: str) -> NodeSchema:
+        """Where the cluster's node schema is resolved, once for this gateway whatever
+        token its calls use (`context.cluster_schema`)."""
+        return self._node_schemas.setdefault(name, NodeSchema())
 
     def ssh_pool(self, name: str) -> SshPool:
         """The cluster's SSH connections (made on first use); a cluster without an `[ssh]`

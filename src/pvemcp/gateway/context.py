@@ -11,11 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
+import httpx2
+import structlog
 
 from pvemcp.config import ClusterConfig, SshConfig
 from pvemcp.gateway.artifacts import ArtifactStore
@@ -24,7 +27,7 @@ from pvemcp.gateway.plan import Plan
 from pvemcp.gateway.readcache import ReadCache
 from pvemcp.policy.principal import Principal
 from pvemcp.proxmox.backend import ApiResult, Method, Params, ProxmoxBackend
-from pvemcp.proxmox.errors import SshTimeout
+from pvemcp.proxmox.errors import ProxmoxError, SshTimeout
 from pvemcp.proxmox.ssh import CommandResult, printable, wire_command
 from pvemcp.proxmox.ssh.fileops import (
     NodeFiles,
@@ -34,8 +37,19 @@ from pvemcp.proxmox.ssh.fileops import (
     Written,
 )
 from pvemcp.proxmox.tasks import TaskStatus, get_task_log, get_task_status, wait_for_task
+from pvemcp.proxmox.tls import CertificatePinError, build_transport
 from pvemcp.proxmox.upid import is_upid
-from pvemcp.pveapi import Index, RouteError, check_request, schema_index
+from pvemcp.pveapi import Index, RouteError, check_request, load_index, schema_index
+from pvemcp.pveapi.index import MAX_SCHEMA_BYTES
+from pvemcp.pveapi.node import (
+    ApidocError,
+    NodeSchema,
+    cache_file,
+    fetch_apidoc,
+    node_index,
+    read_cached,
+    write_cached,
+)
 from pvemcp.secrets.redaction import Redactor
 
 if TYPE_CHECKING:
@@ -47,6 +61,8 @@ if TYPE_CHECKING:
     from pvemcp.policy.decision import Decision
     from pvemcp.policy.engine import PolicyRequest
     from pvemcp.proxmox.ssh import SshPool
+
+log = structlog.get_logger(__name__)
 
 ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
 Authorizer = Callable[[str | None, tuple[str, ...]], None]
@@ -73,6 +89,19 @@ class CommandRecord:
     truncated: bool | None = None
     facts: dict[str, Any] = field(default_factory=dict)
     """Other facts for the record's `where.target`: path, artifact ids, durations."""
+    contents: dict[str, bytes] = field(default_factory=dict, repr=False)
+    """A file write's `before` and `after` content and their `diff`, for the evidence
+    store only (the record keeps their hashes)."""
+
+    def evidence(self) -> dict[str, bytes]:
+        """What the evidence store keeps of this operation, by kind (`policy/evidence.py`):
+        a command's `stdout` and `stderr`, a file read's `content`, a write's contents."""
+        blobs: dict[str, bytes] = {}
+        if self.out is not None:
+            blobs["content" if self.facts.get("operation") == "read" else "stdout"] = self.out
+        if self.err is not None:
+            blobs["stderr"] = self.err
+        return blobs | self.contents
 
     @classmethod
     def from_result(cls, result: CommandResult) -> CommandRecord:
@@ -206,10 +235,13 @@ class SecretSink(Protocol):
         ...
 
 
-def cluster_index(name: str, cluster: ClusterConfig) -> Index:
+def cluster_index(name: str, cluster: ClusterConfig, node: NodeSchema | None = None) -> Index:
     """The PVE API index a cluster's requests are checked against: its configured
-    `api_schema` file, or the shipped one (read once, on first use). A file that cannot
-    be read refuses every request of the cluster, naming the setting."""
+    `api_schema` file; else the node's own once `cluster_schema` resolved it into `node`;
+    else the shipped one (read once, on first use). A file that cannot be read refuses
+    every request of the cluster, naming the setting."""
+    if cluster.api_schema is None and node is not None and node.index is not None:
+        return node.index
     try:
         return schema_index(cluster.api_schema)
     except (OSError, ValueError) as exc:
@@ -218,6 +250,67 @@ def cluster_index(name: str, cluster: ClusterConfig) -> Index:
             f"cluster {name}: api_schema {cluster.api_schema} cannot be used: {exc}",
             hint="An operator fixes or removes api_schema in the cluster's configuration.",
         ) from None
+
+
+async def cluster_schema(
+    name: str, cluster: ClusterConfig, backend: ProxmoxBackend, node: NodeSchema
+) -> Index:
+    """`cluster_index`, after resolving the node's own schema into `node` (the cluster
+    pool's, `ClusterPool.node_schema`) on the cluster's first use: a configured
+    `api_schema` file wins; else (`api_schema_fetch`, REST clusters) the schema of the
+    node's PVE version, from the cache or fetched through `backend`; else the shipped one."""
+    if cluster.api_schema is not None or not cluster.api_schema_fetch or backend.name != "rest":
+        return cluster_index(name, cluster)
+    async with node.lock:
+        if node.index is None:
+            node.index = await _node_schema(name, cluster, backend)
+    return cluster_index(name, cluster, node)
+
+
+async def _node_schema(name: str, cluster: ClusterConfig, backend: ProxmoxBackend) -> Index | None:
+    """The index of the node's PVE version: cached, or fetched and cached. A fetch that
+    fails, is too big or does not parse gives the shipped index and one warning (kept for
+    this gateway's life); None when the version cannot be read now (asked again on the
+    next call, which meets the same problem on its own request)."""
+    try:
+        answer = (await backend.call("GET", "/version")).data
+    except ProxmoxError:
+        return None
+    version = answer.get("version") if isinstance(answer, dict) else None
+    shipped = load_index()
+    if not isinstance(version, str) or not version:
+        log.warning("api_schema_fallback", cluster=name, reason="no version in GET /version",
+                    using=shipped.source)  # fmt: skip
+        return shipped
+    directory = cluster.api_schema_cache_dir.expanduser()
+    cached = await anyio.to_thread.run_sync(read_cached, directory, version, MAX_SCHEMA_BYTES)
+    if cached is not None:
+        return cached
+    transport = build_transport(cluster, limits=httpx2.Limits(max_connections=1))
+    try:
+        with anyio.fail_after(cluster.api_schema_timeout):
+            raw = await fetch_apidoc(
+                cluster.api_url,
+                transport,
+                max_bytes=cluster.api_schema_max_bytes,
+                timeout=cluster.api_schema_timeout,
+            )
+        index, encoded = await anyio.to_thread.run_sync(node_index, raw, version)
+    except (ApidocError, httpx2.HTTPError, CertificatePinError, ssl.SSLError, OSError) as exc:
+        reason = str(exc) or type(exc).__name__
+    except TimeoutError:
+        reason = f"no complete answer within api_schema_timeout ({cluster.api_schema_timeout:g} s)"
+    else:
+        try:
+            write_cached(cache_file(directory, version, raw), encoded)
+        except OSError as exc:
+            log.warning("api_schema_not_cached", cluster=name, directory=str(directory),
+                        reason=str(exc))  # fmt: skip
+        return index
+    log.warning("api_schema_fallback", cluster=name, version=version,
+                url=cluster.api_url + "/pve-docs/api-viewer/apidoc.js", reason=reason,
+                using=shipped.source)  # fmt: skip
+    return shipped
 
 
 GUEST_SECRET_PREFIX = "PVEMCP_GUEST_SECRET_"  # noqa: S105 - a name prefix, not a secret
@@ -244,6 +337,7 @@ class ToolContext:
         may_read: ReadCheck,
         pve_token: Callable[[], str | None] | None = None,
         pve_identity: str | None = None,
+        node_schema: NodeSchema | None = None,
     ) -> None:
         self.principal = principal
         self.cluster_name = cluster_name
@@ -266,6 +360,9 @@ class ToolContext:
         self._redactor = redactor
         self._authorize = authorize
         self._may_read = may_read
+        self._node_schema = node_schema or NodeSchema()
+        """The cluster's node schema in this gateway (`cluster_schema`); a context made
+        without one resolves its own."""
         self._pve_token = pve_token
         self.pve_identity = pve_identity
         """The identity mapping whose token that is; None for the gateway token."""
@@ -299,8 +396,16 @@ class ToolContext:
 
     @property
     def api_index(self) -> Index:
-        """The PVE API index this cluster's requests are checked against (`cluster_index`)."""
-        return cluster_index(self.cluster_name, self.cluster)
+        """The PVE API index this cluster's requests are checked against (`cluster_index`):
+        the node's own only once resolved; `schema()` resolves it."""
+        return cluster_index(self.cluster_name, self.cluster, self._node_schema)
+
+    async def schema(self) -> Index:
+        """The PVE API index this cluster's requests are checked against, the node's own
+        schema resolved on the cluster's first use (`cluster_schema`)."""
+        return await cluster_schema(
+            self.cluster_name, self.cluster, self._backend, self._node_schema
+        )
 
     @property
     def backend_name(self) -> str:
@@ -309,7 +414,7 @@ class ToolContext:
     async def call(self, method: Method, path: str, params: Params | None = None) -> ApiResult:
         """Send one API request, after checking it against the PVE API's index (see
         `check_api_request`): what PVE would refuse is refused here, before any request."""
-        check_api_request(method, path, params, index=self.api_index)
+        check_api_request(method, path, params, index=await self.schema())
         if method == "GET" and self._cached_reads:
             return await self._read_cache.get(
                 path,
@@ -564,6 +669,7 @@ class ToolContext:
         finally:
             record = self._record_file(files, path=canonical, operation="write")
         if record is not None:
+            record.contents["after"] = data
             record.facts.update(
                 bytes=written.size,
                 sha256=written.sha256,

@@ -30,7 +30,7 @@ from pvemcp.gateway.context import (
     ProgressFn,
     SecretSink,
     ToolContext,
-    cluster_index,
+    cluster_schema,
 )
 from pvemcp.gateway.errors import ToolFailure
 from pvemcp.gateway.plan import ApiCall, Plan
@@ -43,6 +43,7 @@ from pvemcp.gateway.undo import Undo, UndoDesk, Undoing
 from pvemcp.policy.audit import AuditLog, AuditUnavailable, new_event_id, utc_now
 from pvemcp.policy.decision import Decision, Effect
 from pvemcp.policy.engine import PolicyEngine, PolicyRequest
+from pvemcp.policy.evidence import EvidenceStore, EvidenceUnavailable
 from pvemcp.policy.principal import Principal
 from pvemcp.policy.tiers import Tier
 from pvemcp.proxmox.errors import (
@@ -291,6 +292,7 @@ class Gateway:
         token_confirmation: bool = True,
         artifacts: ArtifactStore | None = None,
         approvals: ApprovalStore | None = None,
+        evidence: EvidenceStore | None = None,
     ) -> None:
         self.catalogue = tools if isinstance(tools, Catalogue) else Catalogue.from_specs(tools)
         self._tools: dict[str, _Prepared] = {}
@@ -306,6 +308,8 @@ class Gateway:
         self.approvals = approvals
         """Where calls an `approve` rule holds wait for a second person (None: such calls
         are refused, `approval_unavailable`)."""
+        self.evidence = evidence
+        """Where the full output of escape calls is kept (None: not kept)."""
         self._covering: dict[tuple[str, str], tuple[AnySpec, ...]] | None = None
         """The typed tools declaring each endpoint (`endpoint_tools`), built on first need."""
         self.task_owners = TaskOwners(audit.path)
@@ -509,7 +513,13 @@ class Gateway:
             # arguments and the index alone, so the decision is made on them before any
             # request (a planner's reads included) is sent.
             try:
-                calls = list(spec.calls_of(args, cluster_index(call.cluster, cluster)))
+                resolving = cluster_schema(
+                    call.cluster,
+                    cluster,
+                    self.clusters.backend(call.cluster),
+                    self.clusters.node_schema(call.cluster),
+                )
+                calls = list(spec.calls_of(args, await resolving))
             except ToolFailure as failure:
                 return self._refused(call, failure)
             request = self._endpoint_request(dataclasses.replace(request, tier=Tier.READ), calls)
@@ -554,6 +564,7 @@ class Gateway:
             may_read=may_read,
             pve_token=lambda: self.clusters.token_id(cluster_name, pve_identity),
             pve_identity=pve_identity,
+            node_schema=self.clusters.node_schema(cluster_name),
         )
         ctx.secret_sink = secret_sink
         ctx.endpoint_tools, ctx.approvals = self.endpoint_tools, self.approvals
@@ -876,29 +887,9 @@ class Gateway:
         assert call.cluster is not None
         assert call.decision is not None
         tier = Tier(call.tier)  # the tool's, or a generic API call's own
-        if tier.records_intent:
-            try:
-                await self.audit.intent(
-                    call.event_id,
-                    call.principal,
-                    tool=call.tool,
-                    tier=tier,
-                    cluster=call.cluster,
-                    arguments=call.arguments or {},
-                    decision=call.decision,
-                    backend=ctx.backend_name,
-                    pve_token_id=ctx.pve_token_id,
-                    raw_arguments=call.raw_arguments or {},
-                    policy_hash=self.policy.bundle_hash,
-                    **call.target,
-                    **call.planned,
-                    **call.approval_detail(),
-                )
-            except AuditUnavailable as exc:
-                log.error(
-                    "audit_intent_failed", tool=call.tool, event_id=call.event_id, error=str(exc)
-                )
-                return self._audit_down(call, exc)
+        refused = await self._intent(call, ctx, tier)
+        if refused is not None:
+            return refused
         status, error_code, exitstatus = "error", None, None
         try:
             if spec.handler is not None:
@@ -937,6 +928,39 @@ class Gateway:
         if unrecorded is not None and tier is Tier.READ and self.audit.require_for_reads:
             return self._audit_down(call, unrecorded)
         return result
+
+    async def _intent(self, call: _Call, ctx: ToolContext, tier: Tier) -> ToolResult | None:
+        """Before a call above `read` runs: make sure its evidence can be kept (escape
+        calls) and write its intent record. None when it may run, else the refusal."""
+        if tier is Tier.ESCAPE and self.evidence is not None:
+            refusal = self._evidence_ready(call)
+            if refusal is not None:
+                return self._refused(call, refusal)
+        if not tier.records_intent:
+            return None
+        assert call.cluster is not None
+        assert call.decision is not None
+        try:
+            await self.audit.intent(
+                call.event_id,
+                call.principal,
+                tool=call.tool,
+                tier=tier,
+                cluster=call.cluster,
+                arguments=call.arguments or {},
+                decision=call.decision,
+                backend=ctx.backend_name,
+                pve_token_id=ctx.pve_token_id,
+                raw_arguments=call.raw_arguments or {},
+                policy_hash=self.policy.bundle_hash,
+                **call.target,
+                **call.planned,
+                **call.approval_detail(),
+            )
+        except AuditUnavailable as exc:
+            log.error("audit_intent_failed", tool=call.tool, event_id=call.event_id, error=str(exc))
+            return self._audit_down(call, exc)
+        return None
 
     async def _inverse(
         self, call: _Call, spec: AnySpec, ctx: ToolContext, plan: Plan, output: ToolOutput
@@ -985,6 +1009,8 @@ class Gateway:
         record could not be written, if it could not."""
         risky = call.tier != "read"
         command = ctx.command.audit_fields() if ctx.command is not None else {}
+        if ctx.command is not None:
+            command |= self._keep_evidence(call, ctx.command.evidence())
         duration_ms, unrecorded = self._outcome(
             call,
             phase="outcome" if risky else "record",
@@ -1010,6 +1036,60 @@ class Gateway:
             event_id=call.event_id,
         )
         return unrecorded
+
+    def _evidence_ready(self, call: _Call) -> ToolFailure | None:
+        """Before an escape call runs: prune blobs past their retention when due (the audit
+        log names them first), then the refusal to return if the evidence store cannot
+        take this call's output (unwritable, full, short of disk), as for the audit log."""
+        assert self.evidence is not None
+        if self.evidence.prune_due():
+            expired = self.evidence.expired()
+            if expired:
+                try:
+                    self.audit.evidence_pruned(
+                        str(self.evidence.root), [(item.sha256, item.bytes) for item in expired]
+                    )
+                except AuditUnavailable as exc:
+                    log.error("evidence_prune_unrecorded", error=str(exc))
+                else:
+                    self.evidence.remove(expired)
+        try:
+            self.evidence.check()
+        except EvidenceUnavailable as exc:
+            log.error(
+                "evidence_unavailable", tool=call.tool, event_id=call.event_id, error=str(exc)
+            )
+            return ToolFailure(
+                "evidence_unavailable",
+                f"the call was refused because its evidence cannot be kept: {exc}",
+                hint="An operator must fix the evidence store ([audit] evidence_dir: disk, "
+                "permissions, evidence_max_total_bytes); typed tools still work.",
+            )
+        return None
+
+    def _keep_evidence(self, call: _Call, blobs: Mapping[str, bytes]) -> dict[str, Any]:
+        """Keep what a call ran printed or changed in the evidence store (redacted, as all
+        output) and return the outcome's `evidence` references, or `evidence_error` when
+        the store failed after the call ran: the call happened, so its answer is still
+        due and its record says what was lost."""
+        # An empty stream or file needs no blob: the record's size and hash say it all.
+        blobs = {kind: data for kind, data in blobs.items() if data}
+        if self.evidence is None or not blobs:
+            return {}
+
+        def redact(data: bytes) -> bytes:
+            # surrogateescape keeps non-UTF-8 bytes as they were while the text is redacted.
+            text = data.decode("utf-8", errors="surrogateescape")
+            return self.redactor.text(text).encode("utf-8", errors="surrogateescape")
+
+        try:
+            refs = self.evidence.keep_all(blobs, redact)
+        except EvidenceUnavailable as exc:
+            log.error(
+                "evidence_write_failed", tool=call.tool, event_id=call.event_id, error=str(exc)
+            )
+            return {"evidence_error": {"code": "evidence_unavailable", "message": str(exc)}}
+        return {"evidence": [ref.record() for ref in refs]}
 
     def _outcome(
         self,

@@ -1,9 +1,11 @@
 """Task ownership: which caller started which Proxmox task, so that the task tools show
 and cancel a caller's own tasks only.
 
-Every task a call starts is one gateway PVE token's task to Proxmox, so PVE cannot tell
-callers apart; the gateway can. The audit log is the record: a call's outcome holds the
-UPIDs it started (`outcome.upids`) and who made it (`who.sub`, `who.iss`). The index is
+Most tasks are the one gateway PVE token's to Proxmox, so PVE cannot tell callers apart
+(a caller with an identity mapping has its own token, whose user PVE writes into the UPID;
+ownership here works the same for it); the gateway can. The audit log is the record: a
+call's outcome holds the UPIDs it started (`outcome.upids`) and who made it (`who.sub`,
+`who.iss`). The index is
 read from the log's newest records on first use, so ownership survives a restart (a wait
 resumes on the UPID); it learns a task the moment the gateway sees its UPID (before the
 call's outcome is written), and on a miss it reads what other gateway processes sharing

@@ -268,6 +268,8 @@ class AuditLog:
         err_sha256: str | None = None,
         truncated: bool | None = None,
         undo: Mapping[str, Any] | None = None,
+        evidence: Sequence[Mapping[str, Any]] | None = None,
+        evidence_error: Mapping[str, Any] | None = None,
         **details: Unpack[CallDetails],
     ) -> None:
         """Record how a call ended (`phase="outcome"`) or, for reads and refusals, the one
@@ -275,7 +277,9 @@ class AuditLog:
 
         Not fsync'd: the intent already is, and a lost outcome shows as an intent without
         its pair, which `audit verify` lists. `undo` is the call that reverses this one
-        (tool, arguments, expect: `gateway/undo.py`), for `proxmox_call_undo`.
+        (tool, arguments, expect: `gateway/undo.py`), for `proxmox_call_undo`. `evidence`
+        lists the blobs of its output in the evidence store (`policy/evidence.py`: kind,
+        sha256, bytes, truncated), `evidence_error` why they could not be kept.
         """
         record = self._call_record(
             event_id,
@@ -305,6 +309,8 @@ class AuditLog:
                 "err_sha256": err_sha256,
                 "truncated": truncated,
                 "undo": jsonable(undo) if undo is not None else None,
+                "evidence": jsonable(list(evidence)) if evidence else None,
+                "evidence_error": jsonable(evidence_error) if evidence_error else None,
             }
         )
         self._append(record, durable=False)
@@ -416,6 +422,17 @@ class AuditLog:
             record["where"] = {"cluster": about["cluster"]}
         record["outcome"] = _compact({"status": status, "error": error_code, "reason": reason})
         self._append(record, durable=action != "refused")
+
+    def evidence_pruned(self, store: str, pruned: Sequence[tuple[str, int]]) -> None:
+        """Record that evidence blobs past their retention are about to be deleted from
+        `store`: their (sha256, bytes), so `audit verify` tells a pruned blob from a
+        deleted one. Written (fsync'd) before the deletion; raises `AuditUnavailable`."""
+        record = self._envelope("evidence_pruned")
+        record["what"] = {
+            "store": store,
+            "blobs": [{"sha256": sha, "bytes": size} for sha, size in pruned],
+        }
+        self._append(record, durable=True)
 
     def checkpoint(self) -> dict[str, Any]:
         """Append a checkpoint now (fsync'd) and return it, to store off-host; raises

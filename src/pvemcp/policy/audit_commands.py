@@ -1,4 +1,4 @@
-"""`pvemcp audit verify|show|checkpoint`: plain functions the CLI calls with parsed values.
+"""`pvemcp audit verify|show|checkpoint|report`: plain functions the CLI calls with parsed values.
 
 Each prints to the given streams and returns the process exit code: 0 when all is well,
 1 when verification found a problem, 2 for a usage problem (no files, an unreadable
@@ -7,17 +7,20 @@ checkpoint, a time that does not parse).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from pvemcp.policy.audit import AuditLog, AuditSettings, AuditUnavailable
 from pvemcp.policy.audit_chain import canonical, log_files
+from pvemcp.policy.audit_report import load_report, render_html, render_text
 from pvemcp.policy.audit_verify import format_line, show, verify_files
+from pvemcp.policy.evidence import blob_path
 
 EXIT_OK = 0
 EXIT_PROBLEM = 1
@@ -63,11 +66,13 @@ def verify_command(
     default_log: Path | None,
     checkpoint_file: Path | None = None,
     partial: bool = False,
+    evidence_root: Path | None = None,
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
     """`pvemcp audit verify [FILES] [--checkpoint FILE] [--partial]`: 0 only if the chain
-    is intact (`--partial`: the oldest files were pruned, check from the first given)."""
+    is intact (`--partial`: the oldest files were pruned, check from the first given) and
+    every evidence blob the records list is in `evidence_root` as recorded."""
     out, err = out or sys.stdout, err or sys.stderr
     paths = _files(files, default_log, err)
     if paths is None:
@@ -79,7 +84,9 @@ def verify_command(
         except (OSError, ValueError) as exc:
             print(f"cannot read the checkpoint: {exc}", file=err)
             return EXIT_USAGE
-    report = verify_files(paths, checkpoint=checkpoint, partial=partial)
+    report = verify_files(
+        paths, checkpoint=checkpoint, partial=partial, evidence_root=evidence_root
+    )
     for line in report.summary():
         print(line, file=out if report.ok else err)
     return EXIT_OK if report.ok else EXIT_PROBLEM
@@ -137,6 +144,66 @@ def show_command(
     )
     for record in records:
         print(_as_json(record) if as_json else format_line(record), file=out)
+    return EXIT_OK
+
+
+def report_command(
+    files: Sequence[Path],
+    *,
+    default_log: Path | None,
+    since: str | None = "24h",
+    until: str | None = None,
+    html_file: Path | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """`pvemcp audit report [FILES] --since 24h [--until T] [--html FILE]`: the review
+    report (`audit_report.py`) as a terminal table, and as an HTML file when asked."""
+    out, err = out or sys.stdout, err or sys.stderr
+    paths = _files(files, default_log, err)
+    if paths is None:
+        return EXIT_USAGE
+    try:
+        start = parse_when(since) if since else None
+        end = parse_when(until) if until else None
+    except ValueError as exc:
+        print(f"bad time: {exc} (use ISO 8601 or an age like 30m, 2h, 7d)", file=err)
+        return EXIT_USAGE
+    report = load_report(paths, since=start, until=end)
+    print(render_text(report), end="", file=out)
+    if html_file is not None:
+        try:
+            html_file.write_text(render_html(report), encoding="utf-8")
+        except OSError as exc:
+            print(f"cannot write {html_file}: {exc.strerror or exc}", file=err)
+            return EXIT_USAGE
+        print(f"HTML report written to {html_file}", file=err)
+    return EXIT_OK
+
+
+def show_evidence_command(
+    sha256: str, *, evidence_root: Path, out: BinaryIO | None = None, err: TextIO | None = None
+) -> int:
+    """`pvemcp audit show --evidence SHA256`: the blob's bytes as stored (redacted), after
+    checking they still hash to their name. The id must be 64 hex digits, so it can only
+    name a file inside the store."""
+    out, err = out or sys.stdout.buffer, err or sys.stderr
+    sha = sha256.strip().lower()
+    try:
+        path = blob_path(evidence_root, sha)
+    except ValueError as exc:
+        print(f"bad evidence id {sha256[:80]!r}: {exc}", file=err)
+        return EXIT_USAGE
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        print(f"no evidence blob {sha} in {evidence_root}: {exc.strerror or exc}", file=err)
+        return EXIT_PROBLEM
+    out.write(data)
+    out.flush()
+    if hashlib.sha256(data).hexdigest() != sha:
+        print(f"evidence blob {sha} was altered: its content no longer matches its id", file=err)
+        return EXIT_PROBLEM
     return EXIT_OK
 
 

@@ -7,6 +7,11 @@ before it, and optionally an off-host checkpoint against the log. It keeps going
 problem (re-anchoring on the faulty record) so one report lists every damaged place, the
 first one first.
 
+Given the evidence store's directory, it also checks every blob an outcome record lists
+(`outcome.evidence`): a blob that is missing, whose content no longer hashes to its name,
+or whose size differs from the record is a problem like a broken record, unless a later
+`evidence_pruned` record says retention removed it.
+
 What a chain cannot show by itself: records cut from the end of the log (or the newest
 files deleted) leave a shorter, still valid chain. Only a checkpoint stored elsewhere
 catches that; the report says how many records lie past the last checkpoint it checked.
@@ -15,6 +20,7 @@ catches that; the report says how many records lie past the last checkpoint it c
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from pvemcp.policy.audit_chain import GENESIS, inspect_line, line_hash, record_hash
+from pvemcp.policy.evidence import blob_path
 
 MAX_PROBLEMS = 100
 """A log damaged everywhere still gives a readable report; the first problem is the one
@@ -62,6 +69,11 @@ class VerifyReport:
     problems: list[Problem] = field(default_factory=list)
     unpaired_intents: list[str] = field(default_factory=list)
     """Event ids of intents without an outcome: calls in flight, or a crash mid-call."""
+    blobs: int = 0
+    """Evidence blobs checked (each distinct one once)."""
+    pruned_blobs: int = 0
+    """Referenced blobs absent because an `evidence_pruned` record says retention removed
+    them."""
 
     @property
     def ok(self) -> bool:
@@ -99,6 +111,11 @@ class VerifyReport:
                     "covered by no checkpoint: cutting them off would go unnoticed; verify "
                     "against a checkpoint stored off-host (--checkpoint)"
                 )
+        if self.blobs or self.pruned_blobs:
+            lines.append(
+                f"evidence: {self.blobs} blob(s) checked"
+                + (f", {self.pruned_blobs} pruned by retention" if self.pruned_blobs else "")
+            )
         if self.unpaired_intents:
             lines.append(
                 f"note: {len(self.unpaired_intents)} intent(s) without an outcome "
@@ -119,6 +136,10 @@ class _Walk:
     prev_raw: bytes | None = None
     checkpoint_found: bool = False
     intents: dict[str, None] = field(default_factory=dict)
+    evidence: dict[str, tuple[Path, int, int, int]] = field(default_factory=dict)
+    """Each referenced blob's newest reference: file, line, seq, size recorded."""
+    pruned: dict[str, int] = field(default_factory=dict)
+    """Blobs an `evidence_pruned` record names, with that record's seq."""
 
     def problem(
         self, file: Path | None, line: int | None, seq: int | None, kind: str, msg: str
@@ -128,10 +149,15 @@ class _Walk:
 
 
 def verify_files(
-    paths: Sequence[Path], *, checkpoint: Mapping[str, Any] | None = None, partial: bool = False
+    paths: Sequence[Path],
+    *,
+    checkpoint: Mapping[str, Any] | None = None,
+    partial: bool = False,
+    evidence_root: Path | None = None,
 ) -> VerifyReport:
     """Verify the chain through `paths` (in chain order, oldest first) and, if given, that
-    the log still holds the record `checkpoint` vouches for (its `seq` and `hash`).
+    the log still holds the record `checkpoint` vouches for (its `seq` and `hash`), and
+    that every evidence blob the records list is in `evidence_root`, unaltered.
 
     The chain must start at seq 1 (genesis) unless `partial`: for a log whose oldest files
     were pruned on purpose, checking starts at the first record given.
@@ -163,6 +189,8 @@ def verify_files(
             )
     if checkpoint is not None:
         _check_checkpoint_reached(walk, checkpoint)
+    if evidence_root is not None:
+        _check_evidence(walk, evidence_root)
     walk.report.unpaired_intents = list(walk.intents)
     return walk.report
 
@@ -250,6 +278,11 @@ def _check_record_kind(walk: _Walk, path: Path, number: int, record: dict[str, A
         walk.intents[str(record.get("event_id"))] = None
     elif phase == "outcome":
         walk.intents.pop(str(record.get("event_id")), None)
+        _note_evidence(walk, path, number, record)
+    elif phase == "evidence_pruned":
+        for blob in _section(record, "what").get("blobs") or []:
+            if isinstance(blob, Mapping) and isinstance(blob.get("sha256"), str):
+                walk.pruned[blob["sha256"]] = seq
     checkpoint = walk.checkpoint
     if checkpoint is not None and seq == checkpoint.get("seq"):
         walk.checkpoint_found = True
@@ -265,6 +298,66 @@ def _check_record_kind(walk: _Walk, path: Path, number: int, record: dict[str, A
             )
         else:
             walk.report.last_checkpoint_seq = max(walk.report.last_checkpoint_seq or 0, seq)
+
+
+def _note_evidence(walk: _Walk, path: Path, number: int, record: dict[str, Any]) -> None:
+    """Remember the blobs an outcome lists, to check once the whole log is read."""
+    for ref in _section(record, "outcome").get("evidence") or []:
+        sha = ref.get("sha256") if isinstance(ref, Mapping) else None
+        size = ref.get("bytes") if isinstance(ref, Mapping) else None
+        if not isinstance(sha, str) or type(size) is not int:
+            walk.problem(path, number, record["seq"], "evidence_ref", "a malformed evidence entry")
+            continue
+        # The newest reference counts: a blob pruned and listed again must be there again.
+        walk.evidence[sha] = (path, number, record["seq"], size)
+
+
+def _check_evidence(walk: _Walk, root: Path) -> None:
+    """Every referenced blob: present (or pruned by a later record), hashing to its name,
+    of the size recorded."""
+    for sha, (path, number, seq, size) in walk.evidence.items():
+        try:
+            blob = blob_path(root, sha)
+        except ValueError:
+            walk.problem(
+                path, number, seq, "evidence_ref", f"evidence id {sha[:80]!r} is no SHA-256"
+            )
+            continue
+        try:
+            data = blob.read_bytes()
+        except FileNotFoundError:
+            if walk.pruned.get(sha, 0) > seq:
+                walk.report.pruned_blobs += 1
+            else:
+                walk.problem(
+                    path,
+                    number,
+                    seq,
+                    "evidence_missing",
+                    f"evidence blob {sha} is missing ({blob})",
+                )
+            continue
+        except OSError as exc:
+            walk.problem(path, number, seq, "evidence_missing", f"{blob}: {exc.strerror or exc}")
+            continue
+        walk.report.blobs += 1
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != sha:
+            walk.problem(
+                path,
+                number,
+                seq,
+                "evidence_altered",
+                f"evidence blob {sha} was altered: its content hashes to {actual[:16]}… ({blob})",
+            )
+        elif len(data) != size:
+            walk.problem(
+                path,
+                number,
+                seq,
+                "evidence_size_mismatch",
+                f"evidence blob {sha} has {len(data)} bytes, the record says {size} ({blob})",
+            )
 
 
 def _check_checkpoint_itself(walk: _Walk, checkpoint: Mapping[str, Any]) -> None:

@@ -66,8 +66,9 @@ class AuthenticationError(ProxmoxError):
 
     code = "authentication_failed"
     hint = (
-        "The gateway's Proxmox API token was rejected. An operator must check the token id "
-        "and secret in the gateway's configuration; retrying will not help."
+        "The Proxmox API token your calls use (the gateway's, or your own where an identity "
+        "mapping names you) was rejected. An operator must check the token id and secret in "
+        "the gateway's configuration; retrying will not help."
     )
 
 
@@ -87,8 +88,9 @@ class PermissionDenied(ProxmoxError):
 
     code = "permission_denied"
     hint = (
-        "The gateway's API token lacks the privilege named in the message. Ask an operator "
-        "to grant it (pveum acl modify) or use another target."
+        "The PVE API token your calls use (the gateway's, or your own where an identity "
+        "mapping names you) lacks the privilege named in the message. Ask an operator to "
+        "grant it (pveum acl modify) or use another target."
     )
 
 

@@ -109,10 +109,14 @@ def _default(schema: Mapping[str, Any]) -> Any:
     return None
 
 
-def strip_schema(schema: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """A copy of one JSON schema with only its structural keys, recursively."""
+def strip_schema(schema: Mapping[str, Any], where: str, prose: bool = False) -> dict[str, Any]:
+    """A copy of one JSON schema with only its structural keys, recursively; with `prose`,
+    its `description` too (a node's own schema, kept in the operator's cache only)."""
     out: dict[str, Any] = {}
     for key, value in schema.items():
+        if prose and key == "description" and isinstance(value, str):
+            out[key] = value
+            continue
         if key in _DROPPED:
             continue
         if key not in _KEPT:
@@ -122,11 +126,13 @@ def strip_schema(schema: Mapping[str, Any], where: str) -> dict[str, Any]:
             if kept is not None:
                 out[key] = kept
         elif key == "properties" or (key == "format" and isinstance(value, Mapping)):
-            out[key] = {name: strip_schema(sub, f"{where}.{name}") for name, sub in value.items()}
+            out[key] = {
+                name: strip_schema(sub, f"{where}.{name}", prose) for name, sub in value.items()
+            }
         elif key in ("items", "additionalProperties", "requires") and isinstance(value, Mapping):
-            out[key] = strip_schema(value, f"{where}.{key}")
+            out[key] = strip_schema(value, f"{where}.{key}", prose)
         elif key == "oneOf":
-            out[key] = [strip_schema(sub, f"{where}|{n}") for n, sub in enumerate(value)]
+            out[key] = [strip_schema(sub, f"{where}|{n}", prose) for n, sub in enumerate(value)]
         else:
             out[key] = value
     return out
@@ -137,15 +143,18 @@ def _permissions(permissions: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in permissions.items() if key in _PERMISSION_KEPT}
 
 
-def _method(info: Mapping[str, Any], where: str, upid: bool) -> dict[str, Any]:
+def _method(info: Mapping[str, Any], where: str, upid: bool, prose: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in info.items():
+        if prose and key == "description" and isinstance(value, str):
+            out[key] = value
+            continue
         if key in _METHOD_DROPPED:
             continue
         if key not in _METHOD_KEPT:
             raise SchemaShapeError(f"{where}: unknown method key {key!r}")
         if key in ("parameters", "returns"):
-            out[key] = strip_schema(value, f"{where} {key}")
+            out[key] = strip_schema(value, f"{where} {key}", prose)
         elif key == "permissions":
             out[key] = _permissions(value)
         else:
@@ -165,11 +174,15 @@ def build_index(
     tree: Iterable[Mapping[str, Any]],
     upid_methods: Iterable[tuple[str, str]],
     version: str,
+    *,
+    prose: bool = False,
 ) -> dict[str, Any]:
     """The index of `tree` (the apidoc's list of nodes) as plain JSON data.
 
     `upid_methods` are the `(METHOD, template)` pairs that return a task UPID; each must
-    exist in the tree."""
+    exist in the tree. With `prose`, the methods' and parameters' descriptions are kept:
+    only for a schema a node served to this gateway (`node.py`), never for the shipped
+    index."""
     upids = set(upid_methods)
     paths: dict[str, dict[str, Any]] = {}
     for node in _walk(tree):
@@ -177,7 +190,7 @@ def build_index(
         if info:
             path = node["path"]
             paths[path] = {
-                method: _method(entry, f"{method} {path}", (method, path) in upids)
+                method: _method(entry, f"{method} {path}", (method, path) in upids, prose)
                 for method, entry in info.items()
             }
     missing = sorted(f"{m} {p}" for m, p in upids if m not in paths.get(p, {}))

@@ -6,7 +6,9 @@ operator uses for them (`vm` is `qemu`, `container` is `lxc`, `set` is a PUT or 
 What a method is shown as is structural too: its parameters with types and constraints,
 what it returns, the permission PVE checks, whether it starts a task. Both stay small
 (a few hundred tokens): rows and parameters are capped, and the answer says how many
-were left out and how to ask for them.
+were left out and how to ask for them. An index built from a node's own schema
+(`node.py`) has descriptions: describe shows them cut short; search does not use them, so
+it ranks alike whichever schema answers.
 """
 
 from __future__ import annotations
@@ -82,6 +84,17 @@ _WORD = re.compile(r"[a-z0-9][a-z0-9_-]*")
 SEARCH_LIMIT = 8
 PARAM_LIMIT = 16
 KEYS_SHOWN = 8
+TEXT_CHARS = 300
+"""The longest method description shown (a node's own schema has them; see `node.py`)."""
+PARAM_TEXT_CHARS = 60
+"""The longest parameter description shown after its type."""
+_SPACE = re.compile(r"\s+")
+
+
+def cut(text: str, limit: int) -> str:
+    """`text` on one line, at most `limit` characters (an ellipsis says it was cut)."""
+    flat = _SPACE.sub(" ", text).strip()
+    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
 
 
 def _words(query: str) -> list[str]:
@@ -240,6 +253,12 @@ def _check_text(check: list[Any]) -> str:
     return " ".join(str(part) for part in check if not isinstance(part, list | dict))
 
 
+def _with_text(shown: str, schema: Mapping[str, Any]) -> str:
+    """A parameter's structural text, and its description when the schema has one."""
+    text = schema.get("description")
+    return f"{shown}; {cut(text, PARAM_TEXT_CHARS)}" if isinstance(text, str) and text else shown
+
+
 def describe(
     endpoint: Endpoint,
     *,
@@ -250,13 +269,14 @@ def describe(
 ) -> dict[str, Any]:
     """One method, structurally: parameters (those whose name contains `match`, or the
     required ones first then the others, at most `limit`), what it returns, the permission
-    PVE checks, whether it is a task, its tier and the typed tools that send it."""
+    PVE checks, whether it is a task, its tier and the typed tools that send it; with the
+    node's descriptions, cut short, when its index has them."""
     props = endpoint.properties
     names = sorted(props, key=lambda n: (bool(props[n].get("optional")), n))
     if match:
         wanted = match.lower()
         names = [name for name in names if wanted in name.lower()]
-    shown = {name: param_text(name, props[name]) for name in names[:limit]}
+    shown = {name: _with_text(param_text(name, props[name]), props[name]) for name in names[:limit]}
     described: dict[str, Any] = {
         "method": endpoint.method,
         "path": endpoint.template,
@@ -268,6 +288,8 @@ def describe(
         "permission": permission_text(endpoint.permissions),
         "task": endpoint.upid,
     }
+    if endpoint.description:
+        described["description"] = cut(endpoint.description, TEXT_CHARS)
     if len(names) > limit:
         described["params_more"] = len(names) - limit
     covering = sorted(covered_by)

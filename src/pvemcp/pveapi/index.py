@@ -93,6 +93,12 @@ class Endpoint(NamedTuple):
         return bool(self.info.get("allowtoken", 1))
 
     @property
+    def description(self) -> str | None:
+        """The method's description: only in a schema a node served (`node.py`)."""
+        text = self.info.get("description")
+        return text if isinstance(text, str) else None
+
+    @property
     def upid(self) -> bool:
         """Whether it returns a task UPID as its plain string result."""
         return bool(self.info.get("upid"))
@@ -123,12 +129,17 @@ def _split(path: str) -> list[str]:
 
 
 class Index:
-    """The API's methods by template, and a route trie over the templates."""
+    """The API's methods by template, and a route trie over the templates.
 
-    def __init__(self, data: Mapping[str, Any]) -> None:
+    `source` says where it came from, for the answers that show it: `shipped 9.2` (the
+    package's own), `file` (the cluster's `api_schema`) or `node 9.2.0` (fetched from
+    the node)."""
+
+    def __init__(self, data: Mapping[str, Any], source: str | None = None) -> None:
         if data.get("format") != INDEX_FORMAT:
             raise ValueError(f"index format {data.get('format')!r}, expected {INDEX_FORMAT}")
         self.version = str(data.get("pve", ""))
+        self.source = source or f"shipped {self.version}"
         self._root = _Node("")
         self._endpoints: dict[tuple[str, str], Endpoint] = {}
         for template, methods in data["paths"].items():
@@ -245,13 +256,21 @@ def read_index_file(path: Path) -> Index:
             raise ValueError(f"{path}: larger than {MAX_SCHEMA_BYTES} bytes once unzipped")
     data = json.loads(raw)
     if isinstance(data, list):
-        known = {(endpoint.method, endpoint.template) for endpoint in load_index() if endpoint.upid}
-        data = build_index(data, [], version="")
-        for template, methods in data["paths"].items():
-            for method, info in methods.items():
-                if (method, template) in known:
-                    info["upid"] = 1
-    return Index(data)
+        data = index_of_tree(data, version="")
+    return Index(data, source="file")
+
+
+def index_of_tree(tree: list[Any], version: str, *, prose: bool = False) -> dict[str, Any]:
+    """The index data of an apidoc tree (`build_index`), its UPID methods taken from the
+    shipped index: the schema alone cannot tell them, and a method that another version
+    lacks is simply not marked."""
+    known = {(endpoint.method, endpoint.template) for endpoint in load_index() if endpoint.upid}
+    data = build_index(tree, [], version=version, prose=prose)
+    for template, methods in data["paths"].items():
+        for method, info in methods.items():
+            if (method, template) in known:
+                info["upid"] = 1
+    return data
 
 
 @functools.cache

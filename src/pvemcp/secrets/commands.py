@@ -1,4 +1,5 @@
-"""`pvemcp secrets check`: where each cluster's credentials come from and whether they load.
+"""`pvemcp secrets check`: where each cluster's credentials (and each of its identity
+mappings' tokens) come from and whether they load.
 
 It never prints a value: only sources, token ids (public), counts and error messages, and
 its whole output goes through a redaction set holding every value it loaded.
@@ -12,7 +13,7 @@ from typing import TextIO
 import anyio
 
 from pvemcp.secrets.redaction import Redactor
-from pvemcp.secrets.source import SettingsLike, build_source
+from pvemcp.secrets.source import SecretSource, SettingsLike, build_identity_source, build_source
 from pvemcp.secrets.types import ClusterCredentials, SecretSourceError
 
 CHECK_TIMEOUT = 30.0
@@ -41,8 +42,24 @@ def _summary(credentials: ClusterCredentials) -> list[str]:
     return lines
 
 
+async def _load(source: SecretSource, redactor: Redactor) -> ClusterCredentials | str:
+    """The credentials `source` loads now (their values join `redactor`), or why not."""
+    try:
+        with anyio.fail_after(CHECK_TIMEOUT):
+            credentials = await source.load()
+    except SecretSourceError as exc:
+        return exc.message
+    except TimeoutError:
+        return f"no answer within {CHECK_TIMEOUT:g} s"
+    finally:
+        await source.aclose()
+    redactor.add(*credentials.secret_values())
+    return credentials
+
+
 async def check_async(settings: SettingsLike, out: TextIO) -> int:
-    """Print one block per cluster; 0 when every cluster's credentials load, else 1."""
+    """Print one block per cluster, with its identity mappings; 0 when every cluster's
+    credentials and every mapping's token load, else 1."""
     clusters = settings.all_clusters()
     if not clusters:
         print(
@@ -62,20 +79,25 @@ async def check_async(settings: SettingsLike, out: TextIO) -> int:
             print(f"cluster {name}: FAILED ({type(exc).__name__})", file=out)
             continue
         lines.append(f"cluster {name}: {source.describe()}")
-        try:
-            with anyio.fail_after(CHECK_TIMEOUT):
-                credentials = await source.load()
-        except SecretSourceError as exc:
-            failures += 1
-            lines.append(f"  FAILED: {exc.message}")
-        except TimeoutError:
-            failures += 1
-            lines.append(f"  FAILED: no answer within {CHECK_TIMEOUT:g} s")
-        else:
-            redactor.add(*credentials.secret_values())
-            lines.extend(_summary(credentials))
-        finally:
-            await source.aclose()
+        loaded = await _load(source, redactor)
+        failed = isinstance(loaded, str)
+        lines.extend([f"  FAILED: {loaded}"] if isinstance(loaded, str) else _summary(loaded))
+        for mapping in cluster.identities:
+            where = f"  identity {mapping.name} ({mapping.principal})"
+            try:
+                source = build_identity_source(name, mapping, sink=redactor.add)
+            except Exception as exc:  # a source that cannot even be built
+                failed = True
+                lines.append(f"{where}: FAILED ({type(exc).__name__})")
+                continue
+            lines.append(f"{where}: {source.describe()}")
+            token = await _load(source, redactor)
+            if isinstance(token, str):
+                failed = True
+                lines.append(f"    FAILED: {token}")
+            elif token.token is not None:
+                lines.append(f"    api token: OK ({token.token.token_id}, secret loaded)")
+        failures += failed
         print(redactor.text("\n".join(lines)), file=out)
     total = len(clusters)
     print(

@@ -29,6 +29,7 @@ import anyio
 import uvicorn
 from starlette.applications import Starlette
 
+from .apidoc import add_apidoc_route
 from .app import create_app
 from .certs import SelfSigned, make_self_signed
 from .faults import ADMIN_PATH, FaultH11Protocol, Faults
@@ -48,6 +49,9 @@ class SimulatorOptions:
     time_scale: float = 1.0
     """Multiplier on realistic task durations; 0 finishes tasks at once."""
     seed: int = 1
+    apidoc: Path | None = None
+    """A schema file (the JSON array of PVE's API tree) to serve as
+    `/pve-docs/api-viewer/apidoc.js`; None answers as a node without pve-docs (`apidoc.py`)."""
     token_id: str = DEFAULT_TOKEN_ID
     token_secret: str | None = None
     """None generates a random UUID, like PVE when it creates a token."""
@@ -241,6 +245,7 @@ async def serve_simulator(
         faults=faults,
         fault_admin=options.fault_admin,
     )
+    add_apidoc_route(app, options.apidoc)
     with tempfile.TemporaryDirectory(prefix="pvemcp-sim-") as tmp:
         http = _Http(_uvicorn_config(app, tmp, cert), options.host, options.port)
         await http.start()
@@ -362,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
         "--time-scale", type=float, default=1.0, help="task duration multiplier, 0 = instant"
     )
     parser.add_argument("--seed", type=int, default=1, help="seed of the demo cluster's data")
+    parser.add_argument(
+        "--apidoc", type=Path, help="serve this API schema (JSON) as /pve-docs/.../apidoc.js"
+    )
     parser.add_argument("--ceph", action="store_true", help="give the demo cluster Ceph")
     parser.add_argument(
         "--faults",
@@ -376,6 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.time_scale < 0:
         parser.error("--time-scale must be >= 0")
+    if args.apidoc is not None and not args.apidoc.is_file():
+        parser.error(f"--apidoc {args.apidoc}: no such file")
     if not _is_loopback(args.host) and not args.allow_remote:
         print(
             f"refusing to listen on {args.host}: the simulator answers anyone who has the "
@@ -389,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         time_scale=args.time_scale,
         seed=args.seed,
+        apidoc=args.apidoc,
         token_secret=args.token_secret,
         ceph=args.ceph,
         fault_admin=args.faults,

@@ -11,7 +11,10 @@ GET read, POST/PUT write, DELETE destructive, raised for escapes (shells, consol
 same endpoint, so a hard stop is destructive and confirmed through either door. Methods
 whose answer is a credential (login and console tickets, token secrets) are refused
 outright. `proxmox_api_search` and `proxmox_api_describe` find and explain methods from
-the index alone (it holds no Proxmox prose), in answers of a few hundred tokens.
+the index alone, in answers of a few hundred tokens. The index is the cluster's
+(`cluster_schema`): its `api_schema` file, else the schema its node serves (which has
+descriptions, so describe shows them), else the shipped one, which has no Proxmox prose;
+describe says which one answered.
 """
 
 from __future__ import annotations
@@ -89,7 +92,7 @@ def route(method: HttpMethod, path: str, params: dict[str, Any] | None, index: I
     """The one request `method path params` is, checked against the PVE API index as PVE
     would check it; `invalid_argument` naming the path, method or parameter (with the
     closest names) otherwise, and `unsupported` for a method that answers a credential.
-    `index` is the cluster's (`ToolContext.api_index`)."""
+    `index` is the cluster's (`ToolContext.schema()`)."""
     _plain(path)
     try:
         endpoint, values = index.match(method, path)
@@ -213,7 +216,7 @@ def _write_calls(args: CallArgs, index: Index) -> list[ApiCall]:
 async def api_read(ctx: ToolContext, args: ReadArgs) -> ApiAnswer:
     """GET one PVE API path not covered by a typed tool (prefer those); checked against
     PVE's schema first. Lists are paged (offset, limit). Find paths: proxmox_api_search."""
-    call = _read_calls(args, ctx.api_index)[0]
+    call = _read_calls(args, await ctx.schema())[0]
     data = await ctx.get(call.path, call.params or None)
     return _shaped(ApiAnswer(method="GET", path=call.path), data, args.offset, args.limit)
 
@@ -271,7 +274,7 @@ def _path_values(call: ApiCall) -> dict[str, str]:
 
 
 async def _plan_call(ctx: ToolContext, args: CallArgs) -> Plan:
-    call = _write_calls(args, ctx.api_index)[0]
+    call = _write_calls(args, await ctx.schema())[0]
     target = await _target(ctx, call)
     warnings = []
     endpoint = (call.method, call.template)
@@ -396,7 +399,7 @@ class SearchResult(ToolOutput):
 async def api_search(ctx: ToolContext, args: SearchArgs) -> SearchResult:
     """Find PVE API methods by words, path fragments or parameter names, best first; tool
     names a typed tool that does it (prefer it). Then proxmox_api_describe."""
-    found, total = search(ctx.api_index, args.query, args.limit)
+    found, total = search(await ctx.schema(), args.query, args.limit)
     words = set(args.query.lower().replace("/", " ").split())
     rows = []
     for endpoint in found:
@@ -440,6 +443,8 @@ class Description(ToolOutput):
     method: str
     path: str
     name: str
+    description: str | None = None
+    api_schema: str
     tier: str
     params: dict[str, str]
     params_total: int
@@ -467,10 +472,11 @@ class Description(ToolOutput):
 )
 async def api_describe(ctx: ToolContext, args: DescribeArgs) -> Description:
     """One PVE API method: parameters with types and limits (filter with match), what it
-    returns, the PVE permission it needs, whether it starts a task, its tier and the
-    typed tools that send it."""
+    returns, the PVE permission it needs, task or not, its tier, typed tools that send it,
+    and which schema answered."""
+    index = await ctx.schema()
     try:
-        endpoint, _ = ctx.api_index.match(args.method, args.path)
+        endpoint, _ = index.match(args.method, args.path)
     except RouteError as exc:
         raise ToolFailure(
             "invalid_argument",
@@ -485,7 +491,7 @@ async def api_describe(ctx: ToolContext, args: DescribeArgs) -> Description:
     shown = describe(
         endpoint, match=args.match, covered_by=[s.name for s in covering], tier=str(tier)
     )
-    result = Description.model_validate(shown)
+    result = Description.model_validate({**shown, "api_schema": index.source})
     if (endpoint.method, endpoint.template) in CREDENTIALS:
         result.note = "answers a credential: proxmox_api_call refuses it"
     elif result.params_more:

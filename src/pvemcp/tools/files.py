@@ -16,6 +16,7 @@ import difflib
 import hashlib
 import hmac
 import secrets
+from collections.abc import Iterator
 from typing import Annotated, Literal, Self
 
 from pydantic import AfterValidator, Field, model_validator
@@ -165,15 +166,22 @@ def _shown_size(data: bytes | None, readable: bool) -> int | str | None:
     return len(data) if readable else "hidden"
 
 
-def text_diff(path: str, before: bytes | None, after: bytes) -> str | None:
-    """The start of a unified diff when both sides are text."""
+def _diff_lines(path: str, before: bytes | None, after: bytes) -> Iterator[str] | None:
+    """A unified diff's lines when both sides are text."""
     old = as_text(before) if before is not None else ""
     new = as_text(after)
     if old is None or new is None:
         return None
-    lines = difflib.unified_diff(
+    return difflib.unified_diff(
         old.splitlines(), new.splitlines(), fromfile=path, tofile=path, n=2, lineterm=""
     )
+
+
+def text_diff(path: str, before: bytes | None, after: bytes) -> str | None:
+    """The start of a unified diff when both sides are text (what a plan shows)."""
+    lines = _diff_lines(path, before, after)
+    if lines is None:
+        return None
     shown = [line[:DIFF_WIDTH] for _, line in zip(range(DIFF_LINES + 1), lines, strict=False)]
     if len(shown) > DIFF_LINES:
         shown[-1] = "... (diff cut)"
@@ -264,6 +272,20 @@ async def _plan_write(ctx: ToolContext, args: FileWriteArgs) -> Plan:
     )
 
 
+def _keep_contents(ctx: ToolContext, path: str, before: bytes | None) -> None:
+    """Add a write's replaced content and the whole diff to what the evidence store keeps
+    (`after` is recorded with the write itself); `before` None when there was no file or
+    it is not known to be the one replaced."""
+    record = ctx.command
+    if record is None or "after" not in record.contents:
+        return
+    if before is not None:
+        record.contents["before"] = before
+    lines = _diff_lines(path, before, record.contents["after"])
+    if lines is not None:
+        record.contents["diff"] = "\n".join(lines).encode()
+
+
 def _planned(ctx: ToolContext) -> tuple[str, str]:
     """The node and canonical path the gateway decided on."""
     plan = ctx.plan
@@ -327,9 +349,10 @@ async def file_write(ctx: ToolContext, args: FileWriteArgs) -> FileWritten:
     shown = next(c.before for c in ctx.plan.changes if c.field == "sha256")
     before_sha256 = shown
     hidden = isinstance(shown, str) and shown.startswith(_HIDDEN)
+    # The content replaced, for the evidence store (the full diff a reviewer reads).
+    current = await ctx.read_current(node, args.path, canonical=path) if shown else None
     if hidden:
         # The plan holds a stand-in: the content must still be the one it stands for.
-        current = await ctx.read_current(node, args.path, canonical=path)
         if _shown_sha(current, readable=False) != shown:
             raise ToolFailure(
                 "precondition_failed",
@@ -345,6 +368,7 @@ async def file_write(ctx: ToolContext, args: FileWriteArgs) -> FileWritten:
         mode=int(args.mode, 8) if args.mode else None,
         before_sha256=before_sha256,
     )
+    _keep_contents(ctx, path, current if sha256_of(current) == written.before_sha256 else None)
     return FileWritten(
         node=node,
         path=written.path,

@@ -1,0 +1,219 @@
+"""Each cluster's requests are checked against the schema its node serves
+(`/pve-docs/api-viewer/apidoc.js`), fetched on the first call, cached per PVE version on
+disk, and the shipped index when that fails; `proxmox_api_describe` says which answered.
+
+End to end: the MCP SDK client, the gateway, and the simulator over HTTPS serving the
+real PVE 9.2 apidoc (`../shared/pve-api/`, skipped when absent) or a broken one.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import stat
+from collections.abc import AsyncIterator, Iterator, MutableMapping
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from mcp import Client
+
+from pvemcp.config import ClusterConfig
+from pvemcp.gateway.clusters import ClusterPool
+from pvemcp.gateway.invoke import Gateway
+from pvemcp.policy.audit import AuditLog
+from pvemcp.proxmox.rest import RestBackend
+from pvemcp.pveapi.node import ApidocError, cache_file, node_index, parse_apidoc, write_cached
+from pvemcp.secrets.redaction import Redactor
+from pvemcp.simulator.apidoc import apidoc_body
+from pvemcp.simulator.server import SimulatorHandle, SimulatorOptions, simulator_in_thread
+from pvemcp.tools import catalogue
+from pvemcp.transports.mcp_app import build_mcp_server
+from pvemcp.transports.stdio import local_principal
+from tests.conftest import TIME_SCALE, cluster_for, operator_policy
+from tests.e2e.test_client_schema import RecordingBackend
+from tests.pveschema import require_schema, schema_dir, schema_path
+from tests.tools.calls import call, ok, refused
+from tests.tools.test_examples import Session
+
+pytestmark = pytest.mark.anyio
+
+CONFIG = "/nodes/{node}/qemu/{vmid}/config"
+VERSION = "9.2.0"
+"""What the simulator's `GET /version` says."""
+
+
+@contextmanager
+def node(apidoc: Path | None) -> Iterator[SimulatorHandle]:
+    """A simulator serving `apidoc` (None: a node without pve-docs)."""
+    with simulator_in_thread(SimulatorOptions(time_scale=TIME_SCALE, apidoc=apidoc)) as sim:
+        yield sim
+
+
+@asynccontextmanager
+async def gateway(tmp_path: Path, sim: SimulatorHandle, **cluster: Any) -> AsyncIterator[Session]:
+    """A client on a fresh gateway over `sim` whose cluster fetches the node's schema into
+    `tmp_path/cache` (unless `cluster` says otherwise); its API requests are recorded."""
+    recorders: list[RecordingBackend] = []
+
+    def factory(config: ClusterConfig) -> RecordingBackend:
+        recorders.append(RecordingBackend(RestBackend(config)))
+        return recorders[-1]
+
+    settings: dict[str, Any] = {
+        "api_schema_fetch": True,
+        "api_schema_cache_dir": tmp_path / "cache",
+        **cluster,
+    }
+    clusters = ClusterPool({"demo": cluster_for(sim, **settings)}, backend_factory=factory)
+    gateway = Gateway(
+        tools=catalogue(("api",)),
+        clusters=clusters,
+        policy=operator_policy(),
+        audit=AuditLog(tmp_path / "audit.jsonl"),
+        redactor=Redactor((sim.token_secret,)),
+    )
+    try:
+        async with Client(build_mcp_server(gateway, local_principal)) as client:
+            yield Session(client, recorders, sim)
+    finally:
+        await gateway.aclose()
+
+
+async def describe(session: Session, **arguments: Any) -> dict[str, Any]:
+    return ok(await call(session, "proxmox_api_describe", **arguments))
+
+
+def versions_read(session: Session) -> int:
+    return sum(1 for method, path, _, _ in session.calls if (method, path) == ("GET", "/version"))
+
+
+def fallbacks(events: list[MutableMapping[str, Any]]) -> list[MutableMapping[str, Any]]:
+    return [event for event in events if event["event"] == "api_schema_fallback"]
+
+
+async def test_the_node_schema_is_fetched_cached_and_read_back_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    require_schema()
+    with node(schema_path()) as sim:
+        async with gateway(tmp_path, sim) as session:
+            shown = await describe(session, method="PUT", path=CONFIG, match="desc")
+            assert shown["api_schema"] == f"node {VERSION}"
+            assert shown["description"], "the node's schema has the method's own text"
+            assert ";" in shown["params"]["description"], shown["params"]
+            assert len(json.dumps(shown)) < 2000, "still a small answer"
+            again = await describe(session, method="GET", path="/version")
+            assert again["api_schema"] == f"node {VERSION}"
+            assert versions_read(session) == 1, "resolved once per gateway"
+    files = list((tmp_path / "cache").iterdir())
+    expected = cache_file(tmp_path / "cache", VERSION, apidoc_body(schema_path()))
+    assert files == [expected], "keyed by version and the apidoc's sha256"
+    assert stat.S_IMODE(expected.stat().st_mode) == 0o600
+    assert stat.S_IMODE(expected.parent.stat().st_mode) == 0o700
+    # A restart against the same version reads the cache: this node serves no apidoc at
+    # all, so a fetch would have fallen back to the shipped schema.
+    with node(None) as bare, structlog.testing.capture_logs() as events:
+        async with gateway(tmp_path, bare) as session:
+            shown = await describe(session, method="PUT", path=CONFIG, match="desc")
+            assert shown["api_schema"] == f"node {VERSION}" and shown["description"]
+            assert versions_read(session) == 1
+    assert fallbacks(events) == []
+
+
+async def test_another_version_in_the_cache_is_not_used(tmp_path: Path) -> None:
+    require_schema()
+    older = schema_dir() / "pve-9.1-apidoc.json"
+    raw = apidoc_body(older)
+    _, encoded = node_index(raw, "9.1.5")
+    stale = cache_file(tmp_path / "cache", "9.1.5", raw)
+    write_cached(stale, encoded)
+    with node(schema_path()) as sim:
+        async with gateway(tmp_path, sim) as session:
+            shown = await describe(session, method="PUT", path=CONFIG)
+    assert shown["api_schema"] == f"node {VERSION}"
+    names = sorted(path.name.split("-")[1] for path in (tmp_path / "cache").iterdir())
+    assert names == ["9.1.5", VERSION], "fetched for 9.2.0, the 9.1.5 file left alone"
+
+
+@pytest.mark.parametrize(
+    ("served", "settings", "reason"),
+    [
+        ("real", {"api_schema_max_bytes": 64 * 1024}, "over the cap of 65536"),
+        ("garbage", {}, "apiSchema is not JSON"),
+        (None, {}, "HTTP 500"),
+    ],
+    ids=["oversized", "garbage", "no-pve-docs"],
+)
+async def test_a_schema_that_cannot_be_used_falls_back_to_the_shipped_one(
+    tmp_path: Path, served: str | None, settings: dict[str, Any], reason: str
+) -> None:
+    apidoc: Path | None = None
+    if served == "real":
+        require_schema()
+        apidoc = schema_path()
+    elif served == "garbage":
+        apidoc = tmp_path / "garbage.json"
+        apidoc.write_text('[{"path": "/nodes", "info": ')
+    with node(apidoc) as sim, structlog.testing.capture_logs() as events:
+        async with gateway(tmp_path, sim, **settings) as session:
+            shown = await describe(session, method="PUT", path=CONFIG, match="desc")
+            assert shown["api_schema"] == "shipped 9.2"
+            assert "description" not in shown, "the shipped index has no Proxmox text"
+            # The generic call is still checked, against the shipped schema.
+            error = refused(
+                await call(session, "proxmox_api_read", path="/nodes/pve1/qemu/100/confg")
+            )
+            assert error["code"] == "invalid_argument"
+    warned = fallbacks(events)
+    assert len(warned) == 1, "one warning, however many calls"
+    assert reason in warned[0]["reason"] and warned[0]["using"] == "shipped 9.2", warned
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+async def test_a_configured_file_wins_and_fetching_can_be_turned_off(tmp_path: Path) -> None:
+    require_schema()
+    with node(schema_path()) as sim:
+        older = schema_dir() / "pve-9.1-apidoc.json"
+        async with gateway(tmp_path, sim, api_schema=older) as session:
+            assert (await describe(session, method="GET", path="/version"))["api_schema"] == "file"
+            assert versions_read(session) == 0
+        async with gateway(tmp_path, sim, api_schema_fetch=False) as session:
+            shown = await describe(session, method="GET", path="/version")
+            assert shown["api_schema"] == "shipped 9.2"
+            assert versions_read(session) == 0
+    assert not (tmp_path / "cache").exists()
+
+
+def test_the_schema_array_is_read_out_of_the_script_never_run() -> None:
+    viewer = b"\n\nlet method2cmd = { GET: 'get' };\nconst x = [1];\n"
+    tree = [{"path": "/version", "text": "version", "info": {}}]
+    assert parse_apidoc(b"const apiSchema = " + json.dumps(tree).encode() + b";" + viewer) == tree
+    bad = {
+        b"let schema = [];": "no 'const apiSchema",
+        b"const apiSchema = [1, 2];": "not a list of API paths",
+        b"const apiSchema = [];": "not a list of API paths",
+        b'const apiSchema = [{"path": "/x"}] + alert(1);': "not followed by ';'",
+        b'const apiSchema = [{"path": "/x"}': "not JSON",
+        b"const apiSchema = \xff;": "not UTF-8",
+    }
+    for raw, said in bad.items():
+        with pytest.raises(ApidocError, match=said):
+            parse_apidoc(raw)
+
+
+def test_a_cache_file_holds_the_index_with_descriptions_and_no_viewer_code() -> None:
+    require_schema()
+    raw = apidoc_body(schema_path())
+    index, encoded = node_index(raw, VERSION)
+    assert index.source == f"node {VERSION}" and len(index) == 675
+    data = json.loads(gzip.decompress(encoded))
+    assert data["pve"] == VERSION
+    assert hashlib.sha256(raw).hexdigest() in cache_file(Path("/c"), VERSION, raw).name
+    endpoint = index.endpoint("PUT", CONFIG)
+    assert endpoint is not None and endpoint.description
+    create = index.endpoint("POST", "/nodes/{node}/qemu")
+    assert create is not None and create.upid, "UPID methods marked as in the shipped index"
