@@ -89,11 +89,10 @@ async def open_gateway(
             settings.require_cluster()
 
         def rotated(cluster: str, secret: str, source: str) -> None:
-            current = manager.current(cluster)
             audit.secret_rotated(
                 f"cluster:{cluster}/{secret}",
                 source=source,
-                version=current.version if current is not None else None,
+                version=manager.version(cluster, secret),
             )
 
         async with SecretsManager(clusters, redactor, on_rotation=rotated) as manager:

@@ -55,7 +55,7 @@ RotationCallback = Callable[[str, str, str], Awaitable[None] | None]
 """`on_rotation(cluster, secret_name, source)`: `secret_name` is `token_secret`,
 `token_id`, `ssh_private_key`, ... (`identities.MAPPING.token_secret` for an identity
 mapping's token); `source` describes where it came from (no value).
-Called after the swap, so `manager.current(cluster).version` is the new version (KV v2).
+Called after the swap, so `manager.version(cluster, secret_name)` is the new version (KV v2).
 May be sync or async; an exception is logged, not raised."""
 
 
@@ -213,6 +213,16 @@ class SecretsManager:
         """The last load error of an identity mapping (no secret in it), or None."""
         state = self._identities.get((name, mapping))
         return state.problem if state is not None else None
+
+    def version(self, name: str, secret_name: str) -> str | None:
+        """The source's version of the secret `on_rotation` named (`token_secret`, or
+        `identities.MAPPING.token_secret` for a mapping's: its own source's version, not
+        the cluster's), for the audit's rotation record."""
+        for (cluster, mapping), state in self._identities.items():
+            if cluster == name and secret_name.startswith(f"identities.{mapping}."):
+                return state.current.version if state.current is not None else None
+        current = self.current(name)
+        return current.version if current is not None else None
 
     def ready(self, name: str | None = None) -> bool:
         """Whether `name` (or, with no name, every cluster) has credentials loaded."""
