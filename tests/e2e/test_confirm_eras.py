@@ -36,6 +36,7 @@ from pvemcp.transports.confirmation import QUESTION_KEY
 from pvemcp.transports.mcp_app import build_mcp_server
 from pvemcp.transports.stdio import local_principal
 from tests.conftest import cluster_for, read_audit
+from tests.e2e.test_mcp_tasks import CreatedTask, TasksClient, until_done
 from tests.transports.test_http_app import KEYS, bearer, error_of, payload, served
 
 pytestmark = pytest.mark.anyio
@@ -322,6 +323,35 @@ async def test_an_accept_does_not_follow_a_guest_that_moved_between_the_rounds(
         "confirmation_required",
         "confirmation_failed",
     ]
+
+
+async def test_a_confirmed_call_that_runs_as_an_mcp_task(gw: Gateway, audit_path: Path) -> None:
+    """With the Tasks extension declared, the question comes first (nothing runs before
+    the person answers), then the accepted stop runs as a task the client follows."""
+    async with Client(
+        build_mcp_server(gw, local_principal),
+        extensions=[TasksClient()],
+        elicitation_callback=Person("accept").on_elicit,
+    ) as client:
+        session: Any = client.session
+        asked = await session.call_tool(
+            STOP, {"vmid": 100}, allow_input_required=True, allow_claimed=True
+        )
+        assert isinstance(asked, InputRequiredResult)
+        assert await power(gw, 100) == "running"
+        task = await session.call_tool(
+            STOP,
+            {"vmid": 100},
+            input_responses=accepted(),
+            request_state=asked.request_state,
+            allow_input_required=True,
+            allow_claimed=True,
+        )
+        assert isinstance(task, CreatedTask)
+        done = await until_done(client.session, task.task_id)
+    assert done.status == "completed" and done.result is not None
+    assert done.result["structuredContent"]["guest_status"] == "stopped"
+    assert stop_records(audit_path)[-1] == ("outcome", "ok", "input_required")
 
 
 HTTP_MODES: dict[str, dict[str, Any]] = {
