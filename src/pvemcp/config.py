@@ -58,6 +58,18 @@ def is_loopback_host(host: str | None) -> bool:
         return False
 
 
+def webhook_url_problem(url: str) -> str | None:
+    """Why `url` cannot be a webhook target (`None` if it can): only absolute http(s)
+    URLs with a host, since anything else (`file:`, `ftp:`, a relative path) is either not
+    an HTTP endpoint or a way to make the gateway read something it should not."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return f"must be an http:// or https:// URL (got scheme {parts.scheme!r})"
+    if not parts.hostname:
+        return "must name a host"
+    return None
+
+
 class ConfigError(Exception):
     """A configuration that cannot be used; the message names the setting and the fix."""
 
@@ -614,6 +626,55 @@ class ApprovalsConfig(BaseModel):
             "for its re-sent call; then it expires.",
         ),
     ] = 3600
+    webhook_url: Annotated[
+        SecretStr | None,
+        Field(
+            description="POST a notification here when a call is held and when it is "
+            "approved, denied or expired (http:// or https:// only). Kept secret: chat "
+            "webhook URLs are credentials; logs name only the host. Unset = no webhook.",
+        ),
+    ] = None
+    webhook_format: Annotated[
+        Literal["generic", "slack", "teams"],
+        Field(
+            description="`generic` (JSON: id, tool, cluster, target, plan summary, "
+            "requester, approvers, expires, links), `slack` (text + blocks) or `teams` "
+            "(an Adaptive Card).",
+        ),
+    ] = "generic"
+    webhook_secret: Annotated[
+        SecretStr | None,
+        Field(
+            description="HMAC-SHA256 key signing each post (`X-Pvemcp-Signature: "
+            "t=UNIX,v1=HEX` over `UNIX.BODY`). Required for `generic`; or use "
+            "`webhook_secret_file`.",
+        ),
+    ] = None
+    webhook_secret_file: Annotated[
+        Path | None,
+        Field(description="File (mode 600) holding the signing key instead."),
+    ] = None
+    webhook_timeout: Annotated[
+        float, Field(gt=0, le=60, description="Seconds one delivery attempt may take.")
+    ] = 5.0
+    webhook_attempts: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=10,
+            description="Attempts per notification (pauses 1 s, 2 s, 4 s ... between); a "
+            "notification that fails them all is logged and audited, then dropped. The held "
+            "call never waits on it.",
+        ),
+    ] = 3
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, value: SecretStr | None) -> SecretStr | None:
+        problem = webhook_url_problem(value.get_secret_value()) if value else None
+        if problem is not None:
+            raise ValueError(f"the webhook URL {problem}")
+        return value
 
     def store_directory(self, audit: AuditConfig) -> Path:
         """Where the store is: `directory`, or `approvals/` beside the audit log."""

@@ -6,10 +6,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager
 
+import anyio
 import structlog
 from pydantic import SecretStr
 
 from pvemcp.config import ClusterConfig, ConfigError, Settings, TlsMode
+from pvemcp.gateway.approval_notify import approval_notifier
 from pvemcp.gateway.approvals import ApprovalStore
 from pvemcp.gateway.clusters import ClusterPool
 from pvemcp.gateway.invoke import Gateway
@@ -108,7 +110,14 @@ async def open_gateway(
                 approvals=ApprovalStore.from_settings(settings, audit),
                 evidence=EvidenceStore.from_config(settings.audit),
             )
+            notifier = approval_notifier(settings, gateway.approvals, audit, redactor)
             try:
-                yield gateway
+                async with anyio.create_task_group() as background:
+                    if notifier is not None:  # the approval webhook, for the gateway's life
+                        await background.start(notifier.run)
+                    try:
+                        yield gateway
+                    finally:
+                        background.cancel_scope.cancel()
             finally:
                 await gateway.aclose()

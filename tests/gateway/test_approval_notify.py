@@ -18,13 +18,13 @@ from typing import Any
 
 import anyio
 import pytest
-from pydantic import SecretStr
+from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from pvemcp.config import ConfigError
+from pvemcp.config import ApprovalsConfig, ConfigError, Settings
 from pvemcp.gateway.approval_notify import (
     SIGNATURE_HEADER,
     ApprovalNotifier,
@@ -37,6 +37,8 @@ from pvemcp.gateway.approval_notify import (
 from pvemcp.gateway.approvals import ApprovalRequest, ApprovalStore
 from pvemcp.policy.audit import AuditLog
 from pvemcp.policy.principal import Principal
+from pvemcp.runtime import open_gateway
+from pvemcp.secrets.redaction import Redactor
 from tests.conftest import read_audit
 from tests.support.oidc import _ServerThread
 
@@ -124,7 +126,7 @@ async def notifying(
         poll_interval=0.02,
     )
     async with anyio.create_task_group() as group:
-        group.start_soon(notifier.run)
+        await group.start(notifier.run)
         try:
             yield notifier
         finally:
@@ -151,7 +153,6 @@ async def test_a_new_request_and_its_decision_are_posted_signed(
 ) -> None:
     before = hold(store)  # already in the store at start: taken as announced
     async with notifying(store, f"{endpoint_clean.url}/record"):
-        await anyio.sleep(0.1)
         request = hold(store)
         await until(lambda: len(endpoint_clean.posts.get("/record", [])) == 1)
         store.approve(request.id, BOB, "change ticket 42")
@@ -196,7 +197,6 @@ async def test_a_hanging_endpoint_delays_nothing_and_its_failure_is_audited(
     store: ApprovalStore, endpoint_clean: Endpoint
 ) -> None:
     async with notifying(store, f"{endpoint_clean.url}/hang", timeout=0.3, attempts=2):
-        await anyio.sleep(0.05)
         request = hold(store)
         await until(lambda: len(endpoint_clean.posts.get("/hang", [])) == 1)
         # While the delivery hangs, the request is there and can be decided at once.
@@ -223,7 +223,6 @@ async def test_a_failing_endpoint_is_retried_within_bounds_then_audited(
     store: ApprovalStore, endpoint_clean: Endpoint
 ) -> None:
     async with notifying(store, f"{endpoint_clean.url}/fail", attempts=3):
-        await anyio.sleep(0.05)
         request = hold(store)
         await until(lambda: len(notify_failures(store)) == 1)
     assert len(endpoint_clean.posts["/fail"]) == 3
@@ -238,7 +237,6 @@ async def test_a_refusing_endpoint_is_not_retried(
     store: ApprovalStore, endpoint_clean: Endpoint
 ) -> None:
     async with notifying(store, f"{endpoint_clean.url}/gone", attempts=3):
-        await anyio.sleep(0.05)
         hold(store)
         await until(lambda: len(notify_failures(store)) == 1)
     assert len(endpoint_clean.posts["/gone"]) == 1
@@ -251,7 +249,6 @@ async def test_an_endpoint_that_is_down_is_audited(
     from tests.transports.test_http_app import free_port
 
     async with notifying(store, f"http://127.0.0.1:{free_port()}/hook"):
-        await anyio.sleep(0.05)
         hold(store)
         await until(lambda: len(notify_failures(store)) == 1)
     assert "unreachable: ConnectError" in notify_failures(store)[0]["outcome"]["reason"]
@@ -262,7 +259,6 @@ async def test_chat_formats_are_posted(
     store: ApprovalStore, endpoint_clean: Endpoint, fmt: WebhookFormat
 ) -> None:
     async with notifying(store, f"{endpoint_clean.url}/record", fmt=fmt):
-        await anyio.sleep(0.05)
         request = hold(store)
         await until(lambda: len(endpoint_clean.posts.get("/record", [])) == 1)
     (body,) = endpoint_clean.bodies("/record")
@@ -282,18 +278,6 @@ async def test_chat_formats_are_posted(
         assert facts["Approvers"] == "group:secops"
 
 
-@dataclass
-class Settings:
-    """The six `[approvals]` webhook settings, as `ApprovalsConfig` carries them."""
-
-    webhook_url: SecretStr | None = None
-    webhook_secret: SecretStr | None = None
-    webhook_secret_file: Path | None = None
-    webhook_format: WebhookFormat = "generic"
-    webhook_timeout: float = 5.0
-    webhook_attempts: int = 3
-
-
 @contextmanager
 def secret_file(tmp_path: Path, mode: int, text: str = "s3cret\n") -> Iterator[Path]:
     path = tmp_path / "webhook.secret"
@@ -303,22 +287,28 @@ def secret_file(tmp_path: Path, mode: int, text: str = "s3cret\n") -> Iterator[P
 
 
 def test_webhook_settings(tmp_path: Path) -> None:
-    url = SecretStr("https://hooks.example/approvals")
-    assert webhook_target(Settings()) is None
-    target = webhook_target(Settings(webhook_url=url, webhook_secret=SecretStr("k")))
+    url = "https://hooks.example/approvals"
+    assert webhook_target(ApprovalsConfig()) is None
+    target = webhook_target(ApprovalsConfig(webhook_url=url, webhook_secret="k"))
     assert target is not None and target.secret == b"k" and target.host == "hooks.example"
     with secret_file(tmp_path, 0o600) as path:
-        target = webhook_target(Settings(webhook_url=url, webhook_secret_file=path))
+        target = webhook_target(ApprovalsConfig(webhook_url=url, webhook_secret_file=path))
         assert target is not None and target.secret == b"s3cret"
+        with pytest.raises(ConfigError, match="keep the secret in one place"):
+            webhook_target(
+                ApprovalsConfig(webhook_url=url, webhook_secret="k", webhook_secret_file=path)
+            )
     with secret_file(tmp_path, 0o644) as path, pytest.raises(ConfigError, match="chmod 600"):
-        webhook_target(Settings(webhook_url=url, webhook_secret_file=path))
+        webhook_target(ApprovalsConfig(webhook_url=url, webhook_secret_file=path))
     with pytest.raises(ConfigError, match="needs a signing secret"):
-        webhook_target(Settings(webhook_url=url))
-    slack = webhook_target(Settings(webhook_url=url, webhook_format="slack"))
+        webhook_target(ApprovalsConfig(webhook_url=url))
+    slack = webhook_target(ApprovalsConfig(webhook_url=url, webhook_format="slack"))
     assert slack is not None and slack.secret is None
     for bad in ("file:///etc/passwd", "ftp://hooks.example/x", "https:///nohost", "hooks.ex"):
-        with pytest.raises(ConfigError, match="webhook_url must"):
-            webhook_target(Settings(webhook_url=SecretStr(bad), webhook_secret=SecretStr("k")))
+        with pytest.raises(ValidationError, match="webhook URL must"):
+            ApprovalsConfig(webhook_url=bad, webhook_secret="k")
+        with pytest.raises(ValueError, match="webhook_url must"):
+            WebhookTarget(url=bad, secret=b"k")
 
 
 def test_logs_name_the_host_never_the_url() -> None:
@@ -326,3 +316,26 @@ def test_logs_name_the_host_never_the_url() -> None:
         url="https://user:pw@hooks.slack.example/services/T0/B0/XXXX", secret=None, format="slack"
     )
     assert target.host == "hooks.slack.example"
+
+
+async def test_the_gateway_runs_the_configured_webhook(
+    tmp_path: Path, endpoint_clean: Endpoint
+) -> None:
+    """`open_gateway` (what `pvemcp serve` runs) starts the notifier for its lifetime, with
+    links to the HTTP API at `http.public_url`, and redacts the webhook URL and secret."""
+    url = f"{endpoint_clean.url}/record"
+    settings = Settings(
+        audit={"path": tmp_path / "audit.jsonl"},
+        approvals={"webhook_url": url, "webhook_secret": "webhook-secret-0123"},
+        http={"public_url": "https://pvemcp.example:8443/mcp"},
+    )
+    redactor = Redactor()
+    async with open_gateway(settings, redactor, simulate=True) as gateway:
+        assert gateway.approvals is not None
+        request = hold(gateway.approvals)
+        await until(lambda: len(endpoint_clean.posts.get("/record", [])) == 1)
+    (body,) = endpoint_clean.bodies("/record")
+    assert body["id"] == request.id
+    assert body["links"]["api"] == f"https://pvemcp.example:8443/approvals/{request.id}"
+    assert url not in redactor.text(f"posting to {url}")
+    assert "webhook-secret-0123" not in redactor.text("key webhook-secret-0123")

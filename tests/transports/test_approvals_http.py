@@ -20,21 +20,49 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from pvemcp.config import HttpConfig
+from pvemcp.gateway.approval_notify import ApprovalNotifier, WebhookTarget
 from pvemcp.gateway.approvals import ApprovalRequest, ApprovalStore
+from pvemcp.gateway.clusters import ClusterPool
 from pvemcp.gateway.errors import ToolFailure
 from pvemcp.gateway.invoke import Gateway
+from pvemcp.policy.audit import AuditLog
+from pvemcp.policy.engine import PolicyEngine
+from pvemcp.policy.loader import parse_policy
 from pvemcp.policy.principal import Principal
+from pvemcp.secrets.redaction import Redactor
+from pvemcp.simulator.server import SimulatorHandle, SimulatorOptions, simulator_in_thread
+from pvemcp.tools import all_tools, tier_map
 from pvemcp.transports.edge import http_server, listen
 from pvemcp.transports.http import build_http
-from tests.conftest import read_audit
-from tests.support.oidc import TestIssuer, run_test_issuer, signing_key
-from tests.transports.test_http_app import free_port
+from tests.conftest import cluster_for, read_audit
+from tests.support.oidc import TestIssuer, _ServerThread, run_test_issuer, signing_key
+from tests.transports.test_http_app import error_of, free_port, payload
 
 pytestmark = pytest.mark.anyio
 
 BINDING = "c" * 64
+POLICY = """
+[[rules]]
+id = "agents"
+effect = "allow"
+subjects = ["sub:alice", "sub:mallory"]
+tiers = ["read", "write", "destructive"]
+
+[[rules]]
+id = "four-eyes"
+effect = "approve"
+subjects = ["*"]
+tools = ["proxmox_guest_stop"]
+approvers = ["group:secops"]
+"""
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +82,38 @@ class Clock:
         return self.now
 
 
+@pytest.fixture(scope="module")
+def sim() -> Iterator[SimulatorHandle]:
+    """This module's own simulator: its guests are stopped here."""
+    with simulator_in_thread(SimulatorOptions(time_scale=0)) as handle:
+        yield handle
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def gateway(
+    sim: SimulatorHandle, audit_path: Path, tmp_path: Path, clock: Clock
+) -> AsyncIterator[Gateway]:
+    """Alice and Mallory may stop guests; a stop is held until group secops approves."""
+    audit = AuditLog(audit_path)
+    made = Gateway(
+        tools=all_tools(),
+        clusters=ClusterPool({"demo": cluster_for(sim)}, "demo"),
+        policy=PolicyEngine(parse_policy(POLICY, source="test", known_tools=tier_map())),
+        audit=audit,
+        redactor=Redactor((sim.token_secret,)),
+        approvals=ApprovalStore(tmp_path / "approvals", 600, audit, clock=clock),
+    )
+    try:
+        yield made
+    finally:
+        await made.aclose()
+
+
 @dataclass
 class Api:
     """The served app: its base URL, the store behind it, and tokens for named people."""
@@ -62,7 +122,6 @@ class Api:
     resource: str
     issuer: TestIssuer
     store: ApprovalStore
-    clock: Clock
 
     def token(self, sub: str, *groups: str, scope: str = "pvemcp pve.read") -> str:
         now = int(time.time())
@@ -105,12 +164,8 @@ class Api:
 
 
 @asynccontextmanager
-async def serving(
-    gateway: Gateway, issuer: TestIssuer, tmp_path: Path, **http: Any
-) -> AsyncIterator[Api]:
-    """`build_http` with an approval store, OIDC against `issuer`, on a loopback port."""
-    clock = Clock()
-    store = ApprovalStore(tmp_path / "approvals", ttl=600, audit=gateway.audit, clock=clock)
+async def serving(gateway: Gateway, issuer: TestIssuer, **http: Any) -> AsyncIterator[Api]:
+    """`build_http` for `gateway` (and its approval store), OIDC against `issuer`."""
     values: dict[str, Any] = {
         "auth": "oidc",
         "port": free_port(),
@@ -118,8 +173,10 @@ async def serving(
     }
     values.update(http)
     sock, config = listen(HttpConfig(**values))
-    frontend = build_http(gateway, config, approvals=store)
+    frontend = build_http(gateway, config)
     server = http_server(frontend.app, config)
+    store = gateway.approvals
+    assert store is not None
     async with anyio.create_task_group() as group:
         group.start_soon(lambda: server.serve(sockets=[sock]))
         with anyio.fail_after(10):
@@ -127,7 +184,7 @@ async def serving(
                 await anyio.sleep(0.01)
         base = frontend.resource.removesuffix(config.path)
         try:
-            yield Api(base, frontend.resource, issuer, store, clock)
+            yield Api(base, frontend.resource, issuer, store)
         finally:
             server.should_exit = True
 
@@ -149,9 +206,9 @@ def error(response: httpx2.Response, status: int) -> dict[str, Any]:
 
 
 async def test_a_named_approver_decides_and_everyone_else_is_refused(
-    gateway: Gateway, audit_path: Path, issuer: TestIssuer, tmp_path: Path
+    gateway: Gateway, audit_path: Path, issuer: TestIssuer
 ) -> None:
-    async with serving(gateway, issuer, tmp_path) as api:
+    async with serving(gateway, issuer) as api:
         held = api.hold()
         alice, bob = api.token("alice"), api.token("bob", "secops")
         carol = api.token("carol", "dev")
@@ -199,6 +256,7 @@ async def test_a_named_approver_decides_and_everyone_else_is_refused(
         assert error(used, 409)["code"] == "approval_decided"
 
     assert refusals(audit_path) == [
+        ("approval_not_found", held.id, "carol"),  # not theirs to see
         ("approval_self", held.id, "alice"),
         ("approval_not_approver", held.id, "carol"),
         ("invalid_argument", held.id, "bob"),
@@ -217,17 +275,17 @@ async def test_a_named_approver_decides_and_everyone_else_is_refused(
 
 
 async def test_expired_forged_and_denied_requests(
-    gateway: Gateway, audit_path: Path, issuer: TestIssuer, tmp_path: Path
+    gateway: Gateway, audit_path: Path, issuer: TestIssuer, clock: Clock
 ) -> None:
-    async with serving(gateway, issuer, tmp_path) as api:
+    async with serving(gateway, issuer) as api:
         bob = api.token("bob", "secops")
         late, denied = api.hold(), api.hold()
-        api.clock.now += 300
+        clock.now += 300
         refused = await api.call(
             "POST", f"/approvals/{denied.id}/deny", bob, json={"reason": "not today"}
         )
         assert refused.json()["approval"]["status"] == "denied"
-        api.clock.now += 301  # past the 600 s TTL of `late`
+        clock.now += 301  # past the 600 s TTL of `late`
         expired = await api.call("POST", f"/approvals/{late.id}/approve", bob, json={"reason": "r"})
         assert error(expired, 409)["code"] == "approval_expired"
         assert (await api.call("GET", "/approvals", bob)).json() == {"approvals": []}
@@ -252,9 +310,9 @@ async def test_expired_forged_and_denied_requests(
 
 
 async def test_wrong_method_no_token_and_foreign_origin(
-    gateway: Gateway, audit_path: Path, issuer: TestIssuer, tmp_path: Path
+    gateway: Gateway, audit_path: Path, issuer: TestIssuer
 ) -> None:
-    async with serving(gateway, issuer, tmp_path) as api:
+    async with serving(gateway, issuer) as api:
         held = api.hold()
         bob = api.token("bob", "secops")
 
@@ -298,9 +356,87 @@ async def test_wrong_method_no_token_and_foreign_origin(
 
 
 async def test_without_authentication_there_is_no_approval_api(
-    gateway: Gateway, issuer: TestIssuer, tmp_path: Path
+    gateway: Gateway, issuer: TestIssuer
 ) -> None:
-    async with serving(gateway, issuer, tmp_path, auth="none", allow_unauthenticated=True) as api:
+    async with serving(gateway, issuer, auth="none", allow_unauthenticated=True) as api:
         api.hold()
         listed = await api.call("GET", "/approvals", None)
         assert listed.status_code == 404
+
+
+async def test_a_held_stop_runs_once_after_a_second_person_approves_over_http(
+    gateway: Gateway, audit_path: Path, issuer: TestIssuer
+) -> None:
+    """The issue's "done when", over HTTP: Alice's stop is held; she waits on it while the
+    webhook endpoint hangs; Bob approves through the API; her re-sent call runs once."""
+    store = gateway.approvals
+    assert store is not None and store.audit is not None
+    hanging = _ServerThread(Starlette(routes=[Route("/hook", _hang, methods=["POST"])]))
+    hook = f"http://127.0.0.1:{hanging.start()}/hook"
+    notifier = ApprovalNotifier(
+        WebhookTarget(url=hook, secret=b"k", timeout=0.5, attempts=2, backoff=0.1),
+        store,
+        store.audit,
+        poll_interval=0.05,
+    )
+    try:
+        async with serving(gateway, issuer) as api, anyio.create_task_group() as background:
+            await background.start(notifier.run)
+            bob = api.token("bob", "secops")
+            headers = {"Authorization": f"Bearer {api.token('alice')}"}
+            async with (
+                httpx2.AsyncClient(headers=headers) as http,
+                Client(streamable_http_client(api.resource, http_client=http)) as alice,
+            ):
+                pending = error_of(await alice.call_tool("proxmox_guest_stop", {"vmid": 100}))
+                assert pending["code"] == "approval_pending"
+                approval_id = pending["details"]["approval_id"]
+                waited: dict[str, Any] = {}
+
+                async def wait() -> None:
+                    waited.update(
+                        payload(
+                            await alice.call_tool(
+                                "proxmox_approval_status",
+                                {"approval_id": approval_id, "wait": True, "timeout": 20},
+                            )
+                        )
+                    )
+
+                async with anyio.create_task_group() as group:
+                    group.start_soon(wait)
+                    await anyio.sleep(0.5)
+                    decided = await api.call(
+                        "POST", f"/approvals/{approval_id}/approve", bob, json={"reason": "ok"}
+                    )
+                    assert decided.status_code == 200, decided.text
+                assert waited["approvals"][0]["status"] == "approved"
+
+                args = {"vmid": 100, "approval_id": approval_id}
+                payload(await alice.call_tool("proxmox_guest_stop", args))
+                guest = payload(await alice.call_tool("proxmox_guest_get", {"vmid": 100}))
+                assert guest["status"] == "stopped"
+                again = error_of(await alice.call_tool("proxmox_guest_stop", args))
+                assert again["code"] == "approval_decided"
+            background.cancel_scope.cancel()
+    finally:
+        hanging.stop()
+
+    records = read_audit(audit_path)
+    stops = [
+        r["phase"]
+        for r in records
+        if r.get("what", {}).get("tool") == "proxmox_guest_stop" and r["phase"] != "approval"
+    ]
+    assert stops.count("intent") == 1 and stops.count("outcome") == 1, "ran exactly once"
+    intent = next(r for r in records if r["phase"] == "intent")
+    assert intent["decision"]["approval"]["by"]["sub"] == "bob"
+    failed = [
+        r for r in records if r["phase"] == "approval" and r["what"]["action"] == "notify_failed"
+    ]
+    assert failed and all(r["what"]["approval_id"] == approval_id for r in failed)
+
+
+async def _hang(_: Request) -> Response:
+    await anyio.sleep(30)
+    return Response(status_code=204)

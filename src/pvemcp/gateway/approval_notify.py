@@ -36,12 +36,14 @@ from typing import Any, Literal, Protocol
 import anyio
 import httpx2
 import structlog
+from anyio.abc import TaskStatus
 
-from pvemcp.config import ConfigError
+from pvemcp.config import ConfigError, Settings, webhook_url_problem
 from pvemcp.gateway.approvals import ApprovalRequest, ApprovalStore
 from pvemcp.gateway.errors import ToolFailure
 from pvemcp.policy.audit import AuditLog, AuditUnavailable
 from pvemcp.secrets.file import read_private_file
+from pvemcp.secrets.redaction import Redactor
 from pvemcp.secrets.types import SecretSourceError
 
 log = structlog.get_logger(__name__)
@@ -57,18 +59,6 @@ SIGNATURE_TOLERANCE = 300
 ANNOUNCED = {"pending": "pending", "approved": "approved", "used": "approved"}
 """Status seen -> event announced; `used` implies an approval that may have come and gone
 between two polls. `denied` and `expired` announce themselves."""
-
-
-def webhook_url_problem(url: str) -> str | None:
-    """Why `url` cannot be a webhook target (`None` if it can): only absolute http(s)
-    URLs with a host, since anything else (`file:`, `ftp:`, a relative path) is either not
-    an HTTP endpoint or a way to make the gateway read something it should not."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https"):
-        return f"must be an http:// or https:// URL (got scheme {parts.scheme!r})"
-    if not parts.hostname:
-        return "must name a host"
-    return None
 
 
 def sign(secret: bytes, timestamp: int, body: bytes) -> str:
@@ -328,8 +318,12 @@ class ApprovalNotifier:
         self._announced: dict[str, str] | None = None
         self._deliveries = anyio.CapacityLimiter(4)
 
-    async def run(self) -> None:
-        """Poll the store and deliver every change until cancelled."""
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Poll the store and deliver every change until cancelled. Started with
+        `TaskGroup.start`, it reports started once it has taken stock of the store, so a
+        request made after that is announced."""
+        await self.changes()
+        task_status.started()
         async with (
             httpx2.AsyncClient(timeout=self.target.timeout, follow_redirects=False) as client,
             anyio.create_task_group() as group,
@@ -436,3 +430,22 @@ class ApprovalNotifier:
             )
         except AuditUnavailable as exc:
             log.error("approval_notify_failure_not_audited", error=str(exc))
+
+
+def approval_notifier(
+    settings: Settings, store: ApprovalStore | None, audit: AuditLog, redactor: Redactor
+) -> ApprovalNotifier | None:
+    """The notifier `[approvals]` asks for, or `None` (no webhook, or no store to watch).
+
+    The webhook URL and secret join the redaction set (a chat webhook URL is a credential).
+    Links point at the HTTP approval API when `http.public_url` says where clients reach
+    the app; otherwise only the CLI command is given.
+    """
+    target = webhook_target(settings.approvals)
+    if target is None or store is None:
+        return None
+    redactor.add(target.url, target.secret.decode() if target.secret else "")
+    public = settings.http.public_url
+    parts = urllib.parse.urlsplit(public) if public else None
+    api_base = f"{parts.scheme}://{parts.netloc}" if parts else None
+    return ApprovalNotifier(target, store, audit, api_base=api_base)

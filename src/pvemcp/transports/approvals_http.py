@@ -42,7 +42,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from pvemcp.gateway.approvals import STATUSES, ApprovalRequest, ApprovalStore, same_person
+from pvemcp.gateway.approvals import STATUSES, ApprovalRequest, ApprovalStore
 from pvemcp.gateway.errors import ToolFailure
 from pvemcp.policy.audit import AuditUnavailable
 from pvemcp.policy.principal import Principal
@@ -68,15 +68,6 @@ def error_response(failure: ToolFailure, headers: dict[str, str] | None = None) 
     """A refusal as the API answers it: the store's code, message, field and hint."""
     status = STATUS_OF_CODE.get(failure.code, 400)
     return JSONResponse({"error": failure.payload()}, status_code=status, headers=headers)
-
-
-def visible_to(request: ApprovalRequest, principal: Principal) -> bool:
-    """Whether `principal` may see `request`: its requester or someone who may decide it.
-
-    Others get `approval_not_found`, as for an id that does not exist: a request's plan is
-    shown to the people it concerns, not to every holder of a token.
-    """
-    return same_person(request.requester, principal) or request.may_approve(principal)
 
 
 class ApprovalApi:
@@ -107,25 +98,18 @@ class ApprovalApi:
             )
         status = None if wanted == "all" else wanted
         found = await anyio.to_thread.run_sync(lambda: self._store.list(status))
-        shown = [item.to_json() for item in found if visible_to(item, principal)]
+        shown = [item.to_json() for item in found if self._store.visible_to(item, principal)]
         return JSONResponse({"approvals": shown})
 
     async def show(self, request: Request) -> Response:
         principal = self.principal_of(request)
         approval_id = request.path_params["approval_id"]
         try:
-            found = await anyio.to_thread.run_sync(lambda: self._store.get(approval_id))
-        except ToolFailure as failure:
-            return error_response(failure)
-        if not visible_to(found, principal):
-            return error_response(
-                ToolFailure(
-                    "approval_not_found",
-                    f"there is no approval request {approval_id!r} you may see",
-                    field="approval_id",
-                    hint="GET /approvals lists the requests you may decide.",
-                )
+            found = await anyio.to_thread.run_sync(
+                lambda: self._store.get(approval_id, viewer=principal)
             )
+        except ToolFailure as failure:  # unknown, or not theirs to see: audited by the store
+            return error_response(failure)
         return JSONResponse({"approval": found.to_json()})
 
     async def approve(self, request: Request) -> Response:
@@ -188,7 +172,7 @@ def _not_allowed(api: ApprovalApi) -> Callable[[Request, Exception], Awaitable[R
     async def handle(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         if exc.status_code == 405:
-            allowed = dict(exc.headers or {}).get("Allow", "")
+            allowed = ", ".join(sorted(dict(exc.headers or {}).get("Allow", "").split(", ")))
             failure = ToolFailure(
                 "method_not_allowed",
                 f"{request.method} is not allowed on {request.url.path}",

@@ -35,7 +35,6 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp
 
 from pvemcp.config import ConfigError, HttpConfig, is_loopback_host
-from pvemcp.gateway.approvals import ApprovalStore
 from pvemcp.gateway.invoke import Gateway
 from pvemcp.policy.audit import AuditUnavailable
 from pvemcp.policy.tiers import Tier
@@ -212,14 +211,12 @@ class HttpFrontend:
     resource: str
 
 
-def build_http(
-    gateway: Gateway, config: HttpConfig, *, approvals: ApprovalStore | None = None
-) -> HttpFrontend:
+def build_http(gateway: Gateway, config: HttpConfig) -> HttpFrontend:
     """Assemble the HTTP app for `config` (checked with `check_http_config` first).
 
-    With an approval store and an authenticating `config.auth`, the approval API
-    (`approvals_http.py`) is served under `/approvals`; without auth it is not served at
-    all, since an anonymous caller can approve nothing.
+    With the gateway's approval store and an authenticating `config.auth`, the approval
+    API (`approvals_http.py`) is served under `/approvals`; without auth it is not served
+    at all, since an anonymous caller can approve nothing.
     """
     check_http_config(config)
     resource = public_url(config)
@@ -261,9 +258,9 @@ def build_http(
     ]
     if auth is not None:
         routes.append(_root_metadata_route(auth))
-    if approvals is not None and verifier is not None:
+    if gateway.approvals is not None and verifier is not None:
         routes += approval_routes(
-            approvals,
+            gateway.approvals,
             verifier,
             resource=resource,
             required_scopes=scopes,
