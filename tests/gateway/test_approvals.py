@@ -308,3 +308,26 @@ def test_list_rejects_an_unknown_status(store: ApprovalStore) -> None:
     with pytest.raises(ToolFailure) as excinfo:
         store.list("maybe")
     assert excinfo.value.code == "invalid_argument" and excinfo.value.field == "status"
+
+
+def test_a_caller_sees_only_requests_they_made_or_may_decide(
+    store: ApprovalStore, audit: AuditLog
+) -> None:
+    request = hold(store, "group:secops")
+    assert store.get(request.id, ALICE) == request
+    assert store.get(request.id, BOB) == request
+    for stranger in (CAROL, LOCAL):
+        with pytest.raises(ToolFailure) as excinfo:
+            store.get(request.id, stranger)
+        refused(excinfo, "approval_not_found")
+    store.approve(request.id, BOB, "ok")
+    with pytest.raises(ToolFailure) as excinfo:
+        store.consume(request.id, BINDING, CAROL)
+    refused(excinfo, "approval_not_found")
+    refusals = [r for r in approval_records(audit) if r["what"]["action"] == "refused"]
+    assert [(r["who"]["sub"], r["outcome"]["error"]) for r in refusals] == [
+        ("carol", "approval_not_found"),
+        ("local", "approval_not_found"),
+        ("carol", "approval_not_found"),
+    ]
+    assert store.get(request.id).status == "approved"
