@@ -156,6 +156,9 @@ async def test_html_escapes_every_value_and_is_self_contained(log: Path) -> None
     assert "&quot;&amp;amp;&quot;" in page, "an entity in a value is shown, not decoded"
     assert not re.search(r"<(link|img|iframe|object)\b|\bsrc=|\bhref=|@import", page)
     assert page.count("<tr>") == 1 + 2 + 1 + 2  # headers and rows of both tables
+    report = load_report([log])
+    ids = [row.event_id for row in report.calls] + [row.event_id for row in report.refusals]
+    assert all(f"<small>{event_id}</small>" in page for event_id in ids), "each row's event"
 
 
 def test_an_approval_of_any_method_is_shown_generically() -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from pvemcp.gateway.invoke import Gateway
+from pvemcp.policy.audit import AuditLog
 from pvemcp.policy.audit_commands import show_evidence_command, verify_command
 from pvemcp.policy.audit_verify import verify_files
 from pvemcp.policy.evidence import DAY, EvidenceStore, blob_path
@@ -335,3 +336,29 @@ async def test_guest_exec_and_file_read_output_is_kept(
     assert kept["proxmox_vm_exec"] == {"stdout": b"hello\n"}
     assert kept["proxmox_file_read"] == {"content": b"old = 1\nkeep = yes\n"}
     assert verify(audit_path, root)[0] == 0
+
+
+def test_verify_reports_a_blob_whose_size_differs_from_its_record(tmp_path: Path) -> None:
+    """A writer that recorded the wrong size (or a blob cut and its record resealed by
+    hand): the hash matches, the recorded size does not."""
+    root, log = tmp_path / "evidence", tmp_path / "audit.jsonl"
+    ref = EvidenceStore(root).keep("stdout", b"twelve bytes", lambda data: data)
+    wrong = ref.record() | {"bytes": 11}
+    audit = AuditLog(log)
+    audit.outcome(
+        "e1",
+        LOCAL,
+        tool="proxmox_shell_run",
+        tier="escape",
+        cluster="lab",
+        arguments=None,
+        decision=None,
+        status="ok",
+        duration_ms=1.0,
+        evidence=[wrong],
+    )
+    audit.close()
+    report = verify_files([log], evidence_root=root)
+    (problem,) = report.problems
+    assert problem.kind == "evidence_size_mismatch"
+    assert f"evidence blob {ref.sha256} has 12 bytes, the record says 11" in problem.message

@@ -358,7 +358,8 @@ def render_html(report: Report) -> str:
         )
         notes = "".join(f"<div>{_h(note)}</div>" for note in row.notes)
         parts.append(
-            f"<tr><td>{_h(row.time)}</td><td>{_h(row.who)}</td>"
+            f"<tr><td>{_h(row.time)}<br><small>{_h(row.event_id)}</small></td>"
+            f"<td>{_h(row.who)}</td>"
             f"<td>{_h(row.tool)} [{_h(row.tier)}]</td><td><pre>{_h(row.ran)}</pre></td>"
             f"<td>{_h(row.where)}</td><td>{_h(row.approval)}</td>"
             f"<td{bad}>{_h(row.status)}{notes}</td><td>{_h(row.exit_code)}</td>"
@@ -372,7 +373,8 @@ def render_html(report: Report) -> str:
     )
     for refusal in report.refusals:
         parts.append(
-            f"<tr><td>{_h(refusal.time)}</td><td>{_h(refusal.who)}</td><td>{_h(refusal.tool)}"
+            f"<tr><td>{_h(refusal.time)}<br><small>{_h(refusal.event_id)}</small></td>"
+            f"<td>{_h(refusal.who)}</td><td>{_h(refusal.tool)}"
             f"</td><td><pre>{_h(refusal.ran)}</pre></td><td>{_h(refusal.where)}</td>"
             f'<td class="bad">{_h(refusal.status)}</td><td>{_h(refusal.reason)}</td></tr>'
         )
