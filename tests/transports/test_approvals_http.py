@@ -440,3 +440,21 @@ async def test_a_held_stop_runs_once_after_a_second_person_approves_over_http(
 async def _hang(_: Request) -> Response:
     await anyio.sleep(30)
     return Response(status_code=204)
+
+
+async def test_a_decision_that_cannot_be_audited_is_not_taken(
+    gateway: Gateway, issuer: TestIssuer, tmp_path: Path
+) -> None:
+    async with serving(gateway, issuer) as api:
+        held = api.hold()
+        blocker = tmp_path / "not-a-directory"
+        blocker.write_text("")
+        api.store.audit = AuditLog(blocker / "audit.jsonl")  # every append fails
+        refused = await api.call(
+            "POST",
+            f"/approvals/{held.id}/approve",
+            api.token("bob", "secops"),
+            json={"reason": "r"},
+        )
+        assert error(refused, 503)["code"] == "audit_unavailable"
+        assert api.store.get(held.id).status == "pending"
