@@ -391,7 +391,8 @@ async def test_a_stopped_gateway_fails_the_task_naming_the_upid(slow_world: Worl
 
 async def test_over_http_each_token_holder_sees_only_its_tasks(world: World) -> None:
     """Streamable HTTP with two static bearer keys: static:1 may power guests and starts
-    one as a task; static:0's tasks/get of it is not found."""
+    one as a task; static:0's tasks/get of it is not found; a tasks/get whose Mcp-Name
+    header disagrees with its taskId is refused."""
     gateway: Gateway = policy_gateway(
         {"demo": cluster_for(world.sim)}, world.audit, world.policy_file.with_name("http.toml")
     )
@@ -414,6 +415,28 @@ async def test_over_http_each_token_holder_sees_only_its_tasks(world: World) -> 
             with pytest.raises(MCPError) as unknown:
                 await get(zero.session, created.task_id)
             assert refusal(unknown)[0] == -32602
+            # SEP-2663: Mcp-Name carries the task id; one that disagrees with the body is
+            # refused before the task is looked up (the SDK client always sends it right).
+            envelope = {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {"extensions": {IDENTIFIER: {}}},
+            }
+            raw = await http_one.post(
+                app.url,
+                json={
+                    "jsonrpc": "2.0",
+                    "id": 1,
+                    "method": "tasks/get",
+                    "params": {"taskId": created.task_id, "_meta": envelope},
+                },
+                headers={
+                    "Accept": "application/json, text/event-stream",
+                    "MCP-Protocol-Version": "2026-07-28",
+                    "Mcp-Method": "tasks/get",
+                    "Mcp-Name": "another-task",
+                },
+            )
+            assert (raw.status_code, raw.json()["error"]["code"]) == (400, -32020)
             done = await until_done(one.session, created.task_id)
             assert done.status == "completed" and done.result is not None
             assert done.result["structuredContent"]["guest_status"] == "running"

@@ -51,7 +51,9 @@ from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.extension import Extension, MethodBinding
 from mcp.server.mcpserver.server import require_client_extension
 from mcp.shared.exceptions import MCPError
+from mcp.shared.inbound import MCP_NAME_HEADER, decode_header_value
 from mcp_types import (
+    HEADER_MISMATCH,
     INTERNAL_ERROR,
     INVALID_PARAMS,
     INVALID_REQUEST,
@@ -61,6 +63,7 @@ from mcp_types import (
 from mcp_types import RequestParams as MCPRequestParams
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel
+from starlette.requests import Request
 
 from pvemcp.gateway.invoke import Gateway
 from pvemcp.policy.principal import Principal
@@ -246,10 +249,10 @@ class _Call:
                         error={"code": INTERNAL_ERROR, "message": "gateway stopped"},
                     )
                 raise
-            except MCPError as exc:
+            except MCPError as exc:  # e.g. a stale requestState: the request's own error
                 self._end(exc, {"code": exc.code, "message": exc.message})
-                return
             except Exception as exc:
+                # Raised here it would end the lifespan's task group, and the server with it.
                 log.exception("task_call_crashed", tool=self.task.tool)
                 self._end(exc, {"code": INTERNAL_ERROR, "message": "internal error"})
 
@@ -426,6 +429,13 @@ class TasksExtension(Extension):
 
     def _task(self, ctx: ServerRequestContext[Any, Any], task_id: str) -> McpTask:
         require_client_extension(ctx, IDENTIFIER)
+        # Over streamable HTTP the spec routes tasks/* by Mcp-Name = taskId; the SDK checks
+        # the header for tools, prompts and resources only.
+        request = ctx.request
+        if isinstance(request, Request) and (
+            decode_header_value(request.headers.get(MCP_NAME_HEADER)) != task_id
+        ):
+            raise MCPError(HEADER_MISMATCH, f"{MCP_NAME_HEADER} header does not match taskId")
         task = self.store.get(self._principal_of(ctx), task_id)
         if task is None:
             raise _unknown(task_id)
