@@ -922,7 +922,7 @@ class Gateway:
         finally:
             if tier is not Tier.READ:  # it may have changed the cluster, even failing
                 self.clusters.read_cache(ctx.cluster_name).invalidate()
-            unrecorded = self._finish(call, status, error_code, ctx, exitstatus)
+            unrecorded = await self._finish(call, status, error_code, ctx, exitstatus)
         # A risky call's intent is on record and it ran: its answer is due. A read whose one
         # record failed is answered only if unrecorded reads are acceptable.
         if unrecorded is not None and tier is Tier.READ and self.audit.require_for_reads:
@@ -997,7 +997,7 @@ class Gateway:
         )
         return ToolResult(call.event_id, error=self.redactor.value(refusal.payload()))
 
-    def _finish(
+    async def _finish(
         self,
         call: _Call,
         status: str,
@@ -1009,8 +1009,12 @@ class Gateway:
         record could not be written, if it could not."""
         risky = call.tier != "read"
         command = ctx.command.audit_fields() if ctx.command is not None else {}
-        if ctx.command is not None:
-            command |= self._keep_evidence(call, ctx.command.evidence())
+        if ctx.command is not None and self.evidence is not None:
+            blobs = ctx.command.evidence()
+            # In a worker thread (redacting, hashing and fsyncing 16 MiB takes most of a
+            # second), shielded: a cancellation arriving meanwhile must not lose the record.
+            with anyio.CancelScope(shield=True):
+                command |= await anyio.to_thread.run_sync(lambda: self._keep_evidence(call, blobs))
         duration_ms, unrecorded = self._outcome(
             call,
             phase="outcome" if risky else "record",
