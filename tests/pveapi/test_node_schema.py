@@ -17,6 +17,8 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
+import httpx2
 import pytest
 import structlog
 from mcp import Client
@@ -26,7 +28,15 @@ from pvemcp.gateway.clusters import ClusterPool
 from pvemcp.gateway.invoke import Gateway
 from pvemcp.policy.audit import AuditLog
 from pvemcp.proxmox.rest import RestBackend
-from pvemcp.pveapi.node import ApidocError, cache_file, node_index, parse_apidoc, write_cached
+from pvemcp.proxmox.tls import build_transport
+from pvemcp.pveapi.node import (
+    APIDOC_PATH,
+    ApidocError,
+    cache_file,
+    node_index,
+    parse_apidoc,
+    write_cached,
+)
 from pvemcp.secrets.redaction import Redactor
 from pvemcp.simulator.apidoc import apidoc_body
 from pvemcp.simulator.server import SimulatorHandle, SimulatorOptions, simulator_in_thread
@@ -143,10 +153,11 @@ async def test_another_version_in_the_cache_is_not_used(tmp_path: Path) -> None:
     ("served", "settings", "reason"),
     [
         ("real", {"api_schema_max_bytes": 64 * 1024}, "over the cap of 65536"),
+        ("real", {"api_schema_timeout": 0.001}, "no complete answer within api_schema_timeout"),
         ("garbage", {}, "apiSchema is not JSON"),
         (None, {}, "HTTP 500"),
     ],
-    ids=["oversized", "garbage", "no-pve-docs"],
+    ids=["oversized", "slow", "garbage", "no-pve-docs"],
 )
 async def test_a_schema_that_cannot_be_used_falls_back_to_the_shipped_one(
     tmp_path: Path, served: str | None, settings: dict[str, Any], reason: str
@@ -172,6 +183,42 @@ async def test_a_schema_that_cannot_be_used_falls_back_to_the_shipped_one(
     assert len(warned) == 1, "one warning, however many calls"
     assert reason in warned[0]["reason"] and warned[0]["using"] == "shipped 9.2", warned
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+async def test_concurrent_first_calls_resolve_the_schema_once(tmp_path: Path) -> None:
+    require_schema()
+    with node(schema_path()) as sim:
+        async with gateway(tmp_path, sim) as session:
+            answers: list[dict[str, Any]] = []
+
+            async def ask() -> None:
+                answers.append(await describe(session, method="GET", path="/version"))
+
+            async with anyio.create_task_group() as group:
+                for _ in range(3):
+                    group.start_soon(ask)
+            assert [answer["api_schema"] for answer in answers] == [f"node {VERSION}"] * 3
+            assert versions_read(session) == 1, "the others waited for the first"
+
+
+async def test_the_simulator_serves_apidoc_js_without_a_login_as_pveproxy_does() -> None:
+    require_schema()
+    for served in (schema_path(), None):
+        with node(served) as sim:
+            transport = build_transport(cluster_for(sim), limits=httpx2.Limits())
+            async with httpx2.AsyncClient(transport=transport, base_url=sim.url) as client:
+                answer = await client.get(APIDOC_PATH)
+        if served is None:
+            # pve-http-server's answer for a file under a directory that does not exist.
+            assert (answer.status_code, answer.reason_phrase) == (
+                500,
+                f"no such file '{APIDOC_PATH}'",
+            )
+        else:
+            assert answer.status_code == 200, answer
+            assert answer.headers["content-type"].startswith("application/javascript")
+            assert answer.content.startswith(b"const apiSchema = [")
+            assert len(parse_apidoc(answer.content)) == len(json.loads(served.read_bytes()))
 
 
 async def test_a_configured_file_wins_and_fetching_can_be_turned_off(tmp_path: Path) -> None:

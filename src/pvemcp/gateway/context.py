@@ -296,10 +296,10 @@ async def _node_schema(name: str, cluster: ClusterConfig, backend: ProxmoxBacken
                 timeout=cluster.api_schema_timeout,
             )
         index, encoded = await anyio.to_thread.run_sync(node_index, raw, version)
+    except TimeoutError:  # before OSError, of which it is a subclass
+        reason = f"no complete answer within api_schema_timeout ({cluster.api_schema_timeout:g} s)"
     except (ApidocError, httpx2.HTTPError, CertificatePinError, ssl.SSLError, OSError) as exc:
         reason = str(exc) or type(exc).__name__
-    except TimeoutError:
-        reason = f"no complete answer within api_schema_timeout ({cluster.api_schema_timeout:g} s)"
     else:
         try:
             write_cached(cache_file(directory, version, raw), encoded)
