@@ -111,8 +111,9 @@ class ElicitedSecrets:
 
     @property
     def available(self) -> bool:
-        # A 2026-07-28 request has no back channel for a pushed elicitation, and an
-        # input-required answer rides the retry's request, which the client could read.
+        # A 2026-07-28 request has no back channel for a pushed elicitation. Its
+        # input-required flow (which confirmations use) is not used for a secret: the
+        # question would be the tools/call's own answer, kept with the call by the client.
         if self._context.request_context.protocol_version in MODERN_PROTOCOL_VERSIONS:
             return False
         capabilities = self._context.client_capabilities
