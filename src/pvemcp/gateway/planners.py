@@ -23,7 +23,7 @@ from pvemcp.gateway.plan import ApiCall, Change, GuestTarget, Plan
 from pvemcp.gateway.registry import WriteInput
 from pvemcp.gateway.run import TaskOutcome, Waits, run_planned
 from pvemcp.proxmox.backend import Method
-from pvemcp.proxmox.errors import ProxmoxError, TaskFailed
+from pvemcp.proxmox.errors import NotFound, TaskFailed
 from pvemcp.secrets.redaction import MASK, is_secret_key
 
 
@@ -660,10 +660,11 @@ async def storage_status(
     ctx: ToolContext, node: str, storage: str, *, field: str, content: str | None = None
 ) -> StorageStatus:
     """The storage's status on `node`; an unknown one, or one whose content does not include
-    `content` (images, rootdir...), is refused naming `field`."""
+    `content` (images, rootdir...), is refused naming `field`. Only PVE's "does not exist"
+    means unknown: any other failure (a 5xx, a timeout) is reported as itself."""
     try:
         status = await read_as(ctx, _STORAGE_STATUS, f"/nodes/{node}/storage/{storage}/status")
-    except ProxmoxError:
+    except NotFound:
         raise ToolFailure(
             "not_found",
             f"storage {storage!r} does not exist on node {node}",

@@ -29,6 +29,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from pydantic import AfterValidator, Field, TypeAdapter, model_validator
 
+from pvemcp.proxmox.errors import NotFound
 from pvemcp.tools.kit import (
     OBJECT,
     Answer,
@@ -116,10 +117,11 @@ def _content_path(node: str, storage: str) -> str:
 
 
 async def storage_config(ctx: ToolContext, storage: str, field: str) -> _Config:
-    """The storage's config, or `not_found` naming `field`."""
+    """The storage's config, or `not_found` naming `field` when PVE says it does not exist
+    (any other failure, a 5xx or a timeout, is reported as itself)."""
     try:
         return await read_as(ctx, _CONFIG, f"/storage/{quote(storage, safe='')}")
-    except ProxmoxError:
+    except NotFound:
         raise ToolFailure(
             "not_found",
             f"cluster {ctx.cluster_name} has no storage {storage!r}",
@@ -869,10 +871,17 @@ async def appliance_list(ctx: ToolContext, args: ApplianceArgs) -> ApplianceList
     return ApplianceList(appliances=rows)
 
 
+_NODE_ROWS: TypeAdapter[list[dict[str, Any]]] = TypeAdapter(list[dict[str, Any]])
+
+
 async def _index(ctx: ToolContext, node: str) -> list[_Appliance]:
+    """The node's appliance index; `not_found` when the cluster has no such node (PVE
+    answers it with a 500 "hostname lookup failed"), any other failure as itself."""
     try:
         return await read_as(ctx, _APPLIANCES, f"/nodes/{node}/aplinfo")
     except ProxmoxError:
+        if node in {row.get("node") for row in await read_as(ctx, _NODE_ROWS, "/nodes")}:
+            raise
         raise ToolFailure(
             "not_found",
             f"cluster {ctx.cluster_name} has no node {node!r}",
