@@ -933,7 +933,8 @@ class Gateway:
         """Before a call above `read` runs: make sure its evidence can be kept (escape
         calls) and write its intent record. None when it may run, else the refusal."""
         if tier is Tier.ESCAPE and self.evidence is not None:
-            refusal = self._evidence_ready(call)
+            # A thread: the first check counts the store, an hourly one walks it to prune.
+            refusal = await anyio.to_thread.run_sync(lambda: self._evidence_ready(call))
             if refusal is not None:
                 return self._refused(call, refusal)
         if not tier.records_intent:
