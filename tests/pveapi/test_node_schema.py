@@ -134,6 +134,22 @@ async def test_the_node_schema_is_fetched_cached_and_read_back_after_a_restart(
     assert fallbacks(events) == []
 
 
+async def test_requests_are_checked_against_the_schema_the_node_serves(tmp_path: Path) -> None:
+    """A node serving 9.1's tree: a method 9.2 added (which the shipped index has) is
+    refused as PVE 9.1 would, before anything but the schema's reads is sent."""
+    require_schema()
+    with node(schema_dir() / "pve-9.1-apidoc.json") as sim:
+        async with gateway(tmp_path, sim) as session:
+            error = refused(await call(session, "proxmox_api_read", path="/cluster/qemu/cpu-flags"))
+            assert error["code"] == "invalid_argument" and error["field"] == "path", error
+            assert "no API path" in error["message"], error
+            assert session.calls == [("GET", "/version", {}, session.calls[0][3])]
+            assert ok(await call(session, "proxmox_api_read", path="/version"))["data"]
+        async with gateway(tmp_path / "off", sim, api_schema_fetch=False) as session:
+            shown = await describe(session, method="GET", path="/cluster/qemu/cpu-flags")
+            assert shown["api_schema"] == "shipped 9.2", "the shipped 9.2 index has it"
+
+
 async def test_another_version_in_the_cache_is_not_used(tmp_path: Path) -> None:
     require_schema()
     older = schema_dir() / "pve-9.1-apidoc.json"
