@@ -20,10 +20,10 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.extension import ClaimContext, ClientExtension, ResultClaim
-from mcp.client.session import ClientSession
+from mcp.client.session import ClientRequestContext, ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-from mcp.types import CallToolResult
+from mcp.types import CallToolResult, ElicitRequestParams, ElicitResult, InputRequiredResult
 from mcp_types import Request, Result
 from pydantic import ConfigDict
 
@@ -37,7 +37,8 @@ from tests.transports.test_http_app import KEYS, bearer, policy_gateway, served
 
 pytestmark = pytest.mark.anyio
 
-TEMPLATE = 9000  # pve1, a template to clone
+TEMPLATE = 9000  # pve2, a template to clone
+RUNNING_VM = 100  # pve1, running
 
 
 class CreatedTask(Result):
@@ -114,19 +115,23 @@ async def until_done(session: ClientSession, task_id: str) -> TaskState:
             await anyio.sleep(0.1)
 
 
-async def _resolve(created: CreatedTask, ctx: ClaimContext) -> CallToolResult:
-    state = await until_done(ctx.session, created.task_id)
-    assert state.status == "completed" and state.result is not None, state
-    return CallToolResult.model_validate(state.result)
-
-
 class TasksClient(ClientExtension):
-    """A task-aware client: declares the extension and finishes a task by polling."""
+    """A task-aware client: declares the extension and finishes a task by polling;
+    `resolved` lists the tasks it finished."""
 
     identifier = IDENTIFIER
 
+    def __init__(self) -> None:
+        self.resolved: list[str] = []
+
     def claims(self) -> Sequence[ResultClaim[Any]]:
-        return (ResultClaim(result_type="task", model=CreatedTask, resolve=_resolve),)
+        return (ResultClaim(result_type="task", model=CreatedTask, resolve=self._resolve),)
+
+    async def _resolve(self, created: CreatedTask, ctx: ClaimContext) -> CallToolResult:
+        state = await until_done(ctx.session, created.task_id)
+        assert state.status == "completed" and state.result is not None, state
+        self.resolved.append(ctx.tool_name)
+        return CallToolResult.model_validate(state.result)
 
 
 async def start_task(client: Client, tool: str, arguments: dict[str, Any]) -> CreatedTask:
@@ -175,7 +180,8 @@ async def test_a_clone_and_a_start_run_as_tasks_with_the_tool_result(world: Worl
     gateway = world.gateway()
     try:
         server = build_mcp_server(gateway, _as(ALICE))
-        async with Client(server, extensions=[TasksClient()]) as alice:
+        tasks = TasksClient()
+        async with Client(server, extensions=[tasks]) as alice:
             assert alice.protocol_version == "2026-07-28"
             assert IDENTIFIER in (alice.server_capabilities.extensions or {})
             created = await start_task(
@@ -214,6 +220,7 @@ async def test_a_clone_and_a_start_run_as_tasks_with_the_tool_result(world: Worl
             )
             assert not started.is_error and started.structured_content is not None
             assert started.structured_content["guest_status"] == "running"
+            assert tasks.resolved == ["proxmox_guest_power"]
     finally:
         await gateway.aclose()
     outcomes = [r for r in read_audit(world.audit) if r.get("phase") == "outcome"]
@@ -278,6 +285,37 @@ async def test_what_ends_before_a_task_starts_is_answered_at_once(world: World) 
             with pytest.raises(MCPError) as removed:
                 await alice.session.send_request(TaskResult(params=ask), TaskState)
             assert removed.value.code == -32601
+    finally:
+        await gateway.aclose()
+
+
+async def test_a_confirmed_call_becomes_a_task_after_its_question(world: World) -> None:
+    """A hard stop needs the person's confirmation: the question (input-required) comes
+    back on the call itself, synchronously, and the retry that carries the answer starts
+    the Proxmox task and is answered with the MCP task (SEP-2663: input rounds before
+    task creation)."""
+    asked: list[str] = []
+
+    async def accept(context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult:
+        asked.append(params.message)
+        return ElicitResult(action="accept", content={"approve": True})
+
+    gateway = world.gateway()
+    try:
+        server = build_mcp_server(gateway, _as(ALICE))
+        tasks = TasksClient()
+        async with Client(server, extensions=[tasks], elicitation_callback=accept) as alice:
+            stop = {"vmid": RUNNING_VM}
+            question = await alice.session.call_tool(
+                "proxmox_guest_stop", stop, allow_input_required=True, allow_claimed=True
+            )
+            assert isinstance(question, InputRequiredResult)
+            stopped = await alice.call_tool("proxmox_guest_stop", stop)
+            assert not stopped.is_error, tool_payload(stopped)
+            assert stopped.structured_content is not None
+            assert stopped.structured_content["guest_status"] == "stopped"
+            assert len(asked) == 1 and "proxmox_guest_stop" in asked[0]
+            assert tasks.resolved == ["proxmox_guest_stop"]  # the retry was a task
     finally:
         await gateway.aclose()
 
