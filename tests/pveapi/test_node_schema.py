@@ -150,19 +150,25 @@ async def test_requests_are_checked_against_the_schema_the_node_serves(tmp_path:
             assert shown["api_schema"] == "shipped 9.2", "the shipped 9.2 index has it"
 
 
-async def test_another_version_in_the_cache_is_not_used(tmp_path: Path) -> None:
+async def test_another_version_or_a_broken_cache_file_is_fetched_again(tmp_path: Path) -> None:
     require_schema()
-    older = schema_dir() / "pve-9.1-apidoc.json"
-    raw = apidoc_body(older)
-    _, encoded = node_index(raw, "9.1.5")
-    stale = cache_file(tmp_path / "cache", "9.1.5", raw)
-    write_cached(stale, encoded)
+    cache = tmp_path / "cache"
+    older = apidoc_body(schema_dir() / "pve-9.1-apidoc.json")
+    write_cached(cache_file(cache, "9.1.5", older), node_index(older, "9.1.5")[1])
+    broken = {
+        f"pve-{VERSION}-notgzip.index.json.gz": b"not gzip",
+        f"pve-{VERSION}-nopaths.index.json.gz": gzip.compress(b'{"format": 1, "pve": "9.2.0"}'),
+        f"pve-{VERSION}-list.index.json.gz": gzip.compress(b"[1, 2]"),
+    }
+    for name, content in broken.items():
+        write_cached(cache / name, content)
     with node(schema_path()) as sim:
         async with gateway(tmp_path, sim) as session:
             shown = await describe(session, method="PUT", path=CONFIG)
     assert shown["api_schema"] == f"node {VERSION}"
-    names = sorted(path.name.split("-")[1] for path in (tmp_path / "cache").iterdir())
-    assert names == ["9.1.5", VERSION], "fetched for 9.2.0, the 9.1.5 file left alone"
+    fetched = cache_file(cache, VERSION, apidoc_body(schema_path()))
+    assert fetched.is_file(), "fetched for 9.2.0: neither the 9.1.5 file nor a broken one"
+    assert len(list(cache.iterdir())) == 2 + len(broken), "the others are left alone"
 
 
 @pytest.mark.parametrize(

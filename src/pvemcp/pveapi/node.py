@@ -33,6 +33,9 @@ APIDOC_PATH = "/pve-docs/api-viewer/apidoc.js"
 
 _ASSIGNMENT = re.compile(r"\b(?:const|let|var)\s+apiSchema\s*=\s*")
 _UNSAFE = re.compile(r"[^A-Za-z0-9.+~_-]")
+_BROKEN = (OSError, ValueError, EOFError, LookupError, TypeError, AttributeError)
+"""What reading a cache file raises when it is not a whole index (not gzip, cut short, not
+JSON, or JSON of another shape: no `paths`, a list...): it is then fetched again."""
 
 
 class NodeSchema:
@@ -101,7 +104,7 @@ def read_cached(directory: Path, version: str, max_bytes: int) -> Index | None:
     with contextlib.suppress(OSError):
         found = [path for path in directory.iterdir() if path.name.startswith(stem)]
         for path in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True):
-            with contextlib.suppress(OSError, ValueError, EOFError, gzip.BadGzipFile):
+            with contextlib.suppress(*_BROKEN):
                 with gzip.open(path, "rb") as file:
                     raw = file.read(max_bytes + 1)
                 data = json.loads(raw) if len(raw) <= max_bytes else None
