@@ -57,6 +57,7 @@ from .views import (
     node_resource,
     node_status,
     node_storage_entry,
+    node_usage,
     storage_resource,
     task_entry,
     task_status,
@@ -87,8 +88,9 @@ def _cluster_resources(ctx: Context, params: Params) -> Result:
     wanted = params.get("type")
     items: list[dict[str, Any]] = []
     if wanted in (None, "node"):
+        usage = node_usage(state)
         items += [
-            _node_entry(node_resource(state, node, now), node.online)
+            _node_entry(node_resource(state, node, now, usage), node.online)
             for node in state.nodes.values()
         ]
     if wanted in (None, "storage"):
@@ -102,7 +104,13 @@ def _cluster_resources(ctx: Context, params: Params) -> Result:
             ]
     if wanted in (None, "vm"):
         visible = audited(state.access, ctx.user, state.guests.values())
-        items += [_guest_resource(ctx, g) for g in sorted(visible, key=_vmid)]
+        # HA's view of each managed guest, looked up once rather than once per guest.
+        hastates = {
+            service.vmid: fields[0]
+            for service in state.ha.services.values()
+            if (fields := ha.guest_fields(state, service.vmid)) is not None
+        }
+        items += [_guest_resource(ctx, g, hastates) for g in sorted(visible, key=_vmid)]
     if wanted in (None, "sdn"):
         items += sdn.sdn_resources(state.sdn, state.nodes)
     if wanted is None:
@@ -114,12 +122,12 @@ _LIVE_KEYS = ("cpu", "mem", "disk", "uptime", "netin", "netout", "diskread", "di
 """What pvestatd reports of a live node or guest, which nobody reports while it is down."""
 
 
-def _guest_resource(ctx: Context, guest: Guest) -> dict[str, Any]:
+def _guest_resource(ctx: Context, guest: Guest, hastates: dict[int, str]) -> dict[str, Any]:
     """A guest's resource entry; on a node that is down, PVE knows its config only: its
     status is `unknown` and it has no live figures."""
     entry = guest_resource(guest, ctx.now)
-    if (fields := ha.guest_fields(ctx.state, guest.vmid)) is not None:
-        entry["hastate"] = fields[0]
+    if (hastate := hastates.get(guest.vmid)) is not None:
+        entry["hastate"] = hastate
     if not ctx.state.nodes[guest.node].online:
         entry["status"] = "unknown"
         for key in _LIVE_KEYS:
@@ -156,9 +164,10 @@ def _nextid(ctx: Context, params: Params) -> Result:
 
 def _nodes(ctx: Context, params: Params) -> Result:
     state = ctx.state
+    usage = node_usage(state)
     return Result(
         [
-            _node_entry(node_list_entry(state, node, ctx.now), node.online)
+            _node_entry(node_list_entry(state, node, ctx.now, usage), node.online)
             for node in state.nodes.values()
         ]
     )

@@ -14,9 +14,9 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
-from .model import ConfigValue, GiB, Guest, GuestKind, Node, Snapshot, Storage, TiB
+from .model import ConfigValue, GiB, Guest, GuestKind, MiB, Node, Snapshot, Storage, TiB
 from .tasks import Task, encode_upid
 
 CLUSTER_NAME = "demo"
@@ -437,15 +437,127 @@ def _history(
     return history.tasks(nodes)
 
 
-def build_demo(seed: int, now: float) -> Demo:
-    """The demo cluster for `seed`, as it looks at clock time `now`."""
+@dataclass(frozen=True)
+class Scale:
+    """A larger cluster than the demo's: `guests` guests in all on `nodes` nodes.
+
+    The demo's three nodes and fourteen guests stay as they are (every store seeded
+    around them, HA, replication, backups, keeps working); nodes pve4.. and generated
+    guests fill up to the counts. Generated guests have no task history, snapshots or
+    backups: a big cluster is for listing and searching at scale, not for a story."""
+
+    guests: int
+    nodes: int
+
+    MIN_GUESTS: ClassVar[int] = len(_GUESTS)
+    MIN_NODES: ClassVar[int] = len(_NODES)
+    MAX_GUESTS: ClassVar[int] = 100_000
+    MAX_NODES: ClassVar[int] = 200
+
+    def __post_init__(self) -> None:
+        if not self.MIN_GUESTS <= self.guests <= self.MAX_GUESTS:
+            raise ValueError(f"guests must be {self.MIN_GUESTS} to {self.MAX_GUESTS}")
+        if not self.MIN_NODES <= self.nodes <= self.MAX_NODES:
+            raise ValueError(f"nodes must be {self.MIN_NODES} to {self.MAX_NODES}")
+
+
+_ROLES = ("web", "app", "api", "db", "cache", "queue", "worker", "build", "mon", "proxy")
+_TAGS = ("prod", "dev", "test", "ci", "infra", "web", "db", "batch")
+_MEMORY_MIB = (512, 1024, 1024, 2048, 2048, 4096)
+_BIG_NODE = ("AMD EPYC 9554 64-Core Processor", 2, 128, 256, 1024)
+"""A generated node: cpu model, sockets, cores, threads, memory GiB (grown to fit)."""
+
+
+def _generated_spec(vmid: int, index: int, node: str, rng: random.Random) -> _GuestSpec:
+    """Guest number `index` of a scaled cluster: 70 % VMs, most of them running."""
+    kind: GuestKind = "qemu" if rng.random() < 0.7 else "lxc"
+    roll = rng.random()
+    state: Literal["running", "stopped", "paused"] = (
+        "running" if roll < 0.72 else "paused" if kind == "qemu" and roll < 0.74 else "stopped"
+    )
+    role = _ROLES[index % len(_ROLES)]
+    tags = ";".join(sorted(set(rng.sample(_TAGS, rng.randrange(0, 3))))) or None
+    return _GuestSpec(
+        vmid=vmid,
+        kind=kind,
+        node=node,
+        name=f"{role}-{index:05d}",
+        state=state,
+        cores=rng.choice((1, 1, 2, 2, 4)),
+        memory_mib=rng.choice(_MEMORY_MIB),
+        disk_gib=rng.choice((8, 16, 32)),
+        tags=tags,
+        pool=rng.choice(("prod", "dev", None, None)),
+        ostype="l26" if kind == "qemu" else "debian",
+    )
+
+
+def _grow(demo: Demo, scale: Scale, seed: int, now: float) -> None:
+    """Add scale's nodes and guests to the demo: generated guests go round-robin on the
+    added nodes (on the demo's when there are none), whose memory and `local-lvm` are
+    sized to hold them, so the figures stay plausible (used below total)."""
+    rng = random.Random(f"{seed}/{scale.guests}x{scale.nodes}")  # noqa: S311 - as above
+    model, sockets, cores, threads, mem_gib = _BIG_NODE
+    first = demo.nodes["pve1"]
+    for number in range(len(demo.nodes) + 1, scale.nodes + 1):
+        name = f"pve{number}"
+        demo.nodes[name] = Node(
+            name=name,
+            nodeid=number,
+            ip=f"10.10.{10 + number // 200}.{10 + number % 200}",
+            cpu_model=model,
+            sockets=sockets,
+            cores=cores,
+            threads=threads,
+            mem_total=mem_gib * GiB,
+            swap_total=8 * GiB,
+            rootfs_total=first.rootfs_total,
+            rootfs_used=rng.randrange(9, 21) * GiB,
+            boot_time=now - rng.uniform(5, 90) * DAY,
+            host_cpu=rng.uniform(0.004, 0.02),
+            host_mem=rng.randrange(6, 12) * GiB,
+            next_pid=rng.randrange(0x1000, 0x3FFFFF),
+        )
+    hosts = [demo.nodes[n] for n in list(demo.nodes)[len(_NODES) :]] or list(demo.nodes.values())
+    vmids = (v for v in range(1000, 1_000_000_000) if v not in demo.guests)
+    memory: dict[str, int] = dict.fromkeys((n.name for n in hosts), 0)
+    disk: dict[str, int] = dict.fromkeys(memory, 0)
+    for index in range(scale.guests - len(demo.guests)):
+        node = hosts[index % len(hosts)]
+        spec = _generated_spec(next(vmids), index, node.name, rng)
+        demo.guests[spec.vmid] = _guest(spec, rng, node, now)
+        memory[node.name] += spec.memory_mib * MiB
+        disk[node.name] += spec.disk_gib * GiB
+    for node in hosts:
+        node.mem_total = max(
+            node.mem_total, _round_up(memory[node.name] + node.host_mem, 256 * GiB)
+        )
+    for storage in demo.storages:
+        for node in demo.nodes.values():
+            if storage.shared or storage.name == "local":
+                storage.usage.setdefault(node.name, storage.usage["pve1"])
+        if storage.name == "local-lvm":
+            for name, used in disk.items():
+                total, other = storage.usage.get(name, (0, 200 * GiB))
+                storage.usage[name] = (max(total, _round_up(2 * used + other, 1024 * GiB)), other)
+
+
+def _round_up(value: int, step: int) -> int:
+    return -(-value // step) * step
+
+
+def build_demo(seed: int, now: float, scale: Scale | None = None) -> Demo:
+    """The demo cluster for `seed`, as it looks at clock time `now`; `scale` grows it."""
     rng = random.Random(seed)  # noqa: S311 - reproducible demo data, not a secret
     nodes = _nodes(rng, now)
     guests = {spec.vmid: _guest(spec, rng, nodes[spec.node], now) for spec in _GUESTS}
-    return Demo(
+    demo = Demo(
         nodes=nodes,
         guests=guests,
         storages=_storages(rng, nodes),
         pools=("dev", "prod"),
         history=_history(nodes, guests, rng, now),
     )
+    if scale is not None:
+        _grow(demo, scale, seed, now)
+    return demo

@@ -33,6 +33,7 @@ from .apidoc import add_apidoc_route
 from .app import create_app
 from .certs import SelfSigned, make_self_signed
 from .faults import ADMIN_PATH, FaultH11Protocol, Faults
+from .seed import Scale
 from .state import Clock, ClusterState
 
 DEFAULT_TOKEN_ID = "root@pam!pvemcp"  # noqa: S105 - a token id names a user, it is no secret
@@ -61,6 +62,9 @@ class SimulatorOptions:
     """Seconds since the epoch; inject one to make task timing deterministic."""
     ceph: bool = False
     """Give the demo cluster Ceph (monitors, OSDs, pools, a CephFS and an RBD storage)."""
+    scale: Scale | None = None
+    """Grow the demo cluster to this many guests and nodes (`seed.Scale`); None: the
+    demo's 14 guests on 3 nodes."""
     fault_admin: bool = False
     """Serve the fault admin endpoint (`faults.ADMIN_PATH`) to the holder of the token;
     `SimulatorHandle.faults` works either way."""
@@ -235,6 +239,7 @@ async def serve_simulator(
         time_scale=options.time_scale,
         ssl_fingerprint=cert.fingerprint_colons,
         ceph=options.ceph,
+        scale=options.scale,
     )
     faults = Faults()
     app = create_app(
@@ -372,6 +377,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--ceph", action="store_true", help="give the demo cluster Ceph")
     parser.add_argument(
+        "--guests",
+        type=int,
+        help=f"grow the cluster to this many guests ({Scale.MIN_GUESTS} to {Scale.MAX_GUESTS})",
+    )
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        help=f"grow the cluster to this many nodes ({Scale.MIN_NODES} to {Scale.MAX_NODES})",
+    )
+    parser.add_argument(
         "--faults",
         action="store_true",
         help=f"serve {ADMIN_PATH} (token required) to inject faults at run time",
@@ -386,6 +401,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--time-scale must be >= 0")
     if args.apidoc is not None and not args.apidoc.is_file():
         parser.error(f"--apidoc {args.apidoc}: no such file")
+    scale = None
+    if args.guests is not None or args.nodes is not None:
+        try:
+            scale = Scale(
+                Scale.MIN_GUESTS if args.guests is None else args.guests,
+                Scale.MIN_NODES if args.nodes is None else args.nodes,
+            )
+        except ValueError as exc:
+            parser.error(f"--guests/--nodes: {exc}")
     if not _is_loopback(args.host) and not args.allow_remote:
         print(
             f"refusing to listen on {args.host}: the simulator answers anyone who has the "
@@ -403,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         token_secret=args.token_secret,
         ceph=args.ceph,
         fault_admin=args.faults,
+        scale=scale,
     )
     try:
         asyncio.run(_foreground(options, args.cert_out))

@@ -23,7 +23,7 @@ from .model import Guest, GuestKind, Node
 from .network import NodeNetwork, demo_networks
 from .notify import Notify, demo_notify
 from .sdn import Sdn, demo_sdn
-from .seed import CLUSTER_NAME, MEDIA, SILENT_AGENTS, build_demo
+from .seed import CLUSTER_NAME, MEDIA, SILENT_AGENTS, Scale, build_demo
 from .tasks import LockKey, Plan, Task, TaskTable, encode_upid, guest_lock
 from .volumes import Volumes, seed_media, seed_volumes
 
@@ -64,6 +64,7 @@ class ClusterState:
         time_scale: float = 1.0,
         ssl_fingerprint: str | None = None,
         ceph: bool = False,
+        scale: Scale | None = None,
     ) -> None:
         if time_scale < 0:
             raise ValueError("time_scale must be >= 0")
@@ -72,7 +73,7 @@ class ClusterState:
         self._clock: Clock = clock or time.time
         self.name = CLUSTER_NAME
         self.ssl_fingerprint = ssl_fingerprint
-        demo = build_demo(seed, self._clock())
+        demo = build_demo(seed, self._clock(), scale)
         self.nodes: dict[str, Node] = demo.nodes
         self.guests: dict[int, Guest] = demo.guests
         self.storages = demo.storages

@@ -103,25 +103,30 @@ def guest_status(guest: Guest, now: float) -> JsonObject:
     return entry
 
 
-def _node_guests(state: ClusterState, node: Node) -> list[Guest]:
-    return [g for g in state.guests.values() if g.node == node.name]
+Usage = dict[str, tuple[float, int]]
+"""Node name -> (CPU fraction, memory bytes) in use."""
 
 
-def _node_usage(state: ClusterState, node: Node) -> tuple[float, int]:
-    """(CPU fraction, memory bytes) the node uses: the host plus its running guests."""
-    cpu = node.host_cpu
-    mem = node.host_mem
-    for guest in _node_guests(state, node):
-        if guest.status == "running":
-            mem += int(guest.maxmem * guest.mem_fraction)
+def node_usage(state: ClusterState, only: Node | None = None) -> Usage:
+    """What every node (or `only` that one) uses: the host plus its running guests, in
+    one pass over the guests (a list of nodes must not walk every guest once per node:
+    32 nodes with 10,000 guests made GET /nodes take over 100 ms)."""
+    nodes = state.nodes if only is None else {only.name: only}
+    cpu = {name: node.host_cpu for name, node in nodes.items()}
+    mem = {name: node.host_mem for name, node in nodes.items()}
+    for guest in state.guests.values():
+        if guest.status == "running" and guest.node in mem:
+            mem[guest.node] += int(guest.maxmem * guest.mem_fraction)
             if not guest.paused:
-                cpu += guest.cpu_load * guest.cores / node.threads
-    return round(min(cpu, 1.0), 4), mem
+                cpu[guest.node] += guest.cpu_load * guest.cores / state.nodes[guest.node].threads
+    return {name: (round(min(cpu[name], 1.0), 4), mem[name]) for name in nodes}
 
 
-def node_list_entry(state: ClusterState, node: Node, now: float) -> JsonObject:
-    """One item of GET /nodes."""
-    cpu, mem = _node_usage(state, node)
+def node_list_entry(
+    state: ClusterState, node: Node, now: float, usage: Usage | None = None
+) -> JsonObject:
+    """One item of GET /nodes; `usage` is `node_usage(state)` when listing several."""
+    cpu, mem = (usage or node_usage(state, node))[node.name]
     entry: JsonObject = {
         "node": node.name,
         "id": f"node/{node.name}",
@@ -143,7 +148,7 @@ def node_list_entry(state: ClusterState, node: Node, now: float) -> JsonObject:
 
 def node_status(state: ClusterState, node: Node, now: float) -> JsonObject:
     """GET /nodes/{node}/status."""
-    cpu, mem = _node_usage(state, node)
+    cpu, mem = node_usage(state, node)[node.name]
     load = cpu * node.threads
     rootfs_free = node.rootfs_total - node.rootfs_used
     return {
@@ -255,15 +260,10 @@ def node_storage_entry(storage: Storage, usage: tuple[int, int], with_formats: b
     return entry
 
 
-_RESOURCE_GUEST_KEYS = (
-    "cpu", "mem", "maxmem", "disk", "maxdisk", "uptime", "netin", "netout", "diskread",
-    "diskwrite", "tags", "lock",
-)  # fmt: skip
-
-
 def guest_resource(guest: Guest, now: float) -> JsonObject:
-    """A `qemu` or `lxc` item of GET /cluster/resources."""
-    common = _guest_common(guest, now)
+    """A `qemu` or `lxc` item of GET /cluster/resources: the list entry's figures
+    (`_guest_common`) built directly, since a big cluster lists thousands of them."""
+    live = _guest_live(guest, now)
     entry: JsonObject = {
         "id": f"{guest.kind}/{guest.vmid}",
         "type": guest.kind,
@@ -274,18 +274,31 @@ def guest_resource(guest: Guest, now: float) -> JsonObject:
         "status": qmpstatus(guest) if guest.kind == "qemu" else guest.status,
         "maxcpu": guest.cores,
         "template": 1 if guest.template else 0,
+        "cpu": live["cpu"],
+        "mem": live["mem"],
+        "maxmem": guest.maxmem,
+        "disk": guest.disk_used if guest.kind == "lxc" and guest.status == "running" else 0,
+        "maxdisk": guest.maxdisk,
+        "uptime": live["uptime"],
+        "netin": live["netin"],
+        "netout": live["netout"],
+        "diskread": live["diskread"],
+        "diskwrite": live["diskwrite"],
     }
-    for key in _RESOURCE_GUEST_KEYS:
-        if key in common:
-            entry[key] = common[key]
+    if (tags := guest.tags) is not None:
+        entry["tags"] = tags
+    if (lock := guest.lock) is not None:
+        entry["lock"] = lock
     if guest.pool is not None:
         entry["pool"] = guest.pool
     return entry
 
 
-def node_resource(state: ClusterState, node: Node, now: float) -> JsonObject:
+def node_resource(
+    state: ClusterState, node: Node, now: float, usage: Usage | None = None
+) -> JsonObject:
     """A `node` item of GET /cluster/resources."""
-    entry = node_list_entry(state, node, now)
+    entry = node_list_entry(state, node, now, usage)
     entry.pop("ssl_fingerprint", None)
     entry["cgroup-mode"] = 2
     return entry
