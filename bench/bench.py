@@ -3,27 +3,30 @@
 Run: `.venv/bin/python bench/bench.py` (add `--quick` for fewer iterations). Everything
 runs on 127.0.0.1 against the embedded simulator; figures go to stdout.
 
-(a) cold start: spawn `python -m pvemcp demo` → `tools/list` answered over stdio, median of 5.
+(a) cold start and memory (`cold_start.py`): spawn → `tools/list` answered over stdio, CPU
+    used, peak RSS and modules imported, for `pvemcp serve`, `pvemcp demo` and the SDK's
+    hello-world server (the floor), interleaved, medians.
 (b) `tools/list` size: compact JSON bytes of the tool definitions (about 4 bytes a token), per
     tool, for the default toolsets as the local operator sees them and for every toolset
     with every tool granted (the whole catalogue).
 (c) gateway overhead: `proxmox_guest_list` through the SDK's in-memory client minus the same
-    REST call (`GET /cluster/resources?type=vm`) made directly on the same backend, same run.
+    REST call (`GET /cluster/resources?type=vm`) made directly on the same backend, next to
+    the SDK floor (the hello-world server's trivial tool through the same kind of client),
+    interleaved in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
-from mcp import Client, StdioServerParameters
+from mcp import Client
 from pydantic import SecretStr
 
 from pvemcp.config import ClusterConfig, PolicyConfig, Settings, TlsMode, ToolsConfig
@@ -39,27 +42,15 @@ from pvemcp.tools import all_tools, catalogue
 from pvemcp.transports.mcp_app import build_mcp_server
 from pvemcp.transports.stdio import local_principal
 
+sys.path.insert(0, str(Path(__file__).parent))
+import cold_start
+import hello_server
+
 
 def percentile(samples: list[float], pct: float) -> float:
     ordered = sorted(samples)
     index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
     return ordered[index]
-
-
-async def cold_start(runs: int, audit_dir: Path) -> list[float]:
-    env = {
-        **os.environ,
-        "PVEMCP_AUDIT__PATH": str(audit_dir / "cold.jsonl"),
-        "PVEMCP_LOG_LEVEL": "WARNING",
-    }
-    params = StdioServerParameters(command=sys.executable, args=["-m", "pvemcp", "demo"], env=env)
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        async with Client(params, mode="legacy") as client:
-            await client.list_tools()
-            times.append(time.perf_counter() - started)
-    return times
 
 
 async def tools_list_bytes(gateway: Gateway) -> tuple[int, int]:
@@ -70,22 +61,29 @@ async def tools_list_bytes(gateway: Gateway) -> tuple[int, int]:
 
 
 async def overhead(gateway: Gateway, iterations: int) -> dict[str, list[float]]:
+    """Interleaved, one of each in turn: the direct REST call, the same read through the
+    gateway, and the SDK floor (the hello-world server's trivial tool, in-memory client)."""
     backend = gateway.clusters.backend("bench")
-    direct: list[float] = []
-    via_gateway: list[float] = []
-    async with Client(build_mcp_server(gateway, local_principal), mode="legacy") as client:
-        for _ in range(20):  # warm connections and caches on both paths
-            await backend.call("GET", "/cluster/resources", {"type": "vm"})
-            await client.call_tool("proxmox_guest_list", {})
+    samples: dict[str, list[float]] = {"direct": [], "gateway": [], "sdk": []}
+    async with (
+        Client(build_mcp_server(gateway, local_principal), mode="legacy") as client,
+        Client(hello_server.mcp, mode="legacy") as hello,
+    ):
+        calls: dict[str, Callable[[], Awaitable[object]]] = {
+            "direct": lambda: backend.call("GET", "/cluster/resources", {"type": "vm"}),
+            "gateway": lambda: client.call_tool("proxmox_guest_list", {}),
+            "sdk": lambda: hello.call_tool("hello", {"name": "bench"}),
+        }
+        for _ in range(20):  # warm connections and caches on every path
+            for call in calls.values():
+                await call()
         for _ in range(iterations):
-            started = time.perf_counter()
-            await backend.call("GET", "/cluster/resources", {"type": "vm"})
-            direct.append(time.perf_counter() - started)
-            started = time.perf_counter()
-            result = await client.call_tool("proxmox_guest_list", {})
-            via_gateway.append(time.perf_counter() - started)
-            assert not result.is_error
-    return {"direct": direct, "gateway": via_gateway}
+            for name, call in calls.items():
+                started = time.perf_counter()
+                result = await call()
+                samples[name].append(time.perf_counter() - started)
+                assert not getattr(result, "is_error", False), result
+    return samples
 
 
 def ms(value: float) -> str:
@@ -94,7 +92,9 @@ def ms(value: float) -> str:
 
 async def main(quick: bool) -> None:
     configure_logging("WARNING", Redactor())
-    runs, iterations = (3, 100) if quick else (5, 500)
+    runs, iterations = (3, 100) if quick else (9, 500)
+    # Spawns only, before this process starts its own simulator and gateways.
+    print("(a) " + "\n".join(cold_start.report(cold_start.measure(runs), runs)))
     with (
         tempfile.TemporaryDirectory() as tmp,
         simulator_in_thread(SimulatorOptions(time_scale=0)) as sim,
@@ -128,7 +128,6 @@ async def main(quick: bool) -> None:
             for toolsets, policy in ((ToolsConfig().toolsets, None), (None, everything))
         ]
         try:
-            starts = await cold_start(runs, Path(tmp))
             size, count = await tools_list_bytes(gateways[0])
             all_size, all_count = await tools_list_bytes(gateways[1])
             samples = await overhead(gateways[0], iterations)
@@ -136,10 +135,6 @@ async def main(quick: bool) -> None:
             for gateway in gateways:
                 await gateway.aclose()
 
-    print(
-        f"(a) cold start, spawn -> tools/list over stdio: median {ms(statistics.median(starts))}"
-        f" of {runs} (min {ms(min(starts))}, max {ms(max(starts))})"
-    )
     for label, (nbytes, ntools) in (
         ("default toolsets, local operator", (size, count)),
         ("whole catalogue", (all_size, all_count)),
@@ -149,14 +144,14 @@ async def main(quick: bool) -> None:
             f" ({nbytes // ntools} bytes/tool, ~{nbytes // 4} tokens)"
         )
     print("    budget of the default list: 33000 bytes (tests/tools/test_catalogue.py)")
-    direct, gw = samples["direct"], samples["gateway"]
+    direct, gw, sdk = samples["direct"], samples["gateway"], samples["sdk"]
     for pct in (50, 99):
-        d, g = percentile(direct, pct), percentile(gw, pct)
+        d, g, f = percentile(direct, pct), percentile(gw, pct), percentile(sdk, pct)
         print(
             f"(c) p{pct}: direct REST {ms(d)}, via gateway {ms(g)}, overhead {ms(g - d)}"
-            f" (x{g / d:.2f})"
+            f" (x{g / d:.2f}); SDK floor (trivial tool) {ms(f)}: ours beyond it {ms(g - d - f)}"
         )
-    print(f"    {iterations} sequential calls each, same run, same backend connection")
+    print(f"    {iterations} calls of each, interleaved, same run, same backend connection")
 
 
 if __name__ == "__main__":
