@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--time-scale", type=float, help="task duration multiplier (0 = instant, 1 = real time)"
     )
+    demo.add_argument("--guests", type=int, help="grow the simulated cluster to N guests")
+    demo.add_argument("--nodes", type=int, help="grow the simulated cluster to N nodes")
     _transport_arguments(demo)
 
     commands.add_parser(
@@ -561,9 +563,9 @@ def main(argv: list[str] | None = None) -> int:
             settings.require_cluster()  # before binding a port or starting anything
             return _serve(settings, args, simulate=False)
         if args.command == "demo":
-            overrides: dict[str, Any] = {}
-            if args.time_scale is not None:
-                overrides["simulator"] = {"time_scale": args.time_scale}
+            given = {"time_scale": args.time_scale, "guests": args.guests, "nodes": args.nodes}
+            simulator = {key: value for key, value in given.items() if value is not None}
+            overrides: dict[str, Any] = {"simulator": simulator} if simulator else {}
             return _serve(_settings(None, **overrides), args, simulate=True)
         if args.command == "tools":
             return _tools(args.json, args.markdown, args.readme)

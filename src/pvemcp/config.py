@@ -466,6 +466,17 @@ class SimulatorConfig(BaseModel):
         ),
     ] = 0.2
     seed: Annotated[int, Field(description="Seed for the demo cluster's generated data.")] = 1
+    guests: Annotated[
+        int | None,
+        Field(
+            description="Grow the demo cluster to this many guests (14 to 100,000; generated "
+            "ones on added nodes); unset: the demo's 14.",
+        ),
+    ] = None
+    nodes: Annotated[
+        int | None,
+        Field(description="Grow the demo cluster to this many nodes (3 to 200); unset: 3."),
+    ] = None
 
 
 class AuditConfig(BaseModel):

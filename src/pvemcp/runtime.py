@@ -43,11 +43,17 @@ def build_policy(settings: Settings) -> PolicyEngine:
 
 def _simulated_cluster(stack: ExitStack, settings: Settings) -> dict[str, ClusterConfig]:
     # The simulator (and the web server it runs on) loads only for `pvemcp demo`.
+    from pvemcp.simulator.seed import Scale  # noqa: PLC0415
     from pvemcp.simulator.server import SimulatorOptions, simulator_in_thread  # noqa: PLC0415
 
+    config = settings.simulator
+    try:
+        scale = Scale.of(config.guests, config.nodes)
+    except ValueError as exc:
+        raise ConfigError(f"[simulator] guests/nodes: {exc}") from None
     sim = stack.enter_context(
         simulator_in_thread(
-            SimulatorOptions(time_scale=settings.simulator.time_scale, seed=settings.simulator.seed)
+            SimulatorOptions(time_scale=config.time_scale, seed=config.seed, scale=scale)
         )
     )
     log.warning(

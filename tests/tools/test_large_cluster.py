@@ -10,6 +10,7 @@ and its default page must stay within about 2,000 tokens (8,000 bytes of JSON).
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mcp import Client
+from mcp import Client, StdioServerParameters
 
 from pvemcp.config import ClusterConfig
 from pvemcp.gateway.clusters import ClusterPool
@@ -155,6 +156,42 @@ def test_simulate_serves_a_scaled_cluster() -> None:
         process.terminate()
         process.wait(10)
     assert re.search(r"nodes pve1, .*, pve8 and 500 guests", banner), banner
+
+
+def _demo_env(tmp_path: Path) -> dict[str, str]:
+    env = {**os.environ, "PVEMCP_AUDIT__PATH": str(tmp_path / "audit.jsonl")}
+    for key in ("PVEMCP_API_URL", "PVEMCP_CONFIG"):
+        env.pop(key, None)
+    return env
+
+
+async def test_demo_serves_a_scaled_cluster(tmp_path: Path) -> None:
+    """`pvemcp demo --guests N --nodes M` over stdio, with the SDK client."""
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "pvemcp", "demo", "--guests", "300", "--nodes", "5"],
+        env=_demo_env(tmp_path),
+    )
+    async with Client(params) as client:
+        listed = await client.call_tool("proxmox_guest_list", {"node": "pve5"})
+    assert not listed.is_error, error_of(listed)
+    assert listed.structured_content is not None
+    # 286 generated guests round-robin on pve4 and pve5.
+    assert listed.structured_content["total"] == 143
+
+
+def test_demo_refuses_a_scale_out_of_range(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pvemcp", "demo", "--nodes", "1"],
+        env=_demo_env(tmp_path),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "[simulator] guests/nodes: nodes must be 3 to 200" in done.stderr
 
 
 # --- listing and searching through the gateway ---------------------------------------

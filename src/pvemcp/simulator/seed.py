@@ -454,6 +454,16 @@ class Scale:
     MAX_GUESTS: ClassVar[int] = 100_000
     MAX_NODES: ClassVar[int] = 200
 
+    @classmethod
+    def of(cls, guests: int | None, nodes: int | None) -> Scale | None:
+        """The scale asked for by a guest count, a node count or both (the demo's count
+        for the one not given); None when neither is, for the demo as it is."""
+        if guests is None and nodes is None:
+            return None
+        return cls(
+            cls.MIN_GUESTS if guests is None else guests, cls.MIN_NODES if nodes is None else nodes
+        )
+
     def __post_init__(self) -> None:
         if not self.MIN_GUESTS <= self.guests <= self.MAX_GUESTS:
             raise ValueError(f"guests must be {self.MIN_GUESTS} to {self.MAX_GUESTS}")

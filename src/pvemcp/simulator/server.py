@@ -401,15 +401,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--time-scale must be >= 0")
     if args.apidoc is not None and not args.apidoc.is_file():
         parser.error(f"--apidoc {args.apidoc}: no such file")
-    scale = None
-    if args.guests is not None or args.nodes is not None:
-        try:
-            scale = Scale(
-                Scale.MIN_GUESTS if args.guests is None else args.guests,
-                Scale.MIN_NODES if args.nodes is None else args.nodes,
-            )
-        except ValueError as exc:
-            parser.error(f"--guests/--nodes: {exc}")
+    try:
+        scale = Scale.of(args.guests, args.nodes)
+    except ValueError as exc:
+        parser.error(f"--guests/--nodes: {exc}")
     if not _is_loopback(args.host) and not args.allow_remote:
         print(
             f"refusing to listen on {args.host}: the simulator answers anyone who has the "
