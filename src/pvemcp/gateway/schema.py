@@ -8,9 +8,11 @@ not required; unknown fields are still rejected by validation.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pydantic import BaseModel
+from pydantic.json_schema import GenerateJsonSchema
 
 from pvemcp.gateway.registry import ToolInput
 
@@ -132,13 +134,28 @@ def _advertised(node: Any, *, output: bool) -> Any:
     return out
 
 
+class _Generator(GenerateJsonSchema):
+    """pydantic's JSON schema generator, with plain JSON defaults written as they are.
+
+    pydantic builds a `TypeAdapter` to encode every field's default, which was about a
+    third of building the schemas at the first tools/list (so of every stdio client's
+    start); for `None`, `str`, `int`, `bool` and a finite `float` its answer is the value
+    itself. Anything else (enums, lists, models) still goes through pydantic."""
+
+    def encode_default(self, dft: Any) -> Any:
+        kind = type(dft)
+        if dft is None or kind in (str, int, bool) or (kind is float and math.isfinite(dft)):
+            return dft
+        return super().encode_default(dft)
+
+
 def compact_schema(model: type[BaseModel], *, bare: bool = True) -> dict[str, Any]:
     """The model's JSON schema without titles, null branches or null defaults, nested
     models in place; as advertised (`bare`, the default) also without what only validation
     or the code's readers need (`_advertised`), and with a tool input's `bare_fields` as
     their type alone. `bare=False` is the full schema, for the reference docs and the hints
     of a refused argument."""
-    schema: dict[str, Any] = _inline(_strip(model.model_json_schema()))
+    schema: dict[str, Any] = _inline(_strip(model.model_json_schema(schema_generator=_Generator)))
     schema.setdefault("type", "object")
     is_input = issubclass(model, ToolInput)
     if is_input:
