@@ -166,8 +166,10 @@ class CapabilitiesArgs(ToolInput):
     pool: Annotated[str | None, Field(max_length=64)] = None
     path: Annotated[
         str | None,
-        matching(r"/[A-Za-z0-9.\-_/]*", "an ACL path"),
+        # The length before the pattern: pydantic applies a constraint that follows a
+        # validator to None as well, and raises TypeError there.
         Field(max_length=128, description="ACL path, e.g. /storage/local."),
+        matching(r"/[A-Za-z0-9.\-_/]*", "an ACL path"),
     ] = None
     tool: Annotated[str | None, Field(max_length=64, description="Only this tool.")] = None
     toolset: Annotated[str | None, Field(max_length=32, description="Only this toolset.")] = None

@@ -26,11 +26,12 @@ NodeName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z
 
 def matching(pattern: str, what: str) -> AfterValidator:
     """A string check kept out of the schema: a pattern costs its bytes in every
-    tools/list, while the error message (naming the field) says the rule when it matters."""
+    tools/list, while the error message (naming the field) says the rule when it matters.
+    An optional field's `null` passes (it means unset), as its type already allows."""
     compiled = re.compile(pattern)
 
-    def check(value: str) -> str:
-        if not compiled.fullmatch(value):
+    def check(value: str | None) -> str | None:
+        if value is not None and not compiled.fullmatch(value):
             raise ValueError(f"is not {what}")
         return value
 

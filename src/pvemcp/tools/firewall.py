@@ -427,9 +427,14 @@ Port = Annotated[str, matching(r"[\w:,-]{1,64}", "ports (22, 80:90, ssh, a list)
 Address = Annotated[str, matching(r"[\w.:/,+-]{1,512}", "an address, CIDR, range, +ipset or alias")]
 
 
-def _checked_address(value: str) -> str:
-    """A literal address list must parse (an `+ipset` or alias is checked on the cluster)."""
-    if value.startswith("+") or re.fullmatch(r"(dc/|guest/)?[A-Za-z][A-Za-z0-9_-]+", value):
+def _checked_address(value: str | None) -> str | None:
+    """A literal address list must parse (an `+ipset` or alias is checked on the cluster);
+    `null` means unset."""
+    if (
+        value is None
+        or value.startswith("+")
+        or re.fullmatch(r"(dc/|guest/)?[A-Za-z][A-Za-z0-9_-]+", value)
+    ):
         return value
     for element in value.split(","):
         try:

@@ -233,7 +233,9 @@ async def metrics(ctx: ToolContext, args: MetricsArgs) -> Metrics:
 # --- task list -----------------------------------------------------------------------
 
 
-def _instant(value: str) -> str:
+def _instant(value: str | None) -> str | None:
+    if value is None:  # null means unset
+        return None
     try:
         datetime.fromisoformat(value)
     except ValueError:

@@ -550,7 +550,10 @@ def _algorithm(checksum: str) -> str:
     return _ALGORITHM[len(checksum)]
 
 
-def _hex_digest(value: str) -> str:
+def _hex_digest(value: str | None) -> str | None:
+    """`null` means unset; anything else must be a digest PVE knows by its length."""
+    if value is None:
+        return None
     if not re.fullmatch(r"[0-9a-fA-F]+", value) or len(value) not in _ALGORITHM:
         raise ValueError("is not an md5, sha1, sha224, sha256, sha384 or sha512 hex digest")
     return value
@@ -565,8 +568,10 @@ class DownloadArgs(WaitInput):
     ] = None
     checksum: Annotated[
         str | None,
-        AfterValidator(_hex_digest),
+        # The length before the check: pydantic applies a constraint that follows a
+        # validator to None as well, and raises TypeError there.
         Field(max_length=128, description="Hex md5/sha1/sha2 digest (known by length)."),
+        AfterValidator(_hex_digest),
     ] = None
     node: NodeName | None = None
 
