@@ -26,6 +26,13 @@ NOT_FOR_STDIO = (
     "pvemcp.transports.edge",  # only http / both
     "pvemcp.transports.http",
     "hvac",  # only a Vault secret source
+    # The REST client's HTTP stack loads with the first call to a cluster, which listing
+    # tools never makes (the SDK imports httpx2 itself, but not its connection layer).
+    "pvemcp.proxmox.rest",
+    "pvemcp.proxmox.tls",
+    "httpcore2",
+    "h11",
+    "truststore",
 )
 
 RUN = """

@@ -29,13 +29,13 @@ from pvemcp.gateway.readcache import ReadCache
 from pvemcp.policy.principal import Principal
 from pvemcp.proxmox.backend import ProxmoxBackend
 from pvemcp.proxmox.errors import CredentialsUnavailable
-from pvemcp.proxmox.rest import ApiCredential, RestBackend
 from pvemcp.pveapi.node import NodeSchema
 from pvemcp.secrets.manager import SecretsManager
 from pvemcp.secrets.models import IdentityMapping
 from pvemcp.secrets.types import SshCredentials
 
 if TYPE_CHECKING:
+    from pvemcp.proxmox.rest import ApiCredential
     from pvemcp.proxmox.ssh import CredentialSource, SshPool
     from pvemcp.proxmox.ssh.pool import NodeLister
 
@@ -189,6 +189,10 @@ class ClusterPool:
             from pvemcp.proxmox.pvesh import PveshBackend  # noqa: PLC0415
 
             return PveshBackend(cluster, self.ssh_pool(name), pvesh=cluster.ssh.pvesh_command)
+        # The HTTP client stack (httpcore2, h11, TLS pinning) loads with the first call,
+        # not at start: a stdio client's tools/list never needs it.
+        from pvemcp.proxmox.rest import RestBackend  # noqa: PLC0415
+
         secrets = self.secrets
         if secrets is None or not secrets.manages(name):
             return RestBackend(cluster)
@@ -207,6 +211,8 @@ class ClusterPool:
     def _build_identity(self, name: str, identity: str) -> ProxmoxBackend:
         """A REST client of its own for one identity mapping (whatever `backend_factory`
         says: a mapping is a PVE token, so it is always spoken to over the REST API)."""
+        from pvemcp.proxmox.rest import RestBackend  # noqa: PLC0415
+
         secrets = self.secrets
 
         def credentials() -> ApiCredential:

@@ -37,7 +37,6 @@ from pvemcp.proxmox.ssh.fileops import (
     Written,
 )
 from pvemcp.proxmox.tasks import TaskStatus, get_task_log, get_task_status, wait_for_task
-from pvemcp.proxmox.tls import CertificatePinError, build_transport
 from pvemcp.proxmox.upid import is_upid
 from pvemcp.pveapi import Index, RouteError, check_request, load_index, schema_index
 from pvemcp.pveapi.index import MAX_SCHEMA_BYTES
@@ -261,9 +260,10 @@ async def cluster_schema(
     node's PVE version, from the cache or fetched through `backend`; else the shipped one."""
     if cluster.api_schema is not None or not cluster.api_schema_fetch or backend.name != "rest":
         return cluster_index(name, cluster)
-    async with node.lock:
-        if node.index is None:
-            node.index = await _node_schema(name, cluster, backend)
+    if node.index is None:  # resolved once: later calls skip the lock and its checkpoint
+        async with node.lock:
+            if node.index is None:
+                node.index = await _node_schema(name, cluster, backend)
     return cluster_index(name, cluster, node)
 
 
@@ -286,6 +286,8 @@ async def _node_schema(name: str, cluster: ClusterConfig, backend: ProxmoxBacken
     cached = await anyio.to_thread.run_sync(read_cached, directory, version, MAX_SCHEMA_BYTES)
     if cached is not None:
         return cached
+    from pvemcp.proxmox.tls import CertificatePinError, build_transport  # noqa: PLC0415
+
     transport = build_transport(cluster, limits=httpx2.Limits(max_connections=1))
     try:
         with anyio.fail_after(cluster.api_schema_timeout):
