@@ -69,6 +69,9 @@ def _simulated_cluster(stack: ExitStack, settings: Settings) -> dict[str, Cluste
             tls=TlsMode.FINGERPRINT,
             fingerprint=sim.fingerprint,
             default_node="pve1",
+            # The embedded simulator serves no pve-docs (the schema is not ours to ship):
+            # asking would only end in the shipped index and a warning at every demo start.
+            api_schema_fetch=False,
         )
     }
 

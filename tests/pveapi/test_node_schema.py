@@ -23,7 +23,7 @@ import pytest
 import structlog
 from mcp import Client
 
-from pvemcp.config import ClusterConfig
+from pvemcp.config import ClusterConfig, Settings
 from pvemcp.gateway.clusters import ClusterPool
 from pvemcp.gateway.invoke import Gateway
 from pvemcp.policy.audit import AuditLog
@@ -37,6 +37,7 @@ from pvemcp.pveapi.node import (
     parse_apidoc,
     write_cached,
 )
+from pvemcp.runtime import open_gateway
 from pvemcp.secrets.redaction import Redactor
 from pvemcp.simulator.apidoc import apidoc_body
 from pvemcp.simulator.server import SimulatorHandle, SimulatorOptions, simulator_in_thread
@@ -286,3 +287,21 @@ def test_a_cache_file_holds_the_index_with_descriptions_and_no_viewer_code() -> 
     assert endpoint is not None and endpoint.description
     create = index.endpoint("POST", "/nodes/{node}/qemu")
     assert create is not None and create.upid, "UPID methods marked as in the shipped index"
+
+
+async def test_the_demo_uses_the_shipped_schema_without_asking_or_warning(tmp_path: Path) -> None:
+    """`pvemcp demo`'s embedded simulator serves no pve-docs: asking it would only end in
+    the fallback warning at every newcomer's first generic call (it did before)."""
+    settings = Settings(tools={"toolsets": ["api"]}, audit={"path": tmp_path / "audit.jsonl"})
+    with structlog.testing.capture_logs() as events:
+        async with (
+            open_gateway(settings, Redactor(), simulate=True) as demo,
+            Client(build_mcp_server(demo, local_principal)) as client,
+        ):
+            result = await client.call_tool(
+                "proxmox_api_describe", {"method": "PUT", "path": CONFIG}
+            )
+    assert not result.is_error, result.content
+    assert result.structured_content is not None
+    assert result.structured_content["api_schema"] == "shipped 9.2"
+    assert fallbacks(events) == []
