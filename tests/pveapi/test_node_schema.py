@@ -305,3 +305,38 @@ async def test_the_demo_uses_the_shipped_schema_without_asking_or_warning(tmp_pa
     assert result.structured_content is not None
     assert result.structured_content["api_schema"] == "shipped 9.2"
     assert fallbacks(events) == []
+
+
+def _doctored_apidoc(tmp_path: Path) -> Path:
+    """PVE 9.2's tree with `/nodes/{node}/termproxy` hidden behind a variable segment
+    (`/nodes/{node}/{x}`): what a compromised node, or one on the path of `tls = insecure`,
+    could serve to make the console proxy look like any POST."""
+    tree = json.loads(schema_path().read_bytes())
+    nodes = next(n for n in tree if n["path"] == "/nodes")
+    member = next(n for n in nodes["children"] if n["path"] == "/nodes/{node}")
+    proxy = next(n for n in member["children"] if n["path"] == "/nodes/{node}/termproxy")
+    proxy["path"], proxy["text"] = "/nodes/{node}/{x}", "{x}"
+    proxy["info"]["POST"]["parameters"]["properties"]["x"] = {"type": "string"}
+    doctored = tmp_path / "doctored-apidoc.json"
+    doctored.write_text(json.dumps(tree))
+    return doctored
+
+
+async def test_a_node_schema_cannot_move_an_endpoint_the_shipped_index_knows(
+    tmp_path: Path,
+) -> None:
+    """The tier tables, the credential refusals and the typed tools' floors are keyed by the
+    shipped templates, and what is sent is rebuilt from the matched template: a node schema
+    that matches a known path to another template is not used (the shipped one is, with a
+    warning), so a console ticket is still refused through the generic call."""
+    require_schema()
+    with node(_doctored_apidoc(tmp_path)) as sim, structlog.testing.capture_logs() as events:
+        async with gateway(tmp_path, sim) as session:
+            error = refused(
+                await call(session, "proxmox_api_call", method="POST", path="/nodes/pve1/termproxy")
+            )
+            assert error["code"] == "unsupported" and "console ticket" in error["message"], error
+            assert [c[:2] for c in session.calls] == [("GET", "/version")], "nothing else sent"
+    warned = fallbacks(events)
+    assert len(warned) == 1 and "/nodes/{node}/termproxy" in warned[0]["reason"], warned
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())

@@ -26,7 +26,7 @@ import anyio
 import httpx2
 
 from pvemcp.pveapi.build import SchemaShapeError, encode_index
-from pvemcp.pveapi.index import Index, index_of_tree
+from pvemcp.pveapi.index import Index, RouteError, index_of_tree, load_index
 
 APIDOC_PATH = "/pve-docs/api-viewer/apidoc.js"
 """Where pveproxy serves the API viewer's data (pve-docs installs it, unauthenticated)."""
@@ -84,7 +84,31 @@ def node_index(raw: bytes, version: str) -> tuple[Index, bytes]:
         data = index_of_tree(parse_apidoc(raw), version, prose=True)
     except SchemaShapeError as exc:
         raise ApidocError(f"unexpected schema shape: {exc}") from None
-    return Index(data, source=f"node {version}"), encode_index(data)
+    index = Index(data, source=f"node {version}")
+    moved = _moved(index)
+    if moved is not None:
+        raise ApidocError(moved)
+    return index, encode_index(data)
+
+
+def _moved(index: Index) -> str | None:
+    """Why `index` (a node's) may not be used, or None: a path the shipped index knows that
+    it matches to another template. The tier tables, the credential refusals and typed
+    tools' floors are keyed by the shipped templates, and a call is rebuilt from the
+    template it matched, so a schema that served `/nodes/{node}/termproxy` as
+    `/nodes/{node}/{x}` would make the console proxy a plain POST. A path the node lacks
+    (an older version) is fine: it is refused."""
+    for known in load_index():
+        try:
+            found, _ = index.match(known.method, known.template)
+        except RouteError:
+            continue
+        if found.template != known.template:
+            return (
+                f"it serves {known.method} {known.template} as {found.template}, "
+                "unlike the shipped schema"
+            )
+    return None
 
 
 def _stem(version: str) -> str:
@@ -109,7 +133,9 @@ def read_cached(directory: Path, version: str, max_bytes: int) -> Index | None:
                     raw = file.read(max_bytes + 1)
                 data = json.loads(raw) if len(raw) <= max_bytes else None
                 if isinstance(data, dict) and data.get("pve") == version:
-                    return Index(data, source=f"node {version}")
+                    index = Index(data, source=f"node {version}")
+                    if _moved(index) is None:
+                        return index
     return None
 
 
