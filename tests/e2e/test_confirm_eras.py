@@ -22,7 +22,13 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.session import ClientRequestContext
 from mcp.client.streamable_http import streamable_http_client
-from mcp.types import CallToolResult, ElicitRequestParams, ElicitResult, InputRequiredResult
+from mcp.types import (
+    CallToolResult,
+    ElicitRequestParams,
+    ElicitResult,
+    ErrorData,
+    InputRequiredResult,
+)
 
 from pvemcp.gateway.clusters import ClusterPool
 from pvemcp.gateway.invoke import Gateway
@@ -472,3 +478,27 @@ async def test_over_http_a_state_is_not_replayed_altered_or_used_by_another_key(
         if r.get("outcome", {}).get("status") == "confirmation_failed"
     ]
     assert refused_by == ["static:0", "static:1", "static:1", "static:1"]
+
+
+@pytest.mark.parametrize("answer", ["error", "off_schema"])
+async def test_a_pushed_confirmation_that_fails_is_a_recorded_refusal(
+    gw: Gateway, audit_path: Path, answer: str
+) -> None:
+    """A handshake-era client whose elicitation answers a JSON-RPC error, or an accept that
+    does not fit the question's schema: the call does not run, is refused as a structured
+    `confirmation_invalid` and is on record as a failed confirmation (it was a bare
+    protocol error or SDK text before, with no audit record at all)."""
+
+    async def on_elicit(
+        context: ClientRequestContext, params: ElicitRequestParams
+    ) -> ElicitResult | ErrorData:
+        if answer == "error":
+            return ErrorData(code=-32603, message="the client's dialog crashed")
+        return ElicitResult(action="accept", content={"approve": "maybe"})
+
+    server = build_mcp_server(gw, local_principal)
+    async with Client(server, mode="legacy", elicitation_callback=on_elicit) as client:
+        result = await client.call_tool(STOP, {"vmid": 100})
+    assert refusal(result)["code"] == "confirmation_invalid"
+    assert await power(gw, 100) == "running"
+    assert stop_records(audit_path) == [("record", "confirmation_failed", None)]

@@ -95,6 +95,13 @@ class Asker:
             answer = await self._context.elicit(question(tool, plan), Approval)
         except NoBackChannelError:
             return None
+        except (MCPError, ValueError):
+            # The client answered with an error, or accepted with content that does not fit
+            # (the SDK's ValueError): no one approved. Refused, so the call is on record.
+            raise self._states.invalid(
+                "the client did not answer the confirmation question (its elicitation "
+                "failed or did not fit the question); nothing was changed"
+            ) from None
         approved = isinstance(answer, AcceptedElicitation) and answer.data.approve
         return Answer("elicitation", approved)
 
