@@ -4,6 +4,7 @@ shared safely between processes (the gateway and `pvemcp approvals`)."""
 from __future__ import annotations
 
 import getpass
+import json
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -331,3 +332,34 @@ def test_a_caller_sees_only_requests_they_made_or_may_decide(
         ("carol", "approval_not_found"),
     ]
     assert store.get(request.id).status == "approved"
+
+
+def test_a_store_that_cannot_be_used_is_a_structured_refusal(
+    tmp_path: Path, audit: AuditLog, clock: Clock
+) -> None:
+    """A store directory that is a file, or a lock that cannot be opened: every step is
+    `approval_unavailable` naming the store (an OSError escaped the store before, out of
+    the gateway's pipeline and the HTTP API unstructured, and the held call unrecorded)."""
+    not_a_directory = tmp_path / "approvals-file"
+    not_a_directory.write_text("")
+    with pytest.raises(ToolFailure) as excinfo:
+        hold(ApprovalStore(not_a_directory, 600, audit, clock=clock))
+    assert str(not_a_directory) in refused(excinfo, "approval_unavailable").message
+
+    broken = ApprovalStore(tmp_path / "broken", 600, audit, clock=clock)
+    request = hold(broken, "group:secops")
+    lock = broken.directory / ".lock"
+    lock.unlink()
+    lock.mkdir()  # the lock file cannot be opened
+    steps: list[Callable[[], object]] = [
+        lambda: hold(broken, "group:secops"),
+        lambda: broken.get(request.id, BOB),
+        broken.list,
+        lambda: broken.approve(request.id, BOB, "ok"),
+        lambda: broken.consume(request.id, BINDING, ALICE),
+    ]
+    for step in steps:
+        with pytest.raises(ToolFailure) as excinfo:
+            step()
+        refused(excinfo, "approval_unavailable")
+    assert json.loads((broken.directory / f"{request.id}.json").read_text())["status"] == "pending"

@@ -458,9 +458,12 @@ class ApprovalStore:
     # -- files ------------------------------------------------------------------------------
 
     def _prepare_directory(self) -> None:
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if self.directory.stat().st_mode & 0o077:
-            os.chmod(self.directory, 0o700)
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if self.directory.stat().st_mode & 0o077:
+                os.chmod(self.directory, 0o700)
+        except OSError as exc:
+            raise self._unavailable(exc) from None
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -469,9 +472,15 @@ class ApprovalStore:
         if not self.directory.is_dir():
             yield
             return
-        fd = os.open(self.directory / _LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            fd = os.open(self.directory / _LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise self._unavailable(exc) from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as exc:
+                raise self._unavailable(exc) from None
             yield
         finally:
             os.close(fd)  # releases the lock
@@ -510,12 +519,16 @@ class ApprovalStore:
             self._write_file(request)
         except OSError as exc:
             log.error("approval_write_failed", approval_id=request.id, error=str(exc))
-            raise ToolFailure(
-                "approval_unavailable",
-                f"the approval store {self.directory} cannot be written: "
-                f"{exc.strerror or exc}; nothing was changed",
-                hint="An operator must fix the approval store (disk, permissions).",
-            ) from None
+            raise self._unavailable(exc) from None
+
+    def _unavailable(self, exc: OSError) -> ToolFailure:
+        """The refusal of a step the store's directory, lock or files do not allow."""
+        return ToolFailure(
+            "approval_unavailable",
+            f"the approval store {self.directory} cannot be written: "
+            f"{exc.strerror or exc}; nothing was changed",
+            hint="An operator must fix the approval store (disk, permissions).",
+        )
 
     def _write_file(self, request: ApprovalRequest) -> None:
         target = self.directory / f"{request.id}.json"
