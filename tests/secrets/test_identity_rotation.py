@@ -58,3 +58,41 @@ async def test_a_mapping_rotation_is_audited_with_its_own_version(
         }
     ]
     assert SECRET_1 not in audit.read_text() and SECRET_2 not in audit.read_text()
+
+
+async def test_a_mapping_whose_name_extends_another_is_audited_with_its_own_version(
+    bao: Bao, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mapping names may hold dots: `ops.alice`'s rotation is not given `ops`'s version
+    (its secret name `identities.ops.alice.token_secret` starts with `identities.ops.`)."""
+    for key in [k for k in os.environ if k.startswith("PVEMCP_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("IDENTITY_VAULT_TOKEN", ROOT_TOKEN)
+    ops, alice = unique("pvemcp/ops-"), unique("pvemcp/ops-alice-")
+    put(bao, ops, token_id="ops@pve!mcp", token_secret=SECRET_1)
+    put(bao, alice, token_id="alice@pve!mcp", token_secret=SECRET_1)
+    put(bao, alice, token_id="alice@pve!mcp", token_secret=SECRET_2)
+    audit = tmp_path / "audit.jsonl"
+    config = tmp_path / "pvemcp.toml"
+    mappings = "".join(
+        "[[clusters.prod.identities]]\n"
+        f'name = "{name}"\nprincipal = "sub:{name}"\n'
+        "[clusters.prod.identities.credentials]\n"
+        f'source = "vault"\nurl = "{bao.url}"\npath = "{path}"\nrefresh_interval = 0\n'
+        'auth = { method = "token", token_env = "IDENTITY_VAULT_TOKEN" }\n'
+        for name, path in (("ops", ops), ("ops.alice", alice))
+    )
+    config.write_text(
+        '[clusters.prod]\napi_url = "https://127.0.0.1:9"\ntoken_id = "gw@pve!gw"\n'
+        'token_secret = "0e0e0e0e-1234-4abc-9def-0123456789ab"\n'
+        f'{mappings}[audit]\npath = "{audit}"\n'
+    )
+    async with open_gateway(load_settings(config), Redactor()) as gateway:
+        manager = gateway.clusters.secrets
+        assert manager is not None
+        put(bao, alice, token_id="alice@pve!mcp", token_secret=SECRET_1)
+        assert await manager.refresh_identity("prod", "ops.alice", "SIGHUP") is True
+    rotations = [r["what"] for r in read_audit(audit) if r["phase"] == "rotation"]
+    assert [(r["secret"], r["version"]) for r in rotations] == [
+        ("cluster:prod/identities.ops.alice.token_secret", "3")
+    ], rotations

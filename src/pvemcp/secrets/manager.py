@@ -218,8 +218,12 @@ class SecretsManager:
         """The source's version of the secret `on_rotation` named (`token_secret`, or
         `identities.MAPPING.token_secret` for a mapping's: its own source's version, not
         the cluster's), for the audit's rotation record."""
-        for (cluster, mapping), state in self._identities.items():
-            if cluster == name and secret_name.startswith(f"identities.{mapping}."):
+        # The mapping is all between `identities.` and the last dot: names may hold dots,
+        # so a prefix test would give `ops.alice`'s rotation the version of `ops`.
+        owner, dot, _field = secret_name.removeprefix("identities.").rpartition(".")
+        if dot and secret_name.startswith("identities."):
+            state = self._identities.get((name, owner))
+            if state is not None:
                 return state.current.version if state.current is not None else None
         current = self.current(name)
         return current.version if current is not None else None
