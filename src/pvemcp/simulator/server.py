@@ -217,11 +217,17 @@ class _Http:
 
     async def drop(self) -> None:
         """Stop at once, as a restarting pveproxy does: every connection is cut, the
-        answers under way included (a graceful stop would wait for idle TLS clients)."""
-        if self._server is not None:
+        answers under way included (a graceful stop would wait for idle TLS clients).
+        Cut until uvicorn has stopped: it closes its socket only at its next tick, and a
+        connection accepted meanwhile would go on answering."""
+        if self._server is None or self._serving is None:
+            return
+        self._server.should_exit = True
+        while not self._serving.done():
             for connection in list(self._server.server_state.connections):
                 if connection.transport is not None:
                     connection.transport.abort()
+            await asyncio.sleep(0.01)
         await self.stop()
 
 
