@@ -39,6 +39,7 @@ from pvemcp.gateway.invoke import Gateway
 from pvemcp.policy.audit import AuditUnavailable
 from pvemcp.policy.tiers import Tier
 from pvemcp.transports.approvals_http import approval_routes
+from pvemcp.transports.approvals_page import page_routes
 from pvemcp.transports.auth import OidcVerifier, build_verifier, token_sha256
 from pvemcp.transports.hardening import (
     AuthChallenges,
@@ -215,8 +216,9 @@ def build_http(gateway: Gateway, config: HttpConfig) -> HttpFrontend:
     """Assemble the HTTP app for `config` (checked with `check_http_config` first).
 
     With the gateway's approval store and an authenticating `config.auth`, the approval
-    API (`approvals_http.py`) is served under `/approvals`; without auth it is not served
-    at all, since an anonymous caller can approve nothing.
+    API (`approvals_http.py`) is served under `/approvals`, and its web page at
+    `/approvals/ui` (`approvals_page.py`); without auth neither is served at all, since an
+    anonymous caller can approve nothing.
     """
     check_http_config(config)
     resource = public_url(config)
@@ -259,6 +261,7 @@ def build_http(gateway: Gateway, config: HttpConfig) -> HttpFrontend:
     if auth is not None:
         routes.append(_root_metadata_route(auth))
     if gateway.approvals is not None and verifier is not None:
+        routes += page_routes()  # first: the API's /approvals/{path} would take them
         routes += approval_routes(
             gateway.approvals,
             verifier,
