@@ -89,6 +89,8 @@ class Soak:
         self.rss: dict[str, float] = {}
         self.done = 0
         self.errors = 0
+        self.first_error: str | None = None
+        """The first failed call's HTTP status and answer, to say what went wrong."""
         self.latencies: list[float] = []
 
     async def session(self, port: int, token: str, share: int, start: int) -> None:
@@ -117,6 +119,7 @@ class Soak:
                 or (isinstance(outcome, dict) and outcome.get("isError"))
             ):
                 self.errors += 1
+                self.first_error = self.first_error or f"HTTP {status}: {payload[:300]!r}"
             self.done += 1
             if self.done in self.marks:
                 self.rss[self.marks[self.done]] = rss_mib(self.pid)
@@ -139,6 +142,8 @@ async def soak(port: int, token: str, pid: int, calls: int, sessions: int) -> No
         f"({run.done / elapsed:.0f} calls/s): errors {run.errors}   "
         f"p50 {percentile(ordered, 50) * 1000:.2f} ms   p99 {percentile(ordered, 99) * 1000:.2f} ms"
     )
+    if run.first_error is not None:
+        print(f"  first error: {run.first_error}")
     spread = max(abs(value / rss["start"] - 1) for value in rss.values())
     print(
         f"  gateway RSS: before the sessions {idle:.1f} MiB;   "
@@ -184,7 +189,8 @@ def main(calls: int, sessions: int, abandoned: int, idle: float) -> None:
     resource = f"http://127.0.0.1:{port}{PATH}"
     with (
         tempfile.TemporaryDirectory() as tmp,
-        run_oidc_provider(resource) as idp,
+        # A token that outlives the run: the default 300 s one expires mid-soak.
+        run_oidc_provider(resource, access_token_ttl=86_400) as idp,
         simulator() as (sim, _sim_pid),
     ):
         token = idp.token(*AGENT, ["pvemcp", "pve.read"])

@@ -12,9 +12,11 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from operator import itemgetter
+from typing import Any, Protocol, Required
 
-from pydantic import TypeAdapter
+from pydantic import ConfigDict, TypeAdapter, with_config
+from typing_extensions import TypedDict
 
 from pvemcp.gateway.answers import Answer, read_as, tag_list
 from pvemcp.gateway.context import ToolContext, check_api_request
@@ -43,30 +45,34 @@ class GuestLookup(Protocol):
     def name(self) -> str | None: ...
 
 
-class GuestResource(Answer):
-    """A guest's row in /cluster/resources: what the guest tools and planners read."""
+@with_config(ConfigDict(coerce_numbers_to_str=True))
+class GuestResource(TypedDict, total=False):
+    """A guest's row in /cluster/resources: what the guest tools and planners read.
 
-    vmid: int
-    type: str
-    node: str
-    name: str | None = None
-    status: str = "unknown"
-    tags: str | None = None
-    pool: str | None = None
-    template: bool | None = None
-    hastate: str | None = None
-    lock: str | None = None
-    cpu: float | None = None
-    maxcpu: float | None = None
-    mem: float | None = None
-    maxmem: float | None = None
-    disk: float | None = None
-    maxdisk: float | None = None
-    uptime: float | None = None
-    netin: float | None = None
-    netout: float | None = None
-    diskread: float | None = None
-    diskwrite: float | None = None
+    A TypedDict, validated as leniently as an `Answer` but into plain dicts: on a
+    10,000-guest cluster, a model per row and its `model_dump` cost about 100 ms a call."""
+
+    vmid: Required[int]
+    type: Required[str]
+    node: Required[str]
+    name: str | None
+    status: str
+    tags: str | None
+    pool: str | None
+    template: bool | None
+    hastate: str | None
+    lock: str | None
+    cpu: float | None
+    maxcpu: float | None
+    mem: float | None
+    maxmem: float | None
+    disk: float | None
+    maxdisk: float | None
+    uptime: float | None
+    netin: float | None
+    netout: float | None
+    diskread: float | None
+    diskwrite: float | None
 
 
 _RESOURCES = TypeAdapter(list[GuestResource])
@@ -76,9 +82,9 @@ async def guest_resources(ctx: ToolContext) -> list[dict[str, Any]]:
     """The cluster's guests by vmid, as validated rows (None members left out)."""
     rows = await read_as(ctx, _RESOURCES, "/cluster/resources", {"type": "vm"})
     return [
-        row.model_dump(exclude_none=True)
-        for row in sorted(rows, key=lambda r: r.vmid)
-        if row.type in ("qemu", "lxc")
+        {key: value for key, value in row.items() if value is not None}
+        for row in sorted(rows, key=itemgetter("vmid"))
+        if row["type"] in ("qemu", "lxc")
     ]
 
 
