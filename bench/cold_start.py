@@ -134,8 +134,9 @@ def _count_modules(server: Server, tmp: Path) -> int:
 
 
 @contextmanager
-def servers(tmp: Path) -> Iterator[list[Server]]:
-    """The three servers, with a simulator running for `pvemcp serve` meanwhile."""
+def servers(tmp: Path, others: dict[str, Path]) -> Iterator[list[Server]]:
+    """The three servers, with a simulator running for `pvemcp serve` meanwhile; plus, for
+    each of `others` (label: a `src` directory, e.g. an older commit's), its `pvemcp serve`."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("PVEMCP_")}
     # Bytecode cached as in any install (this machine's env may forbid writing it): the
     # unmeasured first spawn of each server fills a private cache.
@@ -156,11 +157,15 @@ def servers(tmp: Path) -> Iterator[list[Server]]:
             Server("floor", "path", HELLO, [], base),
             Server("serve", "module", "pvemcp", ["serve"], serve_env),
             Server("demo", "module", "pvemcp", ["demo"], base),
+            *(
+                Server(label, "module", "pvemcp", ["serve"], {**serve_env, "PYTHONPATH": str(src)})
+                for label, src in others.items()
+            ),
         ]
 
 
-def measure(runs: int) -> list[Server]:
-    with tempfile.TemporaryDirectory() as tmp, servers(Path(tmp)) as spawned:
+def measure(runs: int, others: dict[str, Path] | None = None) -> list[Server]:
+    with tempfile.TemporaryDirectory() as tmp, servers(Path(tmp), others or {}) as spawned:
         for server in spawned:  # once each, unmeasured: bytecode caches, page cache
             _talk(server.command(), server.env)
         for _ in range(runs):
@@ -209,5 +214,14 @@ def report(spawned: list[Server], runs: int) -> list[str]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=9, help="spawns of each server")
-    runs = parser.parse_args().runs
-    print("\n".join(report(measure(runs), runs)))
+    parser.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="LABEL=SRC",
+        help="also spawn `pvemcp serve` from another source tree (its src/ directory, e.g."
+        " `git archive COMMIT src | tar -x -C DIR`), interleaved with the others",
+    )
+    args = parser.parse_args()
+    others = {label: Path(src) for label, src in (item.split("=", 1) for item in args.also)}
+    print("\n".join(report(measure(args.runs, others), args.runs)))

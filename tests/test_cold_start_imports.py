@@ -35,10 +35,19 @@ NOT_FOR_STDIO = (
     "truststore",
 )
 
+# Runs `pvemcp serve`; at exit writes the modules it imported, then a line counting the
+# garbage collections made while the start-up heap was being built (the SDK imported,
+# nothing frozen yet) and one counting those made after it was frozen.
 RUN = """
-import atexit, runpy, sys
+import atexit, gc, runpy, sys
 out = sys.argv[1]
-atexit.register(lambda: open(out, "w").write("\\n".join(sorted(sys.modules))))
+counts = {"building": 0, "serving": 0}
+def count(phase, info):
+    if phase == "start" and "mcp" in sys.modules:
+        counts["serving" if gc.get_freeze_count() else "building"] += 1
+gc.callbacks.append(count)
+atexit.register(lambda: open(out, "w").write(
+    "\\n".join([*sorted(sys.modules), f"gc {counts['building']} {counts['serving']}"])))
 sys.argv = ["pvemcp", "serve"]
 runpy.run_module("pvemcp", run_name="__main__")
 """
@@ -87,7 +96,12 @@ def test_a_stdio_start_imports_no_unused_stack(tmp_path: Path) -> None:
         server.stdin.close()
         assert server.wait(timeout=30) == 0
     assert answers[1]["result"]["tools"], "the server answered tools/list"
-    loaded = set(modules.read_text().split())
+    *names, collections = modules.read_text().splitlines()
+    loaded = set(names)
     assert "mcp" in loaded, "the module list is the server's"
     found = sorted(m for m in loaded if m.split(".")[0] in NOT_FOR_STDIO or m in NOT_FOR_STDIO)
     assert found == [], f"a stdio start imported {found}"
+    _, building, serving = collections.split()
+    # The start collects no garbage (cli._serve), and collection resumes once it is frozen:
+    # loading the tools for tools/list makes enough objects for at least one.
+    assert (int(building), int(serving) > 0) == (0, True), collections
