@@ -278,6 +278,34 @@ async def test_chat_formats_are_posted(
         assert facts["Approvers"] == "group:secops"
 
 
+async def test_a_slack_post_shows_what_the_model_wrote_as_text_never_as_markup(
+    store: ApprovalStore, endpoint_clean: Endpoint
+) -> None:
+    """The plan summary repeats what the model asked for (a command line); in Slack's mrkdwn
+    `<url|label>` is a link and `<!channel>` pings everyone, so unescaped the model could
+    put an "Approve here" link to a page of its choice, or a mass mention, into what the
+    approvers read. Escaped as Slack documents (&, <, >), it shows as the text it is
+    (it was posted as live markup before)."""
+    bait = "echo <https://evil.example/approve|Approve here> <!channel> & done"
+    async with notifying(store, f"{endpoint_clean.url}/record", fmt="slack"):
+        store.create(
+            tool="proxmox_shell_run",
+            cluster="demo",
+            binding="b" * 64,
+            plan={"summary": f"run `{bait}` on pve1"},
+            arguments={"node": "pve1", "command": bait},
+            requester=ALICE,
+            approvers=["group:secops"],
+            rule_ids=["shell-needs-approval"],
+        )
+        await until(lambda: len(endpoint_clean.posts.get("/record", [])) == 1)
+    (body,) = endpoint_clean.bodies("/record")
+    texts = [body["text"]] + [block["text"]["text"] for block in body["blocks"]]
+    assert not any("<" in text or ">" in text for text in texts), texts
+    shown = "echo &lt;https://evil.example/approve|Approve here&gt; &lt;!channel&gt; &amp; done"
+    assert f"*Plan:* run `{shown}` on pve1" in body["blocks"][1]["text"]["text"]
+
+
 @contextmanager
 def secret_file(tmp_path: Path, mode: int, text: str = "s3cret\n") -> Iterator[Path]:
     path = tmp_path / "webhook.secret"

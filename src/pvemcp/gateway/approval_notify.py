@@ -243,10 +243,17 @@ def _facts(generic: Mapping[str, Any]) -> list[tuple[str, str]]:
     return facts
 
 
+def _slack_text(text: str) -> str:
+    """`text` as Slack shows it literally: its control characters escaped as Slack documents
+    (`<url|label>` is a link, `<!channel>` a mass mention), since the plan summary repeats
+    what the model asked for and must not become a link or a ping in the approvers' channel."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def slack_payload(generic: Mapping[str, Any]) -> dict[str, Any]:
     """Slack incoming-webhook body: `text` (the notification line) plus Block Kit blocks."""
-    headline = _headline(generic)
-    lines = "\n".join(f"*{name}:* {value}" for name, value in _facts(generic))
+    headline = _slack_text(_headline(generic))
+    lines = "\n".join(f"*{name}:* {_slack_text(value)}" for name, value in _facts(generic))
     return {
         "text": headline,
         "blocks": [
