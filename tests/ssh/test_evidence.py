@@ -362,3 +362,21 @@ def test_verify_reports_a_blob_whose_size_differs_from_its_record(tmp_path: Path
     (problem,) = report.problems
     assert problem.kind == "evidence_size_mismatch"
     assert f"evidence blob {ref.sha256} has 12 bytes, the record says 11" in problem.message
+
+
+async def test_a_blob_that_vanishes_while_the_store_is_counted_is_no_crash(
+    ssh_sim: SimulatorHandle, sshd: Sshd, tmp_path: Path, audit_path: Path
+) -> None:
+    """Several processes may share a store: a blob another one prunes between listing a
+    shard and reading its size (a dangling name here) is not counted, and the call runs
+    with its record, rather than failing unstructured and unrecorded."""
+    root = tmp_path / "evidence"
+    gone = blob_path(root, "ab" * 32)
+    gone.parent.mkdir(mode=0o700, parents=True)
+    gone.symlink_to(tmp_path / "pruned-meanwhile")
+    store = EvidenceStore(root)
+    async with gateway_with(ssh_sim, sshd, tmp_path, audit_path, store) as gw:
+        result = await gw.invoke(LOCAL, "proxmox_shell_run", {"node": "pve1", "command": "echo hi"})
+    assert ok(result)["stdout"] == "hi\n"
+    (ref,) = outcome_of(audit_path, result.event_id)["evidence"]
+    assert store.total_bytes() == ref["bytes"] == 3

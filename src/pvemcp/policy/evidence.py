@@ -164,6 +164,7 @@ class EvidenceStore:
             os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
             os.unlink(probe)
             stats = os.statvfs(self.root)
+            total = self.total_bytes()
         except OSError as exc:
             raise self._unavailable("write to", exc) from None
         free = stats.f_bavail * stats.f_frsize
@@ -172,7 +173,6 @@ class EvidenceStore:
                 f"the evidence store {self.root} has {free} bytes of disk free, less than "
                 f"evidence_min_free_bytes ({self.min_free_bytes})"
             )
-        total = self.total_bytes()
         if total >= self.max_total_bytes:
             raise EvidenceUnavailable(
                 f"the evidence store {self.root} is full: it holds {total} bytes, "
@@ -237,15 +237,26 @@ class EvidenceStore:
         return blob_path(self.root, sha256).read_bytes()
 
     def blobs(self) -> Iterator[tuple[Path, os.stat_result]]:
-        """Every blob file under the store (name = hash), with its stat."""
+        """Every blob file under the store (name = hash), with its stat. A shard or blob
+        that vanishes while it is listed (another process sharing the store pruned it) is
+        passed over, not an error."""
         if not self.root.is_dir():
             return
         for shard in sorted(self.root.iterdir()):
             if not (len(shard.name) == 2 and shard.is_dir()):
                 continue
-            for blob in sorted(shard.iterdir()):
-                if BLOB_ID.fullmatch(blob.name):
-                    yield blob, blob.stat()
+            try:
+                names = sorted(shard.iterdir())
+            except FileNotFoundError:
+                continue
+            for blob in names:
+                if not BLOB_ID.fullmatch(blob.name):
+                    continue
+                try:
+                    stat = blob.stat()
+                except FileNotFoundError:
+                    continue
+                yield blob, stat
 
     def total_bytes(self) -> int:
         """What the blobs take, counted once per process and kept up to date after."""
