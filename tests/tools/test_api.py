@@ -22,6 +22,7 @@ from pvemcp.gateway.clusters import ClusterPool
 from pvemcp.gateway.invoke import Gateway
 from pvemcp.gateway.registry import AnySpec
 from pvemcp.policy.audit import AuditLog
+from pvemcp.policy.evidence import EvidenceStore, blob_path
 from pvemcp.policy.loader import load_policy
 from pvemcp.policy.principal import Principal
 from pvemcp.policy.tiers import Tier
@@ -51,6 +52,8 @@ async def gateway_session(
     tmp_path: Path,
     rules: str = "",
     toolsets: tuple[str, ...] | None = None,
+    *,
+    evidence: EvidenceStore | None = None,
     **cluster: Any,
 ) -> AsyncIterator[Session]:
     """A client on a gateway over a fresh simulator, with the operator profile plus
@@ -78,6 +81,7 @@ async def gateway_session(
             ),
             audit=AuditLog(tmp_path / "audit.jsonl"),
             redactor=Redactor((sim.token_secret,)),
+            evidence=evidence,
         )
         try:
             async with Client(build_mcp_server(gateway, local_principal)) as client:
@@ -421,3 +425,41 @@ async def test_endpoint_rules_and_typed_tool_rules_reach_the_generic_call(
         assert prod["code"] == "confirmation_required"
         assert prod["details"]["plan"]["target"]["tags"] == ["prod", "web"]
         assert session.writes() == ["POST /nodes/pve1/qemu/102/snapshot"]
+
+
+AGENT_BY_API = """
+version = 1
+
+[[rules]]
+id = "agent-by-api"
+effect = "allow"
+subjects = ["local"]
+tools = ["proxmox_api_call", "proxmox_api_read"]
+tiers = ["escape"]
+"""
+
+
+async def test_an_escape_endpoint_through_the_generic_tools_keeps_its_answer_as_evidence(
+    tmp_path: Path,
+) -> None:
+    """A guest command run and read back through the generic tools (agent/exec and
+    agent/exec-status, escape) is an escape call like proxmox_vm_exec: its answer is kept
+    in the evidence store and referenced by the outcome record, or a reviewer would see
+    what ran but never what it printed."""
+    root = tmp_path / "evidence"
+    agent = "/nodes/pve1/qemu/100/agent"
+    async with gateway_session(tmp_path, AGENT_BY_API, evidence=EvidenceStore(root)) as session:
+        started = ok(await call(session, "proxmox_api_call", method="POST", path=f"{agent}/exec",
+                                params={"command": ["echo", "printed-in-the-guest"]}))  # fmt: skip
+        pid = started["data"]["pid"]
+        read = ok(await call(session, "proxmox_api_read", path=f"{agent}/exec-status",
+                             params={"pid": pid}))  # fmt: skip
+        assert read["data"]["out-data"] == "printed-in-the-guest\n"
+    outcomes = [r for r in audit_records(tmp_path) if r["phase"] == "outcome"]
+    assert [r["what"]["tool"] for r in outcomes] == ["proxmox_api_call", "proxmox_api_read"]
+    for record in outcomes:
+        (ref,) = record["outcome"]["evidence"]
+        assert ref["kind"] == "content"
+        kept = blob_path(root, ref["sha256"]).read_bytes()
+        assert ref["bytes"] == len(kept)
+    assert b"printed-in-the-guest" in kept, kept

@@ -26,6 +26,7 @@ from pvemcp.gateway.artifacts import ArtifactStore
 from pvemcp.gateway.clusters import ClusterPool
 from pvemcp.gateway.confirm import CONFIRM_FIELD, Answer, ConfirmationTokens, binding
 from pvemcp.gateway.context import (
+    CommandRecord,
     PolicyView,
     ProgressFn,
     SecretSink,
@@ -900,6 +901,11 @@ class Gateway:
                 assert isinstance(args, WriteInput)
                 output = await run_planned(ctx, args, plan)
             data = self.redactor.value(output.model_dump(mode="json", exclude_none=True))
+            if tier is Tier.ESCAPE and ctx.command is None and self.evidence is not None:
+                # An escape call no command or file record describes (a guest agent's exec
+                # or file-read through the generic API tools): its answer is the evidence.
+                answer = json.dumps(data, sort_keys=True).encode()
+                ctx.command = CommandRecord(contents={"content": answer})
             status = "ok"
             if plan is not None and spec.inverse is not None:
                 call.undo = await self._inverse(call, spec, ctx, plan, output)
