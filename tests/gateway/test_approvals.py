@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pvemcp.gateway.approvals import ApprovalRequest, ApprovalStore
+from pvemcp.gateway.approvals import SETTLED_KEPT, ApprovalRequest, ApprovalStore
 from pvemcp.gateway.errors import ToolFailure
 from pvemcp.policy.audit import AuditLog
 from pvemcp.policy.audit_verify import verify_files
@@ -363,3 +363,29 @@ def test_a_store_that_cannot_be_used_is_a_structured_refusal(
             step()
         refused(excinfo, "approval_unavailable")
     assert json.loads((broken.directory / f"{request.id}.json").read_text())["status"] == "pending"
+
+
+def test_settled_requests_leave_the_store_after_a_week(
+    store: ApprovalStore, clock: Clock, audit: AuditLog
+) -> None:
+    """Denied, used and expired requests are removed a week after their expiry, so the
+    store (scanned whole by every list, and by the webhook notifier each second under the
+    store's lock) does not grow by one file per held call for ever; it did before. Their
+    steps stay in the audit log; a pruned id is `approval_not_found`, so nothing runs."""
+    denied = hold(store, "group:secops")
+    store.deny(denied.id, BOB, "no")
+    used = hold(store, "group:secops")
+    store.approve(used.id, BOB, "ok")
+    store.consume(used.id, BINDING, ALICE)
+    forgotten = hold(store, "group:secops")
+    clock.now += store.ttl + SETTLED_KEPT - 1
+    fresh = hold(store, "group:secops")
+    assert {r.id for r in store.list()} == {denied.id, used.id, forgotten.id, fresh.id}
+    clock.now += 2
+    assert [r.id for r in store.list()] == [fresh.id]
+    assert sorted(p.name for p in store.directory.glob("*.json")) == [f"{fresh.id}.json"]
+    with pytest.raises(ToolFailure) as excinfo:
+        store.consume(used.id, BINDING, ALICE)
+    refused(excinfo, "approval_not_found")
+    steps = [(r["what"]["approval_id"], r["what"]["action"]) for r in approval_records(audit)]
+    assert (forgotten.id, "expired") in steps and (used.id, "used") in steps

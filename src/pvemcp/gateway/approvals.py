@@ -54,6 +54,9 @@ _LOCK_NAME = ".lock"
 MAX_REASON = 1000
 _SHOWN_ID = 64
 """How much of an ill-formed id a refusal and its audit record repeat."""
+SETTLED_KEPT = 7 * 86400
+"""Seconds a settled request (denied, used, expired) stays in the store after its expiry,
+for `list` and the APIs to show; then `list` removes it (its steps stay in the audit log)."""
 
 
 def requester_of(principal: Principal) -> dict[str, Any]:
@@ -207,7 +210,9 @@ class ApprovalStore:
         return same_person(request.requester, viewer) or request.may_approve(viewer)
 
     def list(self, status: str | None = None) -> list[ApprovalRequest]:
-        """Every request (or those with `status`), oldest first; due expiries are applied."""
+        """Every request (or those with `status`), oldest first; due expiries are applied,
+        and requests settled more than `SETTLED_KEPT` ago are removed (a scan of the whole
+        store, run each second by the webhook notifier, must not grow for ever)."""
         if status is not None and status not in STATUSES:
             raise ToolFailure(
                 "invalid_argument",
@@ -224,9 +229,18 @@ class ApprovalStore:
                 except (OSError, ValueError) as exc:
                     log.warning("approval_unreadable", path=str(path), error=str(exc))
                     continue
+                if self._prunable(request):
+                    with contextlib.suppress(OSError):  # tried again at the next scan
+                        path.unlink()
+                    continue
                 if status is None or request.status == status:
                     found.append(request)
         return sorted(found, key=lambda request: (request.created, request.id))
+
+    def _prunable(self, request: ApprovalRequest) -> bool:
+        """Whether `request` is settled and past `SETTLED_KEPT` after its expiry."""
+        settled = request.status in ("denied", "used", "expired")
+        return settled and self._clock() >= request.expires + SETTLED_KEPT
 
     # -- changing -------------------------------------------------------------------------
 
