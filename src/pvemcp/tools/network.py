@@ -67,7 +67,9 @@ ONE = "/nodes/{node}/network/{iface}"
 
 
 def _cidr(version: int) -> AfterValidator:
-    def check(value: str) -> str:
+    def check(value: str | None) -> str | None:
+        if value is None:  # null means unset
+            return None
         try:
             parsed = ipaddress.ip_interface(value)
         except ValueError:
@@ -80,7 +82,9 @@ def _cidr(version: int) -> AfterValidator:
 
 
 def _address(version: int) -> AfterValidator:
-    def check(value: str) -> str:
+    def check(value: str | None) -> str | None:
+        if value is None:  # null means unset
+            return None
         try:
             parsed = ipaddress.ip_address(value)
         except ValueError:
