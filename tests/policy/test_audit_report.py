@@ -149,6 +149,13 @@ async def test_the_window_and_the_command(log: Path) -> None:
     assert report_command([log], default_log=None, since="yesterday", out=out, err=err) == 2
 
 
+@pytest.mark.parametrize("age", ["99999999999d", "1000000000d", "9999999999999h"])
+async def test_an_age_out_of_range_is_a_bad_time_not_a_traceback(log: Path, age: str) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    assert report_command([log], default_log=None, since=age, out=out, err=err) == 2
+    assert err.getvalue().startswith("bad time: ") and out.getvalue() == ""
+
+
 async def test_html_escapes_every_value_and_is_self_contained(log: Path) -> None:
     page = render_html(load_report([log]))
     assert "<script" not in page.lower(), "the shell string must not become markup"

@@ -97,8 +97,11 @@ def parse_when(text: str, now: datetime | None = None) -> datetime:
     Raises ValueError."""
     match = _RELATIVE.fullmatch(text.strip())
     if match:
-        delta = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
-        return (now or datetime.now(UTC)) - delta
+        try:
+            delta = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+            return (now or datetime.now(UTC)) - delta
+        except OverflowError:
+            raise ValueError(f"{text.strip()} reaches before year 1") from None
     when = datetime.fromisoformat(text.strip())
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
