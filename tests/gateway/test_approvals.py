@@ -12,7 +12,12 @@ from typing import Any
 
 import pytest
 
-from pvemcp.gateway.approvals import SETTLED_KEPT, ApprovalRequest, ApprovalStore
+from pvemcp.gateway.approvals import (
+    MAX_OPEN_PER_REQUESTER,
+    SETTLED_KEPT,
+    ApprovalRequest,
+    ApprovalStore,
+)
 from pvemcp.gateway.errors import ToolFailure
 from pvemcp.policy.audit import AuditLog
 from pvemcp.policy.audit_verify import verify_files
@@ -389,3 +394,23 @@ def test_settled_requests_leave_the_store_after_a_week(
     refused(excinfo, "approval_not_found")
     steps = [(r["what"]["approval_id"], r["what"]["action"]) for r in approval_records(audit)]
     assert (forgotten.id, "expired") in steps and (used.id, "used") in steps
+
+
+def test_a_requester_has_a_bounded_number_of_open_requests(
+    store: ApprovalStore, audit: AuditLog
+) -> None:
+    """A model that re-sends a held call in a loop made one request (one file, one webhook
+    post to the approvers) per call, as fast as the rate limit allows, burying the real
+    one. Past `MAX_OPEN_PER_REQUESTER` open requests (pending or approved, not yet used)
+    the next is refused, audited, until one is settled; other callers are not affected."""
+    held = [hold(store, "group:secops") for _ in range(MAX_OPEN_PER_REQUESTER)]
+    with pytest.raises(ToolFailure) as excinfo:
+        hold(store, "group:secops")
+    assert str(MAX_OPEN_PER_REQUESTER) in refused(excinfo, "approval_limit").message
+    assert len(store.list()) == MAX_OPEN_PER_REQUESTER
+    last = approval_records(audit)[-1]
+    assert (last["what"]["action"], last["who"]["sub"]) == ("refused", "alice")
+    assert last["outcome"]["error"] == "approval_limit"
+    assert hold(store, "group:secops", by=CAROL).requester["sub"] == "carol"
+    store.deny(held[0].id, BOB, "no")
+    assert hold(store, "group:secops").status == "pending"

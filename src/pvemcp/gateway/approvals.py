@@ -54,6 +54,9 @@ _LOCK_NAME = ".lock"
 MAX_REASON = 1000
 _SHOWN_ID = 64
 """How much of an ill-formed id a refusal and its audit record repeat."""
+MAX_OPEN_PER_REQUESTER = 25
+"""Open requests (pending, or approved and not yet used) one requester may have: a model
+re-sending a held call in a loop must not flood the store and the approvers' webhook."""
 SETTLED_KEPT = 7 * 86400
 """Seconds a settled request (denied, used, expired) stays in the store after its expiry,
 for `list` and the APIs to show; then `list` removes it (its steps stay in the audit log)."""
@@ -258,6 +261,7 @@ class ApprovalStore:
     ) -> ApprovalRequest:
         """Hold a call: a new pending request, audited before it exists (an audit log that
         cannot be written means no request, `audit_unavailable`)."""
+        self._within_limit(requester)
         now = self._clock()
         request = ApprovalRequest(
             id=secrets.token_urlsafe(18),
@@ -281,6 +285,27 @@ class ApprovalStore:
                 (self.directory / f"{request.id}.json").unlink(missing_ok=True)
                 raise
         return request
+
+    def _within_limit(self, requester: Principal) -> None:
+        """Refuse (audited) a new request from a requester with `MAX_OPEN_PER_REQUESTER` open
+        ones. Counted before the lock is taken (`list` takes it), so concurrent requests may
+        pass it by a few: it bounds a loop, it is not a quota."""
+        count = sum(
+            1
+            for held in self.list()
+            if held.status in ("pending", "approved") and same_person(held.requester, requester)
+        )
+        if count < MAX_OPEN_PER_REQUESTER:
+            return
+        failure = ToolFailure(
+            "approval_limit",
+            f"you already have {count} calls waiting for approval or to be re-sent (at most "
+            f"{MAX_OPEN_PER_REQUESTER}); nothing was held or run",
+            hint="Wait for them (proxmox_approval_status), re-send an approved call with its "
+            "approval_id, and do not repeat a held call without it.",
+        )
+        self._refuse(failure, None, requester)
+        raise failure
 
     def approve(self, request_id: str, approver: Principal, reason: str) -> ApprovalRequest:
         """Approve a pending request as `approver`, who must be named and not the requester."""
