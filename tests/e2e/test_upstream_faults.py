@@ -264,7 +264,9 @@ async def test_a_hanging_server_is_a_timeout(client: Client, proxy: FaultProxy) 
     started = time.monotonic()
     failure = error(await client.call_tool("proxmox_cluster_status", {}))
     assert failure["code"] == "timeout"
-    assert time.monotonic() - started < 6
+    # read_timeout is 2 s and the hang never ends: bounded, with room for a loaded CI box
+    # (6 s was missed by 0.08 s once with eight test runs sharing two cores).
+    assert time.monotonic() - started < 10
 
 
 # -- size caps (item 23) ---------------------------------------------------------------------
