@@ -3,8 +3,9 @@ shared safely between processes (the gateway and `pvemcp approvals`)."""
 
 from __future__ import annotations
 
-import getpass
 import json
+import os
+import pwd
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +32,8 @@ BOB = Principal("bob", "http", issuer=IDP, groups=frozenset({"secops"}))
 CAROL = Principal("carol", "http", issuer=IDP, groups=frozenset({"ops"}))
 LOCAL = Principal.local()
 BINDING = "b" * 64
+ACCOUNT = pwd.getpwuid(os.geteuid()).pw_name
+"""The OS account these tests run as (what a local decision records)."""
 
 
 class Clock:
@@ -171,7 +174,7 @@ def test_someone_not_named_is_refused_and_a_group_member_may_approve(
             store.approve(request.id, who, "looks fine")
         assert "group:secops" in refused(excinfo, "approval_not_approver").message
     refusal = approval_records(audit)[-1]
-    assert refusal["who"] == {"sub": "local", "transport": "stdio", "os_user": getpass.getuser()}
+    assert refusal["who"] == {"sub": "local", "transport": "stdio", "os_user": ACCOUNT}
     assert store.approve(request.id, BOB, "ok").status == "approved"
 
 
@@ -183,9 +186,9 @@ def test_the_local_operator_approves_as_local_with_the_os_user_recorded(
     assert approved.decided_by == {
         "sub": "local",
         "transport": "stdio",
-        "os_user": getpass.getuser(),
+        "os_user": ACCOUNT,
     }
-    assert approval_records(audit)[-1]["who"]["os_user"] == getpass.getuser()
+    assert approval_records(audit)[-1]["who"]["os_user"] == ACCOUNT
 
 
 def test_an_expired_request_is_refused_and_its_expiry_audited(
@@ -414,3 +417,17 @@ def test_a_requester_has_a_bounded_number_of_open_requests(
     assert hold(store, "group:secops", by=CAROL).requester["sub"] == "carol"
     store.deny(held[0].id, BOB, "no")
     assert hold(store, "group:secops").status == "pending"
+
+
+def test_the_os_user_of_a_local_decision_is_the_account_not_the_environment(
+    store: ApprovalStore, audit: AuditLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`LOGNAME`/`USER` are the caller's to set: they named the OS account of a local
+    decision before (`getpass.getuser()` believes them), so `USER=alice pvemcp approvals
+    approve` was recorded as alice's. The account is the process's effective uid's."""
+    for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        monkeypatch.setenv(name, "someone-else")
+    request = hold(store)
+    approved = store.approve(request.id, LOCAL, "reviewed at the console")
+    assert approved.decided_by is not None and approved.decided_by["os_user"] == ACCOUNT
+    assert approval_records(audit)[-1]["who"]["os_user"] == ACCOUNT

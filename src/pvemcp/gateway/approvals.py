@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import getpass
 import json
 import os
+import pwd
 import re
 import secrets
 import time
@@ -74,12 +74,21 @@ def requester_of(principal: Principal) -> dict[str, Any]:
     return who
 
 
+def os_user() -> str:
+    """The OS account this process runs as, from its effective uid: `getpass.getuser()`
+    believes `LOGNAME`/`USER`, which whoever runs `pvemcp approvals` sets at will."""
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:  # a uid with no passwd entry (some containers)
+        return str(os.geteuid())
+
+
 def _decider(principal: Principal) -> dict[str, Any]:
     """Who decided: the requester form, plus the OS account behind a `local` approver (the
     CLI runs as some user on the gateway's machine; `local` alone would not say which)."""
     who = requester_of(principal)
     if principal.is_local:
-        who["os_user"] = getpass.getuser()
+        who["os_user"] = os_user()
     return who
 
 
@@ -458,7 +467,7 @@ class ApprovalStore:
                 status=request.status,
                 request=request.audit_view(),
                 reason=reason,
-                os_user=getpass.getuser() if actor is not None and actor.is_local else None,
+                os_user=os_user() if actor is not None and actor.is_local else None,
             )
         except AuditUnavailable as exc:
             log.error("approval_audit_failed", action=action, approval_id=request.id)
@@ -489,7 +498,7 @@ class ApprovalStore:
                 status=request.status if request is not None else "unknown",
                 request=request.audit_view() if request is not None else None,
                 error_code=failure.code,
-                os_user=getpass.getuser() if actor is not None and actor.is_local else None,
+                os_user=os_user() if actor is not None and actor.is_local else None,
             )
         except AuditUnavailable as exc:
             log.error("approval_audit_failed", action="refused", error=str(exc))
