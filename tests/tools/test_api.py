@@ -22,6 +22,7 @@ from pvemcp.gateway.clusters import ClusterPool
 from pvemcp.gateway.invoke import Gateway
 from pvemcp.gateway.registry import AnySpec
 from pvemcp.policy.audit import AuditLog
+from pvemcp.policy.audit_report import build_report
 from pvemcp.policy.evidence import EvidenceStore, blob_path
 from pvemcp.policy.loader import load_policy
 from pvemcp.policy.principal import Principal
@@ -463,3 +464,15 @@ async def test_an_escape_endpoint_through_the_generic_tools_keeps_its_answer_as_
         kept = blob_path(root, ref["sha256"]).read_bytes()
         assert ref["bytes"] == len(kept)
     assert b"printed-in-the-guest" in kept, kept
+
+
+async def test_the_review_report_lists_a_credential_grab(tmp_path: Path) -> None:
+    """A model reaching for a credential through the generic call is refused whatever
+    policy says: a reviewer must see that attempt among the refusals, as a denial."""
+    async with gateway_session(tmp_path) as session:
+        ticket = refused(await call(session, "proxmox_api_call", method="POST",
+                                    path="/access/users/root@pam/token/agent"))  # fmt: skip
+        assert ticket["code"] == "unsupported"
+    report = build_report(audit_records(tmp_path))
+    refusals = [(row.tool, row.status) for row in report.refusals]
+    assert refusals == [("proxmox_api_call", "rejected:unsupported")], refusals

@@ -29,9 +29,20 @@ from pvemcp.policy.audit_verify import iter_records, record_time
 
 RISKY_TIERS = frozenset({"write", "destructive", "escape"})
 
-_FAILED_WORDS = ("denied", "declined", "failed", "invalid", "expired", "unavailable", "refused")
+_FAILED_WORDS = (
+    "denied",
+    "declined",
+    "failed",
+    "invalid",
+    "expired",
+    "unavailable",
+    "refused",
+    "unsupported",
+)
 """A refusal status or error code holding one of these is a denial or failed confirmation
-(`confirmation_required` alone is a plan handed back for approval, not a failure)."""
+(`confirmation_required` alone is a plan handed back for approval, not a failure);
+`unsupported` is also what a generic API call reaching for a credential (a ticket, a token
+secret) gets whatever policy says."""
 
 
 @dataclass(slots=True)
