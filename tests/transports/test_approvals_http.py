@@ -309,6 +309,20 @@ async def test_expired_forged_and_denied_requests(
     assert actions.count("expired") == 1 and actions.count("denied") == 1
 
 
+async def test_a_body_nested_too_deep_is_a_bad_request(
+    gateway: Gateway, issuer: TestIssuer
+) -> None:
+    """A decision body of 100,000 nested arrays (under the 1 MiB body limit) made the JSON
+    parser raise RecursionError, which `_reason` did not catch: a bare 500 with a
+    traceback in the log. It is a 400 `invalid_argument` like any other bad body."""
+    async with serving(gateway, issuer) as api:
+        held = api.hold()
+        bob = api.token("bob", "secops")
+        deep = await api.call("POST", f"/approvals/{held.id}/approve", bob, content=b"[" * 100_000)
+        assert error(deep, 400)["code"] == "invalid_argument"
+        assert api.store.get(held.id).status == "pending"
+
+
 async def test_wrong_method_no_token_and_foreign_origin(
     gateway: Gateway, audit_path: Path, issuer: TestIssuer
 ) -> None:

@@ -159,7 +159,7 @@ async def _reason(request: Request) -> str | None:
     """The `reason` of a decision's JSON body, or `None` if the body is not one."""
     try:
         body: Any = json.loads(await request.body())
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: arrays nested too deep
         return None
     reason = body.get("reason") if isinstance(body, dict) else None
     return reason if isinstance(reason, str) else None
