@@ -22,6 +22,7 @@ from mcp.types import CallToolResult
 from pvemcp.gateway.clusters import ClusterPool
 from pvemcp.gateway.invoke import Gateway
 from pvemcp.policy.audit import AuditLog
+from pvemcp.policy.audit_report import load_report
 from pvemcp.policy.loader import PolicyError, load_policy, parse_policy
 from pvemcp.policy.principal import Principal
 from pvemcp.secrets.redaction import Redactor
@@ -299,3 +300,23 @@ async def test_over_http_each_token_holder_sees_only_its_tasks(world: World) -> 
             assert _ok(await zero.call_tool("proxmox_task_mine", {}))["tasks"] == []
     finally:
         await gateway.aclose()
+
+
+async def test_the_review_report_lists_a_try_at_another_callers_task(world: World) -> None:
+    """bob reading or stopping alice's task is refused (`not_your_task`, the own-tasks
+    rule): a reviewer must see those attempts among the report's denials."""
+    gateway = world.gateway()
+    try:
+        async with (
+            Client(build_mcp_server(gateway, _as(ALICE))) as alice,
+            Client(build_mcp_server(gateway, _as(BOB))) as bob,
+        ):
+            upid = await _start(alice)
+            _refused(await bob.call_tool("proxmox_task_log", {"upid": upid}), "not_your_task")
+            _refused(await bob.call_tool("proxmox_task_cancel", {"upid": upid}), "not_your_task")
+    finally:
+        await gateway.aclose()
+    report = load_report([world.audit])
+    tries = [(row.who, row.tool) for row in report.refusals if "not_your_task" in row.status]
+    bob = [("bob (memory)", tool) for tool in ("proxmox_task_log", "proxmox_task_cancel")]
+    assert tries == bob, [(row.who, row.tool, row.status) for row in report.refusals]

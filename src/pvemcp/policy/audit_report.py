@@ -38,11 +38,12 @@ _FAILED_WORDS = (
     "unavailable",
     "refused",
     "unsupported",
+    "not_your_task",
 )
 """A refusal status or error code holding one of these is a denial or failed confirmation
 (`confirmation_required` alone is a plan handed back for approval, not a failure);
 `unsupported` is also what a generic API call reaching for a credential (a ticket, a token
-secret) gets whatever policy says."""
+secret) gets whatever policy says, `not_your_task` a call on another caller's task."""
 
 
 @dataclass(slots=True)
