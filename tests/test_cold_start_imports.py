@@ -4,6 +4,8 @@ The real `pvemcp serve` runs as a subprocess over stdio against a configured RES
 answers initialize and tools/list, and stops at stdin EOF; on exit it writes the modules it
 had imported. None of the stacks a stdio start against a REST cluster does not use may be
 among them: each is a few dozen modules and tens of milliseconds on every client launch.
+Nor may it collect garbage before its start-up heap is frozen (`cli._serve`). The figures
+against the SDK's hello-world server are bench/cold_start.py's.
 """
 
 from __future__ import annotations
@@ -33,6 +35,14 @@ NOT_FOR_STDIO = (
     "httpcore2",
     "h11",
     "truststore",
+    "pvemcp.proxmox.pvesh",  # only a cluster with [ssh] backend = "pvesh"
+    "pvemcp.transports.approvals_http",  # only HTTP
+    # Other commands' modules: audit reports, enrolment, the generated references.
+    "pvemcp.policy.audit_report",
+    "pvemcp.enroll",
+    "pvemcp.tooldoc",
+    "pvemcp.configdoc",
+    "jsonschema",  # the SDK client's output validation; a server never validates with it
 )
 
 # Runs `pvemcp serve`; at exit writes the modules it imported, then a line counting the
