@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from pvemcp.pveapi.index import load_index
@@ -67,8 +68,14 @@ class Checker:
     def __init__(self, store: AccessStore, auth: str, guests: Iterable[Guest]) -> None:
         self.store = store
         self.auth = auth
-        self.guests = list(guests)
+        self._guests = guests
         self.root = is_root(store, auth)
+
+    @cached_property
+    def guests(self) -> dict[int, Guest]:
+        """The guests by vmid, indexed once per checker, when a check first needs them
+        (root never does)."""
+        return {guest.vmid: guest for guest in self._guests}
 
     def privileges(self, path: str) -> dict[str, bool]:
         return self.store.permissions(self.auth, path, self.guests)
