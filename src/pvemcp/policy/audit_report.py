@@ -8,7 +8,10 @@ command that prints it. Then every refusal a reviewer should see: policy denials
 or declined confirmations, and approval steps that refused, denied or expired.
 
 The approval is read generically from `decision.approval` (method, by, and whatever else
-the method records), so new approval methods show up without changes here.
+the method records), so new approval methods show up without changes here. A four-eyes
+run is also checked against the log's own `approval` records (`ApprovalLedger`, the check
+`audit verify` makes): a run whose approval the log does not record (the approval store
+was edited by hand) or that ran twice on one approval is listed first, as unmatched.
 
 Text goes to a terminal; `render_html` makes one self-contained file (inline style, no
 script, no external asset) in which every value is escaped: a shell string is the
@@ -25,7 +28,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from pvemcp.policy.audit_verify import iter_records, record_time
+from pvemcp.policy.audit_verify import (
+    NOT_COVERED,
+    ApprovalCheck,
+    ApprovalLedger,
+    iter_records,
+    record_time,
+)
 
 RISKY_TIERS = frozenset({"write", "destructive", "escape"})
 
@@ -63,6 +72,25 @@ class CallRow:
     duration_ms: str = ""
     evidence: list[Mapping[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    check: ApprovalCheck | None = None
+    """A four-eyes run's cross-check against the log's approval records; None for any
+    other call."""
+
+    @property
+    def unmatched(self) -> bool:
+        """Whether this four-eyes run's approval is not what the log records."""
+        return self.check is not None and self.check.kind not in (None, NOT_COVERED)
+
+    @property
+    def check_text(self) -> str:
+        """The cross-check for people: `recorded`, `not covered`, or what is wrong."""
+        if self.check is None:
+            return ""
+        if self.check.kind is None:
+            return "recorded"
+        if self.check.kind == NOT_COVERED:
+            return "not covered (requested before the log given)"
+        return f"{self.check.kind.upper()}: {self.check.message}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +114,16 @@ class Report:
     calls: list[CallRow] = field(default_factory=list)
     refusals: list[RefusalRow] = field(default_factory=list)
 
+    @property
+    def unmatched(self) -> list[CallRow]:
+        """The four-eyes runs whose approval the log does not record, or that ran twice."""
+        return [row for row in self.calls if row.unmatched]
+
+    @property
+    def four_eyes(self) -> list[CallRow]:
+        """The four-eyes runs in the window."""
+        return [row for row in self.calls if row.check is not None]
+
 
 def build_report(
     records: Iterable[Mapping[str, Any]],
@@ -93,10 +131,14 @@ def build_report(
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> Report:
-    """The report of `records` (in log order) whose time lies in [since, until)."""
+    """The report of `records` (in log order) whose time lies in [since, until). Four-eyes
+    runs are checked against every approval record before them, in the window or not (a
+    request approved before `since` and run after it is still matched)."""
     report = Report(since, until)
     calls: dict[str, CallRow] = {}
+    ledger = ApprovalLedger()
     for record in records:
+        check = ledger.see(record)
         when = record_time(record)
         if (since is not None or until is not None) and when is None:
             continue
@@ -108,6 +150,7 @@ def build_report(
         event_id = str(record.get("event_id", ""))
         if phase == "intent" and _section(record, "what").get("tier") in RISKY_TIERS:
             calls[event_id] = _call_row(record)
+            calls[event_id].check = check
             report.calls.append(calls[event_id])
         elif phase == "outcome" and event_id in calls:
             _add_outcome(calls[event_id], record)
@@ -298,7 +341,11 @@ _COLUMNS = (("TIME", 20), ("WHO", 22), ("TOOL", 26), ("WHERE", 16), ("APPROVED",
 def render_text(report: Report) -> str:
     """The report for a terminal: a table of calls, the full command and the evidence on
     indented lines under each (never cut), then the refusals."""
-    lines = [f"Risky and escape calls {_window(report)}: {len(report.calls)}", ""]
+    lines = [
+        *_unmatched_text(report),
+        f"Risky and escape calls {_window(report)}: {len(report.calls)}",
+        "",
+    ]
     header = [name.ljust(width) for name, width in _COLUMNS]
     lines.append("  ".join([*header, "OUTCOME", "EXIT", "MS"]))
     for row in report.calls:
@@ -313,6 +360,8 @@ def render_text(report: Report) -> str:
             lines.append(f"    approved: {row.approval}")
         lines.extend(f"    evidence: {_evidence_text(ref)}" for ref in row.evidence)
         lines.extend(f"    note:     {note}" for note in row.notes)
+        if row.check is not None:
+            lines.append(f"    check:    {row.check_text}")
         lines.append(f"    event:    {row.event_id}")
     lines += ["", f"Denials and failed confirmations: {len(report.refusals)}"]
     for refusal in report.refusals:
@@ -325,6 +374,23 @@ def render_text(report: Report) -> str:
             lines.append(f"    reason:   {refusal.reason}")
         lines.append(f"    event:    {refusal.event_id}")
     return "\n".join(lines) + "\n"
+
+
+def _unmatched_text(report: Report) -> list[str]:
+    """The first lines of the report when there were four-eyes runs: how many match the
+    log's approval records, and every one that does not, in full."""
+    runs = report.four_eyes
+    if not runs:
+        return []
+    unmatched = report.unmatched
+    head = (
+        f"Four-eyes runs the log's approval records do not match: {len(unmatched)} of {len(runs)}"
+    )
+    lines = [("!! " if unmatched else "") + head]
+    for row in unmatched:
+        lines.append(f"!! {row.time[:19]}  {row.who}  {row.tool}  {row.where}")
+        lines.append(f"    {row.check_text}")
+    return [*lines, ""]
 
 
 def _one_line(text: str) -> str:
@@ -343,8 +409,34 @@ code{font-size:.85em}
 """
 
 
+_BAD = ' class="bad"'
+
+
 def _h(value: Any) -> str:
     return html.escape(str(value), quote=True)
+
+
+def _unmatched_html(report: Report) -> list[str]:
+    """The unmatched four-eyes runs, above everything else (nothing when there were no
+    four-eyes runs)."""
+    runs, unmatched = report.four_eyes, report.unmatched
+    if not runs:
+        return []
+    parts = [
+        f"<h2{_BAD if unmatched else ''}>Unmatched approvals "
+        f"({len(unmatched)} of {len(runs)} four-eyes runs)</h2>",
+        "<p>Four-eyes runs whose approval the log does not record (the approval store was "
+        "changed by hand), or that ran twice on one approval.</p>",
+    ]
+    if unmatched:
+        parts.append("<ul>")
+        parts += [
+            f'<li class="bad">{_h(row.time)} {_h(row.who)} {_h(row.tool)} {_h(row.where)}: '
+            f"{_h(row.check_text)}</li>"
+            for row in unmatched
+        ]
+        parts.append("</ul>")
+    return parts
 
 
 def render_html(report: Report) -> str:
@@ -356,12 +448,14 @@ def render_html(report: Report) -> str:
         f"<title>pvemcp audit report {_h(_window(report))}</title>",
         f"<style>{_STYLE}</style></head><body>",
         f"<h1>pvemcp audit report</h1><p>{_h(_window(report))}</p>",
+        *_unmatched_html(report),
         f"<h2>Risky and escape calls ({len(report.calls)})</h2>",
         "<table><tr><th>time</th><th>who</th><th>tool</th><th>what ran</th><th>where</th>"
-        "<th>approved by</th><th>outcome</th><th>exit</th><th>ms</th><th>evidence</th></tr>",
+        "<th>approved by</th><th>check</th><th>outcome</th><th>exit</th><th>ms</th>"
+        "<th>evidence</th></tr>",
     ]
     for row in report.calls:
-        bad = "" if row.status == "ok" else ' class="bad"'
+        bad = "" if row.status == "ok" else _BAD
         evidence = "".join(
             f"<div>{_h(ref.get('kind', '?'))} {_h(ref.get('bytes', '?'))} B"
             f"{' (truncated)' if ref.get('truncated') else ''}: "
@@ -374,6 +468,7 @@ def render_html(report: Report) -> str:
             f"<td>{_h(row.who)}</td>"
             f"<td>{_h(row.tool)} [{_h(row.tier)}]</td><td><pre>{_h(row.ran)}</pre></td>"
             f"<td>{_h(row.where)}</td><td>{_h(row.approval)}</td>"
+            f"<td{_BAD if row.unmatched else ''}>{_h(row.check_text)}</td>"
             f"<td{bad}>{_h(row.status)}{notes}</td><td>{_h(row.exit_code)}</td>"
             f"<td>{_h(row.duration_ms)}</td><td>{evidence}</td></tr>"
         )

@@ -12,6 +12,14 @@ Given the evidence store's directory, it also checks every blob an outcome recor
 or whose size differs from the record is a problem like a broken record, unless a later
 `evidence_pruned` record says retention removed it.
 
+It also cross-checks every four-eyes run against the log's own `approval` records
+(`ApprovalLedger`): the approval store is a directory of files, and whoever can write it
+can mark a request approved without going through `pvemcp approvals` or the API. The run
+then names the approver the file claims, but the log holds no `approved` step by them; a
+run without its recorded approval and use, or a second run of one approval, is a problem
+(`approval_unrecorded`, `approval_reused`), unless the log given starts after the request
+was made (then it is only noted as not covered).
+
 What a chain cannot show by itself: records cut from the end of the log (or the newest
 files deleted) leave a shorter, still valid chain. Only a checkpoint stored elsewhere
 catches that; the report says how many records lie past the last checkpoint it checked.
@@ -74,6 +82,12 @@ class VerifyReport:
     pruned_blobs: int = 0
     """Referenced blobs absent because an `evidence_pruned` record says retention removed
     them."""
+    approvals_matched: int = 0
+    """Four-eyes runs whose approval and use the log records."""
+    approvals_not_covered: list[str] = field(default_factory=list)
+    """Approval ids of four-eyes runs whose request was made before the first record
+    given: their approval steps may lie in older files, so they are neither matched nor
+    problems."""
 
     @property
     def ok(self) -> bool:
@@ -116,12 +130,140 @@ class VerifyReport:
                 f"evidence: {self.blobs} blob(s) checked"
                 + (f", {self.pruned_blobs} pruned by retention" if self.pruned_blobs else "")
             )
+        if self.approvals_matched or self.approvals_not_covered:
+            lines.append(
+                f"approvals: {self.approvals_matched} four-eyes run(s) match the log's "
+                "approval records"
+                + (
+                    f"; {len(self.approvals_not_covered)} not covered (requested before the "
+                    f"first record given): {', '.join(self.approvals_not_covered[:5])}"
+                    if self.approvals_not_covered
+                    else ""
+                )
+            )
         if self.unpaired_intents:
             lines.append(
                 f"note: {len(self.unpaired_intents)} intent(s) without an outcome "
                 f"(in flight or interrupted): {', '.join(self.unpaired_intents[:5])}"
             )
         return lines
+
+
+NOT_COVERED = "not_covered"
+"""`ApprovalCheck.kind` of a run whose request predates the records given."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalCheck:
+    """A four-eyes run checked against the approval records before it: `kind` None when
+    they record its approval by the approver it names and its use, else
+    `approval_unrecorded`, `approval_reused` or `NOT_COVERED`; `message` says what is
+    missing, for people."""
+
+    approval_id: str
+    event_id: str
+    kind: str | None
+    message: str
+
+
+@dataclass(slots=True)
+class _Steps:
+    """What the log recorded of one approval request so far."""
+
+    requested: bool = False
+    approved_by: list[tuple[Any, Any]] = field(default_factory=list)
+    """(sub, iss) of each `approved` step."""
+    used: int = 0
+    runs: list[str] = field(default_factory=list)
+    """Event ids of the four-eyes runs that named this request."""
+
+
+class ApprovalLedger:
+    """Cross-checks four-eyes runs against the log's `approval` records, fed every record
+    in log order (`see`).
+
+    A run (an intent whose `decision.approval.method` is `four_eyes`) matches when, before
+    it, the log records an `approved` step of its approval id taken by the approver the
+    run names (same `sub` and `iss`), and a `used` step for each run of that id. Its
+    `requested` step must be there too when the records start at seq 1; records that start
+    later may have left the request's steps in older files, so a run that does not match
+    without its `requested` step in sight is only `NOT_COVERED`."""
+
+    def __init__(self) -> None:
+        self._steps: dict[str, _Steps] = {}
+        self._first_seq: Any = None
+
+    def see(self, record: Mapping[str, Any]) -> ApprovalCheck | None:
+        """Take in one record; for a four-eyes run, its check."""
+        if self._first_seq is None and "seq" in record:
+            self._first_seq = record["seq"]
+        phase = record.get("phase")
+        if phase == "approval":
+            self._step(record)
+            return None
+        approval = _section(record, "decision").get("approval")
+        if phase != "intent" or not isinstance(approval, Mapping):
+            return None
+        if approval.get("method") != "four_eyes":
+            return None
+        return self._check(record, approval)
+
+    def _step(self, record: Mapping[str, Any]) -> None:
+        what = _section(record, "what")
+        steps = self._steps.setdefault(str(what.get("approval_id", "")), _Steps())
+        action = what.get("action")
+        if action == "requested":
+            steps.requested = True
+        elif action == "approved":
+            who = _section(record, "who")
+            steps.approved_by.append((who.get("sub"), who.get("iss")))
+        elif action == "used":
+            steps.used += 1
+
+    def _check(self, intent: Mapping[str, Any], approval: Mapping[str, Any]) -> ApprovalCheck:
+        approval_id = str(approval.get("approval_id", ""))
+        event_id = str(intent.get("event_id", ""))
+        steps = self._steps.setdefault(approval_id, _Steps())
+        steps.runs.append(event_id)
+        by = approval.get("by")
+        by = by if isinstance(by, Mapping) else {}
+        named = (by.get("sub"), by.get("iss"))
+        approver = f"{named[0]}" + (f" ({named[1]})" if named[1] is not None else "")
+        head = f"four-eyes run {event_id} names approval {approval_id} approved by {approver}"
+        if len(steps.runs) > 1:
+            return ApprovalCheck(
+                approval_id,
+                event_id,
+                "approval_reused",
+                f"{head}, which already ran as {steps.runs[0]}: an approval runs its call once",
+            )
+        missing = []
+        if self._first_seq == 1 and not steps.requested:
+            missing.append("no `requested` step")
+        if named not in steps.approved_by:
+            others = ", ".join(str(sub) for sub, _ in steps.approved_by)
+            missing.append(
+                "no `approved` step by them" + (f" (only by {others})" if others else "")
+            )
+        if steps.used < len(steps.runs):
+            missing.append("no `used` step")
+        if not missing:
+            return ApprovalCheck(approval_id, event_id, None, f"{head}: recorded")
+        if not steps.requested and self._first_seq != 1:
+            return ApprovalCheck(
+                approval_id,
+                event_id,
+                NOT_COVERED,
+                f"{head}: the request was made before the first record given "
+                f"(seq {self._first_seq}); its approval steps are not covered",
+            )
+        return ApprovalCheck(
+            approval_id,
+            event_id,
+            "approval_unrecorded",
+            f"{head}, but the log before it holds {' and '.join(missing)} for that approval: "
+            "the approval store was changed outside pvemcp approvals and the approval API",
+        )
 
 
 @dataclass(slots=True)
@@ -140,6 +282,7 @@ class _Walk:
     """Each referenced blob's newest reference: file, line, seq, size recorded."""
     pruned: dict[str, int] = field(default_factory=dict)
     """Blobs an `evidence_pruned` record names, with that record's seq."""
+    ledger: ApprovalLedger = field(default_factory=ApprovalLedger)
 
     def problem(
         self, file: Path | None, line: int | None, seq: int | None, kind: str, msg: str
@@ -283,6 +426,7 @@ def _check_record_kind(walk: _Walk, path: Path, number: int, record: dict[str, A
         for blob in _section(record, "what").get("blobs") or []:
             if isinstance(blob, Mapping) and isinstance(blob.get("sha256"), str):
                 walk.pruned[blob["sha256"]] = seq
+    _check_approval(walk, path, number, record)
     checkpoint = walk.checkpoint
     if checkpoint is not None and seq == checkpoint.get("seq"):
         walk.checkpoint_found = True
@@ -298,6 +442,19 @@ def _check_record_kind(walk: _Walk, path: Path, number: int, record: dict[str, A
             )
         else:
             walk.report.last_checkpoint_seq = max(walk.report.last_checkpoint_seq or 0, seq)
+
+
+def _check_approval(walk: _Walk, path: Path, number: int, record: dict[str, Any]) -> None:
+    """Feed the ledger; a four-eyes run it cannot match is a problem of the run's intent."""
+    check = walk.ledger.see(record)
+    if check is None:
+        return
+    if check.kind is None:
+        walk.report.approvals_matched += 1
+    elif check.kind == NOT_COVERED:
+        walk.report.approvals_not_covered.append(check.approval_id)
+    else:
+        walk.problem(path, number, record["seq"], check.kind, check.message)
 
 
 def _note_evidence(walk: _Walk, path: Path, number: int, record: dict[str, Any]) -> None:
