@@ -10,6 +10,7 @@ import os
 import pwd
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -22,7 +23,7 @@ from pvemcp.gateway.invoke import Gateway
 from pvemcp.policy.audit import AuditLog
 from pvemcp.policy.audit_commands import show_evidence_command, verify_command
 from pvemcp.policy.audit_verify import verify_files
-from pvemcp.policy.evidence import DAY, EvidenceStore, blob_path
+from pvemcp.policy.evidence import DAY, EvidenceStore, Pruned, blob_path
 from pvemcp.policy.principal import Principal
 from pvemcp.secrets.redaction import MASK
 from pvemcp.simulator.server import SimulatorHandle
@@ -380,3 +381,49 @@ async def test_a_blob_that_vanishes_while_the_store_is_counted_is_no_crash(
     assert ok(result)["stdout"] == "hi\n"
     (ref,) = outcome_of(audit_path, result.event_id)["evidence"]
     assert store.total_bytes() == ref["bytes"] == 3
+
+
+def test_a_blob_kept_again_while_a_prune_is_recorded_is_not_left_listed_as_pruned(
+    tmp_path: Path,
+) -> None:
+    """A call keeping the same content as an expired blob while the prune is being written
+    to the audit log: its reference must come after the pruning record (it waits, the blob
+    is written anew), so deleting the blob later is still reported as missing, not passed
+    as retention."""
+    root, log = tmp_path / "evidence", tmp_path / "audit.jsonl"
+    later = time.time() + 8 * DAY
+    store = EvidenceStore(root, retention_days=7, clock=lambda: later)
+    output = b"the same output\n"
+    old = store.keep("stdout", output, lambda data: data)
+    audit = AuditLog(log)
+    listed, kept = threading.Event(), threading.Event()
+
+    def record(expired: list[Pruned]) -> None:
+        listed.set()
+        kept.wait(1.0)  # the window a concurrent call's keep falls into
+        audit.evidence_pruned(str(root), [(item.sha256, item.bytes) for item in expired])
+
+    pruner = threading.Thread(target=store.prune, args=(record,))
+    pruner.start()
+    assert listed.wait(5.0)
+    ref = store.keep("stdout", output, lambda data: data)
+    kept.set()
+    pruner.join()
+    audit.outcome(
+        "e1",
+        LOCAL,
+        tool="proxmox_shell_run",
+        tier="escape",
+        cluster="lab",
+        arguments=None,
+        decision=None,
+        status="ok",
+        duration_ms=1.0,
+        evidence=[ref.record()],
+    )
+    audit.close()
+    assert ref.sha256 == old.sha256
+    assert verify_files([log], evidence_root=root).ok, "the blob is there, kept anew"
+    blob_path(root, ref.sha256).unlink()  # tampering
+    (problem,) = verify_files([log], evidence_root=root).problems
+    assert problem.kind == "evidence_missing", problem

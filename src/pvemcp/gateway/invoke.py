@@ -1054,16 +1054,15 @@ class Gateway:
         take this call's output (unwritable, full, short of disk), as for the audit log."""
         assert self.evidence is not None
         if self.evidence.prune_due():
-            expired = self.evidence.expired()
-            if expired:
-                try:
-                    self.audit.evidence_pruned(
-                        str(self.evidence.root), [(item.sha256, item.bytes) for item in expired]
+            root = str(self.evidence.root)
+            try:
+                self.evidence.prune(
+                    lambda expired: self.audit.evidence_pruned(
+                        root, [(item.sha256, item.bytes) for item in expired]
                     )
-                except AuditUnavailable as exc:
-                    log.error("evidence_prune_unrecorded", error=str(exc))
-                else:
-                    self.evidence.remove(expired)
+                )
+            except AuditUnavailable as exc:
+                log.error("evidence_prune_unrecorded", error=str(exc))
         try:
             self.evidence.check()
         except EvidenceUnavailable as exc:

@@ -133,7 +133,8 @@ class EvidenceStore:
         self.min_free_bytes = min_free_bytes
         self.retention_days = retention_days
         self._clock = clock
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        """Held by `keep` and through all of `prune` (re-entered by `remove`)."""
         self._total: int | None = None
         self._next_prune = 0.0
 
@@ -290,6 +291,20 @@ class EvidenceStore:
             ]
         except OSError:
             return []  # an unreadable store: `check` reports it
+
+    def prune(self, record: Callable[[list[Pruned]], None]) -> list[Pruned]:
+        """Remove the blobs past their retention once `record` put them on the audit log
+        (if it raises, nothing is removed); returns them. All under the store's lock: a
+        call keeping the same content meanwhile waits, then writes it anew, so its outcome
+        record comes after the pruning record and `verify` wants the blob there. Listed
+        and recorded without it, a blob re-used in between stayed, named as pruned after
+        its newest reference: deleting it later passed `verify` as retention."""
+        with self._lock:
+            expired = self.expired()
+            if expired:
+                record(expired)
+                self.remove(expired)
+            return expired
 
     def remove(self, pruned: list[Pruned]) -> None:
         """Delete `pruned` (after the audit log recorded them); a blob already gone or
