@@ -318,5 +318,5 @@ async def test_the_review_report_lists_a_try_at_another_callers_task(world: Worl
         await gateway.aclose()
     report = load_report([world.audit])
     tries = [(row.who, row.tool) for row in report.refusals if "not_your_task" in row.status]
-    bob = [("bob (memory)", tool) for tool in ("proxmox_task_log", "proxmox_task_cancel")]
-    assert tries == bob, [(row.who, row.tool, row.status) for row in report.refusals]
+    expected = [("bob (memory)", tool) for tool in ("proxmox_task_log", "proxmox_task_cancel")]
+    assert tries == expected, [(row.who, row.tool, row.status) for row in report.refusals]
