@@ -427,3 +427,31 @@ def test_a_blob_kept_again_while_a_prune_is_recorded_is_not_left_listed_as_prune
     blob_path(root, ref.sha256).unlink()  # tampering
     (problem,) = verify_files([log], evidence_root=root).problems
     assert problem.kind == "evidence_missing", problem
+
+
+async def test_a_call_that_passed_the_check_keeps_what_fits_when_the_store_fills(
+    ssh_sim: SimulatorHandle, sshd: Sshd, tmp_path: Path, audit_path: Path
+) -> None:
+    """The check before a call only knows the store is not full yet: output bigger than the
+    room left is kept cut to that room (`truncated`), not lost after the command ran (a
+    model could pad a command's output to make it run without evidence); a stream that
+    finds no room left is the record's `evidence_error` beside what was kept; the store
+    is then full and the next call is refused before it runs."""
+    first = b"".join(b"%d\n" % i for i in range(1, 31))  # 81 bytes
+    store = EvidenceStore(tmp_path / "evidence", max_total_bytes=100)
+    padded = "echo kept; seq 1 1000; echo oops >&2"
+    async with gateway_with(ssh_sim, sshd, tmp_path, audit_path, store) as gw:
+        ok(await gw.invoke(LOCAL, "proxmox_shell_run", {"node": "pve1", "command": "seq 1 30"}))
+        ran = await gw.invoke(LOCAL, "proxmox_shell_run", {"node": "pve1", "command": padded})
+        refused = await gw.invoke(LOCAL, "proxmox_shell_run", {"node": "pve1", "command": "id"})
+    ok(ran)
+    outcome = outcome_of(audit_path, ran.event_id)
+    (ref,) = outcome["evidence"]
+    room = 100 - len(first)
+    assert (ref["kind"], ref["truncated"], ref["bytes"]) == ("stdout", True, room)
+    kept = blob_path(store.root, ref["sha256"]).read_bytes()
+    assert kept == b"kept\n" + b"".join(b"%d\n" % i for i in range(1, 1001))[: room - 5]
+    assert "is full" in outcome["evidence_error"]["message"], "stderr found no room"
+    assert failed(refused)["code"] == "evidence_unavailable"
+    code, text = verify(audit_path, store.root)
+    assert code == 0, text

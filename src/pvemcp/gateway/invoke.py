@@ -1092,14 +1092,14 @@ class Gateway:
             text = data.decode("utf-8", errors="surrogateescape")
             return self.redactor.text(text).encode("utf-8", errors="surrogateescape")
 
-        try:
-            refs = self.evidence.keep_all(blobs, redact)
-        except EvidenceUnavailable as exc:
+        refs, failure = self.evidence.keep_all(blobs, redact)
+        kept: dict[str, Any] = {"evidence": [ref.record() for ref in refs]} if refs else {}
+        if failure is not None:
             log.error(
-                "evidence_write_failed", tool=call.tool, event_id=call.event_id, error=str(exc)
+                "evidence_write_failed", tool=call.tool, event_id=call.event_id, error=str(failure)
             )
-            return {"evidence_error": {"code": "evidence_unavailable", "message": str(exc)}}
-        return {"evidence": [ref.record() for ref in refs]}
+            kept["evidence_error"] = {"code": "evidence_unavailable", "message": str(failure)}
+        return kept
 
     def _outcome(
         self,

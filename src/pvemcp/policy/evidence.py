@@ -183,8 +183,9 @@ class EvidenceStore:
     # -- after a call --------------------------------------------------------------------
 
     def keep(self, kind: str, data: bytes, redact: Callable[[bytes], bytes]) -> EvidenceRef:
-        """Store `data` (redacted with `redact` first, then cut at `max_blob_bytes`) and
-        return its reference; raises `EvidenceUnavailable`."""
+        """Store `data` (redacted with `redact` first, then cut at `max_blob_bytes`, and at
+        the room left below `max_total_bytes`) and return its reference; raises
+        `EvidenceUnavailable`."""
         data = redact(data)
         truncated = len(data) > self.max_blob_bytes
         if truncated:
@@ -196,6 +197,13 @@ class EvidenceStore:
                 if path.is_file() and path.stat().st_size == len(data):
                     os.utime(path)  # in use again: restarts its retention
                 else:
+                    room = self.max_total_bytes - self.total_bytes()
+                    if 0 < room < len(data):
+                        # `check` saw room before the call, not this much: what fits is
+                        # kept, not nothing, once the command has run.
+                        data, truncated = data[:room], True
+                        digest = hashlib.sha256(data).hexdigest()
+                        path = blob_path(self.root, digest)
                     self._write(path, data)
             except OSError as exc:
                 raise self._unavailable("write to", exc) from None
@@ -203,10 +211,18 @@ class EvidenceStore:
 
     def keep_all(
         self, blobs: Mapping[str, bytes], redact: Callable[[bytes], bytes]
-    ) -> list[EvidenceRef]:
-        """`keep` for each (kind, data), in order; raises `EvidenceUnavailable` at the
-        first that fails."""
-        return [self.keep(kind, data, redact) for kind, data in blobs.items()]
+    ) -> tuple[list[EvidenceRef], EvidenceUnavailable | None]:
+        """`keep` for each (kind, data), in order: the references of those kept, and the
+        first failure (None when all were kept); a blob that fails does not lose the
+        others'."""
+        refs: list[EvidenceRef] = []
+        failure: EvidenceUnavailable | None = None
+        for kind, data in blobs.items():
+            try:
+                refs.append(self.keep(kind, data, redact))
+            except EvidenceUnavailable as exc:
+                failure = failure or exc
+        return refs, failure
 
     def _write(self, path: Path, data: bytes) -> None:
         total = self.total_bytes()
