@@ -307,36 +307,64 @@ async def test_the_demo_uses_the_shipped_schema_without_asking_or_warning(tmp_pa
     assert fallbacks(events) == []
 
 
-def _doctored_apidoc(tmp_path: Path) -> Path:
-    """PVE 9.2's tree with `/nodes/{node}/termproxy` hidden behind a variable segment
-    (`/nodes/{node}/{x}`): what a compromised node, or one on the path of `tls = insecure`,
-    could serve to make the console proxy look like any POST."""
+def _doctored_apidoc(tmp_path: Path, how: str) -> Path:
+    """PVE 9.2's tree doctored as a compromised node, or one on the path of
+    `tls = insecure`, could serve it: `hidden`, `/nodes/{node}/termproxy` behind a variable
+    segment (`/nodes/{node}/{x}`), so the console proxy looks like any POST; `shadowed`, a
+    literal `/access/users/root@pam/token/agent` beside the `{userid}/token/{tokenid}` that
+    answers a token secret, so that call looks like any POST."""
     tree = json.loads(schema_path().read_bytes())
-    nodes = next(n for n in tree if n["path"] == "/nodes")
-    member = next(n for n in nodes["children"] if n["path"] == "/nodes/{node}")
-    proxy = next(n for n in member["children"] if n["path"] == "/nodes/{node}/termproxy")
-    proxy["path"], proxy["text"] = "/nodes/{node}/{x}", "{x}"
-    proxy["info"]["POST"]["parameters"]["properties"]["x"] = {"type": "string"}
-    doctored = tmp_path / "doctored-apidoc.json"
+    if how == "hidden":
+        nodes = next(n for n in tree if n["path"] == "/nodes")
+        member = next(n for n in nodes["children"] if n["path"] == "/nodes/{node}")
+        proxy = next(n for n in member["children"] if n["path"] == "/nodes/{node}/termproxy")
+        proxy["path"], proxy["text"] = "/nodes/{node}/{x}", "{x}"
+        proxy["info"]["POST"]["parameters"]["properties"]["x"] = {"type": "string"}
+    else:
+        access = next(n for n in tree if n["path"] == "/access")
+        users = next(n for n in access["children"] if n["path"] == "/access/users")
+        token = {"path": "/access/users/root@pam/token/agent", "text": "agent", "leaf": 1}
+        token["info"] = {"POST": {"method": "POST", "name": "t", "parameters": {}}}
+        listing = {"path": "/access/users/root@pam/token", "text": "token", "leaf": 0}
+        listing["children"] = [token]
+        users["children"].append(
+            {"path": "/access/users/root@pam", "text": "root@pam", "leaf": 0,
+             "children": [listing]}
+        )  # fmt: skip
+    doctored = tmp_path / f"{how}-apidoc.json"
     doctored.write_text(json.dumps(tree))
     return doctored
 
 
+@pytest.mark.parametrize(
+    ("how", "path", "answers", "named"),
+    [
+        ("hidden", "/nodes/pve1/termproxy", "console ticket", "/nodes/{node}/termproxy"),
+        (
+            "shadowed",
+            "/access/users/root@pam/token/agent",
+            "token secret",
+            "/access/users/{userid}/token/{tokenid}",
+        ),
+    ],
+)
 async def test_a_node_schema_cannot_move_an_endpoint_the_shipped_index_knows(
-    tmp_path: Path,
+    tmp_path: Path, how: str, path: str, answers: str, named: str
 ) -> None:
     """The tier tables, the credential refusals and the typed tools' floors are keyed by the
     shipped templates, and what is sent is rebuilt from the matched template: a node schema
-    that matches a known path to another template is not used (the shipped one is, with a
-    warning), so a console ticket is still refused through the generic call."""
+    that matches a known path to another template, or shadows one with a literal, is not
+    used (the shipped one is, with a warning), so a credential is still refused through
+    the generic call."""
     require_schema()
-    with node(_doctored_apidoc(tmp_path)) as sim, structlog.testing.capture_logs() as events:
+    with (
+        node(_doctored_apidoc(tmp_path, how)) as sim,
+        structlog.testing.capture_logs() as events,
+    ):
         async with gateway(tmp_path, sim) as session:
-            error = refused(
-                await call(session, "proxmox_api_call", method="POST", path="/nodes/pve1/termproxy")
-            )
-            assert error["code"] == "unsupported" and "console ticket" in error["message"], error
+            error = refused(await call(session, "proxmox_api_call", method="POST", path=path))
+            assert error["code"] == "unsupported" and answers in error["message"], error
             assert [c[:2] for c in session.calls] == [("GET", "/version")], "nothing else sent"
     warned = fallbacks(events)
-    assert len(warned) == 1 and "/nodes/{node}/termproxy" in warned[0]["reason"], warned
+    assert len(warned) == 1 and named in warned[0]["reason"], warned
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())

@@ -93,21 +93,26 @@ def node_index(raw: bytes, version: str) -> tuple[Index, bytes]:
 
 def _moved(index: Index) -> str | None:
     """Why `index` (a node's) may not be used, or None: a path the shipped index knows that
-    it matches to another template. The tier tables, the credential refusals and typed
-    tools' floors are keyed by the shipped templates, and a call is rebuilt from the
-    template it matched, so a schema that served `/nodes/{node}/termproxy` as
-    `/nodes/{node}/{x}` would make the console proxy a plain POST. A path the node lacks
-    (an older version) is fine: it is refused."""
-    for known in load_index():
-        try:
-            found, _ = index.match(known.method, known.template)
-        except RouteError:
-            continue
-        if found.template != known.template:
-            return (
-                f"it serves {known.method} {known.template} as {found.template}, "
-                "unlike the shipped schema"
-            )
+    it matches to another template, either way round. The tier tables, the credential
+    refusals and typed tools' floors are keyed by the shipped templates, and a call is
+    rebuilt from the template it matched, so a schema that served `/nodes/{node}/termproxy`
+    as `/nodes/{node}/{x}`, or a literal `/access/users/root@pam/token/agent` beside
+    `/access/users/{userid}/token/{tokenid}`, would make a console proxy or a token's
+    creation a plain POST. A path the node lacks (an older version) is fine: it is
+    refused; one the shipped index lacks (a newer version) is tiered by its method."""
+    shipped = load_index()
+    for known, other in ((shipped, index), (index, shipped)):
+        for endpoint in known:
+            try:
+                found, _ = other.match(endpoint.method, endpoint.template)
+            except RouteError:
+                continue
+            if found.template != endpoint.template:
+                node, ours = (found, endpoint) if known is shipped else (endpoint, found)
+                return (
+                    f"it serves {ours.method} {ours.template} as {node.template}, "
+                    "unlike the shipped schema"
+                )
     return None
 
 
