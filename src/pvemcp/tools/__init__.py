@@ -171,7 +171,7 @@ def _escape() -> Sequence[AnySpec]:
 
 
 TOOLSETS = (
-    Toolset("core", "Cluster and node status, the next free VMID, toolsets, undo.", _core),
+    Toolset("core", "Cluster and node status, the next VMID, toolsets, undo, approvals.", _core),
     Toolset(
         "guests",
         "VMs and containers: list, inspect, configure, power, migrate, make templates.",
