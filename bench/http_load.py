@@ -168,9 +168,10 @@ def rpc_result(payload: bytes) -> dict[str, object]:
     return parsed
 
 
-async def client(port: int, path: str, token: str, until: float, latencies: list[float]) -> int:
-    """One MCP session on its own connection: initialize, then the read tool in a loop."""
-    connection = await Connection.open(port)
+async def open_session(
+    connection: Connection, path: str, token: str, name: str = "bench"
+) -> dict[str, str]:
+    """Initialize an MCP session on `connection`; the headers its requests carry."""
     headers = {
         "Authorization": f"Bearer {token}",
         "Accept": "application/json, text/event-stream",
@@ -183,7 +184,7 @@ async def client(port: int, path: str, token: str, until: float, latencies: list
         "params": {
             "protocolVersion": PROTOCOL,
             "capabilities": {},
-            "clientInfo": {"name": "bench", "version": "1"},
+            "clientInfo": {"name": name, "version": "1"},
         },
     }
     status, received, _ = await connection.request("POST", path, headers, json.dumps(init).encode())
@@ -193,6 +194,13 @@ async def client(port: int, path: str, token: str, until: float, latencies: list
     headers["MCP-Protocol-Version"] = PROTOCOL
     notice = {"jsonrpc": "2.0", "method": "notifications/initialized"}
     await connection.request("POST", path, headers, json.dumps(notice).encode())
+    return headers
+
+
+async def client(port: int, path: str, token: str, until: float, latencies: list[float]) -> int:
+    """One MCP session on its own connection: initialize, then the read tool in a loop."""
+    connection = await Connection.open(port)
+    headers = await open_session(connection, path, token)
     errors, call_id = 0, 0
     loop = asyncio.get_running_loop()
     while loop.time() < until:

@@ -26,11 +26,11 @@ import time
 from pathlib import Path
 
 from http_load import (  # bench/http_load.py, beside this script (it puts tests/ on the path)
-    PROTOCOL,
     Connection,
     as_cluster,
     free_port,
     gateway,
+    open_session,
     rpc_result,
     rss_mib,
     simulator,
@@ -48,33 +48,6 @@ READS: tuple[tuple[str, dict[str, str]], ...] = (
 
 def percentile(ordered: list[float], pct: float) -> float:
     return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
-
-
-async def open_session(connection: Connection, token: str) -> dict[str, str]:
-    """Initialize an MCP session on `connection`; the headers its requests carry."""
-    headers = {
-        "Authorization": f"Bearer {token}",
-        "Accept": "application/json, text/event-stream",
-        "Content-Type": "application/json",
-    }
-    init = {
-        "jsonrpc": "2.0",
-        "id": 0,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": PROTOCOL,
-            "capabilities": {},
-            "clientInfo": {"name": "soak", "version": "1"},
-        },
-    }
-    status, received, _ = await connection.request("POST", PATH, headers, json.dumps(init).encode())
-    if status != 200:
-        raise RuntimeError(f"initialize answered HTTP {status}")
-    headers["Mcp-Session-Id"] = received["mcp-session-id"]
-    headers["MCP-Protocol-Version"] = PROTOCOL
-    notice = {"jsonrpc": "2.0", "method": "notifications/initialized"}
-    await connection.request("POST", PATH, headers, json.dumps(notice).encode())
-    return headers
 
 
 class Soak:
@@ -96,7 +69,7 @@ class Soak:
     async def session(self, port: int, token: str, share: int, start: int) -> None:
         """One session making `share` read calls, then closing with a DELETE."""
         connection = await Connection.open(port)
-        headers = await open_session(connection, token)
+        headers = await open_session(connection, PATH, token, "soak")
         loop = asyncio.get_running_loop()
         for number in range(share):
             name, arguments = READS[(start + number) % len(READS)]
@@ -162,7 +135,7 @@ async def abandon(port: int, token: str, pid: int, count: int, idle: float) -> N
     async def opener(share: int) -> None:
         connection = await Connection.open(port)
         for _ in range(share):
-            ids.append(await open_session(connection, token))
+            ids.append(await open_session(connection, PATH, token, "soak"))
         connection.close()
 
     await asyncio.gather(*(opener(count // 16 + (i < count % 16)) for i in range(16)))

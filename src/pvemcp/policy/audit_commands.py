@@ -41,6 +41,27 @@ def _files(files: Sequence[Path], default_log: Path | None, err: TextIO) -> list
     return found
 
 
+def _window(
+    files: Sequence[Path],
+    default_log: Path | None,
+    since: str | None,
+    until: str | None,
+    err: TextIO,
+) -> tuple[list[Path], datetime | None, datetime | None] | None:
+    """The files to read and the time window `show` and `report` share; None (after
+    saying why on `err`) when there are no files or a time does not parse."""
+    paths = _files(files, default_log, err)
+    if paths is None:
+        return None
+    try:
+        start = parse_when(since) if since else None
+        end = parse_when(until) if until else None
+    except ValueError as exc:
+        print(f"bad time: {exc} (use ISO 8601 or an age like 30m, 2h, 7d)", file=err)
+        return None
+    return paths, start, end
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """The checkpoint in `path`: one JSON object, or JSON lines (as appended by a shipping
     job), of which the last one, the newest, counts. Raises ValueError."""
@@ -125,15 +146,10 @@ def show_command(
     """`pvemcp audit show [FILES] --since --until --subject --tool --tier --status --phase
     --limit --json`: matching records, one per line (compact text, or the JSON lines)."""
     out, err = out or sys.stdout, err or sys.stderr
-    paths = _files(files, default_log, err)
-    if paths is None:
+    window = _window(files, default_log, since, until, err)
+    if window is None:
         return EXIT_USAGE
-    try:
-        start = parse_when(since) if since else None
-        end = parse_when(until) if until else None
-    except ValueError as exc:
-        print(f"bad time: {exc} (use ISO 8601 or an age like 30m, 2h, 7d)", file=err)
-        return EXIT_USAGE
+    paths, start, end = window
     records = show(
         paths,
         since=start,
@@ -163,15 +179,10 @@ def report_command(
     """`pvemcp audit report [FILES] --since 24h [--until T] [--html FILE]`: the review
     report (`audit_report.py`) as a terminal table, and as an HTML file when asked."""
     out, err = out or sys.stdout, err or sys.stderr
-    paths = _files(files, default_log, err)
-    if paths is None:
+    window = _window(files, default_log, since, until, err)
+    if window is None:
         return EXIT_USAGE
-    try:
-        start = parse_when(since) if since else None
-        end = parse_when(until) if until else None
-    except ValueError as exc:
-        print(f"bad time: {exc} (use ISO 8601 or an age like 30m, 2h, 7d)", file=err)
-        return EXIT_USAGE
+    paths, start, end = window
     report = load_report(paths, since=start, until=end)
     print(render_text(report), end="", file=out)
     if html_file is not None:
