@@ -24,6 +24,7 @@ import structlog
 from mcp import Client
 
 from pvemcp.config import ClusterConfig, Settings
+from pvemcp.gateway import context as context_module
 from pvemcp.gateway.clusters import ClusterPool
 from pvemcp.gateway.invoke import Gateway
 from pvemcp.policy.audit import AuditLog
@@ -51,6 +52,17 @@ from tests.tools.calls import call, ok, refused
 from tests.tools.test_examples import Session
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(autouse=True)
+def fresh_context_logger(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The warnings these tests count come from `gateway/context.py`'s module logger.
+    structlog caches a logger on first use (`cache_logger_on_first_use`, as `pvemcp serve`
+    configures it) with the processors of that moment, so after an earlier test ran the
+    real logging set-up, `capture_logs` saw nothing here and the counts were 0. A fresh
+    proxy binds inside the capture."""
+    monkeypatch.setattr(context_module, "log", structlog.get_logger(context_module.__name__))
+
 
 CONFIG = "/nodes/{node}/qemu/{vmid}/config"
 VERSION = "9.2.0"
