@@ -11,7 +11,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import re
 import stat
+import tracemalloc
 from collections.abc import AsyncIterator, Iterator, MutableMapping
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -30,6 +32,7 @@ from pvemcp.gateway.invoke import Gateway
 from pvemcp.policy.audit import AuditLog
 from pvemcp.proxmox.rest import RestBackend
 from pvemcp.proxmox.tls import build_transport
+from pvemcp.pveapi.index import load_index
 from pvemcp.pveapi.node import (
     APIDOC_PATH,
     ApidocError,
@@ -48,6 +51,7 @@ from pvemcp.transports.stdio import local_principal
 from tests.conftest import TIME_SCALE, cluster_for, operator_policy
 from tests.e2e.test_client_schema import RecordingBackend
 from tests.pveschema import require_schema, schema_dir, schema_path
+from tests.support.faultproxy import FaultProxy, Respond
 from tests.tools.calls import call, ok, refused
 from tests.tools.test_examples import Session
 
@@ -380,3 +384,36 @@ async def test_a_node_schema_cannot_move_an_endpoint_the_shipped_index_knows(
     warned = fallbacks(events)
     assert len(warned) == 1 and named in warned[0]["reason"], warned
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+async def test_a_compressed_apidoc_is_capped_on_its_decoded_bytes_as_it_streams(
+    tmp_path: Path,
+) -> None:
+    """A node (or a proxy in front of it) that answers gzip although asked for identity:
+    50 MB of zeros compress to ~50 KB, well under the cap, so only the decoded bytes can
+    be held to it. The gateway stops reading a piece past the cap and falls back, and
+    the memory traced meanwhile stays within the cap plus a few MB (the bomb decoded
+    whole would be 50 MB)."""
+    bomb = gzip.compress(bytes(50 * 1024 * 1024), compresslevel=9)
+    cap = 256 * 1024
+    with node(None) as sim, structlog.testing.capture_logs() as events:
+        async with FaultProxy(sim.url, sim.cert_pem) as proxy:
+            proxy.inject(
+                "GET",
+                re.escape(APIDOC_PATH),
+                Respond(200, bomb, "application/javascript", (("Content-Encoding", "gzip"),)),
+            )
+            cluster = {"api_url": proxy.url, "fingerprint": proxy.fingerprint}
+            async with gateway(tmp_path, sim, api_schema_max_bytes=cap, **cluster) as session:
+                load_index()  # the fallback's, cached: not part of what is measured
+                tracemalloc.start()
+                try:
+                    shown = await describe(session, method="GET", path="/version")
+                    _, peak = tracemalloc.get_traced_memory()
+                finally:
+                    tracemalloc.stop()
+            assert ("GET", APIDOC_PATH) in proxy.seen
+    assert shown["api_schema"] == "shipped 9.2"
+    warned = fallbacks(events)
+    assert len(warned) == 1 and f"over the cap of {cap}" in warned[0]["reason"], warned
+    assert peak < cap + 4 * 1024 * 1024, f"peak {peak} bytes traced while fetching a gzip bomb"

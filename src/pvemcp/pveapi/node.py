@@ -164,12 +164,19 @@ async def fetch_apidoc(
     """GET `apidoc.js` from the node at `api_url` over `transport` (the cluster's TLS
     settings and pin), reading at most `max_bytes`; `ApidocError` for any other answer
     than 200 or a body over the cap. No credential is sent: pveproxy serves it to anyone.
-    The caller bounds the whole exchange in time; `timeout` bounds each step."""
+    The caller bounds the whole exchange in time; `timeout` bounds each step.
+
+    The body is asked for uncompressed; a node (or a proxy) that compresses anyway is
+    still held to the cap on the DECODED bytes as they stream: httpx2 inflates each
+    network chunk in pieces of at most 1 MiB (`_decoders.MAX_DECODE_CHUNK_SIZE`) yielded
+    one by one, so a gzip bomb is cut off a piece past the cap, never inflated whole."""
     async with (
         httpx2.AsyncClient(
             transport=transport, timeout=timeout, follow_redirects=False, trust_env=False
         ) as client,
-        client.stream("GET", api_url.rstrip("/") + APIDOC_PATH) as response,
+        client.stream(
+            "GET", api_url.rstrip("/") + APIDOC_PATH, headers={"Accept-Encoding": "identity"}
+        ) as response,
     ):
         if response.status_code != 200:
             raise ApidocError(f"HTTP {response.status_code} {response.reason_phrase}")
