@@ -198,6 +198,9 @@ def _audit_parser(commands: Any) -> None:
     show.add_argument("--limit", type=int)
     show.add_argument("--json", action="store_true")
     show.add_argument("--evidence", metavar="SHA256", help="print this evidence blob")
+    show.add_argument(
+        "--raw", action="store_true", help="with --evidence: exact bytes, even to a terminal"
+    )
     show.add_argument("--evidence-dir", type=Path, help="default: the configured store")
     show.add_argument("--config", type=Path)
     report = sub.add_parser("report", help="the risky and escape calls, for a reviewer")
@@ -367,7 +370,9 @@ def _audit(args: argparse.Namespace) -> int:
             evidence_root=store,
         )
     if args.audit_command == "show" and args.evidence is not None:
-        return audit_commands.show_evidence_command(args.evidence, evidence_root=store)
+        return audit_commands.show_evidence_command(
+            args.evidence, evidence_root=store, raw=args.raw
+        )
     if args.audit_command == "report":
         return audit_commands.report_command(
             args.files,

@@ -4,8 +4,14 @@ denials and failed confirmations; and HTML that escapes every value."""
 
 from __future__ import annotations
 
+import hashlib
 import io
+import os
+import pty
 import re
+import subprocess
+import sys
+import tty
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -222,3 +228,61 @@ async def test_the_cli_reports_verifies_and_prints_evidence(
     (tmp_path / "evidence" / sha[:2] / sha).write_bytes(b"forged\n")
     assert main(["audit", "verify", "--config", str(config)]) == 1
     assert f"evidence_altered: evidence blob {sha} was altered" in capsys.readouterr().err
+
+
+def _show_evidence_on_a_terminal(tmp_path: Path, sha: str, *flags: str) -> tuple[bytes, str]:
+    """What `pvemcp audit show --evidence` writes to a real terminal (a pty in raw mode, so
+    the bytes read are the bytes written), and its stderr."""
+    main_fd, terminal = pty.openpty()
+    tty.setraw(terminal)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "pvemcp", "audit", "show", "--evidence", sha, *flags],
+            stdout=terminal,
+            stderr=subprocess.PIPE,
+            cwd=tmp_path,
+            timeout=60,
+            check=True,
+            text=True,
+        )
+    finally:
+        os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            piece = os.read(main_fd, 65536)
+        except OSError:  # EIO: the terminal's last writer closed it
+            break
+        if not piece:
+            break
+        shown += piece
+    os.close(main_fd)
+    return shown, done.stderr
+
+
+def test_evidence_on_a_terminal_shows_control_characters_escaped_and_raw_exact(
+    tmp_path: Path,
+) -> None:
+    """A command's output can hold escape sequences (retitle the window, rewrite what is on
+    screen, OSC 52 into the clipboard): shown to a reviewer's terminal they would act.
+    Escaped there unless --raw; a pipe or a file still gets the exact bytes."""
+    blob = b"ok\tdone\n\x1b]0;owned\x07\x1b[2J\rgone \x9b\xc2\x9b1m caf\xc3\xa9\n"
+    sha = hashlib.sha256(blob).hexdigest()
+    store = tmp_path / "evidence"
+    (store / sha[:2]).mkdir(parents=True)
+    (store / sha[:2] / sha).write_bytes(blob)
+    config = tmp_path / "pvemcp.toml"
+    config.write_text(f'[audit]\npath = "{tmp_path / "audit.jsonl"}"\nevidence_dir = "{store}"\n')
+    flags = ("--config", str(config))
+
+    shown, err = _show_evidence_on_a_terminal(tmp_path, sha, *flags)
+    assert shown == b"ok\tdone\n\\x1b]0;owned\\x07\\x1b[2J\\x0dgone \\x9b\\x9b1m caf\xc3\xa9\n"
+    assert "--raw writes the exact bytes" in err
+    assert _show_evidence_on_a_terminal(tmp_path, sha, "--raw", *flags) == (blob, "")
+    piped = subprocess.run(
+        [sys.executable, "-m", "pvemcp", "audit", "show", "--evidence", sha, *flags],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    assert (piped.stdout, piped.stderr) == (blob, b"")

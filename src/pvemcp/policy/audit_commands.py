@@ -196,11 +196,19 @@ def report_command(
 
 
 def show_evidence_command(
-    sha256: str, *, evidence_root: Path, out: BinaryIO | None = None, err: TextIO | None = None
+    sha256: str,
+    *,
+    evidence_root: Path,
+    raw: bool = False,
+    out: BinaryIO | None = None,
+    err: TextIO | None = None,
 ) -> int:
     """`pvemcp audit show --evidence SHA256`: the blob's bytes as stored (redacted), after
     checking they still hash to their name. The id must be 64 hex digits, so it can only
-    name a file inside the store."""
+    name a file inside the store. A blob is what a command on a node printed, so on a
+    terminal its control characters are shown escaped (an escape sequence would otherwise
+    act on the reviewer's terminal); `raw`, or any `out` that is not a terminal (a file,
+    a pipe to sha256sum), gets the exact bytes."""
     out, err = out or sys.stdout.buffer, err or sys.stderr
     sha = sha256.strip().lower()
     try:
@@ -213,12 +221,26 @@ def show_evidence_command(
     except OSError as exc:
         print(f"no evidence blob {sha} in {evidence_root}: {exc.strerror or exc}", file=err)
         return EXIT_PROBLEM
-    out.write(data)
+    shown = data if raw or not out.isatty() else visible_controls(data)
+    out.write(shown)
     out.flush()
+    if shown != data:
+        print("(control characters shown escaped; --raw writes the exact bytes)", file=err)
     if hashlib.sha256(data).hexdigest() != sha:
         print(f"evidence blob {sha} was altered: its content no longer matches its id", file=err)
         return EXIT_PROBLEM
     return EXIT_OK
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+"""C0 controls but newline and tab, DEL, and C1 controls (U+009B is a CSI of its own)."""
+
+
+def visible_controls(data: bytes) -> bytes:
+    """`data` as UTF-8 with each control character but newline and tab written `\\xNN`,
+    and each byte that is not UTF-8 too, so nothing in it can drive a terminal."""
+    text = data.decode("utf-8", "backslashreplace")
+    return _CONTROL.sub(lambda match: f"\\x{ord(match[0]):02x}", text).encode()
 
 
 def _as_json(record: Mapping[str, Any]) -> str:
