@@ -306,6 +306,38 @@ async def test_a_slack_post_shows_what_the_model_wrote_as_text_never_as_markup(
     assert f"*Plan:* run `{shown}` on pve1" in body["blocks"][1]["text"]["text"]
 
 
+async def test_a_teams_post_shows_what_the_model_wrote_as_text_never_as_a_link(
+    store: ApprovalStore, endpoint_clean: Endpoint
+) -> None:
+    """Adaptive Cards render markdown in TextBlocks and fact values: `[label](url)` is a
+    link, so the model could put an "Approve" link to a page of its choice into what the
+    approvers read. Backslash-escaped, it shows as the text it is (it was posted as live
+    markdown before); the gateway's own links are left as they are."""
+    bait = "echo [Approve](https://evil.example/approve) **now** `x` # 1. !"
+    async with notifying(store, f"{endpoint_clean.url}/record", fmt="teams"):
+        request = store.create(
+            tool="proxmox_shell_run",
+            cluster="demo",
+            binding="b" * 64,
+            plan={"summary": f"run {bait} on pve1"},
+            arguments={"node": "pve1", "command": bait},
+            requester=ALICE,
+            approvers=["group:secops"],
+            rule_ids=["shell-needs-approval"],
+        )
+        await until(lambda: len(endpoint_clean.posts.get("/record", [])) == 1)
+    (body,) = endpoint_clean.bodies("/record")
+    card = body["attachments"][0]["content"]
+    facts = {fact["title"]: fact["value"] for fact in card["body"][1]["facts"]}
+    assert facts["Plan"] == (
+        r"run echo \[Approve\]\(https://evil\.example/approve\) \*\*now\*\* \`x\` \# 1\. \! on pve1"
+    )
+    assert "](" not in json.dumps(body)
+    assert card["body"][0]["text"].endswith("(asked by alice) waits for approval")
+    assert facts["Request"] == request.id
+    assert facts["Look"].endswith(f"https://pvemcp.example:8443/approvals/{request.id}/deny")
+
+
 @contextmanager
 def secret_file(tmp_path: Path, mode: int, text: str = "s3cret\n") -> Iterator[Path]:
     path = tmp_path / "webhook.secret"

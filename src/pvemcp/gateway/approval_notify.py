@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import json
 import math
+import re
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -218,8 +219,10 @@ def generic_payload(event: str, request: ApprovalRequest, api_base: str | None) 
     }
 
 
-def _headline(generic: Mapping[str, Any]) -> str:
-    who = (generic.get("requester") or {}).get("sub", "?")
+def _headline(generic: Mapping[str, Any], quote: Callable[[str], str] = str) -> str:
+    """The one-line notice; `quote` shows the requester's name literally in a format whose
+    markup would otherwise act on it (tool and cluster are the gateway's own names)."""
+    who = quote(str((generic.get("requester") or {}).get("sub", "?")))
     verb = {
         "approval.pending": "waits for approval",
         "approval.approved": "was approved",
@@ -263,18 +266,36 @@ def slack_payload(generic: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+_TEAMS_MARKUP = re.compile(r"([\\`*_\[\]()#+\-.!<>~|])")
+"""ASCII punctuation that Adaptive Cards' markdown (a CommonMark subset: bold, italic,
+lists, `[label](url)` links) or the CommonMark parser under it can read as markup."""
+_TEAMS_OWN = frozenset({"Request", "Look"})
+"""Facts whose values the gateway itself makes (the request id, its own commands and URLs):
+left as they are, so the URLs stay links."""
+
+
+def _teams_text(text: str) -> str:
+    """`text` as Teams shows it literally: markdown's punctuation backslash-escaped, since in
+    a TextBlock or a fact value `[Approve](https://evil)` is a link and the plan summary
+    repeats what the model asked for."""
+    return _TEAMS_MARKUP.sub(r"\\\1", text)
+
+
 def teams_payload(generic: Mapping[str, Any]) -> dict[str, Any]:
-    """Teams (Workflows / incoming webhook) body: one Adaptive Card with a fact set."""
+    """Teams (Workflows / incoming webhook) body: one Adaptive Card with a fact set. Teams
+    renders markdown in TextBlocks and in fact values, so what others wrote is escaped."""
+    facts = [
+        {"title": name, "value": value if name in _TEAMS_OWN else _teams_text(value)}
+        for name, value in _facts(generic)
+    ]
+    headline = _headline(generic, _teams_text)
     card = {
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
         "type": "AdaptiveCard",
         "version": "1.4",
         "body": [
-            {"type": "TextBlock", "text": _headline(generic), "weight": "Bolder", "wrap": True},
-            {
-                "type": "FactSet",
-                "facts": [{"title": name, "value": value} for name, value in _facts(generic)],
-            },
+            {"type": "TextBlock", "text": headline, "weight": "Bolder", "wrap": True},
+            {"type": "FactSet", "facts": facts},
         ],
     }
     return {
