@@ -189,6 +189,22 @@ async def test_toolsets_load_on_first_need_only(sim: SimulatorHandle, audit_path
         await gateway.aclose()
 
 
+async def test_tools_list_builds_the_schemas_of_the_listed_tools_only(
+    sim: SimulatorHandle, audit_path: Path
+) -> None:
+    """A loaded toolset's tools that policy hides from the caller are not listed, so their
+    schemas are not built (pydantic's work at every stdio client's first tools/list)."""
+    gateway = _gateway(sim, audit_path, catalogue())
+    try:
+        async with Client(build_mcp_server(gateway, local_principal), mode="legacy") as client:
+            listed = {tool.name for tool in (await client.list_tools()).tools}
+        loaded = {spec.name for spec in gateway.catalogue.loaded()}
+        assert listed < loaded, "the default toolsets hold tools policy hides (escape)"
+        assert set(gateway._tools) == listed  # the schemas built: the listed tools' only
+    finally:
+        await gateway.aclose()
+
+
 async def test_escape_enabled_shows_only_what_policy_grants(
     sim: SimulatorHandle, tmp_path: Path
 ) -> None:

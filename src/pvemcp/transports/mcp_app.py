@@ -11,6 +11,7 @@ The SDK still does the protocol: sessions, progress notifications, eras, transpo
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import json
 import time
@@ -74,6 +75,15 @@ INSTRUCTIONS = (
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+_LISTING: contextvars.ContextVar[frozenset[str] | None] = contextvars.ContextVar(
+    "pvemcp_listing", default=None
+)
+"""The names the current tools/list shows its caller (set by its middleware): the tools
+loaded with a toolset that policy hides from this caller are not worth their schemas,
+which pydantic builds at a stdio client's first tools/list (a sixth of the default
+toolsets' tools for the local operator)."""
 
 
 def annotations_for(spec: AnySpec) -> ToolAnnotations:
@@ -254,12 +264,17 @@ class GatewayServer(MCPServer[Any]):
         )
 
     async def list_tools(self) -> list[MCPTool]:
-        """Every tool loaded so far; the `tools/list` middleware keeps the caller's own
-        (it loads the caller's toolsets before this runs)."""
+        """Every tool loaded so far, or within a `tools/list` only those its middleware
+        shows the caller (it loads the caller's toolsets before this runs)."""
+        shown = _LISTING.get()
+        tools: list[MCPTool] = []
         for spec in self._gateway.catalogue.loaded():
+            if shown is not None and spec.name not in shown:
+                continue
             if spec.name not in self._tools:
                 self._tools[spec.name] = mcp_tool(self._gateway, spec)
-        return list(self._tools.values())
+            tools.append(self._tools[spec.name])
+        return tools
 
     async def call_tool(
         self,
@@ -316,7 +331,11 @@ def build_mcp_server(
             return await call_next(ctx)
         # First: this loads the caller's toolsets, which `list_tools` then shows.
         visible = [spec.name for spec in gateway.visible_specs(principal_of(ctx))]
-        out = await call_next(ctx)
+        listing = _LISTING.set(frozenset(visible))
+        try:
+            out = await call_next(ctx)
+        finally:
+            _LISTING.reset(listing)
         if isinstance(out, dict):
             listed = {t.get("name"): t for t in out.get("tools", [])}
             out = {**out, "tools": [listed[name] for name in visible if name in listed]}
