@@ -9,7 +9,7 @@ import math
 
 from pydantic import BaseModel
 
-from pvemcp.gateway.schema import _Generator
+from pvemcp.gateway.schema import _Generator, _pydantic_schema, compact_schema
 from pvemcp.tools import all_tools
 
 
@@ -41,3 +41,23 @@ def test_every_tool_schema_is_pydantics_own() -> None:
             assert model.model_json_schema(schema_generator=_Generator) == (
                 model.model_json_schema()
             ), spec.name
+
+
+class _Shared(BaseModel):
+    """A model several tools would share (as they share a task's outcome)."""
+
+    rows: list[_Defaults]
+    flag: bool | None = None
+
+
+def test_a_shared_models_schema_is_written_once_and_each_caller_gets_its_own() -> None:
+    """pydantic writes a model's schema once (`_pydantic_schema`); what `compact_schema`
+    returns is the caller's to change (the gateway drops `cluster` from an input schema
+    when there is one cluster) without changing the next caller's."""
+    first = compact_schema(_Shared)
+    expected = compact_schema(_Shared)
+    first["properties"]["rows"]["items"]["properties"].clear()
+    first["properties"].pop("flag")
+    assert compact_schema(_Shared) == expected
+    assert compact_schema(_Shared, bare=False)["properties"]["rows"]["items"]["properties"]
+    assert _pydantic_schema.cache_info().hits >= 3

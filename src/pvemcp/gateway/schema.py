@@ -8,6 +8,7 @@ not required; unknown fields are still rejected by validation.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -149,13 +150,21 @@ class _Generator(GenerateJsonSchema):
         return super().encode_default(dft)
 
 
+@functools.cache
+def _pydantic_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """pydantic's JSON schema of `model`, written once per model: tools share models (a
+    task's outcome, an empty input, a command's output), and a listing asks for each
+    tool's. Read only: `_strip` copies every dict and list of it."""
+    return model.model_json_schema(schema_generator=_Generator)
+
+
 def compact_schema(model: type[BaseModel], *, bare: bool = True) -> dict[str, Any]:
     """The model's JSON schema without titles, null branches or null defaults, nested
     models in place; as advertised (`bare`, the default) also without what only validation
     or the code's readers need (`_advertised`), and with a tool input's `bare_fields` as
     their type alone. `bare=False` is the full schema, for the reference docs and the hints
     of a refused argument."""
-    schema: dict[str, Any] = _inline(_strip(model.model_json_schema(schema_generator=_Generator)))
+    schema: dict[str, Any] = _inline(_strip(_pydantic_schema(model)))
     schema.setdefault("type", "object")
     is_input = issubclass(model, ToolInput)
     if is_input:
