@@ -278,6 +278,27 @@ async def test_chat_formats_are_posted(
         assert facts["Approvers"] == "group:secops"
 
 
+async def posted_shell_request(
+    store: ApprovalStore, endpoint: Endpoint, fmt: WebhookFormat, command: str, summary: str
+) -> tuple[ApprovalRequest, dict[str, Any]]:
+    """A held shell call whose command is `command`, announced in `fmt`: the request and
+    the one body the endpoint received."""
+    async with notifying(store, f"{endpoint.url}/record", fmt=fmt):
+        request = store.create(
+            tool="proxmox_shell_run",
+            cluster="demo",
+            binding="b" * 64,
+            plan={"summary": summary},
+            arguments={"node": "pve1", "command": command},
+            requester=ALICE,
+            approvers=["group:secops"],
+            rule_ids=["shell-needs-approval"],
+        )
+        await until(lambda: len(endpoint.posts.get("/record", [])) == 1)
+    (body,) = endpoint.bodies("/record")
+    return request, body
+
+
 async def test_a_slack_post_shows_what_the_model_wrote_as_text_never_as_markup(
     store: ApprovalStore, endpoint_clean: Endpoint
 ) -> None:
@@ -287,19 +308,9 @@ async def test_a_slack_post_shows_what_the_model_wrote_as_text_never_as_markup(
     approvers read. Escaped as Slack documents (&, <, >), it shows as the text it is
     (it was posted as live markup before)."""
     bait = "echo <https://evil.example/approve|Approve here> <!channel> & done"
-    async with notifying(store, f"{endpoint_clean.url}/record", fmt="slack"):
-        store.create(
-            tool="proxmox_shell_run",
-            cluster="demo",
-            binding="b" * 64,
-            plan={"summary": f"run `{bait}` on pve1"},
-            arguments={"node": "pve1", "command": bait},
-            requester=ALICE,
-            approvers=["group:secops"],
-            rule_ids=["shell-needs-approval"],
-        )
-        await until(lambda: len(endpoint_clean.posts.get("/record", [])) == 1)
-    (body,) = endpoint_clean.bodies("/record")
+    _, body = await posted_shell_request(
+        store, endpoint_clean, "slack", bait, f"run `{bait}` on pve1"
+    )
     texts = [body["text"]] + [block["text"]["text"] for block in body["blocks"]]
     assert not any("<" in text or ">" in text for text in texts), texts
     shown = "echo &lt;https://evil.example/approve|Approve here&gt; &lt;!channel&gt; &amp; done"
@@ -314,19 +325,9 @@ async def test_a_teams_post_shows_what_the_model_wrote_as_text_never_as_a_link(
     approvers read. Backslash-escaped, it shows as the text it is (it was posted as live
     markdown before); the gateway's own links are left as they are."""
     bait = "echo [Approve](https://evil.example/approve) **now** `x` # 1. !"
-    async with notifying(store, f"{endpoint_clean.url}/record", fmt="teams"):
-        request = store.create(
-            tool="proxmox_shell_run",
-            cluster="demo",
-            binding="b" * 64,
-            plan={"summary": f"run {bait} on pve1"},
-            arguments={"node": "pve1", "command": bait},
-            requester=ALICE,
-            approvers=["group:secops"],
-            rule_ids=["shell-needs-approval"],
-        )
-        await until(lambda: len(endpoint_clean.posts.get("/record", [])) == 1)
-    (body,) = endpoint_clean.bodies("/record")
+    request, body = await posted_shell_request(
+        store, endpoint_clean, "teams", bait, f"run {bait} on pve1"
+    )
     card = body["attachments"][0]["content"]
     facts = {fact["title"]: fact["value"] for fact in card["body"][1]["facts"]}
     assert facts["Plan"] == (
