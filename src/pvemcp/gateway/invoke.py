@@ -235,6 +235,12 @@ def shown_tool_name(name: str) -> str:
     return f"{name[:MAX_TOOL_NAME]}…(+{len(name) - MAX_TOOL_NAME} chars)"
 
 
+def _caller(principal: Principal) -> dict[str, str | None]:
+    """Who a confirmation or approval is bound to: the same person through the same client
+    (part of the `binding`, so no one else can redeem what this caller was given)."""
+    return {"sub": principal.subject, "iss": principal.issuer, "client_id": principal.client_id}
+
+
 def _approval(
     principal: Principal, method: Literal["token", "elicitation", "input_required"]
 ) -> dict[str, Any]:
@@ -244,10 +250,9 @@ def _approval(
     answered by the person at the caller's client, and a token or approval state is bound
     to the caller that received it, so no one else can redeem it.
     """
-    by = {"sub": principal.subject, "iss": principal.issuer, "client_id": principal.client_id}
     return {
         "method": method,
-        "by": {key: value for key, value in by.items() if value is not None},
+        "by": {key: value for key, value in _caller(principal).items() if value is not None},
         "at": utc_now(),
     }
 
@@ -712,11 +717,7 @@ class Gateway:
             arguments=args.model_dump(mode="json"),
             cluster=call.cluster,
             target=plan.bound_facts(),
-            caller={
-                "sub": call.principal.subject,
-                "iss": call.principal.issuer,
-                "client_id": call.principal.client_id,
-            },
+            caller=_caller(call.principal),
         )
         if args.confirm_token is not None and self.token_confirmation:
             try:
@@ -803,17 +804,12 @@ class Gateway:
                 hint="Ask an operator to run it, or to configure [approvals].",
             )
         store = self.approvals
-        caller = {
-            "sub": call.principal.subject,
-            "iss": call.principal.issuer,
-            "client_id": call.principal.client_id,
-        }
         bound = binding(
             tool=call.tool,
             arguments=args.model_dump(mode="json", exclude={"approval_id"}),
             cluster=call.cluster,
             target=plan.bound_facts(),
-            caller=caller,
+            caller=_caller(call.principal),
         )
         if args.approval_id is not None:
             approval_id = args.approval_id
