@@ -54,6 +54,7 @@ from typing import Any, Literal, TextIO
 import anyio
 import httpx2
 
+from pvemcp.config import FINGERPRINT_RE
 from pvemcp.proxmox.tls import CertificatePinError, PinnedTransport, colon_fingerprint
 from pvemcp.secrets.types import TOKEN_ID_RE
 
@@ -97,7 +98,6 @@ ROLES: dict[Profile, str] = {
 }
 CUSTOM_ROLES: dict[str, tuple[str, ...]] = {OPERATOR_ROLE: OPERATOR_PRIVILEGES}
 TIMEOUT = 30.0
-_FINGERPRINT_RE = re.compile(r"(?:[0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}|[0-9A-Fa-f]{64}")
 
 
 class EnrollError(Exception):
@@ -184,7 +184,7 @@ def _address(url: str) -> tuple[str, int]:
 
 def _normalized(fingerprint: str) -> str:
     """64 lower-case hex digits, from `AA:BB:...` or bare hex."""
-    if not _FINGERPRINT_RE.fullmatch(fingerprint.strip()):
+    if not FINGERPRINT_RE.fullmatch(fingerprint.strip()):
         raise EnrollError(
             "bad_fingerprint",
             "--fingerprint must be a SHA-256 fingerprint: 32 hex bytes, colons optional",
