@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 PARAMETER_VERIFICATION_FAILED = "Parameter verification failed.\n"
+MODIFIED = "detected modified configuration - file changed by other user? Try again."
+"""pve-common PVE/Tools.pm `assert_if_modified`: a stale `digest` on a config change."""
 
 
 class ApiError(Exception):
@@ -35,6 +37,13 @@ def param_error(errors: Mapping[str, str]) -> ApiError:
 def failure(message: str) -> ApiError:
     """A plain `die` in a PVE handler: HTTP 500 with the message."""
     return ApiError(500, message)
+
+
+def check_digest(given: object, current: str) -> None:
+    """Refuse a change whose `digest` parameter, when given, is not the config's current
+    one (`assert_if_modified`, the optimistic lock of every section config)."""
+    if given is not None and given != current:
+        raise failure(MODIFIED)
 
 
 def not_implemented(method: str, path: str) -> ApiError:

@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .errors import failure, param_error
+from .errors import MODIFIED, failure, param_error
 from .router import Context, Params, Result, Route, api, integer, text
 
 if TYPE_CHECKING:
@@ -56,7 +56,6 @@ _NAME = r"[A-Za-z][A-Za-z0-9\-\_]+"
 """`$ipset_name_pattern`, `$ip_alias_pattern` and `$security_group_name_pattern`."""
 MAX_NAME = 64
 """`$max_ipset_name_length` and `$max_alias_name_length`."""
-MODIFIED = "detected modified configuration - file changed by other user? Try again."
 
 RULE_KEYS = ("type", "action", "macro", "iface", "source", "dest", "proto", "enable", "log",
              "sport", "dport", "comment", "icmp-type")  # fmt: skip

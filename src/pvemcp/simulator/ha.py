@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from . import migrate, power
-from .errors import ApiError, failure, param_error
+from .errors import ApiError, check_digest, failure, param_error
 from .model import Guest, GuestKind
 from .router import Context, Params, Result, Route, api, text
 from .tasks import Plan
@@ -454,12 +454,6 @@ def _create_resource(ctx: Context, params: Params) -> Result:
     return Result(None)
 
 
-def _check_digest(digest: Any, current: str) -> None:
-    # PVE::SectionConfig::assert_if_modified
-    if digest is not None and digest != current:
-        raise failure("detected modified configuration - file changed by other user? Try again.")
-
-
 def _delete_keys(raw: Any, allowed: tuple[str, ...], options: dict[str, Any]) -> None:
     for key in [k for k in str(raw or "").replace(";", ",").split(",") if k.strip()]:
         if key.strip() not in allowed:
@@ -474,7 +468,7 @@ def _update_resource(ctx: Context, params: Params) -> Result:
     if service.crm_state == "error" and params.get("state") != "disabled":
         raise failure(f"service '{service.sid}' in error state, must be disabled and fixed first")
     try:
-        _check_digest(params.get("digest"), state.ha.resources_digest())
+        check_digest(params.get("digest"), state.ha.resources_digest())
         options = dict(service.options)
         options.update(_options(params, RESOURCE_OPTIONS))
         _delete_keys(params.get("delete"), RESOURCE_OPTIONS, options)
@@ -668,7 +662,7 @@ def _create_rule(ctx: Context, params: Params) -> Result:
 
 def _update_rule(ctx: Context, params: Params) -> Result:
     state = ctx.state
-    _check_digest(params.get("digest"), state.ha.rules_digest())
+    check_digest(params.get("digest"), state.ha.rules_digest())
     rule = state.ha.rules.get(text(params, "rule"))
     if rule is None:
         raise failure(f"HA rule '{text(params, 'rule')}' does not exist")

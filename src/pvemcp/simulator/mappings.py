@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import failure, param_error
+from .errors import MODIFIED, failure, param_error
 from .notify import listed
 from .router import Context, Params, Result, Route, api, text
 
@@ -123,8 +123,7 @@ def _routes(kind: str) -> list[Route]:
         mapping_id = text(params, "id")
         digest = params.get("digest")
         if digest is not None and digest != ctx.state.mappings.digest(kind):
-            raise failure("update hardware mapping failed: detected modified configuration - "
-                          "file changed by other user? Try again.")  # fmt: skip
+            raise failure(f"update hardware mapping failed: {MODIFIED}")
         options = config(ctx).get(mapping_id)
         if options is None:
             raise failure(f"update hardware mapping failed: {kind} ID '{mapping_id}' does not "

@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ApiError, failure
+from .errors import ApiError, check_digest
 from .router import Context, Params, Result, Route, api, text
 
 TYPES = ("sendmail", "gotify", "smtp", "webhook")
@@ -91,12 +91,6 @@ def _unique(ctx: Context, name: str) -> None:
         raise ApiError(400, f"Cannot create '{name}', an entity with the same name already exists")
 
 
-def _check_digest(ctx: Context, params: Params) -> None:
-    digest = params.get("digest")
-    if digest is not None and digest != ctx.state.notify.digest():
-        raise failure("detected modified configuration - file changed by other user? Try again.")
-
-
 def _changed(options: dict[str, Any], params: Params) -> dict[str, Any]:
     """`options` with PUT's values set and its `delete` keys removed; a built-in entry
     becomes `modified-builtin`."""
@@ -139,7 +133,7 @@ def endpoint_routes(kind: str) -> list[Route]:
     def update(ctx: Context, params: Params) -> Result:
         name = text(params, "name")
         options = _endpoint(ctx, kind, name)
-        _check_digest(ctx, params)
+        check_digest(params.get("digest"), ctx.state.notify.digest())
         updated = _changed(options, params)
         if kind == "webhook" and "secret" in params:
             updated["secret"] = _webhook_secrets(list(options.get("secret", [])),
@@ -203,7 +197,7 @@ def _matcher_create(ctx: Context, params: Params) -> Result:
 def _matcher_update(ctx: Context, params: Params) -> Result:
     name = text(params, "name")
     options = _matcher(ctx, name)
-    _check_digest(ctx, params)
+    check_digest(params.get("digest"), ctx.state.notify.digest())
     updated = _changed(options, params)
     _check_targets(ctx, [str(t) for t in updated.get("target", [])])
     ctx.state.notify.matchers[name] = updated

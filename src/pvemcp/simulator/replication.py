@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from .errors import ApiError, failure, param_error
+from .errors import ApiError, check_digest, failure, param_error
 from .migrate import guest_volumes
 from .model import Guest
 from .router import Context, Params, Result, Route, api, text
@@ -303,9 +303,7 @@ def _create(ctx: Context, params: Params) -> Result:
 
 def _update(ctx: Context, params: Params) -> Result:
     state = ctx.state
-    digest = params.get("digest")
-    if digest is not None and digest != state.replication.digest():
-        raise failure("detected modified configuration - file changed by other user? Try again.")
+    check_digest(params.get("digest"), state.replication.digest())
     job = _job(state, text(params, "id"), f"no such job '{text(params, 'id')}'")
     options = dict(job.options)
     options.update({k: params[k] for k in OPTIONS if k in params and k != "source"})

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ApiError, failure, param_error
+from .errors import ApiError, check_digest, failure, param_error
 from .router import Context, Params, Result, Route, api, text
 from .tasks import Plan
 
@@ -159,12 +159,6 @@ def _fields(params: Params, *drop: str) -> Section:
     return {k: v for k, v in params.items() if k not in skipped}
 
 
-def _check_digest(sdn: Sdn, kind: str, params: Params) -> None:
-    digest = params.get("digest")
-    if digest is not None and digest != sdn.digest(kind):
-        raise failure("detected modified configuration - file changed by other user? Try again.")
-
-
 def _delete_keys(values: Section, params: Params) -> None:
     for key in str(params.get("delete") or "").replace(";", ",").split(","):
         values.pop(key.strip(), None)
@@ -215,7 +209,7 @@ def _update_zone(ctx: Context, params: Params) -> Result:
     sdn, id_ = ctx.state.sdn, text(params, "zone")
 
     def change() -> None:
-        _check_digest(sdn, "zones", params)
+        check_digest(params.get("digest"), sdn.digest("zones"))
         old = sdn.config["zones"].get(id_)
         if old is None:
             raise _missing(id_)
@@ -306,7 +300,7 @@ def _update_vnet(ctx: Context, params: Params) -> Result:
     _vnet_of(ctx, {}, id_)
 
     def change() -> None:
-        _check_digest(sdn, "vnets", params)
+        check_digest(params.get("digest"), sdn.digest("vnets"))
         old = sdn.config["vnets"][id_]
         values = {**old, **_fields(params, "vnet")}
         _delete_keys(values, params)
@@ -401,7 +395,7 @@ def _update_subnet(ctx: Context, params: Params) -> Result:
     sdn, vnet, id_ = ctx.state.sdn, text(params, "vnet"), text(params, "subnet")
 
     def change() -> None:
-        _check_digest(sdn, "subnets", params)
+        check_digest(params.get("digest"), sdn.digest("subnets"))
         old = sdn.config["subnets"].get(id_)
         if old is None:
             raise failure(f"sdn subnet '{id_}' does not exist")
