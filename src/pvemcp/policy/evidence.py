@@ -249,10 +249,6 @@ class EvidenceStore:
 
     # -- reading -------------------------------------------------------------------------
 
-    def read(self, sha256: str) -> bytes:
-        """The blob `sha256`; ValueError for a malformed id, FileNotFoundError if absent."""
-        return blob_path(self.root, sha256).read_bytes()
-
     def blobs(self) -> Iterator[tuple[Path, os.stat_result]]:
         """Every blob file under the store (name = hash), with its stat. A shard or blob
         that vanishes while it is listed (another process sharing the store pruned it) is
