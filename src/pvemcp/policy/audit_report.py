@@ -33,6 +33,7 @@ from pvemcp.policy.audit_verify import (
     ApprovalCheck,
     ApprovalLedger,
     iter_records,
+    record_section,
     record_time,
 )
 
@@ -148,7 +149,7 @@ def build_report(
             continue
         phase = record.get("phase")
         event_id = str(record.get("event_id", ""))
-        if phase == "intent" and _section(record, "what").get("tier") in RISKY_TIERS:
+        if phase == "intent" and record_section(record, "what").get("tier") in RISKY_TIERS:
             calls[event_id] = _call_row(record)
             calls[event_id].check = check
             report.calls.append(calls[event_id])
@@ -167,13 +168,8 @@ def load_report(paths: Sequence[Any], **window: datetime | None) -> Report:
 # -- reading records --------------------------------------------------------------------
 
 
-def _section(record: Mapping[str, Any], name: str) -> Mapping[str, Any]:
-    part = record.get(name)
-    return part if isinstance(part, Mapping) else {}
-
-
 def _who(record: Mapping[str, Any]) -> str:
-    who = _section(record, "who")
+    who = record_section(record, "who")
     if not who:
         return "-"
     extra = [str(who[key]) for key in ("client_id", "transport", "source_ip") if who.get(key)]
@@ -185,14 +181,14 @@ def _who(record: Mapping[str, Any]) -> str:
 def _ran(record: Mapping[str, Any]) -> str:
     """What exactly ran: the shell string, the argv, the file, the API calls, else the
     arguments."""
-    where = _section(record, "where")
+    where = record_section(record, "where")
     argv = where.get("argv")
     if isinstance(argv, list) and argv:
         words = [str(word) for word in argv]
         if len(words) == 3 and words[:2] == ["sh", "-c"]:
             return words[2]
         return shlex.join(words)
-    target = _section(where, "target")
+    target = record_section(where, "target")
     paths = target.get("paths") or ([target["path"]] if "path" in target else [])
     if paths:
         verb = str(target.get("operation", "file"))
@@ -204,12 +200,12 @@ def _ran(record: Mapping[str, Any]) -> str:
             for call in calls
             if isinstance(call, Mapping)
         )
-    arguments = _section(record, "what").get("arguments")
+    arguments = record_section(record, "what").get("arguments")
     return json.dumps(arguments, sort_keys=True, separators=(",", ":")) if arguments else ""
 
 
 def _where(record: Mapping[str, Any]) -> str:
-    where = _section(record, "where")
+    where = record_section(record, "where")
     parts = [str(where[key]) for key in ("cluster", "node", "vmid") if where.get(key) is not None]
     return "/".join(parts) or "-"
 
@@ -217,7 +213,7 @@ def _where(record: Mapping[str, Any]) -> str:
 def _approval(record: Mapping[str, Any]) -> str:
     """How the call was approved, from `decision.approval` whatever its method; without
     one, the policy rule that allowed it."""
-    decision = _section(record, "decision")
+    decision = record_section(record, "decision")
     approval = decision.get("approval")
     if isinstance(approval, Mapping):
         text = str(approval.get("method", "approved"))
@@ -244,7 +240,7 @@ def _person(value: Any) -> str:
 
 
 def _call_row(intent: Mapping[str, Any]) -> CallRow:
-    what = _section(intent, "what")
+    what = record_section(intent, "what")
     return CallRow(
         event_id=str(intent.get("event_id", "")),
         time=str(intent.get("time", "?")),
@@ -258,7 +254,7 @@ def _call_row(intent: Mapping[str, Any]) -> CallRow:
 
 
 def _add_outcome(row: CallRow, record: Mapping[str, Any]) -> None:
-    outcome = _section(record, "outcome")
+    outcome = record_section(record, "outcome")
     status = str(outcome.get("status", "?"))
     row.status = f"{status}:{outcome['error']}" if outcome.get("error") else status
     if outcome.get("exit_code") is not None:
@@ -279,9 +275,9 @@ def _add_outcome(row: CallRow, record: Mapping[str, Any]) -> None:
 
 
 def _is_refusal(record: Mapping[str, Any]) -> bool:
-    outcome = _section(record, "outcome")
+    outcome = record_section(record, "outcome")
     if record.get("phase") == "approval":
-        return str(_section(record, "what").get("action")) in ("denied", "refused", "expired")
+        return str(record_section(record, "what").get("action")) in ("denied", "refused", "expired")
     if record.get("phase") != "record":
         return False
     words = f"{outcome.get('status', '')} {outcome.get('error', '')}"
@@ -289,13 +285,13 @@ def _is_refusal(record: Mapping[str, Any]) -> bool:
 
 
 def _refusal_row(record: Mapping[str, Any]) -> RefusalRow:
-    what, outcome = _section(record, "what"), _section(record, "outcome")
+    what, outcome = record_section(record, "what"), record_section(record, "outcome")
     status = str(outcome.get("status", "?"))
     if record.get("phase") == "approval":
         status = f"approval {what.get('action', '?')}"
     if outcome.get("error") and outcome["error"] not in status:
         status += f":{outcome['error']}"
-    decision = _section(record, "decision")
+    decision = record_section(record, "decision")
     reason = str(outcome.get("reason") or decision.get("reason") or "")
     if decision.get("rules"):
         reason += f" (rules {', '.join(map(str, decision['rules']))})"

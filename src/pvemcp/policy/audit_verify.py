@@ -201,7 +201,7 @@ class ApprovalLedger:
         if phase == "approval":
             self._step(record)
             return None
-        approval = _section(record, "decision").get("approval")
+        approval = record_section(record, "decision").get("approval")
         if phase != "intent" or not isinstance(approval, Mapping):
             return None
         if approval.get("method") != "four_eyes":
@@ -209,13 +209,13 @@ class ApprovalLedger:
         return self._check(record, approval)
 
     def _step(self, record: Mapping[str, Any]) -> None:
-        what = _section(record, "what")
+        what = record_section(record, "what")
         steps = self._steps.setdefault(str(what.get("approval_id", "")), _Steps())
         action = what.get("action")
         if action == "requested":
             steps.requested = True
         elif action == "approved":
-            who = _section(record, "who")
+            who = record_section(record, "who")
             steps.approved_by.append((who.get("sub"), who.get("iss")))
         elif action == "used":
             steps.used += 1
@@ -423,7 +423,7 @@ def _check_record_kind(walk: _Walk, path: Path, number: int, record: dict[str, A
         walk.intents.pop(str(record.get("event_id")), None)
         _note_evidence(walk, path, number, record)
     elif phase == "evidence_pruned":
-        for blob in _section(record, "what").get("blobs") or []:
+        for blob in record_section(record, "what").get("blobs") or []:
             if isinstance(blob, Mapping) and isinstance(blob.get("sha256"), str):
                 walk.pruned[blob["sha256"]] = seq
     _check_approval(walk, path, number, record)
@@ -459,7 +459,7 @@ def _check_approval(walk: _Walk, path: Path, number: int, record: dict[str, Any]
 
 def _note_evidence(walk: _Walk, path: Path, number: int, record: dict[str, Any]) -> None:
     """Remember the blobs an outcome lists, to check once the whole log is read."""
-    for ref in _section(record, "outcome").get("evidence") or []:
+    for ref in record_section(record, "outcome").get("evidence") or []:
         sha = ref.get("sha256") if isinstance(ref, Mapping) else None
         size = ref.get("bytes") if isinstance(ref, Mapping) else None
         if not isinstance(sha, str) or type(size) is not int:
@@ -619,7 +619,7 @@ def show(
 
 
 def _get(record: Mapping[str, Any], section: str, key: str) -> Any:
-    return _section(record, section).get(key)
+    return record_section(record, section).get(key)
 
 
 def format_line(record: Mapping[str, Any]) -> str:
@@ -636,13 +636,15 @@ def format_line(record: Mapping[str, Any]) -> str:
     return " ".join(parts)
 
 
-def _section(record: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+def record_section(record: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    """The mapping `record[name]` (`who`, `what`, `outcome`, ...), or an empty one when a
+    record lacks it or holds something else there (a damaged log still reads)."""
     part = record.get(name)
     return part if isinstance(part, Mapping) else {}
 
 
 def _who_part(record: Mapping[str, Any]) -> list[str]:
-    who = _section(record, "who")
+    who = record_section(record, "who")
     if not who:
         return []
     ident = f"{who.get('sub', '-')}/{who.get('transport', '-')}"
@@ -650,7 +652,7 @@ def _who_part(record: Mapping[str, Any]) -> list[str]:
 
 
 def _what_parts(record: Mapping[str, Any]) -> list[str]:
-    what = _section(record, "what")
+    what = record_section(record, "what")
     parts = []
     if "tool" in what:
         parts.append(f"{what['tool']}[{what.get('tier', '?')}]")
@@ -662,7 +664,7 @@ def _what_parts(record: Mapping[str, Any]) -> list[str]:
 
 
 def _where_parts(record: Mapping[str, Any]) -> list[str]:
-    where = _section(record, "where")
+    where = record_section(record, "where")
     target = "/".join(
         str(where[key]) for key in ("cluster", "node", "vmid") if where.get(key) is not None
     )
@@ -674,10 +676,10 @@ def _where_parts(record: Mapping[str, Any]) -> list[str]:
 
 def _verdict_parts(record: Mapping[str, Any]) -> list[str]:
     parts = []
-    decision = _section(record, "decision")
+    decision = record_section(record, "decision")
     if "effect" in decision:
         parts.append(f"{decision['effect']}({','.join(map(str, decision.get('rules', [])))})")
-    outcome = _section(record, "outcome")
+    outcome = record_section(record, "outcome")
     if outcome:
         result = str(outcome.get("status", "?"))
         if "error" in outcome:
