@@ -35,6 +35,7 @@ from pvemcp.tools.kit import (
     WriteInput,
     action,
     matching,
+    node_statuses,
     read_as,
     tool,
 )
@@ -61,11 +62,6 @@ class _Storage(Answer):
     pool: str | None = None
 
 
-class _Node(Answer):
-    node: str
-    status: str | None = None
-
-
 class _Volume(Answer):
     volid: str
     vmid: int | None = None
@@ -73,7 +69,6 @@ class _Volume(Answer):
 
 _POOLS = TypeAdapter(list[_Pool])
 _STORAGES = TypeAdapter(list[_Storage])
-_NODES = TypeAdapter(list[_Node])
 _VOLUMES = TypeAdapter(list[_Volume])
 _ROWS = TypeAdapter(list[dict[str, Any]])
 
@@ -94,10 +89,9 @@ async def _ceph(ctx: ToolContext, path: str, adapter: TypeAdapter[Any] = _ROWS) 
 
 
 async def _online_node(ctx: ToolContext) -> str:
-    nodes = await read_as(ctx, _NODES, "/nodes")
-    return next(
-        (n.node for n in sorted(nodes, key=lambda n: n.node) if n.status == "online"), nodes[0].node
-    )
+    nodes = await node_statuses(ctx)
+    online = sorted(node for node, status in nodes.items() if status == "online")
+    return (online or list(nodes))[0]
 
 
 # --- status ----------------------------------------------------------------------------

@@ -11,8 +11,9 @@ import time
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Field, TypeAdapter, model_validator
 
+from pvemcp.gateway.answers import Answer, read_as
 from pvemcp.gateway.context import ToolContext
 from pvemcp.gateway.errors import ToolFailure
 from pvemcp.gateway.registry import ToolInput, WriteInput
@@ -124,6 +125,20 @@ def node_or_default(ctx: ToolContext, node: str | None) -> str:
             hint="Pass node (proxmox_node_list lists them).",
         )
     return chosen
+
+
+class _NodeRow(Answer):
+    node: str
+    status: str | None = None
+
+
+_NODE_ROWS = TypeAdapter(list[_NodeRow])
+
+
+async def node_statuses(ctx: ToolContext) -> dict[str, str | None]:
+    """Each cluster node's status (`online`, `offline`, None when PVE sent none) by name,
+    in PVE's order: the one read of GET /nodes the tools that check a named node share."""
+    return {row.node: row.status for row in await read_as(ctx, _NODE_ROWS, "/nodes")}
 
 
 _DISK_KEY = {

@@ -34,6 +34,7 @@ from pvemcp.tools.kit import (
     WaitInput,
     WriteInput,
     matching,
+    node_statuses,
     planners,
     read_as,
     tool,
@@ -87,11 +88,6 @@ class _StatusRow(Answer):
     request_state: str | None = None
 
 
-class _Node(Answer):
-    node: str
-    status: str | None = None
-
-
 class _Power(Answer):
     status: str = "unknown"
 
@@ -99,7 +95,6 @@ class _Power(Answer):
 _RESOURCES = TypeAdapter(list[_Resource])
 _RULES = TypeAdapter(list[_Rule])
 _STATUS = TypeAdapter(list[_StatusRow])
-_NODES = TypeAdapter(list[_Node])
 _VERSION = TypeAdapter(_Version)
 _POWER = TypeAdapter(_Power)
 
@@ -416,7 +411,7 @@ async def _plan_move(ctx: ToolContext, args: MoveArgs) -> Plan:
             field="node",
             hint="Name another node.",
         )
-    nodes = {n.node: n.status for n in await read_as(ctx, _NODES, "/nodes")}
+    nodes = await node_statuses(ctx)
     if args.node not in nodes or nodes[args.node] != "online":
         known = ", ".join(n for n, s in sorted(nodes.items()) if s == "online")
         raise ToolFailure(
@@ -654,7 +649,7 @@ async def _plan_rule(ctx: ToolContext, args: RuleArgs) -> Plan:
         if args.vmids is not None
         else (existing.resources.split(",") if existing else [])
     )
-    node_names = {n.node for n in await read_as(ctx, _NODES, "/nodes")}
+    node_names = set(await node_statuses(ctx))
     _check_rule(
         args,
         kind=kind,

@@ -44,6 +44,7 @@ from pvemcp.tools.common import (
     matching,
     mib,
     node_or_default,
+    node_statuses,
     pct,
     utc_time,
 )
@@ -89,6 +90,7 @@ __all__ = [
     "matching",
     "mib",
     "node_or_default",
+    "node_statuses",
     "pct",
     "planners",
     "read_as",

@@ -28,6 +28,7 @@ from pvemcp.tools.kit import (
     ToolOutput,
     WriteInput,
     matching,
+    node_statuses,
     planners,
     read_as,
     tool,
@@ -188,7 +189,7 @@ async def _plan_mapping(ctx: ToolContext, args: MappingArgs) -> Plan:
     before = None
     if args.op == "update":
         before = _row(args.kind, await _mapping(ctx, args.kind, args.id))
-    nodes = {str(n["node"]) for n in await read_as(ctx, _ROWS, "/nodes")}
+    nodes = set(await node_statuses(ctx))
     for index, entry in enumerate(args.map or []):
         if entry.node not in nodes:
             raise ToolFailure("not_found", f"no node {entry.node!r}", field=f"map[{index}].node",

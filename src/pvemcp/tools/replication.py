@@ -34,6 +34,7 @@ from pvemcp.tools.kit import (
     WriteInput,
     guest_disks,
     matching,
+    node_statuses,
     planners,
     read_as,
     tool,
@@ -74,11 +75,6 @@ class _Storage(Answer):
     shared: bool | None = None
 
 
-class _Node(Answer):
-    node: str
-    status: str | None = None
-
-
 class _Line(Answer):
     n: int
     t: str
@@ -88,7 +84,6 @@ _JOBS = TypeAdapter(list[_Job])
 _STATES = TypeAdapter(list[_State])
 _STATE = TypeAdapter(_State)
 _STORAGES = TypeAdapter(list[_Storage])
-_NODES = TypeAdapter(list[_Node])
 _LINES = TypeAdapter(list[_Line])
 
 
@@ -268,7 +263,7 @@ async def _plan_create(ctx: ToolContext, args: CreateArgs) -> Plan:
             field="target",
             hint="Name another node.",
         )
-    nodes = {n.node: n.status for n in await read_as(ctx, _NODES, "/nodes")}
+    nodes = await node_statuses(ctx)
     if nodes.get(args.target) != "online":
         raise ToolFailure(
             "not_found",
