@@ -241,6 +241,19 @@ def _caller(principal: Principal) -> dict[str, str | None]:
     return {"sub": principal.subject, "iss": principal.issuer, "client_id": principal.client_id}
 
 
+def _binding(call: _Call, args: WriteInput, plan: Plan, exclude: set[str] | None = None) -> str:
+    """The call's `binding` (tool, arguments but `exclude`, the planned target, the caller):
+    what a confirmation token, an approval state or an approval request holds for."""
+    assert call.cluster is not None
+    return binding(
+        tool=call.tool,
+        arguments=args.model_dump(mode="json", exclude=exclude),
+        cluster=call.cluster,
+        target=plan.bound_facts(),
+        caller=_caller(call.principal),
+    )
+
+
 def _approval(
     principal: Principal, method: Literal["token", "elicitation", "input_required"]
 ) -> dict[str, Any]:
@@ -711,14 +724,7 @@ class Gateway:
         confirmer: Confirmer | None,
     ) -> ToolFailure | None:
         """None when the human approved this exact call; else the refusal to return."""
-        assert call.cluster is not None
-        bound = binding(
-            tool=call.tool,
-            arguments=args.model_dump(mode="json"),
-            cluster=call.cluster,
-            target=plan.bound_facts(),
-            caller=_caller(call.principal),
-        )
+        bound = _binding(call, args, plan)
         if args.confirm_token is not None and self.token_confirmation:
             try:
                 token_id = self.tokens.redeem(args.confirm_token, bound)
@@ -804,13 +810,7 @@ class Gateway:
                 hint="Ask an operator to run it, or to configure [approvals].",
             )
         store = self.approvals
-        bound = binding(
-            tool=call.tool,
-            arguments=args.model_dump(mode="json", exclude={"approval_id"}),
-            cluster=call.cluster,
-            target=plan.bound_facts(),
-            caller=_caller(call.principal),
-        )
+        bound = _binding(call, args, plan, exclude={"approval_id"})
         if args.approval_id is not None:
             approval_id = args.approval_id
             try:
