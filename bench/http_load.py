@@ -265,6 +265,22 @@ def as_cluster(sim: dict[str, str]) -> dict[str, str]:
     return {f"PVEMCP_CLUSTERS__SIM__{name.removeprefix('PVEMCP_')}": v for name, v in sim.items()}
 
 
+def gateway_env(sim: dict[str, str], tmp: str, issuer: str) -> dict[str, str]:
+    """A measured gateway's environment: this one's without PVEMCP_ settings, the
+    simulator as cluster `sim`, audit in `tmp`, OIDC bearers from `issuer`, no rate limit
+    (the load would hit it)."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PVEMCP_")},
+        **as_cluster(sim),
+        "PVEMCP_AUDIT__PATH": str(Path(tmp) / "audit.jsonl"),
+        "PVEMCP_LOG_LEVEL": "WARNING",
+        "PVEMCP_HTTP__AUTH": "oidc",
+        "PVEMCP_HTTP__OIDC__ISSUER": issuer,
+        "PVEMCP_HTTP__OIDC__REQUIRED_SCOPES": '["pvemcp"]',
+        "PVEMCP_HTTP__RATE_LIMIT_PER_MINUTE": "0",
+    }
+
+
 def run_levels(port: int, token: str, seconds: float, pid: int, sim_pid: int) -> None:
     asyncio.run(level(port, "/mcp", token, 1, 1.0))  # warm-up
     print(f"  gateway RSS after start: {rss_mib(pid):.0f} MiB")
@@ -289,16 +305,7 @@ def main(seconds: float) -> None:
         simulator() as (sim, sim_pid),
     ):
         token = idp.token(*AGENT, ["pvemcp", "pve.read"])
-        base = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("PVEMCP_")},
-            **as_cluster(sim),
-            "PVEMCP_AUDIT__PATH": str(Path(tmp) / "audit.jsonl"),
-            "PVEMCP_LOG_LEVEL": "WARNING",
-            "PVEMCP_HTTP__AUTH": "oidc",
-            "PVEMCP_HTTP__OIDC__ISSUER": idp.issuer,
-            "PVEMCP_HTTP__OIDC__REQUIRED_SCOPES": '["pvemcp"]',
-            "PVEMCP_HTTP__RATE_LIMIT_PER_MINUTE": "0",
-        }
+        base = gateway_env(sim, tmp, idp.issuer)
         for title, settings in VARIANTS:
             print(title)
             with gateway({**base, **settings}, port) as process:

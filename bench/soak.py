@@ -20,16 +20,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import tempfile
 import time
-from pathlib import Path
 
 from http_load import (  # bench/http_load.py, beside this script (it puts tests/ on the path)
     Connection,
-    as_cluster,
     free_port,
     gateway,
+    gateway_env,
     open_session,
     rpc_result,
     rss_mib,
@@ -169,14 +167,7 @@ def main(calls: int, sessions: int, abandoned: int, idle: float) -> None:
         token = idp.token(*AGENT, ["pvemcp", "pve.read"])
         room = str(sessions + 2 * abandoned + 16)
         env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("PVEMCP_")},
-            **as_cluster(sim),
-            "PVEMCP_AUDIT__PATH": str(Path(tmp) / "audit.jsonl"),
-            "PVEMCP_LOG_LEVEL": "WARNING",
-            "PVEMCP_HTTP__AUTH": "oidc",
-            "PVEMCP_HTTP__OIDC__ISSUER": idp.issuer,
-            "PVEMCP_HTTP__OIDC__REQUIRED_SCOPES": '["pvemcp"]',
-            "PVEMCP_HTTP__RATE_LIMIT_PER_MINUTE": "0",
+            **gateway_env(sim, tmp, idp.issuer),
             "PVEMCP_HTTP__MAX_SESSIONS": room,
             "PVEMCP_HTTP__MAX_SESSIONS_PER_PRINCIPAL": room,
             "PVEMCP_HTTP__SESSION_IDLE_TIMEOUT": str(idle),
