@@ -34,6 +34,7 @@ from pvemcp.tools.kit import (
     WaitInput,
     WriteInput,
     action,
+    gib,
     matching,
     node_statuses,
     read_as,
@@ -163,8 +164,8 @@ async def ceph_status(ctx: ToolContext, args: ToolInput) -> Status:
         f"{osdmap.get('num_in_osds', 0)} in",
         pgs={str(s["state_name"]): int(s["count"]) for s in pgmap.get("pgs_by_state") or []},
         used_pct=round(100 * used / total, 1) if total else None,
-        used_gib=round(used / 2**30, 1) if total else None,
-        total_gib=round(total / 2**30, 1) if total else None,
+        used_gib=gib(used) if total else None,
+        total_gib=gib(total) if total else None,
         flags=[str(f["name"]) for f in flags if f.get("value")] or None,
     )
 
@@ -505,7 +506,7 @@ async def _plan_pool(ctx: ToolContext, args: PoolArgs) -> Plan:
                 task=True,
             )
         ],
-        warnings=[f"all {round((pool.bytes_used or 0) / 2**30, 1)} GiB in the pool are lost"],
+        warnings=[f"all {gib(pool.bytes_used or 0)} GiB in the pool are lost"],
     )
 
 
