@@ -360,11 +360,12 @@ def _audit(args: argparse.Namespace) -> int:
     from pvemcp.policy.evidence import evidence_root
 
     audit = _settings(args.config).audit
+    default_log = audit.path.expanduser()
     store = getattr(args, "evidence_dir", None) or evidence_root(audit)
     if args.audit_command == "verify":
         return audit_commands.verify_command(
             args.files,
-            default_log=audit.path.expanduser(),
+            default_log=default_log,
             checkpoint_file=args.checkpoint,
             partial=args.partial,
             evidence_root=store,
@@ -376,7 +377,7 @@ def _audit(args: argparse.Namespace) -> int:
     if args.audit_command == "report":
         return audit_commands.report_command(
             args.files,
-            default_log=audit.path.expanduser(),
+            default_log=default_log,
             since=args.since,
             until=args.until,
             html_file=args.html,
@@ -384,7 +385,7 @@ def _audit(args: argparse.Namespace) -> int:
     if args.audit_command == "show":
         return audit_commands.show_command(
             args.files,
-            default_log=audit.path.expanduser(),
+            default_log=default_log,
             since=args.since,
             until=args.until,
             subject=args.subject,
