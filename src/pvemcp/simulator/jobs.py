@@ -31,7 +31,7 @@ from typing import Any
 
 from .backups import _included, _verify, backed_up
 from .errors import failure, param_error
-from .router import Context, Params, Result, Route, api, text
+from .router import Context, Params, Result, Route, api, deleted_keys, text
 from .volumes import drive_file, is_cdrom, is_disk_key
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -205,8 +205,7 @@ def _update(ctx: Context, params: Params) -> Result:
     state = ctx.state
     jobid = text(params, "id")
     options = dict(_job(ctx, jobid))
-    deleted = [k.strip() for k in str(params.get("delete", "")).split(",") if k.strip()]
-    for key in deleted:
+    for key in deleted_keys(params):
         if key in params:
             raise param_error({"delete": f"cannot set and delete property '{key}' at once"})
         options.pop(key, None)

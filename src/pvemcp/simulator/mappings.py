@@ -26,7 +26,7 @@ from typing import Any
 
 from .errors import MODIFIED, failure, param_error
 from .notify import listed
-from .router import Context, Params, Result, Route, api, text
+from .router import Context, Params, Result, Route, api, deleted_keys, text
 
 KINDS = ("pci", "usb")
 REQUIRED = {"pci": ("node", "id", "path"), "usb": ("node", "id")}
@@ -133,7 +133,7 @@ def _routes(kind: str) -> list[Route]:
             changed["map"] = listed(changed["map"])
             _check_map(kind, changed["map"])
         updated = dict(options)
-        for key in [k.strip() for k in str(params.get("delete", "")).split(",") if k.strip()]:
+        for key in deleted_keys(params):
             updated.pop(key, None)
         updated.update(changed)
         config(ctx)[mapping_id] = updated

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import ApiError, check_digest, failure, param_error
 from .migrate import guest_volumes
 from .model import Guest
-from .router import Context, Params, Result, Route, api, text
+from .router import Context, Params, Result, Route, api, deleted_keys, text
 
 if TYPE_CHECKING:
     from .state import ClusterState
@@ -307,7 +307,7 @@ def _update(ctx: Context, params: Params) -> Result:
     job = _job(state, text(params, "id"), f"no such job '{text(params, 'id')}'")
     options = dict(job.options)
     options.update({k: params[k] for k in OPTIONS if k in params and k != "source"})
-    for key in [k.strip() for k in str(params.get("delete", "")).split(",") if k.strip()]:
+    for key in deleted_keys(params):
         if key not in OPTIONS:
             raise failure(f"no such option '{key}'")
         options.pop(key, None)

@@ -158,3 +158,8 @@ def integer(params: Params, name: str) -> int:
     value = params[name]
     assert isinstance(value, int)
     return value
+
+
+def deleted_keys(params: Params) -> list[str]:
+    """The keys a PUT's comma-separated `delete` parameter names, blanks dropped."""
+    return [k.strip() for k in str(params.get("delete", "")).split(",") if k.strip()]
