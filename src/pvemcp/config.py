@@ -38,8 +38,8 @@ from pydantic_settings import (
 )
 
 from pvemcp.secrets.models import CredentialsConfig, IdentityMapping, InlineCredentials
+from pvemcp.secrets.types import TOKEN_ID_RE
 
-TOKEN_ID_RE = re.compile(r"^[^\s@!]+@[A-Za-z][A-Za-z0-9.\-_]*![A-Za-z][A-Za-z0-9.\-_]+$")
 FINGERPRINT_RE = re.compile(r"^([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}$|^[0-9A-Fa-f]{64}$")
 CLUSTER_NAME_RE = r"^[a-z][a-z0-9_-]{0,31}$"
 STATIC_KEY_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
