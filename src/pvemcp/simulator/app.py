@@ -184,11 +184,17 @@ def create_app(
             query = _collect(parse_qsl(request.url.query, keep_blank_values=True))
             raw = _merge(path_params, _body_params(request, body), query)
             # pve-manager's HTTPServer.pm rest_handler checks permissions on the raw
-            # parameters, before the handler verifies them.
+            # parameters, before the handler verifies them. The guests go as a view, read
+            # under the lock only if a check needs them (root's never does), not copied
+            # on every request.
             with state.lock:
-                guests = list(state.guests.values())
                 check_request(
-                    state.access, auth, guests, method=method, template=route.path, params=raw
+                    state.access,
+                    auth,
+                    state.guests.values(),
+                    method=method,
+                    template=route.path,
+                    params=raw,
                 )
             values = validate(route.params, raw)
             refuse_root_only(route.params, values, auth)
