@@ -102,8 +102,9 @@ def _run(store: ApprovalStore, args: argparse.Namespace) -> int:
             print(json.dumps([request.to_json() for request in requests], indent=2))
         elif not requests:
             print("no approval requests" + (f" with status {args.status}" if args.status else ""))
-        for request in [] if args.json else requests:
-            print(_line(request, now))
+        else:
+            for request in requests:
+                print(_line(request, now))
         return EXIT_OK
     if args.approvals_command == "show":
         request = store.get(args.id)
