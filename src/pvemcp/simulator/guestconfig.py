@@ -36,7 +36,7 @@ from typing import Any
 
 from .cloudinit import record_changes, tracked_values
 from .confkeys import option_exists, update_params
-from .errors import ApiError, failure, param_error
+from .errors import MODIFIED, ApiError, failure, param_error
 from .locks import check_lock
 from .model import ConfigValue, Guest, GuestKind
 from .params import Value
@@ -183,9 +183,7 @@ def check_update(guest: Guest, update: Update) -> None:
         # pve-container: check_lock, then PVE::Tools::assert_if_modified (pve-common).
         check_lock(guest)
         if update.digest and update.digest != guest.digest():
-            raise failure(
-                "detected modified configuration - file changed by other user? Try again."
-            )
+            raise failure(MODIFIED)
         return
     if update.digest and update.digest != guest.digest():
         raise failure("checksum mismatch (file change by other user?)")

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ApiError, failure, param_error
+from .errors import MODIFIED, ApiError, failure, param_error
 from .locks import check_lock, locked_message, remove_lock, set_lock
 from .model import ConfigValue, GiB, Guest, GuestKind, Storage
 from .router import Context, Handler, Params, Result, Route, api, integer, text
@@ -412,7 +412,7 @@ def _digest_check(guest: Guest, digest: object) -> None:
         if guest.kind == "qemu":
             raise failure("checksum mismatch (file change by other user?)")
         # pve-common PVE/Tools.pm assert_if_modified
-        raise failure("detected modified configuration - file changed by other user? Try again.")
+        raise failure(MODIFIED)
 
 
 def _new_size(size_text: str, current: int) -> int:
