@@ -212,7 +212,7 @@ class ApprovalStore:
             request = self._expired(self._load(request_id, actor=viewer))
         if viewer is not None and not self.visible_to(request, viewer):
             failure = self.unknown(request_id)
-            self._refuse(failure, request, viewer)
+            self.refuse(failure, request, viewer)
             raise failure
         return request
 
@@ -313,7 +313,7 @@ class ApprovalStore:
             hint="Wait for them (proxmox_approval_status), re-send an approved call with its "
             "approval_id, and do not repeat a held call without it.",
         )
-        self._refuse(failure, None, requester)
+        self.refuse(failure, None, requester)
         raise failure
 
     def approve(self, request_id: str, approver: Principal, reason: str) -> ApprovalRequest:
@@ -346,7 +346,7 @@ class ApprovalStore:
             elif request.status != "approved":
                 failure = self._not_usable(request)
             if failure is not None:
-                self._refuse(failure, request, caller)
+                self.refuse(failure, request, caller)
                 raise failure
             used = replace(request, status="used")
             self._audit_step("used", used, caller)
@@ -365,7 +365,7 @@ class ApprovalStore:
                 field="reason",
                 hint="Say why you approve or deny it; the reason is kept in the audit log.",
             )
-            self._refuse(bad_reason, None, approver, request_id=request_id)
+            self.refuse(bad_reason, None, approver, request_id=request_id)
             raise bad_reason
         with self._locked():
             request = self._expired(self._load(request_id, actor=approver))
@@ -393,7 +393,7 @@ class ApprovalStore:
                     "A request is decided once; the requester can make a new one.",
                 )
             if failure is not None:
-                self._refuse(failure, request, approver)
+                self.refuse(failure, request, approver)
                 raise failure
             decided = replace(
                 request,
@@ -477,7 +477,7 @@ class ApprovalStore:
                 hint="An operator must fix the audit log (disk, permissions).",
             ) from None
 
-    def _refuse(
+    def refuse(
         self,
         failure: ToolFailure,
         request: ApprovalRequest | None,
@@ -485,7 +485,8 @@ class ApprovalStore:
         *,
         request_id: str | None = None,
     ) -> None:
-        """Record a refused attempt; a record that cannot be written is logged, and the
+        """Record a refused attempt (here, or by a front end before the store saw it: the
+        HTTP API's bad body or method); a record that cannot be written is logged, and the
         refusal stands either way."""
         if self.audit is None:
             return
@@ -543,7 +544,7 @@ class ApprovalStore:
         except (OSError, ValueError):
             failure = self.unknown(request_id)
             if actor is not None:
-                self._refuse(failure, None, actor, request_id=request_id)
+                self.refuse(failure, None, actor, request_id=request_id)
             raise failure from None
 
     @staticmethod

@@ -31,7 +31,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
-import structlog
 from mcp.server.auth.middleware.bearer_auth import BearerAuthBackend, RequireAuthMiddleware
 from mcp.server.auth.provider import TokenVerifier
 from pydantic import AnyHttpUrl
@@ -44,11 +43,8 @@ from starlette.routing import BaseRoute, Route
 
 from pvemcp.gateway.approvals import STATUSES, ApprovalRequest, ApprovalStore
 from pvemcp.gateway.errors import ToolFailure
-from pvemcp.policy.audit import AuditUnavailable
 from pvemcp.policy.principal import Principal
 from pvemcp.transports.principals import http_principal
-
-log = structlog.get_logger(__name__)
 
 PREFIX = "/approvals"
 STATUS_OF_CODE = {
@@ -133,7 +129,7 @@ class ApprovalApi:
                 field="reason",
                 hint="Say why you approve or deny it; the reason is kept in the audit log.",
             )
-            self.audit_refusal(approval_id, principal, failure.code)
+            self.refused(approval_id, principal, failure)
             return error_response(failure)
         try:
             decided = await anyio.to_thread.run_sync(lambda: decide(approval_id, principal, reason))
@@ -141,18 +137,10 @@ class ApprovalApi:
             return error_response(failure)
         return JSONResponse({"approval": decided.to_json()})
 
-    def audit_refusal(self, approval_id: str, principal: Principal, code: str) -> None:
+    def refused(self, approval_id: str, principal: Principal, failure: ToolFailure) -> None:
         """Record an attempt refused here, before the store saw it (a bad body, a wrong
-        method); the refusal stands whether or not the record can be written."""
-        audit = self._store.audit
-        if audit is None:
-            return
-        try:
-            audit.approval(
-                "refused", approval_id[:64], actor=principal, status="unknown", error_code=code
-            )
-        except AuditUnavailable as exc:
-            log.error("approval_audit_failed", action="refused", error=str(exc))
+        method), as the store records its own refusals."""
+        self._store.refuse(failure, None, principal, request_id=approval_id)
 
 
 async def _reason(request: Request) -> str | None:
@@ -179,7 +167,7 @@ def _not_allowed(api: ApprovalApi) -> Callable[[Request, Exception], Awaitable[R
                 hint=f"Use {allowed}." if allowed else None,
             )
             path = request.url.path.removeprefix(PREFIX).strip("/")
-            api.audit_refusal(path.partition("/")[0], api.principal_of(request), failure.code)
+            api.refused(path.partition("/")[0], api.principal_of(request), failure)
             return error_response(failure, headers={"Allow": allowed} if allowed else None)
         return error_response(
             ToolFailure(
