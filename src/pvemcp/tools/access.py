@@ -26,6 +26,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from pvemcp.tools.kit import (
     Answer,
     ApiCall,
+    Applied,
     Change,
     Plan,
     StorageId,
@@ -38,6 +39,7 @@ from pvemcp.tools.kit import (
     Vmid,
     WriteInput,
     answer_as,
+    apply_plan,
     matching,
     planners,
     read_as,
@@ -244,21 +246,6 @@ async def pool_list(ctx: ToolContext, args: PoolListArgs) -> PoolList:
     return PoolList(pools=[_entry(detail) for detail in details])
 
 
-class Applied(ToolOutput):
-    summary: str
-    changes: list[Change]
-    warnings: list[str] | None = None
-
-
-async def _apply(ctx: ToolContext, _args: WriteInput) -> Applied:
-    """Send the confirmed plan's calls in order; the result is the plan's diff."""
-    plan = ctx.plan
-    assert plan is not None, "the gateway confirms a plan before a write runs"
-    for call in plan.calls:
-        await ctx.call(call.method, call.path, call.params or None)
-    return Applied(summary=plan.summary, changes=plan.changes, warnings=plan.warnings or None)
-
-
 class PoolUpdateArgs(WriteInput):
     pool: PoolId
     action: Literal["create", "add", "remove"]
@@ -424,7 +411,7 @@ async def _plan_pool_update(ctx: ToolContext, args: PoolUpdateArgs) -> Plan:
 async def pool_update(ctx: ToolContext, args: PoolUpdateArgs) -> Applied:
     """Create a pool (action create) or add/remove guests and storages (a guest in another
     pool moves only with allow_move). The plan shows members before and after."""
-    return await _apply(ctx, args)
+    return await apply_plan(ctx, args)
 
 
 class PoolDeleteArgs(WriteInput):
@@ -465,7 +452,7 @@ async def _plan_pool_delete(ctx: ToolContext, args: PoolDeleteArgs) -> Plan:
 )
 async def pool_delete(ctx: ToolContext, args: PoolDeleteArgs) -> Applied:
     """Delete an empty pool and its ACL entries; a pool with members is refused."""
-    return await _apply(ctx, args)
+    return await apply_plan(ctx, args)
 
 
 # --- users, groups, roles, tokens, ACLs, realms: reading -------------------------------
@@ -762,7 +749,7 @@ async def _plan_access_update(ctx: ToolContext, args: AccessUpdateArgs) -> Plan:
 async def access_update(ctx: ToolContext, args: AccessUpdateArgs) -> Applied:
     """Create or update a user (name@realm: groups replaced, enable, names, email, expire)
     or a group (comment). Passwords are not set here: use the Proxmox UI."""
-    return await _apply(ctx, args)
+    return await apply_plan(ctx, args)
 
 
 class AccessDeleteArgs(WriteInput):
@@ -843,7 +830,7 @@ async def _plan_access_delete(ctx: ToolContext, args: AccessDeleteArgs) -> Plan:
 async def access_delete(ctx: ToolContext, args: AccessDeleteArgs) -> Applied:
     """Delete a user (its tokens and ACL entries go too), a group or an API token; the plan
     lists the access that is lost."""
-    return await _apply(ctx, args)
+    return await apply_plan(ctx, args)
 
 
 # --- ACLs -------------------------------------------------------------------------------
@@ -994,7 +981,7 @@ async def _plan_acl_grant(ctx: ToolContext, args: AclGrantArgs) -> Plan:
 async def acl_grant(ctx: ToolContext, args: AclGrantArgs) -> Applied:
     """Grant roles to users, groups or tokens on an ACL path (propagating below it unless
     propagate=false). proxmox_access_check shows the effect."""
-    return await _apply(ctx, args)
+    return await apply_plan(ctx, args)
 
 
 async def _privileges(ctx: ToolContext, who: str, path: str) -> list[str]:
@@ -1054,7 +1041,7 @@ async def _plan_acl_revoke(ctx: ToolContext, args: AclArgs) -> Plan:
 async def acl_revoke(ctx: ToolContext, args: AclArgs) -> Applied:
     """Remove ACL entries (roles of users, groups or tokens on a path); the plan lists the
     entries and the privileges they carry."""
-    return await _apply(ctx, args)
+    return await apply_plan(ctx, args)
 
 
 # --- API tokens -------------------------------------------------------------------------

@@ -16,7 +16,8 @@ from pydantic import AfterValidator, Field, TypeAdapter, model_validator
 from pvemcp.gateway.answers import Answer, read_as
 from pvemcp.gateway.context import ToolContext
 from pvemcp.gateway.errors import ToolFailure
-from pvemcp.gateway.registry import ToolInput, WriteInput
+from pvemcp.gateway.plan import Change
+from pvemcp.gateway.registry import ToolInput, ToolOutput, WriteInput
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -139,6 +140,24 @@ async def node_statuses(ctx: ToolContext) -> dict[str, str | None]:
     """Each cluster node's status (`online`, `offline`, None when PVE sent none) by name,
     in PVE's order: the one read of GET /nodes the tools that check a named node share."""
     return {row.node: row.status for row in await read_as(ctx, _NODE_ROWS, "/nodes")}
+
+
+# The answer of a write whose plan holds every call it sends: the plan's own diff. No
+# docstring, on purpose: it would be in the output schema of every tool answering it.
+class Applied(ToolOutput):
+    summary: str
+    changes: list[Change]
+    warnings: list[str] | None = None
+
+
+async def apply_plan(ctx: ToolContext, _args: WriteInput) -> Applied:
+    """Send the confirmed plan's calls in order; the result is the plan's diff. The handler
+    (or its last step) of such a write: access pools and ACLs, HA, replication."""
+    plan = ctx.plan
+    assert plan is not None, "the gateway confirms a plan before a write runs"
+    for call in plan.calls:
+        await ctx.call(call.method, call.path, call.params or None)
+    return Applied(summary=plan.summary, changes=plan.changes, warnings=plan.warnings or None)
 
 
 _DISK_KEY = {

@@ -18,6 +18,7 @@ from pydantic import Field, TypeAdapter, model_validator
 from pvemcp.tools.kit import (
     Answer,
     ApiCall,
+    Applied,
     Change,
     Empty,
     GuestName,
@@ -33,6 +34,7 @@ from pvemcp.tools.kit import (
     Vmid,
     WaitInput,
     WriteInput,
+    apply_plan,
     matching,
     node_statuses,
     planners,
@@ -278,21 +280,6 @@ async def ha_list(ctx: ToolContext, args: ListArgs) -> HaList:
 # --- resources -----------------------------------------------------------------------
 
 
-class Applied(ToolOutput):
-    summary: str
-    changes: list[Change]
-    warnings: list[str] | None = None
-
-
-async def _apply(ctx: ToolContext, _args: WriteInput) -> Applied:
-    """Send the confirmed plan's calls in order; the result is the plan's diff."""
-    plan = ctx.plan
-    assert plan is not None, "the gateway confirms a plan before a write runs"
-    for call in plan.calls:
-        await ctx.call(call.method, call.path, call.params or None)
-    return Applied(summary=plan.summary, changes=plan.changes, warnings=plan.warnings or None)
-
-
 class ResourceArgs(WriteInput, GuestRef):
     op: Literal["add", "update"]
     state: Annotated[HaState | None, Field(description="Default on add: started.")] = None
@@ -391,7 +378,7 @@ def _pve(values: dict[str, Any]) -> dict[str, Any]:
 async def ha_resource(ctx: ToolContext, args: ResourceArgs) -> Applied:
     """Put a guest under HA (op add; state default started) or change its HA settings (op
     update). HA then starts/stops it to match state; its own start/stop become HA requests."""
-    return await _apply(ctx, args)
+    return await apply_plan(ctx, args)
 
 
 class MoveArgs(WaitInput, GuestRef):
@@ -757,7 +744,7 @@ async def _plan_rule(ctx: ToolContext, args: RuleArgs) -> Plan:
 async def ha_rule(ctx: ToolContext, args: RuleArgs) -> Applied:
     """Create or change a PVE 9 HA rule: node-affinity (vmids prefer or, strict, keep to
     nodes by priority) or resource-affinity (vmids together: positive, apart: negative)."""
-    return await _apply(ctx, args)
+    return await apply_plan(ctx, args)
 
 
 # --- removal -------------------------------------------------------------------------
@@ -836,7 +823,7 @@ async def _plan_delete(ctx: ToolContext, args: DeleteArgs) -> Plan:
 async def ha_delete(ctx: ToolContext, args: DeleteArgs) -> Applied:
     """Take a guest out of HA (vmid/name; the plan lists the rules it leaves, a rule left
     empty goes too) or delete an HA rule (rule). The guest itself is not touched."""
-    return await _apply(ctx, args)
+    return await apply_plan(ctx, args)
 
 
 TOOLS = (ha_status, ha_list, ha_resource, ha_move, ha_rule, ha_delete)

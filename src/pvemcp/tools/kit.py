@@ -26,6 +26,7 @@ from pvemcp.gateway.run import TaskOutcome
 from pvemcp.policy.tiers import Tier
 from pvemcp.proxmox.errors import ProxmoxError
 from pvemcp.tools.common import (
+    Applied,
     Empty,
     GuestName,
     GuestRef,
@@ -36,6 +37,7 @@ from pvemcp.tools.common import (
     Upid,
     Vmid,
     WaitInput,
+    apply_plan,
     as_float,
     as_int,
     cluster_default,
@@ -53,6 +55,7 @@ __all__ = [
     "OBJECT",
     "Answer",
     "ApiCall",
+    "Applied",
     "Change",
     "CommandRecord",
     "Empty",
@@ -78,6 +81,7 @@ __all__ = [
     "WriteInput",
     "action",
     "answer_as",
+    "apply_plan",
     "as_float",
     "as_int",
     "check_api_request",

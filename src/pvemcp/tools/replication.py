@@ -19,6 +19,7 @@ from pvemcp.tools.kit import (
     OBJECT,
     Answer,
     ApiCall,
+    Applied,
     Change,
     GuestRef,
     NodeName,
@@ -32,6 +33,7 @@ from pvemcp.tools.kit import (
     Vmid,
     WaitInput,
     WriteInput,
+    apply_plan,
     guest_disks,
     matching,
     node_statuses,
@@ -213,12 +215,6 @@ class CreateArgs(WriteInput, GuestRef):
     comment: Annotated[str | None, Field(max_length=4096)] = None
 
 
-class Applied(ToolOutput):
-    summary: str
-    changes: list[Change]
-    warnings: list[str] | None = None
-
-
 async def _storages(ctx: ToolContext, node: str) -> dict[str, _Storage]:
     return {s.storage: s for s in await read_as(ctx, _STORAGES, f"/nodes/{node}/storage")}
 
@@ -308,15 +304,6 @@ async def _plan_create(ctx: ToolContext, args: CreateArgs) -> Plan:
     )
 
 
-async def _apply(ctx: ToolContext, _args: WriteInput) -> Applied:
-    """Send the confirmed plan's calls in order; the result is the plan's diff."""
-    plan = ctx.plan
-    assert plan is not None, "the gateway confirms a plan before a write runs"
-    for call in plan.calls:
-        await ctx.call(call.method, call.path, call.params or None)
-    return Applied(summary=plan.summary, changes=plan.changes, warnings=plan.warnings or None)
-
-
 @tool(
     "proxmox_replication_create",
     title="Create a replication job",
@@ -341,7 +328,7 @@ async def _apply(ctx: ToolContext, _args: WriteInput) -> Applied:
 async def replication_create(ctx: ToolContext, args: CreateArgs) -> Applied:
     """Replicate a guest's ZFS disks to another node on a schedule (PVE default every 15
     min), for fast migration and HA failover. Refused when a disk is not on ZFS."""
-    return await _apply(ctx, args)
+    return await apply_plan(ctx, args)
 
 
 # --- run now ---------------------------------------------------------------------------
@@ -483,7 +470,7 @@ async def _plan_delete(ctx: ToolContext, args: DeleteArgs) -> Plan:
 async def replication_delete(ctx: ToolContext, args: DeleteArgs) -> Applied:
     """Delete a replication job; its copies on the target node are deleted too unless keep.
     The guest and its own disks are not touched."""
-    return await _apply(ctx, args)
+    return await apply_plan(ctx, args)
 
 
 TOOLS = (replication_list, replication_create, replication_run, replication_delete)
