@@ -152,7 +152,7 @@ class Applied(ToolOutput):
 
 async def apply_plan(ctx: ToolContext, _args: WriteInput) -> Applied:
     """Send the confirmed plan's calls in order; the result is the plan's diff. The handler
-    (or its last step) of such a write: access pools and ACLs, HA, replication."""
+    (or its last step) of such a write: access pools and ACLs, HA, replication, mappings."""
     plan = ctx.plan
     assert plan is not None, "the gateway confirms a plan before a write runs"
     for call in plan.calls:

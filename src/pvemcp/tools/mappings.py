@@ -17,6 +17,7 @@ from pydantic import Field, TypeAdapter, model_validator
 from pvemcp.tools.kit import (
     OBJECT,
     ApiCall,
+    Applied,
     Change,
     NodeName,
     Plan,
@@ -27,6 +28,7 @@ from pvemcp.tools.kit import (
     ToolInput,
     ToolOutput,
     WriteInput,
+    apply_plan,
     matching,
     node_statuses,
     planners,
@@ -175,12 +177,6 @@ class MappingArgs(WriteInput):
         return self
 
 
-class MappingDone(ToolOutput):
-    summary: str
-    changes: list[Change]
-    warnings: list[str] | None = None
-
-
 async def _plan_mapping(ctx: ToolContext, args: MappingArgs) -> Plan:
     existing = await _mappings(ctx, args.kind)
     if args.op == "create" and args.id in existing:
@@ -221,22 +217,13 @@ async def _plan_mapping(ctx: ToolContext, args: MappingArgs) -> Plan:
     )
 
 
-async def _send(ctx: ToolContext) -> MappingDone:
-    plan = ctx.plan
-    assert plan is not None, "the gateway confirms a plan before a write runs"
-    call = plan.calls[0]
-    await ctx.call(call.method, call.path, call.params or None)
-    return MappingDone(summary=plan.summary, changes=plan.changes,
-                       warnings=plan.warnings or None)  # fmt: skip
-
-
 @tool(
     "proxmox_mapping_set",
     title="Create or change a hardware mapping",
     tier=Tier.WRITE,
     toolset=TOOLSET,
     input=MappingArgs,
-    output=MappingDone,
+    output=Applied,
     planner=_plan_mapping,
     examples=[
         {
@@ -284,10 +271,10 @@ async def _send(ctx: ToolContext) -> MappingDone:
         "PUT /cluster/mapping/usb/{id}",
     ],
 )
-async def mapping_set(ctx: ToolContext, args: MappingArgs) -> MappingDone:
+async def mapping_set(ctx: ToolContext, args: MappingArgs) -> Applied:
     """Create or change a PCI/USB hardware mapping: which device on each node the name
     stands for. A VM then uses it as hostpciN or usbN: mapping=<id>."""
-    return await _send(ctx)
+    return await apply_plan(ctx, args)
 
 
 class DeleteArgs(WriteInput):
@@ -321,15 +308,15 @@ async def _plan_delete(ctx: ToolContext, args: DeleteArgs) -> Plan:
     tier=Tier.DESTRUCTIVE,
     toolset=TOOLSET,
     input=DeleteArgs,
-    output=MappingDone,
+    output=Applied,
     planner=_plan_delete,
     examples=[{"kind": "pci", "id": "gpu"}],
     rejects=[({"kind": "usb", "id": "nope"}, "not_found")],
     api=["DELETE /cluster/mapping/pci/{id}", "DELETE /cluster/mapping/usb/{id}"],
 )
-async def mapping_delete(ctx: ToolContext, args: DeleteArgs) -> MappingDone:
+async def mapping_delete(ctx: ToolContext, args: DeleteArgs) -> Applied:
     """Delete a PCI/USB hardware mapping. Refused while a VM config names it."""
-    return await _send(ctx)
+    return await apply_plan(ctx, args)
 
 
 TOOLS = (mapping_list, mapping_set, mapping_delete)
