@@ -95,7 +95,7 @@ def _decider(principal: Principal) -> dict[str, Any]:
 def same_person(requester: Mapping[str, Any], principal: Principal) -> bool:
     """Whether `principal` is the requester: the same subject from the same issuer (another
     client of the same person is still that person; `local` is one person)."""
-    return requester.get("sub") == principal.subject and requester.get("iss") == principal.issuer
+    return (requester.get("sub"), requester.get("iss")) == principal.person
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,7 +58,7 @@ class Owner:
     """Epoch seconds when the gateway learnt of the task."""
 
     def is_(self, principal: Principal) -> bool:
-        return self.subject == principal.subject and self.issuer == principal.issuer
+        return (self.subject, self.issuer) == principal.person
 
 
 Key = tuple[str, str]

@@ -135,7 +135,7 @@ def _records_newest_first(path: Path, limit: int) -> Iterator[dict[str, Any]]:
 
 def _mine(record: Mapping[str, Any], principal: Principal) -> bool:
     who = record.get("who") or {}
-    return bool(who.get("sub") == principal.subject and who.get("iss") == principal.issuer)
+    return (who.get("sub"), who.get("iss")) == principal.person
 
 
 def read_undoable(path: Path | None, principal: Principal) -> tuple[list[UndoableCall], set[str]]:

@@ -32,5 +32,11 @@ class Principal:
         return cls(subject="local", transport=transport, session=session)
 
     @property
+    def person(self) -> tuple[str, str | None]:
+        """Who this is across clients and sessions: the subject from its issuer. Tasks,
+        undo entries and approval requests are a person's, whatever client they use."""
+        return (self.subject, self.issuer)
+
+    @property
     def is_local(self) -> bool:
         return self.subject == "local" and self.transport in ("stdio", "memory")

@@ -89,7 +89,7 @@ def _iso(epoch: float) -> str:
 
 
 def _owner(principal: Principal) -> OwnerKey:
-    return (principal.subject, principal.issuer)
+    return principal.person
 
 
 @dataclass(slots=True)
