@@ -34,6 +34,7 @@ from pvemcp.tools.kit import (
     guest_disks,
     leftovers,
     matching,
+    node_statuses,
     planners,
     read_as,
     tool,
@@ -60,15 +61,10 @@ class CloneArgs(WaitInput, GuestRef):
     snapname: Annotated[str | None, Field(max_length=40, description="Clone this snapshot.")] = None
 
 
-class _Node(Answer):
-    node: str
-
-
 class _Guest(Answer):
     vmid: int
 
 
-_NODES = TypeAdapter(list[_Node])
 _GUESTS = TypeAdapter(list[_Guest])
 
 
@@ -89,7 +85,7 @@ async def _newid(ctx: ToolContext, wanted: int | None) -> int:
 
 
 async def _check_node(ctx: ToolContext, target: str) -> None:
-    nodes = sorted(n.node for n in await read_as(ctx, _NODES, "/nodes"))
+    nodes = sorted(await node_statuses(ctx))
     if target not in nodes:
         raise ToolFailure(
             "not_found",

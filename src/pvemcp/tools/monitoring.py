@@ -29,6 +29,7 @@ from pvemcp.tools.kit import (
     answer_as,
     matching,
     node_or_default,
+    node_statuses,
     planners,
     read_as,
     tool,
@@ -60,17 +61,12 @@ def _unit(series: str) -> tuple[str, float]:
     return "GiB", 1.0 / GIB
 
 
-class _Node(Answer):
-    node: str
-
-
-_NODES = TypeAdapter(list[_Node])
 _ROWS: TypeAdapter[list[dict[str, Any]]] = TypeAdapter(list[dict[str, Any]])
 
 
 async def _known_node(ctx: ToolContext, node: str) -> str:
     """`node` when the cluster has it, else `not_found` naming the field and the nodes."""
-    names = sorted(row.node for row in await read_as(ctx, _NODES, "/nodes"))
+    names = sorted(await node_statuses(ctx))
     if node not in names:
         raise ToolFailure(
             "not_found",
@@ -334,7 +330,7 @@ async def task_list(ctx: ToolContext, args: TaskListArgs) -> TaskList:
     if args.node is not None:
         nodes = [await _known_node(ctx, args.node)]
     else:
-        nodes = sorted(row.node for row in await read_as(ctx, _NODES, "/nodes"))
+        nodes = sorted(await node_statuses(ctx))
     params = _task_params(args, args.offset + args.limit)
     rows: list[_Task] = []
     total = 0
