@@ -432,6 +432,15 @@ async def test_a_held_stop_runs_once_after_a_second_person_approves_over_http(
                 assert guest["status"] == "stopped"
                 again = error_of(await alice.call_tool("proxmox_guest_stop", args))
                 assert again["code"] == "approval_decided"
+            # The hanging hook's two attempts take about 1.1 s; on a quiet machine the flow
+            # above can end sooner, and cancelling the notifier then drops the record.
+            for _ in range(200):  # at most 10 s
+                if any(
+                    r["phase"] == "approval" and r["what"]["action"] == "notify_failed"
+                    for r in read_audit(audit_path)
+                ):
+                    break
+                await anyio.sleep(0.05)
             background.cancel_scope.cancel()
     finally:
         hanging.stop()
